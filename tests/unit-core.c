@@ -1,0 +1,170 @@
+/* unit-core.c: libscp core: dtype conversions, safetensors round trip and validation, atomic output,
+ * config parsing and the parameter table. */
+#include "tap.h"
+
+#include "dtype.h"
+#include "error.h"
+#include "io.h"
+#include "json.h"
+#include "model_config.h"
+#include "safetensors.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_dtypes(void)
+{
+    /* Exact values: 1.0, -2.0, 65504 (f16 max), smallest subnormal, 1/3 rounding. */
+    tap_ok(scp_f32_to_f16(1.0f) == 0x3c00, "f16(1.0) = 0x3c00");
+    tap_ok(scp_f32_to_f16(-2.0f) == 0xc000, "f16(-2.0) = 0xc000");
+    tap_ok(scp_f32_to_f16(65504.0f) == 0x7bff, "f16(65504) = 0x7bff");
+    tap_ok(scp_f32_to_f16(70000.0f) == 0x7c00, "f16(70000) = inf");
+    tap_ok(scp_f16_to_f32(0x0001) == 5.9604644775390625e-8f, "f16 smallest subnormal");
+    tap_ok(scp_f32_to_f16(5.9604644775390625e-8f) == 0x0001, "f32 -> f16 smallest subnormal");
+    tap_ok(scp_f32_to_f16(1.0f / 3.0f) == 0x3555, "f16(1/3) = 0x3555 (nearest)");
+    tap_ok(scp_f32_to_bf16(1.0f) == 0x3f80, "bf16(1.0) = 0x3f80");
+    /* 1 + 2^-8 is halfway between bf16 1.0 and 1.0078125: ties to even gives 1.0. */
+    tap_ok(scp_f32_to_bf16(1.00390625f) == 0x3f80, "bf16 ties to even (down)");
+    tap_ok(scp_f32_to_bf16(1.01171875f) == 0x3f82, "bf16 ties to even (up)");
+    tap_ok(isnan(scp_bf16_to_f32(scp_f32_to_bf16(NAN))), "bf16 keeps NaN");
+    int all = 1;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if (((h >> 10) & 0x1f) == 0x1f && (h & 0x3ff)) continue;   /* NaNs */
+        if (scp_f32_to_f16(scp_f16_to_f32((uint16_t)h)) != h) { all = 0; tap_diag("f16 0x%04x fails", h); break; }
+    }
+    tap_ok(all, "every non-NaN f16 survives f16 -> f32 -> f16");
+    tap_ok(scp_dtype_from_name("BF16") == SCP_BF16 && scp_dtype_size(SCP_I64) == 8 &&
+           scp_dtype_from_name("F8") == SCP_DTYPE_INVALID, "dtype table");
+}
+
+static char tmpdir[256];
+
+static void test_safetensors(void)
+{
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    uint16_t b[3] = {0x3f80, 0x4000, 0x4040};
+    int64_t sa[2] = {2, 3}, sb[1] = {3}, s0[1] = {0};
+    char *path = scp_path_join(tmpdir, "t.safetensors");
+    scp_st_writer *w = scp_st_writer_new();
+    scp_st_add(w, "b.weight", SCP_BF16, 1, sb, b);
+    scp_st_add(w, "a.weight", SCP_F32, 2, sa, a);
+    scp_st_add(w, "empty", SCP_I32, 1, s0, NULL);
+    scp_st_set_metadata(w, "format", "pt");
+    tap_ok(scp_st_write(w, path) == 0, "write safetensors");
+    scp_st_writer_free(w);
+    scp_st_file f;
+    tap_ok(scp_st_open(&f, path) == 0, "read it back: %s", f.n ? "ok" : scp_last_error());
+    const scp_tensor_info *ta = scp_st_find(&f, "a.weight"), *tb = scp_st_find(&f, "b.weight");
+    tap_ok(f.n == 3 && ta && tb && ta->ndim == 2 && ta->shape[0] == 2 && ta->shape[1] == 3 && ta->dtype == SCP_F32 &&
+           memcmp(ta->data, a, sizeof a) == 0 && tb->dtype == SCP_BF16 && memcmp(tb->data, b, sizeof b) == 0,
+           "tensors bit-exact with names, shapes, dtypes");
+    tap_ok(((uintptr_t)ta->data % 8) == 0, "data section 8-byte aligned");
+    tap_ok(f.metadata && strcmp(json_string_value(json_object_get(f.metadata, "format")), "pt") == 0, "metadata kept");
+    scp_st_close(&f);
+    free(path);
+
+    /* Malformed headers: each must be refused with a message naming the fault. */
+    struct { const char *header; const char *expect; size_t data; } bad[] = {
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", "invalid JSON", 8},
+        {"[1,2]", "not a JSON object", 0},
+        {"{\"x\":{\"dtype\":\"F99\",\"shape\":[2],\"data_offsets\":[0,8]}}", "unknown dtype 'F99'", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", "needs 12 bytes", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,16]}}", "past the end", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", "not ordered", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"y\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", "overlap", 16},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,8]}}", "non-negative", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", "overflow", 8},
+        {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2]}}", "data_offsets", 8},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t hl = strlen(bad[i].header), n = 8 + hl + bad[i].data;
+        uint8_t *buf = calloc(1, n);
+        for (int k = 0; k < 8; k++) buf[k] = (uint8_t)((uint64_t)hl >> (8 * k));
+        memcpy(buf + 8, bad[i].header, hl);
+        scp_st_file g = {0};
+        int rc = scp_st_parse(&g, buf, n, "bad.safetensors");
+        tap_ok(rc == -1 && strstr(scp_last_error(), bad[i].expect) && strstr(scp_last_error(), "bad.safetensors"),
+               "malformed %zu refused: %s", i, scp_last_error());
+        free(buf);
+    }
+    uint8_t shortbuf[4] = {0};
+    scp_st_file g = {0};
+    tap_ok(scp_st_parse(&g, shortbuf, 4, "s") == -1 && strstr(scp_last_error(), "truncated"), "4-byte file refused");
+    uint8_t longhdr[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0};
+    tap_ok(scp_st_parse(&g, longhdr, 16, "s") == -1 && strstr(scp_last_error(), "past the end"), "header length past end refused");
+}
+
+static void test_atomic(void)
+{
+    char *path = scp_path_join(tmpdir, "out.txt");
+    scp_out *o = scp_out_open(path, 0);
+    fputs("half", o->f);
+    fflush(o->f);
+    tap_ok(!scp_file_exists(path), "final name absent while writing");
+    scp_out_abort(o);
+    tap_ok(!scp_file_exists(path), "abort leaves nothing");
+    o = scp_out_open(path, 0);
+    fputs("whole", o->f);
+    tap_ok(scp_out_commit(o) == 0 && scp_file_exists(path), "commit renames into place");
+    char *buf;
+    size_t len;
+    tap_ok(scp_read_file(path, &buf, &len) == 0 && len == 5 && strcmp(buf, "whole") == 0, "content intact");
+    free(buf);
+    free(path);
+    tap_ok(scp_crc32(0, "123456789", 9) == 0xCBF43926u, "CRC32 check value");
+}
+
+static void test_config(void)
+{
+    const char *js = "{\"model_type\":\"qwen3\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                     "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":32,\"vocab_size\":100,"
+                     "\"rms_norm_eps\":1e-6,\"rope_theta\":1000000,\"tie_word_embeddings\":true,\"custom\":7}";
+    json_t *j = scp_json_parse(js, strlen(js), "config.json");
+    scp_model_config c;
+    tap_ok(scp_config_from_json(&c, j, "config.json") == 0, "qwen3 config parses");
+    tap_ok(c.arch == SCP_ARCH_QWEN3 && c.qk_norm && !c.qkv_bias && c.head_dim == 32 && c.num_kv_heads == 2 && c.tie_word_embeddings,
+           "qwen3 switches: q/k norm, explicit head_dim, GQA, tied");
+    scp_param_desc *t;
+    int n = scp_param_table(&c, &t);
+    /* embed + 2 * (2 norms + q,k,v,o + q_norm,k_norm + gate,up,down) + final norm (tied: no lm_head) */
+    tap_ok(n == 1 + 2 * 11 + 1, "parameter table has %d entries", n);
+    tap_ok(strcmp(t[2].name, "model.layers.0.self_attn.q_proj.weight") == 0 && t[2].shape[0] == 128 && t[2].shape[1] == 64,
+           "q_proj is (H*hd, D) = (128, 64)");
+    int64_t expect = 100 * 64 + 2 * (64 + 64 + 128 * 64 + 2 * 64 * 64 + 64 * 128 + 32 + 32 + 3 * 128 * 64) + 64;
+    tap_ok(scp_param_count(&c) == expect, "parameter count %lld", (long long)scp_param_count(&c));
+    free(t);
+    json_t *out = scp_config_to_json(&c);
+    tap_ok(json_integer_value(json_object_get(out, "custom")) == 7 && json_is_true(json_object_get(out, "is_causal")),
+           "unknown keys survive; SCP keys written");
+    json_decref(out);
+    scp_config_free(&c);
+    json_decref(j);
+
+    const char *bad[][2] = {
+        {"{\"model_type\":\"gpt2\",\"hidden_size\":8}", "model_type 'gpt2' is not supported"},
+        {"{\"model_type\":\"llama\",\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":3,\"vocab_size\":5,\"intermediate_size\":4}", "not divisible"},
+        {"{\"model_type\":\"llama\",\"num_hidden_layers\":1,\"num_attention_heads\":2,\"vocab_size\":5}", "missing required key 'hidden_size'"},
+        {"{\"model_type\":\"llama\",\"hidden_size\":\"8\",\"num_hidden_layers\":1,\"num_attention_heads\":2,\"vocab_size\":5}", "must be an integer"},
+        {"{\"model_type\":\"qwen3_moe\",\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"vocab_size\":5}", "num_experts"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        j = scp_json_parse(bad[i][0], strlen(bad[i][0]), "config.json");
+        tap_ok(scp_config_from_json(&c, j, "config.json") == -1 && strstr(scp_last_error(), bad[i][1]),
+               "bad config %zu refused: %s", i, scp_last_error());
+        json_decref(j);
+    }
+}
+
+int main(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/scp-unit-core-%ld", (long)getpid());
+    scp_mkdir_p(tmpdir);
+    test_dtypes();
+    test_safetensors();
+    test_atomic();
+    test_config();
+    scp_rm_rf(tmpdir);
+    return tap_done();
+}
