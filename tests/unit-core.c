@@ -8,6 +8,8 @@
 #include "json.h"
 #include "model_config.h"
 #include "safetensors.h"
+#include "tokstream.h"
+#include "rng.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -157,6 +159,80 @@ static void test_config(void)
     }
 }
 
+static void test_tokstream(void)
+{
+    char *path = scp_path_join(tmpdir, "s.tok");
+    FILE *f = fopen(path, "wb");
+    scp_tokstream_writer w;
+    scp_tokstream_header h = {.vocab_size = 70000, .bos_id = 1, .eos_id = 2, .pad_id = -1, .mask_id = 69999, .tokenizer_hash = 0x1234abcdULL};
+    int32_t d0[3] = {1, 69999, 5}, d1[1] = {7};
+    tap_ok(scp_tokstream_write_begin(&w, f, "s.tok", &h) == 0 && w.h.token_bytes == 4, "70000-token vocabulary gets 4-byte tokens");
+    scp_tokstream_write_doc(&w, d0, 3);
+    scp_tokstream_write_doc(&w, NULL, 0);
+    scp_tokstream_write_doc(&w, d1, 1);
+    int32_t badid = 70000;
+    tap_ok(scp_tokstream_write_doc(&w, &badid, 1) == -1, "writer refuses an id outside the vocabulary");
+    scp_tokstream_write_end(&w);
+    fclose(f);
+    f = fopen(path, "rb");
+    scp_tokstream_reader r;
+    int32_t *ids = NULL;
+    size_t cap = 0;
+    uint32_t n;
+    int ok = scp_tokstream_read_begin(&r, f, "s.tok") == 0 && r.h.mask_id == 69999 && r.h.tokenizer_hash == 0x1234abcdULL;
+    ok = ok && scp_tokstream_read_doc(&r, &ids, &cap, &n) == 1 && n == 3 && ids[1] == 69999;
+    ok = ok && scp_tokstream_read_doc(&r, &ids, &cap, &n) == 1 && n == 0;
+    ok = ok && scp_tokstream_read_doc(&r, &ids, &cap, &n) == 1 && n == 1 && ids[0] == 7;
+    ok = ok && scp_tokstream_read_doc(&r, &ids, &cap, &n) == 0;
+    tap_ok(ok, "token stream round trip: header, documents, empty document, verified end");
+    scp_tokstream_read_close(&r);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    /* Truncations at every length and a flipped byte are errors, never crashes or silent success. */
+    char *buf;
+    size_t len;
+    scp_read_file(path, &buf, &len);
+    int all = 1;
+    for (long cut = 0; cut < size; cut++) {
+        FILE *g = fmemopen(buf, (size_t)cut ? (size_t)cut : 1, "rb");
+        if (!cut) fgetc(g);
+        int rc = scp_tokstream_read_begin(&r, g, "cut.tok");
+        while (rc == 0 && (rc = scp_tokstream_read_doc(&r, &ids, &cap, &n)) == 1) rc = 0;
+        if (rc != -1) all = 0;
+        scp_tokstream_read_close(&r);
+        fclose(g);
+    }
+    tap_ok(all, "every truncation of the stream is refused");
+    buf[64 + 4 + 2] ^= 0x01;
+    FILE *g = fmemopen(buf, len, "rb");
+    int rc = scp_tokstream_read_begin(&r, g, "flip.tok");
+    while (rc == 0 && (rc = scp_tokstream_read_doc(&r, &ids, &cap, &n)) == 1) rc = 0;
+    tap_ok(rc == -1 && strstr(scp_last_error(), "checksum"), "a flipped byte fails the checksum: %s", scp_last_error());
+    scp_tokstream_read_close(&r);
+    fclose(g);
+    free(buf);
+    free(ids);
+    free(path);
+}
+
+static void test_rng(void)
+{
+    scp_rng a, b;
+    scp_rng_init(&a, 42, 7);
+    scp_rng_init(&b, 42, 7);
+    int same = 1;
+    for (int i = 0; i < 100; i++) same &= scp_rng_u64(&a) == scp_rng_u64(&b);
+    scp_rng_init(&b, 42, 8);
+    tap_ok(same && scp_rng_u64(&a) != scp_rng_u64(&b), "streams reproducible and distinct");
+    double s = 0, s2 = 0;
+    int N = 200000;
+    for (int i = 0; i < N; i++) { double u = scp_rng_uniform(&a); s += u; s2 += u * u; }
+    double mean = s / N, var = s2 / N - mean * mean;
+    /* mean of U(0,1): sd of the estimate is 1/sqrt(12 N) = 6.5e-4; 5 sd bound */
+    tap_ok(fabs(mean - 0.5) < 5 * 6.5e-4 && fabs(var - 1.0 / 12) < 2e-3, "uniform mean %.5f var %.5f", mean, var);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/scp-unit-core-%ld", (long)getpid());
@@ -165,6 +241,8 @@ int main(void)
     test_safetensors();
     test_atomic();
     test_config();
+    test_tokstream();
+    test_rng();
     scp_rm_rf(tmpdir);
     return tap_done();
 }
