@@ -23,4 +23,17 @@ double scp_mask_weight(scp_mask_schedule s, double t);
 int scp_mask_sequence(uint64_t seed, uint64_t index, double t, scp_mask_schedule sched, int T, const int32_t *tokens,
                       int prompt_len, int32_t mask_id, int32_t *noisy, uint8_t *mask);
 
+/* Added with the implementation. As scp_mask_sequence, but positions with keep[i] != 0 (keep: T, or NULL) are
+ * never masked either: per-document prompts, padding. The randomness of a position is the same as above. */
+int scp_mask_sequence_keep(uint64_t seed, uint64_t index, double t, scp_mask_schedule sched, int T, const int32_t *tokens,
+                           const uint8_t *keep, int prompt_len, int32_t mask_id, int32_t *noisy, uint8_t *mask);
+/* E[scp_mask_prob(sched, t)] for t uniform on [eps, 1]: the expected masked fraction of a maskable token. */
+double scp_mask_mean_prob(scp_mask_schedule s, double eps);
+/* Names as on the command line ("uniform", "stratified", "antithetic"; "linear", "cosine", "poly2");
+ * the parsers return -1 for an unknown name. */
+const char *scp_t_sampler_name(scp_t_sampler s);
+const char *scp_mask_schedule_name(scp_mask_schedule s);
+int scp_t_sampler_from_name(const char *name);
+int scp_mask_schedule_from_name(const char *name);
+
 #endif

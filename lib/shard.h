@@ -27,4 +27,19 @@ int scp_shardset_pad_id(const scp_shardset *s);
  * of the data (a final partial sequence) hold pad_id (or eos when no pad) with doc = -1. Thread-safe. */
 int scp_shardset_get(const scp_shardset *s, int64_t i, int32_t *tokens, int32_t *doc);
 
+/* Added with the implementation (man 5 scp-shards). Note: scp_shardset_pad_id gives the token found at padding
+ * positions: the stream's pad id, else its eos id, else 0 (doc = -1 tells padding apart in every case).
+ * Where a sequence came from: */
+typedef struct scp_doc_segment {
+    int64_t doc_id;       /* the document's number over all inputs, in input order */
+    int pos;              /* where the segment starts in the sequence */
+    int64_t doc_offset;   /* how far into the document that position is (0: the document starts here) */
+} scp_doc_segment;
+/* Sequence i's place in packing order before the shuffle, its number of real tokens (the rest is padding)
+ * and its document segments (segs: room for seq_len entries, or NULL). Returns the segment count, -1 on error. */
+int scp_shardset_seq_info(const scp_shardset *s, int64_t i, int64_t *packed_index, int *n_valid, scp_doc_segment *segs);
+int scp_shardset_token_bytes(const scp_shardset *s);
+int scp_shardset_mask_id(const scp_shardset *s);      /* the token stream's mask id (-1: none) */
+int64_t scp_shardset_num_tokens(const scp_shardset *s); /* real tokens in the split, padding excluded */
+
 #endif
