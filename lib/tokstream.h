@@ -10,7 +10,8 @@
  *  40  u64 tokenizer_hash (scp_tokenizer_hash: identifies the tokenizer; 0 = unknown)
  *  48  u8[16] reserved, zero
  * then documents, each: u32 n_tokens, then n_tokens tokens of token_bytes each;
- * then a trailer: u32 0xFFFFFFFF, u64 n_documents, u64 n_tokens, u32 crc32 of everything before the trailer.
+ * then a trailer: u32 0xFFFFFFFF, u64 n_documents, u64 n_tokens, u32 crc32 of every byte before this crc field
+ * (header, documents and the trailer's first 20 bytes).
  * A stream that ends without its trailer is truncated, and readers say so. Written and read sequentially, so
  * it passes through pipes. */
 #ifndef SCP_TOKSTREAM_H

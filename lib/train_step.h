@@ -1,0 +1,48 @@
+/* train_step.h: one optimizer step of scp-train (DESIGN.md, the objective), separate from the program so that
+ * it is one piece with one job:
+ *   the global batch of B sequences at the data cursor; for mdm noise levels t from (seed, step) with the
+ *   configured sampler, masks from (seed, cursor + row), weights w(t) / (L or n_masked) / B; for ar the next
+ *   tokens, weight 1 / (targets in the batch); micro-batches accumulate the gradients; the global norm is
+ *   clipped; a non-finite loss or norm skips the update (counted); else AdamW with the per-group rates of the
+ *   schedule at this step. Annealed attention draws its seed from the state's RNG, one per micro-batch. */
+#ifndef SCP_TRAIN_STEP_H
+#define SCP_TRAIN_STEP_H
+
+#include <stdint.h>
+
+#include "model.h"
+#include "train_batch.h"
+#include "train_opts.h"
+#include "train_state.h"
+
+typedef struct scp_trainer {
+    scp_model *m;
+    const scp_train_opts *o;
+    scp_train_state *st;
+    const scp_seq_source *src;
+    int B, micro, T;              /* sequences per step and per micro-batch, positions */
+    float *opt_m, *opt_v;         /* (n_weights) AdamW moments */
+    scp_mdm_spec spec;
+    scp_data_order order;
+    scp_train_batch b;
+    double *ts;                   /* (B) noise levels */
+    float *plr;                   /* (n_params) per-parameter rates */
+    double glr[SCP_GROUP_COUNT];  /* per-group rates of the last step */
+} scp_trainer;
+
+typedef struct scp_step_info {
+    double loss;                  /* the batch loss (NaN/Inf when skipped for it) */
+    double grad_norm;             /* before clipping */
+    double masked_fraction;       /* mdm: masked / maskable positions */
+    int skipped;                  /* this step was skipped */
+} scp_step_info;
+
+/* opt_m/opt_v are owned by the caller (loaded on resume); mask_id and shift as resolved from the config. */
+void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp_train_state *st,
+                      const scp_seq_source *src, int B, int micro, float *opt_m, float *opt_v, int32_t mask_id,
+                      int shift);
+void scp_trainer_free(scp_trainer *t);
+/* One step at st->step (advances step, cursor, tokens, and adam_step or skipped). -1 on a data error. */
+int scp_trainer_step(scp_trainer *t, scp_step_info *info);
+
+#endif
