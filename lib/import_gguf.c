@@ -19,6 +19,9 @@
 static const struct { const char *gguf, *hf; scp_arch arch; } archs[] = {
     {"llama", "llama", SCP_ARCH_LLAMA}, {"qwen2", "qwen2", SCP_ARCH_QWEN2},
     {"qwen3", "qwen3", SCP_ARCH_QWEN3}, {"qwen3moe", "qwen3_moe", SCP_ARCH_QWEN3_MOE},
+    /* llama.cpp's diffusion architectures (scp-export writes them): LLaDA has the Llama layout, Dream Qwen2's,
+     * RND1 Qwen3-MoE's. */
+    {"llada", "llama", SCP_ARCH_LLAMA}, {"dream", "qwen2", SCP_ARCH_QWEN2}, {"rnd1", "qwen3_moe", SCP_ARCH_QWEN3_MOE},
 };
 
 /* The llama.cpp name of a parameter (experts: the stacked tensor). */
@@ -148,6 +151,18 @@ static int read_config(scp_import *im, const char *arch_gguf, scp_arch arch, con
         }
         if (rc == 0 && id < emb->ne[1]) json_object_set_new(j, ids[i][1], json_integer((json_int_t)id));
     }
+    /* Diffusion metadata: the mask token, non-causal attention, logit shift (absent: llama.cpp's defaults). */
+    rc = scp_gguf_get_uint(g, "tokenizer.ggml.mask_token_id", UINT64_MAX, &id, path);
+    if (rc < 0) {
+        json_decref(j);
+        return -1;
+    }
+    if (rc == 0 && id < emb->ne[1]) json_object_set_new(j, "mask_token_id", json_integer((json_int_t)id));
+    const scp_gguf_kv *kb;
+    snprintf(k, sizeof k, "%s.attention.causal", arch_gguf);
+    if ((kb = scp_gguf_find(g, k)) && kb->type == SCP_GGUF_BOOL) json_object_set_new(j, "is_causal", json_boolean(kb->v.u != 0));
+    if ((kb = scp_gguf_find(g, "diffusion.shift_logits")) && kb->type == SCP_GGUF_BOOL)
+        json_object_set_new(j, "shift_logits", json_boolean(kb->v.u != 0));
     rc = scp_config_from_json(&im->cfg, j, path);
     json_decref(j);
     return rc;
@@ -419,7 +434,7 @@ int scp_import_gguf(scp_import *im, const char *path)
     for (int i = 0; i < (int)(sizeof archs / sizeof *archs); i++)
         if (strcmp(arch_name, archs[i].gguf) == 0) a = i;
     if (a < 0) {
-        rc = scp_error("%s: architecture '%s' is not supported (supported: llama, qwen2, qwen3, qwen3moe)", path, arch_name);
+        rc = scp_error("%s: architecture '%s' is not supported (supported: llama, qwen2, qwen3, qwen3moe, llada, dream, rnd1)", path, arch_name);
         free(arch_name);
         return rc;
     }

@@ -1,0 +1,102 @@
+/* scp-export: a checkpoint directory -> a Hugging Face directory or a GGUF file (lib/export*.c). */
+#include "cli.h"
+#include "error.h"
+#include "export.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { O_ARCH = 256, O_NAME, O_CAUSAL, O_BIDIR, O_SHIFT, O_NO_SHIFT };
+
+static const struct option longopts[] = {
+    {"format", required_argument, 0, 'f'}, {"output", required_argument, 0, 'o'}, {"dtype", required_argument, 0, 'd'},
+    {"arch", required_argument, 0, O_ARCH}, {"name", required_argument, 0, O_NAME}, {"causal", no_argument, 0, O_CAUSAL},
+    {"bidirectional", no_argument, 0, O_BIDIR}, {"shift", no_argument, 0, O_SHIFT}, {"no-shift", no_argument, 0, O_NO_SHIFT},
+    {"force", no_argument, 0, 'F'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+    {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+
+_Noreturn static void usage(void)
+{
+    printf("Usage: %s --format hf|gguf -o OUT [OPTIONS] CHECKPOINT\n"
+           "Write a checkpoint directory as a Hugging Face model directory or a GGUF file for llama.cpp.\n\n"
+           "  -f, --format hf|gguf   output form (default: gguf when OUT ends in .gguf, else hf)\n"
+           "  -o, --output OUT       the directory (hf) or file (gguf) to write\n"
+           "  -d, --dtype TYPE       f32 (default) or bf16 for hf; f32, f16 or bf16 for gguf matrices\n"
+           "      --arch NAME        GGUF general.architecture (default: llada for Llama, dream for Qwen2, rnd1\n"
+           "                         for Qwen3-MoE diffusion checkpoints; llama, qwen2, qwen3, qwen3moe otherwise)\n"
+           "      --name NAME        GGUF general.name (default: the checkpoint's directory name)\n"
+           "      --causal, --bidirectional  mark the export causal or not (default: config.json is_causal)\n"
+           "      --shift, --no-shift  logit shift in the export (default: config.json shift_logits)\n"
+           "  -F, --force            replace an existing output directory\n"
+           "  -q, --quiet            no summary line on stderr\n"
+           "  -h, --help             this help\n"
+           "  -V, --version          version and features\n",
+           scp_progname());
+    exit(0);
+}
+
+static scp_dtype parse_dtype(const char *s)
+{
+    if (!strcmp(s, "f32") || !strcmp(s, "F32") || !strcmp(s, "float32")) return SCP_F32;
+    if (!strcmp(s, "f16") || !strcmp(s, "F16") || !strcmp(s, "float16")) return SCP_F16;
+    if (!strcmp(s, "bf16") || !strcmp(s, "BF16") || !strcmp(s, "bfloat16")) return SCP_BF16;
+    scp_usage_error("--dtype: '%s' is not f32, f16 or bf16", s);
+}
+
+int main(int argc, char **argv)
+{
+    scp_cli_init(argc, argv);
+    scp_cleanup_on_signals();
+    const char *format = NULL, *out = NULL;
+    int quiet = 0, c;
+    scp_export_opts o = {.dtype = SCP_DTYPE_INVALID, .causal = -1, .shift = -1};
+    while ((c = getopt_long(argc, argv, "f:o:d:FqhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            if (strcmp(optarg, "hf") && strcmp(optarg, "gguf")) scp_usage_error("--format: '%s' is not hf or gguf", optarg);
+            format = optarg;
+            break;
+        case 'o': out = optarg; break;
+        case 'd': o.dtype = parse_dtype(optarg); break;
+        case O_ARCH: o.arch = optarg; break;
+        case O_NAME: o.name = optarg; break;
+        case O_CAUSAL: o.causal = 1; break;
+        case O_BIDIR: o.causal = 0; break;
+        case O_SHIFT: o.shift = 1; break;
+        case O_NO_SHIFT: o.shift = 0; break;
+        case 'F': o.replace = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage();
+        case 'V': scp_cli_version();
+        default: scp_usage_error("unknown option");
+        }
+    }
+    if (optind != argc - 1) scp_usage_error(optind < argc ? "give exactly one CHECKPOINT" : "a CHECKPOINT directory is required");
+    if (!out) scp_usage_error("-o OUT is required");
+    if (!strcmp(out, "-")) scp_usage_error("-o -: the output is a directory or a GGUF file, not standard output");
+    if (!format) {
+        size_t n = strlen(out);
+        format = n > 5 && !strcmp(out + n - 5, ".gguf") ? "gguf" : "hf";
+    }
+    int gguf = !strcmp(format, "gguf");
+    if (!gguf && o.arch) scp_usage_error("--arch goes with --format gguf");
+    if (!gguf && o.dtype == SCP_F16) scp_usage_error("--dtype f16: the hf form is f32 or bf16");
+
+    scp_export_src s;
+    if (scp_export_open(&s, argv[optind])) scp_die_last();
+    if (gguf && !o.replace && scp_file_exists(out)) scp_die("%s: already exists (use --force to replace it)", out);
+    if ((gguf ? scp_export_gguf(&s, &o, out) : scp_export_hf(&s, &o, out))) scp_die_last();
+    if (!quiet) {
+        int dr = 0;
+        scp_model_config cc = s.cfg;
+        if (o.causal >= 0) cc.causal = o.causal;
+        const char *arch = gguf ? (o.arch ? o.arch : scp_export_gguf_arch(&cc, &dr)) : scp_arch_name(s.cfg.arch);
+        fprintf(stderr, "%s: %s -> %s: %s %s, %d tensors, %s%s\n", scp_progname(), argv[optind], out, gguf ? "GGUF" : "HF", arch, s.n,
+                cc.causal ? "causal" : "bidirectional",
+                gguf && !cc.causal && !dr ? " (llama.cpp's diffusion runner does not know this architecture)" : "");
+    }
+    scp_export_close(&s);
+    return 0;
+}
