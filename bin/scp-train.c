@@ -9,6 +9,7 @@
  * the NaN/Inf check and AdamW with per-group rates. Everything a step draws is a function of (seed, step,
  * cursor) or of the saved trainer RNG, so a resumed run repeats the uninterrupted one bit for bit. */
 #include "cli.h"
+#include "dist.h"
 #include "error.h"
 #include "eval_loss.h"
 #include "io.h"
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 _Noreturn static void usage(void)
 {
@@ -84,8 +86,11 @@ _Noreturn static void usage(void)
            "      --eval-samples N     noise levels per val sequence (default 4)\n"
            "Run:\n"
            "  -s, --seed S             data order, noise levels, masks, random init (default 1)\n"
-           "  -t, --threads N          threads (default: all cores)\n"
+           "  -t, --threads N          threads (default: all cores, shared by the ranks on a node)\n"
            "      --backend NAME       compute backend (default cpu)\n"
+           "Data parallel (under mpirun or srun; see DISTRIBUTED in the manual):\n"
+           "      --zero 0|1           1: shard the AdamW moments across the ranks (ZeRO-1; default 0)\n"
+           "      --dist-timeout S     seconds a rank waits for the others before stopping the job (default 600)\n"
            "  -q, --quiet              no summary lines on stderr\n"
            "  -h, --help               this help\n"
            "  -V, --version            version and features\n"
@@ -98,7 +103,7 @@ enum {
     O_INIT_RANDOM = 256, O_INIT_STD, O_OBJECTIVE, O_LOSS_NORM, O_ATTENTION, O_DOC_MASK, O_SHIFT, O_NO_SHIFT, O_T_SAMPLER,
     O_MASK_SCHED, O_T_EPS, O_LR, O_LR_ATTN, O_LR_MLP, O_LR_EMBED, O_LR_NORM, O_LR_ROUTER, O_BETA1, O_BETA2, O_EPS,
     O_WD, O_CLIP, O_WARMUP, O_SCHEDULE, O_MIN_LR, O_DECAY_FRAC, O_BATCH_TOKENS, O_MICRO, O_STEPS, O_TOKENS,
-    O_NO_SHUFFLE, O_SAVE_EVERY, O_KEEP, O_EVAL_EVERY, O_EVAL_SEQS, O_EVAL_SAMPLES, O_BACKEND
+    O_NO_SHUFFLE, O_SAVE_EVERY, O_KEEP, O_EVAL_EVERY, O_EVAL_SEQS, O_EVAL_SAMPLES, O_BACKEND, O_ZERO, O_DIST_TIMEOUT
 };
 
 static const struct option longopts[] = {
@@ -124,10 +129,13 @@ static const struct option longopts[] = {
     {"eval-seqs", required_argument, 0, O_EVAL_SEQS}, {"eval-samples", required_argument, 0, O_EVAL_SAMPLES},
     {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
     {"backend", required_argument, 0, O_BACKEND}, {"quiet", no_argument, 0, 'q'},
+    {"zero", required_argument, 0, O_ZERO}, {"dist-timeout", required_argument, 0, O_DIST_TIMEOUT},
     {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
 
 typedef struct cli_flags {
     int resume, force, quiet;
+    int zero;              /* ZeRO stage (0 or 1) */
+    double dist_timeout;   /* seconds, 0: the default */
     char *out;
 } cli_flags;
 
@@ -214,6 +222,8 @@ static void parse_args(int argc, char **argv, scp_train_opts *o, cli_flags *fl)
         case 't': o->threads = (int)scp_opt_int("--threads", optarg, 0, 4096); break;
         case O_BACKEND: set_str(&o->backend, optarg); break;
         case 'q': fl->quiet = 1; break;
+        case O_ZERO: fl->zero = (int)scp_opt_int("--zero", optarg, 0, 1); break;
+        case O_DIST_TIMEOUT: fl->dist_timeout = scp_opt_double("--dist-timeout", optarg, 1, 1e7); break;
         case 'h': usage();
         case 'V': scp_cli_version();
         default: scp_usage_error("unknown option");
@@ -294,13 +304,55 @@ static void eval_line(scp_model *m, const scp_seq_source *vsrc, const scp_eval_o
     if (!quiet) scp_warn("step %" PRId64 ": val %s %.4f (se %.4f)", st->step, key, er.nll, er.se);
 }
 
+/* A checkpoint, written by rank 0. With ZeRO-1 (zlo not NULL) rank 0 first gathers the full moments, so a
+ * checkpoint never depends on the rank count. Collective: every rank calls it at the same step. */
+static void save_checkpoint(scp_dist *d, const char *rundir, scp_model *m, float *opt_m, float *opt_v,
+                            const int64_t *zlo, scp_train_state *st, const scp_train_opts *o, const char *tok_dir)
+{
+    float *fm = opt_m, *fv = opt_v;
+    st->world = d->world;
+    /* Rank 0's state stands for every rank's: check that the ranks still agree bit for bit (MPI does not promise
+     * identical all-reduce results on every rank), and if not, continue from rank 0's. */
+    size_t wb = (size_t)m->n_weights * sizeof *m->weights;
+    if (!scp_dist_same(d, m->weights, wb, "weight check") ||
+        (!zlo && (!scp_dist_same(d, opt_m, wb, "moment check") || !scp_dist_same(d, opt_v, wb, "moment check")))) {
+        if (d->rank == 0) scp_warn("step %" PRId64 ": the ranks' weights or moments differ in the last bits: continuing "
+                                   "from rank 0's", st->step);
+        scp_dist_bcast(d, m->weights, wb, 0, "weight broadcast");
+        if (!zlo) {
+            scp_dist_bcast(d, opt_m, wb, 0, "moment broadcast");
+            scp_dist_bcast(d, opt_v, wb, 0, "moment broadcast");
+        }
+    }
+    if (zlo) {
+        fm = fv = NULL;
+        if (d->rank == 0) {
+            fm = scp_xmalloc((size_t)m->n_weights * sizeof *fm);
+            fv = scp_xmalloc((size_t)m->n_weights * sizeof *fv);
+        }
+        scp_dist_gather_f32(d, fm, opt_m, zlo, "ZeRO-1 optimizer gather");
+        scp_dist_gather_f32(d, fv, opt_v, zlo, "ZeRO-1 optimizer gather");
+    }
+    if (d->rank == 0 && scp_train_save_checkpoint(rundir, m, fm, fv, st, o, tok_dir)) scp_die_last();
+    if (zlo) {
+        free(fm);
+        free(fv);
+    }
+}
+
 int main(int argc, char **argv)
 {
     scp_cli_init(argc, argv);
+    /* MPI first (it may take its own arguments out of argv); one rank without a launcher. */
+    scp_dist dist;
+    if (scp_dist_init(&dist, &argc, &argv)) scp_die_last();
+    int r0 = dist.rank == 0;
     scp_train_opts o;
     cli_flags fl = {0};
     scp_train_opts_default(&o);
     parse_args(argc, argv, &o, &fl);
+    if (fl.dist_timeout > 0) dist.timeout = fl.dist_timeout;
+    if (!r0) fl.quiet = 1;   /* rank 0 speaks for the run; any rank still reports its own errors */
     if (!fl.out) scp_usage_error("-o RUNDIR is required");
     const char *rundir = fl.out;
     scp_train_state st;
@@ -310,7 +362,7 @@ int main(int argc, char **argv)
     if (fl.resume) {
         /* The saved options, then whatever this command line sets again. */
         if (!scp_is_dir(rundir)) scp_die("%s: no such run directory to resume", rundir);
-        scp_run_clean_stale(rundir);
+        if (r0) scp_run_clean_stale(rundir);
         resume_dir = scp_run_latest(rundir);
         if (!resume_dir) scp_die_last();
         char *sp = scp_path_join(resume_dir, "trainer_state.json");
@@ -324,7 +376,7 @@ int main(int argc, char **argv)
     } else {
         if (!o.init) scp_usage_error("--init CKPT is required (or --resume)");
         if (!o.data) scp_usage_error("--data SHARDS is required");
-        if (scp_file_exists(rundir)) {
+        if (r0 && scp_file_exists(rundir)) {
             if (!fl.force) {
                 char *l = scp_path_join(rundir, "latest");
                 int has = scp_file_exists(l);
@@ -338,7 +390,13 @@ int main(int argc, char **argv)
     if (!o.attn_set) o.attn = o.objective == SCP_OBJ_AR ? SCP_ATTN_CAUSAL : SCP_ATTN_BIDIRECTIONAL;
     if (o.objective == SCP_OBJ_AR && o.attn != SCP_ATTN_CAUSAL)
         scp_usage_error("--objective ar needs causal attention (a token would see the one it predicts)");
-    scp_set_threads(o.threads);
+    if (o.threads == 0 && dist.local_size > 1) {
+        /* Ranks sharing a node share its cores: all cores for each would oversubscribe them. */
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        scp_set_threads(nc / dist.local_size > 1 ? (int)(nc / dist.local_size) : 1);
+    } else {
+        scp_set_threads(o.threads);
+    }
 
     /* ---- the model ---- */
     scp_model *m = NULL;
@@ -369,6 +427,8 @@ int main(int argc, char **argv)
         tok_dir = scp_xstrdup(o.init);
     }
     if (!m) scp_die_last();
+    /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). */
+    scp_dist_bcast(&dist, m->weights, (size_t)m->n_weights * sizeof *m->weights, 0, "weight broadcast");
     if (!has_tokenizer(tok_dir)) {
         free(tok_dir);
         tok_dir = NULL;
@@ -407,13 +467,15 @@ int main(int argc, char **argv)
     if (!fl.quiet && (int64_t)B * T != batch_tokens)
         scp_warn("--batch-tokens %" PRId64 " is not a whole number of %d-token sequences: using %d sequences (%" PRId64 " tokens)",
                  batch_tokens, T, B, (int64_t)B * T);
+    if (B < dist.world)
+        scp_usage_error("--batch-tokens: %d sequences per step cannot be shared by %d ranks", B, dist.world);
     int micro = o.micro_batch > 0 && o.micro_batch < B ? o.micro_batch : B;
     int64_t total = o.steps;
     if (!total && o.tokens) total = (o.tokens + (int64_t)B * T - 1) / ((int64_t)B * T);
 
     scp_shardset *val = NULL;
     scp_seq_source vsrc = {0};
-    if (o.eval_every) {
+    if (o.eval_every && r0) {   /* rank 0 evaluates, the others wait at the next step */
         val = scp_shardset_open(o.data, "val");
         if (!val || scp_shardset_num_seqs(val) == 0) {
             if (!fl.quiet) scp_warn("%s: no val split: --eval-every ignored", o.data);
@@ -425,27 +487,54 @@ int main(int argc, char **argv)
     }
 
     /* ---- optimizer state ---- */
+    /* ZeRO-1: this rank keeps the moments of its shard zlo[rank] .. zlo[rank + 1] only. */
     scp_model_alloc_grads(m);
-    float *opt_m = scp_xcalloc((size_t)m->n_weights, sizeof *opt_m);
-    float *opt_v = scp_xcalloc((size_t)m->n_weights, sizeof *opt_v);
+    int64_t *zlo = NULL, n_opt = m->n_weights;
+    if (fl.zero && dist.world > 1) {
+        zlo = scp_xmalloc(sizeof *zlo * (size_t)(dist.world + 1));
+        scp_dist_shards(m->n_weights, dist.world, 16, zlo);
+        n_opt = zlo[dist.rank + 1] - zlo[dist.rank];
+    } else if (fl.zero && !fl.quiet) {
+        scp_warn("--zero 1 with one rank: nothing to shard");
+    }
+    float *opt_m = scp_xcalloc((size_t)(n_opt ? n_opt : 1), sizeof *opt_m);
+    float *opt_v = scp_xcalloc((size_t)(n_opt ? n_opt : 1), sizeof *opt_v);
     if (resume_dir) {
+        /* Checkpoints hold the full moments (gathered on rank 0 under ZeRO-1): any rank count can resume. */
         char *op = scp_path_join(resume_dir, "optimizer.safetensors");
-        if (scp_optimizer_load(op, m, opt_m, opt_v)) scp_die_last();
+        float *fm = opt_m, *fv = opt_v;
+        if (zlo) {
+            fm = scp_xcalloc((size_t)m->n_weights, sizeof *fm);
+            fv = scp_xcalloc((size_t)m->n_weights, sizeof *fv);
+        }
+        if (scp_optimizer_load(op, m, fm, fv)) scp_die_last();
+        if (zlo) {
+            memcpy(opt_m, fm + zlo[dist.rank], (size_t)n_opt * sizeof *opt_m);
+            memcpy(opt_v, fv + zlo[dist.rank], (size_t)n_opt * sizeof *opt_v);
+            free(fm);
+            free(fv);
+        }
         free(op);
-        if (scp_metrics_truncate(rundir, st.step)) scp_die_last();
+        if (r0 && scp_metrics_truncate(rundir, st.step)) scp_die_last();
+        if (!st.world) st.world = 1;   /* saved before data parallelism */
+        if (!fl.quiet && st.world != dist.world)
+            scp_warn("%s was saved by %" PRId64 " rank%s, resuming with %d: weights, optimizer state and data "
+                     "position carry over (the global batch is the same), but sums over ranks round differently, "
+                     "so the run is not bit-identical to one that kept %" PRId64,
+                     resume_dir, st.world, st.world == 1 ? "" : "s", dist.world, st.world);
     } else {
         scp_rng_init(&st.rng, o.seed, 0x747261696e6572ull);   /* "trainer" */
         st.data_hash = data_hash;
     }
     st.total_steps = total;
-    if (!resume_dir) {
+    if (!resume_dir && r0) {
         /* Created only now that the model and the data are known good: a refused run leaves nothing behind. */
         if (fl.force && scp_file_exists(rundir) && scp_rm_rf(rundir)) scp_die_last();
         if (scp_mkdir_p(rundir)) scp_die_last();
         scp_run_clean_stale(rundir);
     }
     scp_metrics mt;
-    if (scp_metrics_open(&mt, rundir)) scp_die_last();
+    if (r0 && scp_metrics_open(&mt, rundir)) scp_die_last();
     free(o.out);
     o.out = scp_xstrdup(rundir);
 
@@ -454,12 +543,18 @@ int main(int argc, char **argv)
                  "steps %" PRId64 " to %" PRId64 "%s",
                  scp_objective_name(o.objective), resume_dir ? "resumed" : "from init", m->n_params, m->n_weights, src.n,
                  T, B, micro, st.step, total, resume_dir ? "" : "");
+    if (!fl.quiet && dist.world > 1)
+        scp_warn("data parallel: %d ranks (%s), %d-%d sequences per rank per step, ZeRO-%d, timeout %.0f s",
+                 dist.world, scp_dist_library(), B / dist.world, (B + dist.world - 1) / dist.world, zlo ? 1 : 0,
+                 dist.timeout);
 
     signal(SIGINT, on_stop);
     signal(SIGTERM, on_stop);
 
     scp_trainer tr;
     scp_trainer_init(&tr, m, &o, &st, &src, B, micro, opt_m, opt_v, cfg->mask_token_id, shift);
+    scp_trainer_set_dist(&tr, &dist, zlo);
+    scp_dist_watchdog_start(&dist);
     scp_eval_opts eo;
     scp_eval_opts_default(&eo);
     eo.max_seqs = o.eval_seqs;
@@ -481,11 +576,15 @@ int main(int argc, char **argv)
     int64_t saved_at = resume_dir ? st.step : -1;
     double t_start = scp_now();
     int64_t tok_start = st.tokens;
-    while (st.step < total && !stop_signal) {
+    int stop = 0;   /* the signal that stops the run, seen by any rank (all ranks stop at the same step) */
+    scp_dist_take_comm_time(&dist, NULL);
+    while (st.step < total && !stop) {
         double t0 = scp_now();
         scp_step_info si;
         if (scp_trainer_step(&tr, &si)) scp_die_last();
-        double dt = scp_now() - t0;
+        double dt = scp_now() - t0, wait = 0, comm = scp_dist_take_comm_time(&dist, &wait);
+        stop = scp_dist_any(&dist, stop_signal, "stop flag");
+        if (!r0) goto next;
         json_t *j = json_object();
         json_object_set_new(j, "step", json_integer(st.step));
         json_object_set_new(j, "tokens", json_integer(st.tokens));
@@ -495,29 +594,35 @@ int main(int argc, char **argv)
         if (o.objective == SCP_OBJ_MDM) json_object_set_new(j, "masked_fraction", json_real(si.masked_fraction));
         json_object_set_new(j, "tokens_per_s", json_real(dt > 0 ? (double)B * T / dt : 0.0));
         json_object_set_new(j, "skipped", json_integer(st.skipped));
+        if (dist.world > 1) {   /* seconds all-reducing, and waiting at the step barrier for the slowest rank */
+            json_object_set_new(j, "comm_s", json_real(comm));
+            json_object_set_new(j, "wait_s", json_real(wait));
+        }
         if (scp_metrics_write(&mt, j)) scp_die_last();
         double el = scp_now() - t_start;
         scp_progress_update(&prog, st.step, "step %" PRId64 "/%" PRId64 " loss %.4f %.0f tok/s", st.step, total, si.loss,
                             el > 0 ? (double)(st.tokens - tok_start) / el : 0.0);
         if (val && st.step % o.eval_every == 0) eval_line(m, &vsrc, &eo, o.objective, &st, &mt, fl.quiet);
+    next:
         if (o.save_every && st.step % o.save_every == 0 && st.step < total) {
-            if (scp_train_save_checkpoint(rundir, m, opt_m, opt_v, &st, &o, tok_dir)) scp_die_last();
+            save_checkpoint(&dist, rundir, m, opt_m, opt_v, zlo, &st, &o, tok_dir);
             saved_at = st.step;
         }
     }
-    scp_progress_end(&prog);
-    if (saved_at != st.step && scp_train_save_checkpoint(rundir, m, opt_m, opt_v, &st, &o, tok_dir)) scp_die_last();
-    scp_metrics_close(&mt);
+    if (r0) scp_progress_end(&prog);
+    if (saved_at != st.step) save_checkpoint(&dist, rundir, m, opt_m, opt_v, zlo, &st, &o, tok_dir);
+    if (r0) scp_metrics_close(&mt);
     if (!fl.quiet) {
         double el = scp_now() - t_start;
         scp_warn("%s at step %" PRId64 " (%" PRId64 " skipped), %.0f tokens/s; checkpoint %s/latest",
-                 stop_signal ? "interrupted" : "done", st.step, st.skipped,
+                 stop ? "interrupted" : "done", st.step, st.skipped,
                  el > 0 ? (double)(st.tokens - tok_start) / el : 0.0, rundir);
     }
-    int status = stop_signal ? 128 + stop_signal : 0;
+    int status = stop ? 128 + stop : 0;
     scp_trainer_free(&tr);
     free(opt_m);
     free(opt_v);
+    free(zlo);
     free(tok_dir);
     free(resume_dir);
     free(fl.out);
@@ -525,5 +630,6 @@ int main(int argc, char **argv)
     scp_shardset_close(train);
     scp_model_free(m);
     scp_train_opts_free(&o);
+    scp_dist_finish(&dist);
     return status;
 }

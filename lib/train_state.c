@@ -64,6 +64,7 @@ int scp_train_state_save(const char *path, const scp_train_state *s, const scp_t
     for (int i = 0; i < 4; i++) json_array_append_new(r, u64_hex(s->rng.s[i]));
     json_object_set_new(j, "rng", r);
     json_object_set_new(j, "data_tokenizer_hash", u64_hex(s->data_hash));
+    if (s->world > 0) json_object_set_new(j, "world_size", json_integer(s->world));
     json_object_set_new(j, "options", scp_train_opts_to_json(o));
     int rc = scp_json_save_exact(path, j);
     json_decref(j);
@@ -108,6 +109,11 @@ int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o
         if (parse_u64_hex(json_array_get(r, (size_t)i), &s->rng.s[i], path, "rng")) goto out;
     json_t *h = json_object_get(j, "data_tokenizer_hash");
     if (h && parse_u64_hex(h, &s->data_hash, path, "data_tokenizer_hash")) goto out;
+    if (scp_json_get_int(j, "world_size", &s->world, path) < 0) goto out;
+    if (json_object_get(j, "world_size") && s->world < 1) {
+        scp_error("%s: 'world_size' must be at least 1", path);
+        goto out;
+    }
     if (o) {
         json_t *oj = json_object_get(j, "options");
         if (!oj) {

@@ -27,6 +27,7 @@ typedef struct scp_train_state {
     int64_t total_steps;   /* the run's length, fixes the schedule */
     scp_rng rng;           /* the trainer's own stream (annealed-attention draws) */
     uint64_t data_hash;    /* tokenizer hash of the data, checked again on resume */
+    int64_t world;         /* data-parallel ranks that saved the state ("world_size"; 0: not recorded, one) */
 } scp_train_state;
 
 /* trainer_state.json: the state plus the options (every double with 17 significant digits). */

@@ -1,5 +1,6 @@
 /* train_step.c: one optimizer step: batch, forward/backward over micro-batches, clipping, AdamW. */
 #include "train_step.h"
+#include "dist_zero.h"
 #include "error.h"
 #include "mask.h"
 #include "train_sched.h"
@@ -27,6 +28,13 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
     scp_data_order_init(&t->order, src->n, o->seed, o->shuffle);
     t->ts = scp_xmalloc(sizeof *t->ts * (size_t)B);
     t->plr = scp_xmalloc(sizeof *t->plr * (size_t)m->n_params);
+    t->aseeds = scp_xmalloc(sizeof *t->aseeds * (size_t)((B + t->micro - 1) / t->micro));
+}
+
+void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo)
+{
+    t->dist = d && d->world > 1 ? d : NULL;
+    t->zero_lo = t->dist ? zero_lo : NULL;
 }
 
 void scp_trainer_free(scp_trainer *t)
@@ -35,6 +43,8 @@ void scp_trainer_free(scp_trainer *t)
     scp_data_order_free(&t->order);
     free(t->ts);
     free(t->plr);
+    free(t->aseeds);
+    t->aseeds = NULL;
     t->ts = NULL;
     t->plr = NULL;
 }
@@ -44,19 +54,26 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     const scp_train_opts *o = t->o;
     scp_train_state *st = t->st;
     scp_train_batch *b = &t->b;
+    scp_dist *d = t->dist;
     int B = t->B;
-    if (scp_batch_fetch(b, t->src, &t->order, st->cursor, B)) return -1;
+    /* This rank's rows [lo, lo + nb) of the global batch: everything drawn per row is keyed by the global row
+     * (cursor + row), so the union over ranks is exactly the one-process batch. */
+    int64_t lo = 0, hi = B;
+    if (d) scp_dist_split(B, d->world, d->rank, &lo, &hi);
+    int nb = (int)(hi - lo);
+    if (scp_batch_fetch(b, t->src, &t->order, st->cursor + lo, nb)) return -1;
     if (o->objective == SCP_OBJ_MDM) {
         scp_mask_sample_t(o->t_sampler, o->seed, (uint64_t)st->step, B, o->t_eps, t->ts);
-        for (int r = 0; r < B; r++) scp_batch_mdm_row(b, r, t->ts[r], (uint64_t)(st->cursor + r), &t->spec);
+        for (int r = 0; r < nb; r++) scp_batch_mdm_row(b, r, t->ts[lo + r], (uint64_t)(st->cursor + lo + r), &t->spec);
         scp_batch_weights(b, o->objective, o->loss_norm, o->mask_schedule, 1.0 / B);
     } else {
-        int64_t ntg = 0;
-        for (int r = 0; r < B; r++) {
+        double ntg = 0;
+        for (int r = 0; r < nb; r++) {
             scp_batch_ar_row(b, r, o->doc_mask);
             ntg += b->n_scored[r];
         }
-        scp_batch_weights(b, o->objective, o->loss_norm, o->mask_schedule, ntg ? 1.0 / (double)ntg : 0.0);
+        if (d && scp_dist_allreduce_sum_f64(d, &ntg, 1, "target count all-reduce")) return -1;
+        scp_batch_weights(b, o->objective, o->loss_norm, o->mask_schedule, ntg ? 1.0 / ntg : 0.0);
     }
     scp_attn_mode attn = o->attn;
     float anneal_p = 0;
@@ -65,16 +82,28 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         if (p >= 1) attn = SCP_ATTN_BIDIRECTIONAL;
         else anneal_p = (float)p;
     }
+    /* One annealing seed per micro-batch of the global batch, drawn by every rank (the RNG stays the same on
+     * all ranks); a rank's micro-batch uses the seed of the global micro-batch it starts in. */
+    int n_micro = (B + t->micro - 1) / t->micro;
+    for (int k = 0; k < n_micro; k++) t->aseeds[k] = attn == SCP_ATTN_ANNEAL ? scp_rng_u64(&st->rng) : 0;
 
     scp_model *m = t->m;
     scp_model_zero_grad(m);
     double loss = 0;
-    for (int r0 = 0; r0 < B; r0 += t->micro) {
-        int nb = B - r0 < t->micro ? B - r0 : t->micro;
-        uint64_t aseed = attn == SCP_ATTN_ANNEAL ? scp_rng_u64(&st->rng) : 0;
-        scp_batch v = scp_batch_view(b, r0, nb, o->doc_mask, attn, anneal_p, aseed);
+    for (int r0 = 0; r0 < nb; r0 += t->micro) {
+        int n = nb - r0 < t->micro ? nb - r0 : t->micro;
+        scp_batch v = scp_batch_view(b, r0, n, o->doc_mask, attn, anneal_p, t->aseeds[(lo + r0) / t->micro]);
         loss += scp_model_step(m, &v, 1, NULL);
     }
+    double sums[3] = {loss, 0, 0};   /* loss, masked and maskable positions */
+    for (int r = 0; r < nb; r++) sums[1] += b->n_scored[r], sums[2] += b->n_len[r];
+    if (d) {
+        /* The weights already carry 1/B (or 1/targets) of the global batch: the sum over ranks is the mean. */
+        scp_dist_step_sync(d, st->step);
+        if (scp_dist_allreduce_sum_f64(d, sums, 3, "loss all-reduce")) return -1;
+        if (scp_dist_allreduce_sum_f32(d, m->grads, m->n_weights, "gradient all-reduce")) return -1;
+    }
+    loss = sums[0];
     double gnorm = scp_model_grad_norm(m);
     int skip = !isfinite(loss) || !isfinite(gnorm);
     scp_group_lr(o, st->step, st->total_steps, t->glr);
@@ -84,17 +113,21 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         if (o->clip > 0 && gnorm > o->clip) scp_model_scale_grads(m, (float)(o->clip / gnorm));
         scp_param_lr(m->desc, m->n_params, t->glr, t->plr);
         st->adam_step++;
-        scp_model_adamw(m, t->opt_m, t->opt_v, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
-                        (float)o->weight_decay, st->adam_step);
+        if (t->zero_lo) {
+            if (scp_zero_adamw(m, d, t->zero_lo, t->opt_m, t->opt_v, t->plr, (float)o->beta1, (float)o->beta2,
+                               (float)o->adam_eps, (float)o->weight_decay, st->adam_step))
+                return -1;
+        } else {
+            scp_model_adamw(m, t->opt_m, t->opt_v, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
+                            (float)o->weight_decay, st->adam_step);
+        }
     }
-    int64_t masked = 0, maskable = 0;
-    for (int r = 0; r < B; r++) masked += b->n_scored[r], maskable += b->n_len[r];
     st->cursor += B;
     st->tokens += (int64_t)B * t->T;
     st->step++;
     info->loss = loss;
     info->grad_norm = gnorm;
-    info->masked_fraction = maskable ? (double)masked / (double)maskable : 0.0;
+    info->masked_fraction = sums[2] ? sums[1] / sums[2] : 0.0;
     info->skipped = skip;
     return 0;
 }

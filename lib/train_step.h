@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "dist.h"
 #include "model.h"
 #include "train_batch.h"
 #include "train_opts.h"
@@ -28,6 +29,11 @@ typedef struct scp_trainer {
     double *ts;                   /* (B) noise levels */
     float *plr;                   /* (n_params) per-parameter rates */
     double glr[SCP_GROUP_COUNT];  /* per-group rates of the last step */
+    /* Data parallel (dist.h): this rank takes rows [lo, hi) of every global batch (scp_dist_split), noise levels
+     * and masks stay those of the global row, the gradients and the loss are summed over ranks. NULL: one rank. */
+    scp_dist *dist;
+    const int64_t *zero_lo;       /* ZeRO-1: shard boundaries (world + 1); opt_m/opt_v then hold this rank's shard */
+    uint64_t *aseeds;             /* (micro-batches per global batch) annealed-attention seeds of this step */
 } scp_trainer;
 
 typedef struct scp_step_info {
@@ -42,6 +48,8 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
                       const scp_seq_source *src, int B, int micro, float *opt_m, float *opt_v, int32_t mask_id,
                       int shift);
 void scp_trainer_free(scp_trainer *t);
+/* Make the trainer one data-parallel rank of d; zero_lo non-NULL for ZeRO-1 (dist_zero.h). */
+void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo);
 /* One step at st->step (advances step, cursor, tokens, and adam_step or skipped). -1 on a data error. */
 int scp_trainer_step(scp_trainer *t, scp_step_info *info);
 

@@ -1,0 +1,82 @@
+"""mpi_testlib.py: what the MPI tests share: skipping without mpirun or without MPI in the build, the OpenMPI
+environment for root and oversubscription, rank PIDs of a running job, and comparisons of runs."""
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from testlib import BIN, skip_all  # noqa: E402
+import train_testdata as td  # noqa: E402
+
+PROG = os.path.join(BIN, "scp-train")
+
+
+def require_mpi():
+    """Skip (77) unless scp-train is built with MPI and mpirun is on PATH; returns mpirun's path."""
+    for prog in ("scp-train", "scp-shard"):
+        if not os.path.exists(os.path.join(BIN, prog)):
+            skip_all(prog + " not built")
+    v = subprocess.run([PROG, "--version"], capture_output=True, text=True).stdout
+    if "mpi=yes" not in v:
+        skip_all("scp-train built without MPI (features: mpi=no)")
+    mpirun = shutil.which("mpirun")
+    if not mpirun:
+        skip_all("no mpirun (install openmpi-bin)")
+    # OpenMPI refuses root without these (CI runs as root) and more ranks than cores without --oversubscribe.
+    os.environ["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    os.environ["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    os.environ["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+    # No network probing in containers: shared memory and loopback TCP are all a one-node job needs.
+    os.environ.setdefault("OMPI_MCA_btl", "self,vader,tcp")
+    os.environ.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    return mpirun
+
+
+def mpi_cmd(mpirun, n, args):
+    return [mpirun, "-np", str(n), "--oversubscribe", PROG] + list(args)
+
+
+def rank_pids(mpirun_pid, size):
+    """{rank: pid} of the scp-train processes that mpirun (pid) started, from /proc."""
+    res = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+            if "(scp-train)" not in st or int(st.rsplit(")", 1)[1].split()[1]) != mpirun_pid:
+                continue
+            with open("/proc/%s/environ" % d, "rb") as f:
+                env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+        except (OSError, ValueError, IndexError):
+            continue
+        if env.get(b"OMPI_COMM_WORLD_SIZE") == str(size).encode():
+            res[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(d)
+    return res
+
+
+def losses(rundir):
+    return [x["loss"] for x in td.read_metrics(rundir) if "loss" in x]
+
+
+def max_rel(a, b):
+    """Largest relative difference between two lists of numbers."""
+    if len(a) != len(b):
+        return float("inf")
+    return max([abs(x - y) / max(abs(x), 1e-30) for x, y in zip(a, b)] + [0.0])
+
+
+def tensors_rel(a, b):
+    """Largest per-tensor ||a - b|| / ||a|| over two safetensors files (same names)."""
+    import numpy as np
+    ta, _ = td.st_read(a)
+    tb, _ = td.st_read(b)
+    if set(ta) != set(tb):
+        return float("inf")
+    worst = 0.0
+    for k in ta:
+        x, y = ta[k].astype(np.float64), tb[k].astype(np.float64)
+        worst = max(worst, float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-30)))
+    return worst
