@@ -62,12 +62,17 @@ typedef struct scp_batch {
 
 /* Forward; with backward != 0 also backward, ADDING into m->grads (call scp_model_zero_grad first; several
  * calls accumulate micro-batches). Returns the weighted loss sum. token_nll (B, T), when not NULL, receives
- * the unweighted -log p(target) per position (0 where target is -1). */
+ * the unweighted -log p(target) per position (0 where target is -1). A batch the model cannot take (an id
+ * outside the vocabulary, an anneal_p outside [0, 1]) returns NaN after scp_error(), touching no gradient.
+ * Deterministic: the same inputs and thread count give bitwise the same loss and gradients (exact resume). */
 double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *token_nll);
 /* Forward only, logits (B, T, V) for generation and scoring. */
 int scp_model_logits(scp_model *m, const scp_batch *b, float *logits);
 
 void scp_model_alloc_grads(scp_model *m);
+/* Call after writing m->weights or m->grads directly (not through these functions, e.g. an all-reduce), so that
+ * a device backend copies them again before the next step; free on the CPU, where they are used in place. */
+void scp_model_weights_changed(scp_model *m);
 void scp_model_zero_grad(scp_model *m);
 /* Global L2 norm of the gradients; NaN/Inf propagate (the trainer skips such steps). */
 double scp_model_grad_norm(const scp_model *m);
@@ -79,7 +84,16 @@ void scp_model_scale_grads(scp_model *m, float s);
 void scp_model_adamw(scp_model *m, float *opt_m, float *opt_v, const float *lr, float beta1, float beta2, float eps,
                      float weight_decay, int64_t step);
 
-/* Threads for the CPU backend (OpenMP and OpenBLAS); 0 = all cores. */
+/* Whether query i of sequence bi sees key j under b's attention mode and doc mask (the rule the model applies;
+ * anneal draws come from scp_mix3(anneal_seed, bi, i << 32 | j)). Exported for tests and tools. */
+int scp_attn_visible(const scp_batch *b, int bi, int i, int j);
+
+/* Bytes of backend workspace (activations kept for backward, gradient buffers, logits) the model holds now:
+ * it grows to the largest batch seen. For memory reports. */
+int64_t scp_model_workspace_bytes(const scp_model *m);
+
+/* Threads for the CPU backend (OpenMP; OpenBLAS is kept at one thread per call, the backend splits matmuls over
+ * the OpenMP threads itself); 0 = all cores. */
 void scp_set_threads(int n);
 
 #endif

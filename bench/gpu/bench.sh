@@ -1,0 +1,79 @@
+#!/bin/sh
+# bench.sh: a training step of the Qwen3-0.6B shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128,
+# intermediate 3072, vocab 151936; B x T = 4 x 2048, bidirectional attention, masked-diffusion loss on about
+# half of the positions) on scp's CUDA backend (bench/gpu/scp-step) and on PyTorch (bench/gpu/torch-step.py:
+# transformers' Qwen3 in bf16, SDPA, fused AdamW) in the same call, on the same GPU. Prints both JSON lines, then
+# a table: tokens/s, TFLOP/s, MFU against the GPU's dense bf16 peak, the ratio, and scp's time per operation.
+#
+#   bench/gpu/bench.sh [-b BUILDDIR] [-B BATCH] [-T SEQ] [-n STEPS] [-o JSONFILE] [--tiny --device cpu (dry run)]
+# BUILDDIR (default .) holds bench/gpu/scp-step; PEAK_TFLOPS overrides the peak looked up from the device name.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+build=.
+batch=4 seq=2048 steps=3 json= tiny= device=cuda
+while [ $# -gt 0 ]; do
+    case $1 in
+    -b) build=$2; shift ;;
+    -B) batch=$2; shift ;;
+    -T) seq=$2; shift ;;
+    -n) steps=$2; shift ;;
+    -o) json=$2; shift ;;
+    --tiny) tiny=--tiny ;;
+    --device) device=$2; shift ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+case ${PEAK_TFLOPS:-} in
+'') case $name in
+    *H100*PCIe*) peak=756 ;;
+    *H100*|*H200*|*GH200*) peak=989.4 ;;    # dense bf16, SXM
+    *A100*) peak=312 ;;
+    *) peak=0 ;;
+    esac ;;
+*) peak=$PEAK_TFLOPS ;;
+esac
+be=cuda
+[ "$device" = cpu ] && be=cpu
+status=0
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/scp-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+# shellcheck disable=SC2086
+"$build/bench/gpu/scp-step" --backend $be $tiny --batch "$batch" --seq "$seq" --steps "$steps" --peak-tflops "$peak" \
+    >"$tmp/scp.json" 2>"$tmp/scp.err" || { echo "# scp-step failed:"; sed 's/^/#   /' "$tmp/scp.err"; status=1; }
+# shellcheck disable=SC2086
+"${PYTHON:-/usr/bin/python3}" "$here/torch-step.py" $tiny --device "$device" --batch "$batch" --seq "$seq" --steps "$steps" \
+    --peak-tflops "$peak" >"$tmp/torch.json" 2>"$tmp/torch.err" || { echo "# torch-step failed:"; tail -5 "$tmp/torch.err" | sed 's/^/#   /'; status=1; }
+grep -h 'stand-in' "$tmp/torch.err" | sed 's/^/# /'  # say so when transformers' Qwen3 was not what ran
+cat "$tmp/scp.json" "$tmp/torch.json"
+[ -n "$json" ] && cat "$tmp/scp.json" "$tmp/torch.json" >"$json"
+/usr/bin/python3 - "$tmp/scp.json" "$tmp/torch.json" "$peak" "${name:-no GPU}" <<'PY'
+import json, sys
+def load(p):
+    try:
+        return json.load(open(p))
+    except (OSError, ValueError):
+        return None
+s, t, peak, name = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+print("# %s, dense bf16 peak %s TFLOP/s" % (name, peak if peak else "unknown"))
+print("# %-34s %10s %9s %8s %7s %9s" % ("", "step s", "tok/s", "TFLOP/s", "MFU", "loss0"))
+for label, r in (("scp " + (s or {}).get("backend", "cuda"), s), ("torch " + (t or {}).get("impl", "")[:28], t)):
+    if r:
+        print("# %-34s %10.4f %9.0f %8.1f %6.1f%% %9.4f" % (label, r["best_s"], r["tok_s"], r["tflops"], 100 * r["mfu"], r["loss0"]))
+    else:
+        print("# %-34s %10s" % (label, "failed"))
+if s and t:
+    print("# scp tokens/s over torch: %.2f" % (s["tok_s"] / t["tok_s"]))
+if s:
+    tot = sum(s["ops_ms"].values())
+    print("# scp time per operation in one synchronised step (ms, share):")
+    for k, v in sorted(s["ops_ms"].items(), key=lambda kv: -kv[1]):
+        print("#   %-14s %10.2f  %5.1f%%" % (k, v, 100 * v / tot if tot else 0))
+if t and t.get("ops_ms"):
+    print("# torch: top operators in one profiled step (ms):")
+    for k, v in t["ops_ms"].items():
+        print("#   %-50s %10.2f" % (k[:50], v))
+PY
+exit $status

@@ -1,0 +1,331 @@
+/* scp-step.c: the C side of bench/gpu/bench.sh. Times a full masked-diffusion training step (forward, backward,
+ * AdamW; bidirectional attention) of a Qwen3-shaped decoder on a backend's operation table, calling the
+ * entries in the order lib/model.c calls them (fused q|k|v and gate|up weights, per-head q/k norm, RoPE, tied
+ * embeddings, the LM head and cross-entropy in chunks of rows so that fp32 logits for the whole batch never
+ * exist). It drives the table directly, not scp_model_step, so that it measures the backend whatever the
+ * driver's state. Prints one JSON object: step time, tokens/s, model FLOPs and MFU against the given peak, and
+ * the time per operation (a separate step with a device synchronisation around each call).
+ *
+ * usage: scp-step [--backend cuda|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
+ * Default: the Qwen3-0.6B shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072,
+ * vocab 151936), B = 4, T = 2048, 3 timed steps after one warm-up. --tiny: a small shape for a dry run. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "backend.h"
+#include "error.h"
+#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
+#include "cuda/backend_cuda.h"
+#include "cuda/cuda_device.h"
+#endif
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Wait for the device: a 4-byte download through the table (cudaMemcpy to the host waits for every kernel
+ * queued before it on the default stream). */
+static const scp_backend *base;
+static int is_cuda;
+static float *sync_buf;
+static void sync_dev(int cuda)
+{
+    float x;
+    if (cuda) base->download(&x, sync_buf, sizeof x);
+}
+
+/* ---- a profiling table: every entry synchronised and timed ------------------------------------------- */
+enum { OP_MM_FWD, OP_MM_BWD, OP_RMSNORM, OP_ROPE, OP_ATTN_FWD, OP_ATTN_BWD, OP_SWIGLU, OP_EMBED, OP_CE, OP_ADAMW,
+       OP_COPY, OP_N };
+static const char *op_name[OP_N] = {"matmul_fwd", "matmul_bwd", "rmsnorm", "rope", "attention_fwd", "attention_bwd",
+                                    "swiglu", "embedding", "crossentropy", "adamw", "copy_zero"};
+static double op_t[OP_N];
+#define TIMED(op, call)                        \
+    do {                                       \
+        sync_dev(is_cuda);                     \
+        double t0_ = now();                    \
+        call;                                  \
+        sync_dev(is_cuda);                     \
+        op_t[op] += now() - t0_;               \
+    } while (0)
+static void p_zero(float *x, size_t n) { TIMED(OP_COPY, base->zero(x, n)); }
+static void p_copy(float *d, const float *s, size_t n) { TIMED(OP_COPY, base->copy(d, s, n)); }
+static void p_mm_fwd(float *o, int ldo, const float *i, int ldi, const float *w, const float *b, int M, int K, int N, float beta)
+{ TIMED(OP_MM_FWD, base->matmul_fwd(o, ldo, i, ldi, w, b, M, K, N, beta)); }
+static void p_mm_bi(float *d, int ldi, const float *o, int ldo, const float *w, int M, int K, int N, float beta)
+{ TIMED(OP_MM_BWD, base->matmul_bwd_inp(d, ldi, o, ldo, w, M, K, N, beta)); }
+static void p_mm_bw(float *dw, float *db, const float *o, int ldo, const float *i, int ldi, int M, int K, int N)
+{ TIMED(OP_MM_BWD, base->matmul_bwd_w(dw, db, o, ldo, i, ldi, M, K, N)); }
+static void p_rms_f(float *o, float *r, const float *x, const float *w, int N, int G, int C, int ld, float eps)
+{ TIMED(OP_RMSNORM, base->rmsnorm_fwd(o, r, x, w, N, G, C, ld, eps)); }
+static void p_rms_b(float *dx, float *dw, const float *d, const float *x, const float *w, const float *r, int N, int G, int C, int ld, int acc)
+{ TIMED(OP_RMSNORM, base->rmsnorm_bwd(dx, dw, d, x, w, r, N, G, C, ld, acc)); }
+static void p_rope(float *x, const float *c, const float *s, int N, int T, int G, int hd, int ld, int inv)
+{ TIMED(OP_ROPE, base->rope(x, c, s, N, T, G, hd, ld, inv)); }
+static void p_att_f(float *o, float *a, const float *q, const float *k, const float *v, const scp_attn_args *aa)
+{ TIMED(OP_ATTN_FWD, base->attention_fwd(o, a, q, k, v, aa)); }
+static void p_att_b(float *dq, float *dk, float *dv, const float *d, const float *a, const float *q, const float *k, const float *v, const scp_attn_args *aa)
+{ TIMED(OP_ATTN_BWD, base->attention_bwd(dq, dk, dv, d, a, q, k, v, aa)); }
+static void p_sw_f(float *h, const float *g, int M, int n) { TIMED(OP_SWIGLU, base->swiglu_fwd(h, g, M, n)); }
+static void p_sw_b(float *d, const float *dh, const float *g, int M, int n) { TIMED(OP_SWIGLU, base->swiglu_bwd(d, dh, g, M, n)); }
+static void p_emb_f(float *o, const int32_t *ids, const float *t, int M, int C) { TIMED(OP_EMBED, base->embedding_fwd(o, ids, t, M, C)); }
+static void p_emb_b(float *d, const float *o, const int32_t *ids, int M, int C, int V) { TIMED(OP_EMBED, base->embedding_bwd(d, o, ids, M, C, V)); }
+static double p_ce(float *l, float *nll, const int32_t *t, const float *w, int N, int V, int bw)
+{
+    double r;
+    TIMED(OP_CE, r = base->crossentropy(l, nll, t, w, N, V, bw));
+    return r;
+}
+static void p_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2)
+{ TIMED(OP_ADAMW, base->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2)); }
+
+/* ---- the model ---------------------------------------------------------------------------------------- */
+typedef struct {
+    int L, D, H, KV, hd, I, V, B, T, M, qd, kvd, S, CH;
+    float *w, *g, *om, *ov;        /* flat parameters, gradients, AdamW moments (n floats each) */
+    size_t n, att_n;               /* att_n: floats of attention state per layer (see net_init) */
+    size_t o_emb, o_fn, *o_ln1, *o_qkv, *o_qn, *o_kn, *o_o, *o_ln2, *o_gu, *o_dn;
+    /* activations kept for backward, per layer */
+    float *resid, *ln1, *rstd1, *qkv, *raw, *rq, *lse, *atty, *x2, *ln2, *rstd2, *gu, *h, *lnf, *rstdf;
+    /* backward and scratch */
+    float *dresid, *dln, *dqkv, *datty, *dh, *dgu, *logits, *nll, *cosb, *sinb, *wt;
+    int32_t *ids, *tgt;
+} net;
+
+static float *A(const scp_backend *be, size_t n) { return be->alloc(n * sizeof(float)); }
+
+static void net_init(net *m, const scp_backend *be)
+{
+    int L = m->L, D = m->D, M = m->M;
+    m->qd = m->H * m->hd, m->kvd = m->KV * m->hd, m->S = m->qd + 2 * m->kvd;
+    size_t o = 0;
+    m->o_ln1 = calloc(L, sizeof(size_t)), m->o_qkv = calloc(L, sizeof(size_t)), m->o_qn = calloc(L, sizeof(size_t));
+    m->o_kn = calloc(L, sizeof(size_t)), m->o_o = calloc(L, sizeof(size_t)), m->o_ln2 = calloc(L, sizeof(size_t));
+    m->o_gu = calloc(L, sizeof(size_t)), m->o_dn = calloc(L, sizeof(size_t));
+    m->o_emb = o, o += (size_t)m->V * D;
+    for (int l = 0; l < L; l++) {
+        m->o_ln1[l] = o, o += D;
+        m->o_qkv[l] = o, o += (size_t)m->S * D;
+        m->o_qn[l] = o, o += m->hd;
+        m->o_kn[l] = o, o += m->hd;
+        m->o_o[l] = o, o += (size_t)D * m->qd;
+        m->o_ln2[l] = o, o += D;
+        m->o_gu[l] = o, o += (size_t)2 * m->I * D;
+        m->o_dn[l] = o, o += (size_t)D * m->I;
+    }
+    m->o_fn = o, o += D;
+    m->n = o;
+    /* Host init: normal-ish(0, 0.02) matrices (sum of uniforms), 1 for norms; uploaded once. */
+    float *h = malloc(o * sizeof(float));
+    uint64_t s = 1;
+    for (size_t i = 0; i < o; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        h[i] = 0.02f * 1.732f * (float)(((s >> 40) * (1.0 / (1 << 24))) * 2 - 1);
+    }
+    size_t norms[] = {m->o_fn};
+    for (size_t i = 0; i < (size_t)D; i++) h[norms[0] + i] = 1;
+    for (int l = 0; l < L; l++) {
+        for (int i = 0; i < D; i++) h[m->o_ln1[l] + i] = h[m->o_ln2[l] + i] = 1;
+        for (int i = 0; i < m->hd; i++) h[m->o_qn[l] + i] = h[m->o_kn[l] + i] = 1;
+    }
+    m->w = A(be, o), m->g = A(be, o), m->om = A(be, o), m->ov = A(be, o);
+    be->upload(m->w, h, o * sizeof(float));
+    free(h);
+    size_t LM = (size_t)L * M;
+    m->resid = A(be, (LM + M) * D), m->ln1 = A(be, LM * D), m->rstd1 = A(be, LM), m->qkv = A(be, LM * m->S);
+    /* Attention state kept for backward: the CUDA backend keeps the log-sum-exp (B, H, T), the CPU backends the
+     * probabilities (B, H, T, T) (lib/backend.h, lib/cuda/backend_cuda.h). */
+    m->att_n = (size_t)m->B * m->H * m->T * (is_cuda ? 1 : (size_t)m->T);
+    m->raw = A(be, LM * m->S), m->rq = A(be, LM * (m->H + m->KV)), m->lse = A(be, (size_t)L * m->att_n);
+    m->atty = A(be, LM * m->qd), m->x2 = A(be, LM * D), m->ln2 = A(be, LM * D), m->rstd2 = A(be, LM);
+    m->gu = A(be, LM * 2 * m->I), m->h = A(be, LM * m->I), m->lnf = A(be, (size_t)M * D), m->rstdf = A(be, M);
+    m->dresid = A(be, (size_t)M * D), m->dln = A(be, (size_t)M * D), m->dqkv = A(be, (size_t)M * m->S);
+    m->datty = A(be, (size_t)M * m->qd), m->dh = A(be, (size_t)M * m->I), m->dgu = A(be, (size_t)M * 2 * m->I);
+    m->logits = A(be, (size_t)m->CH * m->V), m->nll = A(be, M), m->wt = A(be, M);
+    m->ids = be->alloc((size_t)M * 4), m->tgt = be->alloc((size_t)M * 4);
+    int half = m->hd / 2;
+    float *c = malloc((size_t)m->T * half * 4), *sn = malloc((size_t)m->T * half * 4), *wt = malloc((size_t)M * 4);
+    for (int t = 0; t < m->T; t++)
+        for (int i = 0; i < half; i++) {
+            double f = t * pow(1e6, -2.0 * i / m->hd);
+            c[t * half + i] = (float)cos(f), sn[t * half + i] = (float)sin(f);
+        }
+    m->cosb = A(be, (size_t)m->T * half), m->sinb = A(be, (size_t)m->T * half);
+    be->upload(m->cosb, c, (size_t)m->T * half * 4), be->upload(m->sinb, sn, (size_t)m->T * half * 4);
+    /* the batch: random ids; about half of the positions masked (input: the mask token, id V - 1) and scored
+     * against the original id, weight 1 / (number scored) */
+    int32_t *ids = malloc((size_t)M * 4), *tg = malloc((size_t)M * 4);
+    int nt = 0;
+    for (int i = 0; i < M; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        int32_t id = (int32_t)((s >> 33) % (uint64_t)m->V);
+        tg[i] = (s >> 20) & 1 ? id : -1;
+        ids[i] = tg[i] >= 0 ? m->V - 1 : id;
+        nt += tg[i] >= 0;
+    }
+    for (int i = 0; i < M; i++) wt[i] = 1.0f / (float)nt;
+    be->upload(m->ids, ids, (size_t)M * 4), be->upload(m->tgt, tg, (size_t)M * 4), be->upload(m->wt, wt, (size_t)M * 4);
+    free(c), free(sn), free(wt), free(ids), free(tg);
+}
+
+static void net_free(net *m, const scp_backend *be)
+{
+    float *f[] = {m->w, m->g, m->om, m->ov, m->resid, m->ln1, m->rstd1, m->qkv, m->raw, m->rq, m->lse, m->atty, m->x2,
+                  m->ln2, m->rstd2, m->gu, m->h, m->lnf, m->rstdf, m->dresid, m->dln, m->dqkv, m->datty, m->dh, m->dgu,
+                  m->logits, m->nll, m->cosb, m->sinb, m->wt};
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++) be->free(f[i]);
+    be->free(m->ids), be->free(m->tgt);
+    size_t *o[] = {m->o_ln1, m->o_qkv, m->o_qn, m->o_kn, m->o_o, m->o_ln2, m->o_gu, m->o_dn};
+    for (size_t i = 0; i < sizeof o / sizeof *o; i++) free(o[i]);
+}
+
+/* One step: forward, backward (as lib/model.c orders the calls), AdamW. Returns the loss. */
+static double step(const net *m, const scp_backend *be, int t)
+{
+    const int L = m->L, D = m->D, M = m->M, S = m->S, qd = m->qd, kvd = m->kvd, I = m->I, V = m->V, H = m->H, KV = m->KV;
+    const float eps = 1e-6f;
+    float *W = m->w, *G = m->g;
+    scp_attn_args aa = {m->B, m->T, H, KV, m->hd, S, 0, NULL, 1.0f / sqrtf((float)m->hd)};
+    be->zero(G, m->n);
+    be->embedding_fwd(m->resid, m->ids, W + m->o_emb, M, D);
+    for (int l = 0; l < L; l++) {
+        size_t a = (size_t)l * M;
+        float *xin = m->resid + a * D, *xout = xin + (size_t)M * D, *ln1 = m->ln1 + a * D, *qkv = m->qkv + a * S;
+        float *raw = m->raw + a * S, *r = m->rq + a * (H + KV), *atty = m->atty + a * qd, *x2 = m->x2 + a * D;
+        float *ln2 = m->ln2 + a * D, *gu = m->gu + a * 2 * I, *h = m->h + a * I;
+        float *lse = m->lse + (size_t)l * m->att_n;
+        be->rmsnorm_fwd(ln1, m->rstd1 + a, xin, W + m->o_ln1[l], M, 1, D, D, eps);
+        be->matmul_fwd(qkv, S, ln1, D, W + m->o_qkv[l], NULL, M, D, S, 0.0f);
+        be->copy(raw, qkv, (size_t)M * S);
+        be->rmsnorm_fwd(qkv, r, raw, W + m->o_qn[l], M, H, m->hd, S, eps);
+        be->rmsnorm_fwd(qkv + qd, r + (size_t)M * H, raw + qd, W + m->o_kn[l], M, KV, m->hd, S, eps);
+        be->rope(qkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 0);
+        be->rope(qkv + qd, m->cosb, m->sinb, M, m->T, KV, m->hd, S, 0);
+        be->attention_fwd(atty, lse, qkv, qkv + qd, qkv + qd + kvd, &aa);
+        be->copy(x2, xin, (size_t)M * D);
+        be->matmul_fwd(x2, D, atty, qd, W + m->o_o[l], NULL, M, qd, D, 1.0f);
+        be->rmsnorm_fwd(ln2, m->rstd2 + a, x2, W + m->o_ln2[l], M, 1, D, D, eps);
+        be->matmul_fwd(gu, 2 * I, ln2, D, W + m->o_gu[l], NULL, M, D, 2 * I, 0.0f);
+        be->swiglu_fwd(h, gu, M, I);
+        be->copy(xout, x2, (size_t)M * D);
+        be->matmul_fwd(xout, D, h, I, W + m->o_dn[l], NULL, M, I, D, 1.0f);
+    }
+    float *xf = m->resid + (size_t)L * M * D;
+    be->rmsnorm_fwd(m->lnf, m->rstdf, xf, W + m->o_fn, M, 1, D, D, eps);
+    /* LM head (tied) and loss, CH rows at a time: logits (CH, V) are overwritten by their gradient. */
+    double loss = 0;
+    for (int r0 = 0; r0 < M; r0 += m->CH) {
+        int n = M - r0 < m->CH ? M - r0 : m->CH;
+        be->matmul_fwd(m->logits, V, m->lnf + (size_t)r0 * D, D, W + m->o_emb, NULL, n, D, V, 0.0f);
+        loss += be->crossentropy(m->logits, m->nll + r0, m->tgt + r0, m->wt + r0, n, V, 1);
+        be->matmul_bwd_w(G + m->o_emb, NULL, m->logits, V, m->lnf + (size_t)r0 * D, D, n, D, V);
+        be->matmul_bwd_inp(m->dln + (size_t)r0 * D, D, m->logits, V, W + m->o_emb, n, D, V, 0.0f);
+    }
+    be->zero(m->dresid, (size_t)M * D);
+    be->rmsnorm_bwd(m->dresid, G + m->o_fn, m->dln, xf, W + m->o_fn, m->rstdf, M, 1, D, D, 1);
+    for (int l = L - 1; l >= 0; l--) {
+        size_t a = (size_t)l * M;
+        float *xin = m->resid + a * D, *ln1 = m->ln1 + a * D, *qkv = m->qkv + a * S, *raw = m->raw + a * S;
+        float *r = m->rq + a * (H + KV), *atty = m->atty + a * qd, *x2 = m->x2 + a * D, *ln2 = m->ln2 + a * D;
+        float *gu = m->gu + a * 2 * I, *h = m->h + a * I, *lse = m->lse + (size_t)l * m->att_n;
+        be->matmul_bwd_inp(m->dh, I, m->dresid, D, W + m->o_dn[l], M, I, D, 0.0f);
+        be->matmul_bwd_w(G + m->o_dn[l], NULL, m->dresid, D, h, I, M, I, D);
+        be->swiglu_bwd(m->dgu, m->dh, gu, M, I);
+        be->matmul_bwd_inp(m->dln, D, m->dgu, 2 * I, W + m->o_gu[l], M, D, 2 * I, 0.0f);
+        be->matmul_bwd_w(G + m->o_gu[l], NULL, m->dgu, 2 * I, ln2, D, M, D, 2 * I);
+        be->rmsnorm_bwd(m->dresid, G + m->o_ln2[l], m->dln, x2, W + m->o_ln2[l], m->rstd2 + a, M, 1, D, D, 1);
+        be->matmul_bwd_inp(m->datty, qd, m->dresid, D, W + m->o_o[l], M, qd, D, 0.0f);
+        be->matmul_bwd_w(G + m->o_o[l], NULL, m->dresid, D, atty, qd, M, qd, D);
+        be->attention_bwd(m->dqkv, m->dqkv + qd, m->dqkv + qd + kvd, m->datty, lse, qkv, qkv + qd, qkv + qd + kvd, &aa);
+        be->rope(m->dqkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 1);
+        be->rope(m->dqkv + qd, m->cosb, m->sinb, M, m->T, KV, m->hd, S, 1);
+        be->rmsnorm_bwd(m->dqkv, G + m->o_qn[l], m->dqkv, raw, W + m->o_qn[l], r, M, H, m->hd, S, 0);
+        be->rmsnorm_bwd(m->dqkv + qd, G + m->o_kn[l], m->dqkv + qd, raw + qd, W + m->o_kn[l], r + (size_t)M * H, M, KV,
+                        m->hd, S, 0);
+        be->matmul_bwd_inp(m->dln, D, m->dqkv, S, W + m->o_qkv[l], M, D, S, 0.0f);
+        be->matmul_bwd_w(G + m->o_qkv[l], NULL, m->dqkv, S, ln1, D, M, D, S);
+        be->rmsnorm_bwd(m->dresid, G + m->o_ln1[l], m->dln, xin, W + m->o_ln1[l], m->rstd1 + a, M, 1, D, D, 1);
+    }
+    be->embedding_bwd(G + m->o_emb, m->dresid, m->ids, M, D, V);
+    float b1 = 0.9f, b2 = 0.95f;
+    be->adamw(W, G, m->om, m->ov, m->n, 1e-4f, b1, b2, 1e-8f, 0.0f, 1 - powf(b1, (float)t), 1 - powf(b2, (float)t));
+    return loss;
+}
+
+int main(int argc, char **argv)
+{
+    scp_set_progname(argv[0]);
+    const char *bname = "cuda";
+    int tiny = 0, steps = 3;
+    double peak = 0;
+    net m = {.L = 28, .D = 1024, .H = 16, .KV = 8, .hd = 128, .I = 3072, .V = 151936, .B = 4, .T = 2048, .CH = 2048};
+    static const struct option lo[] = {{"backend", 1, 0, 'b'}, {"tiny", 0, 0, 'y'}, {"batch", 1, 0, 'B'},
+                                       {"seq", 1, 0, 'T'}, {"steps", 1, 0, 'n'}, {"peak-tflops", 1, 0, 'p'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "b:yB:T:n:p:", lo, NULL)) != -1) switch (c) {
+        case 'b': bname = optarg; break;
+        case 'y': tiny = 1; break;
+        case 'B': m.B = atoi(optarg); break;
+        case 'T': m.T = atoi(optarg); break;
+        case 'n': steps = atoi(optarg); break;
+        case 'p': peak = atof(optarg); break;
+        default: fprintf(stderr, "usage: scp-step [--backend cuda|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]\n"); return 2;
+        }
+    if (tiny) m.L = 2, m.D = 64, m.H = 4, m.KV = 2, m.hd = 16, m.I = 128, m.V = 1000, m.B = 2, m.T = 64, m.CH = 64;
+    char dev[256] = "cpu";
+    if (strcmp(bname, "cuda") == 0) {
+#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)
+        if (scp_cuda_device_count() == 0) scp_die("no CUDA device");
+        scp_cuda_device_describe(0, dev, sizeof dev);
+        base = &scp_backend_cuda, is_cuda = 1;
+#else
+        scp_die("built without CUDA");
+#endif
+    } else if (!(base = scp_backend_find(bname)))
+        scp_die_last();
+    m.M = m.B * m.T;
+    if (m.CH > m.M) m.CH = m.M;
+    net_init(&m, base);
+    sync_buf = m.nll;
+    double t_first = now(), loss0 = step(&m, base, 1);
+    sync_dev(is_cuda);
+    t_first = now() - t_first;
+    double best = 1e30, total = 0, loss = loss0;
+    for (int s = 0; s < steps; s++) {
+        double t0 = now();
+        loss = step(&m, base, 2 + s);
+        sync_dev(is_cuda);
+        double dt = now() - t0;
+        total += dt;
+        if (dt < best) best = dt;
+    }
+    /* the profiled step: the same calls through the synchronising table */
+    scp_backend prof = *base;
+    prof.zero = p_zero, prof.copy = p_copy, prof.matmul_fwd = p_mm_fwd, prof.matmul_bwd_inp = p_mm_bi;
+    prof.matmul_bwd_w = p_mm_bw, prof.rmsnorm_fwd = p_rms_f, prof.rmsnorm_bwd = p_rms_b, prof.rope = p_rope;
+    prof.attention_fwd = p_att_f, prof.attention_bwd = p_att_b, prof.swiglu_fwd = p_sw_f, prof.swiglu_bwd = p_sw_b;
+    prof.embedding_fwd = p_emb_f, prof.embedding_bwd = p_emb_b, prof.crossentropy = p_ce, prof.adamw = p_adamw;
+    step(&m, &prof, 2 + steps);
+    /* Model FLOPs of a step: 6 per parameter-token for the matmuls (the tied LM head counted once, embedding
+     * lookups not), plus attention's two (T, T) products, 12 * L * T * H * hd per token for a full
+     * (bidirectional) window. */
+    double D = m.D, mm = (double)m.L * (D * m.S + D * m.qd + 3.0 * D * m.I) + (double)m.V * D;
+    double flops = 6.0 * mm * m.M + 12.0 * m.L * (double)m.T * m.H * m.hd * m.M;
+    double mfu = peak > 0 ? flops / best / (peak * 1e12) : 0;
+    printf("{\"backend\": \"%s\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"params\": %zu, \"first_step_s\": %.4f, "
+           "\"best_s\": %.4f, \"mean_s\": %.4f, \"tok_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, \"loss0\": %.6f, "
+           "\"loss\": %.6f, \"ops_ms\": {",
+           base->name, dev, m.B, m.T, m.n, t_first, best, total / steps, m.M / best, flops / best / 1e12, mfu, loss0, loss);
+    for (int o = 0; o < OP_N; o++) printf("%s\"%s\": %.3f", o ? ", " : "", op_name[o], 1e3 * op_t[o]);
+    printf("}}\n");
+    net_free(&m, base);
+    return isfinite(loss) ? 0 : 1;
+}

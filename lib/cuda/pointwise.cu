@@ -1,0 +1,267 @@
+// pointwise.cu: SwiGLU, embedding lookup and its deterministic scatter-add, row gather/scatter, cross-entropy
+// over the vocabulary (one block per row, online max/sum in fp32, gradient written in place), AdamW on the fp32
+// master weights, and the gradient-norm helpers (sum of squares in double over a fixed partition).
+#include "cuda_internal.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#define GRID_STRIDE(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+// gateup (M, 2I) = [gate | up]; h (M, I) = silu(gate) * up.
+__global__ void swiglu_fwd_kernel(float *h, const float *gu, int M, int I)
+{
+    GRID_STRIDE(idx, (size_t)M * I)
+    {
+        size_t m = idx / I, i = idx % I;
+        float g = gu[m * 2 * I + i], u = gu[m * 2 * I + I + i];
+        h[idx] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+// d silu(g)/dg = s (1 + g (1 - s)), s = sigmoid(g).
+__global__ void swiglu_bwd_kernel(float *dgu, const float *dh, const float *gu, int M, int I)
+{
+    GRID_STRIDE(idx, (size_t)M * I)
+    {
+        size_t m = idx / I, i = idx % I;
+        float g = gu[m * 2 * I + i], u = gu[m * 2 * I + I + i], d = dh[idx];
+        float s = 1.0f / (1.0f + expf(-g));
+        dgu[m * 2 * I + i] = d * u * s * (1.0f + g * (1.0f - s));
+        dgu[m * 2 * I + I + i] = d * g * s;
+    }
+}
+
+void scp_cuda_swiglu_fwd(float *h, const float *gateup, int M, int I)
+{
+    if ((size_t)M * I == 0) return;
+    swiglu_fwd_kernel<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(h, gateup, M, I);
+    SCP_LAUNCHED();
+}
+
+void scp_cuda_swiglu_bwd(float *dgateup, const float *dh, const float *gateup, int M, int I)
+{
+    if ((size_t)M * I == 0) return;
+    swiglu_bwd_kernel<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(dgateup, dh, gateup, M, I);
+    SCP_LAUNCHED();
+}
+
+// dst row r (C) = src row rows[r] (gather) or dst row rows[r] = src row r (scatter); ids/rows are device memory.
+__global__ void gather_kernel(float *dst, const float *src, const int32_t *rows, int n, int C, int scatter)
+{
+    GRID_STRIDE(idx, (size_t)n * C)
+    {
+        size_t r = idx / C, c = idx % C, other = (size_t)rows[r] * C + c;
+        if (scatter)
+            dst[other] = src[idx];
+        else
+            dst[idx] = src[other];
+    }
+}
+
+void scp_cuda_embedding_fwd(float *out, const int32_t *ids, const float *table, int M, int C)
+{
+    if ((size_t)M * C == 0) return;
+    gather_kernel<<<scp_cuda_blocks((size_t)M * C, 256), 256>>>(out, table, ids, M, C, 0);
+    SCP_LAUNCHED();
+}
+
+void scp_cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int n, int C)
+{
+    if ((size_t)n * C == 0) return;
+    gather_kernel<<<scp_cuda_blocks((size_t)n * C, 256), 256>>>(dst, src, rows, n, C, 0);
+    SCP_LAUNCHED();
+}
+
+void scp_cuda_scatter_rows(float *dst, const float *src, const int32_t *rows, int n, int C)
+{
+    if ((size_t)n * C == 0) return;
+    gather_kernel<<<scp_cuda_blocks((size_t)n * C, 256), 256>>>(dst, src, rows, n, C, 1);
+    SCP_LAUNCHED();
+}
+
+// Embedding backward without atomics: the rows are grouped by id on the host (a stable counting sort of the M
+// ids, so rows of one id keep their order), and one thread per (distinct id, column) adds that id's rows in
+// order. seg (S + 1) are offsets into order (M); seg_id (S) the ids.
+__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const int32_t *order, const int32_t *seg,
+                                     const int32_t *seg_id, int C)
+{
+    int s = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float acc = 0.0f;
+    for (int k = seg[s]; k < seg[s + 1]; k++) acc += dout[(size_t)order[k] * C + c];
+    dtable[(size_t)seg_id[s] * C + c] += acc;
+}
+
+void scp_cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *ids, int M, int C, int V)
+{
+    if (M == 0 || C == 0) return;
+    int32_t *host = (int32_t *)malloc(((size_t)M + V + 1) * sizeof(int32_t));
+    if (!host) scp_die("out of memory (embedding backward, %d rows)", M);
+    int32_t *id = host, *cnt = host + M;
+    SCP_CUDA(cudaMemcpy(id, ids, (size_t)M * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    memset(cnt, 0, ((size_t)V + 1) * sizeof(int32_t));
+    for (int m = 0; m < M; m++) {
+        if (id[m] < 0 || id[m] >= V) scp_die("CUDA embedding backward: token id %d outside the vocabulary (%d)", id[m], V);
+        cnt[id[m] + 1]++;
+    }
+    for (int v = 0; v < V; v++) cnt[v + 1] += cnt[v];  // cnt[v] = first slot of id v
+    int S = 0;
+    for (int v = 0; v < V; v++)
+        if (cnt[v + 1] > cnt[v]) S++;
+    // order (M), then seg (S + 1), then seg_id (S): packed for one upload.
+    int32_t *pack = (int32_t *)malloc(((size_t)M + 2 * S + 1) * sizeof(int32_t));
+    if (!pack) scp_die("out of memory (embedding backward, %d rows)", M);
+    int32_t *po = pack, *ps = po + M, *pid = ps + S + 1;
+    for (int m = 0; m < M; m++) po[cnt[id[m]]++] = m;  // afterwards cnt[v] = end of id v's slots
+    for (int v = 0, s = 0, start = 0; v < V; start = cnt[v], v++)
+        if (cnt[v] > start) ps[s] = start, pid[s] = v, s++;
+    ps[S] = M;
+    int32_t *dev = (int32_t *)scp_cuda_scratch(((size_t)M + 2 * S + 1) * sizeof(int32_t));
+    SCP_CUDA(cudaMemcpy(dev, pack, ((size_t)M + 2 * S + 1) * sizeof(int32_t), cudaMemcpyHostToDevice));
+    dim3 grid((unsigned)S, (unsigned)((C + 127) / 128));
+    embedding_bwd_kernel<<<grid, 128>>>(dtable, dout, dev, dev + M, dev + M + S + 1, C);
+    SCP_LAUNCHED();
+    free(pack);  // a copy from pageable memory has read it by the time cudaMemcpy returns
+    free(host);
+}
+
+// ---- cross-entropy: one block per row of V logits --------------------------------------------------------
+#define CE_THREADS 512
+
+// (m, s) pairs: s = sum exp(x - m). Combining keeps the larger maximum; an empty side (m = -inf) adds nothing.
+__device__ __forceinline__ void ms_combine(float &m, float &s, float m2, float s2)
+{
+    float mx = fmaxf(m, m2);
+    if (mx == -INFINITY) return;
+    s = (m == -INFINITY ? 0.0f : s * expf(m - mx)) + (m2 == -INFINITY ? 0.0f : s2 * expf(m2 - mx));
+    m = mx;
+}
+
+__global__ void ce_kernel(float *logits, float *nll, const int32_t *target, const float *weight, int V, int backward)
+{
+    __shared__ float sm[CE_THREADS / 32], ss[CE_THREADS / 32];
+    __shared__ float lse_sh;
+    int n = blockIdx.x, tid = threadIdx.x, t = target[n];
+    float *l = logits + (size_t)n * V;
+    if (t < 0) {
+        if (tid == 0) nll[n] = 0.0f;
+        if (backward)
+            for (int v = tid; v < V; v += CE_THREADS) l[v] = 0.0f;
+        return;
+    }
+    float m = -INFINITY, s = 0.0f;
+    for (int v = tid; v < V; v += CE_THREADS) {
+        float x = l[v];
+        if (x > m) {
+            s = (m == -INFINITY ? 0.0f : s * expf(m - x)) + 1.0f;
+            m = x;
+        } else {
+            s += expf(x - m);  // a NaN logit makes s NaN here (x > m is false for NaN), so NaN reaches the loss
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        ms_combine(m, s, m2, s2);
+    }
+    if ((tid & 31) == 0) sm[tid >> 5] = m, ss[tid >> 5] = s;
+    __syncthreads();
+    if (tid == 0) {
+        float M = sm[0], S = ss[0];
+        for (int w = 1; w < CE_THREADS / 32; w++) ms_combine(M, S, sm[w], ss[w]);
+        float lse = M + logf(S);
+        lse_sh = lse;
+        nll[n] = lse - l[t];
+    }
+    __syncthreads();
+    if (backward) {
+        float lse = lse_sh, w = weight ? weight[n] : 1.0f;
+        for (int v = tid; v < V; v += CE_THREADS) l[v] = w * expf(l[v] - lse) - (v == t ? w : 0.0f);
+    }
+}
+
+double scp_cuda_crossentropy(float *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
+                             int backward)
+{
+    if (N == 0) return 0.0;
+    ce_kernel<<<(unsigned)N, CE_THREADS>>>(logits, nll, target, weight, V, backward);
+    SCP_LAUNCHED();
+    // The loss in row order in double, as the CPU backend sums it (N is the number of scored rows: small).
+    float *h = (float *)malloc((size_t)N * (2 * sizeof(float) + sizeof(int32_t)));
+    if (!h) scp_die("out of memory (cross-entropy, %d rows)", N);
+    float *hn = h, *hw = h + N;
+    int32_t *ht = (int32_t *)(hw + N);
+    SCP_CUDA(cudaMemcpy(hn, nll, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
+    SCP_CUDA(cudaMemcpy(ht, target, (size_t)N * sizeof(int32_t), cudaMemcpyDeviceToHost));
+    if (weight) SCP_CUDA(cudaMemcpy(hw, weight, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
+    double loss = 0.0;
+    for (int n = 0; n < N; n++)
+        if (ht[n] >= 0) loss += (double)(weight ? hw[n] : 1.0f) * hn[n];
+    free(h);
+    return loss;
+}
+
+// ---- optimizer and gradient norm ----------------------------------------------------------------------
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                             float eps, float wd, float bc1, float sq2)
+{
+    GRID_STRIDE(i, n)
+    {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= lr * ((mi / bc1) / (sqrtf(vi) / sq2 + eps) + wd * p[i]);
+    }
+}
+
+void scp_cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+                    float eps, float wd, float bc1, float bc2)
+{
+    if (n == 0) return;
+    adamw_kernel<<<scp_cuda_blocks(n, 256), 256>>>(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, sqrtf(bc2));
+    SCP_LAUNCHED();
+}
+
+// A fixed grid (SUMSQ_BLOCKS x 256 threads, grid-stride) whatever the device: every element always lands in the
+// same thread and every tree in the same order, so the sum is the same bits on every run and every GPU.
+#define SUMSQ_BLOCKS 256
+__global__ void sumsq_kernel(double *partial, const float *x, size_t n)
+{
+    __shared__ double sh[256];
+    double s = 0.0;
+    GRID_STRIDE(i, n) s += (double)x[i] * x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = 128; o > 0; o >>= 1) {
+        if ((int)threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+}
+
+double scp_cuda_sumsq(const float *x, size_t n)
+{
+    if (n == 0) return 0.0;
+    double *dp = (double *)scp_cuda_scratch(SUMSQ_BLOCKS * sizeof(double)), hp[SUMSQ_BLOCKS];
+    sumsq_kernel<<<SUMSQ_BLOCKS, 256>>>(dp, x, n);
+    SCP_LAUNCHED();
+    SCP_CUDA(cudaMemcpy(hp, dp, sizeof hp, cudaMemcpyDeviceToHost));
+    double s = 0.0;
+    for (int b = 0; b < SUMSQ_BLOCKS; b++) s += hp[b];
+    return s;
+}
+
+__global__ void scale_kernel(float *x, size_t n, float s)
+{
+    GRID_STRIDE(i, n) x[i] *= s;
+}
+
+void scp_cuda_scale(float *x, size_t n, float s)
+{
+    if (n == 0) return;
+    scale_kernel<<<scp_cuda_blocks(n, 256), 256>>>(x, n, s);
+    SCP_LAUNCHED();
+}

@@ -1,0 +1,450 @@
+/* cuda-ops.c: the CUDA backend against the plain CPU reference ("cpu-ref"), operation by operation, on random
+ * inputs (odd sizes, row strides wider than the rows, GQA, causal / bidirectional / masked / document-masked
+ * attention, a query that sees no key, ignored targets). Every output buffer is poisoned with NaN bytes before
+ * the run, so an element the kernel forgot to write fails; a NaN or Inf where the reference is finite fails;
+ * otherwise the figure is the relative error of the norm, ||got - ref|| / ||ref||, against a tolerance that
+ * fits the arithmetic: matmuls run on bf16 tensor cores (8 mantissa bits, fp32 accumulation), the rest in fp32.
+ * Also checks that two runs give the same bits (exact resume relies on it).
+ *
+ * usage: cuda-ops [--backend NAME]   (default cuda; "--backend cpu" runs the same checks on the fast CPU backend,
+ * a dry run of this harness on a machine without a GPU). Exits 77 (skip) when CUDA is not built or no GPU.
+ *        cuda-ops ... --small            fewer and smaller cases (for the emulator, tests/gpu/emulated.sh)
+ *        cuda-ops --devices              prints the number of usable CUDA devices (0 without CUDA), for scripts. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "backend.h"
+#include "../tap.h"
+#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
+#include "cuda/backend_cuda.h"
+#include "cuda/cuda_device.h"
+#endif
+
+static const scp_backend *X;                     /* under test */
+static int small;                                /* --small: fewer and smaller cases, for the emulator */
+static const scp_backend *R = &scp_backend_cpu_ref;
+
+#define TOL_BF16 1.5e-2  /* a GEMM with bf16 inputs: ~2^-9 per input, summed over K */
+#define TOL_F32 2e-5
+#define TOL_ATT 1e-4     /* fp32 online softmax against the reference's double */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float frand(void)  /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / (1 << 23)) - 1.0);
+}
+static float *randv(size_t n, float s)
+{
+    float *p = malloc(n * sizeof *p + 1);
+    for (size_t i = 0; i < n; i++) p[i] = s * frand();
+    return p;
+}
+
+/* Device copies: dev() uploads, poison() fills with 0xFF bytes (NaN), fetch() downloads into a new buffer. */
+static void *dev(const void *h, size_t bytes)
+{
+    void *d = X->alloc(bytes);
+    if (h) X->upload(d, h, bytes);
+    return d;
+}
+static void *poison(size_t bytes)
+{
+    void *d = X->alloc(bytes), *h = malloc(bytes + 1);
+    memset(h, 0xFF, bytes);
+    X->upload(d, h, bytes);
+    free(h);
+    return d;
+}
+static float *fetch(const void *d, size_t n)
+{
+    float *h = malloc(n * sizeof *h + 1);
+    X->download(h, d, n * sizeof *h);
+    return h;
+}
+
+static int cmp(const char *what, const float *got, const float *ref, size_t n, double tol)
+{
+    double num = 0, den = 0;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]) && isfinite(ref[i])) bad++;
+        double d = (double)got[i] - ref[i];
+        num += d * d, den += (double)ref[i] * ref[i];
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    return tap_ok(bad == 0 && rel <= tol, "%s: rel err %.3g (tol %.3g), %zu non-finite of %zu", what, rel, tol, bad, n);
+}
+
+/* Compare a strided (rows, cols; ld) region only. */
+static int cmp_rows(const char *what, const float *got, const float *ref, int rows, int cols, int ld, double tol)
+{
+    float *a = malloc((size_t)rows * cols * sizeof *a + 1), *b = malloc((size_t)rows * cols * sizeof *b + 1);
+    for (int r = 0; r < rows; r++)
+        memcpy(a + (size_t)r * cols, got + (size_t)r * ld, cols * sizeof *a),
+            memcpy(b + (size_t)r * cols, ref + (size_t)r * ld, cols * sizeof *b);
+    int ok = cmp(what, a, b, (size_t)rows * cols, tol);
+    free(a), free(b);
+    return ok;
+}
+
+static void test_matmul(int M, int K, int N)
+{
+    int ldi = K + 5, ldo = N + 3;
+    char what[128];
+    float *inp = randv((size_t)M * ldi, 1), *w = randv((size_t)N * K, 0.2f), *bias = randv(N, 1);
+    float *out0 = randv((size_t)M * ldo, 1), *ref = malloc((size_t)M * ldo * sizeof *ref);
+    float *di = dev(inp, (size_t)M * ldi * 4), *dw = dev(w, (size_t)N * K * 4), *db = dev(bias, N * 4);
+    for (int beta = 0; beta <= 1; beta++) {
+        memcpy(ref, out0, (size_t)M * ldo * sizeof *ref);
+        R->matmul_fwd(ref, ldo, inp, ldi, w, beta ? NULL : bias, M, K, N, (float)beta);
+        float *dout = beta ? dev(out0, (size_t)M * ldo * 4) : poison((size_t)M * ldo * 4);
+        X->matmul_fwd(dout, ldo, di, ldi, dw, beta ? NULL : db, M, K, N, (float)beta);
+        float *got = fetch(dout, (size_t)M * ldo);
+        snprintf(what, sizeof what, "matmul_fwd M=%d K=%d N=%d %s", M, K, N, beta ? "beta=1 (residual)" : "bias");
+        cmp_rows(what, got, ref, M, N, ldo, TOL_BF16);
+        free(got), X->free(dout);
+    }
+    /* dinp (M, K; ldi) (+)= dout (M, N; ldo) @ w */
+    float *g = randv((size_t)M * ldo, 1), *dg = dev(g, (size_t)M * ldo * 4);
+    float *dinp0 = randv((size_t)M * ldi, 1), *rinp = malloc((size_t)M * ldi * sizeof *rinp);
+    for (int beta = 0; beta <= 1; beta++) {
+        memcpy(rinp, dinp0, (size_t)M * ldi * sizeof *rinp);
+        R->matmul_bwd_inp(rinp, ldi, g, ldo, w, M, K, N, (float)beta);
+        float *d = beta ? dev(dinp0, (size_t)M * ldi * 4) : poison((size_t)M * ldi * 4);
+        X->matmul_bwd_inp(d, ldi, dg, ldo, dw, M, K, N, (float)beta);
+        float *got = fetch(d, (size_t)M * ldi);
+        snprintf(what, sizeof what, "matmul_bwd_inp M=%d K=%d N=%d beta=%d", M, K, N, beta);
+        cmp_rows(what, got, rinp, M, K, ldi, TOL_BF16);
+        free(got), X->free(d);
+    }
+    /* dw (N, K) += dout^T inp; dbias += column sums (both start non-zero: they accumulate) */
+    float *gw0 = randv((size_t)N * K, 1), *gb0 = randv(N, 1);
+    float *rgw = malloc((size_t)N * K * 4), *rgb = malloc((size_t)N * 4);
+    memcpy(rgw, gw0, (size_t)N * K * 4), memcpy(rgb, gb0, (size_t)N * 4);
+    R->matmul_bwd_w(rgw, rgb, g, ldo, inp, ldi, M, K, N);
+    float *xgw = dev(gw0, (size_t)N * K * 4), *xgb = dev(gb0, (size_t)N * 4);
+    X->matmul_bwd_w(xgw, xgb, dg, ldo, di, ldi, M, K, N);
+    float *got = fetch(xgw, (size_t)N * K), *gotb = fetch(xgb, N);
+    snprintf(what, sizeof what, "matmul_bwd_w M=%d K=%d N=%d", M, K, N);
+    cmp(what, got, rgw, (size_t)N * K, TOL_BF16);
+    snprintf(what, sizeof what, "matmul_bwd_w dbias M=%d N=%d", M, N);
+    cmp(what, gotb, rgb, N, TOL_F32);
+    /* the same again from the same start: the same bits */
+    X->upload(xgw, gw0, (size_t)N * K * 4);
+    X->matmul_bwd_w(xgw, xgb, dg, ldo, di, ldi, M, K, N);
+    float *again = fetch(xgw, (size_t)N * K);
+    tap_ok(memcmp(again, got, (size_t)N * K * 4) == 0, "matmul_bwd_w M=%d K=%d N=%d: bitwise repeatable", M, K, N);
+    free(again), free(got), free(gotb), free(rgw), free(rgb), free(gw0), free(gb0);
+    X->free(xgw), X->free(xgb), X->free(dg), X->free(di), X->free(dw), X->free(db);
+    free(inp), free(w), free(bias), free(out0), free(ref), free(g), free(dinp0), free(rinp);
+}
+
+static void test_rmsnorm(int N, int G, int C, int ld)
+{
+    char what[128];
+    size_t n = (size_t)N * ld;
+    float *x = randv(n, 2), *w = randv(C, 1), *d = randv(n, 1), *dx0 = randv(n, 1), *dw0 = randv(C, 1);
+    float *ro = malloc(n * 4), *rr = malloc((size_t)N * G * 4);
+    memcpy(ro, x, n * 4);  /* columns outside the groups are left alone: start both sides equal */
+    R->rmsnorm_fwd(ro, rr, x, w, N, G, C, ld, 1e-6f);
+    float *xx = dev(x, n * 4), *xw = dev(w, C * 4), *xo = dev(x, n * 4), *xr = poison((size_t)N * G * 4);
+    X->rmsnorm_fwd(xo, xr, xx, xw, N, G, C, ld, 1e-6f);
+    float *go = fetch(xo, n), *gr = fetch(xr, (size_t)N * G);
+    snprintf(what, sizeof what, "rmsnorm_fwd N=%d G=%d C=%d ld=%d", N, G, C, ld);
+    cmp(what, go, ro, n, TOL_F32);
+    snprintf(what, sizeof what, "rmsnorm_fwd rstd N=%d G=%d", N, G);
+    cmp(what, gr, rr, (size_t)N * G, TOL_F32);
+    for (int acc = 0; acc <= 1; acc++) {
+        float *rdx = malloc(n * 4), *rdw = malloc(C * 4);
+        memcpy(rdx, dx0, n * 4), memcpy(rdw, dw0, C * 4);
+        R->rmsnorm_bwd(rdx, rdw, d, x, w, rr, N, G, C, ld, acc);
+        float *xd = dev(d, n * 4), *xdx = dev(dx0, n * 4), *xdw = dev(dw0, C * 4);
+        X->rmsnorm_bwd(xdx, xdw, xd, xx, xw, xr, N, G, C, ld, acc);
+        float *gdx = fetch(xdx, n), *gdw = fetch(xdw, C);
+        snprintf(what, sizeof what, "rmsnorm_bwd dx N=%d G=%d C=%d accumulate=%d", N, G, C, acc);
+        cmp(what, gdx, rdx, n, TOL_F32);
+        snprintf(what, sizeof what, "rmsnorm_bwd dw N=%d G=%d C=%d accumulate=%d", N, G, C, acc);
+        cmp(what, gdw, rdw, C, TOL_F32);
+        /* in place (dx == dout), as the driver does for the q/k norms */
+        float *rip = malloc(n * 4), *rdw2 = malloc(C * 4);
+        memcpy(rip, d, n * 4), memcpy(rdw2, dw0, C * 4);
+        R->rmsnorm_bwd(rip, rdw2, rip, x, w, rr, N, G, C, ld, 0);
+        X->upload(xd, d, n * 4), X->upload(xdw, dw0, C * 4);
+        X->rmsnorm_bwd(xd, xdw, xd, xx, xw, xr, N, G, C, ld, 0);
+        float *gip = fetch(xd, n);
+        if (acc == 0) {
+            snprintf(what, sizeof what, "rmsnorm_bwd in place N=%d G=%d C=%d", N, G, C);
+            cmp(what, gip, rip, n, TOL_F32);
+        }
+        free(gip), free(rip), free(rdw2), free(gdx), free(gdw), free(rdx), free(rdw);
+        X->free(xd), X->free(xdx), X->free(xdw);
+    }
+    free(go), free(gr), free(ro), free(rr), free(x), free(w), free(d), free(dx0), free(dw0);
+    X->free(xx), X->free(xw), X->free(xo), X->free(xr);
+}
+
+static void test_rope(int B, int T, int G, int hd, int ld)
+{
+    char what[128];
+    int N = B * T, half = hd / 2;
+    size_t n = (size_t)N * ld;
+    float *x = randv(n, 1), *c = malloc((size_t)T * half * 4), *s = malloc((size_t)T * half * 4);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double f = t * pow(10000.0, -2.0 * i / hd);
+            c[t * half + i] = (float)cos(f), s[t * half + i] = (float)sin(f);
+        }
+    float *xc = dev(c, (size_t)T * half * 4), *xs = dev(s, (size_t)T * half * 4);
+    for (int inv = 0; inv <= 1; inv++) {
+        float *r = malloc(n * 4);
+        memcpy(r, x, n * 4);
+        R->rope(r, c, s, N, T, G, hd, ld, inv);
+        float *xx = dev(x, n * 4);
+        X->rope(xx, xc, xs, N, T, G, hd, ld, inv);
+        float *got = fetch(xx, n);
+        snprintf(what, sizeof what, "rope N=%d T=%d G=%d hd=%d ld=%d inverse=%d", N, T, G, hd, ld, inv);
+        cmp(what, got, r, n, TOL_F32);
+        free(got), free(r), X->free(xx);
+    }
+    free(x), free(c), free(s), X->free(xc), X->free(xs);
+}
+
+/* mode: 0 causal, 1 bidirectional, 2 random mask (the diagonal always visible, as the driver's masks are),
+ * 3 causal + document mask, 4 random mask with one query that sees no key (the reference gives it output and
+ * gradients 0; the fast CPU backend gives NaN there, so only the CUDA backend is held to it) */
+static void test_attention(int B, int T, int H, int KV, int hd, int mode)
+{
+    static const char *mname[] = {"causal", "bidirectional", "random mask", "causal+documents", "query sees no key"};
+    char what[160];
+    int ld = (H + 2 * KV) * hd + 3, M = B * T, qd = H * hd;
+    size_t nq = (size_t)M * ld, no = (size_t)M * qd, na = (size_t)B * H * T * T;
+    float *qkv = randv(nq, 1.5f), *dout = randv(no, 1);
+    uint8_t *mask = NULL;
+    if (mode >= 2) {
+        mask = malloc((size_t)B * T * T);
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < T; i++)
+                for (int j = 0; j < T; j++) {
+                    int v = mode == 3 ? (i / 11 == j / 11) : (i == j || frand() > -0.4f);  /* documents of 11 */
+                    if (mode == 4 && i == T / 2) v = 0;                                     /* sees no key */
+                    mask[((size_t)b * T + i) * T + j] = (uint8_t)v;
+                }
+    }
+    scp_attn_args a = {B, T, H, KV, hd, ld, mode == 0 || mode == 3, NULL, 1.0f / sqrtf((float)hd)};
+    float *rout = malloc(no * 4), *ratt = malloc(na * 4), *rd = malloc(nq * 4);
+    memset(rd, 0, nq * 4);
+    a.mask = mask;
+    R->attention_fwd(rout, ratt, qkv, qkv + qd, qkv + qd + KV * hd, &a);
+    R->attention_bwd(rd, rd + qd, rd + qd + KV * hd, dout, ratt, qkv, qkv + qd, qkv + qd + KV * hd, &a);
+    float *xq = dev(qkv, nq * 4), *xd = dev(dout, no * 4), *xo = poison(no * 4), *xa = poison(na * 4);
+    float *xg = poison(nq * 4);
+    uint8_t *xm = mask ? dev(mask, (size_t)B * T * T) : NULL;
+    a.mask = xm;
+    X->attention_fwd(xo, xa, xq, xq + qd, xq + qd + KV * hd, &a);
+    X->attention_bwd(xg, xg + qd, xg + qd + KV * hd, xd, xa, xq, xq + qd, xq + qd + KV * hd, &a);
+    float *go = fetch(xo, no), *gg = fetch(xg, nq);
+    snprintf(what, sizeof what, "attention_fwd B=%d T=%d H=%d KV=%d hd=%d %s", B, T, H, KV, hd, mname[mode]);
+    cmp(what, go, rout, no, TOL_ATT);
+    const char *gname[3] = {"dq", "dk", "dv"};
+    int off[3] = {0, qd, qd + KV * hd}, wid[3] = {qd, KV * hd, KV * hd};
+    for (int t = 0; t < 3; t++) {
+        snprintf(what, sizeof what, "attention_bwd %s B=%d T=%d H=%d KV=%d hd=%d %s", gname[t], B, T, H, KV, hd, mname[mode]);
+        cmp_rows(what, gg + off[t], rd + off[t], M, wid[t], ld, TOL_ATT);
+    }
+    /* run the backward again into fresh poison: the same bits (not in the emulator, deterministic anyway) */
+    float *xg2 = small ? NULL : poison(nq * 4);
+    if (xg2) {
+        X->attention_bwd(xg2, xg2 + qd, xg2 + qd + KV * hd, xd, xa, xq, xq + qd, xq + qd + KV * hd, &a);
+        float *gg2 = fetch(xg2, nq);
+        int same = 1;
+        for (int r = 0; r < M; r++)
+            if (memcmp(gg + (size_t)r * ld, gg2 + (size_t)r * ld, (size_t)(qd + 2 * KV * hd) * 4)) same = 0;
+        tap_ok(same, "attention_bwd B=%d T=%d hd=%d %s: bitwise repeatable", B, T, hd, mname[mode]);
+        free(gg2), X->free(xg2);
+    }
+    free(go), free(gg), free(rout), free(ratt), free(rd), free(qkv), free(dout), free(mask);
+    X->free(xq), X->free(xd), X->free(xo), X->free(xa), X->free(xg);
+    if (xm) X->free(xm);
+}
+
+static void test_swiglu(int M, int I)
+{
+    char what[96];
+    float *gu = randv((size_t)M * 2 * I, 3), *dh = randv((size_t)M * I, 1);
+    float *rh = malloc((size_t)M * I * 4), *rg = malloc((size_t)M * 2 * I * 4);
+    R->swiglu_fwd(rh, gu, M, I);
+    R->swiglu_bwd(rg, dh, gu, M, I);
+    float *xgu = dev(gu, (size_t)M * 2 * I * 4), *xdh = dev(dh, (size_t)M * I * 4);
+    float *xh = poison((size_t)M * I * 4), *xg = poison((size_t)M * 2 * I * 4);
+    X->swiglu_fwd(xh, xgu, M, I);
+    X->swiglu_bwd(xg, xdh, xgu, M, I);
+    float *gh = fetch(xh, (size_t)M * I), *gg = fetch(xg, (size_t)M * 2 * I);
+    snprintf(what, sizeof what, "swiglu_fwd M=%d I=%d", M, I);
+    cmp(what, gh, rh, (size_t)M * I, TOL_F32);
+    snprintf(what, sizeof what, "swiglu_bwd M=%d I=%d", M, I);
+    cmp(what, gg, rg, (size_t)M * 2 * I, TOL_F32);
+    free(gu), free(dh), free(rh), free(rg), free(gh), free(gg);
+    X->free(xgu), X->free(xdh), X->free(xh), X->free(xg);
+}
+
+static void test_embedding(int M, int C, int V)
+{
+    char what[96];
+    int32_t *ids = malloc(M * sizeof *ids);
+    for (int m = 0; m < M; m++) ids[m] = (int32_t)((frand() + 1) * 0.5f * V) % V;
+    ids[0] = ids[M - 1] = V - 1;  /* repeats, and the last row of the table */
+    float *table = randv((size_t)V * C, 1), *d = randv((size_t)M * C, 1), *dt0 = randv((size_t)V * C, 1);
+    float *ro = malloc((size_t)M * C * 4), *rdt = malloc((size_t)V * C * 4);
+    memcpy(rdt, dt0, (size_t)V * C * 4);
+    R->embedding_fwd(ro, ids, table, M, C);
+    R->embedding_bwd(rdt, d, ids, M, C, V);
+    int32_t *xi = dev(ids, M * sizeof *ids);
+    float *xt = dev(table, (size_t)V * C * 4), *xo = poison((size_t)M * C * 4), *xd = dev(d, (size_t)M * C * 4);
+    float *xdt = dev(dt0, (size_t)V * C * 4);
+    X->embedding_fwd(xo, xi, xt, M, C);
+    X->embedding_bwd(xdt, xd, xi, M, C, V);
+    float *go = fetch(xo, (size_t)M * C), *gdt = fetch(xdt, (size_t)V * C);
+    snprintf(what, sizeof what, "embedding_fwd M=%d C=%d V=%d", M, C, V);
+    cmp(what, go, ro, (size_t)M * C, 0);
+    snprintf(what, sizeof what, "embedding_bwd M=%d C=%d V=%d (repeated ids)", M, C, V);
+    cmp(what, gdt, rdt, (size_t)V * C, 1e-6);
+    /* gather rows, scatter them back into a buffer of zeros */
+    int n = M / 3;
+    float *rsel = malloc((size_t)n * C * 4), *rsc = calloc((size_t)M * C, 4);
+    int32_t *rows = malloc(n * sizeof *rows);
+    for (int r = 0; r < n; r++) rows[r] = 3 * r + 1;
+    R->gather_rows(rsel, d, rows, n, C);
+    R->scatter_rows(rsc, rsel, rows, n, C);
+    int32_t *xr = dev(rows, n * sizeof *rows);
+    float *xs = poison((size_t)n * C * 4), *xsc = dev(NULL, (size_t)M * C * 4);
+    X->gather_rows(xs, xd, xr, n, C);
+    X->scatter_rows(xsc, xs, xr, n, C);
+    float *gs = fetch(xs, (size_t)n * C), *gsc = fetch(xsc, (size_t)M * C);
+    cmp("gather_rows", gs, rsel, (size_t)n * C, 0);
+    cmp("scatter_rows", gsc, rsc, (size_t)M * C, 0);
+    free(rsel), free(rsc), free(rows), free(gs), free(gsc), X->free(xr), X->free(xs), X->free(xsc);
+    free(ids), free(table), free(d), free(dt0), free(ro), free(rdt), free(go), free(gdt);
+    X->free(xi), X->free(xt), X->free(xo), X->free(xd), X->free(xdt);
+}
+
+static void test_crossentropy(int N, int V, float spread)
+{
+    char what[128];
+    float *l = randv((size_t)N * V, spread), *w = randv(N, 1);
+    int32_t *t = malloc(N * sizeof *t);
+    for (int n = 0; n < N; n++) t[n] = (int32_t)((frand() + 1) * 0.5f * V) % V, w[n] = fabsf(w[n]);
+    t[N / 2] = -1;  /* no loss at this row */
+    t[0] = V - 1;
+    for (int bw = 0; bw <= 1; bw++) {
+        float *rl = malloc((size_t)N * V * 4), *rn = malloc(N * 4);
+        memcpy(rl, l, (size_t)N * V * 4);
+        double rloss = R->crossentropy(rl, rn, t, w, N, V, bw);
+        float *xl = dev(l, (size_t)N * V * 4), *xn = poison(N * 4), *xw = dev(w, N * 4);
+        int32_t *xt = dev(t, N * sizeof *t);
+        double xloss = X->crossentropy(xl, xn, xt, xw, N, V, bw);
+        float *gn = fetch(xn, N), *gl = fetch(xl, (size_t)N * V);
+        double rel = fabs(xloss - rloss) / fabs(rloss);
+        tap_ok(rel <= TOL_F32, "crossentropy N=%d V=%d spread=%g backward=%d: loss %.9g vs %.9g, rel %.3g", N, V,
+               spread, bw, xloss, rloss, rel);
+        snprintf(what, sizeof what, "crossentropy nll N=%d V=%d backward=%d", N, V, bw);
+        cmp(what, gn, rn, N, TOL_F32);
+        if (bw) {
+            snprintf(what, sizeof what, "crossentropy gradient N=%d V=%d", N, V);
+            cmp(what, gl, rl, (size_t)N * V, TOL_F32);
+        }
+        free(rl), free(rn), free(gn), free(gl), X->free(xl), X->free(xn), X->free(xw), X->free(xt);
+    }
+    free(l), free(w), free(t);
+}
+
+static void test_adamw_norm(size_t n)
+{
+    char what[96];
+    float *p = randv(n, 1), *g = randv(n, 0.1f), *m = randv(n, 0.01f), *v = randv(n, 0.01f);
+    for (size_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+    float *rp = malloc(n * 4), *rm = malloc(n * 4), *rv = malloc(n * 4);
+    memcpy(rp, p, n * 4), memcpy(rm, m, n * 4), memcpy(rv, v, n * 4);
+    R->adamw(rp, g, rm, rv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1 - 0.9f * 0.9f, 1 - 0.95f * 0.95f);
+    float *xp = dev(p, n * 4), *xg = dev(g, n * 4), *xm = dev(m, n * 4), *xv = dev(v, n * 4);
+    X->adamw(xp, xg, xm, xv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1 - 0.9f * 0.9f, 1 - 0.95f * 0.95f);
+    float *gp = fetch(xp, n), *gm = fetch(xm, n), *gv = fetch(xv, n);
+    snprintf(what, sizeof what, "adamw n=%zu params", n);
+    cmp(what, gp, rp, n, 1e-6);
+    snprintf(what, sizeof what, "adamw n=%zu first moment", n);
+    cmp(what, gm, rm, n, 1e-6);
+    snprintf(what, sizeof what, "adamw n=%zu second moment", n);
+    cmp(what, gv, rv, n, 1e-6);
+    double rs = R->sumsq(g, n), xs = X->sumsq(xg, n), xs2 = X->sumsq(xg, n);
+    tap_ok(fabs(xs - rs) <= 1e-6 * rs, "sumsq n=%zu: %.12g vs %.12g", n, xs, rs);
+    tap_ok(xs == xs2, "sumsq n=%zu: the same bits twice", n);
+    R->scale(g, n, 0.37f);
+    X->scale(xg, n, 0.37f);
+    float *gg = fetch(xg, n);
+    cmp("scale", gg, g, n, 0);
+    free(p), free(g), free(m), free(v), free(rp), free(rm), free(rv), free(gp), free(gm), free(gv), free(gg);
+    X->free(xp), X->free(xg), X->free(xm), X->free(xv);
+}
+
+int main(int argc, char **argv)
+{
+    const char *name = "cuda";
+    if (argc == 2 && strcmp(argv[1], "--devices") == 0) {
+#ifdef HAVE_CUDA  /* not the emulator: scripts ask this to decide whether a GPU is there */
+        printf("%d\n", scp_cuda_device_count());
+#else
+        printf("0\n");
+#endif
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[argc - 1], "--small") == 0) small = 1, argc--;
+    if (argc == 3 && strcmp(argv[1], "--backend") == 0) name = argv[2];
+    if (strcmp(name, "cuda") == 0) {
+#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)
+        if (scp_cuda_device_count() == 0) {
+            printf("1..0 # SKIP no CUDA device\n");
+            return 77;
+        }
+        char desc[256];
+        scp_cuda_device_describe(0, desc, sizeof desc);
+        tap_diag("device: %s", desc);
+        X = &scp_backend_cuda;
+#else
+        printf("1..0 # SKIP built without CUDA\n");
+        return 77;
+#endif
+    } else if (!(X = scp_backend_find(name))) {
+        fprintf(stderr, "cuda-ops: unknown backend '%s'\n", name);
+        return 2;
+    }
+    tap_diag("backend under test: %s, reference: %s", X->name, R->name);
+    test_matmul(67, 96, 80);
+    if (small)
+        test_matmul(64, 256, 384);
+    else
+        test_matmul(128, 1024, 3072);
+    test_rmsnorm(37, 1, 96, 96);
+    test_rmsnorm(37, 4, 16, 80);
+    test_rope(2, 13, 3, 16, 60);
+    test_rope(1, 9, 2, 128, 256);
+    test_attention(2, 37, 4, 2, 8, 0);
+    test_attention(1, 70, 2, 1, 64, 2);
+    test_attention(2, 45, 4, 4, 128, 3);
+    test_attention(1, 50, 2, 2, 96, 1);
+    test_attention(1, 33, 2, 1, 256, 0);
+    if (small)
+        test_attention(1, 40, 4, 2, 128, 1);
+    else
+        test_attention(1, 129, 16, 8, 128, 1);
+    if (strcmp(X->name, "cuda") == 0) test_attention(1, 40, 2, 2, 32, 4);
+    test_swiglu(33, 70);
+    test_embedding(200, 24, 50);
+    test_crossentropy(9, 1000, 4);
+    test_crossentropy(3, 151936, 20);
+    test_adamw_norm(small ? 100003 : 1000003);
+    return tap_done();
+}

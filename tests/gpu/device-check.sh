@@ -1,0 +1,115 @@
+#!/bin/sh
+# device-check.sh: everything the CUDA backend has to show on a GPU machine, in one call that ends within
+# 8 minutes on an H100 or H200, ending with a short table:
+#   build   configure and make in build-gpu (nvcc, -j16), or use a build-gpu-pre carried from a machine with the
+#           C libraries (see --prepare) when this one cannot configure
+#   (1)     tests/gpu/cuda-ops: every operation of the CUDA table against the CPU reference
+#   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses
+#   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
+#   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown
+#
+#   sh tests/gpu/device-check.sh              run from the repository root; logs go to $OUT when set
+#   sh tests/gpu/device-check.sh --prepare    here, on a machine without a GPU: bootstrap if needed and build
+#                                             build-gpu-pre (no MPI, no BLAS, stripped, with copies of its
+#                                             non-CUDA shared libraries; about 20 MiB)
+# What to carry to the device (tool `run`, carry): the autotools output, which git ignores: configure,
+# Makefile.in, aclocal.m4, config.h.in, build-aux, m4; build-gpu-pre if the machine may lack jansson & co.; and
+# for (2) a git-ignored folder holding models/stories260K.bin, models/tok512.bin, corpora/tinystories_val.txt,
+# named by SCP_ASSETS (e.g. `SCP_ASSETS=$PWD/.assets sh tests/gpu/device-check.sh`).
+# Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
+# (default build-gpu).
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root" || exit 1
+jobs=${JOBS:-16}
+PYTHON=${PYTHON:-python3}
+export PYTHON
+
+if [ "${1:-}" = --prepare ]; then
+    [ -x configure ] || ./bootstrap || exit 1
+    rm -rf build-gpu-pre && mkdir -p build-gpu-pre && cd build-gpu-pre || exit 1
+    # No MPI and no BLAS (the GPU does the matmuls; the CPU runs of (2) use the blocked loop): what travels must
+    # stay under the device tool's 64 MiB.
+    ../configure -q --without-mpi --without-nccl --without-blas && make -j"${JOBS:-2}" >/dev/null &&
+        make -j"${JOBS:-2}" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step >/dev/null || exit 1
+    mkdir -p libs
+    for b in bin/scp-train tests/gpu/cuda-ops; do ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+        grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
+            -e 'ld-linux' | while read -r l; do cp -L "$l" libs/; done
+    find bin tests bench lib -name '*.o' -delete
+    rm -f lib/libscp.a
+    find bin tests bench -type f -perm -u+x ! -name '*.sh' ! -name '*.py' -exec strip --strip-unneeded {} + 2>/dev/null
+    du -sh . libs
+    echo "build-gpu-pre ready: carry it with the autotools files (see the header of $0)"
+    exit 0
+fi
+
+out=${OUT:-$root/build-gpu/device-check-logs}
+mkdir -p "$out"
+start=$(date +%s)
+elapsed() { echo $(($(date +%s) - start)); }
+summary=$out/summary.txt
+: >"$summary"
+row() { printf '%-28s %-8s %s\n' "$1" "$2" "$3" >>"$summary"; }
+
+echo "== device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$out/device.txt"
+nvcc --version 2>&1 | tail -1
+
+echo "== build ($(elapsed) s)"
+build=${BUILD_DIR:-$root/build-gpu}
+mode=built
+if [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
+mkdir -p "$build"
+if (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
+    make -j"$jobs" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step >>"$out/build.log" 2>&1); then
+    grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
+elif [ -x "$root/build-gpu-pre/tests/gpu/cuda-ops" ]; then
+    build=$root/build-gpu-pre
+    mode="prebuilt (configure here failed: see build.log)"
+    LD_LIBRARY_PATH=$build/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export LD_LIBRARY_PATH
+else
+    mode=FAILED
+fi
+tail -5 "$out/build.log" 2>/dev/null
+row build "$mode" "$(elapsed) s"
+export SCP_BIN=$build/bin SCP_SRCDIR=$root SCP_BUILDDIR=$build
+export SCP_ASSETS=${SCP_ASSETS:-$root/../shared/assets}
+
+# run NAME LIMIT_S CMD...: a TAP test with a time limit; its log in $out, its counts in the summary.
+run() {
+    name=$1 lim=$2; shift 2
+    echo "== $name ($(elapsed) s)"
+    t0=$(date +%s)
+    timeout "$lim" "$@" >"$out/$name.log" 2>&1
+    rc=$?
+    pass=$(grep -c '^ok ' "$out/$name.log")
+    fail=$(grep -c '^not ok ' "$out/$name.log")
+    grep -v '^ok ' "$out/$name.log" | head -40
+    if grep -q '^1\.\.0 # SKIP' "$out/$name.log"; then st=SKIP
+    elif [ "$rc" -eq 124 ]; then st=TIMEOUT
+    elif [ "$rc" -eq 0 ] && [ "$fail" -eq 0 ]; then st=PASS
+    else st=FAIL; fi
+    row "$name" "$st" "$pass ok, $fail not ok, rc $rc, $(($(date +%s) - t0)) s"
+}
+if [ "$mode" != FAILED ]; then
+    run cuda-ops 90 "$build/tests/gpu/cuda-ops"
+    run train-stories260k 150 sh "$root/tests/gpu/train-stories260k.sh"
+    run hf-logits 120 "$PYTHON" "$root/tests/gpu/hf-logits.py"
+    echo "== bench ($(elapsed) s)"
+    PYTHON=$PYTHON timeout 200 sh "$root/bench/gpu/bench.sh" -b "$build" -o "$out/bench.json" >"$out/bench.log" 2>&1
+    rc=$?
+    cat "$out/bench.log"
+    row bench "$([ $rc -eq 0 ] && echo done || echo "rc $rc")" "see bench.log"
+fi
+echo "== ptxas resources"
+sh "$root/bench/gpu/ptxas-report.sh" >"$out/ptxas.txt" 2>&1 && head -40 "$out/ptxas.txt"
+
+echo
+echo "== summary ($(elapsed) s)"
+grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,6p'
+grep -h -e 'rel err' "$out"/cuda-ops.log 2>/dev/null | sed 's/^[a-z ]*[0-9]* - //' |
+    awk '{ for (i = 1; i <= NF; i++) if ($i == "err") { v = $(i + 1); if (v + 0 > w + 0 || v == "-nan" || v == "nan") { w = v; what = $0 } } }
+         END { if (what != "") print "worst op parity: " what }'
+cat "$summary"

@@ -1,0 +1,47 @@
+/* cuda_runtime.h (emulator): the part of the CUDA runtime that lib/cuda/ uses, run on the CPU. Device memory is
+ * host memory; a kernel launch runs every block in turn, each CUDA thread a fiber, so that
+ * __syncthreads and the warp shuffles have real barriers behind them (see emu.h). For tests/gpu/emulated.sh. */
+#ifndef SCP_EMU_CUDA_RUNTIME_H
+#define SCP_EMU_CUDA_RUNTIME_H
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <algorithm>
+
+#define __CUDACC__ 1
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__ static  /* blocks run one at a time: one copy serves the running block */
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct uint3e { unsigned x, y, z; };
+extern thread_local uint3e threadIdx, blockIdx;
+extern thread_local dim3 blockDim, gridDim;
+using std::min;
+using std::max;
+
+typedef enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1 } cudaError_t;
+typedef enum { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice } cudaMemcpyKind;
+typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize } cudaFuncAttribute;
+struct cudaDeviceProp { char name[256]; int major, minor; size_t totalGlobalMem; };
+
+cudaError_t cudaMalloc(void **p, size_t n);
+cudaError_t cudaFree(void *p);
+cudaError_t cudaMemset(void *p, int v, size_t n);
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k);
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot);
+cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i);
+const char *cudaGetErrorString(cudaError_t e);
+template <typename K> cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return cudaSuccess; }
+
+#include "emu.h"
+#endif

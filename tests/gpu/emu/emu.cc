@@ -1,0 +1,178 @@
+// emu.cc: the CUDA emulator's runtime (see cuda_runtime.h): memory, launches, barriers, shuffles, a reference
+// GEMM in place of cuBLAS, and the device-discovery calls of lib/cuda/cuda_device.h.
+#include "cuda_runtime.h"
+#include "cublas_v2.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ucontext.h>
+#include <vector>
+
+thread_local uint3e threadIdx, blockIdx;
+thread_local dim3 blockDim, gridDim;
+
+// A block runs as nt fibers (ucontext) on one OS thread, switched only at barriers: __syncthreads waits for every
+// live thread of the block, a shuffle for every live lane of its warp (twice: once after writing its value, once
+// after reading the other's, so that no lane overwrites a slot another has still to read). A barrier that can
+// never open (threads of a block or warp waiting at different ones) aborts with a message: on a GPU it hangs.
+enum { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
+struct fiber {
+    ucontext_t ctx;
+    std::vector<char> stack;
+    int state;
+};
+static std::vector<fiber> fib;
+static ucontext_t sched;
+static int cur;
+static std::vector<double> slots;
+static std::vector<float> dyn;
+static const std::function<void()> *cur_body;
+
+float *emu_dyn_smem(void) { return dyn.data(); }
+
+static void wait_as(int st)
+{
+    fib[cur].state = st;
+    swapcontext(&fib[cur].ctx, &sched);
+}
+void __syncthreads(void) { wait_as(WAIT_BLOCK); }
+
+double emu_shfl_d(double v, int src, int xor_mode)
+{
+    unsigned lane = cur & 31, w = cur >> 5;
+    slots[w * 32 + lane] = v;
+    wait_as(WAIT_WARP);
+    unsigned from = xor_mode ? (lane ^ (unsigned)src) & 31 : (unsigned)src & 31;
+    double r = slots[w * 32 + from];
+    wait_as(WAIT_WARP);
+    return r;
+}
+float emu_shfl(float v, int src, int xor_mode) { return (float)emu_shfl_d(v, src, xor_mode); }
+
+static void fiber_main(void)
+{
+    (*cur_body)();
+    fib[cur].state = DONE;
+    swapcontext(&fib[cur].ctx, &sched);
+}
+
+void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body)
+{
+    unsigned nt = block.x * block.y * block.z, nw = (nt + 31) / 32;
+    if (nt == 0 || nt > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) {
+        fprintf(stderr, "emu: bad launch geometry grid (%u, %u, %u) block %u\n", grid.x, grid.y, grid.z, nt);
+        abort();
+    }
+    if (smem > 227 * 1024) {
+        fprintf(stderr, "emu: %zu bytes of dynamic shared memory: more than a Hopper SM has\n", smem);
+        abort();
+    }
+    slots.assign((size_t)nw * 32, 0.0);
+    dyn.assign(smem / sizeof(float) + 1, std::nanf(""));  // shared memory read before written shows as NaN
+    fib.resize(nt);
+    cur_body = &body;
+    blockDim = block, gridDim = grid;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = {x, y, z};
+                for (unsigned t = 0; t < nt; t++) {
+                    fiber &f = fib[t];
+                    f.stack.resize(256 * 1024);
+                    getcontext(&f.ctx);
+                    f.ctx.uc_stack.ss_sp = f.stack.data();
+                    f.ctx.uc_stack.ss_size = f.stack.size();
+                    f.ctx.uc_link = nullptr;
+                    makecontext(&f.ctx, fiber_main, 0);
+                    f.state = RUN;
+                }
+                for (;;) {
+                    int ran = 0;
+                    for (unsigned t = 0; t < nt; t++)
+                        if (fib[t].state == RUN) {
+                            cur = (int)t;
+                            threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+                            swapcontext(&sched, &fib[t].ctx);
+                            ran = 1;
+                        }
+                    if (ran) continue;
+                    // Nothing runnable: open the barriers whose every live participant has arrived.
+                    unsigned live = 0, atblock = 0;
+                    for (unsigned t = 0; t < nt; t++) live += fib[t].state != DONE, atblock += fib[t].state == WAIT_BLOCK;
+                    if (live == 0) break;
+                    int opened = 0;
+                    if (atblock == live) {
+                        for (unsigned t = 0; t < nt; t++) fib[t].state = fib[t].state == WAIT_BLOCK ? RUN : fib[t].state;
+                        opened = 1;
+                    }
+                    for (unsigned w = 0; w < nw && !opened; w++) {
+                        unsigned wl = 0, ww = 0;
+                        for (unsigned t = 32 * w; t < nt && t < 32 * w + 32; t++)
+                            wl += fib[t].state != DONE, ww += fib[t].state == WAIT_WARP;
+                        if (ww && ww == wl) {
+                            for (unsigned t = 32 * w; t < nt && t < 32 * w + 32; t++)
+                                if (fib[t].state == WAIT_WARP) fib[t].state = RUN;
+                            opened = 1;
+                        }
+                    }
+                    if (!opened) {
+                        fprintf(stderr, "emu: deadlock in block (%u, %u, %u): %u live threads, %u at __syncthreads, "
+                                "the rest at warp shuffles of partly exited or divergent warps\n", x, y, z, live, atblock);
+                        abort();
+                    }
+                }
+            }
+}
+
+cudaError_t cudaMalloc(void **p, size_t n)
+{
+    *p = malloc(n ? n : 1);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { if (n) memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot) { *fr = *tot = 0; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i)
+{
+    if (i) return cudaErrorInvalidValue;
+    snprintf(p->name, sizeof p->name, "CUDA emulator on the CPU");
+    p->major = 9, p->minor = 0, p->totalGlobalMem = (size_t)1 << 30;
+    return cudaSuccess;
+}
+const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+
+struct emu_blas { int x; };
+cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = new emu_blas; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetWorkspace(cublasHandle_t, void *, size_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
+const char *cublasGetStatusString(cublasStatus_t s) { return s ? "emulated cuBLAS error" : "success"; }
+
+// C (m, n; ldc) = alpha op(A) (m, k) op(B) (k, n) + beta C, column-major, with cuBLAS's argument checks.
+cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType, int lda, const void *B, cudaDataType,
+                            int ldb, const void *beta, void *C, cudaDataType, int ldc, cublasComputeType_t,
+                            cublasGemmAlgo_t)
+{
+    int arows = ta == CUBLAS_OP_N ? m : k, brows = tb == CUBLAS_OP_N ? k : n;
+    if (m < 0 || n < 0 || k < 0 || lda < std::max(1, arows) || ldb < std::max(1, brows) || ldc < std::max(1, m))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    const float *a = (const float *)A, *b = (const float *)B;
+    float *c = (float *)C, al = *(const float *)alpha, be = *(const float *)beta;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int l = 0; l < k; l++) {
+                float x = ta == CUBLAS_OP_N ? a[i + (size_t)l * lda] : a[l + (size_t)i * lda];
+                float y = tb == CUBLAS_OP_N ? b[l + (size_t)j * ldb] : b[j + (size_t)l * ldb];
+                s += (double)x * y;
+            }
+            float *o = c + i + (size_t)j * ldc;
+            *o = (float)(al * s + (be == 0.0f ? 0.0 : (double)be * *o));
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}

@@ -1,0 +1,67 @@
+#!/bin/sh
+# emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/gpu/cuda-ops against the
+# CPU reference, where there is no GPU. lib/cuda/*.cu are compiled by the C++ compiler against a small SIMT
+# emulator (tests/gpu/emu/: one fiber per CUDA thread, real barriers behind __syncthreads and the warp
+# shuffles, NaN-filled dynamic shared memory, launch geometry and shared-memory size checked, a plain GEMM with
+# cuBLAS's argument checks in place of cuBLAS). It catches indexing, tiling, masking, reduction-order and
+# synchronisation mistakes and the row-major to column-major GEMM mapping; it cannot see timing, the memory
+# model, bf16 rounding or faults of the real cuBLAS: that is tests/gpu/cuda-ops on a GPU. Skips (77) without g++
+# and in sanitizer builds.
+. "$SCP_SRCDIR/tests/lib.sh"
+cxx=${CXX_FOR_EMU:-g++}
+command -v "$cxx" >/dev/null 2>&1 || skip_all "no C++ compiler ($cxx) for the emulator"
+mkvar() { sed -n "s/^$1 = //p" "$SCP_BUILDDIR/Makefile" | head -1; }
+cc=$(mkvar CC)
+cflags="$(mkvar CFLAGS) $(mkvar OPENMP_CFLAGS)"
+libs="$(mkvar BLAS_LIBS) $(mkvar OPENMP_CFLAGS) $(mkvar LDFLAGS) -lm"
+san=
+case $cflags in *-fsanitize*) skip_all "the emulator's fibers (swapcontext) do not run under AddressSanitizer" ;; esac
+src=$SCP_SRCDIR
+objs=
+for f in "$src"/lib/cuda/*.cu; do
+    b=$(basename "$f" .cu)
+    # k<<<g, b, s>>>(args) -> emu_launch(k, g, b, s)(args); dynamic shared memory from the emulator.
+    sed -e 's/\([A-Za-z_][A-Za-z_0-9]*\(<[0-9]*>\)\{0,1\}\)<<<\([^>]*\)>>>(/emu_launch(\1, \3)(/g' \
+        -e 's/extern __shared__ float smem\[\];/float *smem = emu_dyn_smem();/' "$f" >"$TMP/$b.cc"
+    if ! "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -I"$src/lib/cuda" -I"$src/lib" \
+        -c "$TMP/$b.cc" -o "$TMP/$b.o" 2>"$TMP/cxx.err"; then
+        echo "not ok 1 - lib/cuda/$b.cu compiles for the emulator"; sed 's/^/# /' "$TMP/cxx.err" | head -30
+        echo "1..1"; exit 1
+    fi
+    objs="$objs $TMP/$b.o"
+done
+"$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -c "$src/tests/gpu/emu/emu.cc" -o "$TMP/emu.o" &&
+    $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/gpu/cuda-ops.c" -o "$TMP/ops.o" &&
+    # shellcheck disable=SC2086
+    "$cxx" $san -pthread -o "$TMP/cuda-ops-emu" "$TMP/ops.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
+        2>"$TMP/ld.err" || { echo "not ok 1 - the emulated cuda-ops links"; sed 's/^/# /' "$TMP/ld.err" | head -30; echo "1..1"; exit 1; }
+[ -n "${EMU_KEEP:-}" ] && cp "$TMP/cuda-ops-emu" "$EMU_KEEP"
+# The op-by-op parity (TAP), then whole training steps of a small Qwen3-shaped model through the table
+# (bench/gpu/scp-step --tiny: every entry in lib/model.c's order, chunked LM head, AdamW) against cpu-ref.
+"$TMP/cuda-ops-emu" --small >"$TMP/ops.tap"
+grep -v '^1\.\.' "$TMP/ops.tap"
+n=$(grep -c '^\(not \)\{0,1\}ok ' "$TMP/ops.tap")
+$cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp-step.c" -o "$TMP/step.o" &&
+    # shellcheck disable=SC2086
+    "$cxx" $san -pthread -o "$TMP/scp-step-emu" "$TMP/step.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
+        2>"$TMP/ld.err" || { sed 's/^/# /' "$TMP/ld.err" | head -30; }
+"$TMP/scp-step-emu" --backend cuda --tiny --steps 1 >"$TMP/cuda.json" 2>"$TMP/step.err"
+"$TMP/scp-step-emu" --backend cpu-ref --tiny --steps 1 >"$TMP/ref.json" 2>>"$TMP/step.err"
+sed 's/^/# /' "$TMP/step.err" | head -10
+/usr/bin/python3 - "$TMP/cuda.json" "$TMP/ref.json" <<'PY' >"$TMP/step.tap"
+import json, sys
+try:
+    c, r = (json.load(open(p)) for p in sys.argv[1:3])
+except (OSError, ValueError) as e:
+    print("1 training steps on the emulated CUDA table ran (%s)" % e)
+    sys.exit(0)
+for k, what in (("loss0", "first step's loss"), ("loss", "loss after 2 AdamW updates")):
+    rel = abs(c[k] - r[k]) / abs(r[k])
+    print("%d %s on the emulated CUDA table: %.7f vs cpu-ref %.7f (rel %.2g, tol 1e-5)" % (0 if rel <= 1e-5 else 1, what, c[k], r[k], rel))
+PY
+while read -r st what; do
+    n=$((n + 1))
+    if [ "$st" = 0 ]; then echo "ok $n - $what"; else echo "not ok $n - $what"; fi
+done <"$TMP/step.tap"
+echo "1..$n"
+! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"
