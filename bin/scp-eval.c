@@ -186,18 +186,6 @@ static void loss_parse(int argc, char **argv, int elbo, loss_args *a)
     a->eo.doc_mask = a->doc_mask;
 }
 
-static int has_tokenizer(const char *dir)
-{
-    static const char *names[] = {"tokenizer.json", "tokenizer.bin", "tokenizer.model", "encoder.json"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        char *p = scp_path_join(dir, names[i]);
-        int e = scp_file_exists(p);
-        free(p);
-        if (e) return 1;
-    }
-    return 0;
-}
-
 static int run_loss(int argc, char **argv, int elbo)
 {
     loss_args a;
@@ -228,7 +216,7 @@ static int run_loss(int argc, char **argv, int elbo)
     if (data_vocab > m->cfg.vocab_size)
         scp_die("%s: vocabulary of %d ids does not fit the model's %d embedding rows", data_name, data_vocab,
                 m->cfg.vocab_size);
-    if (data_hash && has_tokenizer(a.model)) {
+    if (data_hash && scp_tokenizer_in_dir(a.model)) {
         scp_tokenizer *t = scp_tokenizer_load(a.model);
         if (!t) scp_die_last();
         uint64_t h = scp_tokenizer_hash(t);

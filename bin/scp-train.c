@@ -243,18 +243,6 @@ static void on_stop(int sig)
     stop_signal = sig;
 }
 
-static int has_tokenizer(const char *dir)
-{
-    static const char *names[] = {"tokenizer.json", "tokenizer.bin", "tokenizer.model", "encoder.json"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        char *p = scp_path_join(dir, names[i]);
-        int e = scp_file_exists(p);
-        free(p);
-        if (e) return 1;
-    }
-    return 0;
-}
-
 /* The data must be tokenized with the checkpoint's tokenizer (hash over the vocabulary, mask token aside). */
 static void check_tokenizer(const char *tok_dir, uint64_t data_hash, const char *data, int quiet)
 {
@@ -429,7 +417,7 @@ int main(int argc, char **argv)
     if (!m) scp_die_last();
     /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). */
     scp_dist_bcast(&dist, m->weights, (size_t)m->n_weights * sizeof *m->weights, 0, "weight broadcast");
-    if (!has_tokenizer(tok_dir)) {
+    if (!scp_tokenizer_in_dir(tok_dir)) {
         free(tok_dir);
         tok_dir = NULL;
     }

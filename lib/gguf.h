@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "io.h"
+#include "model_config.h"
 
 /* Metadata value types. */
 enum {
@@ -117,5 +118,9 @@ void scp_gguf_set_str_arr(scp_gguf_writer *w, const char *key, const char *const
 void scp_gguf_add_tensor(scp_gguf_writer *w, const char *name, uint32_t ggml_type, int ndim, const uint64_t *ne, const void *data);
 /* Version 3, alignment 32; written atomically. */
 int scp_gguf_write(scp_gguf_writer *w, const char *path);
+
+/* The llama.cpp tensor name of a parameter ("blk.3.attn_q.weight"; experts: the stacked
+ * "blk.N.ffn_gate_exps.weight"), shared by the importer and the exporter. */
+void scp_gguf_tensor_name(const scp_param_desc *d, char *out, size_t n);
 
 #endif

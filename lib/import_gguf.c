@@ -24,23 +24,6 @@ static const struct { const char *gguf, *hf; scp_arch arch; } archs[] = {
     {"llada", "llama", SCP_ARCH_LLAMA}, {"dream", "qwen2", SCP_ARCH_QWEN2}, {"rnd1", "qwen3_moe", SCP_ARCH_QWEN3_MOE},
 };
 
-/* The llama.cpp name of a parameter (experts: the stacked tensor). */
-static void gguf_name(const scp_param_desc *d, char *out, size_t n)
-{
-    static const char *fmt[SCP_P_KIND_COUNT] = {
-        [SCP_P_EMBED] = "token_embd.weight", [SCP_P_LM_HEAD] = "output.weight", [SCP_P_FINAL_NORM] = "output_norm.weight",
-        [SCP_P_ATTN_NORM] = "blk.%d.attn_norm.weight", [SCP_P_Q] = "blk.%d.attn_q.weight", [SCP_P_K] = "blk.%d.attn_k.weight",
-        [SCP_P_V] = "blk.%d.attn_v.weight", [SCP_P_O] = "blk.%d.attn_output.weight", [SCP_P_QB] = "blk.%d.attn_q.bias",
-        [SCP_P_KB] = "blk.%d.attn_k.bias", [SCP_P_VB] = "blk.%d.attn_v.bias", [SCP_P_OB] = "blk.%d.attn_output.bias",
-        [SCP_P_QNORM] = "blk.%d.attn_q_norm.weight", [SCP_P_KNORM] = "blk.%d.attn_k_norm.weight",
-        [SCP_P_MLP_NORM] = "blk.%d.ffn_norm.weight", [SCP_P_GATE] = "blk.%d.ffn_gate.weight", [SCP_P_UP] = "blk.%d.ffn_up.weight",
-        [SCP_P_DOWN] = "blk.%d.ffn_down.weight", [SCP_P_ROUTER] = "blk.%d.ffn_gate_inp.weight",
-        [SCP_P_EXP_GATE] = "blk.%d.ffn_gate_exps.weight", [SCP_P_EXP_UP] = "blk.%d.ffn_up_exps.weight",
-        [SCP_P_EXP_DOWN] = "blk.%d.ffn_down_exps.weight",
-    };
-    snprintf(out, n, fmt[d->kind], d->layer);
-}
-
 static scp_dtype dtype_of(uint32_t ggml_type)
 {
     switch (ggml_type) {
@@ -178,7 +161,7 @@ static int read_tensors(scp_import *im, const char *path)
     int rc = 0;
     for (int k = 0; k < nd && !rc; k++) {
         char gn[128], s1[128], s2[128];
-        gguf_name(&d[k], gn, sizeof gn);
+        scp_gguf_tensor_name(&d[k], gn, sizeof gn);
         const scp_gguf_tensor *t = scp_gguf_find_tensor(g, gn);
         if (!t) {
             rc = scp_error("%s: tensor '%s' is missing (the metadata says a %s model has it)", path, gn, scp_arch_name(im->cfg.arch));

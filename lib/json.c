@@ -24,9 +24,9 @@ json_t *scp_json_load(const char *path)
     return j;
 }
 
-int scp_json_save(const char *path, const json_t *j)
+static int save_json(const char *path, const json_t *j, int precision)
 {
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(precision));
     if (!s) return scp_error("%s: cannot encode JSON", path);
     scp_out *o = scp_out_open(path, 0);
     if (!o) {
@@ -41,6 +41,9 @@ int scp_json_save(const char *path, const json_t *j)
     }
     return scp_out_commit(o);
 }
+
+int scp_json_save(const char *path, const json_t *j) { return save_json(path, j, 9); }
+int scp_json_save_exact(const char *path, const json_t *j) { return save_json(path, j, 17); }
 
 int scp_json_get_int(const json_t *obj, const char *key, int64_t *out, const char *what)
 {

@@ -11,6 +11,8 @@ json_t *scp_json_load(const char *path);
 json_t *scp_json_parse(const char *buf, size_t len, const char *what);
 /* Write atomically, pretty-printed with sorted keys (stable bytes). */
 int scp_json_save(const char *path, const json_t *j);
+/* The same with 17 significant digits, so that every double reads back bit for bit (trainer state). */
+int scp_json_save_exact(const char *path, const json_t *j);
 
 /* Typed getters: return 0 and set *out, 1 if the key is absent (out untouched), -1 with a message naming
  * `what` (the file) and the key when present with the wrong type. */

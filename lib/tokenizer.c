@@ -616,3 +616,15 @@ int scp_tokenizer_token_id(const scp_tokenizer *t, const char *token)
         if (t->tok[id] && t->tok_len[id] == l && memcmp(t->tok[id], token, l) == 0) return id;
     return -1;
 }
+
+int scp_tokenizer_in_dir(const char *dir)
+{
+    static const char *names[] = {"tokenizer.json", "tokenizer.bin", "tokenizer.model", "encoder.json"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char *p = scp_path_join(dir, names[i]);
+        int e = scp_file_exists(p);
+        free(p);
+        if (e) return 1;
+    }
+    return 0;
+}

@@ -15,6 +15,8 @@ typedef struct scp_tokenizer scp_tokenizer;
  * Errors name the file and the fault. */
 scp_tokenizer *scp_tokenizer_load(const char *path);
 void scp_tokenizer_free(scp_tokenizer *t);
+/* Whether a checkpoint directory carries a tokenizer file scp_tokenizer_load can read. */
+int scp_tokenizer_in_dir(const char *dir);
 
 /* Encode len bytes of text. special != 0 recognises added/special tokens written in the text (HF default);
  * 0 treats them as plain text (--no-special). *ids is malloc'ed. BOS/EOS are not added here. */

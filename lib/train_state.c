@@ -13,24 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-int scp_json_save_exact(const char *path, const json_t *j)
-{
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
-    if (!s) return scp_error("%s: cannot encode JSON", path);
-    scp_out *o = scp_out_open(path, 0);
-    if (!o) {
-        free(s);
-        return -1;
-    }
-    int rc = scp_write_all(o->f, s, strlen(s), path) || scp_write_all(o->f, "\n", 1, path);
-    free(s);
-    if (rc) {
-        scp_out_abort(o);
-        return -1;
-    }
-    return scp_out_commit(o);
-}
-
 static json_t *u64_hex(uint64_t v)
 {
     char buf[24];

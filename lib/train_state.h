@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <jansson.h>
 
+#include "json.h"
+
 #include "model.h"
 #include "rng.h"
 #include "train_opts.h"
@@ -40,8 +42,6 @@ int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o
 int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m, const float *opt_v);
 int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float *opt_v);
 
-/* Write a JSON value atomically with 17 significant digits for reals (bit-exact round trip). */
-int scp_json_save_exact(const char *path, const json_t *j);
 
 /* "step-NNNNNNN" (at least 7 digits). */
 char *scp_run_ckpt_name(int64_t step);
