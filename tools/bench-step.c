@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "backend.h"
+#include "backend_profile.h"
 #include "error.h"
 #include "model.h"
 #include "safetensors.h"
@@ -35,53 +36,8 @@ static double cpu_now(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-enum { OP_MM_FWD, OP_MM_BWD, OP_RMSNORM, OP_ROPE, OP_ATTN_FWD, OP_ATTN_BWD, OP_SWIGLU, OP_EMBED, OP_CE, OP_ADAMW,
-       OP_COPY, OP_OTHER, OP_N };
-static const char *op_name[OP_N] = {"matmul_fwd", "matmul_bwd", "rmsnorm", "rope", "attention_fwd", "attention_bwd",
-                                    "swiglu", "embedding", "crossentropy", "adamw", "copy_zero", "other"};
-static double op_t[OP_N];
+static double op_t[SCP_PROF_N];
 static const scp_backend *base;
-static scp_backend prof;
-
-#define TIMED(op, call)                  \
-    do {                                 \
-        double t0_ = now();              \
-        call;                            \
-        op_t[op] += now() - t0_;         \
-    } while (0)
-
-static void p_zero(float *x, size_t n) { TIMED(OP_COPY, base->zero(x, n)); }
-static void p_copy(float *d, const float *s, size_t n) { TIMED(OP_COPY, base->copy(d, s, n)); }
-static void p_mm_fwd(float *o, int ldo, const float *i, int ldi, const float *w, const float *b, int M, int K, int N, float beta)
-{ TIMED(OP_MM_FWD, base->matmul_fwd(o, ldo, i, ldi, w, b, M, K, N, beta)); }
-static void p_mm_bi(float *d, int ldi, const float *o, int ldo, const float *w, int M, int K, int N, float beta)
-{ TIMED(OP_MM_BWD, base->matmul_bwd_inp(d, ldi, o, ldo, w, M, K, N, beta)); }
-static void p_mm_bw(float *dw, float *db, const float *o, int ldo, const float *i, int ldi, int M, int K, int N)
-{ TIMED(OP_MM_BWD, base->matmul_bwd_w(dw, db, o, ldo, i, ldi, M, K, N)); }
-static void p_rms_f(float *o, float *r, const float *x, const float *w, int N, int G, int C, int ld, float eps)
-{ TIMED(OP_RMSNORM, base->rmsnorm_fwd(o, r, x, w, N, G, C, ld, eps)); }
-static void p_rms_b(float *dx, float *dw, const float *d, const float *x, const float *w, const float *r, int N, int G, int C, int ld, int acc)
-{ TIMED(OP_RMSNORM, base->rmsnorm_bwd(dx, dw, d, x, w, r, N, G, C, ld, acc)); }
-static void p_rope(float *x, const float *c, const float *s, int N, int T, int G, int hd, int ld, int inv)
-{ TIMED(OP_ROPE, base->rope(x, c, s, N, T, G, hd, ld, inv)); }
-static void p_att_f(float *o, float *a, const float *q, const float *k, const float *v, const scp_attn_args *aa)
-{ TIMED(OP_ATTN_FWD, base->attention_fwd(o, a, q, k, v, aa)); }
-static void p_att_b(float *dq, float *dk, float *dv, const float *d, const float *a, const float *q, const float *k, const float *v, const scp_attn_args *aa)
-{ TIMED(OP_ATTN_BWD, base->attention_bwd(dq, dk, dv, d, a, q, k, v, aa)); }
-static void p_sw_f(float *h, const float *g, int M, int n) { TIMED(OP_SWIGLU, base->swiglu_fwd(h, g, M, n)); }
-static void p_sw_b(float *d, const float *dh, const float *g, int M, int n) { TIMED(OP_SWIGLU, base->swiglu_bwd(d, dh, g, M, n)); }
-static void p_emb_f(float *o, const int32_t *ids, const float *t, int M, int C) { TIMED(OP_EMBED, base->embedding_fwd(o, ids, t, M, C)); }
-static void p_emb_b(float *d, const float *o, const int32_t *ids, int M, int C, int V) { TIMED(OP_EMBED, base->embedding_bwd(d, o, ids, M, C, V)); }
-static void p_gather(float *d, const float *s, const int32_t *r, int n, int C) { TIMED(OP_OTHER, base->gather_rows(d, s, r, n, C)); }
-static void p_scatter(float *d, const float *s, const int32_t *r, int n, int C) { TIMED(OP_OTHER, base->scatter_rows(d, s, r, n, C)); }
-static double p_ce(float *l, float *nll, const int32_t *t, const float *w, int N, int V, int bw)
-{
-    double r;
-    TIMED(OP_CE, r = base->crossentropy(l, nll, t, w, N, V, bw));
-    return r;
-}
-static void p_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps, float wd, float c1, float c2)
-{ TIMED(OP_ADAMW, base->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2)); }
 
 /* Best of a few 2048 x 1024 x 1024 sgemm on `threads` OpenBLAS threads, in GFLOP/s: the machine's matmul peak. */
 extern void openblas_set_num_threads(int) __attribute__((weak));
@@ -127,13 +83,7 @@ int main(int argc, char **argv)
     scp_model *m = scp_model_load(argv[1], "cpu");
     if (!m) scp_die_last();
     base = m->backend;
-    prof = *base;
-    prof.zero = p_zero, prof.copy = p_copy, prof.matmul_fwd = p_mm_fwd, prof.matmul_bwd_inp = p_mm_bi;
-    prof.matmul_bwd_w = p_mm_bw, prof.rmsnorm_fwd = p_rms_f, prof.rmsnorm_bwd = p_rms_b, prof.rope = p_rope;
-    prof.attention_fwd = p_att_f, prof.attention_bwd = p_att_b, prof.swiglu_fwd = p_sw_f, prof.swiglu_bwd = p_sw_b;
-    prof.embedding_fwd = p_emb_f, prof.embedding_bwd = p_emb_b, prof.gather_rows = p_gather, prof.scatter_rows = p_scatter;
-    prof.crossentropy = p_ce, prof.adamw = p_adamw;
-    m->backend = &prof;
+    m->backend = scp_backend_profiled(base, NULL, op_t);
 
     scp_st_file bf;
     if (scp_st_open(&bf, argv[2]) < 0) scp_die_last();
@@ -168,7 +118,7 @@ int main(int argc, char **argv)
            "\"workspace_mb\": %.1f, \"rss_mb\": %.1f, \"sgemm_gflops\": %.2f, \"ops_ms\": {",
            med, t[1], ct[1], tokens / med, loss0, loss, (long long)m->n_weights, scp_model_workspace_bytes(m) / 1048576.0,
            ru.ru_maxrss / 1024.0, peak);
-    for (int o = 0; o < OP_N; o++) printf("%s\"%s\": %.3f", o ? ", " : "", op_name[o], 1e3 * op_t[o] / steps);
+    for (int o = 0; o < SCP_PROF_N; o++) printf("%s\"%s\": %.3f", o ? ", " : "", scp_prof_op_name[o], 1e3 * op_t[o] / steps);
     printf("}}\n");
     m->backend = base;
     scp_model_free(m);
