@@ -9,6 +9,8 @@ command -v make >/dev/null 2>&1 || skip_all "no make"
 command -v gnuplot >/dev/null 2>&1 || skip_all "no gnuplot (the plots stage needs it)"
 [ -x /usr/bin/python3 ] || skip_all "no /usr/bin/python3 (the demo's scripts need it)"
 
+# The make running the test suite must not pass its flags and variables (jobserver, TESTS=...) to ours.
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
 MK="$SCP_SRCDIR/share/scp/demo/Makefile"
 D="$TMP/demo"
 mkdir -p "$D"
@@ -98,6 +100,8 @@ ok $? "changing SAMPLE_LENGTH redoes the samples only, no training"
 demo -n SCP_LR_MLP=0.5 >"$TMP/n2.out" 2>&1
 grep -q -- '-o scp ' "$TMP/n2.out" && ! grep -q -- '-o ar ' "$TMP/n2.out" && ! grep -q -- '-o scratch ' "$TMP/n2.out"
 ok $? "changing SCP_LR_MLP redoes the conversion, not the AR model or the baseline"
+demo -q
+ok $? "make -n with other options changed nothing: still up to date"
 
 # An experiment makefile in the same directory reuses the data and the AR model and writes its table.
 make --no-print-directory -C "$D" -f "$SCP_SRCDIR/share/scp/experiments/lr-groups.mk" \

@@ -15,6 +15,6 @@ LRG_RESULTS = results-lr-groups$(if $(filter-out 1,$(ATTN_MULT)),-attn$(ATTN_MUL
 results: $(LRG_RESULTS)
 $(LRG_RESULTS): $(EXP_EVALS) $(EVAL_AR)
 	$(EXP_TABLE) . -t "rates: attention x$(ATTN_MULT), MLP x" -c elbo,choice,eval,time -r "AR model, before=ar" \
-	  $(foreach m,$(MLP_MULTS),-r "$(m)$(if $(filter 1,$(m)), (uniform))=$(call seeds,e3-attn$(ATTN_MULT)-mlp$(m))") > $@.tmp
+	  $(foreach m,$(MLP_MULTS),-r "$(m)$(if $(filter 1,$(ATTN_MULT)),$(if $(filter 1,$(m)), (uniform)))=$(call seeds,e3-attn$(ATTN_MULT)-mlp$(m))") > $@.tmp
 	mv -f $@.tmp $@
 	@cat $@
