@@ -206,7 +206,9 @@ const char *scp_dist_library(void)
 
 void scp_dist_finish(scp_dist *d)
 {
-    (void)d;
+    /* A last bounded agreement before MPI_Finalize, which would otherwise wait forever for a rank that hangs
+     * after the final step (the watchdog is stopped below). */
+    scp_dist_step_sync(d, d->step);
     if (wd.running) {
         atomic_store(&wd.stop, 1);
         pthread_join(wd.th, NULL);

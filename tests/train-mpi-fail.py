@@ -34,8 +34,8 @@ dur = time.time() - t0
 ok(r.returncode == 0, "uninterrupted 2-rank run (%.1f s)" % dur)
 
 
-def start(out):
-    p = subprocess.Popen(mt.mpi_cmd(mpirun, 2, ARGS + ["-o", out]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def start(out, args=ARGS):
+    p = subprocess.Popen(mt.mpi_cmd(mpirun, 2, args + ["-o", out]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     deadline = time.time() + 60
     while not os.path.exists(os.path.join(out, "latest")) and p.poll() is None and time.time() < deadline:
@@ -86,7 +86,8 @@ if ok(p.poll() is None and sorted(pids) == [0, 1], "2-rank job running, rank PID
 
 # ---- SIGSTOP rank 1: a hang MPI cannot see; bounded by --dist-timeout 10 ----
 rs = os.path.join(tmp, "stopped")
-p, pids = start(rs)
+# Ten times the steps, so that the stop lands mid-run however fast the machine is (the job never finishes).
+p, pids = start(rs, [a if a != "200" else "2000" for a in ARGS])
 time.sleep(rng.uniform(0.05, 0.5) * dur)
 if ok(p.poll() is None and sorted(pids) == [0, 1], "second 2-rank job running"):
     t0 = time.time()
