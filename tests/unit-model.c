@@ -346,6 +346,44 @@ static void test_io(void)
     scp_model_free(m);
 }
 
+/* A query that sees no key (an all-zero mask row): both backends give a zero row and no NaN. The driver never
+ * builds one (every query sees itself), but a backend must not turn it into NaN. */
+static void test_attention_empty_row(void)
+{
+    int B = 1, T = 5, H = 2, KV = 1, hd = 4, ld = (H + 2 * KV) * hd;
+    scp_rng r;
+    scp_rng_init(&r, 9, 9);
+    float *qkv = malloc(sizeof(float) * B * T * ld);
+    for (int i = 0; i < B * T * ld; i++) qkv[i] = (float)scp_rng_normal(&r);
+    uint8_t *mask = malloc((size_t)B * T * T);
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) mask[i * T + j] = i != 2;   /* row 2 sees nothing */
+    scp_attn_args a = {.B = B, .T = T, .H = H, .KV = KV, .hd = hd, .ld_qkv = ld, .causal = 0, .mask = mask,
+                       .scale = 0.5f};
+    const scp_backend *be[2] = {&scp_backend_cpu, &scp_backend_cpu_ref};
+    float *out[2], *att[2];
+    for (int k = 0; k < 2; k++) {
+        out[k] = calloc((size_t)B * T * H * hd, sizeof(float));
+        att[k] = calloc((size_t)B * H * T * T, sizeof(float));
+        be[k]->attention_fwd(out[k], att[k], qkv, qkv + H * hd, qkv + (H + KV) * hd, &a);
+    }
+    int finite = 1, zero_row = 1;
+    double diff = 0;
+    for (int i = 0; i < B * T * H * hd; i++) {
+        finite &= isfinite(out[0][i]);
+        diff = fmax(diff, fabs(out[0][i] - out[1][i]));
+    }
+    for (int h = 0; h < H; h++)
+        for (int d = 0; d < hd; d++) zero_row &= out[0][(2 * H + h) * hd + d] == 0.0f;
+    tap_ok(finite && zero_row && diff < 1e-5, "attention with an all-hidden row: zero output, no NaN, fast = reference (%.2g)", diff);
+    for (int k = 0; k < 2; k++) {
+        free(out[k]);
+        free(att[k]);
+    }
+    free(mask);
+    free(qkv);
+}
+
 int main(void)
 {
     scp_set_threads(0);
@@ -356,5 +394,6 @@ int main(void)
     test_mirror();
     test_logit_chunks();
     test_io();
+    test_attention_empty_row();
     return tap_done();
 }

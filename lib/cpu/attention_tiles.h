@@ -69,10 +69,15 @@ static void SCP_KNAME(fwd_tile)(float *out, float *att, const float *q, const fl
                 if (mk) {
                     for (int j = 0; j < jr; j++)
                         if (mk[j] && pr[j] > mx) mx = pr[j];
-                    scp_exp_sum(pr, mx, jr);
-                    for (int j = 0; j < jr; j++) {   /* hidden keys: exact zeros */
-                        pr[j] *= (float)mk[j];
-                        sum += pr[j];
+                    if (mx == -INFINITY) {   /* no visible key: a zero row, as the reference gives (never NaN) */
+                        for (int j = 0; j < jr; j++) pr[j] = 0.0f;
+                        sum = 1.0f;
+                    } else {
+                        scp_exp_sum(pr, mx, jr);
+                        for (int j = 0; j < jr; j++) {   /* hidden keys: exact zeros */
+                            pr[j] *= (float)mk[j];
+                            sum += pr[j];
+                        }
                     }
                 } else {
                     mx = scp_max(pr, jr);
