@@ -17,14 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { O_TASKS = 256, O_SAMPLES, O_NORM, O_MODE, O_NO_BOS, O_SHIFT, O_NO_SHIFT, O_MASK_ID, O_MAX_ITEMS, O_DETAILS, O_BACKEND };
+enum { O_TASKS = 256, O_SAMPLES, O_NORM, O_MAX_ITEMS, O_DETAILS };
 
 static const struct option longopts[] = {
-    {"model", required_argument, 0, 'm'}, {"tasks", required_argument, 0, O_TASKS}, {"samples", required_argument, 0, O_SAMPLES},
-    {"seed", required_argument, 0, 's'}, {"norm", required_argument, 0, O_NORM}, {"mode", required_argument, 0, O_MODE},
-    {"no-bos", no_argument, 0, O_NO_BOS}, {"shift", no_argument, 0, O_SHIFT}, {"no-shift", no_argument, 0, O_NO_SHIFT},
-    {"mask-id", required_argument, 0, O_MASK_ID}, {"max-items", required_argument, 0, O_MAX_ITEMS},
-    {"details", no_argument, 0, O_DETAILS}, {"threads", required_argument, 0, 't'}, {"backend", required_argument, 0, O_BACKEND},
+    SCP_EVAL_MODEL_LONGOPTS, {"tasks", required_argument, 0, O_TASKS}, {"samples", required_argument, 0, O_SAMPLES},
+    {"seed", required_argument, 0, 's'}, {"norm", required_argument, 0, O_NORM},
+    {"max-items", required_argument, 0, O_MAX_ITEMS}, {"details", no_argument, 0, O_DETAILS},
     {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
 
 _Noreturn static void usage(void)
@@ -69,15 +67,15 @@ static int encode(const scp_tokenizer *t, const char *s, int32_t **ids, size_t *
 
 int scp_eval_choice_main(int argc, char **argv)
 {
-    const char *model = NULL, *tasks = NULL, *backend = "cpu";
-    int samples = 32, norm = 0, no_bos = 0, shift = -1, mask_id = -1, details = 0, threads = 0, c;
+    const char *tasks = NULL;
+    int samples = 32, norm = 0, details = 0, c;
+    scp_eval_model em;
+    scp_eval_model_defaults(&em);
     int64_t max_items = 0;
     uint64_t seed = 1;
-    enum { AUTO, AR, DIFF } mode = AUTO;
     optind = 0;
     while ((c = getopt_long(argc, argv, "m:s:t:hV", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
         case O_TASKS: tasks = optarg; break;
         case O_SAMPLES: samples = (int)scp_opt_int("--samples", optarg, 1, 1 << 20); break;
         case 's': seed = (uint64_t)scp_opt_int("--seed", optarg, 0, INT64_MAX); break;
@@ -87,40 +85,24 @@ int scp_eval_choice_main(int argc, char **argv)
             else if (!strcmp(optarg, "bytes")) norm = 2;
             else scp_usage_error("--norm: '%s' is not none, tokens or bytes", optarg);
             break;
-        case O_MODE:
-            if (!strcmp(optarg, "auto")) mode = AUTO;
-            else if (!strcmp(optarg, "ar")) mode = AR;
-            else if (!strcmp(optarg, "diffusion")) mode = DIFF;
-            else scp_usage_error("--mode: '%s' is not auto, ar or diffusion", optarg);
-            break;
-        case O_NO_BOS: no_bos = 1; break;
-        case O_SHIFT: shift = 1; break;
-        case O_NO_SHIFT: shift = 0; break;
-        case O_MASK_ID: mask_id = (int)scp_opt_int("--mask-id", optarg, 0, INT32_MAX); break;
         case O_MAX_ITEMS: max_items = scp_opt_count("--max-items", optarg, 1, INT64_MAX / 2); break;
         case O_DETAILS: details = 1; break;
-        case 't': threads = (int)scp_opt_int("--threads", optarg, 0, 4096); break;
-        case O_BACKEND: backend = optarg; break;
         case 'h': usage();
         case 'V': scp_cli_version();
-        default: scp_usage_error("unknown option");
+        default:
+            if (!scp_eval_model_option(&em, c, optarg)) scp_usage_error("unknown option");
         }
     }
     if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
-    if (!model) scp_usage_error("--model CKPT is required");
+    if (!em.path) scp_usage_error("--model CKPT is required");
     if (!tasks) scp_usage_error("--tasks FILE is required");
 
-    scp_set_threads(threads);
-    scp_model *m = scp_model_load(model, backend);
-    if (!m) scp_die_last();
-    scp_tokenizer *tok = scp_tokenizer_load(model);
-    if (!tok) scp_die_last();
-    int ar = mode == AR || (mode == AUTO && m->cfg.causal);
-    int32_t mid = mask_id >= 0 ? mask_id : m->cfg.mask_token_id;
-    int sh = shift >= 0 ? shift : m->cfg.shift_logits;
-    if (!ar && (mid < 0 || mid >= m->cfg.vocab_size))
-        scp_die("%s: no mask token in the model's %d rows (give --mask-id ID, or import with scp-import)", model, m->cfg.vocab_size);
-    int bos = no_bos ? -1 : m->cfg.bos_token_id >= 0 ? m->cfg.bos_token_id : scp_tokenizer_bos_id(tok);
+    scp_eval_model_open(&em);
+    scp_model *m = em.m;
+    const scp_tokenizer *tok = em.tok;
+    const char *model = em.path;
+    int ar = em.ar, sh = em.shift, bos = em.bos;
+    int32_t mid = em.mask_id;
 
     FILE *f = scp_fopen_in(tasks);
     if (!f) scp_die_last();
@@ -238,7 +220,6 @@ int scp_eval_choice_main(int argc, char **argv)
     json_decref(out);
     if (!s || printf("%s\n", s) < 0 || fflush(stdout) != 0) scp_die("<stdout>: write error");
     free(s);
-    scp_tokenizer_free(tok);
-    scp_model_free(m);
+    scp_eval_model_close(&em);
     return 0;
 }

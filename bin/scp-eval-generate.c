@@ -17,18 +17,15 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { O_PROMPTS = 256, O_SUFFIX, O_STEPS, O_BLOCK, O_ORDER, O_TEMP, O_TOP_K, O_TOP_P, O_EOS, O_MODE, O_NO_BOS, O_SHIFT,
-       O_NO_SHIFT, O_MASK_ID, O_JSONL, O_SHOW, O_BACKEND };
+enum { O_PROMPTS = 256, O_SUFFIX, O_STEPS, O_BLOCK, O_ORDER, O_TEMP, O_TOP_K, O_TOP_P, O_EOS, O_JSONL, O_SHOW };
 
 static const struct option longopts[] = {
-    {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'}, {"prompts", required_argument, 0, O_PROMPTS},
+    SCP_EVAL_MODEL_LONGOPTS, {"prompt", required_argument, 0, 'p'}, {"prompts", required_argument, 0, O_PROMPTS},
     {"suffix", required_argument, 0, O_SUFFIX}, {"length", required_argument, 0, 'n'}, {"steps", required_argument, 0, O_STEPS},
     {"block", required_argument, 0, O_BLOCK}, {"order", required_argument, 0, O_ORDER},
     {"temperature", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOP_K},
     {"top-p", required_argument, 0, O_TOP_P}, {"seed", required_argument, 0, 's'}, {"eos", required_argument, 0, O_EOS},
-    {"mode", required_argument, 0, O_MODE}, {"no-bos", no_argument, 0, O_NO_BOS}, {"shift", no_argument, 0, O_SHIFT},
-    {"no-shift", no_argument, 0, O_NO_SHIFT}, {"mask-id", required_argument, 0, O_MASK_ID}, {"jsonl", no_argument, 0, O_JSONL},
-    {"show", no_argument, 0, O_SHOW}, {"threads", required_argument, 0, 't'}, {"backend", required_argument, 0, O_BACKEND},
+    {"jsonl", no_argument, 0, O_JSONL}, {"show", no_argument, 0, O_SHOW},
     {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
 
 _Noreturn static void usage(void)
@@ -115,15 +112,15 @@ static void encode(const scp_tokenizer *t, const char *text, int32_t **v, int *n
 
 int scp_eval_generate_main(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = NULL, *prompts = NULL, *suffix = NULL, *backend = "cpu";
-    int length = 64, steps = 0, jsonl = 0, show = 0, no_bos = 0, shift = -1, mask_id = -1, threads = 0, c, v;
-    enum { AUTO, AR, DIFF } mode = AUTO;
+    const char *prompt = NULL, *prompts = NULL, *suffix = NULL;
+    int length = 64, steps = 0, jsonl = 0, show = 0, c, v;
+    scp_eval_model em;
+    scp_eval_model_defaults(&em);
     scp_gen_opts o;
     scp_gen_opts_default(&o);
     optind = 0;
     while ((c = getopt_long(argc, argv, "m:p:n:s:t:hV", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
         case 'p': prompt = optarg; break;
         case O_PROMPTS: prompts = optarg; break;
         case O_SUFFIX: suffix = optarg; break;
@@ -145,48 +142,32 @@ int scp_eval_generate_main(int argc, char **argv)
             else if (!strcmp(optarg, "ignore")) o.eos = SCP_EOS_IGNORE;
             else scp_usage_error("--eos: '%s' is not stop, fill or ignore", optarg);
             break;
-        case O_MODE:
-            if (!strcmp(optarg, "auto")) mode = AUTO;
-            else if (!strcmp(optarg, "ar")) mode = AR;
-            else if (!strcmp(optarg, "diffusion")) mode = DIFF;
-            else scp_usage_error("--mode: '%s' is not auto, ar or diffusion", optarg);
-            break;
-        case O_NO_BOS: no_bos = 1; break;
-        case O_SHIFT: shift = 1; break;
-        case O_NO_SHIFT: shift = 0; break;
-        case O_MASK_ID: mask_id = (int)scp_opt_int("--mask-id", optarg, 0, INT32_MAX); break;
         case O_JSONL: jsonl = 1; break;
         case O_SHOW: show = 1; break;
-        case 't': threads = (int)scp_opt_int("--threads", optarg, 0, 4096); break;
-        case O_BACKEND: backend = optarg; break;
         case 'h': usage();
         case 'V': scp_cli_version();
-        default: scp_usage_error("unknown option");
+        default:
+            if (!scp_eval_model_option(&em, c, optarg)) scp_usage_error("unknown option");
         }
     }
     if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
-    if (!model) scp_usage_error("--model CKPT is required");
+    if (!em.path) scp_usage_error("--model CKPT is required");
     if (!prompt == !prompts) scp_usage_error("give one of --prompt TEXT or --prompts FILE");
     if (prompts && suffix) scp_usage_error("--suffix goes with --prompt (put \"suffix\" in the JSONL lines)");
 
-    scp_set_threads(threads);
-    scp_model *m = scp_model_load(model, backend);
-    if (!m) scp_die_last();
-    scp_tokenizer *tok = scp_tokenizer_load(model);
-    if (!tok) scp_die_last();
-    int ar = mode == AR || (mode == AUTO && m->cfg.causal);
-    o.mask_id = mask_id >= 0 ? mask_id : m->cfg.mask_token_id;
+    scp_eval_model_open(&em);
+    scp_model *m = em.m;
+    const scp_tokenizer *tok = em.tok;
+    int ar = em.ar, bos = em.bos;
+    o.mask_id = em.mask_id;
     o.eos_id = m->cfg.eos_token_id >= 0 ? m->cfg.eos_token_id : scp_tokenizer_eos_id(tok);
-    o.shift = shift >= 0 ? shift : m->cfg.shift_logits;
+    o.shift = em.shift;
     o.attn = SCP_ATTN_BIDIRECTIONAL;
-    if (!ar && (o.mask_id < 0 || o.mask_id >= m->cfg.vocab_size))
-        scp_die("%s: no mask token in the model's %d rows (give --mask-id ID, or import with scp-import)", model, m->cfg.vocab_size);
     if (!steps) steps = length > 0 ? length : 16;
     o.steps = steps;
     gen_ctx g = {tok, o.mask_id, show && isatty(2)};
     o.on_step = show_step;
     o.ud = &g;
-    int bos = no_bos ? -1 : m->cfg.bos_token_id >= 0 ? m->cfg.bos_token_id : scp_tokenizer_bos_id(tok);
 
     FILE *pf = prompts ? scp_fopen_in(prompts) : NULL;
     if (prompts && !pf) scp_die_last();
@@ -217,7 +198,7 @@ int scp_eval_generate_main(int argc, char **argv)
         double t0 = scp_now();
         if (ar) {
             for (int i = 0; i < n; i++)
-                if (ids[i] == o.mask_id) scp_die("%s: the prompt holds mask tokens, which a causal model cannot fill (use --mode diffusion)", model);
+                if (ids[i] == o.mask_id) scp_die("%s: the prompt holds mask tokens, which a causal model cannot fill (use --mode diffusion)", em.path);
             if (stext) scp_die("--suffix needs diffusion decoding (--mode diffusion)");
             ids = scp_xrealloc(ids, (size_t)(n + length + 1) * sizeof *ids);
             n = scp_generate_ar(m, &o, ids, n, length);
@@ -273,7 +254,6 @@ int scp_eval_generate_main(int argc, char **argv)
     }
     free(line);
     if (pf) scp_fclose_in(pf);
-    scp_tokenizer_free(tok);
-    scp_model_free(m);
+    scp_eval_model_close(&em);
     return 0;
 }
