@@ -4,7 +4,12 @@
 # in the program's man page, and every man page renders without warnings.
 . "${SCP_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 
-progs=$(ls "$SCP_BIN"/scp-* 2>/dev/null | grep -v '\.' )
+# The programs: scp-NAME without an extension (object files scp-NAME.o sit beside them); the directory's own
+# name may hold dots, so only the file names are filtered.
+progs=
+for f in "$SCP_BIN"/scp-*; do
+    case ${f##*/} in *.*) ;; *) [ -x "$f" ] && progs="$progs $f" ;; esac
+done
 [ -n "$progs" ] || skip_all "no programs built in $SCP_BIN"
 for p in $progs; do
     name=$(basename "$p")
