@@ -68,6 +68,7 @@ _Noreturn static void usage(void)
            "      --beta1 B, --beta2 B, --eps E, --weight-decay W   AdamW (0.9, 0.95, 1e-8, 0.1);\n"
            "                           no decay on norms and biases\n"
            "      --clip C             clip the global gradient norm to C (default 1; 0: off)\n"
+           "      --aux-loss C, --z-loss C   MoE: load-balancing and router z-loss coefficients (default 0)\n"
            "      --warmup STEPS       linear warmup (default 0)\n"
            "      --schedule constant|cosine|wsd   after warmup (default constant)\n"
            "      --min-lr LR          final rate of cosine and wsd (default 0)\n"
@@ -81,13 +82,14 @@ _Noreturn static void usage(void)
            "Checkpoints and evaluation:\n"
            "      --save-every N       checkpoint every N steps (default: only at the end)\n"
            "      --keep N             keep the newest N checkpoints (default: all)\n"
-           "      --eval-every N       diffusion bound (mdm) or NLL (ar) on the val split every N steps\n"
+           "      --eval-every N       diffusion bound (mdm) or NLL (ar) on the val split every N steps and at the end\n"
            "      --eval-seqs N        val sequences per evaluation (default 16)\n"
            "      --eval-samples N     noise levels per val sequence (default 4)\n"
            "Run:\n"
            "  -s, --seed S             data order, noise levels, masks, random init (default 1)\n"
            "  -t, --threads N          threads (default: all cores, shared by the ranks on a node)\n"
            "      --backend NAME       compute backend (default cpu)\n"
+           "      --recompute          keep one layer's activations, recompute the rest in backward\n"
            "Data parallel (under mpirun or srun; see DISTRIBUTED in the manual):\n"
            "      --zero 0|1           1: shard the AdamW moments across the ranks (ZeRO-1; default 0)\n"
            "      --dist-timeout S     seconds a rank waits for the others before stopping the job (default 600)\n"
@@ -103,7 +105,8 @@ enum {
     O_INIT_RANDOM = 256, O_INIT_STD, O_OBJECTIVE, O_LOSS_NORM, O_ATTENTION, O_DOC_MASK, O_SHIFT, O_NO_SHIFT, O_T_SAMPLER,
     O_MASK_SCHED, O_T_EPS, O_LR, O_LR_ATTN, O_LR_MLP, O_LR_EMBED, O_LR_NORM, O_LR_ROUTER, O_BETA1, O_BETA2, O_EPS,
     O_WD, O_CLIP, O_WARMUP, O_SCHEDULE, O_MIN_LR, O_DECAY_FRAC, O_BATCH_TOKENS, O_MICRO, O_STEPS, O_TOKENS,
-    O_NO_SHUFFLE, O_SAVE_EVERY, O_KEEP, O_EVAL_EVERY, O_EVAL_SEQS, O_EVAL_SAMPLES, O_BACKEND, O_ZERO, O_DIST_TIMEOUT
+    O_NO_SHUFFLE, O_SAVE_EVERY, O_KEEP, O_EVAL_EVERY, O_EVAL_SEQS, O_EVAL_SAMPLES, O_BACKEND, O_ZERO, O_DIST_TIMEOUT,
+    O_RECOMPUTE, O_AUX_LOSS, O_Z_LOSS
 };
 
 static const struct option longopts[] = {
@@ -117,7 +120,8 @@ static const struct option longopts[] = {
     {"t-eps", required_argument, 0, O_T_EPS}, {"lr", required_argument, 0, O_LR},
     {"lr-attn", required_argument, 0, O_LR_ATTN}, {"lr-mlp", required_argument, 0, O_LR_MLP},
     {"lr-embed", required_argument, 0, O_LR_EMBED}, {"lr-norm", required_argument, 0, O_LR_NORM},
-    {"lr-router", required_argument, 0, O_LR_ROUTER}, {"beta1", required_argument, 0, O_BETA1},
+    {"lr-router", required_argument, 0, O_LR_ROUTER}, {"aux-loss", required_argument, 0, O_AUX_LOSS},
+    {"z-loss", required_argument, 0, O_Z_LOSS}, {"beta1", required_argument, 0, O_BETA1},
     {"beta2", required_argument, 0, O_BETA2}, {"eps", required_argument, 0, O_EPS},
     {"weight-decay", required_argument, 0, O_WD}, {"clip", required_argument, 0, O_CLIP},
     {"warmup", required_argument, 0, O_WARMUP}, {"schedule", required_argument, 0, O_SCHEDULE},
@@ -129,12 +133,13 @@ static const struct option longopts[] = {
     {"eval-seqs", required_argument, 0, O_EVAL_SEQS}, {"eval-samples", required_argument, 0, O_EVAL_SAMPLES},
     {"seed", required_argument, 0, 's'}, {"threads", required_argument, 0, 't'},
     {"backend", required_argument, 0, O_BACKEND}, {"quiet", no_argument, 0, 'q'},
-    {"zero", required_argument, 0, O_ZERO}, {"dist-timeout", required_argument, 0, O_DIST_TIMEOUT},
+    {"recompute", no_argument, 0, O_RECOMPUTE}, {"zero", required_argument, 0, O_ZERO}, {"dist-timeout", required_argument, 0, O_DIST_TIMEOUT},
     {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
 
 typedef struct cli_flags {
     int resume, force, quiet;
     int zero;              /* ZeRO stage (0 or 1) */
+    int recompute;         /* --recompute: activation recomputation */
     double dist_timeout;   /* seconds, 0: the default */
     char *out;
 } cli_flags;
@@ -200,6 +205,8 @@ static void parse_args(int argc, char **argv, scp_train_opts *o, cli_flags *fl)
         case O_EPS: o->adam_eps = scp_opt_double("--eps", optarg, 0, 1); break;
         case O_WD: o->weight_decay = scp_opt_double("--weight-decay", optarg, 0, 10); break;
         case O_CLIP: o->clip = scp_opt_double("--clip", optarg, 0, 1e30); break;
+        case O_AUX_LOSS: o->aux_loss = scp_opt_double("--aux-loss", optarg, 0, 1e6); break;
+        case O_Z_LOSS: o->z_loss = scp_opt_double("--z-loss", optarg, 0, 1e6); break;
         case O_WARMUP: o->warmup = scp_opt_count("--warmup", optarg, 0, INT64_MAX / 2); break;
         case O_SCHEDULE:
             if ((v = scp_lr_kind_parse(optarg)) < 0) scp_usage_error("--schedule: '%s' is not constant, cosine or wsd", optarg);
@@ -222,6 +229,7 @@ static void parse_args(int argc, char **argv, scp_train_opts *o, cli_flags *fl)
         case 't': o->threads = (int)scp_opt_int("--threads", optarg, 0, 4096); break;
         case O_BACKEND: set_str(&o->backend, optarg); break;
         case 'q': fl->quiet = 1; break;
+        case O_RECOMPUTE: fl->recompute = 1; break;
         case O_ZERO: fl->zero = (int)scp_opt_int("--zero", optarg, 0, 1); break;
         case O_DIST_TIMEOUT: fl->dist_timeout = scp_opt_double("--dist-timeout", optarg, 1, 1e7); break;
         case 'h': usage();
@@ -299,6 +307,7 @@ static void save_checkpoint(scp_dist *d, const char *rundir, scp_model *m, float
 {
     float *fm = opt_m, *fv = opt_v;
     st->world = d->world;
+    scp_model_sync_host(m);   /* a device backend's weights and moments come down */
     /* Rank 0's state stands for every rank's: check that the ranks still agree bit for bit (MPI does not promise
      * identical all-reduce results on every rank), and if not, continue from rank 0's. */
     size_t wb = (size_t)m->n_weights * sizeof *m->weights;
@@ -311,6 +320,7 @@ static void save_checkpoint(scp_dist *d, const char *rundir, scp_model *m, float
             scp_dist_bcast(d, opt_m, wb, 0, "moment broadcast");
             scp_dist_bcast(d, opt_v, wb, 0, "moment broadcast");
         }
+        scp_model_weights_changed(m);
     }
     if (zlo) {
         fm = fv = NULL;
@@ -386,6 +396,12 @@ int main(int argc, char **argv)
         scp_set_threads(o.threads);
     }
 
+    /* GPU ranks all-reduce on the device with NCCL, which also picks each rank's GPU (local rank modulo the
+     * devices): before the model takes device memory. SCP_NCCL_ONE_RANK=1 takes that path with one rank too
+     * (tests/gpu: the layer-by-layer all-reduce of a single GPU, an identity). */
+    if ((dist.world > 1 || getenv("SCP_NCCL_ONE_RANK")) && strcmp(o.backend, "cuda") == 0 && scp_dist_nccl_init(&dist))
+        scp_die_last();
+
     /* ---- the model ---- */
     scp_model *m = NULL;
     char *tok_dir = NULL;
@@ -415,8 +431,10 @@ int main(int argc, char **argv)
         tok_dir = scp_xstrdup(o.init);
     }
     if (!m) scp_die_last();
+    scp_model_set_recompute(m, fl.recompute);
     /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). */
     scp_dist_bcast(&dist, m->weights, (size_t)m->n_weights * sizeof *m->weights, 0, "weight broadcast");
+    scp_model_weights_changed(m);
     if (!scp_tokenizer_in_dir(tok_dir)) {
         free(tok_dir);
         tok_dir = NULL;
@@ -532,8 +550,8 @@ int main(int argc, char **argv)
                  scp_objective_name(o.objective), resume_dir ? "resumed" : "from init", m->n_params, m->n_weights, src.n,
                  T, B, micro, st.step, total, resume_dir ? "" : "");
     if (!fl.quiet && dist.world > 1)
-        scp_warn("data parallel: %d ranks (%s), %d-%d sequences per rank per step, ZeRO-%d, timeout %.0f s",
-                 dist.world, scp_dist_library(), B / dist.world, (B + dist.world - 1) / dist.world, zlo ? 1 : 0,
+        scp_warn("data parallel: %d ranks (%s%s), %d-%d sequences per rank per step, ZeRO-%d, timeout %.0f s",
+                 dist.world, scp_dist_library(), dist.nccl ? ", gradients by NCCL" : "", B / dist.world, (B + dist.world - 1) / dist.world, zlo ? 1 : 0,
                  dist.timeout);
 
     signal(SIGINT, on_stop);
@@ -582,6 +600,7 @@ int main(int argc, char **argv)
         if (o.objective == SCP_OBJ_MDM) json_object_set_new(j, "masked_fraction", json_real(si.masked_fraction));
         json_object_set_new(j, "tokens_per_s", json_real(dt > 0 ? (double)B * T / dt : 0.0));
         json_object_set_new(j, "skipped", json_integer(st.skipped));
+        scp_metrics_moe(j, si.n_experts, si.expert_load, si.aux_loss, si.z_loss);
         if (dist.world > 1) {   /* seconds all-reducing, and waiting at the step barrier for the slowest rank */
             json_object_set_new(j, "comm_s", json_real(comm));
             json_object_set_new(j, "wait_s", json_real(wait));
@@ -590,7 +609,8 @@ int main(int argc, char **argv)
         double el = scp_now() - t_start;
         scp_progress_update(&prog, st.step, "step %" PRId64 "/%" PRId64 " loss %.4f %.0f tok/s", st.step, total, si.loss,
                             el > 0 ? (double)(st.tokens - tok_start) / el : 0.0);
-        if (val && st.step % o.eval_every == 0) eval_line(m, &vsrc, &eo, o.objective, &st, &mt, fl.quiet);
+        /* every N steps, and at the last step, so a run always ends with its held-out figure */
+        if (val && (st.step % o.eval_every == 0 || st.step == total)) eval_line(m, &vsrc, &eo, o.objective, &st, &mt, fl.quiet);
     next:
         if (o.save_every && st.step % o.save_every == 0 && st.step < total) {
             save_checkpoint(&dist, rundir, m, opt_m, opt_v, zlo, &st, &o, tok_dir);

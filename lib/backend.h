@@ -58,8 +58,8 @@ typedef struct scp_backend {
      * half-split pairs (i, i + hd/2); cos, sin are (T, hd/2). inverse != 0 rotates back (the backward). */
     void (*rope)(float *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, int inverse);
 
-    /* Attention: out (M, H * hd) = softmax(q k^T * scale + mask) v per (b, h); att (B, H, T, T) keeps the
-     * probabilities for backward. */
+    /* Attention: out (M, H * hd) = softmax(q k^T * scale + mask) v per (b, h); att (attn_state_floats, below)
+     * keeps what backward needs: the (B, H, T, T) probabilities on the CPU. */
     void (*attention_fwd)(float *out, float *att, const float *q, const float *k, const float *v,
                           const scp_attn_args *a);
     /* dq, dk, dv (same layout as q, k, v) are overwritten. */
@@ -100,6 +100,33 @@ typedef struct scp_backend {
      * promises its callers, and mirrors weights and gradients into device buffers around each step (model.c);
      * norms, scaling and AdamW then run on the host with the CPU backend's entries. */
     int host_memory;
+
+    /* Floats of attention state (the `att` argument of attention_fwd/bwd) one layer needs for a batch; NULL
+     * means the probabilities, B * H * T * T. A flash-style backend keeps only a row statistic. */
+    size_t (*attn_state_floats)(int B, int H, int T);
+
+    /* Mixture of experts (qwen3_moe, lib/model_moe.c). NULL where a backend has none: the driver then refuses
+     * a MoE model. E experts, k chosen per row.
+     * Routing: probs (M, E) = softmax(logits) in fp32; idx (M, k) the k largest probabilities in decreasing
+     * order (ties: the lower index first); weight (M, k) their probabilities, divided by their sum when norm;
+     * lse (M) = logsumexp of each row of logits (the z-loss); psum (E) = column sums of probs (the
+     * load-balancing loss). */
+    void (*moe_route)(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const float *logits,
+                      int M, int E, int k, int norm);
+    /* Its backward: dlogits (M, E) (overwritten) = d/dlogits of the loss whose gradients are dweight (M, k)
+     * (through the renormalisation when norm, never through the choice of idx), plus dprob[e] (E, or NULL) on
+     * every row's probability e, plus zscale * lse * probs (the z-loss: d/dlogits of zscale / 2 * lse^2). */
+    void (*moe_route_bwd)(float *dlogits, const float *dweight, const float *probs, const float *lse,
+                          const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E,
+                          int k, int norm);
+    /* Weighted combine of expert outputs: out row r (D) = beta * out row r + sum over j < k, in order, of
+     * weight[r k + j] * y row pos[r k + j]; y is (M k, D), weight NULL means 1 (the backward of a gather). */
+    void (*moe_combine)(float *out, const float *y, const float *weight, const int32_t *pos, int M, int k, int D,
+                        float beta);
+    /* Its backward: dy row pos[r k + j] = weight[r k + j] * dout row r (every row of dy written);
+     * dweight[r k + j] = dout row r . y row pos[r k + j] (overwritten). */
+    void (*moe_combine_bwd)(float *dy, float *dweight, const float *dout, const float *y, const float *weight,
+                            const int32_t *pos, int M, int k, int D);
 } scp_backend;
 
 /* The backends that are built. "cpu" is the fast CPU backend; "cpu-ref" the plain reference loops (naive

@@ -181,6 +181,13 @@ int scp_dist_init(scp_dist *d, int *argc, char ***argv)
     MPI_Comm_free(&node);
     const char *lr = env_first("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID");
     if (lr) d->local_rank = atoi(lr);   /* the launcher's numbering, which GPU binding scripts also use */
+    /* srun -n N with an MPI that found no matching PMI may start N separate one-rank worlds, which would all
+     * write the same run directory: refuse that. (Only a world of one: under mpirun inside an allocation the
+     * ranks inherit the SLURM_NTASKS of the step that started mpirun's daemons, which is not the world.) */
+    const char *nt = getenv("SLURM_NTASKS");
+    if (nt && getenv("SLURM_STEP_ID") && d->world == 1 && atoi(nt) > 1 && !getenv("OMPI_COMM_WORLD_SIZE"))
+        return scp_error("srun started %s tasks but MPI sees a world of %d: the MPI library and srun's --mpi "
+                         "plugin do not match (Debian's OpenMPI needs srun --mpi=pmix)", nt, d->world);
 #else
     (void)argc;
     (void)argv;

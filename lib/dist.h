@@ -88,9 +88,10 @@ double scp_dist_take_comm_time(scp_dist *d, double *wait);
  * selects CUDA device local_rank % devices first. -1 with a message when NCCL or CUDA fails. */
 int scp_dist_nccl_init(scp_dist *d);
 /* In-place sum of n floats in device memory on the communicator's stream, bucketed; asynchronous: the caller
- * synchronises with scp_dist_nccl_wait before it reads the result. `stream` is a cudaStream_t or NULL for the
- * communicator's own stream. Meant to be called per layer from the backward pass (see DESIGN: the
- * gradient-ready hook) so that the reduction of layer l overlaps the backward of layer l - 1. */
+ * synchronises with scp_dist_nccl_wait before it reads the result. `stream` is the cudaStream_t the values
+ * were written on (NULL: the legacy default stream, which the CUDA backend uses): the reduction waits for the
+ * work queued there so far, and nothing after. Called per layer from the backward pass (the gradient hook,
+ * model.h, armed by lib/train_step.c) so that the reduction of layer l overlaps the backward of layer l - 1. */
 int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream);
 int scp_dist_nccl_wait(scp_dist *d);
 void scp_dist_nccl_free(scp_dist *d);

@@ -60,10 +60,10 @@ int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream
 {
     nccl_state *s = d->nccl;
     if (!s) return scp_error("rank %d: NCCL all-reduce before scp_dist_nccl_init", d->rank);
-    if (stream) {   /* the gradients are written on the caller's stream: order NCCL after them */
-        CUDA_TRY(cudaEventRecord(s->ready, (cudaStream_t)stream), "cudaEventRecord");
-        CUDA_TRY(cudaStreamWaitEvent(s->stream, s->ready, 0), "cudaStreamWaitEvent");
-    }
+    /* The gradients are written on the caller's stream: order NCCL after what is queued there now. The event
+     * may be recorded again at once: cudaStreamWaitEvent waits for the recording it sees at the call. */
+    CUDA_TRY(cudaEventRecord(s->ready, stream ? (cudaStream_t)stream : cudaStreamLegacy), "cudaEventRecord");
+    CUDA_TRY(cudaStreamWaitEvent(s->stream, s->ready, 0), "cudaStreamWaitEvent");
     NCCL_TRY(ncclGroupStart(), "ncclGroupStart");
     for (int64_t off = 0; off < n; off += NCCL_BUCKET) {
         size_t c = (size_t)(n - off < NCCL_BUCKET ? n - off : NCCL_BUCKET);

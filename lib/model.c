@@ -17,49 +17,8 @@
 #include "backend.h"
 #include "error.h"
 #include "model.h"
+#include "model_internal.h"
 #include "rng.h"
-
-/* Offsets of one layer's parameters in the weight/gradient vectors (-1 where absent). */
-typedef struct layer_ix {
-    int64_t ln1, q, k, v, o, qb, kb, vb, ob, qn, kn, ln2, gate, up, down;
-    int qkv_joint;      /* q, k, v weights adjacent and no biases: one matmul for all three */
-    int gateup_joint;   /* gate and up adjacent: one matmul for both */
-} layer_ix;
-
-typedef struct workspace {
-    int capB, capT;         /* sizes the buffers hold */
-    int att_layers;         /* layers of attention probabilities held: all for training, one for forward only */
-    int64_t bytes;          /* what they take */
-    int logit_rows;         /* rows of logits computed at a time (the logits buffer holds that many) */
-    int L, D, S, qd, kvd, I, V, H, KV, hd;
-    layer_ix *lix;
-    int64_t embed, lm_head, final_norm;
-    /* A device backend (host_memory 0): the device copies of m->weights and m->grads, and whether each side
-     * changed since the last copy (see "host and device" below). */
-    float *dweights, *dgrads;
-    int weights_dirty, grads_dirty;
-    /* activations, per layer where backward needs them */
-    float *resid;           /* (L + 1, M, D): input of each layer, then the final hidden state */
-    float *resid2;          /* (L, M, D): after attention's residual add */
-    float *ln1, *ln2;       /* (L, M, D) */
-    float *rstd1, *rstd2;   /* (L, M) */
-    float *qkv;             /* (L, M, S): q|k|v as attention reads them (after q/k norm and rope) */
-    float *qkv_raw;         /* (L, M, S): before q/k norm (qk_norm only) */
-    float *qk_rstd;         /* (L, M, H + KV) (qk_norm only) */
-    float *att;             /* (att_layers, B, H, T, T) softmax probabilities */
-    float *atty;            /* (L, M, qd) attention output */
-    float *gateup;          /* (L, M, 2I) */
-    float *hmlp;            /* (L, M, I) */
-    float *lnf, *rstdf;     /* (M, D), (M) */
-    float *sel;             /* (M, D) final-norm rows that carry a loss */
-    float *logits;          /* (logit_rows, V); holds dlogits after the cross-entropy */
-    float *nll, *wsel;      /* (M) */
-    int32_t *ids, *rows, *tsel;   /* (M) */
-    uint8_t *mask;          /* (B, T, T) */
-    float *cos, *sin;       /* (T, hd/2) */
-    /* gradients of activations, reused by every layer */
-    float *dresid, *dln, *dqkv, *datty, *dgateup, *dh, *dsel;
-} workspace;
 
 /* ---- construction ----------------------------------------------------------------------------------------- */
 /* The buffers run from `resid` to the end of the struct. */
@@ -78,7 +37,11 @@ static void ws_free(const scp_backend *be, workspace *w)
     ws_free_buffers(be, w);
     if (w->dweights) be->free(w->dweights);
     if (w->dgrads) be->free(w->dgrads);
+    if (w->dm) be->free(w->dm);
+    if (w->dv) be->free(w->dv);
     free(w->lix);
+    free(w->layer_lo);
+    scp_moe_free(w->moe);
     free(w);
 }
 
@@ -88,6 +51,7 @@ static workspace *ws_new(const scp_model *m)
     workspace *w = scp_xcalloc(1, sizeof *w);
     w->L = c->num_layers, w->D = c->hidden_size, w->H = c->num_heads, w->KV = c->num_kv_heads, w->hd = c->head_dim;
     w->qd = w->H * w->hd, w->kvd = w->KV * w->hd, w->S = w->qd + 2 * w->kvd, w->I = c->intermediate_size;
+    if (c->num_experts) w->I = c->num_experts_per_tok * c->moe_intermediate_size, w->moe = scp_moe_new(m);   /* model_moe.c */
     w->V = c->vocab_size;
     w->lix = scp_xcalloc((size_t)w->L, sizeof *w->lix);
     for (int l = 0; l < w->L; l++) {
@@ -103,6 +67,12 @@ static workspace *ws_new(const scp_model *m)
             if (m->desc[i].layer == l && slot[m->desc[i].kind]) *slot[m->desc[i].kind] = m->offset[i];
         x->qkv_joint = x->qb < 0 && x->k == x->q + (int64_t)w->qd * w->D && x->v == x->k + (int64_t)w->kvd * w->D;
         x->gateup_joint = x->up == x->gate + (int64_t)w->I * w->D;
+    }
+    w->layer_lo = scp_xcalloc((size_t)w->L + 1, sizeof *w->layer_lo);
+    for (int i = m->n_params - 1; i >= 0; i--) {
+        int l = m->desc[i].layer;
+        if (l >= 0) w->layer_lo[l] = m->offset[i];
+        else if (i > 0 && m->desc[i - 1].layer == w->L - 1) w->layer_lo[w->L] = m->offset[i];
     }
     w->lm_head = -1;
     for (int i = 0; i < m->n_params; i++) {
@@ -120,52 +90,51 @@ static void *ws_alloc(workspace *w, const scp_backend *be, size_t bytes)
     return be->alloc(bytes);
 }
 
-/* (Re)allocate the activation buffers when a batch is larger than any seen before. The attention probabilities,
- * O(T^2) per layer, are kept for every layer only once a backward pass needs them; a forward-only caller (eval,
- * generation) holds one layer's worth, reused layer after layer. */
-static void ws_reserve(scp_model *m, int B, int T, int att_layers)
+static size_t attn_state_floats(const scp_backend *be, int B, int H, int T)
+{
+    return be->attn_state_floats ? be->attn_state_floats(B, H, T) : (size_t)B * H * T * T;
+}
+
+/* (Re)allocate the activation buffers when a batch is larger than any seen before, or when more layer slots
+ * are needed (see layer_acts): every layer keeps its activations only when a backward pass needs them and
+ * recomputation is off; a forward-only caller (eval, generation) holds one slot, reused layer after layer. */
+static void ws_reserve(scp_model *m, int B, int T, int slots)
 {
     workspace *w = m->ctx;
     const scp_backend *be = m->backend;
-    if (B <= w->capB && T <= w->capT) {
-        if (att_layers <= w->att_layers) return;
-        size_t n = (size_t)att_layers * w->capB * w->H * w->capT * w->capT * sizeof(float);
-        be->free(w->att);
-        w->bytes += (int64_t)n - (int64_t)((size_t)w->att_layers * w->capB * w->H * w->capT * w->capT * sizeof(float));
-        w->att = be->alloc(n);
-        w->att_layers = att_layers;
-        return;
-    }
-    if (w->att_layers > att_layers) att_layers = w->att_layers;
+    if (B <= w->capB && T <= w->capT && slots <= w->slots) return;
+    if (w->slots > slots) slots = w->slots;
     ws_free_buffers(be, w);
-    w->att_layers = att_layers;
+    w->slots = slots;
     w->bytes = 0;
     w->capB = B > w->capB ? B : w->capB;
     w->capT = T > w->capT ? T : w->capT;
     int capB = w->capB, capT = w->capT;
-    size_t M = (size_t)capB * capT, L = (size_t)w->L, D = (size_t)w->D, S = (size_t)w->S, I = (size_t)w->I;
-    size_t f = sizeof(float);
+    size_t M = (size_t)capB * capT, L = (size_t)w->L, P = (size_t)slots, D = (size_t)w->D, S = (size_t)w->S;
+    size_t I = (size_t)w->I, f = sizeof(float);
+    w->att_floats = attn_state_floats(be, capB, w->H, capT);
     w->resid = ws_alloc(w, be, (L + 1) * M * D * f);
-    w->resid2 = ws_alloc(w, be, L * M * D * f);
-    w->ln1 = ws_alloc(w, be, L * M * D * f);
-    w->ln2 = ws_alloc(w, be, L * M * D * f);
-    w->rstd1 = ws_alloc(w, be, L * M * f);
-    w->rstd2 = ws_alloc(w, be, L * M * f);
-    w->qkv = ws_alloc(w, be, L * M * S * f);
+    w->resid2 = ws_alloc(w, be, P * M * D * f);
+    w->ln1 = ws_alloc(w, be, P * M * D * f);
+    w->ln2 = ws_alloc(w, be, P * M * D * f);
+    w->rstd1 = ws_alloc(w, be, P * M * f);
+    w->rstd2 = ws_alloc(w, be, P * M * f);
+    w->qkv = ws_alloc(w, be, P * M * S * f);
     if (m->cfg.qk_norm) {
-        w->qkv_raw = ws_alloc(w, be, L * M * S * f);
-        w->qk_rstd = ws_alloc(w, be, L * M * (size_t)(w->H + w->KV) * f);
+        w->qkv_raw = ws_alloc(w, be, P * M * S * f);
+        w->qk_rstd = ws_alloc(w, be, P * M * (size_t)(w->H + w->KV) * f);
     }
-    w->att = ws_alloc(w, be, (size_t)att_layers * capB * w->H * capT * capT * f);
-    w->atty = ws_alloc(w, be, L * M * w->qd * f);
-    w->gateup = ws_alloc(w, be, L * M * 2 * I * f);
-    w->hmlp = ws_alloc(w, be, L * M * I * f);
+    w->att = ws_alloc(w, be, P * w->att_floats * f);
+    w->atty = ws_alloc(w, be, P * M * w->qd * f);
+    w->gateup = ws_alloc(w, be, P * M * 2 * I * f);
+    w->hmlp = ws_alloc(w, be, P * M * I * f);
     w->lnf = ws_alloc(w, be, M * D * f);
     w->rstdf = ws_alloc(w, be, M * f);
     w->sel = ws_alloc(w, be, M * D * f);
-    /* The vocabulary projection runs in chunks of rows, 64 MB of logits at a time (at least 64 rows, so that the
-     * sgemm stays efficient): a 151,936-word vocabulary does not need (B T, V) floats at once. */
-    size_t lr = ((size_t)1 << 24) / (size_t)w->V;
+    /* The vocabulary projection runs in chunks of rows, 64 MB of logits at a time on the CPU and 256 MB on a
+     * device (at least 64 rows, so that the matmul stays efficient): a 151,936-word vocabulary does not need
+     * (B T, V) floats at once. */
+    size_t lr = ((size_t)1 << (be->host_memory ? 24 : 26)) / (size_t)w->V;
     lr = lr < 64 ? 64 : lr;
     const char *env = getenv("SCP_LOGIT_ROWS");   /* for tests: force small chunks */
     if (env && atoi(env) > 0) lr = (size_t)atoi(env);
@@ -186,6 +155,7 @@ static void ws_reserve(scp_model *m, int B, int T, int att_layers)
     w->dgateup = ws_alloc(w, be, M * 2 * I * f);
     w->dh = ws_alloc(w, be, M * I * f);
     w->dsel = ws_alloc(w, be, M * D * f);
+    if (w->moe) scp_moe_reserve(m, M, P);
     /* RoPE tables for positions 0..capT-1 (double, then fp32). */
     int half = w->hd / 2;
     double *inv = scp_xmalloc((size_t)half * sizeof *inv);
@@ -211,14 +181,14 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend)
 {
     const scp_backend *be = scp_backend_find(backend);
     if (!be) return NULL;
-    if (cfg->num_experts > 0) {
-        scp_error("%s model with %d experts: mixture-of-experts layers are not supported by the model driver yet",
-                  scp_arch_name(cfg->arch), cfg->num_experts);
+    if (cfg->num_experts > 0 && !be->moe_route) {
+        scp_error("%s model with %d experts: backend '%s' has no mixture-of-experts operations yet (use cpu)",
+                  scp_arch_name(cfg->arch), cfg->num_experts, be->name);
         return NULL;
     }
     if (cfg->hidden_size < 1 || cfg->num_layers < 1 || cfg->num_heads < 1 || cfg->num_kv_heads < 1 ||
         cfg->num_heads % cfg->num_kv_heads || cfg->head_dim < 2 || cfg->head_dim % 2 || cfg->vocab_size < 1 ||
-        cfg->intermediate_size < 1) {
+        (cfg->num_experts > 0 ? cfg->moe_intermediate_size : cfg->intermediate_size) < 1) {
         scp_error("model config: inconsistent sizes (hidden %d, layers %d, heads %d/%d, head_dim %d, vocab %d, mlp %d)",
                   cfg->hidden_size, cfg->num_layers, cfg->num_heads, cfg->num_kv_heads, cfg->head_dim, cfg->vocab_size,
                   cfg->intermediate_size);
@@ -292,24 +262,59 @@ void scp_model_init_random(scp_model *m, uint64_t seed, float std)
 }
 
 /* ---- host and device --------------------------------------------------------------------------------------
- * On a device backend the host arrays m->weights and m->grads stay the truth that callers read and write (model.h);
- * the device holds copies for the step. Weights go up before a step when they changed (AdamW, loading, init, or a
- * caller's scp_model_weights_changed); gradients go up before a backward when the host changed them (zeroing,
- * scaling, an all-reduce) and come back down after it. Norms, scaling and AdamW run on the host arrays with the
- * CPU backend's entries. On the CPU nothing is copied: the host arrays are the backend's buffers. */
-static const scp_backend *host_ops(const scp_model *m) { return m->backend->host_memory ? m->backend : &scp_backend_cpu; }
+ * On a device backend the weights, gradients and AdamW moments live on the device between steps: a step, the
+ * gradient norm and scaling and AdamW all run there, and nothing crosses the bus per step but the batch and the
+ * loss. The host arrays (m->weights, m->grads, the caller's moments) are copies brought up to date on demand:
+ * scp_model_sync_host before a caller reads them (checkpoints, an MPI all-reduce), scp_model_weights_changed or
+ * scp_model_grads_changed after a caller wrote them (loading, init, an all-reduce), after which the device copy
+ * is refreshed before it is next used. A caller that hands AdamW other moment arrays, or whose gradients were
+ * changed on the host, gets the update on the host with the CPU backend's entries (then the new weights go
+ * up before the next step). On the CPU nothing is copied: the host arrays are the backend's buffers. */
+static int on_device(const scp_model *m) { return !m->backend->host_memory; }
+
+void scp_model_sync_host(const scp_model *m)
+{
+    workspace *w = m->ctx;
+    const scp_backend *be = m->backend;
+    if (!on_device(m)) return;
+    size_t bytes = (size_t)m->n_weights * sizeof(float);
+    if (w->weights_on_dev) be->download(m->weights, w->dweights, bytes), w->weights_on_dev = 0;
+    if (w->grads_on_dev && m->grads) be->download(m->grads, w->dgrads, bytes), w->grads_on_dev = 0;
+    if (w->moments_on_dev) {
+        be->download(w->host_m, w->dm, bytes);
+        be->download(w->host_v, w->dv, bytes);
+        w->moments_on_dev = 0;
+    }
+}
+
+float *scp_model_host_grads(scp_model *m)
+{
+    workspace *w = m->ctx;
+    if (on_device(m) && w->grads_on_dev && m->grads) {
+        m->backend->download(m->grads, w->dgrads, (size_t)m->n_weights * sizeof(float));
+        w->grads_on_dev = 0;
+    }
+    return m->grads;
+}
 
 void scp_model_weights_changed(scp_model *m)
 {
     workspace *w = m->ctx;
-    w->weights_dirty = 1;
+    w->weights_dirty = w->grads_dirty = w->moments_dirty = 1;
+    w->weights_on_dev = w->grads_on_dev = w->moments_on_dev = 0;
+}
+
+void scp_model_grads_changed(scp_model *m)
+{
+    workspace *w = m->ctx;
     w->grads_dirty = 1;
+    w->grads_on_dev = 0;
 }
 
 static void sync_weights_to_device(scp_model *m)
 {
     workspace *w = m->ctx;
-    if (m->backend->host_memory || !w->weights_dirty) return;
+    if (!on_device(m) || !w->weights_dirty) return;
     m->backend->upload(w->dweights, m->weights, (size_t)m->n_weights * sizeof(float));
     w->weights_dirty = 0;
 }
@@ -317,15 +322,9 @@ static void sync_weights_to_device(scp_model *m)
 static void sync_grads_to_device(scp_model *m)
 {
     workspace *w = m->ctx;
-    if (m->backend->host_memory || !w->grads_dirty) return;
+    if (!on_device(m) || !w->grads_dirty) return;
     m->backend->upload(w->dgrads, m->grads, (size_t)m->n_weights * sizeof(float));
     w->grads_dirty = 0;
-}
-
-static void grads_to_host(scp_model *m)
-{
-    workspace *w = m->ctx;
-    if (!m->backend->host_memory) m->backend->download(m->grads, w->dgrads, (size_t)m->n_weights * sizeof(float));
 }
 
 void scp_model_alloc_grads(scp_model *m)
@@ -337,51 +336,95 @@ void scp_model_alloc_grads(scp_model *m)
         workspace *w = m->ctx;
         m->grads = scp_xcalloc((size_t)m->n_weights, sizeof(float));
         w->dgrads = m->backend->alloc((size_t)m->n_weights * sizeof(float));
-        w->grads_dirty = 1;
+        w->grads_dirty = w->grads_on_dev = 0;
     }
 }
 
 void scp_model_zero_grad(scp_model *m)
 {
     scp_model_alloc_grads(m);
-    host_ops(m)->zero(m->grads, (size_t)m->n_weights);
-    if (!m->backend->host_memory) {
-        workspace *w = m->ctx;
+    workspace *w = m->ctx;
+    if (on_device(m)) {   /* the host copy is left stale: the device is the truth until synced */
         m->backend->zero(w->dgrads, (size_t)m->n_weights);
         w->grads_dirty = 0;
+        w->grads_on_dev = 1;
+    } else {
+        m->backend->zero(m->grads, (size_t)m->n_weights);
     }
+}
+
+/* Where the gradients are current: the backend's array and its entries, or the host's and the CPU's. */
+static int grads_live_on_device(const scp_model *m)
+{
+    const workspace *w = m->ctx;
+    return m->backend->host_memory || w->grads_on_dev;
 }
 
 double scp_model_grad_norm(const scp_model *m)
 {
     if (!m->grads) return 0.0;
-    return sqrt(host_ops(m)->sumsq(m->grads, (size_t)m->n_weights));
+    if (grads_live_on_device(m)) return sqrt(m->backend->sumsq(DG(m), (size_t)m->n_weights));
+    return sqrt(scp_backend_cpu.sumsq(m->grads, (size_t)m->n_weights));
 }
 
 void scp_model_scale_grads(scp_model *m, float s)
 {
     if (!m->grads) return;
-    host_ops(m)->scale(m->grads, (size_t)m->n_weights, s);
-    ((workspace *)m->ctx)->grads_dirty = 1;
+    if (grads_live_on_device(m)) {
+        m->backend->scale(DG(m), (size_t)m->n_weights, s);
+    } else {
+        scp_backend_cpu.scale(m->grads, (size_t)m->n_weights, s);
+        ((workspace *)m->ctx)->grads_dirty = 1;
+    }
+}
+
+/* Make the device moments copies of opt_m, opt_v (allocating them the first time). */
+static void moments_to_device(scp_model *m, float *opt_m, float *opt_v)
+{
+    workspace *w = m->ctx;
+    const scp_backend *be = m->backend;
+    size_t bytes = (size_t)m->n_weights * sizeof(float);
+    if (w->moments_on_dev && (w->host_m != opt_m || w->host_v != opt_v)) scp_model_sync_host(m);  /* keep the old */
+    if (!w->dm) w->dm = be->alloc(bytes), w->dv = be->alloc(bytes), w->moments_dirty = 1;
+    if (w->host_m != opt_m || w->host_v != opt_v || w->moments_dirty) {
+        be->upload(w->dm, opt_m, bytes);
+        be->upload(w->dv, opt_v, bytes);
+        w->host_m = opt_m, w->host_v = opt_v, w->moments_dirty = 0;
+    }
 }
 
 void scp_model_adamw(scp_model *m, float *opt_m, float *opt_v, const float *lr, float beta1, float beta2, float eps,
                      float weight_decay, int64_t step)
 {
     if (!m->grads) return;
+    workspace *w = m->ctx;
     float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
+    /* On a device whose gradients are current there, the whole update stays there; otherwise it runs on the
+     * host arrays (brought up to date first). */
+    int dev = on_device(m) && w->grads_on_dev;
+    const scp_backend *be = dev || !on_device(m) ? m->backend : &scp_backend_cpu;
+    float *P = m->weights, *Gr = m->grads, *Mm = opt_m, *Vv = opt_v;
+    if (dev) {
+        sync_weights_to_device(m);
+        moments_to_device(m, opt_m, opt_v);
+        P = w->dweights, Gr = w->dgrads, Mm = w->dm, Vv = w->dv;
+    } else if (on_device(m)) {
+        scp_model_sync_host(m);
+        if (w->host_m == opt_m) w->moments_dirty = 1;   /* the device copy goes stale */
+    }
     /* Runs of adjacent parameters with the same rate and decay go in one call (the update is elementwise). */
     for (int i = 0; i < m->n_params;) {
         int dec = m->desc[i].decay, j = i + 1;
         while (j < m->n_params && lr[j] == lr[i] && m->desc[j].decay == dec) j++;
         if (lr[i] != 0.0f) {   /* 0: a frozen group, weights and moments untouched */
             int64_t o = m->offset[i], n = m->offset[j - 1] + m->desc[j - 1].numel - o;
-            host_ops(m)->adamw(m->weights + o, m->grads + o, opt_m + o, opt_v + o, (size_t)n, lr[i], beta1, beta2, eps,
-                               dec ? weight_decay : 0.0f, bc1, bc2);
+            be->adamw(P + o, Gr + o, Mm + o, Vv + o, (size_t)n, lr[i], beta1, beta2, eps, dec ? weight_decay : 0.0f, bc1,
+                      bc2);
         }
         i = j;
     }
-    ((workspace *)m->ctx)->weights_dirty = 1;
+    if (dev) w->weights_on_dev = w->moments_on_dev = 1;
+    else if (on_device(m)) w->weights_dirty = 1;
 }
 
 int64_t scp_model_workspace_bytes(const scp_model *m) { return ((const workspace *)m->ctx)->bytes; }
@@ -414,14 +457,6 @@ int scp_attn_visible(const scp_batch *b, int bi, int i, int j)
 }
 
 /* ---- forward and backward ---------------------------------------------------------------------------------- */
-/* The backend's copies of the weights and gradients (the host arrays themselves on the CPU). */
-#define DW(m) ((m)->backend->host_memory ? (m)->weights : ((workspace *)(m)->ctx)->dweights)
-#define DG(m) ((m)->backend->host_memory ? (m)->grads : ((workspace *)(m)->ctx)->dgrads)
-#define W(off) (DW(m) + (off))
-#define G(off) (DG(m) + (off))
-#define OPT(off) ((off) >= 0 ? DW(m) + (off) : NULL)
-#define OPTG(off) ((off) >= 0 ? DG(m) + (off) : NULL)
-
 static int check_batch(const scp_model *m, const scp_batch *b, int need_target)
 {
     if (b->B < 1 || b->T < 1) return scp_error("model: empty batch (B = %d, T = %d)", b->B, b->T);
@@ -440,17 +475,148 @@ static int check_batch(const scp_model *m, const scp_batch *b, int need_target)
     return 0;
 }
 
-/* Everything before the logits: fills the workspace's activations; returns the attention arguments. */
-static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, int keep_att)
+/* The activations of layer slot `slot` for a batch of M rows (B sequences of T). */
+static layer_acts acts_of(const scp_model *m, int slot, int B, int T)
+{
+    const workspace *w = m->ctx;
+    size_t M = (size_t)B * T, s = (size_t)slot, D = (size_t)w->D, S = (size_t)w->S, I = (size_t)w->I;
+    layer_acts a = {
+        .ln1 = w->ln1 + s * M * D, .rstd1 = w->rstd1 + s * M, .qkv = w->qkv + s * M * S,
+        .qkv_raw = w->qkv_raw ? w->qkv_raw + s * M * S : NULL,
+        .qk_rstd = w->qk_rstd ? w->qk_rstd + s * M * (size_t)(w->H + w->KV) : NULL,
+        .att = w->att + s * attn_state_floats(m->backend, B, w->H, T), .atty = w->atty + s * M * (size_t)w->qd,
+        .x2 = w->resid2 + s * M * D, .ln2 = w->ln2 + s * M * D, .rstd2 = w->rstd2 + s * M,
+        .gateup = w->gateup + s * M * 2 * I, .hmlp = w->hmlp + s * M * I,
+    };
+    return a;
+}
+
+/* The MLP step of layer l: xout (M, D) = x2 + mlp(ln2) (a MoE layer replaces this step). With to_output 0
+ * (recomputation) only the activations backward reads are made, not xout. */
+static void mlp_forward(scp_model *m, int l, const layer_acts *A, int M, float *xout, int to_output)
+{
+    workspace *w = m->ctx;
+    if (w->moe) { scp_moe_forward(m, l, A, M, xout, to_output); return; }   /* model_moe.c */
+    const scp_backend *be = m->backend;
+    const layer_ix *x = &w->lix[l];
+    const int D = w->D, I = w->I;
+    if (x->gateup_joint) {
+        be->matmul_fwd(A->gateup, 2 * I, A->ln2, D, W(x->gate), NULL, M, D, 2 * I, 0.0f);
+    } else {
+        be->matmul_fwd(A->gateup, 2 * I, A->ln2, D, W(x->gate), NULL, M, D, I, 0.0f);
+        be->matmul_fwd(A->gateup + I, 2 * I, A->ln2, D, W(x->up), NULL, M, D, I, 0.0f);
+    }
+    be->swiglu_fwd(A->hmlp, A->gateup, M, I);
+    if (!to_output) return;
+    be->copy(xout, A->x2, (size_t)M * D);
+    be->matmul_fwd(xout, D, A->hmlp, I, W(x->down), NULL, M, I, D, 1.0f);
+}
+
+/* Backward of the MLP step: w->dln (M, D) = d loss / d ln2 from w->dresid = d loss / d xout; weight
+ * gradients added. */
+static void mlp_backward(scp_model *m, int l, const layer_acts *A, int M)
+{
+    workspace *w = m->ctx;
+    if (w->moe) { scp_moe_backward(m, l, A, M); return; }
+    const scp_backend *be = m->backend;
+    const layer_ix *x = &w->lix[l];
+    const int D = w->D, I = w->I;
+    be->matmul_bwd_inp(w->dh, I, w->dresid, D, W(x->down), M, I, D, 0.0f);
+    be->matmul_bwd_w(G(x->down), NULL, w->dresid, D, A->hmlp, I, M, I, D);
+    be->swiglu_bwd(w->dgateup, w->dh, A->gateup, M, I);
+    if (x->gateup_joint) {
+        be->matmul_bwd_inp(w->dln, D, w->dgateup, 2 * I, W(x->gate), M, D, 2 * I, 0.0f);
+        be->matmul_bwd_w(G(x->gate), NULL, w->dgateup, 2 * I, A->ln2, D, M, D, 2 * I);
+    } else {
+        be->matmul_bwd_inp(w->dln, D, w->dgateup, 2 * I, W(x->gate), M, D, I, 0.0f);
+        be->matmul_bwd_inp(w->dln, D, w->dgateup + I, 2 * I, W(x->up), M, D, I, 1.0f);
+        be->matmul_bwd_w(G(x->gate), NULL, w->dgateup, 2 * I, A->ln2, D, M, D, I);
+        be->matmul_bwd_w(G(x->up), NULL, w->dgateup + I, 2 * I, A->ln2, D, M, D, I);
+    }
+}
+
+/* Layer l's forward from its input resid[l] into the activations A; writes resid[l + 1] unless to_output is 0
+ * (recomputation before backward, when resid[l + 1] is already there). */
+static void layer_forward(scp_model *m, int l, const layer_acts *A, const scp_attn_args *aa, int to_output)
 {
     workspace *w = m->ctx;
     const scp_backend *be = m->backend;
-    const int B = b->B, T = b->T, M = B * T, D = w->D, S = w->S, qd = w->qd, kvd = w->kvd, I = w->I;
+    const layer_ix *x = &w->lix[l];
+    const int T = aa->T, M = aa->B * aa->T, D = w->D, S = w->S, qd = w->qd, kvd = w->kvd;
+    const float eps = (float)m->cfg.rms_norm_eps;
+    float *xin = w->resid + (size_t)l * M * D, *qkv = A->qkv;
+    be->rmsnorm_fwd(A->ln1, A->rstd1, xin, W(x->ln1), M, 1, D, D, eps);
+    if (x->qkv_joint) {
+        be->matmul_fwd(qkv, S, A->ln1, D, W(x->q), NULL, M, D, S, 0.0f);
+    } else {
+        be->matmul_fwd(qkv, S, A->ln1, D, W(x->q), OPT(x->qb), M, D, qd, 0.0f);
+        be->matmul_fwd(qkv + qd, S, A->ln1, D, W(x->k), OPT(x->kb), M, D, kvd, 0.0f);
+        be->matmul_fwd(qkv + qd + kvd, S, A->ln1, D, W(x->v), OPT(x->vb), M, D, kvd, 0.0f);
+    }
+    if (m->cfg.qk_norm) {
+        float *raw = A->qkv_raw, *r = A->qk_rstd;
+        be->copy(raw, qkv, (size_t)M * S);
+        be->rmsnorm_fwd(qkv, r, raw, W(x->qn), M, w->H, w->hd, S, eps);
+        be->rmsnorm_fwd(qkv + qd, r + (size_t)M * w->H, raw + qd, W(x->kn), M, w->KV, w->hd, S, eps);
+    }
+    be->rope(qkv, w->cos, w->sin, M, T, w->H, w->hd, S, 0);
+    be->rope(qkv + qd, w->cos, w->sin, M, T, w->KV, w->hd, S, 0);
+    be->attention_fwd(A->atty, A->att, qkv, qkv + qd, qkv + qd + kvd, aa);
+    be->copy(A->x2, xin, (size_t)M * D);
+    be->matmul_fwd(A->x2, D, A->atty, qd, W(x->o), OPT(x->ob), M, qd, D, 1.0f);
+    be->rmsnorm_fwd(A->ln2, A->rstd2, A->x2, W(x->ln2), M, 1, D, D, eps);
+    mlp_forward(m, l, A, M, xin + (size_t)M * D, to_output);
+}
+
+/* Layer l's backward: w->dresid holds d loss / d resid[l + 1] on entry and d loss / d resid[l] on return;
+ * weight gradients are added. */
+static void layer_backward(scp_model *m, int l, const layer_acts *A, const scp_attn_args *aa)
+{
+    workspace *w = m->ctx;
+    const scp_backend *be = m->backend;
+    const layer_ix *x = &w->lix[l];
+    const int T = aa->T, M = aa->B * aa->T, D = w->D, S = w->S, qd = w->qd, kvd = w->kvd;
+    float *xin = w->resid + (size_t)l * M * D, *qkv = A->qkv;
+    mlp_backward(m, l, A, M);
+    be->rmsnorm_bwd(w->dresid, G(x->ln2), w->dln, A->x2, W(x->ln2), A->rstd2, M, 1, D, D, 1);
+    /* attention */
+    be->matmul_bwd_inp(w->datty, qd, w->dresid, D, W(x->o), M, qd, D, 0.0f);
+    be->matmul_bwd_w(G(x->o), OPTG(x->ob), w->dresid, D, A->atty, qd, M, qd, D);
+    be->attention_bwd(w->dqkv, w->dqkv + qd, w->dqkv + qd + kvd, w->datty, A->att, qkv, qkv + qd, qkv + qd + kvd, aa);
+    be->rope(w->dqkv, w->cos, w->sin, M, T, w->H, w->hd, S, 1);
+    be->rope(w->dqkv + qd, w->cos, w->sin, M, T, w->KV, w->hd, S, 1);
+    if (m->cfg.qk_norm) {
+        float *raw = A->qkv_raw, *r = A->qk_rstd;
+        be->rmsnorm_bwd(w->dqkv, G(x->qn), w->dqkv, raw, W(x->qn), r, M, w->H, w->hd, S, 0);
+        be->rmsnorm_bwd(w->dqkv + qd, G(x->kn), w->dqkv + qd, raw + qd, W(x->kn), r + (size_t)M * w->H, M, w->KV,
+                        w->hd, S, 0);
+    }
+    if (x->qkv_joint) {
+        be->matmul_bwd_inp(w->dln, D, w->dqkv, S, W(x->q), M, D, S, 0.0f);
+        be->matmul_bwd_w(G(x->q), NULL, w->dqkv, S, A->ln1, D, M, D, S);
+    } else {
+        be->matmul_bwd_inp(w->dln, D, w->dqkv, S, W(x->q), M, D, qd, 0.0f);
+        be->matmul_bwd_inp(w->dln, D, w->dqkv + qd, S, W(x->k), M, D, kvd, 1.0f);
+        be->matmul_bwd_inp(w->dln, D, w->dqkv + qd + kvd, S, W(x->v), M, D, kvd, 1.0f);
+        be->matmul_bwd_w(G(x->q), OPTG(x->qb), w->dqkv, S, A->ln1, D, M, D, qd);
+        be->matmul_bwd_w(G(x->k), OPTG(x->kb), w->dqkv + qd, S, A->ln1, D, M, D, kvd);
+        be->matmul_bwd_w(G(x->v), OPTG(x->vb), w->dqkv + qd + kvd, S, A->ln1, D, M, D, kvd);
+    }
+    be->rmsnorm_bwd(w->dresid, G(x->ln1), w->dln, xin, W(x->ln1), A->rstd1, M, 1, D, D, 1);
+}
+
+/* Everything before the logits: fills the workspace's activations (slot l for layer l when `keep`, else slot
+ * 0 for every layer); returns the attention arguments. */
+static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, int keep)
+{
+    workspace *w = m->ctx;
+    const scp_backend *be = m->backend;
+    const int B = b->B, T = b->T, M = B * T, D = w->D;
     const float eps = (float)m->cfg.rms_norm_eps;
     be->upload(w->ids, b->input, (size_t)M * sizeof(int32_t));
 
     memset(aa, 0, sizeof *aa);
-    aa->B = B, aa->T = T, aa->H = w->H, aa->KV = w->KV, aa->hd = w->hd, aa->ld_qkv = S;
+    aa->B = B, aa->T = T, aa->H = w->H, aa->KV = w->KV, aa->hd = w->hd, aa->ld_qkv = w->S;
     aa->scale = 1.0f / sqrtf((float)w->hd);
     aa->causal = b->attn == SCP_ATTN_CAUSAL;
     if (b->doc || b->attn == SCP_ATTN_ANNEAL) {
@@ -465,41 +631,8 @@ static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, in
 
     be->embedding_fwd(w->resid, w->ids, W(w->embed), M, D);
     for (int l = 0; l < w->L; l++) {
-        const layer_ix *x = &w->lix[l];
-        float *xin = w->resid + (size_t)l * M * D, *x2 = w->resid2 + (size_t)l * M * D;
-        float *ln1 = w->ln1 + (size_t)l * M * D, *ln2 = w->ln2 + (size_t)l * M * D;
-        float *qkv = w->qkv + (size_t)l * M * S, *atty = w->atty + (size_t)l * M * qd;
-        be->rmsnorm_fwd(ln1, w->rstd1 + (size_t)l * M, xin, W(x->ln1), M, 1, D, D, eps);
-        if (x->qkv_joint) {
-            be->matmul_fwd(qkv, S, ln1, D, W(x->q), NULL, M, D, S, 0.0f);
-        } else {
-            be->matmul_fwd(qkv, S, ln1, D, W(x->q), OPT(x->qb), M, D, qd, 0.0f);
-            be->matmul_fwd(qkv + qd, S, ln1, D, W(x->k), OPT(x->kb), M, D, kvd, 0.0f);
-            be->matmul_fwd(qkv + qd + kvd, S, ln1, D, W(x->v), OPT(x->vb), M, D, kvd, 0.0f);
-        }
-        if (m->cfg.qk_norm) {
-            float *raw = w->qkv_raw + (size_t)l * M * S, *r = w->qk_rstd + (size_t)l * M * (w->H + w->KV);
-            be->copy(raw, qkv, (size_t)M * S);
-            be->rmsnorm_fwd(qkv, r, raw, W(x->qn), M, w->H, w->hd, S, eps);
-            be->rmsnorm_fwd(qkv + qd, r + (size_t)M * w->H, raw + qd, W(x->kn), M, w->KV, w->hd, S, eps);
-        }
-        be->rope(qkv, w->cos, w->sin, M, T, w->H, w->hd, S, 0);
-        be->rope(qkv + qd, w->cos, w->sin, M, T, w->KV, w->hd, S, 0);
-        be->attention_fwd(atty, w->att + (size_t)(keep_att ? l : 0) * B * w->H * T * T, qkv, qkv + qd, qkv + qd + kvd, aa);
-        be->copy(x2, xin, (size_t)M * D);
-        be->matmul_fwd(x2, D, atty, qd, W(x->o), OPT(x->ob), M, qd, D, 1.0f);
-        be->rmsnorm_fwd(ln2, w->rstd2 + (size_t)l * M, x2, W(x->ln2), M, 1, D, D, eps);
-        /* the MLP step (a MoE layer replaces this block) */
-        float *gu = w->gateup + (size_t)l * M * 2 * I, *h = w->hmlp + (size_t)l * M * I, *xout = xin + (size_t)M * D;
-        if (x->gateup_joint) {
-            be->matmul_fwd(gu, 2 * I, ln2, D, W(x->gate), NULL, M, D, 2 * I, 0.0f);
-        } else {
-            be->matmul_fwd(gu, 2 * I, ln2, D, W(x->gate), NULL, M, D, I, 0.0f);
-            be->matmul_fwd(gu + I, 2 * I, ln2, D, W(x->up), NULL, M, D, I, 0.0f);
-        }
-        be->swiglu_fwd(h, gu, M, I);
-        be->copy(xout, x2, (size_t)M * D);
-        be->matmul_fwd(xout, D, h, I, W(x->down), NULL, M, I, D, 1.0f);
+        layer_acts A = acts_of(m, keep ? l : 0, B, T);
+        layer_forward(m, l, &A, aa, 1);
     }
     be->rmsnorm_fwd(w->lnf, w->rstdf, w->resid + (size_t)w->L * M * D, W(w->final_norm), M, 1, D, D, eps);
 }
@@ -508,58 +641,37 @@ static void backward_body(scp_model *m, const scp_batch *b, const scp_attn_args 
 {
     workspace *w = m->ctx;
     const scp_backend *be = m->backend;
-    const int B = b->B, T = b->T, M = B * T, D = w->D, S = w->S, qd = w->qd, kvd = w->kvd, I = w->I;
+    const int B = b->B, T = b->T, M = B * T, D = w->D;
     /* dresid holds d loss / d (residual stream) as it flows down; each rmsnorm backward adds its branch. */
     be->zero(w->dresid, (size_t)M * D);
     be->rmsnorm_bwd(w->dresid, G(w->final_norm), w->dln, w->resid + (size_t)w->L * M * D, W(w->final_norm), w->rstdf, M,
                     1, D, D, 1);
     for (int l = w->L - 1; l >= 0; l--) {
-        const layer_ix *x = &w->lix[l];
-        float *xin = w->resid + (size_t)l * M * D, *x2 = w->resid2 + (size_t)l * M * D;
-        float *ln1 = w->ln1 + (size_t)l * M * D, *ln2 = w->ln2 + (size_t)l * M * D;
-        float *qkv = w->qkv + (size_t)l * M * S, *atty = w->atty + (size_t)l * M * qd;
-        float *gu = w->gateup + (size_t)l * M * 2 * I, *h = w->hmlp + (size_t)l * M * I;
-        /* MLP */
-        be->matmul_bwd_inp(w->dh, I, w->dresid, D, W(x->down), M, I, D, 0.0f);
-        be->matmul_bwd_w(G(x->down), NULL, w->dresid, D, h, I, M, I, D);
-        be->swiglu_bwd(w->dgateup, w->dh, gu, M, I);
-        if (x->gateup_joint) {
-            be->matmul_bwd_inp(w->dln, D, w->dgateup, 2 * I, W(x->gate), M, D, 2 * I, 0.0f);
-            be->matmul_bwd_w(G(x->gate), NULL, w->dgateup, 2 * I, ln2, D, M, D, 2 * I);
-        } else {
-            be->matmul_bwd_inp(w->dln, D, w->dgateup, 2 * I, W(x->gate), M, D, I, 0.0f);
-            be->matmul_bwd_inp(w->dln, D, w->dgateup + I, 2 * I, W(x->up), M, D, I, 1.0f);
-            be->matmul_bwd_w(G(x->gate), NULL, w->dgateup, 2 * I, ln2, D, M, D, I);
-            be->matmul_bwd_w(G(x->up), NULL, w->dgateup + I, 2 * I, ln2, D, M, D, I);
-        }
-        be->rmsnorm_bwd(w->dresid, G(x->ln2), w->dln, x2, W(x->ln2), w->rstd2 + (size_t)l * M, M, 1, D, D, 1);
-        /* attention */
-        be->matmul_bwd_inp(w->datty, qd, w->dresid, D, W(x->o), M, qd, D, 0.0f);
-        be->matmul_bwd_w(G(x->o), OPTG(x->ob), w->dresid, D, atty, qd, M, qd, D);
-        be->attention_bwd(w->dqkv, w->dqkv + qd, w->dqkv + qd + kvd, w->datty, w->att + (size_t)l * B * w->H * T * T, qkv,
-                          qkv + qd, qkv + qd + kvd, aa);
-        be->rope(w->dqkv, w->cos, w->sin, M, T, w->H, w->hd, S, 1);
-        be->rope(w->dqkv + qd, w->cos, w->sin, M, T, w->KV, w->hd, S, 1);
-        if (m->cfg.qk_norm) {
-            float *raw = w->qkv_raw + (size_t)l * M * S, *r = w->qk_rstd + (size_t)l * M * (w->H + w->KV);
-            be->rmsnorm_bwd(w->dqkv, G(x->qn), w->dqkv, raw, W(x->qn), r, M, w->H, w->hd, S, 0);
-            be->rmsnorm_bwd(w->dqkv + qd, G(x->kn), w->dqkv + qd, raw + qd, W(x->kn), r + (size_t)M * w->H, M, w->KV,
-                            w->hd, S, 0);
-        }
-        if (x->qkv_joint) {
-            be->matmul_bwd_inp(w->dln, D, w->dqkv, S, W(x->q), M, D, S, 0.0f);
-            be->matmul_bwd_w(G(x->q), NULL, w->dqkv, S, ln1, D, M, D, S);
-        } else {
-            be->matmul_bwd_inp(w->dln, D, w->dqkv, S, W(x->q), M, D, qd, 0.0f);
-            be->matmul_bwd_inp(w->dln, D, w->dqkv + qd, S, W(x->k), M, D, kvd, 1.0f);
-            be->matmul_bwd_inp(w->dln, D, w->dqkv + qd + kvd, S, W(x->v), M, D, kvd, 1.0f);
-            be->matmul_bwd_w(G(x->q), OPTG(x->qb), w->dqkv, S, ln1, D, M, D, qd);
-            be->matmul_bwd_w(G(x->k), OPTG(x->kb), w->dqkv + qd, S, ln1, D, M, D, kvd);
-            be->matmul_bwd_w(G(x->v), OPTG(x->vb), w->dqkv + qd + kvd, S, ln1, D, M, D, kvd);
-        }
-        be->rmsnorm_bwd(w->dresid, G(x->ln1), w->dln, xin, W(x->ln1), w->rstd1 + (size_t)l * M, M, 1, D, D, 1);
+        layer_acts A = acts_of(m, w->recompute ? 0 : l, B, T);
+        if (w->recompute) layer_forward(m, l, &A, aa, 0);
+        layer_backward(m, l, &A, aa);
+        if (w->hook_armed) w->grad_hook(w->hook_ctx, DG(m), w->layer_lo[l], w->layer_lo[l + 1] - w->layer_lo[l]);
     }
     be->embedding_bwd(G(w->embed), w->dresid, w->ids, M, D, w->V);
+    if (w->hook_armed) {   /* what lies outside the layers: embeddings before them, final norm and LM head after */
+        w->grad_hook(w->hook_ctx, DG(m), w->layer_lo[w->L], m->n_weights - w->layer_lo[w->L]);
+        w->grad_hook(w->hook_ctx, DG(m), 0, w->layer_lo[0]);
+        w->hook_armed = 0;
+    }
+}
+
+void scp_model_set_recompute(scp_model *m, int on) { ((workspace *)m->ctx)->recompute = on != 0; }
+
+void scp_model_set_grad_hook(scp_model *m, scp_grad_hook fn, void *ctx)
+{
+    workspace *w = m->ctx;
+    w->grad_hook = fn, w->hook_ctx = ctx, w->hook_armed = 0;
+}
+
+void scp_model_arm_grad_hook(scp_model *m)
+{
+    workspace *w = m->ctx;
+    w->hook_armed = w->grad_hook != NULL;
 }
 
 double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *token_nll)
@@ -570,12 +682,13 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
         sync_grads_to_device(m);
     }
     sync_weights_to_device(m);
-    ws_reserve(m, b->B, b->T, backward ? m->cfg.num_layers : 1);
+    workspace *w0 = m->ctx;
+    ws_reserve(m, b->B, b->T, backward && !w0->recompute ? m->cfg.num_layers : 1);
     workspace *w = m->ctx;
     const scp_backend *be = m->backend;
     const int M = b->B * b->T, D = w->D, V = w->V;
     scp_attn_args aa;
-    forward_body(m, b, &aa, backward);
+    forward_body(m, b, &aa, backward && !w0->recompute);
 
     /* Only rows with a target reach the vocabulary projection: a masked-diffusion batch scores only its masked
      * positions, so the largest matmul of a small model shrinks by the unmasked fraction. */
@@ -621,7 +734,7 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
     }
     if (backward) {
         backward_body(m, b, &aa);
-        grads_to_host(m);
+        if (on_device(m)) w->grads_on_dev = 1;   /* they stay there: scp_model_sync_host */
     }
     free(rows);
     free(tgt);

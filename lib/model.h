@@ -70,9 +70,16 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
 int scp_model_logits(scp_model *m, const scp_batch *b, float *logits);
 
 void scp_model_alloc_grads(scp_model *m);
-/* Call after writing m->weights or m->grads directly (not through these functions, e.g. an all-reduce), so that
- * a device backend copies them again before the next step; free on the CPU, where they are used in place. */
+/* On a device backend the weights, gradients and the AdamW moments stay on the device between steps, and the
+ * host arrays (m->weights, m->grads, the moments last given to scp_model_adamw) fall behind. Call
+ * scp_model_sync_host before reading them (scp_model_save does), scp_model_host_grads to bring only the
+ * gradients down (an MPI all-reduce), and after writing any of them directly, scp_model_weights_changed (all
+ * of them: weights, gradients, moments) or scp_model_grads_changed (the gradients), so that the device copies
+ * are refreshed before they are next used. All are free on the CPU, where the host arrays are used in place. */
+void scp_model_sync_host(const scp_model *m);
+float *scp_model_host_grads(scp_model *m);
 void scp_model_weights_changed(scp_model *m);
+void scp_model_grads_changed(scp_model *m);
 void scp_model_zero_grad(scp_model *m);
 /* Global L2 norm of the gradients; NaN/Inf propagate (the trainer skips such steps). */
 double scp_model_grad_norm(const scp_model *m);
@@ -83,6 +90,20 @@ void scp_model_scale_grads(scp_model *m, float s);
  * step is 1-based (bias correction). */
 void scp_model_adamw(scp_model *m, float *opt_m, float *opt_v, const float *lr, float beta1, float beta2, float eps,
                      float weight_decay, int64_t step);
+
+/* Activation recomputation (--recompute): on, a training step keeps only each layer's input and reruns the
+ * layer's forward just before its backward, so activation memory is one layer's instead of L layers' for
+ * about a third more compute. The results are bitwise the same. Off by default. */
+void scp_model_set_recompute(scp_model *m, int on);
+
+/* A gradient hook, for overlapping the gradient all-reduce with the backward pass: once armed with
+ * scp_model_arm_grad_hook, the next backward calls fn(ctx, grads, off, n) for each range [off, off + n) of the
+ * gradient vector as soon as the range is final (layer by layer from the last, then the embeddings, final
+ * norm and LM head), then disarms. `grads` is the backend's gradient array (device memory on a device
+ * backend, see scp_model_sync_host). The trainer arms it for the last micro-batch of a step. */
+typedef void (*scp_grad_hook)(void *ctx, float *grads, int64_t off, int64_t n);
+void scp_model_set_grad_hook(scp_model *m, scp_grad_hook fn, void *ctx);
+void scp_model_arm_grad_hook(scp_model *m);
 
 /* Whether query i of sequence bi sees key j under b's attention mode and doc mask (the rule the model applies;
  * anneal draws come from scp_mix3(anneal_seed, bi, i << 32 | j)). Exported for tests and tools. */

@@ -132,6 +132,7 @@ scp_model *scp_model_load(const char *dir, const char *backend)
 int scp_model_save(const scp_model *m, const char *dir, scp_dtype dtype)
 {
     if (dtype != SCP_F32 && dtype != SCP_BF16) return scp_error("%s: checkpoints are written as F32 or BF16", dir);
+    scp_model_sync_host(m);   /* a device backend's weights come down */
     char *cpath = scp_path_join(dir, "config.json");
     int rc = scp_config_save(&m->cfg, cpath);
     free(cpath);

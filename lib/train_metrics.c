@@ -40,6 +40,22 @@ void scp_metrics_close(scp_metrics *m)
     m->path = NULL;
 }
 
+void scp_metrics_moe(json_t *line, int E, const int64_t *load, double aux, double z)
+{
+    if (E < 1) return;
+    json_t *a = json_array();
+    int64_t mx = 0, sum = 0;
+    for (int e = 0; e < E; e++) {
+        json_array_append_new(a, json_integer(load[e]));
+        mx = load[e] > mx ? load[e] : mx;
+        sum += load[e];
+    }
+    json_object_set_new(line, "expert_load", a);
+    json_object_set_new(line, "load_max_mean", json_real(sum ? (double)mx * E / (double)sum : 0.0));
+    json_object_set_new(line, "aux_loss", json_real(aux));
+    json_object_set_new(line, "z_loss", json_real(z));
+}
+
 int scp_metrics_truncate(const char *rundir, int64_t step)
 {
     char *path = scp_path_join(rundir, "metrics.jsonl");

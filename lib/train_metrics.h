@@ -20,5 +20,9 @@ int scp_metrics_write(scp_metrics *m, json_t *line);
 void scp_metrics_close(scp_metrics *m);
 /* Keep only complete lines whose "step" is <= step (atomic rewrite); absent file is fine. */
 int scp_metrics_truncate(const char *rundir, int64_t step);
+/* The MoE keys of a step line (nothing when E is 0): "expert_load" (E counts: assignments per expert summed over
+ * layers), "load_max_mean" (the largest count over the mean: 1 is perfect balance, E / k total collapse),
+ * "aux_loss" and "z_loss" (without their coefficients). */
+void scp_metrics_moe(json_t *line, int E, const int64_t *load, double aux, double z);
 
 #endif

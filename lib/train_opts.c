@@ -114,6 +114,8 @@ json_t *scp_train_opts_to_json(const scp_train_opts *o)
     json_object_set_new(j, "adam_eps", json_real(o->adam_eps));
     json_object_set_new(j, "weight_decay", json_real(o->weight_decay));
     json_object_set_new(j, "clip", json_real(o->clip));
+    json_object_set_new(j, "aux_loss", json_real(o->aux_loss));
+    json_object_set_new(j, "z_loss", json_real(o->z_loss));
     json_object_set_new(j, "warmup", json_integer(o->warmup));
     set_str(j, "schedule", scp_lr_kind_name(o->schedule));
     json_object_set_new(j, "min_lr", json_real(o->min_lr));
@@ -236,6 +238,7 @@ int scp_train_opts_from_json(scp_train_opts *o, const json_t *j, const char *wha
         get_d(j, "lr", &o->lr, what) || get_d(j, "beta1", &o->beta1, what) || get_d(j, "beta2", &o->beta2, what) ||
         get_d(j, "adam_eps", &o->adam_eps, what) || get_d(j, "weight_decay", &o->weight_decay, what) ||
         get_d(j, "clip", &o->clip, what) || get_i64(j, "warmup", &o->warmup, what) ||
+        get_d(j, "aux_loss", &o->aux_loss, what) || get_d(j, "z_loss", &o->z_loss, what) ||
         get_d(j, "min_lr", &o->min_lr, what) || get_d(j, "decay_frac", &o->decay_frac, what) ||
         get_i64(j, "batch_tokens", &o->batch_tokens, what) || get_int(j, "micro_batch", &o->micro_batch, what) ||
         get_i64(j, "steps", &o->steps, what) || get_i64(j, "tokens", &o->tokens, what) ||

@@ -38,6 +38,7 @@ typedef struct scp_train_opts {
     double lr;                  /* base learning rate */
     double lr_mult[SCP_GROUP_COUNT];   /* per optimizer group (expert follows mlp unless set) */
     double beta1, beta2, adam_eps, weight_decay, clip;
+    double aux_loss, z_loss;    /* MoE: coefficients of the load-balancing and router z losses (model_moe.h) */
     int64_t warmup;
     scp_lr_kind schedule;
     double min_lr;

@@ -1,8 +1,10 @@
 /* train_step.c: one optimizer step: batch, forward/backward over micro-batches, clipping, AdamW. */
 #include "train_step.h"
+#include "backend.h"
 #include "dist_zero.h"
 #include "error.h"
 #include "mask.h"
+#include "model_moe.h"
 #include "train_sched.h"
 
 #include <math.h>
@@ -29,12 +31,24 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
     t->ts = scp_xmalloc(sizeof *t->ts * (size_t)B);
     t->plr = scp_xmalloc(sizeof *t->plr * (size_t)m->n_params);
     t->aseeds = scp_xmalloc(sizeof *t->aseeds * (size_t)((B + t->micro - 1) / t->micro));
+    int E = scp_model_moe_stats(m, NULL, NULL, NULL);
+    t->moe_load = E ? scp_xcalloc((size_t)E, sizeof *t->moe_load) : NULL;
+    scp_model_moe_set_losses(m, o->aux_loss, o->z_loss);
+}
+
+/* The gradient hook: queue the all-reduce of a range of device gradients that the backward has finished. */
+static void nccl_hook(void *ctx, float *grads, int64_t off, int64_t n)
+{
+    scp_trainer *t = ctx;
+    if (!t->nccl_failed && n > 0 && scp_dist_nccl_allreduce_f32(t->dist, grads + off, n, NULL)) t->nccl_failed = 1;
 }
 
 void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo)
 {
-    t->dist = d && d->world > 1 ? d : NULL;
-    t->zero_lo = t->dist ? zero_lo : NULL;
+    t->dist = d && (d->world > 1 || d->nccl) ? d : NULL;
+    t->zero_lo = t->dist && d->world > 1 ? zero_lo : NULL;
+    t->nccl = t->dist && t->dist->nccl && !t->m->backend->host_memory;
+    scp_model_set_grad_hook(t->m, t->nccl ? nccl_hook : NULL, t);
 }
 
 void scp_trainer_free(scp_trainer *t)
@@ -44,9 +58,22 @@ void scp_trainer_free(scp_trainer *t)
     free(t->ts);
     free(t->plr);
     free(t->aseeds);
+    free(t->moe_load);
+    t->moe_load = NULL;
     t->aseeds = NULL;
     t->ts = NULL;
     t->plr = NULL;
+}
+
+/* The per-expert counts summed over ranks (exact in doubles below 2^53). */
+static int moe_load_allreduce(scp_dist *d, int64_t *load, int E)
+{
+    double *x = scp_xmalloc((size_t)E * sizeof *x);
+    for (int e = 0; e < E; e++) x[e] = (double)load[e];
+    int rc = scp_dist_allreduce_sum_f64(d, x, E, "expert load all-reduce");
+    for (int e = 0; e < E; e++) load[e] = (int64_t)x[e];
+    free(x);
+    return rc;
 }
 
 int scp_trainer_step(scp_trainer *t, scp_step_info *info)
@@ -89,21 +116,35 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
 
     scp_model *m = t->m;
     scp_model_zero_grad(m);
+    scp_model_moe_reset_stats(m);
     double loss = 0;
     for (int r0 = 0; r0 < nb; r0 += t->micro) {
         int n = nb - r0 < t->micro ? nb - r0 : t->micro;
         scp_batch v = scp_batch_view(b, r0, n, o->doc_mask, attn, anneal_p, t->aseeds[(lo + r0) / t->micro]);
+        if (t->nccl && r0 + t->micro >= nb) scp_model_arm_grad_hook(m);   /* the last micro-batch */
+        scp_model_moe_set_share(m, (double)n / B);   /* MoE losses: each micro-batch weighs its share */
         loss += scp_model_step(m, &v, 1, NULL);
     }
-    double sums[3] = {loss, 0, 0};   /* loss, masked and maskable positions */
+    double sums[5] = {loss, 0, 0, 0, 0};   /* loss, masked and maskable positions, MoE aux and z losses */
+    int E = scp_model_moe_stats(m, t->moe_load, &sums[3], &sums[4]);
     for (int r = 0; r < nb; r++) sums[1] += b->n_scored[r], sums[2] += b->n_len[r];
     if (d) {
         /* The weights already carry 1/B (or 1/targets) of the global batch: the sum over ranks is the mean. */
         scp_dist_step_sync(d, st->step);
-        if (scp_dist_allreduce_sum_f64(d, sums, 3, "loss all-reduce")) return -1;
-        if (scp_dist_allreduce_sum_f32(d, m->grads, m->n_weights, "gradient all-reduce")) return -1;
+        if (scp_dist_allreduce_sum_f64(d, sums, 5, "loss all-reduce")) return -1;
+        if (E && moe_load_allreduce(d, t->moe_load, E)) return -1;
+        if (t->nccl) {   /* queued layer by layer during the backward: wait for the last */
+            if (t->nccl_failed || scp_dist_nccl_wait(d)) return -1;
+        } else {
+            if (scp_dist_allreduce_sum_f32(d, scp_model_host_grads(m), m->n_weights, "gradient all-reduce")) return -1;
+            scp_model_grads_changed(m);
+        }
     }
-    loss = sums[0];
+    loss = sums[0] + o->aux_loss * sums[3] + o->z_loss * sums[4];
+    info->n_experts = E;
+    info->expert_load = t->moe_load;
+    info->aux_loss = sums[3];
+    info->z_loss = sums[4];
     double gnorm = scp_model_grad_norm(m);
     int skip = !isfinite(loss) || !isfinite(gnorm);
     scp_group_lr(o, st->step, st->total_steps, t->glr);

@@ -34,6 +34,9 @@ typedef struct scp_trainer {
     scp_dist *dist;
     const int64_t *zero_lo;       /* ZeRO-1: shard boundaries (world + 1); opt_m/opt_v then hold this rank's shard */
     uint64_t *aseeds;             /* (micro-batches per global batch) annealed-attention seeds of this step */
+    int nccl;                     /* the gradients are all-reduced by NCCL on the device, layer by layer */
+    int nccl_failed;              /* an all-reduce could not be queued (its message is scp_last_error) */
+    int64_t *moe_load;            /* (experts) MoE: assignments per expert of the last step, summed over layers */
 } scp_trainer;
 
 typedef struct scp_step_info {
@@ -41,6 +44,11 @@ typedef struct scp_step_info {
     double grad_norm;             /* before clipping */
     double masked_fraction;       /* mdm: masked / maskable positions */
     int skipped;                  /* this step was skipped */
+    /* MoE (model_moe.h): experts (0 for a dense model), their load in this step over all layers and ranks, and
+     * the auxiliary losses without their coefficients (loss includes them with the coefficients). */
+    int n_experts;
+    const int64_t *expert_load;
+    double aux_loss, z_loss;
 } scp_step_info;
 
 /* opt_m/opt_v are owned by the caller (loaded on resume); mask_id and shift as resolved from the config. */
@@ -48,7 +56,11 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
                       const scp_seq_source *src, int B, int micro, float *opt_m, float *opt_v, int32_t mask_id,
                       int shift);
 void scp_trainer_free(scp_trainer *t);
-/* Make the trainer one data-parallel rank of d; zero_lo non-NULL for ZeRO-1 (dist_zero.h). */
+/* Make the trainer one data-parallel rank of d; zero_lo non-NULL for ZeRO-1 (dist_zero.h). When d has an
+ * NCCL communicator (scp_dist_nccl_init) and the model's backend keeps gradients on the device, the gradients
+ * are all-reduced on the device, each layer's as soon as the backward of the last micro-batch has made it
+ * (model.h, the gradient hook), overlapping the backward of the layers below; otherwise with MPI after the
+ * backward. */
 void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo);
 /* One step at st->step (advances step, cursor, tokens, and adam_step or skipped). -1 on a data error. */
 int scp_trainer_step(scp_trainer *t, scp_step_info *info);

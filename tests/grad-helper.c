@@ -73,6 +73,7 @@ int main(int argc, char **argv)
     scp_st_add_owned(w, "token_nll", SCP_F32, 2, s2, nll);
     scp_st_add_owned(w, "logits", SCP_F32, 3, s3, logits);
     scp_st_add_owned(w, "mask", SCP_U8, 3, sm, mask);
+    scp_model_sync_host(m);
     for (int i = 0; i < m->n_params; i++) {
         float *g = scp_xmalloc((size_t)m->desc[i].numel * sizeof *g);
         memcpy(g, m->grads + m->offset[i], (size_t)m->desc[i].numel * sizeof *g);
@@ -87,6 +88,7 @@ int main(int argc, char **argv)
         scp_model_adamw(m, om, ov, lr, 0.9f, 0.95f, 1e-8f, 0.1f, 1);
         scp_model_zero_grad(m);
         if (isnan(scp_model_step(m, &b, 1, NULL))) scp_die_last();
+        scp_model_sync_host(m);
         for (int i = 0; i < m->n_params; i++) {
             float *g = scp_xmalloc((size_t)m->desc[i].numel * sizeof *g);
             memcpy(g, m->grads + m->offset[i], (size_t)m->desc[i].numel * sizeof *g);
@@ -95,6 +97,7 @@ int main(int argc, char **argv)
             scp_st_add_owned(w, name, SCP_F32, m->desc[i].ndim, m->desc[i].shape, g);
         }
         scp_model_adamw(m, om, ov, lr, 0.9f, 0.95f, 1e-8f, 0.1f, 2);
+        scp_model_sync_host(m);
         for (int i = 0; i < m->n_params; i++) {
             float *p = scp_xmalloc((size_t)m->desc[i].numel * sizeof *p);
             memcpy(p, m->weights + m->offset[i], (size_t)m->desc[i].numel * sizeof *p);

@@ -1,7 +1,8 @@
 """train-resume.py: a run killed with SIGKILL at random moments (three times) and resumed each time ends with
 bit-identical weights, optimizer moments and per-step losses to the same run left alone; SIGTERM saves a
 checkpoint and exits 143, and the resumed run again matches. Annealed attention, micro-batches, warmup and
-a cosine schedule are on, so the trainer RNG, the data cursor and the schedule all have to come back exactly."""
+a cosine schedule are on, so the trainer RNG, the data cursor and the schedule all have to come back exactly.
+The same run on the device-resident driver path (cpu-mirror) with --recompute is bit-identical too."""
 import filecmp
 import os
 import random
@@ -49,6 +50,14 @@ t0 = time.time()
 r = run(["scp-train"] + ARGS + ["-o", ref])
 dur = time.time() - t0
 ok(r.returncode == 0, "uninterrupted run (%.1f s)" % dur)
+
+# The device-resident path of a device backend ("cpu-mirror": the CPU kernels on buffers the driver must treat
+# as device memory, so weights, gradients and moments stay there and come down only for checkpoints), with
+# activation recomputation: bit-identical to the plain run, checkpoints and evals included.
+mir = os.path.join(tmp, "mirror")
+r = run(["scp-train"] + ARGS + ["--backend", "cpu-mirror", "--recompute", "-o", mir])
+ok(r.returncode == 0, "the same run with --backend cpu-mirror --recompute")
+same_run(ref, mir, "cpu-mirror --recompute against cpu")
 
 seed = int(os.environ.get("SCP_TEST_SEED", random.randrange(1 << 30)))
 diag("kill moments from seed %d (SCP_TEST_SEED to repeat)" % seed)

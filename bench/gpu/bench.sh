@@ -43,13 +43,23 @@ trap 'rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2086
 "$build/bench/gpu/scp-step" --backend $be $tiny --batch "$batch" --seq "$seq" --steps "$steps" --peak-tflops "$peak" \
     >"$tmp/scp.json" 2>"$tmp/scp.err" || { echo "# scp-step failed:"; sed 's/^/#   /' "$tmp/scp.err"; status=1; }
+# The same step through the model driver (lib/model.c, as scp-train runs it), plain and with --recompute.
+for v in driver recompute; do
+    extra=--driver
+    [ $v = recompute ] && extra="--driver --recompute"
+    # shellcheck disable=SC2086
+    "$build/bench/gpu/scp-step" --backend $be $tiny --batch "$batch" --seq "$seq" --steps "$steps" --peak-tflops "$peak" \
+        $extra >"$tmp/$v.json" 2>"$tmp/$v.err" || { echo "# scp-step $extra failed:"; sed 's/^/#   /' "$tmp/$v.err"; status=1; }
+done
 # shellcheck disable=SC2086
 "${PYTHON:-/usr/bin/python3}" "$here/torch-step.py" $tiny --device "$device" --batch "$batch" --seq "$seq" --steps "$steps" \
     --peak-tflops "$peak" >"$tmp/torch.json" 2>"$tmp/torch.err" || { echo "# torch-step failed:"; tail -5 "$tmp/torch.err" | sed 's/^/#   /'; status=1; }
 grep -h 'stand-in' "$tmp/torch.err" | sed 's/^/# /'  # say so when transformers' Qwen3 was not what ran
-cat "$tmp/scp.json" "$tmp/torch.json"
-[ -n "$json" ] && cat "$tmp/scp.json" "$tmp/torch.json" >"$json"
-/usr/bin/python3 - "$tmp/scp.json" "$tmp/torch.json" "$peak" "${name:-no GPU}" <<'PY'
+cat "$tmp/scp.json" "$tmp/driver.json" "$tmp/recompute.json" "$tmp/torch.json" 2>/dev/null
+[ -n "$json" ] && cat "$tmp/scp.json" "$tmp/driver.json" "$tmp/recompute.json" "$tmp/torch.json" >"$json" 2>/dev/null
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+"$py" - "$tmp/scp.json" "$tmp/torch.json" "$peak" "${name:-no GPU}" "$tmp/driver.json" "$tmp/recompute.json" <<'PY'
 import json, sys
 def load(p):
     try:
@@ -59,13 +69,21 @@ def load(p):
 s, t, peak, name = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 print("# %s, dense bf16 peak %s TFLOP/s" % (name, peak if peak else "unknown"))
 print("# %-34s %10s %9s %8s %7s %9s" % ("", "step s", "tok/s", "TFLOP/s", "MFU", "loss0"))
-for label, r in (("scp " + (s or {}).get("backend", "cuda"), s), ("torch " + (t or {}).get("impl", "")[:28], t)):
+drv, rec = load(sys.argv[5]), load(sys.argv[6])
+rows = [("scp " + (s or {}).get("backend", "cuda") + " (table)", s)]
+rows += [("scp " + r["backend"], r) for r in (drv, rec) if r]
+rows += [("torch " + (t or {}).get("impl", "")[:28], t)]
+for label, r in rows:
     if r:
         print("# %-34s %10.4f %9.0f %8.1f %6.1f%% %9.4f" % (label, r["best_s"], r["tok_s"], r["tflops"], 100 * r["mfu"], r["loss0"]))
     else:
         print("# %-34s %10s" % (label, "failed"))
 if s and t:
-    print("# scp tokens/s over torch: %.2f" % (s["tok_s"] / t["tok_s"]))
+    print("# scp tokens/s over torch: %.2f (table)%s" % (s["tok_s"] / t["tok_s"],
+          ", %.2f (driver)" % (drv["tok_s"] / t["tok_s"]) if drv else ""))
+if drv and rec:
+    print("# --recompute: workspace %.2f GB -> %.2f GB, step time x%.2f" % (drv["workspace_bytes"] / 1e9,
+          rec["workspace_bytes"] / 1e9, rec["best_s"] / drv["best_s"]))
 if s:
     tot = sum(s["ops_ms"].values())
     print("# scp time per operation in one synchronised step (ms, share):")

@@ -1,9 +1,10 @@
 #!/bin/sh
 # ptxas-report.sh: registers, spills and static shared memory of every kernel of the CUDA backend, from
 # `nvcc -Xptxas -v` for sm_90a (Hopper). Dynamic shared memory (the attention tiles) is not in these figures:
-# it is (16 hd + 32 (hd + 1) + 32 hd) * 4 bytes for the forward, (32 hd + 64 (hd + 1)) * 4 (+ 256) for the
-# backward kernels (+ 256 for dk/dv): 40.1 and 48.3 / 48.5 KiB at hd = 128, 80.1 and 96.3 KiB at hd = 256 (above
-# 48 KiB the launch opts in).
+# for the fp32 attention kernels (attention.cu) it is (16 hd + 32 (hd + 1) + 32 hd) * 4 bytes for the forward,
+# (32 hd + 64 (hd + 1)) * 4 (+ 256) for the backward kernels (+ 256 for dk/dv): 40.1 and 48.3 / 48.5 KiB at
+# hd = 128, 80.1 and 96.3 KiB at hd = 256 (above 48 KiB the launch opts in); for the tensor-core kernels
+# (attention_tc.cu) the script prints it last, from the same formulas as attention_tc.cu's *_smem structs.
 #   bench/gpu/ptxas-report.sh [ARCH]     (default sm_90a; e.g. sm_80)
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,6 +26,16 @@ for f in "$root"/lib/cuda/*.cu; do
              print fn, r, st, ld, s }' "$tmp/log" |
     while read -r fn regs st ld smem; do
         name=$(echo "$fn" | $filt 2>/dev/null || echo "$fn")
-        printf '%-16s %-58s %5s %7s %7s %8s\n' "$(basename "$f")" "$(echo "$name" | sed 's/(.*//' | cut -c1-58)" "$regs" "$st" "$ld" "$smem"
+        name=$(echo "$name" | sed 's/^void //; s/(anonymous namespace):://g; s/(.*//' | cut -c1-58)
+        printf '%-16s %-58s %5s %7s %7s %8s\n' "$(basename "$f")" "$name" "$regs" "$st" "$ld" "$smem"
     done
+done
+# attention_tc.cu's dynamic shared memory per block (bytes; its *_smem structs): bf16 tiles (64, hd + 8), fp32
+# scores (4 warps, 16, 68), bf16 P / dS (4, 16, 72), visibility (64, 68) bytes; an SM has 228 KiB (227 per block).
+echo "# attention_tc.cu dynamic shared memory per block (bytes): two blocks per SM fit below 113 KiB each"
+printf '%-6s %10s %10s %10s\n' hd fwd dq dkdv
+for hd in 16 32 64 96 128; do
+    t=$((64 * (hd + 8) * 2)) s=$((4 * 16 * 68 * 4)) p=$((4 * 16 * 72 * 2)) m=$((64 * 68))
+    printf '%-6s %10s %10s %10s\n' "$hd" $((3 * t + s + p + m + 256 + 1024)) $((4 * t + s + p + m + 256 + 2048)) \
+        $((4 * t + 512 + 2 * p + m + 2048))
 done

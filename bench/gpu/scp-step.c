@@ -7,6 +7,7 @@
  * the time per operation (a separate step with a device synchronisation around each call).
  *
  * usage: scp-step [--backend cuda|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
+ *                 [--driver [--recompute]]   (the step through lib/model.c, as scp-train runs it)
  * Default: the Qwen3-0.6B shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072,
  * vocab 151936), B = 4, T = 2048, 3 timed steps after one warm-up. --tiny: a small shape for a dry run. */
 #include <getopt.h>
@@ -20,6 +21,8 @@
 #include "backend.h"
 #include "backend_profile.h"
 #include "error.h"
+#include "model.h"
+#include <jansson.h>
 #if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
 #include "cuda/backend_cuda.h"
 #include "cuda/cuda_device.h"
@@ -220,24 +223,101 @@ static double step(const net *m, const scp_backend *be, int t)
     return loss;
 }
 
+/* --driver: the same shape and batch through lib/model.c (scp_model_step with the device-resident weights,
+ * gradients and moments, then the gradient norm and AdamW), as scp-train runs it. The driver scores only the
+ * masked rows in the LM head (the table path above projects every row), so it does less work than the FLOP count
+ * assumes, which is the one for the whole batch like PyTorch's. Prints the step time; no per-op breakdown. */
+static double driver_step(scp_model *dm, const scp_batch *b, float *om, float *ov, const float *lr, int t)
+{
+    scp_model_zero_grad(dm);
+    double loss = scp_model_step(dm, b, 1, NULL);
+    double gn = scp_model_grad_norm(dm);
+    if (gn > 1.0) scp_model_scale_grads(dm, (float)(1.0 / gn));
+    scp_model_adamw(dm, om, ov, lr, 0.9f, 0.95f, 1e-8f, 0.0f, t);
+    return loss;
+}
+
+static int run_driver(const net *m, const char *bname, const char *dev, int steps, double peak, int recompute)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "model_type", json_string("qwen3"));
+    json_object_set_new(j, "hidden_size", json_integer(m->D));
+    json_object_set_new(j, "intermediate_size", json_integer(m->I));
+    json_object_set_new(j, "num_hidden_layers", json_integer(m->L));
+    json_object_set_new(j, "num_attention_heads", json_integer(m->H));
+    json_object_set_new(j, "num_key_value_heads", json_integer(m->KV));
+    json_object_set_new(j, "head_dim", json_integer(m->hd));
+    json_object_set_new(j, "vocab_size", json_integer(m->V));
+    json_object_set_new(j, "rope_theta", json_real(1e6));
+    json_object_set_new(j, "tie_word_embeddings", json_true());
+    scp_model_config cfg;
+    if (scp_config_from_json(&cfg, j, "bench config") < 0) scp_die_last();
+    json_decref(j);
+    scp_model *dm = scp_model_new(&cfg, bname);
+    if (!dm) scp_die_last();
+    scp_config_free(&cfg);
+    scp_model_init_random(dm, 1, 0.02f);
+    scp_model_set_recompute(dm, recompute);
+    int32_t *ids = malloc((size_t)m->M * 4), *tg = malloc((size_t)m->M * 4);
+    float *wt = malloc((size_t)m->M * 4), *om = calloc((size_t)dm->n_weights, 4), *ov = calloc((size_t)dm->n_weights, 4);
+    float *lr = malloc((size_t)dm->n_params * 4);
+    uint64_t s = 1;
+    int nt = 0;
+    for (int i = 0; i < m->M; i++) {   /* the batch of net_init: half the positions masked and scored */
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        int32_t id = (int32_t)((s >> 33) % (uint64_t)m->V);
+        tg[i] = (s >> 20) & 1 ? id : -1;
+        ids[i] = tg[i] >= 0 ? m->V - 1 : id;
+        nt += tg[i] >= 0;
+    }
+    for (int i = 0; i < m->M; i++) wt[i] = 1.0f / (float)nt;
+    for (int i = 0; i < dm->n_params; i++) lr[i] = 1e-4f;
+    scp_batch b = {.B = m->B, .T = m->T, .input = ids, .target = tg, .weight = wt, .attn = SCP_ATTN_BIDIRECTIONAL};
+    double t_first = now(), loss0 = driver_step(dm, &b, om, ov, lr, 1);
+    t_first = now() - t_first;   /* scp_model_step returns the loss: the device has finished */
+    double best = 1e30, total = 0, loss = loss0;
+    for (int k = 0; k < steps; k++) {
+        double t0 = now();
+        loss = driver_step(dm, &b, om, ov, lr, 2 + k);
+        scp_model_grad_norm(dm);   /* a value read back: waits for AdamW */
+        double dt = now() - t0;
+        total += dt;
+        if (dt < best) best = dt;
+    }
+    double D = m->D, mm = (double)m->L * (D * m->S + D * m->qd + 3.0 * D * m->I) + (double)m->V * D;
+    double flops = 6.0 * mm * m->M + 12.0 * m->L * (double)m->T * m->H * m->hd * m->M;
+    printf("{\"backend\": \"%s driver%s\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"params\": %lld, "
+           "\"first_step_s\": %.4f, \"best_s\": %.4f, \"mean_s\": %.4f, \"tok_s\": %.1f, \"tflops\": %.2f, "
+           "\"mfu\": %.4f, \"loss0\": %.6f, \"loss\": %.6f, \"workspace_bytes\": %lld, \"ops_ms\": {}}\n",
+           bname, recompute ? " recompute" : "", dev, m->B, m->T, (long long)dm->n_weights, t_first, best,
+           total / steps, m->M / best, flops / best / 1e12, peak > 0 ? flops / best / (peak * 1e12) : 0, loss0, loss,
+           (long long)scp_model_workspace_bytes(dm));
+    free(ids), free(tg), free(wt), free(om), free(ov), free(lr);
+    scp_model_free(dm);
+    return isfinite(loss) ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     scp_set_progname(argv[0]);
     const char *bname = "cuda";
-    int tiny = 0, steps = 3;
+    int tiny = 0, steps = 3, driver = 0, recompute = 0;
     double peak = 0;
     net m = {.L = 28, .D = 1024, .H = 16, .KV = 8, .hd = 128, .I = 3072, .V = 151936, .B = 4, .T = 2048, .CH = 2048};
     static const struct option lo[] = {{"backend", 1, 0, 'b'}, {"tiny", 0, 0, 'y'}, {"batch", 1, 0, 'B'},
-                                       {"seq", 1, 0, 'T'}, {"steps", 1, 0, 'n'}, {"peak-tflops", 1, 0, 'p'}, {0, 0, 0, 0}};
+                                       {"seq", 1, 0, 'T'}, {"steps", 1, 0, 'n'}, {"peak-tflops", 1, 0, 'p'},
+                                       {"driver", 0, 0, 'd'}, {"recompute", 0, 0, 'r'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "b:yB:T:n:p:", lo, NULL)) != -1) switch (c) {
+    while ((c = getopt_long(argc, argv, "b:yB:T:n:p:dr", lo, NULL)) != -1) switch (c) {
         case 'b': bname = optarg; break;
         case 'y': tiny = 1; break;
         case 'B': m.B = atoi(optarg); break;
         case 'T': m.T = atoi(optarg); break;
         case 'n': steps = atoi(optarg); break;
         case 'p': peak = atof(optarg); break;
-        default: fprintf(stderr, "usage: scp-step [--backend cuda|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]\n"); return 2;
+        case 'd': driver = 1; break;
+        case 'r': recompute = 1; break;
+        default: fprintf(stderr, "usage: scp-step [--backend cuda|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P] [--driver [--recompute]]\n"); return 2;
         }
     if (tiny) m.L = 2, m.D = 64, m.H = 4, m.KV = 2, m.hd = 16, m.I = 128, m.V = 1000, m.B = 2, m.T = 64, m.CH = 64;
     char dev[256] = "cpu";
@@ -253,6 +333,8 @@ int main(int argc, char **argv)
         scp_die_last();
     m.M = m.B * m.T;
     if (m.CH > m.M) m.CH = m.M;
+    m.qd = m.H * m.hd, m.kvd = m.KV * m.hd, m.S = m.qd + 2 * m.kvd;
+    if (driver) return run_driver(&m, bname, dev, steps, peak, recompute);
     net_init(&m, base);
     sync_buf = m.nll;
     double t_first = now(), loss0 = step(&m, base, 1);

@@ -182,8 +182,11 @@ try:
     with torch.profiler.profile(activities=acts) as prof:
         step()
         sync()
-    key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
-    av = sorted(prof.key_averages(), key=lambda e: -getattr(e, key, 0))
+    # self time (no double counting of nested operators); torch 2.x names it device_time, 1.x cuda_time
+    av = list(prof.key_averages())
+    keys = ("self_device_time_total", "self_cuda_time_total") if dev.type == "cuda" else ("self_cpu_time_total",)
+    key = next((k for k in keys if av and getattr(av[0], k, None) is not None), keys[-1])
+    av.sort(key=lambda e: -(getattr(e, key, 0) or 0))
     for e in av[:10]:
         ops[e.key] = round(getattr(e, key, 0) / 1e3, 3)  # microseconds -> ms
 except Exception as e:  # the profiler is a nicety: never lose the timings for it

@@ -44,7 +44,8 @@ static void cpu_bytes(void *dst, const void *src, size_t n) { memcpy(dst, src, n
     .rope = scp_cpu_rope, .swiglu_fwd = scp_cpu_swiglu_fwd, .swiglu_bwd = scp_cpu_swiglu_bwd,                   \
     .embedding_fwd = scp_cpu_embedding_fwd, .embedding_bwd = scp_cpu_embedding_bwd,                             \
     .gather_rows = scp_cpu_gather_rows, .scatter_rows = scp_cpu_scatter_rows, .adamw = scp_cpu_adamw,          \
-    .sumsq = scp_cpu_sumsq, .scale = scp_cpu_scale
+    .sumsq = scp_cpu_sumsq, .scale = scp_cpu_scale, .moe_route = scp_cpu_moe_route,                            \
+    .moe_route_bwd = scp_cpu_moe_route_bwd, .moe_combine = scp_cpu_moe_combine, .moe_combine_bwd = scp_cpu_moe_combine_bwd
 
 #define FAST                                                                                                    \
     .matmul_fwd = scp_cpu_matmul_fwd, .matmul_bwd_inp = scp_cpu_matmul_bwd_inp, .matmul_bwd_w = scp_cpu_matmul_bwd_w, \

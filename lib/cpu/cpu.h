@@ -214,4 +214,15 @@ void scp_cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float
 double scp_cpu_sumsq(const float *x, size_t n);
 void scp_cpu_scale(float *x, size_t n, float s);
 
+/* moe.c (shared by "cpu" and "cpu-ref") */
+void scp_cpu_moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const float *logits, int M,
+                       int E, int k, int norm);
+void scp_cpu_moe_route_bwd(float *dlogits, const float *dweight, const float *probs, const float *lse,
+                           const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E, int k,
+                           int norm);
+void scp_cpu_moe_combine(float *out, const float *y, const float *weight, const int32_t *pos, int M, int k, int D,
+                         float beta);
+void scp_cpu_moe_combine_bwd(float *dy, float *dweight, const float *dout, const float *y, const float *weight,
+                             const int32_t *pos, int M, int k, int D);
+
 #endif

@@ -1,7 +1,9 @@
 // attention.cu: fused (flash-style) softmax attention, forward and backward, in fp32 with online softmax: the
 // (T, T) score matrix is never stored. GQA (query head h reads kv head h / (H / KV)); visibility is causal
 // (j <= i) and/or an explicit (B, T, T) mask, which is how the driver passes bidirectional, annealed and
-// document-masked attention.
+// document-masked attention. Head sizes that are multiples of 16 up to 128 go to the tensor-core kernels of
+// attention_tc.cu (bf16 operands, fp32 accumulation and statistics, the same contract); the fp32 kernels here
+// serve every other head size.
 //
 // Layouts (lib/backend.h): q (B, T, H, hd) and k, v (B, T, KV, hd) are rows ld_qkv apart; out and dout are
 // (B, T, H, hd) packed; dq, dk, dv have q, k, v's layout. `att` is backend-private here: the forward stores the
@@ -13,6 +15,7 @@
 // one (b, kv head), 4 per warp, and streams queries of every head of the group in tiles of 32, one per lane.
 // Each lane owns DPL = hd / 32 (rounded up) output columns. Every output element is written by one thread, sums
 // run in a fixed order, no atomics: deterministic.
+#include "attention_tc.h"
 #include "cuda_internal.h"
 
 #include <cmath>
@@ -287,6 +290,7 @@ void scp_cuda_attention_fwd(float *out, float *att, const float *q, const float 
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
+    if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_fwd(out, att, q, k, v, a);
     dim3 grid((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);
     size_t smem = ((size_t)QT * p.hd + (size_t)TILE * (p.hd + 1) + (size_t)TILE * p.hd) * sizeof(float);
     DISPATCH(p.hd, attn_fwd_kernel, grid, smem, out, att, q, k, v, p);
@@ -297,6 +301,7 @@ void scp_cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, 
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
+    if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_bwd(dq, dk, dv, dout, att, q, k, v, a);
     float *Dbuf = (float *)scp_cuda_scratch((size_t)p.B * p.H * p.T * sizeof(float));
     dim3 gq((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);
     size_t sq = ((size_t)2 * QT * p.hd + (size_t)2 * TILE * (p.hd + 1)) * sizeof(float);

@@ -125,6 +125,20 @@ static void cuda_matmul_bwd_w(float *dw, float *dbias, const float *dout, int ld
     if (dbias) scp_cuda_colsum_add(dbias, dout, ldo, M, N);
 }
 
+// The flash-style attention keeps the log-sum-exp of each query row (attention.cu), not the probabilities.
+static size_t cuda_attn_state_floats(int B, int H, int T) { return (size_t)B * H * T; }
+
+// moe.cu: the mixture-of-experts entries.
+void scp_cuda_moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const float *logits, int M,
+                        int E, int k, int norm);
+void scp_cuda_moe_route_bwd(float *dlogits, const float *dweight, const float *probs, const float *lse,
+                            const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E,
+                            int k, int norm);
+void scp_cuda_moe_combine(float *out, const float *y, const float *weight, const int32_t *pos, int M, int k, int D,
+                          float beta);
+void scp_cuda_moe_combine_bwd(float *dy, float *dweight, const float *dout, const float *y, const float *weight,
+                              const int32_t *pos, int M, int k, int D);
+
 extern "C" const scp_backend scp_backend_cuda = {
     /* .name = */ "cuda",
     /* .alloc = */ cuda_alloc,
@@ -151,4 +165,10 @@ extern "C" const scp_backend scp_backend_cuda = {
     /* .adamw = */ scp_cuda_adamw,
     /* .sumsq = */ scp_cuda_sumsq,
     /* .scale = */ scp_cuda_scale,
+    /* .host_memory = */ 0,
+    /* .attn_state_floats = */ cuda_attn_state_floats,
+    /* .moe_route = */ scp_cuda_moe_route,
+    /* .moe_route_bwd = */ scp_cuda_moe_route_bwd,
+    /* .moe_combine = */ scp_cuda_moe_combine,
+    /* .moe_combine_bwd = */ scp_cuda_moe_combine_bwd,
 };

@@ -31,6 +31,9 @@ static const scp_backend *R = &scp_backend_cpu_ref;
 #define TOL_BF16 1.5e-2  /* a GEMM with bf16 inputs: ~2^-9 per input, summed over K */
 #define TOL_F32 2e-5
 #define TOL_ATT 1e-4     /* fp32 online softmax against the reference's double */
+/* The CUDA backend's tensor-core attention (head sizes that are multiples of 16 up to 128): q, k, v, dout, P
+ * and dS rounded to bf16 (~2^-9 each), fp32 accumulation and softmax statistics. */
+#define TOL_ATT_TC 2e-2
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static float frand(void)  /* uniform in [-1, 1) */
@@ -216,12 +219,16 @@ static void test_rope(int B, int T, int G, int hd, int ld)
 
 /* mode: 0 causal, 1 bidirectional, 2 random mask (the diagonal always visible, as the driver's masks are),
  * 3 causal + document mask, 4 random mask with one query that sees no key (the reference gives it output and
- * gradients 0; the fast CPU backend gives NaN there, so only the CUDA backend is held to it) */
-static void test_attention(int B, int T, int H, int KV, int hd, int mode)
+ * gradients 0; the fast CPU backend gives NaN there, so only the CUDA backend is held to it), 5 a mask of ones
+ * (how the driver passes bidirectional attention). pad: ld_qkv - (H + 2 KV) hd (0 lets the kernels use vector
+ * loads, as in the benchmark's shapes). */
+static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int pad)
 {
-    static const char *mname[] = {"causal", "bidirectional", "random mask", "causal+documents", "query sees no key"};
+    static const char *mname[] = {"causal", "bidirectional", "random mask", "causal+documents", "query sees no key",
+                                  "mask of ones"};
     char what[160];
-    int ld = (H + 2 * KV) * hd + 3, M = B * T, qd = H * hd;
+    int ld = (H + 2 * KV) * hd + pad, M = B * T, qd = H * hd;
+    double tol = strcmp(X->name, "cuda") == 0 && hd % 16 == 0 && hd <= 128 ? TOL_ATT_TC : TOL_ATT;
     size_t nq = (size_t)M * ld, no = (size_t)M * qd, na = (size_t)B * H * T * T;
     float *qkv = randv(nq, 1.5f), *dout = randv(no, 1);
     uint8_t *mask = NULL;
@@ -230,12 +237,14 @@ static void test_attention(int B, int T, int H, int KV, int hd, int mode)
         for (int b = 0; b < B; b++)
             for (int i = 0; i < T; i++)
                 for (int j = 0; j < T; j++) {
-                    int v = mode == 3 ? (i / 11 == j / 11) : (i == j || frand() > -0.4f);  /* documents of 11 */
+                    int v = mode == 3 ? (i / 11 == j / 11) : mode == 5 || i == j || frand() > -0.4f;  /* documents of 11 */
                     if (mode == 4 && i == T / 2) v = 0;                                     /* sees no key */
                     mask[((size_t)b * T + i) * T + j] = (uint8_t)v;
                 }
     }
     scp_attn_args a = {B, T, H, KV, hd, ld, mode == 0 || mode == 3, NULL, 1.0f / sqrtf((float)hd)};
+    char sfx[40] = "";
+    if (pad == 0) snprintf(sfx, sizeof sfx, " ld=%d", ld);
     float *rout = malloc(no * 4), *ratt = malloc(na * 4), *rd = malloc(nq * 4);
     memset(rd, 0, nq * 4);
     a.mask = mask;
@@ -248,13 +257,14 @@ static void test_attention(int B, int T, int H, int KV, int hd, int mode)
     X->attention_fwd(xo, xa, xq, xq + qd, xq + qd + KV * hd, &a);
     X->attention_bwd(xg, xg + qd, xg + qd + KV * hd, xd, xa, xq, xq + qd, xq + qd + KV * hd, &a);
     float *go = fetch(xo, no), *gg = fetch(xg, nq);
-    snprintf(what, sizeof what, "attention_fwd B=%d T=%d H=%d KV=%d hd=%d %s", B, T, H, KV, hd, mname[mode]);
-    cmp(what, go, rout, no, TOL_ATT);
+    snprintf(what, sizeof what, "attention_fwd B=%d T=%d H=%d KV=%d hd=%d %s%s", B, T, H, KV, hd, mname[mode], sfx);
+    cmp(what, go, rout, no, tol);
     const char *gname[3] = {"dq", "dk", "dv"};
     int off[3] = {0, qd, qd + KV * hd}, wid[3] = {qd, KV * hd, KV * hd};
     for (int t = 0; t < 3; t++) {
-        snprintf(what, sizeof what, "attention_bwd %s B=%d T=%d H=%d KV=%d hd=%d %s", gname[t], B, T, H, KV, hd, mname[mode]);
-        cmp_rows(what, gg + off[t], rd + off[t], M, wid[t], ld, TOL_ATT);
+        snprintf(what, sizeof what, "attention_bwd %s B=%d T=%d H=%d KV=%d hd=%d %s%s", gname[t], B, T, H, KV, hd,
+                 mname[mode], sfx);
+        cmp_rows(what, gg + off[t], rd + off[t], M, wid[t], ld, tol);
     }
     /* run the backward again into fresh poison: the same bits (not in the emulator, deterministic anyway) */
     float *xg2 = small ? NULL : poison(nq * 4);
@@ -271,6 +281,7 @@ static void test_attention(int B, int T, int H, int KV, int hd, int mode)
     X->free(xq), X->free(xd), X->free(xo), X->free(xa), X->free(xg);
     if (xm) X->free(xm);
 }
+static void test_attention(int B, int T, int H, int KV, int hd, int mode) { test_attention_ld(B, T, H, KV, hd, mode, 3); }
 
 static void test_swiglu(int M, int I)
 {
@@ -431,20 +442,134 @@ int main(int argc, char **argv)
     test_rmsnorm(37, 4, 16, 80);
     test_rope(2, 13, 3, 16, 60);
     test_rope(1, 9, 2, 128, 256);
+    /* fp32 kernels (head sizes the tensor-core kernels do not take) */
     test_attention(2, 37, 4, 2, 8, 0);
-    test_attention(1, 70, 2, 1, 64, 2);
-    test_attention(2, 45, 4, 4, 128, 3);
-    test_attention(1, 50, 2, 2, 96, 1);
     test_attention(1, 33, 2, 1, 256, 0);
-    if (small)
-        test_attention(1, 40, 4, 2, 128, 1);
-    else
+    test_attention(1, 50, 2, 2, 40, 1);
+    /* tensor-core kernels: T not a multiple of the 64-row tiles, GQA, every kind of visibility */
+    test_attention(1, 100, 4, 2, 64, 0);
+    test_attention(1, 100, 4, 2, 64, 2);
+    test_attention_ld(1, 100, 4, 2, 64, 5, 0);
+    test_attention(1, 200, 4, 2, 128, 1);
+    test_attention(1, 200, 4, 2, 128, 0);
+    test_attention(2, 45, 4, 4, 128, 3);
+    test_attention(1, 200, 4, 2, 64, 3);  /* documents hide whole 64 x 64 tiles below the diagonal: skipped */
+    test_attention(1, 50, 2, 2, 96, 1);
+    test_attention(1, 40, 2, 2, 16, 0);
+    test_attention(2, 1, 2, 1, 64, 1);  /* a single query: one partial tile */
+    test_attention(2, 7, 4, 2, 32, 2);
+    if (!small) {
         test_attention(1, 129, 16, 8, 128, 1);
-    if (strcmp(X->name, "cuda") == 0) test_attention(1, 40, 2, 2, 32, 4);
+        test_attention_ld(2, 300, 8, 2, 128, 5, 0);
+        test_attention_ld(1, 512, 16, 8, 128, 1, 0);  /* the benchmark's heads and layout, shorter */
+        test_attention(1, 257, 4, 1, 64, 3);
+    }
+    if (strcmp(X->name, "cuda") == 0) {
+        test_attention(1, 40, 2, 2, 32, 4);
+        test_attention(1, 100, 4, 2, 64, 4);
+        test_attention(1, 70, 2, 1, 128, 4);
+    }
     test_swiglu(33, 70);
     test_embedding(200, 24, 50);
     test_crossentropy(9, 1000, 4);
     test_crossentropy(3, 151936, 20);
     test_adamw_norm(small ? 100003 : 1000003);
+    void test_moe_ops(void);   /* at the end of this file */
+    test_moe_ops();
     return tap_done();
+}
+
+/* ---- mixture of experts (lib/cuda/moe.cu): routing, its backward, the weighted combine and its backward ---- */
+static void test_moe_case(int M, int E, int k, int norm, int D, int ties)
+{
+    char what[128];
+    size_t ME = (size_t)M * E, Mk = (size_t)M * k;
+    float *logits = randv(ME, 3);
+    if (ties) /* three values only: ties everywhere, which must go to the lower index as on the CPU */
+        for (size_t i = 0; i < ME; i++) logits[i] = floorf(logits[i]);
+    float *rp = malloc(ME * 4), *rw = malloc(Mk * 4), *rl = malloc((size_t)M * 4), *rs = malloc((size_t)E * 4);
+    int32_t *ri = malloc(Mk * 4);
+    R->moe_route(rp, ri, rw, rl, rs, logits, M, E, k, norm);
+    float *xz = dev(logits, ME * 4), *xp = poison(ME * 4), *xw = poison(Mk * 4), *xl = poison((size_t)M * 4);
+    float *xs = poison((size_t)E * 4);
+    int32_t *xi = poison(Mk * 4);
+    X->moe_route(xp, xi, xw, xl, xs, xz, M, E, k, norm);
+    float *gp = fetch(xp, ME), *gw = fetch(xw, Mk), *gl = fetch(xl, M), *gs = fetch(xs, E);
+    int32_t *gi = malloc(Mk * 4);
+    X->download(gi, xi, Mk * 4);
+    snprintf(what, sizeof what, "moe_route M=%d E=%d k=%d norm=%d: probs", M, E, k, norm);
+    cmp(what, gp, rp, ME, TOL_F32);
+    tap_ok(memcmp(gi, ri, Mk * 4) == 0, "moe_route M=%d E=%d k=%d: the same experts in the same order", M, E, k);
+    snprintf(what, sizeof what, "moe_route M=%d E=%d k=%d: weights, lse, column sums", M, E, k);
+    float *both = malloc((Mk + M + E) * 4), *rboth = malloc((Mk + M + E) * 4);
+    memcpy(both, gw, Mk * 4), memcpy(both + Mk, gl, M * 4), memcpy(both + Mk + M, gs, E * 4);
+    memcpy(rboth, rw, Mk * 4), memcpy(rboth + Mk, rl, M * 4), memcpy(rboth + Mk + M, rs, E * 4);
+    cmp(what, both, rboth, Mk + M + E, TOL_F32);
+
+    /* backward, from the reference's routing (the same on both sides) */
+    float *dw = randv(Mk, 1), *dprob = randv(E, 0.1f), *rd = malloc(ME * 4);
+    R->moe_route_bwd(rd, dw, rp, rl, ri, rw, dprob, 0.03f, M, E, k, norm);
+    float *xdw = dev(dw, Mk * 4), *xdp = dev(dprob, (size_t)E * 4), *xrp = dev(rp, ME * 4), *xrl = dev(rl, (size_t)M * 4);
+    float *xrw = dev(rw, Mk * 4), *xd = poison(ME * 4);
+    int32_t *xri = dev(ri, Mk * 4);
+    X->moe_route_bwd(xd, xdw, xrp, xrl, xri, xrw, xdp, 0.03f, M, E, k, norm);
+    float *gd = fetch(xd, ME);
+    snprintf(what, sizeof what, "moe_route_bwd M=%d E=%d k=%d norm=%d (with load-balancing and z terms)", M, E, k, norm);
+    cmp(what, gd, rd, ME, TOL_F32);
+
+    /* combine: pos a permutation of the M k assignments (as the driver's sort by expert makes) */
+    int32_t *pos = malloc(Mk * 4);
+    for (size_t a = 0; a < Mk; a++) pos[a] = (int32_t)a;
+    for (size_t a = Mk - 1; a > 0; a--) {
+        size_t b = (size_t)((frand() + 1) * 0.5f * (float)(a + 1)) % (a + 1);
+        int32_t t = pos[a];
+        pos[a] = pos[b], pos[b] = t;
+    }
+    float *y = randv(Mk * D, 1), *out0 = randv((size_t)M * D, 1), *dout = randv((size_t)M * D, 1);
+    float *ro = malloc((size_t)M * D * 4), *ro1 = malloc((size_t)M * D * 4), *rdy = malloc(Mk * D * 4), *rdwt = malloc(Mk * 4);
+    memcpy(ro1, out0, (size_t)M * D * 4);
+    R->moe_combine(ro, y, NULL, pos, M, k, D, 0.0f);
+    R->moe_combine(ro1, y, rw, pos, M, k, D, 1.0f);
+    R->moe_combine_bwd(rdy, rdwt, dout, y, rw, pos, M, k, D);
+    int32_t *xpos = dev(pos, Mk * 4);
+    float *xy = dev(y, Mk * D * 4), *xo = poison((size_t)M * D * 4), *xo1 = dev(out0, (size_t)M * D * 4);
+    float *xdout = dev(dout, (size_t)M * D * 4), *xdy = poison(Mk * D * 4), *xdwt = poison(Mk * 4);
+    X->moe_combine(xo, xy, NULL, xpos, M, k, D, 0.0f);
+    X->moe_combine(xo1, xy, xrw, xpos, M, k, D, 1.0f);
+    X->moe_combine_bwd(xdy, xdwt, xdout, xy, xrw, xpos, M, k, D);
+    float *go = fetch(xo, (size_t)M * D), *go1 = fetch(xo1, (size_t)M * D), *gdy = fetch(xdy, Mk * D), *gdwt = fetch(xdwt, Mk);
+    snprintf(what, sizeof what, "moe_combine M=%d k=%d D=%d: unweighted, overwriting", M, k, D);
+    cmp(what, go, ro, (size_t)M * D, TOL_F32);
+    snprintf(what, sizeof what, "moe_combine M=%d k=%d D=%d: weighted, added to the residual", M, k, D);
+    cmp(what, go1, ro1, (size_t)M * D, TOL_F32);
+    snprintf(what, sizeof what, "moe_combine_bwd M=%d k=%d D=%d: dy", M, k, D);
+    cmp(what, gdy, rdy, Mk * D, TOL_F32);
+    snprintf(what, sizeof what, "moe_combine_bwd M=%d k=%d D=%d: d weight", M, k, D);
+    cmp(what, gdwt, rdwt, Mk, TOL_F32);
+    /* twice: the same bits */
+    X->moe_route(xp, xi, xw, xl, xs, xz, M, E, k, norm);
+    X->moe_route_bwd(xd, xdw, xrp, xrl, xri, xrw, xdp, 0.03f, M, E, k, norm);
+    X->moe_combine_bwd(xdy, xdwt, xdout, xy, xrw, xpos, M, k, D);
+    float *gp2 = fetch(xp, ME), *gd2 = fetch(xd, ME), *gdwt2 = fetch(xdwt, Mk);
+    tap_ok(memcmp(gp2, gp, ME * 4) == 0 && memcmp(gd2, gd, ME * 4) == 0 && memcmp(gdwt2, gdwt, Mk * 4) == 0,
+           "moe ops M=%d E=%d k=%d: a second run gives the same bits", M, E, k);
+    free(logits), free(rp), free(rw), free(rl), free(rs), free(ri), free(gp), free(gw), free(gl), free(gs), free(gi);
+    free(both), free(rboth), free(dw), free(dprob), free(rd), free(gd), free(pos), free(y), free(out0), free(dout);
+    free(ro), free(ro1), free(rdy), free(rdwt), free(go), free(go1), free(gdy), free(gdwt), free(gp2), free(gd2), free(gdwt2);
+    X->free(xz), X->free(xp), X->free(xw), X->free(xl), X->free(xs), X->free(xi), X->free(xdw), X->free(xdp);
+    X->free(xrp), X->free(xrl), X->free(xrw), X->free(xd), X->free(xri), X->free(xpos), X->free(xy), X->free(xo);
+    X->free(xo1), X->free(xdout), X->free(xdy), X->free(xdwt);
+}
+
+void test_moe_ops(void)
+{
+    if (!X->moe_route) {
+        tap_diag("backend %s has no MoE entries: their cases are skipped", X->name);
+        return;
+    }
+    test_moe_case(45, 8, 2, 1, 24, 0);
+    test_moe_case(37, 37, 3, 0, 40, 0);
+    test_moe_case(9, 5, 5, 1, 33, 0);
+    test_moe_case(20, 6, 3, 1, 8, 1);
+    if (!small) test_moe_case(1000, 128, 8, 1, 512, 0);
 }

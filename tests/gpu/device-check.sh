@@ -10,14 +10,17 @@
 #
 #   sh tests/gpu/device-check.sh              run from the repository root; logs go to $OUT when set
 #   sh tests/gpu/device-check.sh --prepare    here, on a machine without a GPU: bootstrap if needed and build
-#                                             build-gpu-pre (no MPI, no BLAS, stripped, with copies of its
-#                                             non-CUDA shared libraries; about 20 MiB)
+#                                             build-gpu-pre (MPI and NCCL where found, no BLAS, stripped, with
+#                                             copies of its non-CUDA shared libraries; about 20 MiB)
 # What to carry to the device (tool `run`, carry): the autotools output, which git ignores: configure,
 # Makefile.in, aclocal.m4, config.h.in, build-aux, m4; build-gpu-pre if the machine may lack jansson & co.; and
 # for (2) a git-ignored folder holding models/stories260K.bin, models/tok512.bin, corpora/tinystories_val.txt,
 # named by SCP_ASSETS (e.g. `SCP_ASSETS=$PWD/.assets sh tests/gpu/device-check.sh`).
 # Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
-# (default build-gpu).
+# (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
+# libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
+# T_OPS, T_TRAIN, T_HF, T_BENCH (time limits in seconds of the four parts), BENCH_ARGS (e.g. "-n 2"),
+# SKIP_PTXAS=1 (no resource report: it compiles the kernels again).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root" || exit 1
@@ -30,12 +33,13 @@ if [ "${1:-}" = --prepare ]; then
     rm -rf build-gpu-pre && mkdir -p build-gpu-pre && cd build-gpu-pre || exit 1
     # No MPI and no BLAS (the GPU does the matmuls; the CPU runs of (2) use the blocked loop): what travels must
     # stay under the device tool's 64 MiB.
-    ../configure -q --without-mpi --without-nccl --without-blas && make -j"${JOBS:-2}" >/dev/null &&
+    ../configure -q --without-blas && make -j"${JOBS:-2}" >/dev/null &&
         make -j"${JOBS:-2}" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step >/dev/null || exit 1
+    if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist-nccl-smoke >/dev/null || exit 1; fi
     mkdir -p libs
-    for b in bin/scp-train tests/gpu/cuda-ops; do ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+    for b in bin/* tests/gpu/cuda-ops tests/gpu/logits-dump tests/dist-nccl-smoke; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
         grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
-            -e 'ld-linux' | while read -r l; do cp -L "$l" libs/; done
+            -e 'ld-linux' -e 'libstdc++' -e 'libgcc_s' -e 'libz\.so' -e 'libudev' -e 'libicu' -e 'libxml2' -e 'libacl' -e 'libbz2' -e 'liblz4' -e 'liblzma' -e 'libzstd' -e 'libnettle' | while read -r l; do cp -L "$l" libs/; done
     find bin tests bench lib -name '*.o' -delete
     rm -f lib/libscp.a
     find bin tests bench -type f -perm -u+x ! -name '*.sh' ! -name '*.py' -exec strip --strip-unneeded {} + 2>/dev/null
@@ -59,15 +63,19 @@ nvcc --version 2>&1 | tail -1
 echo "== build ($(elapsed) s)"
 build=${BUILD_DIR:-$root/build-gpu}
 mode=built
-if [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
+if [ "${PREBUILT:-0}" = 1 ]; then
+    echo "PREBUILT=1: not configuring here" >"$out/build.log"
+elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
 mkdir -p "$build"
-if (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
+if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
     make -j"$jobs" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step >>"$out/build.log" 2>&1); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
 elif [ -x "$root/build-gpu-pre/tests/gpu/cuda-ops" ]; then
     build=$root/build-gpu-pre
     mode="prebuilt (configure here failed: see build.log)"
-    LD_LIBRARY_PATH=$build/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    # its copies of the C libraries first, then CUDA's (the toolkit's, else the python packages' nvidia/*/lib)
+    pylibs=$("$PYTHON" -c 'import nvidia, os; print(":".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in sorted(os.listdir(p)) if os.path.isdir(os.path.join(p, d, "lib"))))' 2>/dev/null)
+    LD_LIBRARY_PATH=$build/libs:/usr/local/cuda/lib64${pylibs:+:$pylibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     export LD_LIBRARY_PATH
 else
     mode=FAILED
@@ -94,17 +102,26 @@ run() {
     row "$name" "$st" "$pass ok, $fail not ok, rc $rc, $(($(date +%s) - t0)) s"
 }
 if [ "$mode" != FAILED ]; then
-    run cuda-ops 90 "$build/tests/gpu/cuda-ops"
-    run train-stories260k 150 sh "$root/tests/gpu/train-stories260k.sh"
-    run hf-logits 120 "$PYTHON" "$root/tests/gpu/hf-logits.py"
+    run cuda-ops "${T_OPS:-90}" "$build/tests/gpu/cuda-ops"
+    run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
+    nccl_lib=${NCCL_LIB:-$("$PYTHON" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)}
+    if [ -x "$build/tests/dist-nccl-smoke" ]; then
+        (LD_LIBRARY_PATH=${nccl_lib:+$nccl_lib:}${LD_LIBRARY_PATH:-}; export LD_LIBRARY_PATH
+         run nccl-smoke 60 "$build/tests/dist-nccl-smoke")
+    else
+        row nccl-smoke "not built" "no NCCL in this build"
+    fi
+    run hf-logits "${T_HF:-120}" "$PYTHON" "$root/tests/gpu/hf-logits.py"
     echo "== bench ($(elapsed) s)"
-    PYTHON=$PYTHON timeout 200 sh "$root/bench/gpu/bench.sh" -b "$build" -o "$out/bench.json" >"$out/bench.log" 2>&1
+    PYTHON=$PYTHON timeout "${T_BENCH:-200}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1
     rc=$?
     cat "$out/bench.log"
     row bench "$([ $rc -eq 0 ] && echo done || echo "rc $rc")" "see bench.log"
 fi
-echo "== ptxas resources"
-sh "$root/bench/gpu/ptxas-report.sh" >"$out/ptxas.txt" 2>&1 && head -40 "$out/ptxas.txt"
+if [ "${SKIP_PTXAS:-0}" != 1 ]; then
+    echo "== ptxas resources"
+    sh "$root/bench/gpu/ptxas-report.sh" >"$out/ptxas.txt" 2>&1 && head -40 "$out/ptxas.txt"
+fi
 
 echo
 echo "== summary ($(elapsed) s)"

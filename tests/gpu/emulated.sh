@@ -13,7 +13,8 @@ command -v "$cxx" >/dev/null 2>&1 || skip_all "no C++ compiler ($cxx) for the em
 mkvar() { sed -n "s/^$1 = //p" "$SCP_BUILDDIR/Makefile" | head -1; }
 cc=$(mkvar CC)
 cflags="$(mkvar CFLAGS) $(mkvar OPENMP_CFLAGS)"
-libs="$(mkvar BLAS_LIBS) $(mkvar OPENMP_CFLAGS) $(mkvar LDFLAGS) -lm"
+# the libraries libscp needs (as LDADD in Makefile.am, less MPI, NCCL and CUDA: the emulator stands in for CUDA)
+libs="$(mkvar JANSSON_LIBS) $(mkvar ZLIB_LIBS) $(mkvar LIBARCHIVE_LIBS) $(mkvar PCRE2_LIBS) $(mkvar UTF8PROC_LIBS) $(mkvar BLAS_LIBS) $(mkvar OPENMP_CFLAGS) $(mkvar LDFLAGS) -lm"
 san=
 case $cflags in *-fsanitize*) skip_all "the emulator's fibers (swapcontext) do not run under AddressSanitizer" ;; esac
 src=$SCP_SRCDIR

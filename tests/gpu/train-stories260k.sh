@@ -63,4 +63,24 @@ PY
 while read -r st what; do
     if [ "$st" = "#" ]; then echo "# $what"; else ok "$st" "$what"; fi
 done <"$TMP/cmp.out"
+# The same 20 steps on the device again: with --recompute (each layer's forward rerun in backward), and with
+# the gradients going through a one-rank NCCL communicator layer by layer during the backward (the overlap path
+# of data-parallel GPU runs; SCP_NCCL_ONE_RANK=1). Both must give bitwise the losses and weights of the plain
+# run: recomputation repeats the same kernels on the same inputs, and a one-rank sum is the identity.
+same_run() {   # same_run NAME: metrics losses and model.safetensors of run-NAME against run-$gpu
+    a=$(grep -v eval "$TMP/run-$gpu/metrics.jsonl" | sed -n 's/.*"loss": *\([^,}]*\).*/\1/p' | tr '\n' ' ')
+    b=$(grep -v eval "$TMP/run-$1/metrics.jsonl" 2>/dev/null | sed -n 's/.*"loss": *\([^,}]*\).*/\1/p' | tr '\n' ' ')
+    [ -n "$a" ] && [ "$a" = "$b" ] && cmp -s "$TMP/run-$gpu/latest/model.safetensors" "$TMP/run-$1/latest/model.safetensors"
+}
+if [ "$gpu" = cuda ]; then
+    # shellcheck disable=SC2086
+    check "20 steps with --backend cuda --recompute" scp-train $common --backend cuda --recompute -o "$TMP/run-recompute"
+    ok "$(same_run recompute && echo 0 || echo 1)" "--recompute: bitwise the same losses and final weights"
+    if [ -x "$SCP_BUILDDIR/tests/dist-nccl-smoke" ]; then
+        # shellcheck disable=SC2086
+        check "20 steps with gradients through NCCL during the backward" \
+            env SCP_NCCL_ONE_RANK=1 scp-train $common --backend cuda -o "$TMP/run-nccl"
+        ok "$(same_run nccl && echo 0 || echo 1)" "NCCL layer-by-layer all-reduce (one rank): bitwise the same losses and final weights"
+    fi
+fi
 done_testing

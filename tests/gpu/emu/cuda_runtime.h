@@ -13,7 +13,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __shared__ static  /* blocks run one at a time: one copy serves the running block */
 
 struct dim3 {
@@ -21,6 +21,11 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct uint3e { unsigned x, y, z; };
+struct float2 { float x, y; };
+struct uint4 { unsigned x, y, z, w; };
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 extern thread_local uint3e threadIdx, blockIdx;
 extern thread_local dim3 blockDim, gridDim;
 using std::min;

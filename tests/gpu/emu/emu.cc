@@ -29,7 +29,8 @@ static std::vector<double> slots;
 static std::vector<float> dyn;
 static const std::function<void()> *cur_body;
 
-float *emu_dyn_smem(void) { return dyn.data(); }
+// Dynamic shared memory starts 128-byte aligned, as on the GPU (wmma needs 256-bit aligned tiles).
+float *emu_dyn_smem(void) { return dyn.data() + (32 - (uintptr_t)dyn.data() / 4 % 32) % 32; }
 
 static void wait_as(int st)
 {
@@ -37,6 +38,20 @@ static void wait_as(int st)
     swapcontext(&fib[cur].ctx, &sched);
 }
 void __syncthreads(void) { wait_as(WAIT_BLOCK); }
+// __syncthreads_or: every thread posts its predicate, all meet, all read the OR, and meet again before a
+// later call may overwrite a predicate another thread has still to read.
+static std::vector<int> preds;
+int __syncthreads_or(int p)
+{
+    preds[cur] = p != 0;
+    wait_as(WAIT_BLOCK);
+    int r = 0;
+    for (int x : preds) r |= x;
+    wait_as(WAIT_BLOCK);
+    return r;
+}
+// __syncwarp: a barrier of the live lanes of the warp, the same one the shuffles use.
+void emu_syncwarp(void) { wait_as(WAIT_WARP); }
 
 double emu_shfl_d(double v, int src, int xor_mode)
 {
@@ -69,7 +84,8 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
         abort();
     }
     slots.assign((size_t)nw * 32, 0.0);
-    dyn.assign(smem / sizeof(float) + 1, std::nanf(""));  // shared memory read before written shows as NaN
+    preds.assign(nt, 0);
+    dyn.assign(smem / sizeof(float) + 33, std::nanf(""));  // shared memory read before written shows as NaN
     fib.resize(nt);
     cur_body = &body;
     blockDim = block, gridDim = grid;

@@ -8,6 +8,9 @@
 void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
 float *emu_dyn_smem(void);
 void __syncthreads(void);
+int __syncthreads_or(int predicate);
+void emu_syncwarp(void);
+static inline void __syncwarp(unsigned = 0xffffffffu) { emu_syncwarp(); }
 float emu_shfl(float v, int src, int xor_mode);
 double emu_shfl_d(double v, int src, int xor_mode);
 static inline float __shfl_sync(unsigned, float v, int src) { return emu_shfl(v, src, 0); }
