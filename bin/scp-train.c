@@ -432,6 +432,9 @@ int main(int argc, char **argv)
     }
     if (!m) scp_die_last();
     scp_model_set_recompute(m, fl.recompute);
+    if ((o.aux_loss > 0 || o.z_loss > 0) && m->cfg.num_experts == 0 && !fl.quiet)
+        scp_warn("--aux-loss and --z-loss apply to mixture-of-experts models only: this %s model has no router",
+                 scp_arch_name(m->cfg.arch));
     /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). */
     scp_dist_bcast(&dist, m->weights, (size_t)m->n_weights * sizeof *m->weights, 0, "weight broadcast");
     scp_model_weights_changed(m);

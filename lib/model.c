@@ -481,7 +481,7 @@ static layer_acts acts_of(const scp_model *m, int slot, int B, int T)
     const workspace *w = m->ctx;
     size_t M = (size_t)B * T, s = (size_t)slot, D = (size_t)w->D, S = (size_t)w->S, I = (size_t)w->I;
     layer_acts a = {
-        .ln1 = w->ln1 + s * M * D, .rstd1 = w->rstd1 + s * M, .qkv = w->qkv + s * M * S,
+        .slot = slot, .ln1 = w->ln1 + s * M * D, .rstd1 = w->rstd1 + s * M, .qkv = w->qkv + s * M * S,
         .qkv_raw = w->qkv_raw ? w->qkv_raw + s * M * S : NULL,
         .qk_rstd = w->qk_rstd ? w->qk_rstd + s * M * (size_t)(w->H + w->KV) : NULL,
         .att = w->att + s * attn_state_floats(m->backend, B, w->H, T), .atty = w->atty + s * M * (size_t)w->qd,

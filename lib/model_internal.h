@@ -86,6 +86,7 @@ typedef struct workspace {
  * layer keeps its own (training), slot 0 when one slot is reused layer after layer (forward only, or training
  * with recomputation, which reruns layer l's forward into slot 0 just before its backward). */
 typedef struct layer_acts {
+    int slot;
     float *ln1, *rstd1, *qkv, *qkv_raw, *qk_rstd, *att, *atty, *x2, *ln2, *rstd2, *gateup, *hmlp;
 } layer_acts;
 

@@ -102,9 +102,6 @@ void scp_moe_reserve(scp_model *m, size_t M, size_t slots)
     x->capM = M, x->slots = P;
 }
 
-/* Layer slot of the activations A: the per-slot buffers are packed for the batch's M rows (acts_of in
- * model.c), and rstd2 is (P, M). */
-static size_t slot_of(const workspace *w, const layer_acts *A, int M) { return (size_t)(A->rstd2 - w->rstd2) / (size_t)M; }
 
 /* One layer's slot views of the MoE buffers. */
 typedef struct moe_acts {
@@ -116,7 +113,7 @@ typedef struct moe_acts {
 static moe_acts moe_acts_of(const workspace *w, const layer_acts *A, int M)
 {
     const struct scp_moe *x = w->moe;
-    size_t s = slot_of(w, A, M), Mz = (size_t)M, E = (size_t)x->E, k = (size_t)x->k, N = Mz * k;
+    size_t s = (size_t)A->slot, Mz = (size_t)M, E = (size_t)x->E, k = (size_t)x->k, N = Mz * k;
     moe_acts a = {
         .probs = w->moe_probs + s * Mz * E, .wt = w->moe_w + s * Mz * k, .lse = w->moe_lse + s * Mz,
         .idx = w->moe_idx + s * Mz * k, .tok = w->moe_tok + s * N,

@@ -10,7 +10,6 @@ tensor: |ours - ref| / |ref| < 1e-4."""
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 
@@ -22,56 +21,17 @@ try:
     import torch
 except ImportError as e:  # pragma: no cover
     testlib.skip_all("python3-torch/numpy not available (%s)" % e)
+from grad_ref import relerr, rms, rotate_half, st_read, st_write  # noqa: E402
 
 HELPER = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.join(testlib.SRCDIR, "build")), "tests", "grad-helper")
 if not os.access(HELPER, os.X_OK):
     testlib.skip_all("tests/grad-helper not built")
 
 TOL = 1e-4
-DT = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "U8": np.uint8}
 torch.set_default_dtype(torch.float64)
 
 
-# ---- safetensors, by hand (the format is 8 bytes of header length, a JSON header, the data) ----
-def st_write(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}[a.dtype]
-        b = a.tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def st_read(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = t["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + b:8 + n + e], dtype=DT[t["dtype"]]).reshape(t["shape"])
-    return out
-
-
 # ---- the reference model (HF math, float64) ----
-def rms(x, w, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
-
-
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
 def inv_freq(cfg):
@@ -251,12 +211,6 @@ CASES = [
     dict(name="qwen3 tied GQA doc-mask bidirectional MDM no-shift", arch="qwen3", D=16, I=20, H=4, KV=1, hd=8, V=37, tied=True, B=3, T=10, attn="bidirectional", obj="mdm", shift=False, doc=True),
     dict(name="qwen2 untied anneal doc-mask MDM shift", arch="qwen2", D=16, I=20, H=2, KV=1, V=29, tied=False, B=2, T=12, attn="anneal", obj="mdm", shift=True, doc=True, L=3),
 ]
-
-
-def relerr(a, b):
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def run_case(k, spec):

@@ -12,7 +12,6 @@ that go to e, P_e the mean probability of e) and the mean over tokens of logsume
 layers, each micro-batch weighted by its share of the batch. Errors are norm-wise per tensor: < 1e-4."""
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -24,6 +23,7 @@ try:
     import torch
 except ImportError as e:  # pragma: no cover
     testlib.skip_all("python3-torch/numpy not available (%s)" % e)
+from grad_ref import relerr, rms, rotate_half, st_read, st_write  # noqa: E402
 
 HELPER = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.join(testlib.SRCDIR, "build")), "tests", "moe-helper")
 if not os.access(HELPER, os.X_OK):
@@ -33,48 +33,8 @@ TOL = float(os.environ.get("SCP_MOE_TOL", "1e-4"))
 # On a GPU: SCP_MOE_BACKENDS=cuda SCP_MOE_TOL=3e-2 (bf16 tensor-core matmuls; a near tie may then pick another
 # expert than the float64 reference, which the load check reports).
 BACKENDS = tuple(os.environ.get("SCP_MOE_BACKENDS", "cpu,cpu-ref").split(","))
-DT = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
 torch.set_default_dtype(torch.float64)
 F = torch.nn.functional
-
-
-def st_write(path, tensors, metadata=None):
-    header, blobs, off = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}[a.dtype]
-        b = a.tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def st_read(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, t in header.items():
-        if name != "__metadata__":
-            b, e = t["data_offsets"]
-            out[name] = np.frombuffer(data[8 + n + b:8 + n + e], dtype=DT[t["dtype"]]).reshape(t["shape"])
-    return out
-
-
-def rms(x, w, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
-
-
-def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
 def moe_block(cfg, g, x, stats):
@@ -210,12 +170,6 @@ CASES = [
     dict(name="E=6 k=3 aux 0.3 z 0.05 micro-batches of 1", E=6, k=3, norm=False, Ie=8, D=12, H=2, KV=2, hd=6, V=31, tied=True, B=3, T=8, obj="ar", aux=0.3, z=0.05, micro=1),
     dict(name="E=5 k=5 (every expert) norm", E=5, k=5, norm=True, Ie=6, D=12, H=2, KV=1, hd=6, V=29, tied=False, B=2, T=7, obj="ar"),
 ]
-
-
-def relerr(a, b):
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def run_case(ci, spec, backend):

@@ -4,6 +4,8 @@
 # half of the positions) on scp's CUDA backend (bench/gpu/scp-step) and on PyTorch (bench/gpu/torch-step.py:
 # transformers' Qwen3 in bf16, SDPA, fused AdamW) in the same call, on the same GPU. Prints both JSON lines, then
 # a table: tokens/s, TFLOP/s, MFU against the GPU's dense bf16 peak, the ratio, and scp's time per operation.
+# The table step runs twice, once per CUDA attention path (SCP_CUDA_ATTN=gemm and =flash), with both rows'
+# attention_fwd / attention_bwd times (ms); the per-operation breakdown is the gemm run's.
 #
 #   bench/gpu/bench.sh [-b BUILDDIR] [-B BATCH] [-T SEQ] [-n STEPS] [-o JSONFILE] [--tiny --device cpu (dry run)]
 # BUILDDIR (default .) holds bench/gpu/scp-step; PEAK_TFLOPS overrides the peak looked up from the device name.
@@ -20,7 +22,7 @@ while [ $# -gt 0 ]; do
     -o) json=$2; shift ;;
     --tiny) tiny=--tiny ;;
     --device) device=$2; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -40,9 +42,16 @@ be=cuda
 status=0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/scp-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-# shellcheck disable=SC2086
-"$build/bench/gpu/scp-step" --backend $be $tiny --batch "$batch" --seq "$seq" --steps "$steps" --peak-tflops "$peak" \
-    >"$tmp/scp.json" 2>"$tmp/scp.err" || { echo "# scp-step failed:"; sed 's/^/#   /' "$tmp/scp.err"; status=1; }
+# The table step once per CUDA attention path (lib/cuda/attention.cu: SCP_CUDA_ATTN=gemm, cuBLAS GEMMs over
+# materialised scores, the default where its scratch fits; =flash, the fused kernels). scp.json is the gemm run.
+for path in gemm flash; do
+    out=scp
+    [ $path = flash ] && out=flash
+    # shellcheck disable=SC2086
+    SCP_CUDA_ATTN=$path "$build/bench/gpu/scp-step" --backend $be $tiny --batch "$batch" --seq "$seq" --steps "$steps" \
+        --peak-tflops "$peak" >"$tmp/$out.json" 2>"$tmp/$out.err" ||
+        { echo "# scp-step (SCP_CUDA_ATTN=$path) failed:"; sed 's/^/#   /' "$tmp/$out.err"; status=1; }
+done
 # The same step through the model driver (lib/model.c, as scp-train runs it), plain and with --recompute.
 for v in driver recompute; do
     extra=--driver
@@ -55,11 +64,12 @@ done
 "${PYTHON:-/usr/bin/python3}" "$here/torch-step.py" $tiny --device "$device" --batch "$batch" --seq "$seq" --steps "$steps" \
     --peak-tflops "$peak" >"$tmp/torch.json" 2>"$tmp/torch.err" || { echo "# torch-step failed:"; tail -5 "$tmp/torch.err" | sed 's/^/#   /'; status=1; }
 grep -h 'stand-in' "$tmp/torch.err" | sed 's/^/# /'  # say so when transformers' Qwen3 was not what ran
-cat "$tmp/scp.json" "$tmp/driver.json" "$tmp/recompute.json" "$tmp/torch.json" 2>/dev/null
-[ -n "$json" ] && cat "$tmp/scp.json" "$tmp/driver.json" "$tmp/recompute.json" "$tmp/torch.json" >"$json" 2>/dev/null
+cat "$tmp/scp.json" "$tmp/flash.json" "$tmp/driver.json" "$tmp/recompute.json" "$tmp/torch.json" 2>/dev/null
+[ -n "$json" ] && cat "$tmp/scp.json" "$tmp/flash.json" "$tmp/driver.json" "$tmp/recompute.json" "$tmp/torch.json" >"$json" 2>/dev/null
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
-"$py" - "$tmp/scp.json" "$tmp/torch.json" "$peak" "${name:-no GPU}" "$tmp/driver.json" "$tmp/recompute.json" <<'PY'
+"$py" - "$tmp/scp.json" "$tmp/torch.json" "$peak" "${name:-no GPU}" "$tmp/driver.json" "$tmp/recompute.json" \
+    "$tmp/flash.json" <<'PY'
 import json, sys
 def load(p):
     try:
@@ -68,16 +78,24 @@ def load(p):
         return None
 s, t, peak, name = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 print("# %s, dense bf16 peak %s TFLOP/s" % (name, peak if peak else "unknown"))
-print("# %-34s %10s %9s %8s %7s %9s" % ("", "step s", "tok/s", "TFLOP/s", "MFU", "loss0"))
-drv, rec = load(sys.argv[5]), load(sys.argv[6])
-rows = [("scp " + (s or {}).get("backend", "cuda") + " (table)", s)]
+print("# %-34s %10s %9s %8s %7s %9s %9s %9s" % ("", "step s", "tok/s", "TFLOP/s", "MFU", "loss0", "attn_fwd", "attn_bwd"))
+drv, rec, fl = load(sys.argv[5]), load(sys.argv[6]), load(sys.argv[7])
+be = (s or fl or {}).get("backend", "cuda")
+att = (lambda p: ", %s attn" % p) if be == "cuda" else (lambda p: "")  # SCP_CUDA_ATTN means nothing elsewhere
+rows = [("scp %s (table%s)" % (be, att("gemm")), s), ("scp %s (table%s)" % (be, att("flash")), fl)]
 rows += [("scp " + r["backend"], r) for r in (drv, rec) if r]
 rows += [("torch " + (t or {}).get("impl", "")[:28], t)]
+def ms(r, k):  # attention time (ms) in the row's synchronised per-operation step, where it has one
+    v = (r.get("ops_ms") or {}).get(k)
+    return "%9.2f" % v if v is not None else "%9s" % "-"
 for label, r in rows:
     if r:
-        print("# %-34s %10.4f %9.0f %8.1f %6.1f%% %9.4f" % (label, r["best_s"], r["tok_s"], r["tflops"], 100 * r["mfu"], r["loss0"]))
+        print("# %-34s %10.4f %9.0f %8.1f %6.1f%% %9.4f %s %s" % (label, r["best_s"], r["tok_s"], r["tflops"], 100 * r["mfu"],
+              r["loss0"], ms(r, "attention_fwd"), ms(r, "attention_bwd")))
     else:
         print("# %-34s %10s" % (label, "failed"))
+if s and fl:
+    print("# gemm attention over flash: step x%.2f" % (fl["best_s"] / s["best_s"]))
 if s and t:
     print("# scp tokens/s over torch: %.2f (table)%s" % (s["tok_s"] / t["tok_s"],
           ", %.2f (driver)" % (drv["tok_s"] / t["tok_s"]) if drv else ""))

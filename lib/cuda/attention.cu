@@ -15,10 +15,18 @@
 // one (b, kv head), 4 per warp, and streams queries of every head of the group in tiles of 32, one per lane.
 // Each lane owns DPL = hd / 32 (rounded up) output columns. Every output element is written by one thread, sums
 // run in a fixed order, no atomics: deterministic.
+//
+// Path: where the scratch fits (scp_cuda_attn_gemm_fits), attention runs as cuBLAS batched GEMMs with the scores
+// materialised one batch element at a time (attention_gemm.cu), faster at the benchmark's shapes; the flash
+// kernels (attention_tc.cu, and the fp32 ones here) serve the rest. SCP_CUDA_ATTN=flash or =gemm forces one
+// path (benchmarks, tests); it is read at every call, so a test can switch between calls.
+#include "attention_gemm.h"
 #include "attention_tc.h"
 #include "cuda_internal.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #define NW 4            // warps per block
 #define PW 4            // query (or key) rows per warp
@@ -286,10 +294,24 @@ static void smem_optin(K kern, size_t smem)
         SCP_LAUNCHED();                                                                                         \
     } while (0)
 
+// Whether this call takes the GEMM path (see the top of the file).
+static bool use_gemm(const scp_attn_args *a)
+{
+    const char *e = getenv("SCP_CUDA_ATTN");
+    if (!e || !*e) return scp_cuda_attn_gemm_fits(a);
+    if (strcmp(e, "flash") == 0) return false;
+    if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash or gemm", e);
+    if (!scp_cuda_attn_gemm_fits(a))
+        scp_die("SCP_CUDA_ATTN=gemm: the (H, T, T) score scratch of H=%d, T=%d does not fit the GEMM path's budget", a->H,
+                a->T);
+    return true;
+}
+
 void scp_cuda_attention_fwd(float *out, float *att, const float *q, const float *k, const float *v, const scp_attn_args *a)
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
+    if (use_gemm(a)) return scp_cuda_attn_gemm_fwd(out, att, q, k, v, a);
     if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_fwd(out, att, q, k, v, a);
     dim3 grid((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);
     size_t smem = ((size_t)QT * p.hd + (size_t)TILE * (p.hd + 1) + (size_t)TILE * p.hd) * sizeof(float);
@@ -301,6 +323,7 @@ void scp_cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, 
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
+    if (use_gemm(a)) return scp_cuda_attn_gemm_bwd(dq, dk, dv, dout, att, q, k, v, a);
     if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_bwd(dq, dk, dv, dout, att, q, k, v, a);
     float *Dbuf = (float *)scp_cuda_scratch((size_t)p.B * p.H * p.T * sizeof(float));
     dim3 gq((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);

@@ -26,13 +26,15 @@
 
 static const scp_backend *X;                     /* under test */
 static int small;                                /* --small: fewer and smaller cases, for the emulator */
+static const char *attn_path;                    /* the CUDA attention path under test (SCP_CUDA_ATTN), or NULL */
 static const scp_backend *R = &scp_backend_cpu_ref;
 
 #define TOL_BF16 1.5e-2  /* a GEMM with bf16 inputs: ~2^-9 per input, summed over K */
 #define TOL_F32 2e-5
 #define TOL_ATT 1e-4     /* fp32 online softmax against the reference's double */
 /* The CUDA backend's tensor-core attention (head sizes that are multiples of 16 up to 128): q, k, v, dout, P
- * and dS rounded to bf16 (~2^-9 each), fp32 accumulation and softmax statistics. */
+ * and dS rounded to bf16 (~2^-9 each), fp32 accumulation and softmax statistics. The same for the GEMM path
+ * (attention_gemm.cu) at every head size: bf16 q, k, v, dout, P and dS on cuBLAS, fp32 scores and dP. */
 #define TOL_ATT_TC 2e-2
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -228,7 +230,9 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
                                   "mask of ones"};
     char what[160];
     int ld = (H + 2 * KV) * hd + pad, M = B * T, qd = H * hd;
-    double tol = strcmp(X->name, "cuda") == 0 && hd % 16 == 0 && hd <= 128 ? TOL_ATT_TC : TOL_ATT;
+    /* bf16 operands on the GEMM path at every head size, on the flash path where the tensor-core kernels take it */
+    int cuda = strcmp(X->name, "cuda") == 0, gemm = attn_path && strcmp(attn_path, "gemm") == 0;
+    double tol = cuda && (gemm || (hd % 16 == 0 && hd <= 128)) ? TOL_ATT_TC : TOL_ATT;
     size_t nq = (size_t)M * ld, no = (size_t)M * qd, na = (size_t)B * H * T * T;
     float *qkv = randv(nq, 1.5f), *dout = randv(no, 1);
     uint8_t *mask = NULL;
@@ -243,8 +247,9 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
                 }
     }
     scp_attn_args a = {B, T, H, KV, hd, ld, mode == 0 || mode == 3, NULL, 1.0f / sqrtf((float)hd)};
-    char sfx[40] = "";
-    if (pad == 0) snprintf(sfx, sizeof sfx, " ld=%d", ld);
+    char sfx[40] = "", lds[20] = "";
+    if (pad == 0) snprintf(lds, sizeof lds, " ld=%d", ld);
+    snprintf(sfx, sizeof sfx, "%s%s%s%s", lds, attn_path ? " [" : "", attn_path ? attn_path : "", attn_path ? "]" : "");
     float *rout = malloc(no * 4), *ratt = malloc(na * 4), *rd = malloc(nq * 4);
     memset(rd, 0, nq * 4);
     a.mask = mask;
@@ -274,7 +279,7 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
         int same = 1;
         for (int r = 0; r < M; r++)
             if (memcmp(gg + (size_t)r * ld, gg2 + (size_t)r * ld, (size_t)(qd + 2 * KV * hd) * 4)) same = 0;
-        tap_ok(same, "attention_bwd B=%d T=%d hd=%d %s: bitwise repeatable", B, T, hd, mname[mode]);
+        tap_ok(same, "attention_bwd B=%d T=%d hd=%d %s%s: bitwise repeatable", B, T, hd, mname[mode], sfx);
         free(gg2), X->free(xg2);
     }
     free(go), free(gg), free(rout), free(ratt), free(rd), free(qkv), free(dout), free(mask);
@@ -282,6 +287,42 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
     if (xm) X->free(xm);
 }
 static void test_attention(int B, int T, int H, int KV, int hd, int mode) { test_attention_ld(B, T, H, KV, hd, mode, 3); }
+
+/* The attention cases; on the CUDA backend main() runs them once per attention path (attn_path). */
+static void attention_cases(void)
+{
+    /* head sizes the tensor-core flash kernels do not take (fp32 kernels on the flash path) */
+    test_attention(2, 37, 4, 2, 8, 0);
+    test_attention(1, 33, 2, 1, 256, 0);
+    test_attention(1, 50, 2, 2, 40, 1);
+    /* tensor-core kernels: T not a multiple of the 64-row tiles, GQA, every kind of visibility */
+    test_attention(1, 100, 4, 2, 64, 0);
+    test_attention(1, 100, 4, 2, 64, 2);
+    test_attention_ld(1, 100, 4, 2, 64, 5, 0);
+    test_attention(1, 200, 4, 2, 128, 1);
+    test_attention(1, 200, 4, 2, 128, 0);
+    test_attention(2, 45, 4, 4, 128, 3);
+    test_attention(1, 200, 4, 2, 64, 3);  /* documents hide whole 64 x 64 tiles below the diagonal: skipped */
+    test_attention(1, 50, 2, 2, 96, 1);
+    test_attention(1, 40, 2, 2, 16, 0);
+    test_attention(2, 1, 2, 1, 64, 1);  /* a single query: one partial tile */
+    test_attention(2, 7, 4, 2, 32, 2);
+    if (!small) {
+        test_attention(1, 129, 16, 8, 128, 1);
+        test_attention_ld(2, 300, 8, 2, 128, 5, 0);
+        test_attention_ld(1, 512, 16, 8, 128, 1, 0);  /* the benchmark's heads and layout, shorter */
+        test_attention(1, 257, 4, 1, 64, 3);
+    }
+    /* GQA groups of 3 (dk, dv summed over three heads), a head size that is no multiple of 16 */
+    test_attention(1, 61, 6, 2, 20, 2);
+    if (strcmp(X->name, "cuda") == 0) {
+        test_attention(1, 61, 6, 2, 20, 4);
+        test_attention(2, 23, 2, 1, 8, 4);
+        test_attention(1, 40, 2, 2, 32, 4);
+        test_attention(1, 100, 4, 2, 64, 4);
+        test_attention(1, 70, 2, 1, 128, 4);
+    }
+}
 
 static void test_swiglu(int M, int I)
 {
@@ -442,33 +483,18 @@ int main(int argc, char **argv)
     test_rmsnorm(37, 4, 16, 80);
     test_rope(2, 13, 3, 16, 60);
     test_rope(1, 9, 2, 128, 256);
-    /* fp32 kernels (head sizes the tensor-core kernels do not take) */
-    test_attention(2, 37, 4, 2, 8, 0);
-    test_attention(1, 33, 2, 1, 256, 0);
-    test_attention(1, 50, 2, 2, 40, 1);
-    /* tensor-core kernels: T not a multiple of the 64-row tiles, GQA, every kind of visibility */
-    test_attention(1, 100, 4, 2, 64, 0);
-    test_attention(1, 100, 4, 2, 64, 2);
-    test_attention_ld(1, 100, 4, 2, 64, 5, 0);
-    test_attention(1, 200, 4, 2, 128, 1);
-    test_attention(1, 200, 4, 2, 128, 0);
-    test_attention(2, 45, 4, 4, 128, 3);
-    test_attention(1, 200, 4, 2, 64, 3);  /* documents hide whole 64 x 64 tiles below the diagonal: skipped */
-    test_attention(1, 50, 2, 2, 96, 1);
-    test_attention(1, 40, 2, 2, 16, 0);
-    test_attention(2, 1, 2, 1, 64, 1);  /* a single query: one partial tile */
-    test_attention(2, 7, 4, 2, 32, 2);
-    if (!small) {
-        test_attention(1, 129, 16, 8, 128, 1);
-        test_attention_ld(2, 300, 8, 2, 128, 5, 0);
-        test_attention_ld(1, 512, 16, 8, 128, 1, 0);  /* the benchmark's heads and layout, shorter */
-        test_attention(1, 257, 4, 1, 64, 3);
-    }
     if (strcmp(X->name, "cuda") == 0) {
-        test_attention(1, 40, 2, 2, 32, 4);
-        test_attention(1, 100, 4, 2, 64, 4);
-        test_attention(1, 70, 2, 1, 128, 4);
-    }
+        /* every case through both CUDA attention paths (lib/cuda/attention.cu reads SCP_CUDA_ATTN at each call) */
+        static const char *paths[] = {"flash", "gemm"};
+        for (int p = 0; p < 2; p++) {
+            attn_path = paths[p];
+            setenv("SCP_CUDA_ATTN", attn_path, 1);
+            attention_cases();
+        }
+        unsetenv("SCP_CUDA_ATTN");
+        attn_path = NULL;
+    } else
+        attention_cases();
     test_swiglu(33, 70);
     test_embedding(200, 24, 50);
     test_crossentropy(9, 1000, 4);

@@ -34,10 +34,11 @@ if [ "${1:-}" = --prepare ]; then
     # No MPI and no BLAS (the GPU does the matmuls; the CPU runs of (2) use the blocked loop): what travels must
     # stay under the device tool's 64 MiB.
     ../configure -q --without-blas && make -j"${JOBS:-2}" >/dev/null &&
-        make -j"${JOBS:-2}" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step >/dev/null || exit 1
+        make -j"${JOBS:-2}" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes >/dev/null || exit 1
+    make tests/moe-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist-nccl-smoke >/dev/null || exit 1; fi
     mkdir -p libs
-    for b in bin/* tests/gpu/cuda-ops tests/gpu/logits-dump tests/dist-nccl-smoke; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+    for b in bin/* tests/gpu/cuda-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
         grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
             -e 'ld-linux' -e 'libstdc++' -e 'libgcc_s' -e 'libz\.so' -e 'libudev' -e 'libicu' -e 'libxml2' -e 'libacl' -e 'libbz2' -e 'liblz4' -e 'liblzma' -e 'libzstd' -e 'libnettle' | while read -r l; do cp -L "$l" libs/; done
     find bin tests bench lib -name '*.o' -delete
@@ -68,7 +69,7 @@ if [ "${PREBUILT:-0}" = 1 ]; then
 elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
 mkdir -p "$build"
 if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
-    make -j"$jobs" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step >>"$out/build.log" 2>&1); then
+    make -j"$jobs" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes tests/moe-helper >>"$out/build.log" 2>&1); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
 elif [ -x "$root/build-gpu-pre/tests/gpu/cuda-ops" ]; then
     build=$root/build-gpu-pre
@@ -112,11 +113,20 @@ if [ "$mode" != FAILED ]; then
         row nccl-smoke "not built" "no NCCL in this build"
     fi
     run hf-logits "${T_HF:-120}" "$PYTHON" "$root/tests/gpu/hf-logits.py"
+    # MoE (qwen3_moe) on the GPU: loss, logits, expert loads and every gradient of small random configurations
+    # against a float64 PyTorch reference, with bf16 tolerances (tests/moe-grad-check.py)
+    (SCP_MOE_BACKENDS=cuda SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
+     run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
     echo "== bench ($(elapsed) s)"
     PYTHON=$PYTHON timeout "${T_BENCH:-200}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1
     rc=$?
     cat "$out/bench.log"
     row bench "$([ $rc -eq 0 ] && echo done || echo "rc $rc")" "see bench.log"
+    if [ -x "$build/bench/gpu/gemm-dtypes" ]; then
+        echo "== gemm dtypes ($(elapsed) s)"
+        timeout 90 "$build/bench/gpu/gemm-dtypes" >"$out/gemm.log" 2>&1
+        cat "$out/gemm.log"
+    fi
 fi
 if [ "${SKIP_PTXAS:-0}" != 1 ]; then
     echo "== ptxas resources"
@@ -125,7 +135,8 @@ fi
 
 echo
 echo "== summary ($(elapsed) s)"
-grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,6p'
+grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,9p'
+grep '^# bf16 storage' "$out/gemm.log" 2>/dev/null
 grep -h -e 'rel err' "$out"/cuda-ops.log 2>/dev/null | sed 's/^[a-z ]*[0-9]* - //' |
     awk '{ for (i = 1; i <= NF; i++) if ($i == "err") { v = $(i + 1); if (v + 0 > w + 0 || v == "-nan" || v == "nan") { w = v; what = $0 } } }
          END { if (what != "") print "worst op parity: " what }'

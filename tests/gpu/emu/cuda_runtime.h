@@ -46,7 +46,14 @@ cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i);
 const char *cudaGetErrorString(cudaError_t e);
-template <typename K> cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int) { return cudaSuccess; }
+/* The opt-in a kernel needs before a launch with more than 48 KiB of dynamic shared memory: recorded here,
+ * checked at the launch (emu.h). */
+void emu_smem_optin(const void *kernel, int bytes);
+template <typename K> cudaError_t cudaFuncSetAttribute(K k, cudaFuncAttribute, int v)
+{
+    emu_smem_optin((const void *)k, v);
+    return cudaSuccess;
+}
 
 #include "emu.h"
 #endif

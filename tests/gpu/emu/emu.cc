@@ -2,10 +2,13 @@
 // GEMM in place of cuBLAS, and the device-discovery calls of lib/cuda/cuda_device.h.
 #include "cuda_runtime.h"
 #include "cublas_v2.h"
+#include "cuda_bf16.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <ucontext.h>
 #include <vector>
 
@@ -141,6 +144,20 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
             }
 }
 
+static std::map<const void *, int> optin;  // kernel -> the dynamic shared memory it opted in to
+void emu_smem_optin(const void *kernel, int bytes) { optin[kernel] = bytes; }
+void emu_smem_check(const void *kernel, size_t smem)
+{
+    if (smem <= 48 * 1024) return;
+    auto it = optin.find(kernel);
+    if (it == optin.end() || (size_t)it->second < smem) {
+        fprintf(stderr, "emu: a launch with %zu bytes of dynamic shared memory, more than 48 KiB, without the kernel's "
+                "cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize) opt-in to that much: fails on a GPU\n",
+                smem);
+        abort();
+    }
+}
+
 cudaError_t cudaMalloc(void **p, size_t n)
 {
     *p = malloc(n ? n : 1);
@@ -168,27 +185,108 @@ cublasStatus_t cublasSetWorkspace(cublasHandle_t, void *, size_t) { return CUBLA
 cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
 const char *cublasGetStatusString(cublasStatus_t s) { return s ? "emulated cuBLAS error" : "success"; }
 
-// C (m, n; ldc) = alpha op(A) (m, k) op(B) (k, n) + beta C, column-major, with cuBLAS's argument checks.
-cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                            const void *alpha, const void *A, cudaDataType, int lda, const void *B, cudaDataType,
-                            int ldb, const void *beta, void *C, cudaDataType, int ldc, cublasComputeType_t,
-                            cublasGemmAlgo_t)
+// Element i of an operand of type t, as float (bf16 exactly widened, as the tensor cores read it).
+static float emu_elem(const void *p, cudaDataType t, size_t i)
+{
+    return t == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)p)[i]) : ((const float *)p)[i];
+}
+
+// cuBLAS's argument checks (a negative size, a leading dimension shorter than the stored rows) and the type
+// combinations it supports for these compute types (cublasGemmEx's table): COMPUTE_32F takes A and B of one type
+// with C fp32 or of A's type; COMPUTE_32F_FAST_16BF takes fp32 only.
+static cublasStatus_t emu_gemm_check(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, cudaDataType at,
+                                     int lda, cudaDataType bt, int ldb, cudaDataType ct, int ldc, cublasComputeType_t comp)
 {
     int arows = ta == CUBLAS_OP_N ? m : k, brows = tb == CUBLAS_OP_N ? k : n;
     if (m < 0 || n < 0 || k < 0 || lda < std::max(1, arows) || ldb < std::max(1, brows) || ldc < std::max(1, m))
         return CUBLAS_STATUS_INVALID_VALUE;
-    const float *a = (const float *)A, *b = (const float *)B;
-    float *c = (float *)C, al = *(const float *)alpha, be = *(const float *)beta;
+    if (comp == CUBLAS_COMPUTE_32F_FAST_16BF && (at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (comp == CUBLAS_COMPUTE_32F && (at != bt || (ct != CUDA_R_32F && ct != at))) return CUBLAS_STATUS_NOT_SUPPORTED;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// C (m, n; ldc) = alpha op(A) (m, k) op(B) (k, n) + beta C, column-major, summed in double; beta 0 never reads C
+// (it may hold NaN poison, as on the GPU).
+static void emu_gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float al, const void *A,
+                     cudaDataType at, int lda, const void *B, cudaDataType bt, int ldb, float be, void *C,
+                     cudaDataType ct, int ldc)
+{
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             double s = 0;
             for (int l = 0; l < k; l++) {
-                float x = ta == CUBLAS_OP_N ? a[i + (size_t)l * lda] : a[l + (size_t)i * lda];
-                float y = tb == CUBLAS_OP_N ? b[l + (size_t)j * ldb] : b[j + (size_t)l * ldb];
+                float x = emu_elem(A, at, ta == CUBLAS_OP_N ? i + (size_t)l * lda : l + (size_t)i * lda);
+                float y = emu_elem(B, bt, tb == CUBLAS_OP_N ? l + (size_t)j * ldb : j + (size_t)l * ldb);
                 s += (double)x * y;
             }
-            float *o = c + i + (size_t)j * ldc;
-            *o = (float)(al * s + (be == 0.0f ? 0.0 : (double)be * *o));
+            size_t o = i + (size_t)j * ldc;
+            float r = (float)(al * s + (be == 0.0f ? 0.0 : (double)be * emu_elem(C, ct, o)));
+            if (ct == CUDA_R_16BF)
+                ((__nv_bfloat16 *)C)[o] = __float2bfloat16(r);
+            else
+                ((float *)C)[o] = r;
         }
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType at, int lda, const void *B, cudaDataType bt,
+                            int ldb, const void *beta, void *C, cudaDataType ct, int ldc, cublasComputeType_t comp,
+                            cublasGemmAlgo_t)
+{
+    cublasStatus_t st = emu_gemm_check(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, comp);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    emu_gemm(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, C, ct, ldc);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+static size_t emu_type_bytes(cudaDataType t) { return t == CUDA_R_16BF ? 2 : 4; }
+
+// count GEMMs, item x on A + x sA, B + x sB, C + x sC (strides in elements). Besides the checks above
+// (batchCount < 0 is invalid): output items that share an element, or an output that overlaps an input's
+// address range, are undefined in cuBLAS; the emulator aborts on them.
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void *alpha, const void *A, cudaDataType at, int lda,
+                                          long long sA, const void *B, cudaDataType bt, int ldb, long long sB,
+                                          const void *beta, void *C, cudaDataType ct, int ldc, long long sC,
+                                          int count, cublasComputeType_t comp, cublasGemmAlgo_t)
+{
+    cublasStatus_t st = emu_gemm_check(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, comp);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    if (count < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    if (count == 0 || m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    const size_t ea = emu_type_bytes(at), eb = emu_type_bytes(bt), ec = emu_type_bytes(ct);
+    std::vector<uintptr_t> cel;
+    cel.reserve((size_t)m * n * count);
+    for (int x = 0; x < count; x++)
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) cel.push_back((uintptr_t)C + ((size_t)x * sC + i + (size_t)j * ldc) * ec);
+    std::sort(cel.begin(), cel.end());
+    if (std::adjacent_find(cel.begin(), cel.end()) != cel.end()) {
+        fprintf(stderr, "emu: cublasGemmStridedBatchedEx: output items overlap (m %d n %d ldc %d strideC %lld count %d)\n",
+                m, n, ldc, sC, count);
+        abort();
+    }
+    // the address range of each operand over all items
+    auto range = [&](const void *p, size_t esz, long long stride, int rows, int cols, int ld, uintptr_t *lo, uintptr_t *hi) {
+        size_t last = (size_t)(rows - 1) + (size_t)(cols - 1) * ld + (size_t)(count - 1) * stride;
+        *lo = (uintptr_t)p, *hi = (uintptr_t)p + (last + 1) * esz;
+    };
+    uintptr_t clo, chi, lo, hi;
+    range(C, ec, sC, m, n, ldc, &clo, &chi);
+    if (k > 0) {
+        range(A, ea, sA, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda, &lo, &hi);
+        bool bad = lo < chi && clo < hi;
+        range(B, eb, sB, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb, &lo, &hi);
+        bad = bad || (lo < chi && clo < hi);
+        if (bad) {
+            fprintf(stderr, "emu: cublasGemmStridedBatchedEx: the output overlaps an input\n");
+            abort();
+        }
+    }
+    const float al = *(const float *)alpha, be = *(const float *)beta;
+    for (int x = 0; x < count; x++)
+        emu_gemm(ta, tb, m, n, k, al, (const char *)A + (size_t)x * sA * ea, at, lda, (const char *)B + (size_t)x * sB * eb,
+                 bt, ldb, be, (char *)C + (size_t)x * sC * ec, ct, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }

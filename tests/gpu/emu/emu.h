@@ -28,5 +28,12 @@ template <typename K> struct emu_launcher {
         emu_run_grid(c.grid, c.block, c.smem, [=]() { kk(b...); });
     }
 };
-template <typename K> emu_launcher<K> emu_launch(K k, dim3 g, dim3 b, size_t smem = 0) { return {k, {g, b, smem}}; }
+/* A launch with more than 48 KiB of dynamic shared memory fails on the GPU unless the kernel opted in to that
+ * much (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, n)): the emulator aborts. */
+void emu_smem_check(const void *kernel, size_t smem);
+template <typename K> emu_launcher<K> emu_launch(K k, dim3 g, dim3 b, size_t smem = 0)
+{
+    emu_smem_check((const void *)k, smem);
+    return {k, {g, b, smem}};
+}
 #endif
