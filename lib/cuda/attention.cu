@@ -16,9 +16,10 @@
 // Each lane owns DPL = hd / 32 (rounded up) output columns. Every output element is written by one thread, sums
 // run in a fixed order, no atomics: deterministic.
 //
-// Path: where the scratch fits (scp_cuda_attn_gemm_fits), attention runs as cuBLAS batched GEMMs with the scores
-// materialised one batch element at a time (attention_gemm.cu), faster at the benchmark's shapes; the flash
-// kernels (attention_tc.cu, and the fp32 ones here) serve the rest. SCP_CUDA_ATTN=flash or =gemm forces one
+// Path: for head sizes the tensor-core kernels take (multiples of 16 up to 128) and where the scratch fits
+// (scp_cuda_attn_gemm_fits), attention runs as cuBLAS batched GEMMs with the scores materialised one batch
+// element at a time (attention_gemm.cu), 1.8x faster per step at the benchmark's shape on an H200; the flash
+// kernels (attention_tc.cu, and the fp32 ones here for other head sizes) serve the rest. SCP_CUDA_ATTN=flash or =gemm forces one
 // path (benchmarks, tests); it is read at every call, so a test can switch between calls.
 #include "attention_gemm.h"
 #include "attention_tc.h"
@@ -298,7 +299,10 @@ static void smem_optin(K kern, size_t smem)
 static bool use_gemm(const scp_attn_args *a)
 {
     const char *e = getenv("SCP_CUDA_ATTN");
-    if (!e || !*e) return scp_cuda_attn_gemm_fits(a);
+    /* Default: the GEMM path where the flash path would run on the tensor cores too (the same bf16 operands,
+     * so the same precision); other head sizes keep the fp32 kernels, whose gradients are exact to fp32 (for
+     * tiny heads the bf16 rounding of dS costs several % of relative error in dk on near-uniform attention). */
+    if (!e || !*e) return scp_cuda_attn_tc_takes(a->hd) && scp_cuda_attn_gemm_fits(a);
     if (strcmp(e, "flash") == 0) return false;
     if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash or gemm", e);
     if (!scp_cuda_attn_gemm_fits(a))

@@ -20,7 +20,7 @@
 # (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
 # libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
 # T_OPS, T_TRAIN, T_HF, T_BENCH (time limits in seconds of the four parts), BENCH_ARGS (e.g. "-n 2"),
-# SKIP_PTXAS=1 (no resource report: it compiles the kernels again).
+# SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_HF=1 (a shorter call).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root" || exit 1
@@ -112,11 +112,12 @@ if [ "$mode" != FAILED ]; then
     else
         row nccl-smoke "not built" "no NCCL in this build"
     fi
-    run hf-logits "${T_HF:-120}" "$PYTHON" "$root/tests/gpu/hf-logits.py"
+    [ "${SKIP_HF:-0}" = 1 ] || run hf-logits "${T_HF:-120}" "$PYTHON" "$root/tests/gpu/hf-logits.py"
     # MoE (qwen3_moe) on the GPU: loss, logits, expert loads and every gradient of small random configurations
     # against a float64 PyTorch reference, with bf16 tolerances (tests/moe-grad-check.py)
     (SCP_MOE_BACKENDS=cuda SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
      run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
+    if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
     echo "== bench ($(elapsed) s)"
     PYTHON=$PYTHON timeout "${T_BENCH:-200}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1
     rc=$?
@@ -126,6 +127,7 @@ if [ "$mode" != FAILED ]; then
         echo "== gemm dtypes ($(elapsed) s)"
         timeout 90 "$build/bench/gpu/gemm-dtypes" >"$out/gemm.log" 2>&1
         cat "$out/gemm.log"
+    fi
     fi
 fi
 if [ "${SKIP_PTXAS:-0}" != 1 ]; then
