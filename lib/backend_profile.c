@@ -4,7 +4,7 @@
 
 const char *const scp_prof_op_name[SCP_PROF_N] = {"matmul_fwd", "matmul_bwd", "rmsnorm", "rope", "attention_fwd",
                                                   "attention_bwd", "swiglu", "embedding", "crossentropy", "adamw",
-                                                  "copy_zero", "other"};
+                                                  "copy_zero", "moe", "other"};
 
 static const scp_backend *base;
 static void (*sync_fn)(void);
@@ -58,6 +58,17 @@ static void p_adamw(float *p, const float *g, float *m, float *v, size_t n, floa
                     float wd, float c1, float c2)
 { TIMED(SCP_PROF_ADAMW, base->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2)); }
 
+static void p_route(float *p, int32_t *idx, float *w, float *lse, float *ps, const float *l, int M, int E, int k, int norm)
+{ TIMED(SCP_PROF_MOE, base->moe_route(p, idx, w, lse, ps, l, M, E, k, norm)); }
+static void p_route_b(float *dl, const float *dw, const float *p, const float *lse, const int32_t *idx, const float *w,
+                      const float *dp, float zs, int M, int E, int k, int norm)
+{ TIMED(SCP_PROF_MOE, base->moe_route_bwd(dl, dw, p, lse, idx, w, dp, zs, M, E, k, norm)); }
+static void p_comb(float *o, const float *y, const float *w, const int32_t *pos, int M, int k, int D, float beta)
+{ TIMED(SCP_PROF_MOE, base->moe_combine(o, y, w, pos, M, k, D, beta)); }
+static void p_comb_b(float *dy, float *dw, const float *d, const float *y, const float *w, const int32_t *pos, int M,
+                     int k, int D)
+{ TIMED(SCP_PROF_MOE, base->moe_combine_bwd(dy, dw, d, y, w, pos, M, k, D)); }
+
 const scp_backend *scp_backend_profiled(const scp_backend *b, void (*sync)(void), double *times)
 {
     base = b;
@@ -69,5 +80,9 @@ const scp_backend *scp_backend_profiled(const scp_backend *b, void (*sync)(void)
     prof.attention_fwd = p_att_f, prof.attention_bwd = p_att_b, prof.swiglu_fwd = p_sw_f, prof.swiglu_bwd = p_sw_b;
     prof.embedding_fwd = p_emb_f, prof.embedding_bwd = p_emb_b, prof.gather_rows = p_gather;
     prof.scatter_rows = p_scatter, prof.crossentropy = p_ce, prof.adamw = p_adamw;
+    if (b->moe_route) {   /* NULL stays NULL: the driver refuses MoE on such a backend */
+        prof.moe_route = p_route, prof.moe_route_bwd = p_route_b;
+        prof.moe_combine = p_comb, prof.moe_combine_bwd = p_comb_b;
+    }
     return &prof;
 }

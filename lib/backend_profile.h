@@ -8,10 +8,12 @@
 
 typedef enum scp_prof_op {
     SCP_PROF_MM_FWD, SCP_PROF_MM_BWD, SCP_PROF_RMSNORM, SCP_PROF_ROPE, SCP_PROF_ATTN_FWD, SCP_PROF_ATTN_BWD,
-    SCP_PROF_SWIGLU, SCP_PROF_EMBED, SCP_PROF_CE, SCP_PROF_ADAMW, SCP_PROF_COPY, SCP_PROF_OTHER, SCP_PROF_N
+    SCP_PROF_SWIGLU, SCP_PROF_EMBED, SCP_PROF_CE, SCP_PROF_ADAMW, SCP_PROF_COPY, SCP_PROF_MOE, SCP_PROF_OTHER,
+    SCP_PROF_N
 } scp_prof_op;
 
-/* "matmul_fwd", "matmul_bwd", ..., "other" */
+/* "matmul_fwd", "matmul_bwd", ..., "moe" (routing and combining; the experts' matmuls count as matmuls),
+ * "other" */
 extern const char *const scp_prof_op_name[SCP_PROF_N];
 
 /* The wrapped table (one per process: the wrappers keep base, sync and times in static state). times has
