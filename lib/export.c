@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 #include "error.h"
 #include "io.h"
+#include "tok_export.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -100,8 +101,20 @@ int scp_export_hf(const scp_export_src *s, const scp_export_opts *o, const char 
     scp_ckpt_file files[16];
     char *paths[16];
     int nf = 0;
+    /* a tokenizer.bin gets a tokenizer.json (and a completed tokenizer_config.json) beside it */
+    char *tok_json = NULL;
+    json_t *tok_cfg = NULL;
+    int made = scp_tok_export_hf(s->dir, &tok_json, &tok_cfg);
+    if (made < 0) {   /* the weights still export; the tokenizer files are copied as they are */
+        scp_warn("%s (no tokenizer.json written; the tokenizer files are copied as they are)", scp_last_error());
+        made = 0;
+    }
     for (int i = 0; scp_checkpoint_tokenizer_files[i] && nf < 16; i++) {
         char *p = scp_path_join(s->dir, scp_checkpoint_tokenizer_files[i]);
+        if (made && strcmp(scp_checkpoint_tokenizer_files[i], "tokenizer_config.json") == 0) {
+            free(p);
+            continue;
+        }
         if (!scp_file_exists(p)) {
             free(p);
             continue;
@@ -110,8 +123,15 @@ int scp_export_hf(const scp_export_src *s, const scp_export_opts *o, const char 
         files[nf] = (scp_ckpt_file){.name = scp_checkpoint_tokenizer_files[i], .copy_from = p};
         nf++;
     }
+    int ncopy = nf;
+    if (made) {
+        files[nf++] = (scp_ckpt_file){.name = "tokenizer.json", .data = tok_json, .len = strlen(tok_json)};
+        files[nf++] = (scp_ckpt_file){.name = "tokenizer_config.json", .json = tok_cfg};
+    }
     int rc = scp_checkpoint_write(out_dir, o->replace, &c, w, files, nf);
-    for (int i = 0; i < nf; i++) free(paths[i]);
+    for (int i = 0; i < ncopy; i++) free(paths[i]);
+    free(tok_json);
+    json_decref(tok_cfg);
     scp_st_writer_free(w);
     scp_config_free(&c);
     return rc;

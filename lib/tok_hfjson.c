@@ -1,7 +1,8 @@
 /* tok_hfjson.c: Hugging Face tokenizer.json (model BPE) and the original GPT-2 files (encoder.json + vocab.bpe).
  *
  * Supported pipeline pieces, those real BPE models use:
- *   normalizer: null, NFC, Prepend("\u2581"), Replace(" " -> "\u2581"), Sequence of these;
+ *   normalizer: null, NFC, Prepend("\u2581"), Replace(" " -> "\u2581"), Sequence of these; the Replace regexes
+ *     tok_export.c writes for SentencePiece's remove_extra_whitespaces;
  *   pre_tokenizer: null, ByteLevel (with or without its GPT-2 regex), Split (regex or string, every behavior,
  *     invert), Metaspace, Sequence of Split + ByteLevel;
  *   model: BPE (merges as "a b" strings or [a, b] pairs, byte_fallback, unk_token, ignore_merges);
@@ -45,6 +46,13 @@ static int do_normalizer(scp_tokenizer *t, const char *path, json_t *n)
     if (strcmp(type, "Replace") == 0) {
         const char *pat = json_string_value(json_object_get(json_object_get(n, "pattern"), "String"));
         const char *c = json_string_value(json_object_get(n, "content"));
+        /* SentencePiece's remove_extra_whitespaces, as tok_export.c writes it (three regex Replaces) */
+        const char *re = json_string_value(json_object_get(json_object_get(n, "pattern"), "Regex"));
+        if (re && c && ((strcmp(re, "\\A +| +\\z") == 0 && !*c) || (strcmp(re, " {2,}") == 0 && strcmp(c, " ") == 0) ||
+                        (strcmp(re, "\xE2\x96\x81+\\z") == 0 && !*c))) {
+            t->spm_collapse = 1;
+            return 0;
+        }
         if (!pat || !c || strcmp(pat, " ") != 0 || strcmp(c, META) != 0)
             return scp_error("%s: normalizer Replace is supported only for ' ' -> U+2581", path);
         t->spm_escape = 1;
