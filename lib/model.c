@@ -272,6 +272,15 @@ void scp_model_init_random(scp_model *m, uint64_t seed, float std)
  * up before the next step). On the CPU nothing is copied: the host arrays are the backend's buffers. */
 static int on_device(const scp_model *m) { return !m->backend->host_memory; }
 
+/* The gradients down to the host when the device holds newer ones. */
+static void grads_to_host(const scp_model *m)
+{
+    workspace *w = m->ctx;
+    if (!on_device(m) || !w->grads_on_dev || !m->grads) return;
+    m->backend->download(m->grads, w->dgrads, (size_t)m->n_weights * sizeof(float));
+    w->grads_on_dev = 0;
+}
+
 void scp_model_sync_host(const scp_model *m)
 {
     workspace *w = m->ctx;
@@ -279,7 +288,7 @@ void scp_model_sync_host(const scp_model *m)
     if (!on_device(m)) return;
     size_t bytes = (size_t)m->n_weights * sizeof(float);
     if (w->weights_on_dev) be->download(m->weights, w->dweights, bytes), w->weights_on_dev = 0;
-    if (w->grads_on_dev && m->grads) be->download(m->grads, w->dgrads, bytes), w->grads_on_dev = 0;
+    grads_to_host(m);
     if (w->moments_on_dev) {
         be->download(w->host_m, w->dm, bytes);
         be->download(w->host_v, w->dv, bytes);
@@ -289,11 +298,7 @@ void scp_model_sync_host(const scp_model *m)
 
 float *scp_model_host_grads(scp_model *m)
 {
-    workspace *w = m->ctx;
-    if (on_device(m) && w->grads_on_dev && m->grads) {
-        m->backend->download(m->grads, w->dgrads, (size_t)m->n_weights * sizeof(float));
-        w->grads_on_dev = 0;
-    }
+    grads_to_host(m);
     return m->grads;
 }
 
@@ -682,13 +687,13 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
         sync_grads_to_device(m);
     }
     sync_weights_to_device(m);
-    workspace *w0 = m->ctx;
-    ws_reserve(m, b->B, b->T, backward && !w0->recompute ? m->cfg.num_layers : 1);
     workspace *w = m->ctx;
+    const int keep = backward && !w->recompute;   /* every layer keeps its activations for the backward */
+    ws_reserve(m, b->B, b->T, keep ? m->cfg.num_layers : 1);
     const scp_backend *be = m->backend;
     const int M = b->B * b->T, D = w->D, V = w->V;
     scp_attn_args aa;
-    forward_body(m, b, &aa, backward && !w0->recompute);
+    forward_body(m, b, &aa, keep);
 
     /* Only rows with a target reach the vocabulary projection: a masked-diffusion batch scores only its masked
      * positions, so the largest matmul of a small model shrinks by the unmasked fraction. */

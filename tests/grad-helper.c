@@ -25,6 +25,18 @@ static const scp_tensor_info *need(const scp_st_file *f, const char *name, scp_d
 /* Per-group learning-rate factors the script mirrors (embed, attn, mlp, expert, router, norm). */
 static const float group_lr[SCP_GROUP_COUNT] = {1.0f, 2.0f, 0.5f, 0.5f, 1.0f, 1.5f};
 
+/* Every parameter's slice of v (n_weights floats: gradients or weights) as tensor "PREFIX.NAME" of w. */
+static void add_params(scp_st_writer *w, const scp_model *m, const float *v, const char *prefix)
+{
+    for (int i = 0; i < m->n_params; i++) {
+        float *x = scp_xmalloc((size_t)m->desc[i].numel * sizeof *x);
+        memcpy(x, v + m->offset[i], (size_t)m->desc[i].numel * sizeof *x);
+        char name[160];
+        snprintf(name, sizeof name, "%s.%s", prefix, m->desc[i].name);
+        scp_st_add_owned(w, name, SCP_F32, m->desc[i].ndim, m->desc[i].shape, x);
+    }
+}
+
 int main(int argc, char **argv)
 {
     scp_set_progname(argv[0]);
@@ -74,13 +86,7 @@ int main(int argc, char **argv)
     scp_st_add_owned(w, "logits", SCP_F32, 3, s3, logits);
     scp_st_add_owned(w, "mask", SCP_U8, 3, sm, mask);
     scp_model_sync_host(m);
-    for (int i = 0; i < m->n_params; i++) {
-        float *g = scp_xmalloc((size_t)m->desc[i].numel * sizeof *g);
-        memcpy(g, m->grads + m->offset[i], (size_t)m->desc[i].numel * sizeof *g);
-        char name[160];
-        snprintf(name, sizeof name, "grad.%s", m->desc[i].name);
-        scp_st_add_owned(w, name, SCP_F32, m->desc[i].ndim, m->desc[i].shape, g);
-    }
+    add_params(w, m, m->grads, "grad");
     if (adamw) {
         float *om = scp_xcalloc((size_t)m->n_weights, sizeof(float)), *ov = scp_xcalloc((size_t)m->n_weights, sizeof(float));
         float *lr = scp_xmalloc((size_t)m->n_params * sizeof *lr);
@@ -89,22 +95,10 @@ int main(int argc, char **argv)
         scp_model_zero_grad(m);
         if (isnan(scp_model_step(m, &b, 1, NULL))) scp_die_last();
         scp_model_sync_host(m);
-        for (int i = 0; i < m->n_params; i++) {
-            float *g = scp_xmalloc((size_t)m->desc[i].numel * sizeof *g);
-            memcpy(g, m->grads + m->offset[i], (size_t)m->desc[i].numel * sizeof *g);
-            char name[160];
-            snprintf(name, sizeof name, "grad2.%s", m->desc[i].name);
-            scp_st_add_owned(w, name, SCP_F32, m->desc[i].ndim, m->desc[i].shape, g);
-        }
+        add_params(w, m, m->grads, "grad2");
         scp_model_adamw(m, om, ov, lr, 0.9f, 0.95f, 1e-8f, 0.1f, 2);
         scp_model_sync_host(m);
-        for (int i = 0; i < m->n_params; i++) {
-            float *p = scp_xmalloc((size_t)m->desc[i].numel * sizeof *p);
-            memcpy(p, m->weights + m->offset[i], (size_t)m->desc[i].numel * sizeof *p);
-            char name[160];
-            snprintf(name, sizeof name, "adam.%s", m->desc[i].name);
-            scp_st_add_owned(w, name, SCP_F32, m->desc[i].ndim, m->desc[i].shape, p);
-        }
+        add_params(w, m, m->weights, "adam");
         free(om), free(ov), free(lr);
     }
     if (scp_st_write(w, argv[3]) < 0) scp_die_last();

@@ -79,23 +79,6 @@ size_t scratch_bytes(const scp_attn_args *a, bool backward, gemm_bufs *t)
     return n;
 }
 
-// dst (rows, cols) bf16 packed = src (rows, cols; row stride ld) fp32, rounded to nearest even. Grid-stride.
-__global__ void pack_bf16_kernel(bf16 *dst, const float *src, size_t rows, int cols, size_t ld)
-{
-    const size_t n = rows * (size_t)cols;
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-        const size_t r = e / (size_t)cols, c = e % (size_t)cols;
-        dst[e] = __float2bfloat16(src[r * ld + c]);
-    }
-}
-
-void pack_bf16(bf16 *dst, const float *src, size_t rows, int cols, size_t ld)
-{
-    auto kern = pack_bf16_kernel;
-    kern<<<scp_cuda_blocks(rows * (size_t)cols, 256), 256>>>(dst, src, rows, cols, ld);
-    SCP_LAUNCHED();
-}
-
 // Block-wide max / sum: warp butterflies, then every thread reads the warps' partials in warp order (fixed
 // order, the same result on every thread). red: 32 floats of shared memory; the first barrier frees it from the
 // previous call.
@@ -321,9 +304,9 @@ void scp_cuda_attn_gemm_fwd(float *out, float *lse, const float *q, const float 
     scratch_bytes(a, false, &t);
     const shape s = shape_of(a);
     const size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv;
-    pack_bf16(t.q, q, rows, s.ldq, ld);
-    pack_bf16(t.k, k, rows, s.ldk, ld);
-    pack_bf16(t.v, v, rows, s.ldk, ld);
+    scp_cuda_pack_bf16(t.q, q, rows, s.ldq, ld);
+    scp_cuda_pack_bf16(t.k, k, rows, s.ldk, ld);
+    scp_cuda_pack_bf16(t.v, v, rows, s.ldk, ld);
     const dim3 grid((unsigned)s.T, (unsigned)s.H);
     const int nt = row_threads(s.T);
     auto smax = rows_vec4(a) ? softmax_fwd_kernel<4> : softmax_fwd_kernel<1>;
@@ -346,10 +329,10 @@ void scp_cuda_attn_gemm_bwd(float *dq, float *dk, float *dv, const float *dout, 
     scratch_bytes(a, true, &t);
     const shape s = shape_of(a);
     const size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv;
-    pack_bf16(t.q, q, rows, s.ldq, ld);
-    pack_bf16(t.k, k, rows, s.ldk, ld);
-    pack_bf16(t.v, v, rows, s.ldk, ld);
-    pack_bf16(t.o, dout, rows, s.ldq, (size_t)s.ldq);
+    scp_cuda_pack_bf16(t.q, q, rows, s.ldq, ld);
+    scp_cuda_pack_bf16(t.k, k, rows, s.ldk, ld);
+    scp_cuda_pack_bf16(t.v, v, rows, s.ldk, ld);
+    scp_cuda_pack_bf16(t.o, dout, rows, s.ldq, (size_t)s.ldq);
     const dim3 grid((unsigned)s.T, (unsigned)s.H);
     const int nt = row_threads(s.T);
     const bool v4 = rows_vec4(a);

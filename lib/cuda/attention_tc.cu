@@ -109,20 +109,6 @@ __device__ __forceinline__ void stage_rows(bf16 *dst, const bf16 *src, size_t ld
     }
 }
 
-// dst (rows, cols) bf16, packed = src (rows, cols; row stride ld) fp32, rounded to nearest even; cols % 4 == 0.
-// vec: src and ld allow float4 loads. A block per row (grid-stride), threads along the row.
-__global__ void to_bf16_kernel(bf16 *dst, const float *src, int rows, int cols, size_t ld, int vec)
-{
-    for (int r = blockIdx.x; r < rows; r += gridDim.x)
-        for (int c = threadIdx.x * 4; c < cols; c += blockDim.x * 4) {
-            const float *s = src + (size_t)r * ld + c;
-            const float4 x = vec ? *(const float4 *)s : make_float4(s[0], s[1], s[2], s[3]);
-            __nv_bfloat162 *d = (__nv_bfloat162 *)(dst + (size_t)r * cols + c);
-            d[0] = __floats2bfloat162_rn(x.x, x.y);
-            d[1] = __floats2bfloat162_rn(x.z, x.w);
-        }
-}
-
 // vis (64, MLD): vis[r][c] = key j0 + c visible to query i0 + r (causal, mask, both < T); transposed (vis[c][r])
 // for the dk/dv kernel, whose rows are keys. The global mask is read row-contiguously, 4 bytes at a time where
 // T and the mask's alignment allow. Returns whether this thread found a visible pair (for __syncthreads_or).
@@ -563,7 +549,6 @@ void smem_optin(K kern, size_t smem)
     if (smem > 48 * 1024) SCP_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
 }
 
-bool aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 // The bf16 copies the kernels read: q (B T, H hd) and k, v (B T, KV hd) packed, and for the backward dout
 // (B T, H hd) and D (B, H, T) fp32, carved from the backend's scratch (256-byte aligned pieces).
@@ -586,22 +571,12 @@ tc_bufs tc_scratch(const scp_attn_args *a, bool backward)
     return t;
 }
 
-// dst (rows, cols) bf16 = src (rows, cols; row stride ld) fp32.
-void to_bf16(bf16 *dst, const float *src, int rows, int cols, size_t ld)
-{
-    const int vec = ld % 4 == 0 && aligned16(src);
-    const unsigned blocks = (unsigned)std::min(rows, 1 << 20);
-    auto kern = to_bf16_kernel;
-    kern<<<blocks, 128>>>(dst, src, rows, cols, ld, vec);
-    SCP_LAUNCHED();
-}
-
 void inputs_bf16(const tc_bufs &t, const float *q, const float *k, const float *v, const scp_attn_args *a)
 {
     const int rows = a->B * a->T;
-    to_bf16(t.q, q, rows, a->H * a->hd, (size_t)a->ld_qkv);
-    to_bf16(t.k, k, rows, a->KV * a->hd, (size_t)a->ld_qkv);
-    to_bf16(t.v, v, rows, a->KV * a->hd, (size_t)a->ld_qkv);
+    scp_cuda_pack_bf16(t.q, q, rows, a->H * a->hd, (size_t)a->ld_qkv);
+    scp_cuda_pack_bf16(t.k, k, rows, a->KV * a->hd, (size_t)a->ld_qkv);
+    scp_cuda_pack_bf16(t.v, v, rows, a->KV * a->hd, (size_t)a->ld_qkv);
 }
 
 template <int HD>
@@ -623,7 +598,7 @@ void bwd(float *dq, float *dk, float *dv, const float *dout, const float *lse, c
 {
     const tc_bufs t = tc_scratch(a, true);
     inputs_bf16(t, q, k, v, a);
-    to_bf16(t.o, dout, a->B * a->T, a->H * a->hd, (size_t)a->H * a->hd);
+    scp_cuda_pack_bf16(t.o, dout, a->B * a->T, a->H * a->hd, (size_t)a->H * a->hd);
     const size_t sq = dq_smem<HD>::bytes, sk = dkdv_smem<HD>::bytes;
     dim3 gq((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
     auto kq = attn_tc_dq_kernel<HD>;

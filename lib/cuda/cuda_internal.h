@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 extern "C" {
@@ -46,6 +47,10 @@ static inline unsigned scp_cuda_blocks(size_t n, int threads)
 }
 
 cublasHandle_t scp_cuda_blas(void);
+/* dst (rows, cols) bf16, packed = src (rows, cols; row stride ld) fp32, rounded to nearest even: the operands the
+ * attention kernels hand to the tensor cores (pointwise.cu). */
+void scp_cuda_pack_bf16(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld);
+
 /* Device scratch of at least `bytes`, owned by the backend, valid until the next call (grows, never shrinks). */
 void *scp_cuda_scratch(size_t bytes);
 

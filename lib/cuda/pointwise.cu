@@ -265,3 +265,38 @@ void scp_cuda_scale(float *x, size_t n, float s)
     scale_kernel<<<scp_cuda_blocks(n, 256), 256>>>(x, n, s);
     SCP_LAUNCHED();
 }
+
+// ---- fp32 -> bf16 packing ---------------------------------------------------------------------------------
+// Rows whose width is a multiple of 4: a block per row (grid-stride), 4 columns per thread, float4 loads where
+// src and ld allow them (vec), bf16x2 stores. Other widths: one element per thread, grid-stride.
+__global__ void pack_bf16_rows4_kernel(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld, int vec)
+{
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x)
+        for (int c = threadIdx.x * 4; c < cols; c += blockDim.x * 4) {
+            const float *s = src + r * ld + c;
+            const float4 x = vec ? *(const float4 *)s : make_float4(s[0], s[1], s[2], s[3]);
+            __nv_bfloat162 *d = (__nv_bfloat162 *)(dst + r * cols + c);
+            d[0] = __floats2bfloat162_rn(x.x, x.y);
+            d[1] = __floats2bfloat162_rn(x.z, x.w);
+        }
+}
+
+__global__ void pack_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld)
+{
+    const size_t n = rows * (size_t)cols;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
+        dst[e] = __float2bfloat16(src[(e / (size_t)cols) * ld + e % (size_t)cols]);
+}
+
+void scp_cuda_pack_bf16(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld)
+{
+    if (rows == 0 || cols == 0) return;
+    if (cols % 4 == 0) {
+        const int vec = ld % 4 == 0 && (uintptr_t)src % 16 == 0;
+        const unsigned blocks = (unsigned)(rows < ((size_t)1 << 20) ? rows : ((size_t)1 << 20));
+        pack_bf16_rows4_kernel<<<blocks, 128>>>(dst, src, rows, cols, ld, vec);
+    } else {
+        pack_bf16_kernel<<<scp_cuda_blocks(rows * (size_t)cols, 256), 256>>>(dst, src, rows, cols, ld);
+    }
+    SCP_LAUNCHED();
+}
