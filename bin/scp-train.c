@@ -399,7 +399,7 @@ int main(int argc, char **argv)
     /* GPU ranks all-reduce on the device with NCCL, which also picks each rank's GPU (local rank modulo the
      * devices): before the model takes device memory. SCP_NCCL_ONE_RANK=1 takes that path with one rank too
      * (tests/gpu: the layer-by-layer all-reduce of a single GPU, an identity). */
-    if ((dist.world > 1 || getenv("SCP_NCCL_ONE_RANK")) && strcmp(o.backend, "cuda") == 0 && scp_dist_nccl_init(&dist))
+    if ((dist.world > 1 || getenv("SCP_NCCL_ONE_RANK")) && strncmp(o.backend, "cuda", 4) == 0 && scp_dist_nccl_init(&dist))
         scp_die_last();
 
     /* ---- the model ---- */

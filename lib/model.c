@@ -36,6 +36,7 @@ static void ws_free(const scp_backend *be, workspace *w)
     if (!w) return;
     ws_free_buffers(be, w);
     if (w->dweights) be->free(w->dweights);
+    if (w->cweights) be->free(w->cweights);
     if (w->dgrads) be->free(w->dgrads);
     if (w->dm) be->free(w->dm);
     if (w->dv) be->free(w->dv);
@@ -49,6 +50,7 @@ static workspace *ws_new(const scp_model *m)
 {
     const scp_model_config *c = &m->cfg;
     workspace *w = scp_xcalloc(1, sizeof *w);
+    w->esz = m->backend->act_size;
     w->L = c->num_layers, w->D = c->hidden_size, w->H = c->num_heads, w->KV = c->num_kv_heads, w->hd = c->head_dim;
     w->qd = w->H * w->hd, w->kvd = w->KV * w->hd, w->S = w->qd + 2 * w->kvd, w->I = c->intermediate_size;
     if (c->num_experts) w->I = c->num_experts_per_tok * c->moe_intermediate_size, w->moe = scp_moe_new(m);   /* model_moe.c */
@@ -111,26 +113,26 @@ static void ws_reserve(scp_model *m, int B, int T, int slots)
     w->capT = T > w->capT ? T : w->capT;
     int capB = w->capB, capT = w->capT;
     size_t M = (size_t)capB * capT, L = (size_t)w->L, P = (size_t)slots, D = (size_t)w->D, S = (size_t)w->S;
-    size_t I = (size_t)w->I, f = sizeof(float);
+    size_t I = (size_t)w->I, f = sizeof(float), a = w->esz;   /* a: bytes of an activation (backend.h) */
     w->att_floats = attn_state_floats(be, capB, w->H, capT);
-    w->resid = ws_alloc(w, be, (L + 1) * M * D * f);
-    w->resid2 = ws_alloc(w, be, P * M * D * f);
-    w->ln1 = ws_alloc(w, be, P * M * D * f);
-    w->ln2 = ws_alloc(w, be, P * M * D * f);
+    w->resid = ws_alloc(w, be, (L + 1) * M * D * a);
+    w->resid2 = ws_alloc(w, be, P * M * D * a);
+    w->ln1 = ws_alloc(w, be, P * M * D * a);
+    w->ln2 = ws_alloc(w, be, P * M * D * a);
     w->rstd1 = ws_alloc(w, be, P * M * f);
     w->rstd2 = ws_alloc(w, be, P * M * f);
-    w->qkv = ws_alloc(w, be, P * M * S * f);
+    w->qkv = ws_alloc(w, be, P * M * S * a);
     if (m->cfg.qk_norm) {
-        w->qkv_raw = ws_alloc(w, be, P * M * S * f);
+        w->qkv_raw = ws_alloc(w, be, P * M * S * a);
         w->qk_rstd = ws_alloc(w, be, P * M * (size_t)(w->H + w->KV) * f);
     }
     w->att = ws_alloc(w, be, P * w->att_floats * f);
-    w->atty = ws_alloc(w, be, P * M * w->qd * f);
-    w->gateup = ws_alloc(w, be, P * M * 2 * I * f);
-    w->hmlp = ws_alloc(w, be, P * M * I * f);
-    w->lnf = ws_alloc(w, be, M * D * f);
+    w->atty = ws_alloc(w, be, P * M * w->qd * a);
+    w->gateup = ws_alloc(w, be, P * M * 2 * I * a);
+    w->hmlp = ws_alloc(w, be, P * M * I * a);
+    w->lnf = ws_alloc(w, be, M * D * a);
     w->rstdf = ws_alloc(w, be, M * f);
-    w->sel = ws_alloc(w, be, M * D * f);
+    w->sel = ws_alloc(w, be, M * D * a);
     /* The vocabulary projection runs in chunks of rows, 64 MB of logits at a time on the CPU and 256 MB on a
      * device (at least 64 rows, so that the matmul stays efficient): a 151,936-word vocabulary does not need
      * (B T, V) floats at once. */
@@ -139,7 +141,8 @@ static void ws_reserve(scp_model *m, int B, int T, int slots)
     const char *env = getenv("SCP_LOGIT_ROWS");   /* for tests: force small chunks */
     if (env && atoi(env) > 0) lr = (size_t)atoi(env);
     w->logit_rows = (int)(lr < M ? lr : M);
-    w->logits = ws_alloc(w, be, (size_t)w->logit_rows * w->V * f);
+    w->logits = ws_alloc(w, be, (size_t)w->logit_rows * w->V * a);
+    if (a != f) w->logits32 = ws_alloc(w, be, (size_t)w->logit_rows * w->V * f);
     w->nll = ws_alloc(w, be, M * f);
     w->wsel = ws_alloc(w, be, M * f);
     w->ids = ws_alloc(w, be, M * sizeof(int32_t));
@@ -148,13 +151,13 @@ static void ws_reserve(scp_model *m, int B, int T, int slots)
     w->mask = ws_alloc(w, be, (size_t)capB * capT * capT);
     w->cos = ws_alloc(w, be, (size_t)capT * (w->hd / 2) * f);
     w->sin = ws_alloc(w, be, (size_t)capT * (w->hd / 2) * f);
-    w->dresid = ws_alloc(w, be, M * D * f);
-    w->dln = ws_alloc(w, be, M * D * f);
-    w->dqkv = ws_alloc(w, be, M * S * f);
-    w->datty = ws_alloc(w, be, M * w->qd * f);
-    w->dgateup = ws_alloc(w, be, M * 2 * I * f);
-    w->dh = ws_alloc(w, be, M * I * f);
-    w->dsel = ws_alloc(w, be, M * D * f);
+    w->dresid = ws_alloc(w, be, M * D * a);
+    w->dln = ws_alloc(w, be, M * D * a);
+    w->dqkv = ws_alloc(w, be, M * S * a);
+    w->datty = ws_alloc(w, be, M * w->qd * a);
+    w->dgateup = ws_alloc(w, be, M * 2 * I * a);
+    w->dh = ws_alloc(w, be, M * I * a);
+    w->dsel = ws_alloc(w, be, M * D * a);
     if (w->moe) scp_moe_reserve(m, M, P);
     /* RoPE tables for positions 0..capT-1 (double, then fp32). */
     int half = w->hd / 2;
@@ -181,6 +184,10 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend)
 {
     const scp_backend *be = scp_backend_find(backend);
     if (!be) return NULL;
+    if (be->act_size != sizeof(float) && (be->act_size != 2 || be->host_memory)) {   /* a backend's own bug */
+        scp_error("backend '%s': activation storage of %zu bytes is not supported", be->name, be->act_size);
+        return NULL;
+    }
     if (cfg->num_experts > 0 && !be->moe_route) {
         scp_error("%s model with %d experts: backend '%s' has no mixture-of-experts operations yet (use cpu)",
                   scp_arch_name(cfg->arch), cfg->num_experts, be->name);
@@ -210,6 +217,7 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend)
         workspace *w = m->ctx;
         m->weights = scp_xcalloc((size_t)off, sizeof(float));
         w->dweights = be->alloc((size_t)off * sizeof(float));
+        if (be->act_size != sizeof(float)) w->cweights = be->alloc((size_t)off * be->act_size);
         w->weights_dirty = 1;
     }
     return m;
@@ -316,11 +324,19 @@ void scp_model_grads_changed(scp_model *m)
     w->grads_on_dev = 0;
 }
 
+/* The weights the kernels read, after the fp32 master changed on the device (bf16 storage only). */
+static void remake_compute_weights(scp_model *m)
+{
+    workspace *w = m->ctx;
+    if (w->cweights) m->backend->to_act(w->cweights, w->dweights, (size_t)m->n_weights);
+}
+
 static void sync_weights_to_device(scp_model *m)
 {
     workspace *w = m->ctx;
     if (!on_device(m) || !w->weights_dirty) return;
     m->backend->upload(w->dweights, m->weights, (size_t)m->n_weights * sizeof(float));
+    remake_compute_weights(m);
     w->weights_dirty = 0;
 }
 
@@ -350,11 +366,11 @@ void scp_model_zero_grad(scp_model *m)
     scp_model_alloc_grads(m);
     workspace *w = m->ctx;
     if (on_device(m)) {   /* the host copy is left stale: the device is the truth until synced */
-        m->backend->zero(w->dgrads, (size_t)m->n_weights);
+        m->backend->zero_bytes(w->dgrads, (size_t)m->n_weights * sizeof(float));
         w->grads_dirty = 0;
         w->grads_on_dev = 1;
     } else {
-        m->backend->zero(m->grads, (size_t)m->n_weights);
+        m->backend->zero_bytes(m->grads, (size_t)m->n_weights * sizeof(float));
     }
 }
 
@@ -428,7 +444,7 @@ void scp_model_adamw(scp_model *m, float *opt_m, float *opt_v, const float *lr, 
         }
         i = j;
     }
-    if (dev) w->weights_on_dev = w->moments_on_dev = 1;
+    if (dev) w->weights_on_dev = w->moments_on_dev = 1, remake_compute_weights(m);
     else if (on_device(m)) w->weights_dirty = 1;
 }
 
@@ -486,19 +502,19 @@ static layer_acts acts_of(const scp_model *m, int slot, int B, int T)
     const workspace *w = m->ctx;
     size_t M = (size_t)B * T, s = (size_t)slot, D = (size_t)w->D, S = (size_t)w->S, I = (size_t)w->I;
     layer_acts a = {
-        .slot = slot, .ln1 = w->ln1 + s * M * D, .rstd1 = w->rstd1 + s * M, .qkv = w->qkv + s * M * S,
-        .qkv_raw = w->qkv_raw ? w->qkv_raw + s * M * S : NULL,
+        .slot = slot, .ln1 = AT(w->ln1, s * M * D), .rstd1 = w->rstd1 + s * M, .qkv = AT(w->qkv, s * M * S),
+        .qkv_raw = w->qkv_raw ? AT(w->qkv_raw, s * M * S) : NULL,
         .qk_rstd = w->qk_rstd ? w->qk_rstd + s * M * (size_t)(w->H + w->KV) : NULL,
-        .att = w->att + s * attn_state_floats(m->backend, B, w->H, T), .atty = w->atty + s * M * (size_t)w->qd,
-        .x2 = w->resid2 + s * M * D, .ln2 = w->ln2 + s * M * D, .rstd2 = w->rstd2 + s * M,
-        .gateup = w->gateup + s * M * 2 * I, .hmlp = w->hmlp + s * M * I,
+        .att = w->att + s * attn_state_floats(m->backend, B, w->H, T), .atty = AT(w->atty, s * M * (size_t)w->qd),
+        .x2 = AT(w->resid2, s * M * D), .ln2 = AT(w->ln2, s * M * D), .rstd2 = w->rstd2 + s * M,
+        .gateup = AT(w->gateup, s * M * 2 * I), .hmlp = AT(w->hmlp, s * M * I),
     };
     return a;
 }
 
 /* The MLP step of layer l: xout (M, D) = x2 + mlp(ln2) (a MoE layer replaces this step). With to_output 0
  * (recomputation) only the activations backward reads are made, not xout. */
-static void mlp_forward(scp_model *m, int l, const layer_acts *A, int M, float *xout, int to_output)
+static void mlp_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *xout, int to_output)
 {
     workspace *w = m->ctx;
     if (w->moe) { scp_moe_forward(m, l, A, M, xout, to_output); return; }   /* model_moe.c */
@@ -509,11 +525,11 @@ static void mlp_forward(scp_model *m, int l, const layer_acts *A, int M, float *
         be->matmul_fwd(A->gateup, 2 * I, A->ln2, D, W(x->gate), NULL, M, D, 2 * I, 0.0f);
     } else {
         be->matmul_fwd(A->gateup, 2 * I, A->ln2, D, W(x->gate), NULL, M, D, I, 0.0f);
-        be->matmul_fwd(A->gateup + I, 2 * I, A->ln2, D, W(x->up), NULL, M, D, I, 0.0f);
+        be->matmul_fwd(AT(A->gateup, I), 2 * I, A->ln2, D, W(x->up), NULL, M, D, I, 0.0f);
     }
     be->swiglu_fwd(A->hmlp, A->gateup, M, I);
     if (!to_output) return;
-    be->copy(xout, A->x2, (size_t)M * D);
+    be->copy_bytes(xout, A->x2, (size_t)M * D * w->esz);
     be->matmul_fwd(xout, D, A->hmlp, I, W(x->down), NULL, M, I, D, 1.0f);
 }
 
@@ -534,9 +550,9 @@ static void mlp_backward(scp_model *m, int l, const layer_acts *A, int M)
         be->matmul_bwd_w(G(x->gate), NULL, w->dgateup, 2 * I, A->ln2, D, M, D, 2 * I);
     } else {
         be->matmul_bwd_inp(w->dln, D, w->dgateup, 2 * I, W(x->gate), M, D, I, 0.0f);
-        be->matmul_bwd_inp(w->dln, D, w->dgateup + I, 2 * I, W(x->up), M, D, I, 1.0f);
+        be->matmul_bwd_inp(w->dln, D, AT(w->dgateup, I), 2 * I, W(x->up), M, D, I, 1.0f);
         be->matmul_bwd_w(G(x->gate), NULL, w->dgateup, 2 * I, A->ln2, D, M, D, I);
-        be->matmul_bwd_w(G(x->up), NULL, w->dgateup + I, 2 * I, A->ln2, D, M, D, I);
+        be->matmul_bwd_w(G(x->up), NULL, AT(w->dgateup, I), 2 * I, A->ln2, D, M, D, I);
     }
 }
 
@@ -549,28 +565,30 @@ static void layer_forward(scp_model *m, int l, const layer_acts *A, const scp_at
     const layer_ix *x = &w->lix[l];
     const int T = aa->T, M = aa->B * aa->T, D = w->D, S = w->S, qd = w->qd, kvd = w->kvd;
     const float eps = (float)m->cfg.rms_norm_eps;
-    float *xin = w->resid + (size_t)l * M * D, *qkv = A->qkv;
+    scp_act *xin = AT(w->resid, (size_t)l * M * D), *qkv = A->qkv;
+    scp_act *k = AT(qkv, qd), *v = AT(qkv, qd + kvd);
     be->rmsnorm_fwd(A->ln1, A->rstd1, xin, W(x->ln1), M, 1, D, D, eps);
     if (x->qkv_joint) {
         be->matmul_fwd(qkv, S, A->ln1, D, W(x->q), NULL, M, D, S, 0.0f);
     } else {
         be->matmul_fwd(qkv, S, A->ln1, D, W(x->q), OPT(x->qb), M, D, qd, 0.0f);
-        be->matmul_fwd(qkv + qd, S, A->ln1, D, W(x->k), OPT(x->kb), M, D, kvd, 0.0f);
-        be->matmul_fwd(qkv + qd + kvd, S, A->ln1, D, W(x->v), OPT(x->vb), M, D, kvd, 0.0f);
+        be->matmul_fwd(k, S, A->ln1, D, W(x->k), OPT(x->kb), M, D, kvd, 0.0f);
+        be->matmul_fwd(v, S, A->ln1, D, W(x->v), OPT(x->vb), M, D, kvd, 0.0f);
     }
     if (m->cfg.qk_norm) {
-        float *raw = A->qkv_raw, *r = A->qk_rstd;
-        be->copy(raw, qkv, (size_t)M * S);
+        scp_act *raw = A->qkv_raw;
+        float *r = A->qk_rstd;
+        be->copy_bytes(raw, qkv, (size_t)M * S * w->esz);
         be->rmsnorm_fwd(qkv, r, raw, W(x->qn), M, w->H, w->hd, S, eps);
-        be->rmsnorm_fwd(qkv + qd, r + (size_t)M * w->H, raw + qd, W(x->kn), M, w->KV, w->hd, S, eps);
+        be->rmsnorm_fwd(k, r + (size_t)M * w->H, AT(raw, qd), W(x->kn), M, w->KV, w->hd, S, eps);
     }
     be->rope(qkv, w->cos, w->sin, M, T, w->H, w->hd, S, 0);
-    be->rope(qkv + qd, w->cos, w->sin, M, T, w->KV, w->hd, S, 0);
-    be->attention_fwd(A->atty, A->att, qkv, qkv + qd, qkv + qd + kvd, aa);
-    be->copy(A->x2, xin, (size_t)M * D);
+    be->rope(k, w->cos, w->sin, M, T, w->KV, w->hd, S, 0);
+    be->attention_fwd(A->atty, A->att, qkv, k, v, aa);
+    be->copy_bytes(A->x2, xin, (size_t)M * D * w->esz);
     be->matmul_fwd(A->x2, D, A->atty, qd, W(x->o), OPT(x->ob), M, qd, D, 1.0f);
     be->rmsnorm_fwd(A->ln2, A->rstd2, A->x2, W(x->ln2), M, 1, D, D, eps);
-    mlp_forward(m, l, A, M, xin + (size_t)M * D, to_output);
+    mlp_forward(m, l, A, M, AT(xin, (size_t)M * D), to_output);
 }
 
 /* Layer l's backward: w->dresid holds d loss / d resid[l + 1] on entry and d loss / d resid[l] on return;
@@ -581,31 +599,32 @@ static void layer_backward(scp_model *m, int l, const layer_acts *A, const scp_a
     const scp_backend *be = m->backend;
     const layer_ix *x = &w->lix[l];
     const int T = aa->T, M = aa->B * aa->T, D = w->D, S = w->S, qd = w->qd, kvd = w->kvd;
-    float *xin = w->resid + (size_t)l * M * D, *qkv = A->qkv;
+    const scp_act *xin = AT(w->resid, (size_t)l * M * D), *qkv = A->qkv;
+    scp_act *dq = w->dqkv, *dk = AT(w->dqkv, qd), *dv = AT(w->dqkv, qd + kvd);
     mlp_backward(m, l, A, M);
     be->rmsnorm_bwd(w->dresid, G(x->ln2), w->dln, A->x2, W(x->ln2), A->rstd2, M, 1, D, D, 1);
     /* attention */
     be->matmul_bwd_inp(w->datty, qd, w->dresid, D, W(x->o), M, qd, D, 0.0f);
     be->matmul_bwd_w(G(x->o), OPTG(x->ob), w->dresid, D, A->atty, qd, M, qd, D);
-    be->attention_bwd(w->dqkv, w->dqkv + qd, w->dqkv + qd + kvd, w->datty, A->att, qkv, qkv + qd, qkv + qd + kvd, aa);
-    be->rope(w->dqkv, w->cos, w->sin, M, T, w->H, w->hd, S, 1);
-    be->rope(w->dqkv + qd, w->cos, w->sin, M, T, w->KV, w->hd, S, 1);
+    be->attention_bwd(dq, dk, dv, w->datty, A->att, qkv, AT(qkv, qd), AT(qkv, qd + kvd), aa);
+    be->rope(dq, w->cos, w->sin, M, T, w->H, w->hd, S, 1);
+    be->rope(dk, w->cos, w->sin, M, T, w->KV, w->hd, S, 1);
     if (m->cfg.qk_norm) {
-        float *raw = A->qkv_raw, *r = A->qk_rstd;
-        be->rmsnorm_bwd(w->dqkv, G(x->qn), w->dqkv, raw, W(x->qn), r, M, w->H, w->hd, S, 0);
-        be->rmsnorm_bwd(w->dqkv + qd, G(x->kn), w->dqkv + qd, raw + qd, W(x->kn), r + (size_t)M * w->H, M, w->KV,
-                        w->hd, S, 0);
+        const scp_act *raw = A->qkv_raw;
+        const float *r = A->qk_rstd;
+        be->rmsnorm_bwd(dq, G(x->qn), dq, raw, W(x->qn), r, M, w->H, w->hd, S, 0);
+        be->rmsnorm_bwd(dk, G(x->kn), dk, AT(raw, qd), W(x->kn), r + (size_t)M * w->H, M, w->KV, w->hd, S, 0);
     }
     if (x->qkv_joint) {
         be->matmul_bwd_inp(w->dln, D, w->dqkv, S, W(x->q), M, D, S, 0.0f);
         be->matmul_bwd_w(G(x->q), NULL, w->dqkv, S, A->ln1, D, M, D, S);
     } else {
         be->matmul_bwd_inp(w->dln, D, w->dqkv, S, W(x->q), M, D, qd, 0.0f);
-        be->matmul_bwd_inp(w->dln, D, w->dqkv + qd, S, W(x->k), M, D, kvd, 1.0f);
-        be->matmul_bwd_inp(w->dln, D, w->dqkv + qd + kvd, S, W(x->v), M, D, kvd, 1.0f);
-        be->matmul_bwd_w(G(x->q), OPTG(x->qb), w->dqkv, S, A->ln1, D, M, D, qd);
-        be->matmul_bwd_w(G(x->k), OPTG(x->kb), w->dqkv + qd, S, A->ln1, D, M, D, kvd);
-        be->matmul_bwd_w(G(x->v), OPTG(x->vb), w->dqkv + qd + kvd, S, A->ln1, D, M, D, kvd);
+        be->matmul_bwd_inp(w->dln, D, dk, S, W(x->k), M, D, kvd, 1.0f);
+        be->matmul_bwd_inp(w->dln, D, dv, S, W(x->v), M, D, kvd, 1.0f);
+        be->matmul_bwd_w(G(x->q), OPTG(x->qb), dq, S, A->ln1, D, M, D, qd);
+        be->matmul_bwd_w(G(x->k), OPTG(x->kb), dk, S, A->ln1, D, M, D, kvd);
+        be->matmul_bwd_w(G(x->v), OPTG(x->vb), dv, S, A->ln1, D, M, D, kvd);
     }
     be->rmsnorm_bwd(w->dresid, G(x->ln1), w->dln, xin, W(x->ln1), A->rstd1, M, 1, D, D, 1);
 }
@@ -639,7 +658,7 @@ static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, in
         layer_acts A = acts_of(m, keep ? l : 0, B, T);
         layer_forward(m, l, &A, aa, 1);
     }
-    be->rmsnorm_fwd(w->lnf, w->rstdf, w->resid + (size_t)w->L * M * D, W(w->final_norm), M, 1, D, D, eps);
+    be->rmsnorm_fwd(w->lnf, w->rstdf, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), M, 1, D, D, eps);
 }
 
 static void backward_body(scp_model *m, const scp_batch *b, const scp_attn_args *aa)
@@ -648,9 +667,9 @@ static void backward_body(scp_model *m, const scp_batch *b, const scp_attn_args 
     const scp_backend *be = m->backend;
     const int B = b->B, T = b->T, M = B * T, D = w->D;
     /* dresid holds d loss / d (residual stream) as it flows down; each rmsnorm backward adds its branch. */
-    be->zero(w->dresid, (size_t)M * D);
-    be->rmsnorm_bwd(w->dresid, G(w->final_norm), w->dln, w->resid + (size_t)w->L * M * D, W(w->final_norm), w->rstdf, M,
-                    1, D, D, 1);
+    be->zero_bytes(w->dresid, (size_t)M * D * w->esz);
+    be->rmsnorm_bwd(w->dresid, G(w->final_norm), w->dln, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), w->rstdf,
+                    M, 1, D, D, 1);
     for (int l = w->L - 1; l >= 0; l--) {
         layer_acts A = acts_of(m, w->recompute ? 0 : l, B, T);
         if (w->recompute) layer_forward(m, l, &A, aa, 0);
@@ -705,7 +724,7 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
     double loss = 0.0;
     if (token_nll) memset(token_nll, 0, (size_t)M * sizeof *token_nll);
     if (n > 0) {
-        const float *sel = w->lnf;
+        const scp_act *sel = w->lnf;
         if (n < M) {
             be->upload(w->rows, rows, (size_t)n * sizeof *rows);
             be->gather_rows(w->sel, w->lnf, w->rows, n, D);
@@ -713,15 +732,15 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
         }
         be->upload(w->tsel, tgt, (size_t)n * sizeof *tgt);
         be->upload(w->wsel, wt, (size_t)n * sizeof *wt);
-        float *dsel = n < M ? w->dsel : w->dln;
+        scp_act *dsel = n < M ? w->dsel : w->dln;
         for (int r0 = 0; r0 < n; r0 += w->logit_rows) {   /* chunks of rows, in order (deterministic) */
             int nr = n - r0 < w->logit_rows ? n - r0 : w->logit_rows;
-            const float *x = sel + (size_t)r0 * D;
+            const scp_act *x = AT(sel, (size_t)r0 * D);
             be->matmul_fwd(w->logits, V, x, D, W(w->lm_head), NULL, nr, D, V, 0.0f);
             loss += be->crossentropy(w->logits, w->nll + r0, w->tsel + r0, w->wsel + r0, nr, V, backward);
             if (backward) {   /* the logits buffer now holds d loss / d logits */
                 be->matmul_bwd_w(G(w->lm_head), NULL, w->logits, V, x, D, nr, D, V);
-                be->matmul_bwd_inp(dsel + (size_t)r0 * D, D, w->logits, V, W(w->lm_head), nr, D, V, 0.0f);
+                be->matmul_bwd_inp(AT(dsel, (size_t)r0 * D), D, w->logits, V, W(w->lm_head), nr, D, V, 0.0f);
             }
         }
         if (token_nll) {
@@ -731,11 +750,11 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
             free(nll);
         }
         if (backward && n < M) {
-            be->zero(w->dln, (size_t)M * D);
+            be->zero_bytes(w->dln, (size_t)M * D * w->esz);
             be->scatter_rows(w->dln, w->dsel, w->rows, n, D);
         }
     } else if (backward) {
-        be->zero(w->dln, (size_t)M * D);
+        be->zero_bytes(w->dln, (size_t)M * D * w->esz);
     }
     if (backward) {
         backward_body(m, b, &aa);
@@ -758,8 +777,12 @@ int scp_model_logits(scp_model *m, const scp_batch *b, float *logits)
     forward_body(m, b, &aa, 0);
     for (int r0 = 0; r0 < M; r0 += w->logit_rows) {
         int nr = M - r0 < w->logit_rows ? M - r0 : w->logit_rows;
-        m->backend->matmul_fwd(w->logits, w->V, w->lnf + (size_t)r0 * w->D, w->D, W(w->lm_head), NULL, nr, w->D, w->V, 0.0f);
-        m->backend->download(logits + (size_t)r0 * w->V, w->logits, (size_t)nr * w->V * sizeof(float));
+        size_t n = (size_t)nr * w->V;
+        m->backend->matmul_fwd(w->logits, w->V, AT(w->lnf, (size_t)r0 * w->D), w->D, W(w->lm_head), NULL, nr, w->D, w->V,
+                               0.0f);
+        const void *src = w->logits;
+        if (w->logits32) m->backend->from_act(w->logits32, w->logits, n), src = w->logits32;
+        m->backend->download(logits + (size_t)r0 * w->V, src, n * sizeof(float));
     }
     return 0;
 }

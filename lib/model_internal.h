@@ -36,34 +36,41 @@ typedef struct workspace {
     /* A device backend (host_memory 0): the device copies of m->weights and m->grads, and whether each side
      * changed since the last copy (see "host and device" below). */
     float *dweights, *dgrads;
+    /* The weights the kernels read, in the storage type (backend.h "Storage"): on a bf16 backend a rounded copy
+     * of the fp32 master dweights, remade whenever the master changes (after AdamW, after an upload); NULL where
+     * the storage is fp32 and the master itself is read. */
+    scp_act *cweights;
+    size_t esz;             /* bytes of one scp_act element (the backend's act_size) */
     float *dm, *dv;                 /* device AdamW moments, copies of the caller's host_m, host_v */
     float *host_m, *host_v;
     /* Which side is newer: *_dirty, the host (a caller wrote it); *_on_dev, the device (a step or AdamW ran
      * there); neither, both agree. See "host and device" in model.c. */
     int weights_dirty, grads_dirty, moments_dirty;
     int weights_on_dev, grads_on_dev, moments_on_dev;
-    /* activations; P = slots (see layer_acts) */
-    float *resid;           /* (L + 1, M, D): input of each layer, then the final hidden state (always all
+    /* activations (scp_act: the storage type) and their statistics (float); P = slots (see layer_acts) */
+    scp_act *resid;         /* (L + 1, M, D): input of each layer, then the final hidden state (always all
                                layers: recomputation starts from them) */
-    float *resid2;          /* (P, M, D): after attention's residual add */
-    float *ln1, *ln2;       /* (P, M, D) */
+    scp_act *resid2;        /* (P, M, D): after attention's residual add */
+    scp_act *ln1, *ln2;     /* (P, M, D) */
     float *rstd1, *rstd2;   /* (P, M) */
-    float *qkv;             /* (P, M, S): q|k|v as attention reads them (after q/k norm and rope) */
-    float *qkv_raw;         /* (P, M, S): before q/k norm (qk_norm only) */
+    scp_act *qkv;           /* (P, M, S): q|k|v as attention reads them (after q/k norm and rope) */
+    scp_act *qkv_raw;       /* (P, M, S): before q/k norm (qk_norm only) */
     float *qk_rstd;         /* (P, M, H + KV) (qk_norm only) */
     float *att;             /* (P, att_floats) attention state: (B, H, T, T) probabilities on the CPU */
-    float *atty;            /* (P, M, qd) attention output */
-    float *gateup;          /* (P, M, 2I) */
-    float *hmlp;            /* (P, M, I) */
-    float *lnf, *rstdf;     /* (M, D), (M) */
-    float *sel;             /* (M, D) final-norm rows that carry a loss */
-    float *logits;          /* (logit_rows, V); holds dlogits after the cross-entropy */
+    scp_act *atty;          /* (P, M, qd) attention output */
+    scp_act *gateup;        /* (P, M, 2I) */
+    scp_act *hmlp;          /* (P, M, I) */
+    scp_act *lnf;           /* (M, D) */
+    float *rstdf;           /* (M) */
+    scp_act *sel;           /* (M, D) final-norm rows that carry a loss */
+    scp_act *logits;        /* (logit_rows, V); holds dlogits after the cross-entropy */
+    float *logits32;        /* (logit_rows, V) fp32 logits for scp_model_logits where the storage is bf16 */
     float *nll, *wsel;      /* (M) */
     int32_t *ids, *rows, *tsel;   /* (M) */
     uint8_t *mask;          /* (B, T, T) */
     float *cos, *sin;       /* (T, hd/2) */
     /* gradients of activations, reused by every layer */
-    float *dresid, *dln, *dqkv, *datty, *dgateup, *dh, *dsel;
+    scp_act *dresid, *dln, *dqkv, *datty, *dgateup, *dh, *dsel;
     /* mixture of experts (model_moe.c; NULL for a dense model). E experts, k per token, N = M k assignments
      * sorted by expert; the experts' gate|up and h use gateup and hmlp above (I is then k times the expert width,
      * so a slot holds (N, 2 I_e) and (N, I_e)). Per slot: */
@@ -74,11 +81,11 @@ typedef struct workspace {
     int32_t *moe_tok;       /* (P, N) token row of each sorted assignment */
     int32_t *moe_pos;       /* (P, M, k) sorted position of assignment (r, j) */
     /* scratch: */
-    float *moe_logits;      /* (M, E) router logits, then their gradient */
+    scp_act *moe_logits;    /* (M, E) router logits, then their gradient */
     float *moe_psum;        /* (E) */
     float *moe_dprob;       /* (E) load-balancing gradient on each probability */
-    float *moe_x;           /* (N, D) gathered expert inputs; then the experts' outputs before the weights */
-    float *moe_dy;          /* (N, D) gradient of the expert outputs, then of their inputs */
+    scp_act *moe_x;         /* (N, D) gathered expert inputs; then the experts' outputs before the weights */
+    scp_act *moe_dy;        /* (N, D) gradient of the expert outputs, then of their inputs */
     float *moe_dw;          /* (M, k) gradient of the routing weights */
 } workspace;
 
@@ -87,15 +94,25 @@ typedef struct workspace {
  * with recomputation, which reruns layer l's forward into slot 0 just before its backward). */
 typedef struct layer_acts {
     int slot;
-    float *ln1, *rstd1, *qkv, *qkv_raw, *qk_rstd, *att, *atty, *x2, *ln2, *rstd2, *gateup, *hmlp;
+    scp_act *ln1, *qkv, *qkv_raw, *atty, *x2, *ln2, *gateup, *hmlp;
+    float *rstd1, *qk_rstd, *att, *rstd2;
 } layer_acts;
 
-/* The backend's copies of the weights and gradients (the host arrays themselves on the CPU). */
+/* Element n of an scp_act array p of model m's backend: the driver's only arithmetic on activations. */
+static inline scp_act *scp_act_at(const scp_model *m, const scp_act *p, size_t n)
+{
+    return (scp_act *)(void *)((char *)(void *)(uintptr_t)p + n * ((const workspace *)m->ctx)->esz);
+}
+#define AT(p, n) scp_act_at(m, (p), (size_t)(n))
+
+/* The backend's copies of the weights and gradients (the host arrays themselves on the CPU): DW the fp32
+ * master, CW what the kernels read (the master, or its bf16 copy), DG the fp32 gradients. */
 #define DW(m) ((m)->backend->host_memory ? (m)->weights : ((workspace *)(m)->ctx)->dweights)
+#define CW(m) (((workspace *)(m)->ctx)->cweights ? ((workspace *)(m)->ctx)->cweights : (scp_act *)(void *)DW(m))
 #define DG(m) ((m)->backend->host_memory ? (m)->grads : ((workspace *)(m)->ctx)->dgrads)
-#define W(off) (DW(m) + (off))
+#define W(off) AT(CW(m), (off))
 #define G(off) (DG(m) + (off))
-#define OPT(off) ((off) >= 0 ? DW(m) + (off) : NULL)
+#define OPT(off) ((off) >= 0 ? W(off) : NULL)
 #define OPTG(off) ((off) >= 0 ? DG(m) + (off) : NULL)
 
 /* model_moe.c: the mixture-of-experts step that replaces the dense MLP of a qwen3_moe layer. */
@@ -105,7 +122,7 @@ void scp_moe_free(struct scp_moe *x);
 void scp_moe_reserve(scp_model *m, size_t M, size_t slots);
 /* xout (M, D) = x2 + moe(ln2) of layer l into the activations A (as mlp_forward), and its backward (as
  * mlp_backward: w->dln = d loss / d ln2 from w->dresid, weight gradients added, the router's included). */
-void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, float *xout, int to_output);
+void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *xout, int to_output);
 void scp_moe_backward(scp_model *m, int l, const layer_acts *A, int M);
 
 #endif

@@ -80,18 +80,18 @@ void scp_moe_reserve(scp_model *m, size_t M, size_t slots)
     workspace *w = m->ctx;
     struct scp_moe *x = w->moe;
     const scp_backend *be = m->backend;
-    size_t E = (size_t)x->E, k = (size_t)x->k, D = (size_t)x->D, N = M * k, P = slots, f = sizeof(float);
+    size_t E = (size_t)x->E, k = (size_t)x->k, D = (size_t)x->D, N = M * k, P = slots, f = sizeof(float), a = w->esz;
     w->moe_probs = walloc(w, be, P * M * E * f);
     w->moe_w = walloc(w, be, P * M * k * f);
     w->moe_lse = walloc(w, be, P * M * f);
     w->moe_idx = walloc(w, be, P * M * k * sizeof(int32_t));
     w->moe_tok = walloc(w, be, P * N * sizeof(int32_t));
     w->moe_pos = walloc(w, be, P * N * sizeof(int32_t));
-    w->moe_logits = walloc(w, be, M * E * f);
+    w->moe_logits = walloc(w, be, M * E * a);
     w->moe_psum = walloc(w, be, E * f);
     w->moe_dprob = walloc(w, be, E * f);
-    w->moe_x = walloc(w, be, N * D * f);
-    w->moe_dy = walloc(w, be, N * D * f);
+    w->moe_x = walloc(w, be, N * D * a);
+    w->moe_dy = walloc(w, be, N * D * a);
     w->moe_dw = walloc(w, be, M * k * f);
     free(x->counts), free(x->h_idx), free(x->h_tok), free(x->h_pos), free(x->h_lse);
     x->counts = scp_xcalloc(P * E, sizeof *x->counts);
@@ -123,7 +123,7 @@ static moe_acts moe_acts_of(const workspace *w, const layer_acts *A, int M)
 }
 
 /* out (n, 2 Ie) = u (n, D) [Wg; Wu]^T for expert e of layer l (one matmul when gate and up are adjacent). */
-static void expert_gateup(scp_model *m, const struct scp_moe *x, size_t le, float *out, const float *u, int n)
+static void expert_gateup(scp_model *m, const struct scp_moe *x, size_t le, scp_act *out, const scp_act *u, int n)
 {
     const scp_backend *be = m->backend;
     const int D = x->D, I = x->Ie;
@@ -131,7 +131,7 @@ static void expert_gateup(scp_model *m, const struct scp_moe *x, size_t le, floa
         be->matmul_fwd(out, 2 * I, u, D, W(x->gate[le]), NULL, n, D, 2 * I, 0.0f);
     } else {
         be->matmul_fwd(out, 2 * I, u, D, W(x->gate[le]), NULL, n, D, I, 0.0f);
-        be->matmul_fwd(out + I, 2 * I, u, D, W(x->up[le]), NULL, n, D, I, 0.0f);
+        be->matmul_fwd(AT(out, I), 2 * I, u, D, W(x->up[le]), NULL, n, D, I, 0.0f);
     }
 }
 
@@ -144,11 +144,11 @@ static void expert_down(scp_model *m, const struct scp_moe *x, int l, const laye
     const int D = x->D, E = x->E, I = x->Ie;
     for (int e = 0, o = 0; e < E; o += cnt[e], e++)
         if (cnt[e])
-            m->backend->matmul_fwd(w->moe_x + (size_t)o * D, D, A->hmlp + (size_t)o * I, I, W(x->down[(size_t)l * E + e]),
-                                   NULL, cnt[e], I, D, 0.0f);
+            m->backend->matmul_fwd(AT(w->moe_x, (size_t)o * D), D, AT(A->hmlp, (size_t)o * I), I,
+                                   W(x->down[(size_t)l * E + e]), NULL, cnt[e], I, D, 0.0f);
 }
 
-void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, float *xout, int to_output)
+void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *xout, int to_output)
 {
     workspace *w = m->ctx;
     struct scp_moe *x = w->moe;
@@ -182,11 +182,12 @@ void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, float *xou
     /* Each expert on its own rows. */
     be->gather_rows(w->moe_x, A->ln2, a.tok, N, D);
     for (int e = 0, o = 0; e < E; o += cnt[e], e++)
-        if (cnt[e]) expert_gateup(m, x, (size_t)l * E + e, A->gateup + (size_t)o * 2 * I, w->moe_x + (size_t)o * D, cnt[e]);
+        if (cnt[e])
+            expert_gateup(m, x, (size_t)l * E + e, AT(A->gateup, (size_t)o * 2 * I), AT(w->moe_x, (size_t)o * D), cnt[e]);
     be->swiglu_fwd(A->hmlp, A->gateup, N, I);
     if (!to_output) return;   /* a rerun for backward: y is made again there; the statistics were counted */
     expert_down(m, x, l, A, cnt);
-    be->copy(xout, A->x2, (size_t)M * D);
+    be->copy_bytes(xout, A->x2, (size_t)M * D * w->esz);
     be->moe_combine(xout, w->moe_x, a.wt, a.pos, M, k, D, 1.0f);
 
     /* Statistics and the auxiliary loss values (model_moe.h). */
@@ -216,25 +217,25 @@ void scp_moe_backward(scp_model *m, int l, const layer_acts *A, int M)
     for (int e = 0, o = 0; e < E; o += cnt[e], e++) {
         if (!cnt[e]) continue;
         size_t le = (size_t)l * E + e;
-        const float *dy = w->moe_dy + (size_t)o * D;
-        be->matmul_bwd_inp(w->dh + (size_t)o * I, I, dy, D, W(x->down[le]), cnt[e], I, D, 0.0f);
-        be->matmul_bwd_w(G(x->down[le]), NULL, dy, D, A->hmlp + (size_t)o * I, I, cnt[e], I, D);
+        const scp_act *dy = AT(w->moe_dy, (size_t)o * D);
+        be->matmul_bwd_inp(AT(w->dh, (size_t)o * I), I, dy, D, W(x->down[le]), cnt[e], I, D, 0.0f);
+        be->matmul_bwd_w(G(x->down[le]), NULL, dy, D, AT(A->hmlp, (size_t)o * I), I, cnt[e], I, D);
     }
     be->swiglu_bwd(w->dgateup, w->dh, A->gateup, N, I);
     be->gather_rows(w->moe_x, A->ln2, a.tok, N, D);   /* the scratch held another layer's rows */
     for (int e = 0, o = 0; e < E; o += cnt[e], e++) {
         if (!cnt[e]) continue;
         size_t le = (size_t)l * E + e;
-        const float *dgu = w->dgateup + (size_t)o * 2 * I, *xe = w->moe_x + (size_t)o * D;
-        float *dx = w->moe_dy + (size_t)o * D;   /* this expert's dy is spent: its rows take dx */
+        const scp_act *dgu = AT(w->dgateup, (size_t)o * 2 * I), *xe = AT(w->moe_x, (size_t)o * D);
+        scp_act *dx = AT(w->moe_dy, (size_t)o * D);   /* this expert's dy is spent: its rows take dx */
         if (x->up[le] == x->gate[le] + (int64_t)I * D) {
             be->matmul_bwd_w(G(x->gate[le]), NULL, dgu, 2 * I, xe, D, cnt[e], D, 2 * I);
             be->matmul_bwd_inp(dx, D, dgu, 2 * I, W(x->gate[le]), cnt[e], D, 2 * I, 0.0f);
         } else {
             be->matmul_bwd_w(G(x->gate[le]), NULL, dgu, 2 * I, xe, D, cnt[e], D, I);
-            be->matmul_bwd_w(G(x->up[le]), NULL, dgu + I, 2 * I, xe, D, cnt[e], D, I);
+            be->matmul_bwd_w(G(x->up[le]), NULL, AT(dgu, I), 2 * I, xe, D, cnt[e], D, I);
             be->matmul_bwd_inp(dx, D, dgu, 2 * I, W(x->gate[le]), cnt[e], D, I, 0.0f);
-            be->matmul_bwd_inp(dx, D, dgu + I, 2 * I, W(x->up[le]), cnt[e], D, I, 1.0f);
+            be->matmul_bwd_inp(dx, D, AT(dgu, I), 2 * I, W(x->up[le]), cnt[e], D, I, 1.0f);
         }
     }
     be->moe_combine(w->dln, w->moe_dy, NULL, a.pos, M, k, D, 0.0f);

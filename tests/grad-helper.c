@@ -1,6 +1,6 @@
 /* grad-helper.c: the C side of tests/grad-check.py. Loads a checkpoint directory and a batch (safetensors:
  * input, target, weight (B, T); optional doc (B, T); metadata attn = causal | bidirectional | anneal, anneal_p,
- * anneal_seed), runs one forward + backward on the CPU backend, and writes OUT (safetensors):
+ * anneal_seed), runs one forward + backward on the CPU backend (or $SCP_TEST_BACKEND), and writes OUT (safetensors):
  *   loss (1) F64, token_nll (B, T), logits (B, T, V) from scp_model_logits, mask (B, T, T) U8 (the visibility
  *   the model used), grad.NAME for every parameter;
  * with --adamw, also two AdamW steps (lr = 1e-3 times a per-group factor, weight decay 0.1 where the table says
@@ -46,7 +46,8 @@ int main(int argc, char **argv)
     }
     int adamw = argc > 4 && strcmp(argv[4], "--adamw") == 0;
     scp_set_threads(0);
-    scp_model *m = scp_model_load(argv[1], "cpu");
+    const char *backend = getenv("SCP_TEST_BACKEND");   /* grad-check-bf16.sh: "cpu-bf16" */
+    scp_model *m = scp_model_load(argv[1], backend && *backend ? backend : "cpu");
     if (!m) scp_die_last();
     scp_st_file bf;
     if (scp_st_open(&bf, argv[2]) < 0) scp_die_last();

@@ -3,7 +3,7 @@
 # AR pretraining from random weights, the SCP conversion (masked diffusion, bidirectional) with the
 # load-balancing and z losses, whose held-out diffusion NLL bound must fall well beyond its standard error;
 # the per-expert load in metrics.jsonl (one count per expert, summing to tokens x k x layers); --recompute
-# giving bitwise the same losses; exact resume; scp-eval ppl, elbo and generate; scp-export to Hugging Face and GGUF, each
+# giving bitwise the same losses; bf16 storage (cpu-bf16) close to fp32; exact resume; scp-eval ppl, elbo and generate; scp-export to Hugging Face and GGUF, each
 # imported back giving the same bound.
 . "$SCP_SRCDIR/tests/lib.sh"
 [ -x /usr/bin/python3 ] || skip_all "no /usr/bin/python3 (the corpus and tokenizer tools need it)"
@@ -59,6 +59,22 @@ for rc in "" --recompute; do
 done
 cmp -s rc.lines rc--recompute.lines && [ "$(wc -l <rc.lines)" -eq 3 ]
 ok $? "--recompute gives bitwise the same step losses, loads and gradient norms"
+
+# bf16 storage (cpu-bf16: the CPU kernels behind bf16 activations, fp32 master weights): the same 3 steps follow
+# the fp32 losses to bf16's precision without equalling them (a near tie in the routing may pick another expert,
+# hence 2e-2 rather than grad-check-bf16's tighter figures).
+scp-train --init ar/latest -o rcbf --objective mdm --steps 3 --lr 2e-3 --aux-loss 0.01 --z-loss 0.001 \
+    --eval-every 0 --backend cpu-bf16 $COMMON 2>>"$TMP/err" || echo "cpu-bf16 run failed" >>"$TMP/err"
+/usr/bin/python3 - <<'EOF' >"$TMP/bf.out" 2>&1
+import json
+a = [json.loads(l) for l in open("rc/metrics.jsonl")]
+b = [json.loads(l) for l in open("rcbf/metrics.jsonl")]
+rel = [abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(a, b)]
+print("cpu-bf16 against fp32, relative loss differences:", " ".join("%.1e" % r for r in rel))
+assert len(b) == 3 and 0 < max(rel) < 2e-2 and all(sum(y["expert_load"]) == 2048 * 2 * 2 for y in b)
+EOF
+ok $? "a MoE run on bf16 storage (cpu-bf16) follows the fp32 losses"
+sed 's/^/# /' "$TMP/bf.out"
 
 # Exact resume: 2 steps, then --resume to 4 (the auxiliary-loss options come back from trainer_state.json),
 # against 4 steps in one go, with micro-batches.

@@ -20,7 +20,7 @@ static void test_route(const scp_backend *be)
     float logits[3 * 5] = {0, 0, 0, 0, 0, 1, 3, 3, 0, 3, 0, 1, 2, 3, 5};
     float probs[15], w[6], lse[3], psum[5];
     int32_t idx[6];
-    be->moe_route(probs, idx, w, lse, psum, logits, 3, 5, 2, 1);
+    be->moe_route(probs, idx, w, lse, psum, SCP_ACT(logits), 3, 5, 2, 1);
     tap_ok(idx[0] == 0 && idx[1] == 1 && idx[2] == 1 && idx[3] == 2 && idx[4] == 4 && idx[5] == 3,
            "%s: top-2 with ties in index order: [%d %d] [%d %d] [%d %d]", be->name, idx[0], idx[1], idx[2], idx[3], idx[4],
            idx[5]);
@@ -32,10 +32,10 @@ static void test_route(const scp_backend *be)
     tap_ok(close_to(lse[0], log(5.0), 1e-6) && close_to(lse[2], l2, 1e-6) && close_to(psum[3], s, 1e-6) &&
                close_to(probs[14], exp(5 - l2), 1e-6),
            "%s: logsumexp %.6f, probabilities and their column sums", be->name, lse[2]);
-    be->moe_route(probs, idx, w, lse, psum, logits, 3, 5, 2, 0);
+    be->moe_route(probs, idx, w, lse, psum, SCP_ACT(logits), 3, 5, 2, 0);
     tap_ok(close_to(w[4], exp(5 - l2), 1e-6) && close_to(w[0], 0.2, 1e-6), "%s: without norm_topk_prob the weights are the probabilities",
            be->name);
-    be->moe_route(probs, idx, w, lse, psum, logits + 10, 1, 5, 5, 1);
+    be->moe_route(probs, idx, w, lse, psum, SCP_ACT(logits + 10), 1, 5, 5, 1);
     tap_ok(idx[0] == 4 && idx[1] == 3 && idx[2] == 2 && idx[3] == 1 && idx[4] == 0 && close_to(w[0], probs[4], 1e-6),
            "%s: k = E takes every expert by decreasing probability", be->name);
 }
@@ -46,14 +46,14 @@ static void test_combine(const scp_backend *be)
     float y[4 * 3] = {1, 2, 3, 10, 20, 30, 100, 200, 300, 1000, 2000, 3000};
     int32_t pos[4] = {2, 0, 3, 1};
     float wt[4] = {0.25f, 0.75f, 0.5f, 0.5f}, out[6] = {1, 1, 1, 2, 2, 2};
-    be->moe_combine(out, y, wt, pos, 2, 2, 3, 1.0f);
+    be->moe_combine(SCP_ACT(out), SCP_ACT(y), wt, pos, 2, 2, 3, 1.0f);
     tap_ok(out[0] == 1 + 25 + 0.75f && out[5] == 2 + 1500 + 15, "%s: weighted combine added to the residual (%g, %g)", be->name,
            out[0], out[5]);
-    be->moe_combine(out, y, NULL, pos, 2, 2, 3, 0.0f);
+    be->moe_combine(SCP_ACT(out), SCP_ACT(y), NULL, pos, 2, 2, 3, 0.0f);
     tap_ok(out[0] == 101 && out[4] == 2020, "%s: unweighted combine (the gather's backward) overwrites", be->name);
     float dout[6] = {1, 0, 0, 0, 1, 1}, dy[12], dw[4];
     memset(dy, 0xFF, sizeof dy);
-    be->moe_combine_bwd(dy, dw, dout, y, wt, pos, 2, 2, 3);
+    be->moe_combine_bwd(SCP_ACT(dy), dw, SCP_ACT(dout), SCP_ACT(y), wt, pos, 2, 2, 3);
     tap_ok(dy[6] == 0.25f && dy[7] == 0 && dy[0] == 0.75f && dy[10] == 0.5f && dy[4] == 0.5f && dw[0] == 100 &&
                dw[1] == 1 && dw[2] == 5000 && dw[3] == 50,
            "%s: combine backward: every row of dy written, d weight = dout . y", be->name);
@@ -66,8 +66,8 @@ static void test_route_bwd(const scp_backend *be)
     const float zc = 0.3f;
     float p[6], w[2], lse[1], ps[6], dz[6];
     int32_t ix[2];
-    be->moe_route(p, ix, w, lse, ps, z, 1, 6, 2, 1);
-    be->moe_route_bwd(dz, c, p, lse, ix, w, a, zc, 1, 6, 2, 1);
+    be->moe_route(p, ix, w, lse, ps, SCP_ACT(z), 1, 6, 2, 1);
+    be->moe_route_bwd(SCP_ACT(dz), c, p, lse, ix, w, a, zc, 1, 6, 2, 1);
     double worst = 0;
     for (int e = 0; e < 6; e++) {
         double f[2];

@@ -2,7 +2,8 @@
 bit-identical weights, optimizer moments and per-step losses to the same run left alone; SIGTERM saves a
 checkpoint and exits 143, and the resumed run again matches. Annealed attention, micro-batches, warmup and
 a cosine schedule are on, so the trainer RNG, the data cursor and the schedule all have to come back exactly.
-The same run on the device-resident driver path (cpu-mirror) with --recompute is bit-identical too."""
+The same run on the device-resident driver path (cpu-mirror) with --recompute is bit-identical too; on bf16
+storage (cpu-bf16) it follows the fp32 losses closely, and resumes bit-identically after SIGTERM."""
 import filecmp
 import os
 import random
@@ -100,6 +101,30 @@ ok(p.returncode == 143 and latest == "step-%07d" % steps_done,
 r = run(["scp-train", "--resume", "-o", rt, "-q"])
 ok(r.returncode == 0, "resume after SIGTERM")
 same_run(ref, rt, "SIGTERM")
+
+# ---- bf16 storage ("cpu-bf16": the CPU kernels behind bf16 activations, fp32 master weights and moments) ----
+# Its losses follow the fp32 run's to bf16's precision, but not bitwise (or the storage would not round); and a
+# run stopped by SIGTERM and resumed is bit-identical to it uninterrupted: the bf16 copy of the weights is made
+# again from the fp32 master in the checkpoint.
+bref = os.path.join(tmp, "bf16")
+t0 = time.time()
+r = run(["scp-train"] + ARGS + ["--backend", "cpu-bf16", "-o", bref])
+bdur = time.time() - t0
+ok(r.returncode == 0, "the same run with --backend cpu-bf16 (%.1f s)" % bdur)
+pairs = [(x[1], y[1]) for x, y in zip(losses(bref), losses(ref)) if x[1] is not None and y[1] is not None]
+worst = max(abs(x - y) / abs(y) for x, y in pairs)
+ok(len(pairs) >= 140 and 0 < worst < 1e-2, "cpu-bf16 losses within %.1e of fp32's over %d steps, not equal" % (worst, len(pairs)))
+bt = os.path.join(tmp, "bf16-term")
+p = subprocess.Popen([prog] + ARGS + ["--backend", "cpu-bf16", "-o", bt], stderr=subprocess.PIPE)
+while not os.path.exists(os.path.join(bt, "latest")) and p.poll() is None:
+    time.sleep(0.01)
+time.sleep(rng.uniform(0.02, 0.3) * bdur)
+p.send_signal(signal.SIGTERM)
+p.communicate()
+ok(p.returncode == 143, "cpu-bf16: SIGTERM after step %s" % losses(bt)[-1][0])
+r = run(["scp-train", "--resume", "-o", bt, "-q"])
+ok(r.returncode == 0, "cpu-bf16: resume after SIGTERM")
+same_run(bref, bt, "cpu-bf16 SIGTERM")
 
 # ---- --resume with nothing to resume ----
 r = run(["scp-train", "--resume", "-o", os.path.join(tmp, "none")])

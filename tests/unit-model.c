@@ -429,7 +429,7 @@ static void test_attention_empty_row(void)
     for (int k = 0; k < 2; k++) {
         out[k] = calloc((size_t)B * T * H * hd, sizeof(float));
         att[k] = calloc((size_t)B * H * T * T, sizeof(float));
-        be[k]->attention_fwd(out[k], att[k], qkv, qkv + H * hd, qkv + (H + KV) * hd, &a);
+        be[k]->attention_fwd(SCP_ACT(out[k]), att[k], SCP_ACT(qkv), SCP_ACT(qkv + H * hd), SCP_ACT(qkv + (H + KV) * hd), &a);
     }
     int finite = 1, zero_row = 1;
     double diff = 0;

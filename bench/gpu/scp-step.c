@@ -6,7 +6,11 @@
  * driver's state. Prints one JSON object: step time, tokens/s, model FLOPs and MFU against the given peak, and
  * the time per operation (a separate step with a device synchronisation around each call).
  *
- * usage: scp-step [--backend cuda|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
+ * Activations are the table's storage type (scp_act: fp32, or bf16 on "cuda-bf16"); the fp32 master weights are
+ * rounded into a compute copy at the start of each step (to_act), as lib/model.c does (fp32 storage uses the
+ * master weights in place); weight gradients and AdamW stay fp32.
+ *
+ * usage: scp-step [--backend cuda|cuda-bf16|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
  *                 [--driver [--recompute]]   (the step through lib/model.c, as scp-train runs it)
  * Default: the Qwen3-0.6B shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072,
  * vocab 151936), B = 4, T = 2048, 3 timed steps after one warm-up. --tiny: a small shape for a dry run. */
@@ -54,16 +58,23 @@ static void sync_current(void) { sync_dev(is_cuda); }
 typedef struct {
     int L, D, H, KV, hd, I, V, B, T, M, qd, kvd, S, CH;
     float *w, *g, *om, *ov;        /* flat parameters, gradients, AdamW moments (n floats each) */
+    scp_act *wc;                   /* the compute copy of w (n elements; w itself in fp32 storage) */
     size_t n, att_n;               /* att_n: floats of attention state per layer (see net_init) */
     size_t o_emb, o_fn, *o_ln1, *o_qkv, *o_qn, *o_kn, *o_o, *o_ln2, *o_gu, *o_dn;
-    /* activations kept for backward, per layer */
-    float *resid, *ln1, *rstd1, *qkv, *raw, *rq, *lse, *atty, *x2, *ln2, *rstd2, *gu, *h, *lnf, *rstdf;
+    /* activations kept for backward, per layer (storage type), and their statistics (fp32) */
+    scp_act *resid, *ln1, *qkv, *raw, *atty, *x2, *ln2, *gu, *h, *lnf;
+    float *rstd1, *rq, *lse, *rstd2, *rstdf;
     /* backward and scratch */
-    float *dresid, *dln, *dqkv, *datty, *dh, *dgu, *logits, *nll, *cosb, *sinb, *wt;
+    scp_act *dresid, *dln, *dqkv, *datty, *dh, *dgu, *logits;
+    float *nll, *cosb, *sinb, *wt;
     int32_t *ids, *tgt;
 } net;
 
 static float *A(const scp_backend *be, size_t n) { return be->alloc(n * sizeof(float)); }
+/* n elements of the storage type; AT: p offset by n elements */
+static scp_act *AA(const scp_backend *be, size_t n) { return be->alloc(n * be->act_size); }
+static size_t esz;  /* the table's act_size */
+static scp_act *AT(const scp_act *p, size_t n) { return (scp_act *)((char *)p + n * esz); }
 
 static void net_init(net *m, const scp_backend *be)
 {
@@ -100,19 +111,20 @@ static void net_init(net *m, const scp_backend *be)
         for (int i = 0; i < m->hd; i++) h[m->o_qn[l] + i] = h[m->o_kn[l] + i] = 1;
     }
     m->w = A(be, o), m->g = A(be, o), m->om = A(be, o), m->ov = A(be, o);
+    m->wc = be->act_size == 4 ? (scp_act *)m->w : AA(be, o);
     be->upload(m->w, h, o * sizeof(float));
     free(h);
     size_t LM = (size_t)L * M;
-    m->resid = A(be, (LM + M) * D), m->ln1 = A(be, LM * D), m->rstd1 = A(be, LM), m->qkv = A(be, LM * m->S);
+    m->resid = AA(be, (LM + M) * D), m->ln1 = AA(be, LM * D), m->rstd1 = A(be, LM), m->qkv = AA(be, LM * m->S);
     /* Attention state kept for backward: the CUDA backend keeps the log-sum-exp (B, H, T), the CPU backends the
      * probabilities (B, H, T, T) (lib/backend.h, lib/cuda/backend_cuda.h). */
     m->att_n = (size_t)m->B * m->H * m->T * (is_cuda ? 1 : (size_t)m->T);
-    m->raw = A(be, LM * m->S), m->rq = A(be, LM * (m->H + m->KV)), m->lse = A(be, (size_t)L * m->att_n);
-    m->atty = A(be, LM * m->qd), m->x2 = A(be, LM * D), m->ln2 = A(be, LM * D), m->rstd2 = A(be, LM);
-    m->gu = A(be, LM * 2 * m->I), m->h = A(be, LM * m->I), m->lnf = A(be, (size_t)M * D), m->rstdf = A(be, M);
-    m->dresid = A(be, (size_t)M * D), m->dln = A(be, (size_t)M * D), m->dqkv = A(be, (size_t)M * m->S);
-    m->datty = A(be, (size_t)M * m->qd), m->dh = A(be, (size_t)M * m->I), m->dgu = A(be, (size_t)M * 2 * m->I);
-    m->logits = A(be, (size_t)m->CH * m->V), m->nll = A(be, M), m->wt = A(be, M);
+    m->raw = AA(be, LM * m->S), m->rq = A(be, LM * (m->H + m->KV)), m->lse = A(be, (size_t)L * m->att_n);
+    m->atty = AA(be, LM * m->qd), m->x2 = AA(be, LM * D), m->ln2 = AA(be, LM * D), m->rstd2 = A(be, LM);
+    m->gu = AA(be, LM * 2 * m->I), m->h = AA(be, LM * m->I), m->lnf = AA(be, (size_t)M * D), m->rstdf = A(be, M);
+    m->dresid = AA(be, (size_t)M * D), m->dln = AA(be, (size_t)M * D), m->dqkv = AA(be, (size_t)M * m->S);
+    m->datty = AA(be, (size_t)M * m->qd), m->dh = AA(be, (size_t)M * m->I), m->dgu = AA(be, (size_t)M * 2 * m->I);
+    m->logits = AA(be, (size_t)m->CH * m->V), m->nll = A(be, M), m->wt = A(be, M);
     m->ids = be->alloc((size_t)M * 4), m->tgt = be->alloc((size_t)M * 4);
     int half = m->hd / 2;
     float *c = malloc((size_t)m->T * half * 4), *sn = malloc((size_t)m->T * half * 4), *wt = malloc((size_t)M * 4);
@@ -141,10 +153,11 @@ static void net_init(net *m, const scp_backend *be)
 
 static void net_free(net *m, const scp_backend *be)
 {
-    float *f[] = {m->w, m->g, m->om, m->ov, m->resid, m->ln1, m->rstd1, m->qkv, m->raw, m->rq, m->lse, m->atty, m->x2,
-                  m->ln2, m->rstd2, m->gu, m->h, m->lnf, m->rstdf, m->dresid, m->dln, m->dqkv, m->datty, m->dh, m->dgu,
-                  m->logits, m->nll, m->cosb, m->sinb, m->wt};
+    void *f[] = {m->w, m->g, m->om, m->ov, m->resid, m->ln1, m->rstd1, m->qkv, m->raw, m->rq, m->lse, m->atty, m->x2,
+                 m->ln2, m->rstd2, m->gu, m->h, m->lnf, m->rstdf, m->dresid, m->dln, m->dqkv, m->datty, m->dh, m->dgu,
+                 m->logits, m->nll, m->cosb, m->sinb, m->wt};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) be->free(f[i]);
+    if ((void *)m->wc != (void *)m->w) be->free(m->wc);
     be->free(m->ids), be->free(m->tgt);
     size_t *o[] = {m->o_ln1, m->o_qkv, m->o_qn, m->o_kn, m->o_o, m->o_ln2, m->o_gu, m->o_dn};
     for (size_t i = 0; i < sizeof o / sizeof *o; i++) free(o[i]);
@@ -155,71 +168,75 @@ static double step(const net *m, const scp_backend *be, int t)
 {
     const int L = m->L, D = m->D, M = m->M, S = m->S, qd = m->qd, kvd = m->kvd, I = m->I, V = m->V, H = m->H, KV = m->KV;
     const float eps = 1e-6f;
-    float *W = m->w, *G = m->g;
+    const size_t es = be->act_size;
+    float *G = m->g;
+    const scp_act *W = m->wc;
     scp_attn_args aa = {m->B, m->T, H, KV, m->hd, S, 0, NULL, 1.0f / sqrtf((float)m->hd)};
-    be->zero(G, m->n);
-    be->embedding_fwd(m->resid, m->ids, W + m->o_emb, M, D);
+    if ((void *)m->wc != (void *)m->w) be->to_act(m->wc, m->w, m->n);
+    be->zero_bytes(G, m->n * sizeof(float));
+    be->embedding_fwd(m->resid, m->ids, AT(W, m->o_emb), M, D);
     for (int l = 0; l < L; l++) {
         size_t a = (size_t)l * M;
-        float *xin = m->resid + a * D, *xout = xin + (size_t)M * D, *ln1 = m->ln1 + a * D, *qkv = m->qkv + a * S;
-        float *raw = m->raw + a * S, *r = m->rq + a * (H + KV), *atty = m->atty + a * qd, *x2 = m->x2 + a * D;
-        float *ln2 = m->ln2 + a * D, *gu = m->gu + a * 2 * I, *h = m->h + a * I;
-        float *lse = m->lse + (size_t)l * m->att_n;
-        be->rmsnorm_fwd(ln1, m->rstd1 + a, xin, W + m->o_ln1[l], M, 1, D, D, eps);
-        be->matmul_fwd(qkv, S, ln1, D, W + m->o_qkv[l], NULL, M, D, S, 0.0f);
-        be->copy(raw, qkv, (size_t)M * S);
-        be->rmsnorm_fwd(qkv, r, raw, W + m->o_qn[l], M, H, m->hd, S, eps);
-        be->rmsnorm_fwd(qkv + qd, r + (size_t)M * H, raw + qd, W + m->o_kn[l], M, KV, m->hd, S, eps);
+        scp_act *xin = AT(m->resid, a * D), *xout = AT(xin, (size_t)M * D), *ln1 = AT(m->ln1, a * D);
+        scp_act *qkv = AT(m->qkv, a * S), *raw = AT(m->raw, a * S), *atty = AT(m->atty, a * qd), *x2 = AT(m->x2, a * D);
+        scp_act *ln2 = AT(m->ln2, a * D), *gu = AT(m->gu, a * 2 * I), *h = AT(m->h, a * I);
+        float *r = m->rq + a * (H + KV), *lse = m->lse + (size_t)l * m->att_n;
+        be->rmsnorm_fwd(ln1, m->rstd1 + a, xin, AT(W, m->o_ln1[l]), M, 1, D, D, eps);
+        be->matmul_fwd(qkv, S, ln1, D, AT(W, m->o_qkv[l]), NULL, M, D, S, 0.0f);
+        be->copy_bytes(raw, qkv, (size_t)M * S * es);
+        be->rmsnorm_fwd(qkv, r, raw, AT(W, m->o_qn[l]), M, H, m->hd, S, eps);
+        be->rmsnorm_fwd(AT(qkv, qd), r + (size_t)M * H, AT(raw, qd), AT(W, m->o_kn[l]), M, KV, m->hd, S, eps);
         be->rope(qkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 0);
-        be->rope(qkv + qd, m->cosb, m->sinb, M, m->T, KV, m->hd, S, 0);
-        be->attention_fwd(atty, lse, qkv, qkv + qd, qkv + qd + kvd, &aa);
-        be->copy(x2, xin, (size_t)M * D);
-        be->matmul_fwd(x2, D, atty, qd, W + m->o_o[l], NULL, M, qd, D, 1.0f);
-        be->rmsnorm_fwd(ln2, m->rstd2 + a, x2, W + m->o_ln2[l], M, 1, D, D, eps);
-        be->matmul_fwd(gu, 2 * I, ln2, D, W + m->o_gu[l], NULL, M, D, 2 * I, 0.0f);
+        be->rope(AT(qkv, qd), m->cosb, m->sinb, M, m->T, KV, m->hd, S, 0);
+        be->attention_fwd(atty, lse, qkv, AT(qkv, qd), AT(qkv, qd + kvd), &aa);
+        be->copy_bytes(x2, xin, (size_t)M * D * es);
+        be->matmul_fwd(x2, D, atty, qd, AT(W, m->o_o[l]), NULL, M, qd, D, 1.0f);
+        be->rmsnorm_fwd(ln2, m->rstd2 + a, x2, AT(W, m->o_ln2[l]), M, 1, D, D, eps);
+        be->matmul_fwd(gu, 2 * I, ln2, D, AT(W, m->o_gu[l]), NULL, M, D, 2 * I, 0.0f);
         be->swiglu_fwd(h, gu, M, I);
-        be->copy(xout, x2, (size_t)M * D);
-        be->matmul_fwd(xout, D, h, I, W + m->o_dn[l], NULL, M, I, D, 1.0f);
+        be->copy_bytes(xout, x2, (size_t)M * D * es);
+        be->matmul_fwd(xout, D, h, I, AT(W, m->o_dn[l]), NULL, M, I, D, 1.0f);
     }
-    float *xf = m->resid + (size_t)L * M * D;
-    be->rmsnorm_fwd(m->lnf, m->rstdf, xf, W + m->o_fn, M, 1, D, D, eps);
+    scp_act *xf = AT(m->resid, (size_t)L * M * D);
+    be->rmsnorm_fwd(m->lnf, m->rstdf, xf, AT(W, m->o_fn), M, 1, D, D, eps);
     /* LM head (tied) and loss, CH rows at a time: logits (CH, V) are overwritten by their gradient. */
     double loss = 0;
     for (int r0 = 0; r0 < M; r0 += m->CH) {
         int n = M - r0 < m->CH ? M - r0 : m->CH;
-        be->matmul_fwd(m->logits, V, m->lnf + (size_t)r0 * D, D, W + m->o_emb, NULL, n, D, V, 0.0f);
+        be->matmul_fwd(m->logits, V, AT(m->lnf, (size_t)r0 * D), D, AT(W, m->o_emb), NULL, n, D, V, 0.0f);
         loss += be->crossentropy(m->logits, m->nll + r0, m->tgt + r0, m->wt + r0, n, V, 1);
-        be->matmul_bwd_w(G + m->o_emb, NULL, m->logits, V, m->lnf + (size_t)r0 * D, D, n, D, V);
-        be->matmul_bwd_inp(m->dln + (size_t)r0 * D, D, m->logits, V, W + m->o_emb, n, D, V, 0.0f);
+        be->matmul_bwd_w(G + m->o_emb, NULL, m->logits, V, AT(m->lnf, (size_t)r0 * D), D, n, D, V);
+        be->matmul_bwd_inp(AT(m->dln, (size_t)r0 * D), D, m->logits, V, AT(W, m->o_emb), n, D, V, 0.0f);
     }
-    be->zero(m->dresid, (size_t)M * D);
-    be->rmsnorm_bwd(m->dresid, G + m->o_fn, m->dln, xf, W + m->o_fn, m->rstdf, M, 1, D, D, 1);
+    be->zero_bytes(m->dresid, (size_t)M * D * es);
+    be->rmsnorm_bwd(m->dresid, G + m->o_fn, m->dln, xf, AT(W, m->o_fn), m->rstdf, M, 1, D, D, 1);
     for (int l = L - 1; l >= 0; l--) {
         size_t a = (size_t)l * M;
-        float *xin = m->resid + a * D, *ln1 = m->ln1 + a * D, *qkv = m->qkv + a * S, *raw = m->raw + a * S;
-        float *r = m->rq + a * (H + KV), *atty = m->atty + a * qd, *x2 = m->x2 + a * D, *ln2 = m->ln2 + a * D;
-        float *gu = m->gu + a * 2 * I, *h = m->h + a * I, *lse = m->lse + (size_t)l * m->att_n;
-        be->matmul_bwd_inp(m->dh, I, m->dresid, D, W + m->o_dn[l], M, I, D, 0.0f);
+        scp_act *xin = AT(m->resid, a * D), *ln1 = AT(m->ln1, a * D), *qkv = AT(m->qkv, a * S), *raw = AT(m->raw, a * S);
+        scp_act *atty = AT(m->atty, a * qd), *x2 = AT(m->x2, a * D), *ln2 = AT(m->ln2, a * D);
+        scp_act *gu = AT(m->gu, a * 2 * I), *h = AT(m->h, a * I), *dqkv = m->dqkv;
+        float *r = m->rq + a * (H + KV), *lse = m->lse + (size_t)l * m->att_n;
+        be->matmul_bwd_inp(m->dh, I, m->dresid, D, AT(W, m->o_dn[l]), M, I, D, 0.0f);
         be->matmul_bwd_w(G + m->o_dn[l], NULL, m->dresid, D, h, I, M, I, D);
         be->swiglu_bwd(m->dgu, m->dh, gu, M, I);
-        be->matmul_bwd_inp(m->dln, D, m->dgu, 2 * I, W + m->o_gu[l], M, D, 2 * I, 0.0f);
+        be->matmul_bwd_inp(m->dln, D, m->dgu, 2 * I, AT(W, m->o_gu[l]), M, D, 2 * I, 0.0f);
         be->matmul_bwd_w(G + m->o_gu[l], NULL, m->dgu, 2 * I, ln2, D, M, D, 2 * I);
-        be->rmsnorm_bwd(m->dresid, G + m->o_ln2[l], m->dln, x2, W + m->o_ln2[l], m->rstd2 + a, M, 1, D, D, 1);
-        be->matmul_bwd_inp(m->datty, qd, m->dresid, D, W + m->o_o[l], M, qd, D, 0.0f);
+        be->rmsnorm_bwd(m->dresid, G + m->o_ln2[l], m->dln, x2, AT(W, m->o_ln2[l]), m->rstd2 + a, M, 1, D, D, 1);
+        be->matmul_bwd_inp(m->datty, qd, m->dresid, D, AT(W, m->o_o[l]), M, qd, D, 0.0f);
         be->matmul_bwd_w(G + m->o_o[l], NULL, m->dresid, D, atty, qd, M, qd, D);
-        be->attention_bwd(m->dqkv, m->dqkv + qd, m->dqkv + qd + kvd, m->datty, lse, qkv, qkv + qd, qkv + qd + kvd, &aa);
-        be->rope(m->dqkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 1);
-        be->rope(m->dqkv + qd, m->cosb, m->sinb, M, m->T, KV, m->hd, S, 1);
-        be->rmsnorm_bwd(m->dqkv, G + m->o_qn[l], m->dqkv, raw, W + m->o_qn[l], r, M, H, m->hd, S, 0);
-        be->rmsnorm_bwd(m->dqkv + qd, G + m->o_kn[l], m->dqkv + qd, raw + qd, W + m->o_kn[l], r + (size_t)M * H, M, KV,
-                        m->hd, S, 0);
-        be->matmul_bwd_inp(m->dln, D, m->dqkv, S, W + m->o_qkv[l], M, D, S, 0.0f);
-        be->matmul_bwd_w(G + m->o_qkv[l], NULL, m->dqkv, S, ln1, D, M, D, S);
-        be->rmsnorm_bwd(m->dresid, G + m->o_ln1[l], m->dln, xin, W + m->o_ln1[l], m->rstd1 + a, M, 1, D, D, 1);
+        be->attention_bwd(dqkv, AT(dqkv, qd), AT(dqkv, qd + kvd), m->datty, lse, qkv, AT(qkv, qd), AT(qkv, qd + kvd), &aa);
+        be->rope(dqkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 1);
+        be->rope(AT(dqkv, qd), m->cosb, m->sinb, M, m->T, KV, m->hd, S, 1);
+        be->rmsnorm_bwd(dqkv, G + m->o_qn[l], dqkv, raw, AT(W, m->o_qn[l]), r, M, H, m->hd, S, 0);
+        be->rmsnorm_bwd(AT(dqkv, qd), G + m->o_kn[l], AT(dqkv, qd), AT(raw, qd), AT(W, m->o_kn[l]), r + (size_t)M * H, M,
+                        KV, m->hd, S, 0);
+        be->matmul_bwd_inp(m->dln, D, dqkv, S, AT(W, m->o_qkv[l]), M, D, S, 0.0f);
+        be->matmul_bwd_w(G + m->o_qkv[l], NULL, dqkv, S, ln1, D, M, D, S);
+        be->rmsnorm_bwd(m->dresid, G + m->o_ln1[l], m->dln, xin, AT(W, m->o_ln1[l]), m->rstd1 + a, M, 1, D, D, 1);
     }
     be->embedding_bwd(G + m->o_emb, m->dresid, m->ids, M, D, V);
     float b1 = 0.9f, b2 = 0.95f;
-    be->adamw(W, G, m->om, m->ov, m->n, 1e-4f, b1, b2, 1e-8f, 0.0f, 1 - powf(b1, (float)t), 1 - powf(b2, (float)t));
+    be->adamw(m->w, G, m->om, m->ov, m->n, 1e-4f, b1, b2, 1e-8f, 0.0f, 1 - powf(b1, (float)t), 1 - powf(b2, (float)t));
     return loss;
 }
 
@@ -317,20 +334,27 @@ int main(int argc, char **argv)
         case 'p': peak = atof(optarg); break;
         case 'd': driver = 1; break;
         case 'r': recompute = 1; break;
-        default: fprintf(stderr, "usage: scp-step [--backend cuda|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P] [--driver [--recompute]]\n"); return 2;
+        default: fprintf(stderr, "usage: scp-step [--backend cuda|cuda-bf16|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P] [--driver [--recompute]]\n"); return 2;
         }
     if (tiny) m.L = 2, m.D = 64, m.H = 4, m.KV = 2, m.hd = 16, m.I = 128, m.V = 1000, m.B = 2, m.T = 64, m.CH = 64;
     char dev[256] = "cpu";
-    if (strcmp(bname, "cuda") == 0) {
+    if (strncmp(bname, "cuda", 4) == 0) {
 #if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)
         if (scp_cuda_device_count() == 0) scp_die("no CUDA device");
         scp_cuda_device_describe(0, dev, sizeof dev);
-        base = &scp_backend_cuda, is_cuda = 1;
+        if (strcmp(bname, "cuda") == 0)
+            base = &scp_backend_cuda;
+        else if (strcmp(bname, "cuda-bf16") == 0)
+            base = &scp_backend_cuda_bf16;
+        else
+            scp_die("unknown backend '%s' (cuda or cuda-bf16)", bname);
+        is_cuda = 1;
 #else
         scp_die("built without CUDA");
 #endif
     } else if (!(base = scp_backend_find(bname)))
         scp_die_last();
+    esz = base->act_size;
     m.M = m.B * m.T;
     if (m.CH > m.M) m.CH = m.M;
     m.qd = m.H * m.hd, m.kvd = m.KV * m.hd, m.S = m.qd + 2 * m.kvd;

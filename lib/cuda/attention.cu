@@ -6,7 +6,8 @@
 // serve every other head size.
 //
 // Layouts (lib/backend.h): q (B, T, H, hd) and k, v (B, T, KV, hd) are rows ld_qkv apart; out and dout are
-// (B, T, H, hd) packed; dq, dk, dv have q, k, v's layout. `att` is backend-private here: the forward stores the
+// (B, T, H, hd) packed; dq, dk, dv have q, k, v's layout. Their elements are T (float or bf16 storage,
+// cuda_internal.h): the kernels here widen them into fp32 shared memory and round what they write. `att` is backend-private here: the forward stores the
 // log-sum-exp of each query row, lse (B, H, T), at its start (+inf for a query that sees no key: its output
 // and gradients are 0, as on the CPU), and the backward recomputes the probabilities from q, k and lse.
 //
@@ -56,9 +57,9 @@ __device__ __forceinline__ float dot(const float *x, const float *y, int n)
 }
 
 // smem: Qs (QT, hd), Ks (TILE, hd + 1), Vs (TILE, hd). lse (B, H, T).
-template <int DPL>
-__global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(float *out, float *lse, const float *q, const float *k,
-                                                           const float *v, attn_p a)
+template <typename AT, int DPL>
+__global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AT *out, float *lse, const AT *q, const AT *k, const AT *v,
+                                                           attn_p a)
 {
     extern __shared__ float smem[];
     const int hd = a.hd, T = a.T, ld = a.ld, b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.KV);
@@ -66,7 +67,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(float *out, float *ls
     float *Qs = smem, *Ks = Qs + QT * hd, *Vs = Ks + TILE * (hd + 1);
     for (int e = threadIdx.x; e < QT * hd; e += blockDim.x) {
         int r = e / hd, c = e % hd, i = q0 + r;
-        Qs[e] = i < T ? q[(size_t)(b * T + i) * ld + (size_t)h * hd + c] : 0.0f;
+        Qs[e] = i < T ? act_ld(q + (size_t)(b * T + i) * ld + (size_t)h * hd + c) : 0.0f;
     }
     float mrow[PW], lrow[PW], acc[PW][DPL];
 #pragma unroll
@@ -81,8 +82,8 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(float *out, float *ls
         for (int e = threadIdx.x; e < TILE * hd; e += blockDim.x) {
             int r = e / hd, c = e % hd, j = j0 + r;
             size_t off = (size_t)(b * T + j) * ld + (size_t)g * hd + c;
-            Ks[r * (hd + 1) + c] = j < T ? k[off] : 0.0f;
-            Vs[r * hd + c] = j < T ? v[off] : 0.0f;
+            Ks[r * (hd + 1) + c] = j < T ? act_ld(k + off) : 0.0f;
+            Vs[r * hd + c] = j < T ? act_ld(v + off) : 0.0f;
         }
         __syncthreads();
         const int j = j0 + lane;
@@ -116,11 +117,11 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(float *out, float *ls
         int i = q0 + warp * PW + r;
         if (i >= T) continue;
         float inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
-        float *o = out + (size_t)(b * T + i) * a.H * hd + (size_t)h * hd;
+        AT *o = out + (size_t)(b * T + i) * a.H * hd + (size_t)h * hd;
 #pragma unroll
         for (int d = 0; d < DPL; d++) {
             int c = lane + 32 * d;
-            if (c < hd) o[c] = acc[r][d] * inv;
+            if (c < hd) act_st(o + c, acc[r][d] * inv);
         }
         if (lane == 0) lse[((size_t)b * a.H + h) * T + i] = lrow[r] > 0.0f ? mrow[r] + logf(lrow[r]) : INFINITY;
     }
@@ -129,9 +130,9 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(float *out, float *ls
 // dq_i = scale * sum_j p_ij (dp_ij - D_i) k_j with dp_ij = dout_i . v_j and D_i = sum_j p_ij dp_ij, in one pass
 // over the keys as scale * (sum_j p dp k - D_i sum_j p k). Also stores D (B, H, T) for the dk/dv kernel.
 // smem: Qs, dOs (QT, hd); Ks, Vs (TILE, hd + 1).
-template <int DPL>
-__global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(float *dq, float *Dbuf, const float *dout, const float *lse,
-                                                              const float *q, const float *k, const float *v, attn_p a)
+template <typename AT, int DPL>
+__global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AT *dq, float *Dbuf, const AT *dout, const float *lse,
+                                                              const AT *q, const AT *k, const AT *v, attn_p a)
 {
     extern __shared__ float smem[];
     const int hd = a.hd, T = a.T, ld = a.ld, b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.KV);
@@ -139,8 +140,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(float *dq, float *
     float *Qs = smem, *dOs = Qs + QT * hd, *Ks = dOs + QT * hd, *Vs = Ks + TILE * (hd + 1);
     for (int e = threadIdx.x; e < QT * hd; e += blockDim.x) {
         int r = e / hd, c = e % hd, i = q0 + r;
-        Qs[e] = i < T ? q[(size_t)(b * T + i) * ld + (size_t)h * hd + c] : 0.0f;
-        dOs[e] = i < T ? dout[(size_t)(b * T + i) * a.H * hd + (size_t)h * hd + c] : 0.0f;
+        Qs[e] = i < T ? act_ld(q + (size_t)(b * T + i) * ld + (size_t)h * hd + c) : 0.0f;
+        dOs[e] = i < T ? act_ld(dout + (size_t)(b * T + i) * a.H * hd + (size_t)h * hd + c) : 0.0f;
     }
     float L[PW], D[PW], A[PW][DPL], P[PW][DPL];
 #pragma unroll
@@ -157,8 +158,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(float *dq, float *
         for (int e = threadIdx.x; e < TILE * hd; e += blockDim.x) {
             int r = e / hd, c = e % hd, j = j0 + r;
             size_t off = (size_t)(b * T + j) * ld + (size_t)g * hd + c;
-            Ks[r * (hd + 1) + c] = j < T ? k[off] : 0.0f;
-            Vs[r * (hd + 1) + c] = j < T ? v[off] : 0.0f;
+            Ks[r * (hd + 1) + c] = j < T ? act_ld(k + off) : 0.0f;
+            Vs[r * (hd + 1) + c] = j < T ? act_ld(v + off) : 0.0f;
         }
         __syncthreads();
         const int j = j0 + lane;
@@ -187,11 +188,11 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(float *dq, float *
     for (int r = 0; r < PW; r++) {
         int i = q0 + warp * PW + r;
         if (i >= T) continue;
-        float *o = dq + (size_t)(b * T + i) * ld + (size_t)h * hd;
+        AT *o = dq + (size_t)(b * T + i) * ld + (size_t)h * hd;
 #pragma unroll
         for (int d = 0; d < DPL; d++) {
             int c = lane + 32 * d;
-            if (c < hd) o[c] = a.scale * (A[r][d] - D[r] * P[r][d]);
+            if (c < hd) act_st(o + c, a.scale * (A[r][d] - D[r] * P[r][d]));
         }
         if (lane == 0) Dbuf[((size_t)b * a.H + h) * T + i] = D[r];
     }
@@ -199,10 +200,10 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(float *dq, float *
 
 // dv_j = sum_h sum_i p_ij dout_i, dk_j = scale * sum_h sum_i p_ij (dp_ij - D_i) q_i over the query heads h of
 // kv head g, heads and query tiles in order. smem: Kb, Vb (QT, hd); Qs, dOs (TILE, hd + 1); Ls, Ds (TILE).
-template <int DPL>
-__global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(float *dk, float *dv, const float *dout, const float *lse,
-                                                                const float *Dbuf, const float *q, const float *k,
-                                                                const float *v, attn_p a)
+template <typename AT, int DPL>
+__global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AT *dk, AT *dv, const AT *dout, const float *lse,
+                                                                const float *Dbuf, const AT *q, const AT *k, const AT *v,
+                                                                attn_p a)
 {
     extern __shared__ float smem[];
     const int hd = a.hd, T = a.T, ld = a.ld, b = blockIdx.z, g = blockIdx.y, rep = a.H / a.KV;
@@ -212,8 +213,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(float *dk, float
     for (int e = threadIdx.x; e < QT * hd; e += blockDim.x) {
         int r = e / hd, c = e % hd, j = k0 + r;
         size_t off = (size_t)(b * T + j) * ld + (size_t)g * hd + c;
-        Kb[e] = j < T ? k[off] : 0.0f;
-        Vb[e] = j < T ? v[off] : 0.0f;
+        Kb[e] = j < T ? act_ld(k + off) : 0.0f;
+        Vb[e] = j < T ? act_ld(v + off) : 0.0f;
     }
     float gk[PW][DPL], gv[PW][DPL];
 #pragma unroll
@@ -228,8 +229,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(float *dk, float
             __syncthreads();
             for (int e = threadIdx.x; e < TILE * hd; e += blockDim.x) {
                 int r = e / hd, c = e % hd, i = i0 + r;
-                Qs[r * (hd + 1) + c] = i < T ? q[(size_t)(b * T + i) * ld + (size_t)h * hd + c] : 0.0f;
-                dOs[r * (hd + 1) + c] = i < T ? dout[(size_t)(b * T + i) * a.H * hd + (size_t)h * hd + c] : 0.0f;
+                Qs[r * (hd + 1) + c] = i < T ? act_ld(q + (size_t)(b * T + i) * ld + (size_t)h * hd + c) : 0.0f;
+                dOs[r * (hd + 1) + c] = i < T ? act_ld(dout + (size_t)(b * T + i) * a.H * hd + (size_t)h * hd + c) : 0.0f;
             }
             if (threadIdx.x < TILE) {
                 int i = i0 + threadIdx.x;
@@ -267,7 +268,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(float *dk, float
 #pragma unroll
         for (int d = 0; d < DPL; d++) {
             int c = lane + 32 * d;
-            if (c < hd) dk[off + c] = a.scale * gk[r][d], dv[off + c] = gv[r][d];
+            if (c < hd) act_st(dk + off + c, a.scale * gk[r][d]), act_st(dv + off + c, gv[r][d]);
         }
     }
 }
@@ -286,12 +287,13 @@ static void smem_optin(K kern, size_t smem)
     if (smem > 48 * 1024) SCP_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
 }
 
+// (The kernel is named through a variable, kern, so that tests/gpu/emulated.sh's rewrite of launches sees a plain
+// name before <<<.)
 #define DISPATCH(hd, KERNEL, grid, smem, ...)                                                                   \
     do {                                                                                                        \
-        if ((hd) <= 32) smem_optin(KERNEL<1>, smem), KERNEL<1><<<grid, NW * 32, smem>>>(__VA_ARGS__);         \
-        else if ((hd) <= 64) smem_optin(KERNEL<2>, smem), KERNEL<2><<<grid, NW * 32, smem>>>(__VA_ARGS__);    \
-        else if ((hd) <= 128) smem_optin(KERNEL<4>, smem), KERNEL<4><<<grid, NW * 32, smem>>>(__VA_ARGS__);   \
-        else smem_optin(KERNEL<8>, smem), KERNEL<8><<<grid, NW * 32, smem>>>(__VA_ARGS__);                    \
+        auto kern = (hd) <= 32 ? KERNEL<T, 1> : (hd) <= 64 ? KERNEL<T, 2> : (hd) <= 128 ? KERNEL<T, 4> : KERNEL<T, 8>; \
+        smem_optin(kern, smem);                                                                                 \
+        kern<<<grid, NW * 32, smem>>>(__VA_ARGS__);                                                             \
         SCP_LAUNCHED();                                                                                         \
     } while (0)
 
@@ -311,7 +313,8 @@ static bool use_gemm(const scp_attn_args *a)
     return true;
 }
 
-void scp_cuda_attention_fwd(float *out, float *att, const float *q, const float *k, const float *v, const scp_attn_args *a)
+template <typename T>
+void scp_cuda_attention_fwd(T *out, float *att, const T *q, const T *k, const T *v, const scp_attn_args *a)
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
@@ -322,8 +325,9 @@ void scp_cuda_attention_fwd(float *out, float *att, const float *q, const float 
     DISPATCH(p.hd, attn_fwd_kernel, grid, smem, out, att, q, k, v, p);
 }
 
-void scp_cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                            const float *k, const float *v, const scp_attn_args *a)
+template <typename T>
+void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const float *att, const T *q, const T *k, const T *v,
+                            const scp_attn_args *a)
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
@@ -337,3 +341,12 @@ void scp_cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, 
     size_t sk = ((size_t)2 * QT * p.hd + (size_t)2 * TILE * (p.hd + 1) + 2 * TILE) * sizeof(float);
     DISPATCH(p.hd, attn_bwd_dkdv_kernel, gk, sk, dk, dv, dout, att, Dbuf, q, k, v, p);
 }
+
+template void scp_cuda_attention_fwd<float>(float *, float *, const float *, const float *, const float *,
+                                            const scp_attn_args *);
+template void scp_cuda_attention_fwd<bf16>(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *,
+                                           const scp_attn_args *);
+template void scp_cuda_attention_bwd<float>(float *, float *, float *, const float *, const float *, const float *,
+                                            const float *, const float *, const scp_attn_args *);
+template void scp_cuda_attention_bwd<bf16>(bf16 *, bf16 *, bf16 *, const bf16 *, const float *, const bf16 *,
+                                           const bf16 *, const bf16 *, const scp_attn_args *);

@@ -1,7 +1,7 @@
 // attention_gemm.cu: softmax attention as cuBLAS batched GEMMs on the tensor cores (bf16 operands, fp32
 // accumulation and output), with the (T, T) scores of one batch element materialised in scratch and our own
 // memory-bound row kernels for the softmax and its backward. Same contract as attention.cu (lib/backend.h):
-// q (B, T, H, hd) and k, v (B, T, KV, hd) are fp32 rows ld_qkv apart; out, dout (B, T, H, hd) packed; dq, dk, dv
+// q (B, T, H, hd) and k, v (B, T, KV, hd) are rows ld_qkv apart, of the storage type T (fp32 or bf16); out, dout (B, T, H, hd) packed; dq, dk, dv
 // overwritten in q, k, v's layout; GQA: query head h reads kv head h / g, g = H / KV; visibility causal (j <= i)
 // and/or the uint8 (B, T, T) mask (1 = visible); `att` holds lse (B, H, T), the natural log-sum-exp of each
 // query's scaled scores, +inf for a query that sees no key (its output and gradients are 0).
@@ -18,8 +18,10 @@
 //   backward  S = scale Q K^T | P = exp(S - lse) (bf16) | dV = sum_j P^T dO | dP = dO V^T (fp32, over S) |
 //             D_i = sum_k P_ik dP_ik, dS = scale P (dP - D) (bf16, over P) | dQ = dS K | dK = sum_j dS^T Q
 // dK and dV of a kv head sum over its group members in the fixed order j = 0 .. g - 1 (beta 0, then 1); every
-// GEMM and row reduction runs in a fixed order, no atomics: deterministic. The GEMMs write fp32 directly into
-// out / dq / dk / dv with their row strides (H hd, ld_qkv), so nothing is copied back.
+// GEMM and row reduction runs in a fixed order, no atomics: deterministic. The GEMMs write (C type T) directly
+// into out / dq / dk / dv with their row strides (H hd, ld_qkv), so nothing is copied back; except dK and dV in
+// bf16 storage with g > 1, which sum over the group in an fp32 scratch F (one b) and are rounded once at the end
+// (a bf16 C would be rounded after every member).
 //
 // Row-major to column-major: a row-major (r, c) matrix with row stride ld is, to cuBLAS, the column-major
 // (c, r) matrix with the same ld. So row-major S (Tq, Tk) = Q K^T is column-major S^T = K Q^T: m = n = T,
@@ -33,7 +35,10 @@
 //   ob  (B, T, H, hd)  bf16 copy of dout (backward only)        32 MiB
 //   S   (H, T, T) fp32: the scaled scores of one b, in the backward then dP          256 MiB
 //   P   (H, T, T) bf16: the probabilities of one b, in the backward then dS          128 MiB
+//   F   (T, KV, hd) fp32: dK or dV of one b (bf16 storage, g > 1, backward only)           8 MiB
 // The bf16 copies make every GEMM operand bf16 (cuBLAS's COMPUTE_32F with CUDA_R_16BF A and B, CUDA_R_32F C);
+// in bf16 storage q, k, v and dout are bf16 already, and the GEMMs read them in place (no copies: qb .. ob are
+// not allocated) and write bf16 C (CUDA_R_16BF A, B and C under COMPUTE_32F);
 // S stays fp32 because the softmax exponentiates it (a bf16 score of 20 would be off by 0.06 in the exponent).
 // scp_cuda_attn_gemm_fits caps the total at 2 GiB (and T at 6096, so that a row kernel's fp32 row copies, 2 T
 // floats, and its 32 reduction floats stay within the 48 KiB of shared memory a launch gets without opting in).
@@ -60,21 +65,26 @@ size_t round256(size_t n) { return (n + 255) / 256 * 256; }
 
 struct gemm_bufs {
     bf16 *q, *k, *v, *o, *P;
-    float *S;
+    float *S, *F;
 };
 
-size_t scratch_bytes(const scp_attn_args *a, bool backward, gemm_bufs *t)
+// Bytes of scratch for fp32 storage (packed bf16 copies) or bf16 storage (none; F where g > 1); the fp32 figure
+// is never below the bf16 one (F, T KV hd floats, is at most the copies of k and v), so that
+// scp_cuda_attn_gemm_fits, which asks for fp32, answers for both.
+size_t scratch_bytes(const scp_attn_args *a, bool backward, bool bf16_storage, gemm_bufs *t)
 {
     const size_t rows = (size_t)a->B * a->T, nq = rows * a->H * a->hd * 2, nk = rows * a->KV * a->hd * 2;
-    const size_t tt = (size_t)a->H * a->T * a->T;
-    size_t off[6], n = 0;
-    const size_t sizes[6] = {nq, nk, nk, backward ? nq : 0, tt * 4, tt * 2};
-    for (int i = 0; i < 6; i++) off[i] = n, n += round256(sizes[i]);
+    const size_t tt = (size_t)a->H * a->T * a->T, c = bf16_storage ? 0 : 1;
+    const size_t nf = bf16_storage && backward && a->H != a->KV ? (size_t)a->T * a->KV * a->hd * 4 : 0;
+    size_t off[7], n = 0;
+    const size_t sizes[7] = {c * nq, c * nk, c * nk, backward ? c * nq : 0, tt * 4, tt * 2, nf};
+    for (int i = 0; i < 7; i++) off[i] = n, n += round256(sizes[i]);
     if (t) {
         char *p = (char *)scp_cuda_scratch(n);
         t->q = (bf16 *)(p + off[0]), t->k = (bf16 *)(p + off[1]), t->v = (bf16 *)(p + off[2]);
         t->o = backward ? (bf16 *)(p + off[3]) : nullptr;
         t->S = (float *)(p + off[4]), t->P = (bf16 *)(p + off[5]);
+        t->F = nf ? (float *)(p + off[6]) : nullptr;
     }
     return n;
 }
@@ -242,44 +252,89 @@ __global__ void dsoftmax_kernel(bf16 *P, const float *dP, int T, float scale)
 // Threads per row block: about 8 elements each at V = 4 (T = 2048: 64 .. 256 threads).
 int row_threads(int T) { return T >= 2048 ? 256 : T >= 1024 ? 128 : 64; }
 
-// C_x = alpha op(A_x) op(B_x) + beta C_x, x = 0 .. count - 1, column-major; A, B bf16, C fp32, fp32 accumulation.
+// C_x = alpha op(A_x) op(B_x) + beta C_x, x = 0 .. count - 1, column-major; A, B bf16, C fp32 or bf16 (ct), fp32
+// accumulation.
 void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const bf16 *A, int lda,
-          long long sA, const bf16 *B, int ldb, long long sB, float beta, float *C, int ldc, long long sC, int count)
+          long long sA, const bf16 *B, int ldb, long long sB, float beta, void *C, cudaDataType ct, int ldc,
+          long long sC, int count)
 {
     SCP_CUBLAS(cublasGemmStridedBatchedEx(scp_cuda_blas(), ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, sA, B,
-                                          CUDA_R_16BF, ldb, sB, &beta, C, CUDA_R_32F, ldc, sC, count,
-                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                          CUDA_R_16BF, ldb, sB, &beta, C, ct, ldc, sC, count, CUBLAS_COMPUTE_32F,
+                                          CUBLAS_GEMM_DEFAULT));
 }
+template <typename T> cudaDataType c_type();
+template <> cudaDataType c_type<float>() { return CUDA_R_32F; }
+template <> cudaDataType c_type<bf16>() { return CUDA_R_16BF; }
 
-// Per batch element b, with the bf16 copies of t: the pieces of the plan at the top of the file.
+// Per batch element b: the pieces of the plan at the top of the file.
 struct shape {
-    int T, H, KV, hd, g, ldq, ldk;  // ldq = H hd, ldk = KV hd: the packed bf16 row strides
-    long long tt;                   // T T: one head's scores
+    int T, H, KV, hd, g;
+    long long tt;  // T T: one head's scores
 };
 
-// Sc (H, T, T) = scale X Y^T per head, X = q or dout (head h), Y = k or v (kv head h / g).
-void scores(float *Sc, const bf16 *X, const bf16 *Y, float alpha, const shape &s)
+// The GEMM operands: q, k, v (and dout in the backward) as bf16 with their row strides: the packed copies of t
+// (fp32 storage) or the buffers themselves (bf16 storage).
+struct operands {
+    const bf16 *q, *k, *v, *o;
+    int ldq, ldk, ldo;
+};
+template <typename T>
+operands operands_of(const gemm_bufs &t, const T *q, const T *k, const T *v, const T *dout, const scp_attn_args *a)
 {
-    for (int j = 0; j < s.g; j++)
-        gemm(CUBLAS_OP_T, CUBLAS_OP_N, s.T, s.T, s.hd, alpha, Y, s.ldk, s.hd, X + (size_t)j * s.hd, s.ldq,
-             (long long)s.g * s.hd, 0.0f, Sc + (size_t)j * s.tt, s.T, s.g * s.tt, s.KV);
+    const size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv;
+    const int qd = a->H * a->hd, kd = a->KV * a->hd;
+    if (sizeof(T) == 2)
+        return operands{(const bf16 *)q, (const bf16 *)k, (const bf16 *)v, (const bf16 *)dout, a->ld_qkv, a->ld_qkv, qd};
+    scp_cuda_pack_bf16<T>(t.q, q, rows, qd, ld);
+    scp_cuda_pack_bf16<T>(t.k, k, rows, kd, ld);
+    scp_cuda_pack_bf16<T>(t.v, v, rows, kd, ld);
+    if (dout) scp_cuda_pack_bf16<T>(t.o, dout, rows, qd, (size_t)qd);
+    return operands{t.q, t.k, t.v, t.o, qd, kd, qd};
 }
 
-// out (T, H hd; ld ldo) per head h = Pm_h (T, T) Y (T, hd) of kv head h / g: O = P V, dQ = dS K.
-void rows_times(float *out, int ldo, const bf16 *Pm, const bf16 *Y, const shape &s)
+// Sc (H, T, T) = alpha X Y^T per head, X = q or dout (head h; row stride ldx), Y = k or v (kv head h / g; ldy).
+void scores(float *Sc, const bf16 *X, int ldx, const bf16 *Y, int ldy, float alpha, const shape &s)
 {
     for (int j = 0; j < s.g; j++)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_N, s.hd, s.T, s.T, 1.0f, Y, s.ldk, s.hd, Pm + (size_t)j * s.tt, s.T,
-             s.g * s.tt, 0.0f, out + (size_t)j * s.hd, ldo, (long long)s.g * s.hd, s.KV);
+        gemm(CUBLAS_OP_T, CUBLAS_OP_N, s.T, s.T, s.hd, alpha, Y, ldy, s.hd, X + (size_t)j * s.hd, ldx,
+             (long long)s.g * s.hd, 0.0f, Sc + (size_t)j * s.tt, CUDA_R_32F, s.T, s.g * s.tt, s.KV);
 }
 
-// out (T, KV hd; ld ldo) per kv head = sum over its group members j in order of Pm_h^T (T, T) X_h (T, hd):
-// dV = sum P^T dO, dK = sum dS^T Q.
-void cols_times(float *out, int ldo, const bf16 *Pm, const bf16 *X, const shape &s)
+// out (T, H hd; ld ldo) per head h = Pm_h (T, T) Y (T, hd; ldy) of kv head h / g: O = P V, dQ = dS K.
+template <typename T> void rows_times(T *out, int ldo, const bf16 *Pm, const bf16 *Y, int ldy, const shape &s)
 {
     for (int j = 0; j < s.g; j++)
-        gemm(CUBLAS_OP_N, CUBLAS_OP_T, s.hd, s.T, s.T, 1.0f, X + (size_t)j * s.hd, s.ldq, (long long)s.g * s.hd,
-             Pm + (size_t)j * s.tt, s.T, s.g * s.tt, j ? 1.0f : 0.0f, out, ldo, s.hd, s.KV);
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, s.hd, s.T, s.T, 1.0f, Y, ldy, s.hd, Pm + (size_t)j * s.tt, s.T, s.g * s.tt,
+             0.0f, out + (size_t)j * s.hd, c_type<T>(), ldo, (long long)s.g * s.hd, s.KV);
+}
+
+// dst (rows, cols; row stride ld) = src (rows, cols) packed fp32, rounded to T.
+template <typename T> __global__ void store_rows_kernel(T *dst, size_t ld, const float *src, size_t rows, int cols)
+{
+    const size_t n = rows * (size_t)cols;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
+        act_st(dst + (e / (size_t)cols) * ld + e % (size_t)cols, src[e]);
+}
+
+// out (T, KV hd; ld ldo) per kv head = sum over its group members j in order of Pm_h^T (T, T) X_h (T, hd; ldx):
+// dV = sum P^T dO, dK = sum dS^T Q. F: the fp32 scratch of a bf16 sum over g > 1 members (see the top).
+template <typename T>
+void cols_times(T *out, int ldo, const bf16 *Pm, const bf16 *X, int ldx, const shape &s, float *F)
+{
+    const bool direct = sizeof(T) == 4 || s.g == 1;
+    const int ldc = direct ? ldo : s.KV * s.hd;
+    for (int j = 0; j < s.g; j++) {
+        void *C = direct ? (void *)out : (void *)F;
+        gemm(CUBLAS_OP_N, CUBLAS_OP_T, s.hd, s.T, s.T, 1.0f, X + (size_t)j * s.hd, ldx, (long long)s.g * s.hd,
+             Pm + (size_t)j * s.tt, s.T, s.g * s.tt, j ? 1.0f : 0.0f, C, direct ? c_type<T>() : CUDA_R_32F, ldc, s.hd,
+             s.KV);
+    }
+    if (!direct) {
+        const size_t n = (size_t)s.T * s.KV * s.hd;
+        auto kern = store_rows_kernel<T>;
+        kern<<<scp_cuda_blocks(n, 256), 256>>>(out, (size_t)ldo, F, (size_t)s.T, s.KV * s.hd);
+        SCP_LAUNCHED();
+    }
 }
 
 // The row kernels' vector width: 4 where every row of S, P and the mask starts 16 / 8 / 4-byte aligned.
@@ -287,68 +342,75 @@ bool rows_vec4(const scp_attn_args *a) { return a->T % 4 == 0 && (uintptr_t)a->m
 
 shape shape_of(const scp_attn_args *a)
 {
-    return shape{a->T, a->H, a->KV, a->hd, a->H / a->KV, a->H * a->hd, a->KV * a->hd, (long long)a->T * a->T};
+    return shape{a->T, a->H, a->KV, a->hd, a->H / a->KV, (long long)a->T * a->T};
 }
 
 }  // namespace
 
 bool scp_cuda_attn_gemm_fits(const scp_attn_args *a)
 {
-    return a->T <= TMAX && a->hd >= 1 && a->KV >= 1 && a->H % a->KV == 0 && scratch_bytes(a, true, nullptr) <= BUDGET;
+    return a->T <= TMAX && a->hd >= 1 && a->KV >= 1 && a->H % a->KV == 0 &&
+           scratch_bytes(a, true, false, nullptr) <= BUDGET;
 }
 
-void scp_cuda_attn_gemm_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const scp_attn_args *a)
+template <typename T>
+void scp_cuda_attn_gemm_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const scp_attn_args *a)
 {
     if (a->B == 0 || a->T == 0) return;
     gemm_bufs t;
-    scratch_bytes(a, false, &t);
+    scratch_bytes(a, false, sizeof(T) == 2, &t);
     const shape s = shape_of(a);
-    const size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv;
-    scp_cuda_pack_bf16(t.q, q, rows, s.ldq, ld);
-    scp_cuda_pack_bf16(t.k, k, rows, s.ldk, ld);
-    scp_cuda_pack_bf16(t.v, v, rows, s.ldk, ld);
+    const operands in = operands_of<T>(t, q, k, v, nullptr, a);
     const dim3 grid((unsigned)s.T, (unsigned)s.H);
     const int nt = row_threads(s.T);
     auto smax = rows_vec4(a) ? softmax_fwd_kernel<4> : softmax_fwd_kernel<1>;
     for (int b = 0; b < a->B; b++) {
-        const size_t qo = (size_t)b * s.T * s.ldq, ko = (size_t)b * s.T * s.ldk;
-        scores(t.S, t.q + qo, t.k + ko, a->scale, s);
+        const size_t bt = (size_t)b * s.T;
+        scores(t.S, in.q + bt * in.ldq, in.ldq, in.k + bt * in.ldk, in.ldk, a->scale, s);
         smax<<<grid, nt, (size_t)s.T * sizeof(float)>>>(t.P, lse + (size_t)b * s.H * s.T, t.S,
                                                         a->mask ? a->mask + (size_t)b * s.T * s.T : nullptr, s.T,
                                                         a->causal);
         SCP_LAUNCHED();
-        rows_times(out + qo, s.ldq, t.P, t.v + ko, s);
+        rows_times<T>(out + bt * s.H * s.hd, s.H * s.hd, t.P, in.v + bt * in.ldk, in.ldk, s);
     }
 }
 
-void scp_cuda_attn_gemm_bwd(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
-                            const float *k, const float *v, const scp_attn_args *a)
+template <typename T>
+void scp_cuda_attn_gemm_bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse, const T *q, const T *k, const T *v,
+                            const scp_attn_args *a)
 {
     if (a->B == 0 || a->T == 0) return;
     gemm_bufs t;
-    scratch_bytes(a, true, &t);
+    scratch_bytes(a, true, sizeof(T) == 2, &t);
     const shape s = shape_of(a);
-    const size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv;
-    scp_cuda_pack_bf16(t.q, q, rows, s.ldq, ld);
-    scp_cuda_pack_bf16(t.k, k, rows, s.ldk, ld);
-    scp_cuda_pack_bf16(t.v, v, rows, s.ldk, ld);
-    scp_cuda_pack_bf16(t.o, dout, rows, s.ldq, (size_t)s.ldq);
+    const size_t ld = (size_t)a->ld_qkv;
+    const operands in = operands_of<T>(t, q, k, v, dout, a);
     const dim3 grid((unsigned)s.T, (unsigned)s.H);
     const int nt = row_threads(s.T);
     const bool v4 = rows_vec4(a);
     auto probs = v4 ? probs_kernel<4> : probs_kernel<1>;
     auto dsm = v4 ? dsoftmax_kernel<4> : dsoftmax_kernel<1>;
     for (int b = 0; b < a->B; b++) {
-        const size_t qo = (size_t)b * s.T * s.ldq, ko = (size_t)b * s.T * s.ldk, go = (size_t)b * s.T * ld;
-        scores(t.S, t.q + qo, t.k + ko, a->scale, s);
+        const size_t bt = (size_t)b * s.T, go = bt * ld;
+        const bf16 *qb = in.q + bt * in.ldq, *kb = in.k + bt * in.ldk, *vb = in.v + bt * in.ldk, *ob = in.o + bt * in.ldo;
+        scores(t.S, qb, in.ldq, kb, in.ldk, a->scale, s);
         probs<<<grid, nt>>>(t.P, t.S, lse + (size_t)b * s.H * s.T, a->mask ? a->mask + (size_t)b * s.T * s.T : nullptr,
                             s.T, a->causal);
         SCP_LAUNCHED();
-        cols_times(dv + go, (int)ld, t.P, t.o + qo, s);  // dV = sum_j P^T dO
-        scores(t.S, t.o + qo, t.v + ko, 1.0f, s);        // dP = dO V^T, over S
+        cols_times<T>(dv + go, (int)ld, t.P, ob, in.ldo, s, t.F);  // dV = sum_j P^T dO
+        scores(t.S, ob, in.ldo, vb, in.ldk, 1.0f, s);              // dP = dO V^T, over S
         dsm<<<grid, nt, (size_t)2 * s.T * sizeof(float)>>>(t.P, t.S, s.T, a->scale);  // dS over P
         SCP_LAUNCHED();
-        rows_times(dq + go, (int)ld, t.P, t.k + ko, s);  // dQ = dS K
-        cols_times(dk + go, (int)ld, t.P, t.q + qo, s);  // dK = sum_j dS^T Q
+        rows_times<T>(dq + go, (int)ld, t.P, kb, in.ldk, s);       // dQ = dS K
+        cols_times<T>(dk + go, (int)ld, t.P, qb, in.ldq, s, t.F);  // dK = sum_j dS^T Q
     }
 }
+
+template void scp_cuda_attn_gemm_fwd<float>(float *, float *, const float *, const float *, const float *,
+                                            const scp_attn_args *);
+template void scp_cuda_attn_gemm_fwd<bf16>(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *,
+                                           const scp_attn_args *);
+template void scp_cuda_attn_gemm_bwd<float>(float *, float *, float *, const float *, const float *, const float *,
+                                            const float *, const float *, const scp_attn_args *);
+template void scp_cuda_attn_gemm_bwd<bf16>(bf16 *, bf16 *, bf16 *, const bf16 *, const float *, const bf16 *,
+                                           const bf16 *, const bf16 *, const scp_attn_args *);

@@ -9,8 +9,11 @@
 
 /* Whether the scratch of the backward (the larger) fits the budget: at most 2 GiB and T <= 6096. */
 bool scp_cuda_attn_gemm_fits(const scp_attn_args *a);
-void scp_cuda_attn_gemm_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const scp_attn_args *a);
-void scp_cuda_attn_gemm_bwd(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
-                            const float *k, const float *v, const scp_attn_args *a);
+/* T: the storage type of q, k, v, out, dout, dq, dk, dv (float or bf16, cuda_internal.h). */
+template <typename T>
+void scp_cuda_attn_gemm_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const scp_attn_args *a);
+template <typename T>
+void scp_cuda_attn_gemm_bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse, const T *q, const T *k, const T *v,
+                            const scp_attn_args *a);
 
 #endif

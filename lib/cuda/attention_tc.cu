@@ -5,8 +5,13 @@
 // layout; `att` holds lse (B, H, T), the natural log-sum-exp of each query's scaled scores, +inf for a query that
 // sees no key (its output and gradients are 0). Visibility: causal (j <= i) and/or the (B, T, T) uint8 mask.
 //
-// Arithmetic: q, k, v (and dout) are first rounded to bf16 into packed copies in the backend's scratch (a small
-// pass over the inputs, which halves the bytes every tile then moves and makes staging plain 16-byte copies);
+// Storage: q, k, v, dout, out, dq, dk, dv are of the storage type T (fp32 or bf16, cuda_internal.h); the outputs
+// are written as T (rounded to nearest even in bf16).
+//
+// Arithmetic: in fp32 storage q, k, v (and dout) are first rounded to bf16 into packed copies in the backend's
+// scratch (a small pass over the inputs, which halves the bytes every tile then moves and makes staging plain
+// 16-byte copies); in bf16 storage the kernels read them in place where every row starts 16-byte aligned (else
+// they are copied, packed, the same way);
 // scores S, dP, O, dq, dk, dv accumulate in fp32 on the tensor cores; softmax statistics (running max, sum, lse,
 // D) are fp32, the exponentials exp2f of log2e-scaled scores. P and dS are rounded to bf16 for the second GEMM
 // of each pair.
@@ -144,8 +149,8 @@ __device__ __forceinline__ int stage_vis(uint8_t *vis, const scp_attn_args &a, i
 
 // rows (16, HD) of a warp's output, held as HD / 16 fragments, written as scale * value to rows r0 .. r0 + 15 of
 // dst (row stride ld), skipping rows >= T. stage: the warp's (16, HD + 4) f32 staging buffer.
-template <int HD>
-__device__ __forceinline__ void write_rows(float *dst, size_t ld, int r0, int T, FragC *f, float *stage, float scale)
+template <int HD, typename OT>
+__device__ __forceinline__ void write_rows(OT *dst, size_t ld, int r0, int T, FragC *f, float *stage, float scale)
 {
     const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -157,7 +162,7 @@ __device__ __forceinline__ void write_rows(float *dst, size_t ld, int r0, int T,
     __syncwarp();
     for (int e = lane; e < 16 * HD; e += 32) {
         int r = e / HD, c = e % HD;
-        if (r0 + r < T) dst[(size_t)(r0 + r) * ld + c] = stage[r * (HD + 4) + c];
+        if (r0 + r < T) act_st(dst + (size_t)(r0 + r) * ld + c, stage[r * (HD + 4) + c]);
     }
     __syncwarp();  // the staging buffer is free again
 }
@@ -207,9 +212,14 @@ __device__ __forceinline__ void accumulate(FragC *acc, const bf16 *Aw, const bf1
     }
 }
 
-template <int HD>
-__global__ void __launch_bounds__(TCW * 32, 2) attn_tc_fwd_kernel(float *out, float *lse, const bf16 *q, const bf16 *k,
-                                                                  const bf16 *v, scp_attn_args a)
+// Row strides (elements) of the bf16 operands: q, k and v (the same for k and v), dout.
+struct tc_ld {
+    int q, k, o;
+};
+
+template <typename AT, int HD>
+__global__ void __launch_bounds__(TCW * 32, 2) attn_tc_fwd_kernel(AT *out, float *lse, const bf16 *q, const bf16 *k,
+                                                                  const bf16 *v, tc_ld lds, scp_attn_args a)
 {
     typedef fwd_smem<HD> L;
     constexpr int LDH = HD + SP, NF = HD / 16;
@@ -224,7 +234,7 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_fwd_kernel(float *out, fl
     // Causal: the last query tiles have the most keys; they go first, so that the short ones fill the tail.
     const int qt = a.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
     const int T = a.T, b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.KV), q0 = qt * BQ;
-    const size_t ldq = (size_t)a.H * HD, ldk = (size_t)a.KV * HD;
+    const size_t ldq = (size_t)lds.q, ldk = (size_t)lds.k;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD, *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
     const float sl2 = a.scale * LOG2E;
 
@@ -350,9 +360,9 @@ __device__ __forceinline__ void scores_regs(FragC *acc, const bf16 *As, const bf
     }
 }
 
-template <int HD>
-__global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(float *dq, float *Dbuf, const bf16 *dout, const float *lse,
-                                                                 const bf16 *q, const bf16 *k, const bf16 *v,
+template <typename AT, int HD>
+__global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(AT *dq, float *Dbuf, const bf16 *dout, const float *lse,
+                                                                 const bf16 *q, const bf16 *k, const bf16 *v, tc_ld lds,
                                                                  scp_attn_args a)
 {
     typedef dq_smem<HD> L;
@@ -367,12 +377,12 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(float *dq, floa
     // Causal: the last query tiles have the most keys; they go first, so that the short ones fill the tail.
     const int qt = a.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
     const int T = a.T, b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.KV), q0 = qt * BQ;
-    const size_t ld = (size_t)a.ld_qkv, ldq = (size_t)a.H * HD, ldk = (size_t)a.KV * HD;
+    const size_t ld = (size_t)a.ld_qkv, ldq = (size_t)lds.q, ldk = (size_t)lds.k, ldo = (size_t)lds.o;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD, *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
     const float sl2 = a.scale * LOG2E;
 
     stage_rows<HD>(Qs, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
-    stage_rows<HD>(dOs, dout + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
+    stage_rows<HD>(dOs, dout + (size_t)b * T * ldo + (size_t)h * HD, ldo, q0, T);
     fill_index_tiles((float *)(sm + L::R));
     __syncthreads();
     int row[NE], col[NE];
@@ -459,10 +469,10 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(float *dq, floa
                    (float *)(sm + L::K) + warp * 16 * (HD + 4), a.scale);
 }
 
-template <int HD>
-__global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dkdv_kernel(float *dk, float *dv, const bf16 *dout, const float *lse,
+template <typename AT, int HD>
+__global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dkdv_kernel(AT *dk, AT *dv, const bf16 *dout, const float *lse,
                                                                    const float *Dbuf, const bf16 *q, const bf16 *k,
-                                                                   const bf16 *v, scp_attn_args a)
+                                                                   const bf16 *v, tc_ld lds, scp_attn_args a)
 {
     typedef dkdv_smem<HD> L;
     constexpr int LDH = HD + SP, NF = HD / 16, NE = FragC::num_elements;
@@ -474,7 +484,7 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dkdv_kernel(float *dk, fl
     bf16 *Pw = (bf16 *)(sm + L::P) + warp * 16 * LDP, *dSw = (bf16 *)(sm + L::dS) + warp * 16 * LDP;
     uint8_t *vis = (uint8_t *)(sm + L::M);
     const int T = a.T, b = blockIdx.z, g = blockIdx.y, rep = a.H / a.KV, k0 = blockIdx.x * BK;
-    const size_t ld = (size_t)a.ld_qkv, ldq = (size_t)a.H * HD, ldk = (size_t)a.KV * HD;
+    const size_t ld = (size_t)a.ld_qkv, ldq = (size_t)lds.q, ldk = (size_t)lds.k, ldo = (size_t)lds.o;
     const float sl2 = a.scale * LOG2E;
 
     stage_rows<HD>(Ks, k + (size_t)b * T * ldk + (size_t)g * HD, ldk, k0, T);
@@ -497,7 +507,7 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dkdv_kernel(float *dk, fl
             const bool full = !a.mask && !(a.causal && k0 + BK - 1 > i0);
             if (!full && !__syncthreads_or(stage_vis(vis, a, b, i0, k0, true))) continue;
             stage_rows<HD>(Qs, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, i0, T);
-            stage_rows<HD>(dOs, dout + (size_t)b * T * ldq + (size_t)h * HD, ldq, i0, T);
+            stage_rows<HD>(dOs, dout + (size_t)b * T * ldo + (size_t)h * HD, ldo, i0, T);
             if ((int)threadIdx.x < BQ) {
                 int i = i0 + threadIdx.x;
                 size_t o = ((size_t)b * a.H + h) * T + i;
@@ -550,65 +560,81 @@ void smem_optin(K kern, size_t smem)
 }
 
 
-// The bf16 copies the kernels read: q (B T, H hd) and k, v (B T, KV hd) packed, and for the backward dout
-// (B T, H hd) and D (B, H, T) fp32, carved from the backend's scratch (256-byte aligned pieces).
+// The bf16 operands the kernels read: q (B T, H hd) and k, v (B T, KV hd) and for the backward dout (B T, H hd),
+// packed copies in the backend's scratch (fp32 storage, or bf16 rows not 16-byte aligned) or the buffers
+// themselves; and for the backward D (B, H, T) fp32 in the scratch (256-byte aligned pieces).
 struct tc_bufs {
-    bf16 *q, *k, *v, *o;
+    const bf16 *q, *k, *v, *o;
+    tc_ld ld;
     float *D;
 };
 size_t round256(size_t n) { return (n + 255) / 256 * 256; }
-tc_bufs tc_scratch(const scp_attn_args *a, bool backward)
+
+// Whether bf16 rows (row stride ld elements) at p can be staged in place: 16-byte copies need 16-byte aligned rows.
+template <typename T> bool in_place(const T *p, size_t ld)
 {
-    const size_t rows = (size_t)a->B * a->T, nq = rows * a->H * a->hd * 2, nk = rows * a->KV * a->hd * 2;
-    const size_t nD = (size_t)a->B * a->H * a->T * 4;
-    char *p = (char *)scp_cuda_scratch(round256(nq) + 2 * round256(nk) + (backward ? round256(nq) + round256(nD) : 0));
+    return sizeof(T) == 2 && (uintptr_t)p % 16 == 0 && ld % 8 == 0;
+}
+
+template <typename T>
+tc_bufs tc_operands(const T *q, const T *k, const T *v, const T *dout, const scp_attn_args *a)
+{
+    const size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv, qd = (size_t)a->H * a->hd, kd = (size_t)a->KV * a->hd;
+    const bool pq = !in_place(q, ld), pk = !in_place(k, ld), pv = !in_place(v, ld), po = dout && !in_place(dout, qd);
+    const size_t nD = dout ? (size_t)a->B * a->H * a->T * 4 : 0;
+    char *p = (char *)scp_cuda_scratch(round256(pq ? rows * qd * 2 : 0) + round256(pk ? rows * kd * 2 : 0) +
+                                       round256(pv ? rows * kd * 2 : 0) + round256(po ? rows * qd * 2 : 0) + round256(nD));
     tc_bufs t;
-    t.q = (bf16 *)p, p += round256(nq);
-    t.k = (bf16 *)p, p += round256(nk);
-    t.v = (bf16 *)p, p += round256(nk);
-    t.o = backward ? (bf16 *)p : nullptr, p += backward ? round256(nq) : 0;
-    t.D = backward ? (float *)p : nullptr;
+    bf16 *b;
+    // Each operand: packed into the next piece of scratch (row stride its width), or in place (row stride ld).
+#define OPERAND(dst, src, pack, width, stride)                                                                 \
+    if (pack) {                                                                                                 \
+        b = (bf16 *)p, p += round256(rows * (width) * 2);                                                       \
+        scp_cuda_pack_bf16<T>(b, src, rows, (int)(width), stride);                                              \
+        dst = b;                                                                                                \
+    } else                                                                                                      \
+        dst = (const bf16 *)(const void *)(src);
+    OPERAND(t.q, q, pq, qd, ld)
+    OPERAND(t.k, k, pk, kd, ld)
+    OPERAND(t.v, v, pv, kd, ld)
+    t.o = nullptr;
+    if (dout) {
+        OPERAND(t.o, dout, po, qd, qd)
+    }
+#undef OPERAND
+    // k and v share one stride in the kernels: both packed or both in place (k and v of one buffer always are).
+    if (pk != pv) scp_die("CUDA attention: k and v with different alignments");
+    t.ld = tc_ld{pq ? (int)qd : (int)ld, pk ? (int)kd : (int)ld, (int)qd};
+    t.D = dout ? (float *)p : nullptr;
     return t;
 }
 
-void inputs_bf16(const tc_bufs &t, const float *q, const float *k, const float *v, const scp_attn_args *a)
+template <typename T, int HD>
+void fwd(T *out, float *lse, const T *q, const T *k, const T *v, const scp_attn_args *a)
 {
-    const int rows = a->B * a->T;
-    scp_cuda_pack_bf16(t.q, q, rows, a->H * a->hd, (size_t)a->ld_qkv);
-    scp_cuda_pack_bf16(t.k, k, rows, a->KV * a->hd, (size_t)a->ld_qkv);
-    scp_cuda_pack_bf16(t.v, v, rows, a->KV * a->hd, (size_t)a->ld_qkv);
-}
-
-template <int HD>
-void fwd(float *out, float *lse, const float *q, const float *k, const float *v, const scp_attn_args *a)
-{
-    const tc_bufs t = tc_scratch(a, false);
-    inputs_bf16(t, q, k, v, a);
+    const tc_bufs t = tc_operands<T>(q, k, v, nullptr, a);
     const size_t sm = fwd_smem<HD>::bytes;
     dim3 grid((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
-    auto kern = attn_tc_fwd_kernel<HD>;
+    auto kern = attn_tc_fwd_kernel<T, HD>;
     smem_optin(kern, sm);
-    kern<<<grid, TCW * 32, sm>>>(out, lse, t.q, t.k, t.v, *a);
+    kern<<<grid, TCW * 32, sm>>>(out, lse, t.q, t.k, t.v, t.ld, *a);
     SCP_LAUNCHED();
 }
 
-template <int HD>
-void bwd(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q, const float *k,
-         const float *v, const scp_attn_args *a)
+template <typename T, int HD>
+void bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse, const T *q, const T *k, const T *v, const scp_attn_args *a)
 {
-    const tc_bufs t = tc_scratch(a, true);
-    inputs_bf16(t, q, k, v, a);
-    scp_cuda_pack_bf16(t.o, dout, a->B * a->T, a->H * a->hd, (size_t)a->H * a->hd);
+    const tc_bufs t = tc_operands<T>(q, k, v, dout, a);
     const size_t sq = dq_smem<HD>::bytes, sk = dkdv_smem<HD>::bytes;
     dim3 gq((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
-    auto kq = attn_tc_dq_kernel<HD>;
+    auto kq = attn_tc_dq_kernel<T, HD>;
     smem_optin(kq, sq);
-    kq<<<gq, TCW * 32, sq>>>(dq, t.D, t.o, lse, t.q, t.k, t.v, *a);
+    kq<<<gq, TCW * 32, sq>>>(dq, t.D, t.o, lse, t.q, t.k, t.v, t.ld, *a);
     SCP_LAUNCHED();
     dim3 gk((unsigned)((a->T + BK - 1) / BK), (unsigned)a->KV, (unsigned)a->B);
-    auto kkv = attn_tc_dkdv_kernel<HD>;
+    auto kkv = attn_tc_dkdv_kernel<T, HD>;
     smem_optin(kkv, sk);
-    kkv<<<gk, TCW * 32, sk>>>(dk, dv, t.o, lse, t.D, t.q, t.k, t.v, *a);
+    kkv<<<gk, TCW * 32, sk>>>(dk, dv, t.o, lse, t.D, t.q, t.k, t.v, t.ld, *a);
     SCP_LAUNCHED();
 }
 
@@ -616,26 +642,36 @@ void bwd(float *dq, float *dk, float *dv, const float *dout, const float *lse, c
 
 #define TC_DISPATCH(F, hd, ...)                                                                                 \
     switch (hd) {                                                                                               \
-    case 16: F<16>(__VA_ARGS__); break;                                                                         \
-    case 32: F<32>(__VA_ARGS__); break;                                                                         \
-    case 48: F<48>(__VA_ARGS__); break;                                                                         \
-    case 64: F<64>(__VA_ARGS__); break;                                                                         \
-    case 80: F<80>(__VA_ARGS__); break;                                                                         \
-    case 96: F<96>(__VA_ARGS__); break;                                                                         \
-    case 112: F<112>(__VA_ARGS__); break;                                                                       \
-    case 128: F<128>(__VA_ARGS__); break;                                                                       \
+    case 16: F<T, 16>(__VA_ARGS__); break;                                                                      \
+    case 32: F<T, 32>(__VA_ARGS__); break;                                                                      \
+    case 48: F<T, 48>(__VA_ARGS__); break;                                                                      \
+    case 64: F<T, 64>(__VA_ARGS__); break;                                                                      \
+    case 80: F<T, 80>(__VA_ARGS__); break;                                                                      \
+    case 96: F<T, 96>(__VA_ARGS__); break;                                                                      \
+    case 112: F<T, 112>(__VA_ARGS__); break;                                                                    \
+    case 128: F<T, 128>(__VA_ARGS__); break;                                                                    \
     default: scp_die("CUDA attention: no tensor-core kernel for head size %d", hd);                             \
     }
 
-void scp_cuda_attn_tc_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const scp_attn_args *a)
+template <typename T>
+void scp_cuda_attn_tc_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const scp_attn_args *a)
 {
     if (a->B == 0 || a->T == 0) return;
     TC_DISPATCH(fwd, a->hd, out, lse, q, k, v, a);
 }
 
-void scp_cuda_attn_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
-                          const float *k, const float *v, const scp_attn_args *a)
+template <typename T>
+void scp_cuda_attn_tc_bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse, const T *q, const T *k, const T *v,
+                          const scp_attn_args *a)
 {
     if (a->B == 0 || a->T == 0) return;
     TC_DISPATCH(bwd, a->hd, dq, dk, dv, dout, lse, q, k, v, a);
 }
+
+template void scp_cuda_attn_tc_fwd<float>(float *, float *, const float *, const float *, const float *,
+                                          const scp_attn_args *);
+template void scp_cuda_attn_tc_fwd<bf16>(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, const scp_attn_args *);
+template void scp_cuda_attn_tc_bwd<float>(float *, float *, float *, const float *, const float *, const float *,
+                                          const float *, const float *, const scp_attn_args *);
+template void scp_cuda_attn_tc_bwd<bf16>(bf16 *, bf16 *, bf16 *, const bf16 *, const float *, const bf16 *, const bf16 *,
+                                         const bf16 *, const scp_attn_args *);

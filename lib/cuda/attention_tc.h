@@ -7,8 +7,11 @@
 #include "cuda_internal.h"
 
 static inline bool scp_cuda_attn_tc_takes(int hd) { return hd >= 16 && hd <= 128 && hd % 16 == 0; }
-void scp_cuda_attn_tc_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const scp_attn_args *a);
-void scp_cuda_attn_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
-                          const float *k, const float *v, const scp_attn_args *a);
+/* T: the storage type of q, k, v, out, dout, dq, dk, dv (float or bf16, cuda_internal.h). */
+template <typename T>
+void scp_cuda_attn_tc_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const scp_attn_args *a);
+template <typename T>
+void scp_cuda_attn_tc_bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse, const T *q, const T *k, const T *v,
+                          const scp_attn_args *a);
 
 #endif

@@ -1,6 +1,7 @@
-// backend_cuda.cu: the CUDA backend's table: device memory, host <-> device copies, the three matmuls through
-// cuBLAS (row-major shapes of lib/backend.h mapped onto column-major GEMMs without copies), and the kernels of
-// norm.cu, pointwise.cu and attention.cu.
+// backend_cuda.cu: the CUDA backend's two tables, "cuda" (fp32 activations) and "cuda-bf16" (bf16 activations):
+// device memory, host <-> device copies, the three matmuls through cuBLAS (row-major shapes of lib/backend.h
+// mapped onto column-major GEMMs without copies), and the kernels of norm.cu, pointwise.cu, attention.cu and
+// moe.cu instantiated for each storage type.
 #include "backend_cuda.h"
 #include "cuda_internal.h"
 
@@ -57,11 +58,14 @@ static void cuda_free(void *p)
     if (p) SCP_CUDA(cudaFree(p));
 }
 
-static void cuda_zero(float *x, size_t n) { SCP_CUDA(cudaMemset(x, 0, n * sizeof(float))); }
-
-static void cuda_copy(float *dst, const float *src, size_t n)
+static void cuda_zero(void *x, size_t bytes)
 {
-    if (dst != src) SCP_CUDA(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice));
+    if (bytes) SCP_CUDA(cudaMemset(x, 0, bytes));
+}
+
+static void cuda_copy(void *dst, const void *src, size_t bytes)
+{
+    if (dst != src && bytes) SCP_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
 }
 
 static void cuda_upload(void *dst, const void *host, size_t n) { SCP_CUDA(cudaMemcpy(dst, host, n, cudaMemcpyHostToDevice)); }
@@ -72,103 +76,213 @@ static void cuda_download(void *host, const void *src, size_t n)
 }
 
 // ---- matmuls ------------------------------------------------------------------------------------------------
-// Tensor cores in bf16, fp32 accumulation and fp32 in/out (the table's buffers are fp32).
-#define GEMM_COMPUTE CUBLAS_COMPUTE_32F_FAST_16BF
+// fp32 storage ("cuda"): tensor cores in bf16 (cuBLAS rounds the fp32 inputs inside the GEMM), fp32 accumulation
+// and fp32 in/out. bf16 storage ("cuda-bf16"): bf16 A, B and C (bf16 C for the activation outputs, fp32 C for the
+// weight gradient), fp32 accumulation (CUBLAS_COMPUTE_32F; cublasGemmEx supports A, B = CUDA_R_16BF with C =
+// CUDA_R_16BF or CUDA_R_32F under it). The row-major to column-major mapping is the same for both.
+template <typename T> struct gemm_types;
+template <> struct gemm_types<float> {
+    static constexpr cudaDataType AB = CUDA_R_32F, C = CUDA_R_32F;
+    static constexpr cublasComputeType_t COMPUTE = CUBLAS_COMPUTE_32F_FAST_16BF;
+};
+template <> struct gemm_types<bf16> {
+    static constexpr cudaDataType AB = CUDA_R_16BF, C = CUDA_R_16BF;
+    static constexpr cublasComputeType_t COMPUTE = CUBLAS_COMPUTE_32F;
+};
 
 // out (M, N; ldo) = beta * out + bias, so that the GEMM can add onto it with beta 1. beta 0 never reads out
-// (it may hold NaN from an earlier use).
-__global__ void bias_init_kernel(float *out, int ldo, const float *bias, int M, int N, float beta)
+// (it may hold NaN from an earlier use). out and bias are T (in bf16 this rounds once more than the GEMM alone
+// would: the bias joins the sum in bf16, not in the GEMM's fp32 accumulator).
+template <typename T> __global__ void bias_init_kernel(T *out, int ldo, const T *bias, int M, int N, float beta)
 {
     size_t total = (size_t)M * N;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t m = i / N, n = i % N;
-        float *o = out + m * ldo + n;
-        *o = beta == 0.0f ? bias[n] : beta * *o + bias[n];
+        T *o = out + m * ldo + n;
+        act_st(o, beta == 0.0f ? act_ld(bias + n) : beta * act_ld(o) + act_ld(bias + n));
     }
 }
 
 // Row-major out (M, N) = inp (M, K) @ w^T is column-major out^T (N, M) = w^T' (N, K) @ inp^T (K, M), where the
 // column-major view of row-major w (N, K) is (K, N) with ld K, hence op T.
-static void cuda_matmul_fwd(float *out, int ldo, const float *inp, int ldi, const float *w, const float *bias, int M,
-                            int K, int N, float beta)
+template <typename T>
+static void cuda_matmul_fwd(scp_act *out_, int ldo, const scp_act *inp, int ldi, const scp_act *w, const scp_act *bias,
+                            int M, int K, int N, float beta)
 {
+    typedef gemm_types<T> G;
+    T *out = (T *)out_;
     if (M == 0 || N == 0) return;
     if (bias) {
-        bias_init_kernel<<<scp_cuda_blocks((size_t)M * N, 256), 256>>>(out, ldo, bias, M, N, beta);
+        auto kern = bias_init_kernel<T>;
+        kern<<<scp_cuda_blocks((size_t)M * N, 256), 256>>>(out, ldo, (const T *)bias, M, N, beta);
         SCP_LAUNCHED();
         beta = 1.0f;
     }
     float one = 1.0f;
-    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, CUDA_R_32F, K, inp, CUDA_R_32F,
-                            ldi, &beta, out, CUDA_R_32F, ldo, GEMM_COMPUTE, CUBLAS_GEMM_DEFAULT));
+    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, G::AB, K, inp, G::AB, ldi, &beta,
+                            out, G::C, ldo, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
 }
 
 // dinp (M, K) = dout (M, N) @ w (N, K): column-major dinp^T (K, M) = w' (K, N) @ dout^T (N, M).
-static void cuda_matmul_bwd_inp(float *dinp, int ldi, const float *dout, int ldo, const float *w, int M, int K, int N,
-                                float beta)
+template <typename T>
+static void cuda_matmul_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w, int M, int K,
+                                int N, float beta)
 {
+    typedef gemm_types<T> G;
     if (M == 0 || K == 0) return;
     float one = 1.0f;
-    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, &one, w, CUDA_R_32F, K, dout, CUDA_R_32F,
-                            ldo, &beta, dinp, CUDA_R_32F, ldi, GEMM_COMPUTE, CUBLAS_GEMM_DEFAULT));
+    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, &one, w, G::AB, K, dout, G::AB, ldo,
+                            &beta, dinp, G::C, ldi, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
 }
 
 // dw (N, K) += dout^T (N, M) @ inp (M, K): column-major dw^T (K, N) += inp^T (K, M) @ dout (M, N), dout's
-// column-major view being (N, M) with ld ldo, hence op T.
-static void cuda_matmul_bwd_w(float *dw, float *dbias, const float *dout, int ldo, const float *inp, int ldi, int M,
+// column-major view being (N, M) with ld ldo, hence op T. dw is fp32 on both tables (C = CUDA_R_32F).
+template <typename T>
+static void cuda_matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int ldo, const scp_act *inp, int ldi, int M,
                               int K, int N)
 {
+    typedef gemm_types<T> G;
     if (M == 0 || N == 0) return;
     float one = 1.0f;
-    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, &one, inp, CUDA_R_32F, ldi, dout,
-                            CUDA_R_32F, ldo, &one, dw, CUDA_R_32F, K, GEMM_COMPUTE, CUBLAS_GEMM_DEFAULT));
-    if (dbias) scp_cuda_colsum_add(dbias, dout, ldo, M, N);
+    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, &one, inp, G::AB, ldi, dout, G::AB, ldo,
+                            &one, dw, CUDA_R_32F, K, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
+    if (dbias) scp_cuda_colsum_add<T>(dbias, (const T *)dout, ldo, M, N);
 }
 
 // The flash-style attention keeps the log-sum-exp of each query row (attention.cu), not the probabilities.
 static size_t cuda_attn_state_floats(int B, int H, int T) { return (size_t)B * H * T; }
 
-// moe.cu: the mixture-of-experts entries.
-void scp_cuda_moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const float *logits, int M,
-                        int E, int k, int norm);
-void scp_cuda_moe_route_bwd(float *dlogits, const float *dweight, const float *probs, const float *lse,
-                            const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E,
-                            int k, int norm);
-void scp_cuda_moe_combine(float *out, const float *y, const float *weight, const int32_t *pos, int M, int k, int D,
-                          float beta);
-void scp_cuda_moe_combine_bwd(float *dy, float *dweight, const float *dout, const float *y, const float *weight,
-                              const int32_t *pos, int M, int k, int D);
+// The table's entries over T: scp_act is T (the launchers of norm.cu, pointwise.cu, attention.cu, moe.cu).
+#define A_(p) ((T *)(p))
+#define C_(p) ((const T *)(p))
+template <typename T> static void to_act(scp_act *d, const float *s, size_t n) { scp_cuda_to_act<T>(A_(d), s, n); }
+template <typename T> static void from_act(float *d, const scp_act *s, size_t n) { scp_cuda_from_act<T>(d, C_(s), n); }
+template <typename T>
+static void rmsnorm_fwd(scp_act *out, float *rstd, const scp_act *x, const scp_act *w, int N, int G, int C, int ld,
+                        float eps)
+{
+    scp_cuda_rmsnorm_fwd<T>(A_(out), rstd, C_(x), C_(w), N, G, C, ld, eps);
+}
+template <typename T>
+static void rmsnorm_bwd(scp_act *dx, float *dw, const scp_act *dout, const scp_act *x, const scp_act *w,
+                        const float *rstd, int N, int G, int C, int ld, int accumulate)
+{
+    scp_cuda_rmsnorm_bwd<T>(A_(dx), dw, C_(dout), C_(x), C_(w), rstd, N, G, C, ld, accumulate);
+}
+template <typename T>
+static void rope(scp_act *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, int inverse)
+{
+    scp_cuda_rope<T>(A_(x), cos, sin, N, T_, G, hd, ld, inverse);
+}
+template <typename T>
+static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                          const scp_attn_args *a)
+{
+    scp_cuda_attention_fwd<T>(A_(out), att, C_(q), C_(k), C_(v), a);
+}
+template <typename T>
+static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
+                          const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+{
+    scp_cuda_attention_bwd<T>(A_(dq), A_(dk), A_(dv), C_(dout), att, C_(q), C_(k), C_(v), a);
+}
+template <typename T> static void swiglu_fwd(scp_act *h, const scp_act *gu, int M, int I)
+{
+    scp_cuda_swiglu_fwd<T>(A_(h), C_(gu), M, I);
+}
+template <typename T> static void swiglu_bwd(scp_act *dgu, const scp_act *dh, const scp_act *gu, int M, int I)
+{
+    scp_cuda_swiglu_bwd<T>(A_(dgu), C_(dh), C_(gu), M, I);
+}
+template <typename T> static void embedding_fwd(scp_act *out, const int32_t *ids, const scp_act *table, int M, int C)
+{
+    scp_cuda_embedding_fwd<T>(A_(out), ids, C_(table), M, C);
+}
+template <typename T>
+static void embedding_bwd(float *dtable, const scp_act *dout, const int32_t *ids, int M, int C, int V)
+{
+    scp_cuda_embedding_bwd<T>(dtable, C_(dout), ids, M, C, V);
+}
+template <typename T> static void gather_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+{
+    scp_cuda_gather_rows<T>(A_(dst), C_(src), rows, n, C);
+}
+template <typename T> static void scatter_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+{
+    scp_cuda_scatter_rows<T>(A_(dst), C_(src), rows, n, C);
+}
+template <typename T>
+static double crossentropy(scp_act *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
+                           int backward)
+{
+    return scp_cuda_crossentropy<T>(A_(logits), nll, target, weight, N, V, backward);
+}
+template <typename T>
+static void moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const scp_act *logits, int M,
+                      int E, int k, int norm)
+{
+    scp_cuda_moe_route<T>(probs, idx, weight, lse, psum, C_(logits), M, E, k, norm);
+}
+template <typename T>
+static void moe_route_bwd(scp_act *dlogits, const float *dweight, const float *probs, const float *lse,
+                          const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E, int k,
+                          int norm)
+{
+    scp_cuda_moe_route_bwd<T>(A_(dlogits), dweight, probs, lse, idx, weight, dprob, zscale, M, E, k, norm);
+}
+template <typename T>
+static void moe_combine(scp_act *out, const scp_act *y, const float *weight, const int32_t *pos, int M, int k, int D,
+                        float beta)
+{
+    scp_cuda_moe_combine<T>(A_(out), C_(y), weight, pos, M, k, D, beta);
+}
+template <typename T>
+static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, const scp_act *y, const float *weight,
+                            const int32_t *pos, int M, int k, int D)
+{
+    scp_cuda_moe_combine_bwd<T>(A_(dy), dweight, C_(dout), C_(y), weight, pos, M, k, D);
+}
+#undef A_
+#undef C_
 
-extern "C" const scp_backend scp_backend_cuda = {
-    /* .name = */ "cuda",
-    /* .alloc = */ cuda_alloc,
-    /* .free = */ cuda_free,
-    /* .zero = */ cuda_zero,
-    /* .copy = */ cuda_copy,
-    /* .upload = */ cuda_upload,
-    /* .download = */ cuda_download,
-    /* .matmul_fwd = */ cuda_matmul_fwd,
-    /* .matmul_bwd_inp = */ cuda_matmul_bwd_inp,
-    /* .matmul_bwd_w = */ cuda_matmul_bwd_w,
-    /* .rmsnorm_fwd = */ scp_cuda_rmsnorm_fwd,
-    /* .rmsnorm_bwd = */ scp_cuda_rmsnorm_bwd,
-    /* .rope = */ scp_cuda_rope,
-    /* .attention_fwd = */ scp_cuda_attention_fwd,
-    /* .attention_bwd = */ scp_cuda_attention_bwd,
-    /* .swiglu_fwd = */ scp_cuda_swiglu_fwd,
-    /* .swiglu_bwd = */ scp_cuda_swiglu_bwd,
-    /* .embedding_fwd = */ scp_cuda_embedding_fwd,
-    /* .embedding_bwd = */ scp_cuda_embedding_bwd,
-    /* .gather_rows = */ scp_cuda_gather_rows,
-    /* .scatter_rows = */ scp_cuda_scatter_rows,
-    /* .crossentropy = */ scp_cuda_crossentropy,
-    /* .adamw = */ scp_cuda_adamw,
-    /* .sumsq = */ scp_cuda_sumsq,
-    /* .scale = */ scp_cuda_scale,
-    /* .host_memory = */ 0,
-    /* .attn_state_floats = */ cuda_attn_state_floats,
-    /* .moe_route = */ scp_cuda_moe_route,
-    /* .moe_route_bwd = */ scp_cuda_moe_route_bwd,
-    /* .moe_combine = */ scp_cuda_moe_combine,
-    /* .moe_combine_bwd = */ scp_cuda_moe_combine_bwd,
-};
+// The two tables, positional in lib/backend.h's order.
+#define SCP_CUDA_TABLE(NAME, T)                                                                                 \
+    {                                                                                                           \
+        /* .name = */ NAME,                                                                                     \
+        /* .alloc = */ cuda_alloc,                                                                              \
+        /* .free = */ cuda_free,                                                                                \
+        /* .zero_bytes = */ cuda_zero,                                                                          \
+        /* .copy_bytes = */ cuda_copy,                                                                          \
+        /* .upload = */ cuda_upload,                                                                            \
+        /* .download = */ cuda_download,                                                                        \
+        /* .to_act = */ to_act<T>,                                                                              \
+        /* .from_act = */ from_act<T>,                                                                          \
+        /* .matmul_fwd = */ cuda_matmul_fwd<T>,                                                                 \
+        /* .matmul_bwd_inp = */ cuda_matmul_bwd_inp<T>,                                                         \
+        /* .matmul_bwd_w = */ cuda_matmul_bwd_w<T>,                                                             \
+        /* .rmsnorm_fwd = */ rmsnorm_fwd<T>,                                                                    \
+        /* .rmsnorm_bwd = */ rmsnorm_bwd<T>,                                                                    \
+        /* .rope = */ rope<T>,                                                                                  \
+        /* .attention_fwd = */ attention_fwd<T>,                                                                \
+        /* .attention_bwd = */ attention_bwd<T>,                                                                \
+        /* .swiglu_fwd = */ swiglu_fwd<T>,                                                                      \
+        /* .swiglu_bwd = */ swiglu_bwd<T>,                                                                      \
+        /* .embedding_fwd = */ embedding_fwd<T>,                                                                \
+        /* .embedding_bwd = */ embedding_bwd<T>,                                                                \
+        /* .gather_rows = */ gather_rows<T>,                                                                    \
+        /* .scatter_rows = */ scatter_rows<T>,                                                                  \
+        /* .crossentropy = */ crossentropy<T>,                                                                  \
+        /* .adamw = */ scp_cuda_adamw,                                                                          \
+        /* .sumsq = */ scp_cuda_sumsq,                                                                          \
+        /* .scale = */ scp_cuda_scale,                                                                          \
+        /* .host_memory = */ 0,                                                                                 \
+        /* .attn_state_floats = */ cuda_attn_state_floats,                                                      \
+        /* .act_size = */ sizeof(T),                                                                            \
+        /* .moe_route = */ moe_route<T>,                                                                        \
+        /* .moe_route_bwd = */ moe_route_bwd<T>,                                                                \
+        /* .moe_combine = */ moe_combine<T>,                                                                    \
+        /* .moe_combine_bwd = */ moe_combine_bwd<T>,                                                            \
+    }
+
+extern "C" const scp_backend scp_backend_cuda = SCP_CUDA_TABLE("cuda", float);
+extern "C" const scp_backend scp_backend_cuda_bf16 = SCP_CUDA_TABLE("cuda-bf16", bf16);

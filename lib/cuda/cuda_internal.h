@@ -1,11 +1,13 @@
-/* cuda_internal.h: what the CUDA backend's files (lib/cuda/*.cu) share: return-code checks that report
+/* cuda_internal.h: what the CUDA backend's .cu files (lib/cuda) share: return-code checks that report
  * file:line and the library's error string through scp_die, the cuBLAS handle, a growing scratch buffer, and
  * the kernel launchers each file provides to the table in backend_cuda.cu.
  *
- * Storage: the table (lib/backend.h) passes fp32 buffers, so activations, weights (the fp32 master copy),
- * gradients and AdamW moments live in fp32 device memory; matmuls run on the tensor cores in bf16 with fp32
- * accumulation (cuBLAS compute type CUBLAS_COMPUTE_32F_FAST_16BF, which rounds the inputs to bf16 inside the
- * GEMM); norms, softmax, attention and the loss accumulate in fp32. Everything runs on the legacy default
+ * Storage: two tables share these files. "cuda" keeps activations (lib/backend.h's scp_act) in fp32; its
+ * matmuls run on the tensor cores in bf16 with fp32 accumulation (cuBLAS compute type
+ * CUBLAS_COMPUTE_32F_FAST_16BF, which rounds the inputs to bf16 inside the GEMM). "cuda-bf16" keeps them in bf16
+ * (half the bytes to move and to keep), its GEMMs take bf16 operands directly (CUBLAS_COMPUTE_32F). Either way
+ * statistics, weight gradients, the fp32 master weights and AdamW moments are fp32, and norms, softmax, attention
+ * and the loss accumulate in fp32. Everything runs on the legacy default
  * stream, so a cudaMemcpy orders itself after the kernels before it. No managed memory. */
 #ifndef SCP_CUDA_INTERNAL_H
 #define SCP_CUDA_INTERNAL_H
@@ -47,29 +49,50 @@ static inline unsigned scp_cuda_blocks(size_t n, int threads)
 }
 
 cublasHandle_t scp_cuda_blas(void);
-/* dst (rows, cols) bf16, packed = src (rows, cols; row stride ld) fp32, rounded to nearest even: the operands the
- * attention kernels hand to the tensor cores (pointwise.cu). */
-void scp_cuda_pack_bf16(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld);
+
+typedef __nv_bfloat16 bf16;
+
+/* Activation storage (lib/backend.h's scp_act): every kernel that touches it is a template on the element type T,
+ * float (the "cuda" table) or bf16 (the "cuda-bf16" table), instantiated for both in its file; it widens what it
+ * reads with act_ld and rounds what it writes with act_st (to nearest even), and computes in fp32 in between.
+ * (Not named ld/st: "ld" is the row stride everywhere in these files.) */
+#ifdef __CUDACC__
+__device__ __forceinline__ float act_ld(const float *p) { return *p; }
+__device__ __forceinline__ float act_ld(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void act_st(float *p, float x) { *p = x; }
+__device__ __forceinline__ void act_st(bf16 *p, float x) { *p = __float2bfloat16_rn(x); }
+#endif
+
+/* dst (rows, cols) bf16, packed = src (rows, cols; row stride ld elements) fp32 (rounded to nearest even) or bf16
+ * (copied): the operands the attention kernels hand to the tensor cores (pointwise.cu). */
+template <typename T> void scp_cuda_pack_bf16(bf16 *dst, const T *src, size_t rows, int cols, size_t ld);
+/* dst (n) = src (n) converted: fp32 -> T (to_act) and T -> fp32 (from_act), n elements (pointwise.cu). */
+template <typename T> void scp_cuda_to_act(T *dst, const float *src, size_t n);
+template <typename T> void scp_cuda_from_act(float *dst, const T *src, size_t n);
 
 /* Device scratch of at least `bytes`, owned by the backend, valid until the next call (grows, never shrinks). */
 void *scp_cuda_scratch(size_t bytes);
 
 /* norm.cu */
-void scp_cuda_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int N, int G, int C, int ld, float eps);
-void scp_cuda_rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd,
-                          int N, int G, int C, int ld, int accumulate);
-void scp_cuda_rope(float *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, int inverse);
-/* column sums of src (rows, C; row stride ld) added into dst (C), rows summed in a fixed order */
-void scp_cuda_colsum_add(float *dst, const float *src, int ld, int rows, int C);
+template <typename T>
+void scp_cuda_rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int N, int G, int C, int ld, float eps);
+template <typename T>
+void scp_cuda_rmsnorm_bwd(T *dx, float *dw, const T *dout, const T *x, const T *w, const float *rstd, int N, int G,
+                          int C, int ld, int accumulate);
+template <typename T>
+void scp_cuda_rope(T *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, int inverse);
+/* column sums of src (rows, C; row stride ld) added into dst (C, fp32), rows summed in a fixed order */
+template <typename T> void scp_cuda_colsum_add(float *dst, const T *src, int ld, int rows, int C);
 
 /* pointwise.cu */
-void scp_cuda_swiglu_fwd(float *h, const float *gateup, int M, int I);
-void scp_cuda_swiglu_bwd(float *dgateup, const float *dh, const float *gateup, int M, int I);
-void scp_cuda_embedding_fwd(float *out, const int32_t *ids, const float *table, int M, int C);
-void scp_cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *ids, int M, int C, int V);
-void scp_cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int n, int C);
-void scp_cuda_scatter_rows(float *dst, const float *src, const int32_t *rows, int n, int C);
-double scp_cuda_crossentropy(float *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
+template <typename T> void scp_cuda_swiglu_fwd(T *h, const T *gateup, int M, int I);
+template <typename T> void scp_cuda_swiglu_bwd(T *dgateup, const T *dh, const T *gateup, int M, int I);
+template <typename T> void scp_cuda_embedding_fwd(T *out, const int32_t *ids, const T *table, int M, int C);
+template <typename T> void scp_cuda_embedding_bwd(float *dtable, const T *dout, const int32_t *ids, int M, int C, int V);
+template <typename T> void scp_cuda_gather_rows(T *dst, const T *src, const int32_t *rows, int n, int C);
+template <typename T> void scp_cuda_scatter_rows(T *dst, const T *src, const int32_t *rows, int n, int C);
+template <typename T>
+double scp_cuda_crossentropy(T *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
                              int backward);
 void scp_cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
                     float eps, float wd, float bc1, float bc2);
@@ -77,9 +100,24 @@ double scp_cuda_sumsq(const float *x, size_t n);
 void scp_cuda_scale(float *x, size_t n, float s);
 
 /* attention.cu */
-void scp_cuda_attention_fwd(float *out, float *att, const float *q, const float *k, const float *v, const scp_attn_args *a);
-void scp_cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                            const float *k, const float *v, const scp_attn_args *a);
+template <typename T>
+void scp_cuda_attention_fwd(T *out, float *att, const T *q, const T *k, const T *v, const scp_attn_args *a);
+template <typename T>
+void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const float *att, const T *q, const T *k, const T *v,
+                            const scp_attn_args *a);
+
+/* moe.cu */
+template <typename T>
+void scp_cuda_moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const T *logits, int M,
+                        int E, int k, int norm);
+template <typename T>
+void scp_cuda_moe_route_bwd(T *dlogits, const float *dweight, const float *probs, const float *lse, const int32_t *idx,
+                            const float *weight, const float *dprob, float zscale, int M, int E, int k, int norm);
+template <typename T>
+void scp_cuda_moe_combine(T *out, const T *y, const float *weight, const int32_t *pos, int M, int k, int D, float beta);
+template <typename T>
+void scp_cuda_moe_combine_bwd(T *dy, float *dweight, const T *dout, const T *y, const float *weight,
+                              const int32_t *pos, int M, int k, int D);
 
 /* Warp reductions over a fixed xor-butterfly: every lane ends with the same, order-fixed result. */
 #ifdef __CUDACC__

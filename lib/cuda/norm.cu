@@ -1,32 +1,39 @@
 // norm.cu: RMSNorm forward/backward (hidden state, G = 1, and Qwen3's per-head q/k norm, G = heads), RoPE, and
 // the deterministic column sum that the weight gradients of norms and biases share. Rows: row n (n < N) starts
-// at x + n * ld and holds G groups of C floats; one warp owns one group. fp32 throughout, as HF computes norms.
+// at x + n * ld and holds G groups of C elements; one warp owns one group. Activations and the norm weight are
+// T (float or bf16, cuda_internal.h), read widened; rstd and dw are fp32; everything is computed in fp32, as HF
+// computes norms.
 #include "cuda_internal.h"
 
 #define WARPS 8  // warps per block for the one-warp-per-group kernels
 
 // out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); rstd is (N * G).
-__global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, const float *w, int N, int G, int C, int ld,
-                                   float eps)
+template <typename T>
+__global__ void rmsnorm_fwd_kernel(T *out, float *rstd, const T *x, const T *w, int N, int G, int C, int ld, float eps)
 {
     int lane = threadIdx.x & 31;
     long grp = (long)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (grp >= (long)N * G) return;
     size_t off = (size_t)(grp / G) * ld + (size_t)(grp % G) * C;
-    const float *xr = x + off;
+    const T *xr = x + off;
     float ss = 0.0f;
-    for (int c = lane; c < C; c += 32) ss += xr[c] * xr[c];
+    for (int c = lane; c < C; c += 32) {
+        const float v = act_ld(xr + c);
+        ss += v * v;
+    }
     ss = scp_warp_sum(ss);
     float r = 1.0f / sqrtf(ss / (float)C + eps);
     if (lane == 0) rstd[grp] = r;
-    for (int c = lane; c < C; c += 32) out[off + c] = xr[c] * r * w[c];
+    for (int c = lane; c < C; c += 32) act_st(out + off + c, act_ld(xr + c) * r * act_ld(w + c));
 }
 
-void scp_cuda_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int N, int G, int C, int ld, float eps)
+template <typename T>
+void scp_cuda_rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int N, int G, int C, int ld, float eps)
 {
     long groups = (long)N * G;
     if (groups == 0) return;
-    rmsnorm_fwd_kernel<<<(unsigned)((groups + WARPS - 1) / WARPS), WARPS * 32>>>(out, rstd, x, w, N, G, C, ld, eps);
+    auto kern = rmsnorm_fwd_kernel<T>;
+    kern<<<(unsigned)((groups + WARPS - 1) / WARPS), WARPS * 32>>>(out, rstd, x, w, N, G, C, ld, eps);
     SCP_LAUNCHED();
 }
 
@@ -35,8 +42,10 @@ void scp_cuda_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *
 #define ROWS_PER 128  // at least; more when the rows would need over 65535 chunks (the grid's y limit)
 
 // mode 0: partial of src; mode 1: partial of dout * x * rstd (RMSNorm's dw), groups of C in rows of ld.
-__global__ void colsum_partial_kernel(float *partial, const float *src, const float *x, const float *rstd, int ld,
-                                      int G, long rows, int C, int mode, long per)
+// src and x are T; partial (chunks, C) fp32.
+template <typename T>
+__global__ void colsum_partial_kernel(float *partial, const T *src, const T *x, const float *rstd, int ld, int G,
+                                      long rows, int C, int mode, long per)
 {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     long chunk = blockIdx.y;
@@ -45,7 +54,7 @@ __global__ void colsum_partial_kernel(float *partial, const float *src, const fl
     float s = 0.0f;
     for (long r = r0; r < r1; r++) {
         size_t off = (size_t)(r / G) * ld + (size_t)(r % G) * C + c;
-        s += mode ? src[off] * x[off] * rstd[r] : src[off];
+        s += mode ? act_ld(src + off) * act_ld(x + off) * rstd[r] : act_ld(src + off);
     }
     partial[(size_t)chunk * C + c] = s;
 }
@@ -59,8 +68,8 @@ __global__ void colsum_finish_kernel(float *dst, const float *partial, long chun
     dst[c] += s;
 }
 
-static void colsum(float *dst, const float *src, const float *x, const float *rstd, int ld, int G, long rows, int C,
-                   int mode)
+template <typename T>
+static void colsum(float *dst, const T *src, const T *x, const float *rstd, int ld, int G, long rows, int C, int mode)
 {
     if (rows == 0 || C == 0) return;
     long per = ROWS_PER;
@@ -68,48 +77,55 @@ static void colsum(float *dst, const float *src, const float *x, const float *rs
     long chunks = (rows + per - 1) / per;
     float *partial = (float *)scp_cuda_scratch((size_t)chunks * C * sizeof(float));
     dim3 grid((unsigned)((C + 127) / 128), (unsigned)chunks);
-    colsum_partial_kernel<<<grid, 128>>>(partial, src, x, rstd, ld, G, rows, C, mode, per);
+    auto kern = colsum_partial_kernel<T>;
+    kern<<<grid, 128>>>(partial, src, x, rstd, ld, G, rows, C, mode, per);
     SCP_LAUNCHED();
     colsum_finish_kernel<<<(unsigned)((C + 127) / 128), 128>>>(dst, partial, chunks, C);
     SCP_LAUNCHED();
 }
 
-void scp_cuda_colsum_add(float *dst, const float *src, int ld, int rows, int C) { colsum(dst, src, NULL, NULL, ld, 1, rows, C, 0); }
+template <typename T> void scp_cuda_colsum_add(float *dst, const T *src, int ld, int rows, int C)
+{
+    colsum<T>(dst, src, NULL, NULL, ld, 1, rows, C, 0);
+}
 
 // dx_c = r w_c dy_c - x_c r^3 / C * sum_j dy_j w_j x_j (dx may be dout: each lane reads its own columns before
 // writing them, after the warp's dot product).
-__global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *dout, const float *x, const float *w, const float *rstd,
-                                      int N, int G, int C, int ld, int accumulate)
+template <typename T>
+__global__ void rmsnorm_bwd_dx_kernel(T *dx, const T *dout, const T *x, const T *w, const float *rstd, int N, int G,
+                                      int C, int ld, int accumulate)
 {
     int lane = threadIdx.x & 31;
     long grp = (long)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (grp >= (long)N * G) return;
     size_t off = (size_t)(grp / G) * ld + (size_t)(grp % G) * C;
-    const float *d = dout + off, *xr = x + off;
+    const T *d = dout + off, *xr = x + off;
     float r = rstd[grp], dot = 0.0f;
-    for (int c = lane; c < C; c += 32) dot += d[c] * w[c] * xr[c];
+    for (int c = lane; c < C; c += 32) dot += act_ld(d + c) * act_ld(w + c) * act_ld(xr + c);
     dot = scp_warp_sum(dot);
     float k = dot * r * r * r / (float)C;
     for (int c = lane; c < C; c += 32) {
-        float g = r * w[c] * d[c] - xr[c] * k;
-        dx[off + c] = accumulate ? dx[off + c] + g : g;
+        float g = r * act_ld(w + c) * act_ld(d + c) - act_ld(xr + c) * k;
+        act_st(dx + off + c, accumulate ? act_ld(dx + off + c) + g : g);
     }
 }
 
-void scp_cuda_rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd,
-                          int N, int G, int C, int ld, int accumulate)
+template <typename T>
+void scp_cuda_rmsnorm_bwd(T *dx, float *dw, const T *dout, const T *x, const T *w, const float *rstd, int N, int G,
+                          int C, int ld, int accumulate)
 {
     long groups = (long)N * G;
     if (groups == 0) return;
-    colsum(dw, dout, x, rstd, ld, G, groups, C, 1);  // first: dx may overwrite dout
-    rmsnorm_bwd_dx_kernel<<<(unsigned)((groups + WARPS - 1) / WARPS), WARPS * 32>>>(dx, dout, x, w, rstd, N, G, C, ld,
-                                                                                   accumulate);
+    colsum<T>(dw, dout, x, rstd, ld, G, groups, C, 1);  // first: dx may overwrite dout
+    auto kern = rmsnorm_bwd_dx_kernel<T>;
+    kern<<<(unsigned)((groups + WARPS - 1) / WARPS), WARPS * 32>>>(dx, dout, x, w, rstd, N, G, C, ld, accumulate);
     SCP_LAUNCHED();
 }
 
 // HF rotate_half: (a, b) = (x_i, x_{i + hd/2}) -> (a cos - b sin, b cos + a sin); inverse negates the angle.
-// One thread per pair; cos, sin are (T, hd/2), position of row n is n % T.
-__global__ void rope_kernel(float *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, float sgn)
+// One thread per pair; cos, sin are (T, hd/2) fp32, position of row n is n % T.
+template <typename T>
+__global__ void rope_kernel(T *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, float sgn)
 {
     int half = hd / 2;
     size_t total = (size_t)N * G * half;
@@ -117,18 +133,29 @@ __global__ void rope_kernel(float *x, const float *cos, const float *sin, int N,
         int i = (int)(idx % half);
         size_t ng = idx / half;
         int g = (int)(ng % G), n = (int)(ng / G);
-        float *p = x + (size_t)n * ld + (size_t)g * hd;
-        float c = cos[(size_t)(n % T) * half + i], s = sgn * sin[(size_t)(n % T) * half + i];
-        float a = p[i], b = p[i + half];
-        p[i] = a * c - b * s;
-        p[i + half] = b * c + a * s;
+        T *p = x + (size_t)n * ld + (size_t)g * hd;
+        float c = cos[(size_t)(n % T_) * half + i], s = sgn * sin[(size_t)(n % T_) * half + i];
+        float a = act_ld(p + i), b = act_ld(p + i + half);
+        act_st(p + i, a * c - b * s);
+        act_st(p + i + half, b * c + a * s);
     }
 }
 
-void scp_cuda_rope(float *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, int inverse)
+template <typename T>
+void scp_cuda_rope(T *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, int inverse)
 {
     size_t total = (size_t)N * G * (hd / 2);
     if (total == 0) return;
-    rope_kernel<<<scp_cuda_blocks(total, 256), 256>>>(x, cos, sin, N, T, G, hd, ld, inverse ? -1.0f : 1.0f);
+    auto kern = rope_kernel<T>;
+    kern<<<scp_cuda_blocks(total, 256), 256>>>(x, cos, sin, N, T_, G, hd, ld, inverse ? -1.0f : 1.0f);
     SCP_LAUNCHED();
 }
+
+#define INSTANTIATE(T)                                                                                          \
+    template void scp_cuda_rmsnorm_fwd<T>(T *, float *, const T *, const T *, int, int, int, int, float);      \
+    template void scp_cuda_rmsnorm_bwd<T>(T *, float *, const T *, const T *, const T *, const float *, int, int, \
+                                          int, int, int);                                                       \
+    template void scp_cuda_rope<T>(T *, const float *, const float *, int, int, int, int, int, int);            \
+    template void scp_cuda_colsum_add<T>(float *, const T *, int, int, int);
+INSTANTIATE(float)
+INSTANTIATE(bf16)

@@ -1,6 +1,8 @@
 // pointwise.cu: SwiGLU, embedding lookup and its deterministic scatter-add, row gather/scatter, cross-entropy
 // over the vocabulary (one block per row, online max/sum in fp32, gradient written in place), AdamW on the fp32
-// master weights, and the gradient-norm helpers (sum of squares in double over a fixed partition).
+// master weights, the gradient-norm helpers (sum of squares in double over a fixed partition), the conversions
+// between fp32 and activation storage (to_act, from_act) and the bf16 packing of attention operands. Activations
+// are T (float or bf16, cuda_internal.h); weight gradients, statistics and the optimizer's arrays are fp32.
 #include "cuda_internal.h"
 
 #include <cmath>
@@ -9,46 +11,52 @@
 
 #define GRID_STRIDE(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
-// gateup (M, 2I) = [gate | up]; h (M, I) = silu(gate) * up.
-__global__ void swiglu_fwd_kernel(float *h, const float *gu, int M, int I)
+// gateup (M, 2I) = [gate | up]; h (M, I) = silu(gate) * up. T: the storage type (cuda_internal.h).
+template <typename T>
+__global__ void swiglu_fwd_kernel(T *h, const T *gu, int M, int I)
 {
     GRID_STRIDE(idx, (size_t)M * I)
     {
         size_t m = idx / I, i = idx % I;
-        float g = gu[m * 2 * I + i], u = gu[m * 2 * I + I + i];
-        h[idx] = g / (1.0f + expf(-g)) * u;
+        float g = act_ld(gu + m * 2 * I + i), u = act_ld(gu + m * 2 * I + I + i);
+        act_st(h + idx, g / (1.0f + expf(-g)) * u);
     }
 }
 
 // d silu(g)/dg = s (1 + g (1 - s)), s = sigmoid(g).
-__global__ void swiglu_bwd_kernel(float *dgu, const float *dh, const float *gu, int M, int I)
+template <typename T>
+__global__ void swiglu_bwd_kernel(T *dgu, const T *dh, const T *gu, int M, int I)
 {
     GRID_STRIDE(idx, (size_t)M * I)
     {
         size_t m = idx / I, i = idx % I;
-        float g = gu[m * 2 * I + i], u = gu[m * 2 * I + I + i], d = dh[idx];
+        float g = act_ld(gu + m * 2 * I + i), u = act_ld(gu + m * 2 * I + I + i), d = act_ld(dh + idx);
         float s = 1.0f / (1.0f + expf(-g));
-        dgu[m * 2 * I + i] = d * u * s * (1.0f + g * (1.0f - s));
-        dgu[m * 2 * I + I + i] = d * g * s;
+        act_st(dgu + m * 2 * I + i, d * u * s * (1.0f + g * (1.0f - s)));
+        act_st(dgu + m * 2 * I + I + i, d * g * s);
     }
 }
 
-void scp_cuda_swiglu_fwd(float *h, const float *gateup, int M, int I)
+template <typename T> void scp_cuda_swiglu_fwd(T *h, const T *gateup, int M, int I)
 {
     if ((size_t)M * I == 0) return;
-    swiglu_fwd_kernel<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(h, gateup, M, I);
+    auto kern = swiglu_fwd_kernel<T>;
+    kern<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(h, gateup, M, I);
     SCP_LAUNCHED();
 }
 
-void scp_cuda_swiglu_bwd(float *dgateup, const float *dh, const float *gateup, int M, int I)
+template <typename T> void scp_cuda_swiglu_bwd(T *dgateup, const T *dh, const T *gateup, int M, int I)
 {
     if ((size_t)M * I == 0) return;
-    swiglu_bwd_kernel<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(dgateup, dh, gateup, M, I);
+    auto kern = swiglu_bwd_kernel<T>;
+    kern<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(dgateup, dh, gateup, M, I);
     SCP_LAUNCHED();
 }
 
 // dst row r (C) = src row rows[r] (gather) or dst row rows[r] = src row r (scatter); ids/rows are device memory.
-__global__ void gather_kernel(float *dst, const float *src, const int32_t *rows, int n, int C, int scatter)
+// Storage to storage: a plain copy of the elements, no rounding.
+template <typename T>
+__global__ void gather_kernel(T *dst, const T *src, const int32_t *rows, int n, int C, int scatter)
 {
     GRID_STRIDE(idx, (size_t)n * C)
     {
@@ -60,41 +68,44 @@ __global__ void gather_kernel(float *dst, const float *src, const int32_t *rows,
     }
 }
 
-void scp_cuda_embedding_fwd(float *out, const int32_t *ids, const float *table, int M, int C)
+template <typename T> static void gather(T *dst, const T *src, const int32_t *rows, int n, int C, int scatter)
 {
-    if ((size_t)M * C == 0) return;
-    gather_kernel<<<scp_cuda_blocks((size_t)M * C, 256), 256>>>(out, table, ids, M, C, 0);
+    if ((size_t)n * C == 0) return;
+    auto kern = gather_kernel<T>;
+    kern<<<scp_cuda_blocks((size_t)n * C, 256), 256>>>(dst, src, rows, n, C, scatter);
     SCP_LAUNCHED();
 }
 
-void scp_cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int n, int C)
+template <typename T> void scp_cuda_embedding_fwd(T *out, const int32_t *ids, const T *table, int M, int C)
 {
-    if ((size_t)n * C == 0) return;
-    gather_kernel<<<scp_cuda_blocks((size_t)n * C, 256), 256>>>(dst, src, rows, n, C, 0);
-    SCP_LAUNCHED();
+    gather<T>(out, table, ids, M, C, 0);
 }
 
-void scp_cuda_scatter_rows(float *dst, const float *src, const int32_t *rows, int n, int C)
+template <typename T> void scp_cuda_gather_rows(T *dst, const T *src, const int32_t *rows, int n, int C)
 {
-    if ((size_t)n * C == 0) return;
-    gather_kernel<<<scp_cuda_blocks((size_t)n * C, 256), 256>>>(dst, src, rows, n, C, 1);
-    SCP_LAUNCHED();
+    gather<T>(dst, src, rows, n, C, 0);
+}
+
+template <typename T> void scp_cuda_scatter_rows(T *dst, const T *src, const int32_t *rows, int n, int C)
+{
+    gather<T>(dst, src, rows, n, C, 1);
 }
 
 // Embedding backward without atomics: the rows are grouped by id on the host (a stable counting sort of the M
 // ids, so rows of one id keep their order), and one thread per (distinct id, column) adds that id's rows in
-// order. seg (S + 1) are offsets into order (M); seg_id (S) the ids.
-__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const int32_t *order, const int32_t *seg,
+// order. seg (S + 1) are offsets into order (M); seg_id (S) the ids. dout (M, C) is T, dtable (V, C) fp32.
+template <typename T>
+__global__ void embedding_bwd_kernel(float *dtable, const T *dout, const int32_t *order, const int32_t *seg,
                                      const int32_t *seg_id, int C)
 {
     int s = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float acc = 0.0f;
-    for (int k = seg[s]; k < seg[s + 1]; k++) acc += dout[(size_t)order[k] * C + c];
+    for (int k = seg[s]; k < seg[s + 1]; k++) acc += act_ld(dout + (size_t)order[k] * C + c);
     dtable[(size_t)seg_id[s] * C + c] += acc;
 }
 
-void scp_cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *ids, int M, int C, int V)
+template <typename T> void scp_cuda_embedding_bwd(float *dtable, const T *dout, const int32_t *ids, int M, int C, int V)
 {
     if (M == 0 || C == 0) return;
     int32_t *host = (int32_t *)malloc(((size_t)M + V + 1) * sizeof(int32_t));
@@ -121,7 +132,8 @@ void scp_cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *ids
     int32_t *dev = (int32_t *)scp_cuda_scratch(((size_t)M + 2 * S + 1) * sizeof(int32_t));
     SCP_CUDA(cudaMemcpy(dev, pack, ((size_t)M + 2 * S + 1) * sizeof(int32_t), cudaMemcpyHostToDevice));
     dim3 grid((unsigned)S, (unsigned)((C + 127) / 128));
-    embedding_bwd_kernel<<<grid, 128>>>(dtable, dout, dev, dev + M, dev + M + S + 1, C);
+    auto kern = embedding_bwd_kernel<T>;
+    kern<<<grid, 128>>>(dtable, dout, dev, dev + M, dev + M + S + 1, C);
     SCP_LAUNCHED();
     free(pack);  // a copy from pageable memory has read it by the time cudaMemcpy returns
     free(host);
@@ -139,21 +151,23 @@ __device__ __forceinline__ void ms_combine(float &m, float &s, float m2, float s
     m = mx;
 }
 
-__global__ void ce_kernel(float *logits, float *nll, const int32_t *target, const float *weight, int V, int backward)
+// logits (N, V) are T: read widened; with backward, overwritten (rounded) by the gradient. nll (N) fp32.
+template <typename T>
+__global__ void ce_kernel(T *logits, float *nll, const int32_t *target, const float *weight, int V, int backward)
 {
     __shared__ float sm[CE_THREADS / 32], ss[CE_THREADS / 32];
     __shared__ float lse_sh;
     int n = blockIdx.x, tid = threadIdx.x, t = target[n];
-    float *l = logits + (size_t)n * V;
+    T *l = logits + (size_t)n * V;
     if (t < 0) {
         if (tid == 0) nll[n] = 0.0f;
         if (backward)
-            for (int v = tid; v < V; v += CE_THREADS) l[v] = 0.0f;
+            for (int v = tid; v < V; v += CE_THREADS) act_st(l + v, 0.0f);
         return;
     }
     float m = -INFINITY, s = 0.0f;
     for (int v = tid; v < V; v += CE_THREADS) {
-        float x = l[v];
+        float x = act_ld(l + v);
         if (x > m) {
             s = (m == -INFINITY ? 0.0f : s * expf(m - x)) + 1.0f;
             m = x;
@@ -172,20 +186,22 @@ __global__ void ce_kernel(float *logits, float *nll, const int32_t *target, cons
         for (int w = 1; w < CE_THREADS / 32; w++) ms_combine(M, S, sm[w], ss[w]);
         float lse = M + logf(S);
         lse_sh = lse;
-        nll[n] = lse - l[t];
+        nll[n] = lse - act_ld(l + t);
     }
     __syncthreads();
     if (backward) {
         float lse = lse_sh, w = weight ? weight[n] : 1.0f;
-        for (int v = tid; v < V; v += CE_THREADS) l[v] = w * expf(l[v] - lse) - (v == t ? w : 0.0f);
+        for (int v = tid; v < V; v += CE_THREADS) act_st(l + v, w * expf(act_ld(l + v) - lse) - (v == t ? w : 0.0f));
     }
 }
 
-double scp_cuda_crossentropy(float *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
+template <typename T>
+double scp_cuda_crossentropy(T *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
                              int backward)
 {
     if (N == 0) return 0.0;
-    ce_kernel<<<(unsigned)N, CE_THREADS>>>(logits, nll, target, weight, V, backward);
+    auto kern = ce_kernel<T>;
+    kern<<<(unsigned)N, CE_THREADS>>>(logits, nll, target, weight, V, backward);
     SCP_LAUNCHED();
     // The loss in row order in double, as the CPU backend sums it (N is the number of scored rows: small).
     float *h = (float *)malloc((size_t)N * (2 * sizeof(float) + sizeof(int32_t)));
@@ -266,10 +282,10 @@ void scp_cuda_scale(float *x, size_t n, float s)
     SCP_LAUNCHED();
 }
 
-// ---- fp32 -> bf16 packing ---------------------------------------------------------------------------------
+// ---- packing to bf16, and conversions of activation storage ----------------------------------------------
 // Rows whose width is a multiple of 4: a block per row (grid-stride), 4 columns per thread, float4 loads where
 // src and ld allow them (vec), bf16x2 stores. Other widths: one element per thread, grid-stride.
-__global__ void pack_bf16_rows4_kernel(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld, int vec)
+__global__ void pack_bf16_rows4_kernel(bf16 *dst, const float *src, size_t rows, int cols, size_t ld, int vec)
 {
     for (size_t r = blockIdx.x; r < rows; r += gridDim.x)
         for (int c = threadIdx.x * 4; c < cols; c += blockDim.x * 4) {
@@ -281,22 +297,93 @@ __global__ void pack_bf16_rows4_kernel(__nv_bfloat16 *dst, const float *src, siz
         }
 }
 
-__global__ void pack_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld)
+// bf16 source: the same rows copied, 4 elements (8 bytes) at a time where src and ld allow it (vec), else one by
+// one (the destination rows, cols % 4 == 0 elements packed from an aligned base, always take 8-byte stores).
+struct alignas(8) bf16x4_t {
+    __nv_bfloat162 a, b;
+};
+__global__ void copy_bf16_rows4_kernel(bf16 *dst, const bf16 *src, size_t rows, int cols, size_t ld, int vec)
+{
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x)
+        for (int c = threadIdx.x * 4; c < cols; c += blockDim.x * 4) {
+            const bf16 *s = src + r * ld + c;
+            bf16x4_t x;
+            if (vec)
+                x = *(const bf16x4_t *)s;
+            else
+                x.a.x = s[0], x.a.y = s[1], x.b.x = s[2], x.b.y = s[3];
+            *(bf16x4_t *)(dst + r * cols + c) = x;
+        }
+}
+
+template <typename T> __global__ void pack_bf16_kernel(bf16 *dst, const T *src, size_t rows, int cols, size_t ld)
 {
     const size_t n = rows * (size_t)cols;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
-        dst[e] = __float2bfloat16(src[(e / (size_t)cols) * ld + e % (size_t)cols]);
+        dst[e] = __float2bfloat16(act_ld(src + (e / (size_t)cols) * ld + e % (size_t)cols));  // exact for bf16
 }
 
-void scp_cuda_pack_bf16(__nv_bfloat16 *dst, const float *src, size_t rows, int cols, size_t ld)
+template <typename T> void scp_cuda_pack_bf16(bf16 *dst, const T *src, size_t rows, int cols, size_t ld)
 {
     if (rows == 0 || cols == 0) return;
-    if (cols % 4 == 0) {
-        const int vec = ld % 4 == 0 && (uintptr_t)src % 16 == 0;
+    if (cols % 4 == 0 && (uintptr_t)dst % 8 == 0) {
         const unsigned blocks = (unsigned)(rows < ((size_t)1 << 20) ? rows : ((size_t)1 << 20));
-        pack_bf16_rows4_kernel<<<blocks, 128>>>(dst, src, rows, cols, ld, vec);
+        if (sizeof(T) == 4) {
+            const int vec = ld % 4 == 0 && (uintptr_t)src % 16 == 0;
+            pack_bf16_rows4_kernel<<<blocks, 128>>>(dst, (const float *)(const void *)src, rows, cols, ld, vec);
+        } else {
+            const int vec = ld % 4 == 0 && (uintptr_t)src % 8 == 0;
+            copy_bf16_rows4_kernel<<<blocks, 128>>>(dst, (const bf16 *)(const void *)src, rows, cols, ld, vec);
+        }
     } else {
-        pack_bf16_kernel<<<scp_cuda_blocks(rows * (size_t)cols, 256), 256>>>(dst, src, rows, cols, ld);
+        auto kern = pack_bf16_kernel<T>;
+        kern<<<scp_cuda_blocks(rows * (size_t)cols, 256), 256>>>(dst, src, rows, cols, ld);
     }
     SCP_LAUNCHED();
 }
+
+// dst (n) = src (n), converting between fp32 and the storage type (rounded to nearest even into bf16).
+template <typename D, typename S> __global__ void convert_kernel(D *dst, const S *src, size_t n)
+{
+    GRID_STRIDE(i, n) act_st(dst + i, act_ld(src + i));
+}
+
+template <typename T> void scp_cuda_to_act(T *dst, const float *src, size_t n)
+{
+    if (n == 0) return;
+    if (sizeof(T) == 4) {  // fp32 storage: a plain copy
+        if ((const void *)dst != (const void *)src)
+            SCP_CUDA(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice));
+        return;
+    }
+    auto kern = convert_kernel<T, float>;
+    kern<<<scp_cuda_blocks(n, 256), 256>>>(dst, src, n);
+    SCP_LAUNCHED();
+}
+
+template <typename T> void scp_cuda_from_act(float *dst, const T *src, size_t n)
+{
+    if (n == 0) return;
+    if (sizeof(T) == 4) {
+        if ((const void *)dst != (const void *)src)
+            SCP_CUDA(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice));
+        return;
+    }
+    auto kern = convert_kernel<float, T>;
+    kern<<<scp_cuda_blocks(n, 256), 256>>>(dst, src, n);
+    SCP_LAUNCHED();
+}
+
+#define INSTANTIATE(T)                                                                                          \
+    template void scp_cuda_swiglu_fwd<T>(T *, const T *, int, int);                                             \
+    template void scp_cuda_swiglu_bwd<T>(T *, const T *, const T *, int, int);                                  \
+    template void scp_cuda_embedding_fwd<T>(T *, const int32_t *, const T *, int, int);                         \
+    template void scp_cuda_embedding_bwd<T>(float *, const T *, const int32_t *, int, int, int);                \
+    template void scp_cuda_gather_rows<T>(T *, const T *, const int32_t *, int, int);                           \
+    template void scp_cuda_scatter_rows<T>(T *, const T *, const int32_t *, int, int);                          \
+    template double scp_cuda_crossentropy<T>(T *, float *, const int32_t *, const float *, int, int, int);      \
+    template void scp_cuda_pack_bf16<T>(bf16 *, const T *, size_t, int, size_t);                                \
+    template void scp_cuda_to_act<T>(T *, const float *, size_t);                                               \
+    template void scp_cuda_from_act<T>(float *, const T *, size_t);
+INSTANTIATE(float)
+INSTANTIATE(bf16)

@@ -3,8 +3,10 @@
 # 8 minutes on an H100 or H200, ending with a short table:
 #   build   configure and make in build-gpu (nvcc, -j16), or use a build-gpu-pre carried from a machine with the
 #           C libraries (see --prepare) when this one cannot configure
-#   (1)     tests/gpu/cuda-ops: every operation of the CUDA table against the CPU reference
-#   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses
+#   (1)     tests/gpu/cuda-ops: every operation of the CUDA tables against the CPU: "cuda" (fp32 activations)
+#           against cpu-ref, "cuda-bf16" (bf16 activations) against cpu-bf16 on the same bf16 inputs
+#   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
+#           and the same 20 steps with --backend cuda-bf16 against cpu (train-stories260k-bf16, below)
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
 #   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown
 #
@@ -19,7 +21,7 @@
 # Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
 # (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
 # libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
-# T_OPS, T_TRAIN, T_HF, T_BENCH (time limits in seconds of the four parts), BENCH_ARGS (e.g. "-n 2"),
+# T_OPS, T_TRAIN, T_TRAIN16, T_HF, T_BENCH (time limits in seconds of the parts), BENCH_ARGS (e.g. "-n 2"),
 # SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_HF=1 (a shorter call).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -103,8 +105,10 @@ run() {
     row "$name" "$st" "$pass ok, $fail not ok, rc $rc, $(($(date +%s) - t0)) s"
 }
 if [ "$mode" != FAILED ]; then
-    run cuda-ops "${T_OPS:-90}" "$build/tests/gpu/cuda-ops"
+    run cuda-ops "${T_OPS:-150}" "$build/tests/gpu/cuda-ops"
     run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
+    # The same on the bf16-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
+    run train-stories260k-bf16 "${T_TRAIN16:-150}" env SCP_GPU_BACKEND=cuda-bf16 sh "$root/tests/gpu/train-stories260k.sh"
     nccl_lib=${NCCL_LIB:-$("$PYTHON" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)}
     if [ -x "$build/tests/dist-nccl-smoke" ]; then
         (LD_LIBRARY_PATH=${nccl_lib:+$nccl_lib:}${LD_LIBRARY_PATH:-}; export LD_LIBRARY_PATH
@@ -119,7 +123,7 @@ if [ "$mode" != FAILED ]; then
      run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
     if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
     echo "== bench ($(elapsed) s)"
-    PYTHON=$PYTHON timeout "${T_BENCH:-200}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1
+    PYTHON=$PYTHON timeout "${T_BENCH:-260}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1
     rc=$?
     cat "$out/bench.log"
     row bench "$([ $rc -eq 0 ] && echo done || echo "rc $rc")" "see bench.log"
@@ -137,7 +141,7 @@ fi
 
 echo
 echo "== summary ($(elapsed) s)"
-grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,9p'
+grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,13p'
 grep '^# bf16 storage' "$out/gemm.log" 2>/dev/null
 grep -h -e 'rel err' "$out"/cuda-ops.log 2>/dev/null | sed 's/^[a-z ]*[0-9]* - //' |
     awk '{ for (i = 1; i <= NF; i++) if ($i == "err") { v = $(i + 1); if (v + 0 > w + 0 || v == "-nan" || v == "nan") { w = v; what = $0 } } }
