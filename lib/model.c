@@ -142,7 +142,6 @@ static void ws_reserve(scp_model *m, int B, int T, int slots)
     if (env && atoi(env) > 0) lr = (size_t)atoi(env);
     w->logit_rows = (int)(lr < M ? lr : M);
     w->logits = ws_alloc(w, be, (size_t)w->logit_rows * w->V * a);
-    if (a != f) w->logits32 = ws_alloc(w, be, (size_t)w->logit_rows * w->V * f);
     w->nll = ws_alloc(w, be, M * f);
     w->wsel = ws_alloc(w, be, M * f);
     w->ids = ws_alloc(w, be, M * sizeof(int32_t));
@@ -773,6 +772,8 @@ int scp_model_logits(scp_model *m, const scp_batch *b, float *logits)
     ws_reserve(m, b->B, b->T, 1);
     workspace *w = m->ctx;
     const int M = b->B * b->T;
+    if (w->esz != sizeof(float) && !w->logits32)   /* fp32 logits for the caller, made when first asked for */
+        w->logits32 = ws_alloc(w, m->backend, (size_t)w->logit_rows * w->V * sizeof(float));
     scp_attn_args aa;
     forward_body(m, b, &aa, 0);
     for (int r0 = 0; r0 < M; r0 += w->logit_rows) {

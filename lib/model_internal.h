@@ -64,7 +64,8 @@ typedef struct workspace {
     float *rstdf;           /* (M) */
     scp_act *sel;           /* (M, D) final-norm rows that carry a loss */
     scp_act *logits;        /* (logit_rows, V); holds dlogits after the cross-entropy */
-    float *logits32;        /* (logit_rows, V) fp32 logits for scp_model_logits where the storage is bf16 */
+    float *logits32;        /* (logit_rows, V) fp32 logits for scp_model_logits where the storage is bf16 (made
+                               on its first call) */
     float *nll, *wsel;      /* (M) */
     int32_t *ids, *rows, *tsel;   /* (M) */
     uint8_t *mask;          /* (B, T, T) */
