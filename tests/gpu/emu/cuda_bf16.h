@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <cstring>
 
-struct __nv_bfloat16 {
+struct alignas(2) __nv_bfloat16 {
     uint16_t x;
 };
-struct __nv_bfloat162 {
+struct alignas(4) __nv_bfloat162 {
     __nv_bfloat16 x, y;
 };
 
