@@ -21,16 +21,22 @@ int scp_loglik_ar(scp_model *m, const int32_t *seq, int n_ctx, int n_cont, doubl
 {
     const int V = m->cfg.vocab_size, T = n_ctx + n_cont;
     if (n_ctx < 1 || n_cont < 1) return scp_error("choice: empty context or continuation");
-    float *logits = malloc((size_t)T * V * sizeof *logits);
-    if (!logits) return scp_error("choice: out of memory for %d x %d logits", T, V);
-    scp_batch b = {.B = 1, .T = T, .input = seq, .attn = SCP_ATTN_CAUSAL};
-    if (scp_model_logits(m, &b, logits) < 0) {
+    /* the logits of the rows that predict the continuation, n_ctx - 1 .. T - 2 */
+    float *logits = malloc((size_t)n_cont * V * sizeof *logits);
+    int32_t *rows = malloc((size_t)n_cont * sizeof *rows);
+    if (!logits || !rows) {
         free(logits);
-        return -1;
+        free(rows);
+        return scp_error("choice: out of memory for %d x %d logits", n_cont, V);
     }
+    for (int k = 0; k < n_cont; k++) rows[k] = n_ctx - 1 + k;
+    scp_batch b = {.B = 1, .T = T, .input = seq, .attn = SCP_ATTN_CAUSAL};
+    int rc = scp_model_logits_rows(m, &b, rows, n_cont, logits);
     double s = 0;
-    for (int p = n_ctx; p < T; p++) s += log_prob(logits + (size_t)(p - 1) * V, V, seq[p]);
+    for (int k = 0; rc == 0 && k < n_cont; k++) s += log_prob(logits + (size_t)k * V, V, seq[n_ctx + k]);
     free(logits);
+    free(rows);
+    if (rc < 0) return -1;
     *ll = s;
     return 0;
 }
@@ -54,13 +60,16 @@ int scp_loglik_diffusion(scp_model *m, const int32_t *seq, int n_ctx, int n_cont
     int R = rows_per_pass(T, V, N);
     int32_t *in = malloc((size_t)R * T * sizeof *in);
     int *nmask = malloc((size_t)R * sizeof *nmask), *perm = malloc((size_t)L * sizeof *perm);
-    float *logits = malloc((size_t)R * T * V * sizeof *logits);
-    if (!in || !nmask || !perm || !logits) {
+    /* the logits of the masked positions only: at most L rows of each of R sequences */
+    float *logits = malloc((size_t)R * L * V * sizeof *logits);
+    int32_t *rows = malloc((size_t)R * L * sizeof *rows);
+    if (!in || !nmask || !perm || !logits || !rows) {
         free(in);
         free(nmask);
         free(perm);
         free(logits);
-        return scp_error("choice: out of memory for %d x %d x %d logits", R, T, V);
+        free(rows);
+        return scp_error("choice: out of memory for %d x %d x %d logits", R, L, V);
     }
     scp_rng r0;
     scp_rng_init(&r0, seed, scp_mix64(stream));
@@ -87,19 +96,20 @@ int scp_loglik_diffusion(scp_model *m, const int32_t *seq, int n_ctx, int n_cont
                 row[n_ctx + perm[j]] = mask_id;
             }
         }
+        int n = 0;
+        for (int r = 0; r < nr; r++)
+            for (int p = n_ctx; p < T; p++)
+                if (in[(size_t)r * T + p] == mask_id) rows[n++] = r * T + (shift ? p - 1 : p);
         scp_batch b = {.B = nr, .T = T, .input = in, .attn = SCP_ATTN_BIDIRECTIONAL};
-        if (scp_model_logits(m, &b, logits) < 0) {
+        if (scp_model_logits_rows(m, &b, rows, n, logits) < 0) {
             rc = -1;
             break;
         }
-        for (int r = 0; r < nr; r++) {
+        for (int r = 0, j = 0; r < nr; r++) {   /* the rows in the order they were listed */
             const int32_t *row = in + (size_t)r * T;
             double s = 0;
-            for (int p = n_ctx; p < T; p++) {
-                if (row[p] != mask_id) continue;
-                int lr = shift ? p - 1 : p;
-                s += log_prob(logits + ((size_t)r * T + lr) * V, V, seq[p]);
-            }
+            for (int p = n_ctx; p < T; p++)
+                if (row[p] == mask_id) s += log_prob(logits + (size_t)j++ * V, V, seq[p]);
             total += s * (double)L / nmask[r];
         }
     }
@@ -107,6 +117,7 @@ int scp_loglik_diffusion(scp_model *m, const int32_t *seq, int n_ctx, int n_cont
     free(nmask);
     free(perm);
     free(logits);
+    free(rows);
     if (rc) return -1;
     *ll = total / N;
     return 0;

@@ -765,25 +765,41 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
     return loss;
 }
 
-int scp_model_logits(scp_model *m, const scp_batch *b, float *logits)
+int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows, int n, float *logits)
 {
     if (check_batch(m, b, 0) < 0) return -1;
+    const int M = b->B * b->T;
+    if (!rows) n = M;
+    if (n < 0 || n > M) return scp_error("model: %d logits rows asked of a batch of %d", n, M);
+    for (int k = 0; rows && k < n; k++)
+        if (rows[k] < 0 || rows[k] >= M) return scp_error("model: logits row %d outside the batch's %d rows", rows[k], M);
     sync_weights_to_device(m);
     ws_reserve(m, b->B, b->T, 1);
     workspace *w = m->ctx;
-    const int M = b->B * b->T;
     if (w->esz != sizeof(float) && !w->logits32)   /* fp32 logits for the caller, made when first asked for */
         w->logits32 = ws_alloc(w, m->backend, (size_t)w->logit_rows * w->V * sizeof(float));
     scp_attn_args aa;
     forward_body(m, b, &aa, 0);
-    for (int r0 = 0; r0 < M; r0 += w->logit_rows) {
-        int nr = M - r0 < w->logit_rows ? M - r0 : w->logit_rows;
-        size_t n = (size_t)nr * w->V;
-        m->backend->matmul_fwd(w->logits, w->V, AT(w->lnf, (size_t)r0 * w->D), w->D, W(w->lm_head), NULL, nr, w->D, w->V,
-                               0.0f);
+    /* Only the rows asked for reach the vocabulary projection (its matmul, D V per row, is the largest of a
+     * model with a large vocabulary): gathered into `sel` first, as the training step does. */
+    const scp_act *x = w->lnf;
+    if (rows && n > 0) {
+        m->backend->upload(w->rows, rows, (size_t)n * sizeof *rows);
+        m->backend->gather_rows(w->sel, w->lnf, w->rows, n, w->D);
+        x = w->sel;
+    }
+    for (int r0 = 0; r0 < n; r0 += w->logit_rows) {
+        int nr = n - r0 < w->logit_rows ? n - r0 : w->logit_rows;
+        size_t cnt = (size_t)nr * w->V;
+        m->backend->matmul_fwd(w->logits, w->V, AT(x, (size_t)r0 * w->D), w->D, W(w->lm_head), NULL, nr, w->D, w->V, 0.0f);
         const void *src = w->logits;
-        if (w->logits32) m->backend->from_act(w->logits32, w->logits, n), src = w->logits32;
-        m->backend->download(logits + (size_t)r0 * w->V, src, n * sizeof(float));
+        if (w->logits32) m->backend->from_act(w->logits32, w->logits, cnt), src = w->logits32;
+        m->backend->download(logits + (size_t)r0 * w->V, src, cnt * sizeof(float));
     }
     return 0;
+}
+
+int scp_model_logits(scp_model *m, const scp_batch *b, float *logits)
+{
+    return scp_model_logits_rows(m, b, NULL, 0, logits);
 }

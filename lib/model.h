@@ -68,6 +68,9 @@ typedef struct scp_batch {
 double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *token_nll);
 /* Forward only, logits (B, T, V) for generation and scoring. */
 int scp_model_logits(scp_model *m, const scp_batch *b, float *logits);
+/* Forward only, the logits of n <= B T chosen rows (rows[k] = bi * T + t, any order) into logits (n, V):
+ * the vocabulary projection runs on those rows only (rows NULL: all B T rows, as scp_model_logits). */
+int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows, int n, float *logits);
 
 void scp_model_alloc_grads(scp_model *m);
 /* On a device backend the weights, gradients and the AdamW moments stay on the device between steps, and the

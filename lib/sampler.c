@@ -131,16 +131,19 @@ int scp_generate_diffusion(scp_model *m, const scp_gen_opts *o, int32_t *canvas,
     int span = n - start;
     int block = o->block > 0 && o->block < span ? o->block : span;
     int nblocks = (span + block - 1) / block;
-    float *logits = malloc((size_t)n * V * sizeof *logits);
+    /* Logits only of the rows that predict a still-masked position of the block (at most `block` of them). */
+    float *logits = malloc((size_t)block * V * sizeof *logits);
     float *p = malloc((size_t)V * sizeof *p);
     cand *c = malloc((size_t)n * sizeof *c);
     char *gen = malloc((size_t)n);   /* positions that were masks: the generated span */
-    if (!logits || !p || !c || !gen) {
+    int32_t *rows = malloc((size_t)block * sizeof *rows);
+    if (!logits || !p || !c || !gen || !rows) {
         free(logits);
         free(p);
         free(c);
         free(gen);
-        return scp_error("generate: out of memory for %d x %d logits", n, V);
+        free(rows);
+        return scp_error("generate: out of memory for %d x %d logits", block, V);
     }
     for (int i = 0; i < n; i++) gen[i] = canvas[i] == o->mask_id;
     scp_batch b = {.B = 1, .T = n, .input = canvas, .attn = o->attn};
@@ -159,15 +162,17 @@ int scp_generate_diffusion(scp_model *m, const scp_gen_opts *o, int32_t *canvas,
             int k = M0 / S + (s < M0 % S);
             if (s == S - 1 || k > M) k = M;
             if (k == 0) continue;
-            if (scp_model_logits(m, &b, logits) < 0) {
+            int nr = 0;
+            for (int i = lo; i < hi; i++)
+                if (canvas[i] == o->mask_id) rows[nr++] = o->shift ? (i > 0 ? i - 1 : 0) : i;
+            if (scp_model_logits_rows(m, &b, rows, nr, logits) < 0) {
                 rc = -1;
                 break;
             }
             int nc = 0;
-            for (int i = lo; i < hi; i++) {
+            for (int i = lo, j = 0; i < hi; i++) {
                 if (canvas[i] != o->mask_id) continue;
-                int row = o->shift ? (i > 0 ? i - 1 : 0) : i;
-                memcpy(p, logits + (size_t)row * V, (size_t)V * sizeof *p);
+                memcpy(p, logits + (size_t)j++ * V, (size_t)V * sizeof *p);
                 scp_rng r;
                 scp_rng_init(&r, o->seed, (uint64_t)calls << 32 | (uint64_t)i);
                 double u = scp_rng_uniform(&r), u2 = scp_rng_uniform(&r);
@@ -216,6 +221,7 @@ int scp_generate_diffusion(scp_model *m, const scp_gen_opts *o, int32_t *canvas,
     free(p);
     free(c);
     free(gen);
+    free(rows);
     return rc ? -1 : calls;
 }
 
@@ -223,19 +229,19 @@ int scp_generate_ar(scp_model *m, const scp_gen_opts *o, int32_t *ids, int n, in
 {
     const int V = m->cfg.vocab_size;
     if (n < 1) return scp_error("generate: an autoregressive prompt needs at least one token (give BOS or text)");
-    float *logits = malloc((size_t)(n + length) * V * sizeof *logits);
-    if (!logits) return scp_error("generate: out of memory for %d x %d logits", n + length, V);
+    float *logits = malloc((size_t)V * sizeof *logits);   /* the last position's: the only one sampled from */
+    if (!logits) return scp_error("generate: out of memory for %d logits", V);
     int rc = 0;
     for (int t = 0; t < length; t++) {
         scp_batch b = {.B = 1, .T = n, .input = ids, .attn = SCP_ATTN_CAUSAL};
-        if (scp_model_logits(m, &b, logits) < 0) {
+        int32_t last = n - 1;
+        if (scp_model_logits_rows(m, &b, &last, 1, logits) < 0) {
             rc = -1;
             break;
         }
         scp_rng r;
         scp_rng_init(&r, o->seed, (uint64_t)t << 32 | (uint64_t)n);
-        int32_t tok = scp_sample_logits(logits + (size_t)(n - 1) * V, V, o->temperature, o->top_k, o->top_p, o->mask_id,
-                                        scp_rng_uniform(&r));
+        int32_t tok = scp_sample_logits(logits, V, o->temperature, o->top_k, o->top_p, o->mask_id, scp_rng_uniform(&r));
         ids[n++] = tok;
         if (o->on_step) o->on_step(o->ud, ids, n, t + 1);
         if (tok == o->eos_id && o->eos != SCP_EOS_IGNORE) break;

@@ -165,6 +165,34 @@ static void test_logits(void)
     scp_model_free(m);
 }
 
+/* scp_model_logits_rows: the chosen rows (any order, one repeated) are those rows of scp_model_logits, on fp32
+ * storage and on bf16 storage: not bitwise, since the matmul of 5 rows may block its sums otherwise than the
+ * matmul of 32 (fp32: 1e-6 of the norm; bf16: a value rounding to the neighbouring bf16 number, 4e-3); and bad
+ * rows are refused. */
+static void test_logits_rows(void)
+{
+    const char *backends[2] = {"cpu", "cpu-bf16"};
+    for (int k = 0; k < 2; k++) {
+        scp_model *m = small_model("llama", 1, backends[k]);
+        ex e;
+        scp_batch b = make_batch(&e, 2, 16, 53, SCP_ATTN_BIDIRECTIONAL, 0, 12);
+        float *all = malloc(sizeof(float) * 32 * 53), *some = malloc(sizeof(float) * 5 * 53);
+        const int32_t rows[5] = {31, 0, 17, 17, 5};
+        int run = scp_model_logits(m, &b, all) == 0 && scp_model_logits_rows(m, &b, rows, 5, some) == 0;
+        float *want = malloc(sizeof(float) * 5 * 53);
+        for (int r = 0; r < 5; r++) memcpy(want + r * 53, all + rows[r] * 53, sizeof(float) * 53);
+        double err = run ? rel(some, want, 5 * 53) : 1;
+        tap_ok(run && err <= (k ? 4e-3 : 1e-6), "%s: logits of rows 31, 0, 17, 17, 5 = those rows of all the logits (rel %.1e)",
+               backends[k], err);
+        free(want);
+        const int32_t bad[1] = {32};
+        tap_ok(scp_model_logits_rows(m, &b, bad, 1, some) < 0 && scp_model_logits_rows(m, &b, rows, 33, some) < 0,
+               "%s: a row outside the batch, or more rows than it has, refused", backends[k]);
+        free(all), free(some);
+        scp_model_free(m);
+    }
+}
+
 /* Same inputs, same thread count: the same bits (resume relies on it); and two calls add their gradients. */
 static void test_determinism(void)
 {
@@ -454,6 +482,7 @@ int main(void)
     test_fast_vs_ref();
     test_matmul();
     test_logits();
+    test_logits_rows();
     test_determinism();
     test_mirror();
     test_recompute_and_hook();
