@@ -1,8 +1,9 @@
-/* logits-rows.c: what asking only for the rows a decoder samples from saves (scp_model_logits_rows, used by AR
- * and diffusion generation and choice scoring since 2026-11-27), in the same run: autoregressive decoding of a
- * random model with a large vocabulary, each token from (a) scp_model_logits over the whole sequence, the last
- * row then read, as generation did before, and (b) scp_model_logits_rows of the last row. Prints the seconds
- * per generated token of each, best of 3, and their ratio, and checks that both pick the same tokens.
+/* logits-rows.c: what decoding saves by asking only for the rows it samples from (scp_model_logits_rows, used by
+ * diffusion generation and choice scoring) and by caching keys and values (scp_model_decode_*, AR generation),
+ * in the same run: greedy autoregressive decoding of a random model, each token from (a) scp_model_logits over
+ * the whole sequence, the last row then read, as generation did before, (b) scp_model_logits_rows of the last
+ * row, (c) scp_model_decode_next with the cache. Prints the milliseconds per generated token of each, best of
+ * 3, the ratios to (a), and whether all three pick the same tokens.
  *
  *   bench/logits-rows [VOCAB [HIDDEN [LAYERS [PROMPT [TOKENS]]]]]   (default 151936 256 4 128 32: Qwen3's
  *   vocabulary on a small body, where the vocabulary projection is most of the work, as in a 0.6B model) */
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "error.h"
 #include "model.h"
 #include "model_config.h"
 
@@ -29,8 +31,9 @@ static int argmax(const float *x, int n)
     return b;
 }
 
-/* Greedy decoding of `tokens` tokens after a prompt of P; rows_only picks the path. Returns seconds per token. */
-static double decode(scp_model *m, int P, int tokens, int rows_only, int32_t *ids)
+/* Greedy decoding of `tokens` tokens after a prompt of P by path (a), (b) or (c) (0, 1, 2). Returns seconds per
+ * token. */
+static double decode(scp_model *m, int P, int tokens, int path, int32_t *ids)
 {
     const int V = m->cfg.vocab_size;
     float *lg = malloc((size_t)(P + tokens) * V * sizeof *lg);
@@ -40,7 +43,10 @@ static double decode(scp_model *m, int P, int tokens, int rows_only, int32_t *id
         scp_batch b = {.B = 1, .T = n, .input = ids, .attn = SCP_ATTN_CAUSAL};
         int32_t last = n - 1;
         const float *row = lg;
-        if (rows_only) {
+        if (path == 2) {
+            if ((n == P ? scp_model_decode_start(m, ids, n, P + tokens, lg) : scp_model_decode_next(m, ids[n - 1], lg)) < 0)
+                return -1;
+        } else if (path == 1) {
             if (scp_model_logits_rows(m, &b, &last, 1, lg) < 0) return -1;
         } else {
             if (scp_model_logits(m, &b, lg) < 0) return -1;
@@ -49,6 +55,7 @@ static double decode(scp_model *m, int P, int tokens, int rows_only, int32_t *id
         ids[n] = argmax(row, V);
     }
     double dt = (now() - t0) / tokens;
+    if (path == 2) scp_model_decode_end(m);
     free(lg);
     return dt;
 }
@@ -67,19 +74,23 @@ int main(int argc, char **argv)
     scp_model *m = scp_model_new(&c, "cpu");
     if (!m) return 1;
     scp_model_init_random(m, 1, 0.02f);
-    int32_t *a = malloc((size_t)(P + N) * sizeof *a), *b = malloc((size_t)(P + N) * sizeof *b);
-    double best[2] = {1e30, 1e30};
+    int32_t *ids[3];
+    double best[3] = {1e30, 1e30, 1e30};
+    for (int k = 0; k < 3; k++) ids[k] = malloc((size_t)(P + N) * sizeof *ids[k]);
     for (int rep = 0; rep < 3; rep++)
-        for (int k = 0; k < 2; k++) {
-            double t = decode(m, P, N, k, k ? b : a);
+        for (int k = 0; k < 3; k++) {
+            double t = decode(m, P, N, k, ids[k]);
+            if (t < 0) scp_die_last();
             if (t < best[k]) best[k] = t;
         }
-    printf("vocab %d, hidden %d, layers %d, prompt %d, %d tokens, 1 thread: all rows %.2f ms/token, last row %.2f "
-           "ms/token: %.2fx; same tokens: %s\n", V, D, L, P, N, 1e3 * best[0], 1e3 * best[1], best[0] / best[1],
-           memcmp(a, b, (size_t)(P + N) * sizeof *a) == 0 ? "yes" : "NO");
+    int same = memcmp(ids[0], ids[1], (size_t)(P + N) * sizeof *ids[0]) == 0 &&
+               memcmp(ids[0], ids[2], (size_t)(P + N) * sizeof *ids[0]) == 0;
+    printf("vocab %d, hidden %d, layers %d, prompt %d, %d tokens, 1 thread, ms/token: all rows %.2f, last row %.2f "
+           "(%.2fx), cached %.2f (%.2fx); same tokens: %s\n", V, D, L, P, N, 1e3 * best[0], 1e3 * best[1],
+           best[0] / best[1], 1e3 * best[2], best[0] / best[2], same ? "yes" : "NO");
     scp_model_free(m);
     json_decref(j);
     scp_config_free(&c);
-    free(a), free(b);
-    return 0;
+    for (int k = 0; k < 3; k++) free(ids[k]);
+    return same ? 0 : 1;
 }

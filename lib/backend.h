@@ -124,6 +124,13 @@ typedef struct scp_backend {
     /* Bytes of one scp_act element: 4 (fp32) or 2 (bf16). */
     size_t act_size;
 
+    /* Attention of one new query against the first n keys of a cache (incremental causal decoding,
+     * scp_model_decode_*): out (H hd) = softmax(q k^T * scale) v per head, q (H hd) at q, key j and value j at
+     * k + j ld and v + j ld (KV heads, GQA as above). NULL where a backend has none: decoding then runs the
+     * whole sequence through attention_fwd for each token. */
+    void (*attention_decode)(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
+                             int hd, int ld, float scale);
+
     /* Mixture of experts (qwen3_moe, lib/model_moe.c). NULL where a backend has none: the driver then refuses
      * a MoE model. E experts, k chosen per row.
      * Routing: probs (M, E) = softmax(logits) in fp32; idx (M, k) the k largest probabilities in decreasing

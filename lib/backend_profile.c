@@ -42,6 +42,9 @@ static void p_att_f(scp_act *o, float *a, const scp_act *q, const scp_act *k, co
 static void p_att_b(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *d, const float *a, const scp_act *q,
                     const scp_act *k, const scp_act *v, const scp_attn_args *aa)
 { TIMED(SCP_PROF_ATTN_BWD, base->attention_bwd(dq, dk, dv, d, a, q, k, v, aa)); }
+static void p_att_d(scp_act *o, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV, int hd,
+                    int ld, float sc)
+{ TIMED(SCP_PROF_ATTN_FWD, base->attention_decode(o, q, k, v, n, H, KV, hd, ld, sc)); }
 static void p_sw_f(scp_act *h, const scp_act *g, int M, int n) { TIMED(SCP_PROF_SWIGLU, base->swiglu_fwd(h, g, M, n)); }
 static void p_sw_b(scp_act *d, const scp_act *dh, const scp_act *g, int M, int n) { TIMED(SCP_PROF_SWIGLU, base->swiglu_bwd(d, dh, g, M, n)); }
 static void p_emb_f(scp_act *o, const int32_t *ids, const scp_act *t, int M, int C)
@@ -83,6 +86,7 @@ const scp_backend *scp_backend_profiled(const scp_backend *b, void (*sync)(void)
     prof.attention_fwd = p_att_f, prof.attention_bwd = p_att_b, prof.swiglu_fwd = p_sw_f, prof.swiglu_bwd = p_sw_b;
     prof.embedding_fwd = p_emb_f, prof.embedding_bwd = p_emb_b, prof.gather_rows = p_gather;
     prof.scatter_rows = p_scatter, prof.crossentropy = p_ce, prof.adamw = p_adamw;
+    if (b->attention_decode) prof.attention_decode = p_att_d;
     if (b->moe_route) {   /* NULL stays NULL: the driver refuses MoE on such a backend */
         prof.moe_route = p_route, prof.moe_route_bwd = p_route_b;
         prof.moe_combine = p_comb, prof.moe_combine_bwd = p_comb_b;

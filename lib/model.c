@@ -37,6 +37,7 @@ static void ws_free(const scp_backend *be, workspace *w)
     ws_free_buffers(be, w);
     if (w->dweights) be->free(w->dweights);
     if (w->cweights) be->free(w->cweights);
+    if (w->kv) be->free(w->kv);
     if (w->dgrads) be->free(w->dgrads);
     if (w->dm) be->free(w->dm);
     if (w->dv) be->free(w->dv);
@@ -51,6 +52,7 @@ static workspace *ws_new(const scp_model *m)
     const scp_model_config *c = &m->cfg;
     workspace *w = scp_xcalloc(1, sizeof *w);
     w->esz = m->backend->act_size;
+    w->kv_pos = -1;
     w->L = c->num_layers, w->D = c->hidden_size, w->H = c->num_heads, w->KV = c->num_kv_heads, w->hd = c->head_dim;
     w->qd = w->H * w->hd, w->kvd = w->KV * w->hd, w->S = w->qd + 2 * w->kvd, w->I = c->intermediate_size;
     if (c->num_experts) w->I = c->num_experts_per_tok * c->moe_intermediate_size, w->moe = scp_moe_new(m);   /* model_moe.c */
@@ -565,6 +567,14 @@ static void layer_forward(scp_model *m, int l, const layer_acts *A, const scp_at
     const int T = aa->T, M = aa->B * aa->T, D = w->D, S = w->S, qd = w->qd, kvd = w->kvd;
     const float eps = (float)m->cfg.rms_norm_eps;
     scp_act *xin = AT(w->resid, (size_t)l * M * D), *qkv = A->qkv;
+    /* Decoding one new position (M = 1): its q|k|v row goes straight into the cache, rotated for its position. */
+    const scp_act *cache = w->kv ? AT(w->kv, (size_t)l * w->kv_cap * S) : NULL;
+    const float *cs = w->cos, *sn = w->sin;
+    int Trope = T;
+    if (w->kv_pos >= 0) {
+        qkv = AT(cache, (size_t)w->kv_pos * S);
+        cs += (size_t)w->kv_pos * (w->hd / 2), sn += (size_t)w->kv_pos * (w->hd / 2), Trope = 1;
+    }
     scp_act *k = AT(qkv, qd), *v = AT(qkv, qd + kvd);
     be->rmsnorm_fwd(A->ln1, A->rstd1, xin, W(x->ln1), M, 1, D, D, eps);
     if (x->qkv_joint) {
@@ -581,9 +591,15 @@ static void layer_forward(scp_model *m, int l, const layer_acts *A, const scp_at
         be->rmsnorm_fwd(qkv, r, raw, W(x->qn), M, w->H, w->hd, S, eps);
         be->rmsnorm_fwd(k, r + (size_t)M * w->H, AT(raw, qd), W(x->kn), M, w->KV, w->hd, S, eps);
     }
-    be->rope(qkv, w->cos, w->sin, M, T, w->H, w->hd, S, 0);
-    be->rope(k, w->cos, w->sin, M, T, w->KV, w->hd, S, 0);
-    be->attention_fwd(A->atty, A->att, qkv, k, v, aa);
+    be->rope(qkv, cs, sn, M, Trope, w->H, w->hd, S, 0);
+    be->rope(k, cs, sn, M, Trope, w->KV, w->hd, S, 0);
+    if (w->kv_pos >= 0) {
+        be->attention_decode(A->atty, qkv, AT(cache, qd), AT(cache, qd + kvd), w->kv_pos + 1, w->H, w->KV, w->hd, S,
+                             aa->scale);
+    } else {
+        if (w->kv_fill) be->copy_bytes(AT(w->kv, (size_t)l * w->kv_cap * S), qkv, (size_t)M * S * w->esz);
+        be->attention_fwd(A->atty, A->att, qkv, k, v, aa);
+    }
     be->copy_bytes(A->x2, xin, (size_t)M * D * w->esz);
     be->matmul_fwd(A->x2, D, A->atty, qd, W(x->o), OPT(x->ob), M, qd, D, 1.0f);
     be->rmsnorm_fwd(A->ln2, A->rstd2, A->x2, W(x->ln2), M, 1, D, D, eps);
@@ -765,6 +781,22 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
     return loss;
 }
 
+/* logits (n, V) on the host = x (n rows of D) W_lm^T, in chunks of the logits buffer. */
+static void project_rows(scp_model *m, const scp_act *x, int n, float *logits)
+{
+    workspace *w = m->ctx;
+    if (w->esz != sizeof(float) && !w->logits32)   /* fp32 logits for the caller, made when first asked for */
+        w->logits32 = ws_alloc(w, m->backend, (size_t)w->logit_rows * w->V * sizeof(float));
+    for (int r0 = 0; r0 < n; r0 += w->logit_rows) {
+        int nr = n - r0 < w->logit_rows ? n - r0 : w->logit_rows;
+        size_t cnt = (size_t)nr * w->V;
+        m->backend->matmul_fwd(w->logits, w->V, AT(x, (size_t)r0 * w->D), w->D, W(w->lm_head), NULL, nr, w->D, w->V, 0.0f);
+        const void *src = w->logits;
+        if (w->logits32) m->backend->from_act(w->logits32, w->logits, cnt), src = w->logits32;
+        m->backend->download(logits + (size_t)r0 * w->V, src, cnt * sizeof(float));
+    }
+}
+
 int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows, int n, float *logits)
 {
     if (check_batch(m, b, 0) < 0) return -1;
@@ -776,8 +808,6 @@ int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows,
     sync_weights_to_device(m);
     ws_reserve(m, b->B, b->T, 1);
     workspace *w = m->ctx;
-    if (w->esz != sizeof(float) && !w->logits32)   /* fp32 logits for the caller, made when first asked for */
-        w->logits32 = ws_alloc(w, m->backend, (size_t)w->logit_rows * w->V * sizeof(float));
     scp_attn_args aa;
     forward_body(m, b, &aa, 0);
     /* Only the rows asked for reach the vocabulary projection (its matmul, D V per row, is the largest of a
@@ -788,18 +818,72 @@ int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows,
         m->backend->gather_rows(w->sel, w->lnf, w->rows, n, w->D);
         x = w->sel;
     }
-    for (int r0 = 0; r0 < n; r0 += w->logit_rows) {
-        int nr = n - r0 < w->logit_rows ? n - r0 : w->logit_rows;
-        size_t cnt = (size_t)nr * w->V;
-        m->backend->matmul_fwd(w->logits, w->V, AT(x, (size_t)r0 * w->D), w->D, W(w->lm_head), NULL, nr, w->D, w->V, 0.0f);
-        const void *src = w->logits;
-        if (w->logits32) m->backend->from_act(w->logits32, w->logits, cnt), src = w->logits32;
-        m->backend->download(logits + (size_t)r0 * w->V, src, cnt * sizeof(float));
-    }
+    project_rows(m, x, n, logits);
     return 0;
 }
 
 int scp_model_logits(scp_model *m, const scp_batch *b, float *logits)
 {
     return scp_model_logits_rows(m, b, NULL, 0, logits);
+}
+
+/* ---- incremental decoding ------------------------------------------------------------------------------------
+ * The prompt runs as one causal forward whose q|k|v rows (after q/k norm and RoPE) are copied into the cache,
+ * layer by layer; each new token then runs the layers on its one row, attending through attention_decode to
+ * the cached rows and its own. The sums are those of a full forward, in another order. */
+int scp_model_can_decode(const scp_model *m) { return m->backend->attention_decode != NULL; }
+
+void scp_model_decode_end(scp_model *m)
+{
+    workspace *w = m->ctx;
+    if (w->kv) m->backend->free(w->kv);
+    w->kv = NULL, w->kv_cap = w->kv_len = w->kv_fill = 0, w->kv_pos = -1;
+}
+
+int scp_model_decode_start(scp_model *m, const int32_t *ids, int n, int capacity, float *logits)
+{
+    workspace *w = m->ctx;
+    if (!scp_model_can_decode(m)) return scp_error("backend '%s' has no incremental decoding", m->backend->name);
+    if (n < 1 || capacity < n) return scp_error("decode: a prompt of %d tokens in a cache of %d", n, capacity);
+    scp_batch b = {.B = 1, .T = n, .input = ids, .attn = SCP_ATTN_CAUSAL};
+    if (check_batch(m, &b, 0) < 0) return -1;
+    sync_weights_to_device(m);
+    ws_reserve(m, 1, capacity, 1);   /* RoPE tables for every position the cache will hold */
+    if (capacity > w->kv_cap) {
+        if (w->kv) m->backend->free(w->kv);
+        w->kv = m->backend->alloc((size_t)w->L * capacity * w->S * w->esz);
+        w->kv_cap = capacity;
+    }
+    scp_attn_args aa;
+    w->kv_fill = 1;
+    forward_body(m, &b, &aa, 0);
+    w->kv_fill = 0;
+    w->kv_len = n;
+    project_rows(m, AT(w->lnf, (size_t)(n - 1) * w->D), 1, logits);
+    return 0;
+}
+
+int scp_model_decode_next(scp_model *m, int32_t id, float *logits)
+{
+    workspace *w = m->ctx;
+    const scp_backend *be = m->backend;
+    if (!w->kv || w->kv_len < 1) return scp_error("decode: no prompt decoded yet (scp_model_decode_start)");
+    if (w->kv_len >= w->kv_cap) return scp_error("decode: the cache of %d positions is full", w->kv_cap);
+    if (id < 0 || id >= w->V) return scp_error("decode: token id %d is outside the vocabulary (%d rows)", id, w->V);
+    sync_weights_to_device(m);
+    be->upload(w->ids, &id, sizeof id);
+    be->embedding_fwd(w->resid, w->ids, W(w->embed), 1, w->D);
+    scp_attn_args aa = {.B = 1, .T = 1, .H = w->H, .KV = w->KV, .hd = w->hd, .ld_qkv = w->S, .causal = 1,
+                        .scale = 1.0f / sqrtf((float)w->hd)};
+    w->kv_pos = w->kv_len;
+    for (int l = 0; l < w->L; l++) {
+        layer_acts A = acts_of(m, 0, 1, 1);
+        layer_forward(m, l, &A, &aa, 1);
+    }
+    w->kv_pos = -1;
+    w->kv_len++;
+    be->rmsnorm_fwd(w->lnf, w->rstdf, AT(w->resid, (size_t)w->L * w->D), W(w->final_norm), 1, 1, w->D, w->D,
+                    (float)m->cfg.rms_norm_eps);
+    project_rows(m, w->lnf, 1, logits);
+    return 0;
 }

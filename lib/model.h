@@ -71,6 +71,15 @@ int scp_model_logits(scp_model *m, const scp_batch *b, float *logits);
 /* Forward only, the logits of n <= B T chosen rows (rows[k] = bi * T + t, any order) into logits (n, V):
  * the vocabulary projection runs on those rows only (rows NULL: all B T rows, as scp_model_logits). */
 int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows, int n, float *logits);
+/* Incremental causal decoding of one sequence, keys and values cached per layer (generation): decode_start runs
+ * the prompt ids (1 <= n <= capacity tokens) and writes the logits (V) of its last position; decode_next
+ * appends one token and writes the logits (V) of its position; decode_end frees the cache (scp_model_free does
+ * too). The logits are those of scp_model_logits on the whole causal sequence, summed in another order. Only
+ * where scp_model_can_decode (the backend has attention_decode); elsewhere use scp_model_logits_rows. */
+int scp_model_can_decode(const scp_model *m);
+int scp_model_decode_start(scp_model *m, const int32_t *ids, int n, int capacity, float *logits);
+int scp_model_decode_next(scp_model *m, int32_t id, float *logits);
+void scp_model_decode_end(scp_model *m);
 
 void scp_model_alloc_grads(scp_model *m);
 /* On a device backend the weights, gradients and the AdamW moments stay on the device between steps, and the

@@ -25,6 +25,11 @@ typedef struct workspace {
     scp_grad_hook grad_hook;   /* scp_model_set_grad_hook, called when hook_armed */
     void *hook_ctx;
     int hook_armed;
+    /* Incremental decoding (scp_model_decode_*): per layer, the q|k|v rows of the positions so far, as attention
+     * reads them, (L, kv_cap, S) storage elements; kv_len positions filled; kv_fill set while the prompt's forward
+     * copies its rows in; kv_pos >= 0 while layer_forward runs the one new position kv_pos against the cache. */
+    scp_act *kv;
+    int kv_cap, kv_len, kv_fill, kv_pos;
     int64_t *layer_lo;      /* (L + 1): layer l's parameters are [layer_lo[l], layer_lo[l + 1]) */
     size_t att_floats;      /* attention state per layer slot for capB, capT (backend.h attn_state_floats) */
     int64_t bytes;          /* what they take */

@@ -231,11 +231,17 @@ int scp_generate_ar(scp_model *m, const scp_gen_opts *o, int32_t *ids, int n, in
     if (n < 1) return scp_error("generate: an autoregressive prompt needs at least one token (give BOS or text)");
     float *logits = malloc((size_t)V * sizeof *logits);   /* the last position's: the only one sampled from */
     if (!logits) return scp_error("generate: out of memory for %d logits", V);
+    /* With a key/value cache each token costs one position's forward; without (a backend lacking
+     * attention_decode), the whole sequence's, of which only the last row reaches the vocabulary. */
+    const int cached = scp_model_can_decode(m);
     int rc = 0;
     for (int t = 0; t < length; t++) {
         scp_batch b = {.B = 1, .T = n, .input = ids, .attn = SCP_ATTN_CAUSAL};
         int32_t last = n - 1;
-        if (scp_model_logits_rows(m, &b, &last, 1, logits) < 0) {
+        int got = !cached  ? scp_model_logits_rows(m, &b, &last, 1, logits)
+                  : t == 0 ? scp_model_decode_start(m, ids, n, n + length, logits)
+                           : scp_model_decode_next(m, ids[n - 1], logits);
+        if (got < 0) {
             rc = -1;
             break;
         }
@@ -246,6 +252,7 @@ int scp_generate_ar(scp_model *m, const scp_gen_opts *o, int32_t *ids, int n, in
         if (o->on_step) o->on_step(o->ud, ids, n, t + 1);
         if (tok == o->eos_id && o->eos != SCP_EOS_IGNORE) break;
     }
+    if (cached) scp_model_decode_end(m);
     free(logits);
     return rc ? -1 : n;
 }

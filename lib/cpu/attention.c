@@ -57,6 +57,36 @@ void scp_cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, c
     }
 }
 
+/* One query row against n cached keys per head (backend.h attention_decode): scores, a max-shifted softmax and
+ * the weighted sum of values, in fp32; heads split over threads. */
+void scp_cpu_attention_decode(float *out, const float *q, const float *k, const float *v, int n, int H, int KV, int hd,
+                              int ld, float scale)
+{
+    const int rep = H / KV;
+#pragma omp parallel if ((size_t)n * H * hd > (1u << 16))
+    {
+        float *p = scp_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+#pragma omp for schedule(static)
+        for (int h = 0; h < H; h++) {
+            const float *qh = q + (size_t)h * hd;
+            const size_t kh = (size_t)(h / rep) * hd;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int j = 0; j < n; j++) {
+                p[j] = scp_dot(qh, k + (size_t)j * ld + kh, hd) * scale;
+                mx = p[j] > mx ? p[j] : mx;
+            }
+            for (int j = 0; j < n; j++) sum += p[j] = scp_expf(p[j] - mx);
+            float *o = out + (size_t)h * hd;
+            for (int c = 0; c < hd; c++) o[c] = 0.0f;
+            for (int j = 0; j < n; j++) {
+                const float w = p[j] / sum, *vr = v + (size_t)j * ld + kh;
+                for (int c = 0; c < hd; c++) o[c] += w * vr[c];
+            }
+        }
+        free(p);
+    }
+}
+
 /* ---- reference: one query at a time, in double, no tiles ------------------------------------------------ */
 static int ref_visible(const scp_attn_args *a, int b, int i, int j)
 {

@@ -154,6 +154,21 @@ static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *
     free(d), free(in.f);
 }
 
+static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
+                             int hd, int ld, float scale)
+{
+    /* k and v are column ranges of the same cache rows: one block from the lower to the end of the other */
+    const scp_act *lo = (const char *)k < (const char *)v ? k : v, *hi = lo == k ? v : k;
+    size_t nkv = (size_t)((const char *)hi - (const char *)lo) / 2 + span((size_t)n, (size_t)KV * hd, (size_t)ld);
+    size_t no = (size_t)H * hd;
+    float *o = widen(out, no), *qf = widen(q, no), *kv = n ? widen(lo, nkv) : NULL;
+    const float *kf = kv ? kv + ((const char *)k - (const char *)lo) / 2 : NULL;
+    const float *vf = kv ? kv + ((const char *)v - (const char *)lo) / 2 : NULL;
+    scp_cpu_attention_decode(o, qf, kf, vf, n, H, KV, hd, ld, scale);
+    narrow(out, o, no);
+    free(qf), free(kv);
+}
+
 static void swiglu_fwd(scp_act *h, const scp_act *gateup, int M, int I)
 {
     size_t n = (size_t)M * I;
@@ -284,4 +299,5 @@ const scp_backend scp_backend_cpu_bf16 = {
     .moe_combine = moe_combine,
     .moe_combine_bwd = moe_combine_bwd,
     .act_size = 2,
+    .attention_decode = attention_decode,
 };

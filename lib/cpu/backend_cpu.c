@@ -115,6 +115,11 @@ static void attention_bwd_ref(scp_act *dq, scp_act *dk, scp_act *dv, const scp_a
 {
     scp_cpu_attention_bwd_ref(F(dq), F(dk), F(dv), CF(dout), att, CF(q), CF(k), CF(v), a);
 }
+static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
+                             int hd, int ld, float scale)
+{
+    scp_cpu_attention_decode(F(out), CF(q), CF(k), CF(v), n, H, KV, hd, ld, scale);
+}
 static void swiglu_fwd(scp_act *h, const scp_act *gateup, int M, int I) { scp_cpu_swiglu_fwd(F(h), CF(gateup), M, I); }
 static void swiglu_bwd(scp_act *dgateup, const scp_act *dh, const scp_act *gateup, int M, int I)
 {
@@ -176,7 +181,7 @@ static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, co
     .embedding_fwd = embedding_fwd, .embedding_bwd = embedding_bwd, .gather_rows = gather_rows,                 \
     .scatter_rows = scatter_rows, .adamw = scp_cpu_adamw, .sumsq = scp_cpu_sumsq, .scale = scp_cpu_scale,        \
     .moe_route = moe_route, .moe_route_bwd = moe_route_bwd, .moe_combine = moe_combine,                         \
-    .moe_combine_bwd = moe_combine_bwd, .act_size = sizeof(float)
+    .moe_combine_bwd = moe_combine_bwd, .act_size = sizeof(float), .attention_decode = attention_decode
 
 #define FAST                                                                                                    \
     .matmul_fwd = matmul_fwd, .matmul_bwd_inp = matmul_bwd_inp, .matmul_bwd_w = matmul_bwd_w,                   \

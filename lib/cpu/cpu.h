@@ -196,6 +196,8 @@ void scp_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x
 void scp_cpu_rope(float *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, int inverse);
 
 /* attention.c */
+void scp_cpu_attention_decode(float *out, const float *q, const float *k, const float *v, int n, int H, int KV, int hd,
+                              int ld, float scale);
 void scp_cpu_attention_fwd(float *out, float *att, const float *q, const float *k, const float *v, const scp_attn_args *a);
 void scp_cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
                            const float *k, const float *v, const scp_attn_args *a);
