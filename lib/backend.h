@@ -124,12 +124,6 @@ typedef struct scp_backend {
     /* Bytes of one scp_act element: 4 (fp32) or 2 (bf16). */
     size_t act_size;
 
-    /* Attention of one new query against the first n keys of a cache (incremental causal decoding,
-     * scp_model_decode_*): out (H hd) = softmax(q k^T * scale) v per head, q (H hd) at q, key j and value j at
-     * k + j ld and v + j ld (KV heads, GQA as above). NULL where a backend has none: decoding then runs the
-     * whole sequence through attention_fwd for each token. */
-    void (*attention_decode)(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
-                             int hd, int ld, float scale);
 
     /* Mixture of experts (qwen3_moe, lib/model_moe.c). NULL where a backend has none: the driver then refuses
      * a MoE model. E experts, k chosen per row.
@@ -153,6 +147,13 @@ typedef struct scp_backend {
      * dweight[r k + j] = dout row r . y row pos[r k + j] (overwritten). */
     void (*moe_combine_bwd)(scp_act *dy, float *dweight, const scp_act *dout, const scp_act *y, const float *weight,
                             const int32_t *pos, int M, int k, int D);
+
+    /* Attention of one new query against the first n keys of a cache (incremental causal decoding,
+     * scp_model_decode_*): out (H hd) = softmax(q k^T * scale) v per head, q (H hd) at q, key j and value j at
+     * k + j ld and v + j ld (KV heads, GQA as above). NULL where a backend has none: decoding then runs the
+     * whole sequence through attention_fwd for each token. */
+    void (*attention_decode)(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
+                             int hd, int ld, float scale);
 } scp_backend;
 
 /* The backends that are built. "cpu" is the fast CPU backend; "cpu-ref" the plain reference loops (naive

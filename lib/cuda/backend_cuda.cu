@@ -242,6 +242,12 @@ static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, co
 {
     scp_cuda_moe_combine_bwd<T>(A_(dy), dweight, C_(dout), C_(y), weight, pos, M, k, D);
 }
+template <typename T>
+static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
+                             int hd, int ld, float scale)
+{
+    scp_cuda_attention_decode<T>(A_(out), C_(q), C_(k), C_(v), n, H, KV, hd, ld, scale);
+}
 #undef A_
 #undef C_
 
@@ -282,6 +288,7 @@ static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, co
         /* .moe_route_bwd = */ moe_route_bwd<T>,                                                                \
         /* .moe_combine = */ moe_combine<T>,                                                                    \
         /* .moe_combine_bwd = */ moe_combine_bwd<T>,                                                            \
+        /* .attention_decode = */ attention_decode<T>,                                                          \
     }
 
 extern "C" const scp_backend scp_backend_cuda = SCP_CUDA_TABLE("cuda", float);

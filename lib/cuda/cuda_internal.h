@@ -106,6 +106,11 @@ template <typename T>
 void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const float *att, const T *q, const T *k, const T *v,
                             const scp_attn_args *a);
 
+/* attention_decode.cu */
+template <typename T>
+void scp_cuda_attention_decode(T *out, const T *q, const T *k, const T *v, int n, int H, int KV, int hd, int ld,
+                               float scale);
+
 /* moe.cu */
 template <typename T>
 void scp_cuda_moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const T *logits, int M,

@@ -438,6 +438,26 @@ static void attention_cases(void)
     }
 }
 
+/* attention_decode: one query (H heads) against the first n rows of a cache of q|k|v rows (row stride ld, as
+ * lib/model.c keeps it), GQA. */
+static void test_attention_decode(int n, int H, int KV, int hd, int pad)
+{
+    char what[128];
+    int qd = H * hd, ld = (H + 2 * KV) * hd + pad;
+    size_t nc = (size_t)n * ld;
+    float *cache = randv(nc, 1.5f), scale = 1.0f / sqrtf((float)hd);
+    scp_act *rc = ract(cache, nc), *ro = ract(NULL, (size_t)qd);   /* q: the newest row's, as in decoding */
+    R->attention_decode(ro, AT(rc, (size_t)(n - 1) * ld), AT(rc, qd), AT(rc, qd + KV * hd), n, H, KV, hd, ld, scale);
+    float *ref = rget(ro, (size_t)qd);
+    scp_act *xc = xact(cache, nc), *xo = xpoison((size_t)qd);
+    X->attention_decode(xo, AT(xc, (size_t)(n - 1) * ld), AT(xc, qd), AT(xc, qd + KV * hd), n, H, KV, hd, ld, scale);
+    float *got = xget(xo, (size_t)qd);
+    snprintf(what, sizeof what, "attention_decode n=%d H=%d KV=%d hd=%d ld=%d", n, H, KV, hd, ld);
+    cmp(what, got, ref, (size_t)qd, tol_att);
+    free(cache), free(rc), free(ro), free(ref), free(got);
+    X->free(xc), X->free(xo);
+}
+
 static void test_swiglu(int M, int I)
 {
     char what[96];
@@ -613,6 +633,9 @@ static void run_cases(void)
         attn_path = NULL;
     } else
         attention_cases();
+    test_attention_decode(1, 4, 2, 16, 0);
+    test_attention_decode(37, 4, 2, 16, 3);
+    test_attention_decode(small ? 70 : 600, 8, 8, small ? 64 : 128, 0);
     test_swiglu(33, 70);
     test_embedding(200, 24, 50);
     test_crossentropy(9, 1000, 4);
