@@ -21,7 +21,7 @@ try:
     import torch
 except ImportError as e:  # pragma: no cover
     testlib.skip_all("python3-torch/numpy not available (%s)" % e)
-from grad_ref import relerr, rms, rotate_half, st_read, st_write  # noqa: E402
+from grad_ref import bf16_weights, relerr, rms, rotate_half, st_read, st_write, storage_rounding  # noqa: E402
 
 HELPER = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.join(testlib.SRCDIR, "build")), "tests", "grad-helper")
 if not os.access(HELPER, os.X_OK):
@@ -66,25 +66,13 @@ def inv_freq(cfg):
     return inv
 
 
-class RoundStored(torch.autograd.Function):
-    """A value scp stores in bf16: rounded to bf16 going forward, and its gradient (also stored) going back."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.to(torch.bfloat16).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.to(torch.bfloat16).to(g.dtype)
-
-
 def ref_loss(cfg, P, ids, target, weight, visible, bf16=False):
     """P: name -> float64 leaf tensors. visible: (B, T, T) bool. Returns loss, token nll (B, T), logits.
     bf16: the same maths with scp's bf16 storage (backend.h "Storage"): the weights read as bf16 copies, and
     every activation scp keeps (and its gradient) rounded to bf16 where scp stores it."""
-    R = RoundStored.apply if bf16 else (lambda x: x)
-    if bf16:   # the bf16 compute copy of each weight; its gradient reaches the fp32 master unrounded
-        P = {n: p + (p.detach().to(torch.bfloat16).to(p.dtype) - p.detach()) for n, p in P.items()}
+    R = storage_rounding(bf16)
+    if bf16:
+        P = bf16_weights(P)
     B, T = ids.shape
     D, H, KV, hd = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
     eps = cfg["rms_norm_eps"]

@@ -1,6 +1,6 @@
 """grad_ref.py: what the float64 PyTorch reference checks (grad-check.py, moe-grad-check.py) share: safetensors
 read and written by hand (8 bytes of header length, a JSON header, the data), the HF building blocks of the
-reference models, and the norm-wise relative error."""
+reference models, the norm-wise relative error, and the roundings of scp's bf16 storage."""
 import json
 import struct
 
@@ -56,3 +56,27 @@ def relerr(a, b):
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+class RoundStored(torch.autograd.Function):
+    """A value scp stores in bf16: rounded to bf16 going forward, and its gradient (also stored) going back."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.to(torch.bfloat16).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.to(torch.bfloat16).to(g.dtype)
+
+
+def storage_rounding(bf16):
+    """The rounding a reference model applies where scp stores an activation: RoundStored for bf16 storage, none
+    for fp32."""
+    return RoundStored.apply if bf16 else (lambda x: x)
+
+
+def bf16_weights(P):
+    """The bf16 compute copy of each weight, as a bf16 backend's kernels read them; the gradient reaches the fp32
+    master unrounded."""
+    return {n: p + (p.detach().to(torch.bfloat16).to(p.dtype) - p.detach()) for n, p in P.items()}
