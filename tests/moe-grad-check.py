@@ -208,6 +208,8 @@ def run_case(ci, spec, backend):
     O = st_read(out)
     bf16 = backend.endswith("bf16")
     tol, tol_logits, tol_grad = (1e-5, 5e-3, 5e-2) if bf16 else (TOL, TOL, TOL)
+    if bf16 and "SCP_MOE_TOL" in os.environ:   # a GPU's bf16 table: its own summation orders (device-check.sh)
+        tol, tol_logits = TOL, max(TOL, tol_logits)
     P = {n: torch.tensor(w.astype(np.float64), requires_grad=True) for n, w in W.items()}
     loss, ce, aux, z, counts = ref_step(cfg, P, inp, target, weight, causal, micro, aux_c, z_c, bf16)
     loss.backward()

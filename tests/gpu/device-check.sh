@@ -121,6 +121,9 @@ if [ "$mode" != FAILED ]; then
     # against a float64 PyTorch reference, with bf16 tolerances (tests/moe-grad-check.py)
     (SCP_MOE_BACKENDS=cuda SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
      run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
+    # ... and on bf16 storage, against the reference with scp's bf16 roundings (moe-grad-check-bf16.sh's)
+    (SCP_MOE_BACKENDS=cuda-bf16 SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
+     run moe-grad-cuda-bf16 "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
     if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
     echo "== bench ($(elapsed) s)"
     PYTHON=$PYTHON timeout "${T_BENCH:-260}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1
