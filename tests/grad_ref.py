@@ -2,7 +2,9 @@
 read and written by hand (8 bytes of header length, a JSON header, the data), the HF building blocks of the
 reference models, the norm-wise relative error, and the roundings of scp's bf16 storage."""
 import json
+import os
 import struct
+import subprocess
 
 import numpy as np
 import torch
@@ -80,3 +82,12 @@ def bf16_weights(P):
     """The bf16 compute copy of each weight, as a bf16 backend's kernels read them; the gradient reaches the fp32
     master unrounded."""
     return {n: p + (p.detach().to(torch.bfloat16).to(p.dtype) - p.detach()) for n, p in P.items()}
+
+
+def gpu_count(builddir):
+    """The CUDA devices tests/gpu/cuda-ops sees (0 without CUDA or without a GPU)."""
+    try:
+        r = subprocess.run([os.path.join(builddir, "tests", "gpu", "cuda-ops"), "--devices"], capture_output=True)
+        return int(r.stdout or 0)
+    except (OSError, ValueError):
+        return 0

@@ -13,15 +13,17 @@
 #   sh tests/gpu/device-check.sh              run from the repository root; logs go to $OUT when set
 #   sh tests/gpu/device-check.sh --prepare    here, on a machine without a GPU: bootstrap if needed and build
 #                                             build-gpu-pre (MPI and NCCL where found, no BLAS, stripped, with
-#                                             copies of its non-CUDA shared libraries; about 20 MiB)
+#                                             copies of its non-CUDA shared libraries; about 50 MiB), and
+#                                             build-gpu-pre.tar.xz of it (about 3 MB: what to carry)
 # What to carry to the device (tool `run`, carry): the autotools output, which git ignores: configure,
-# Makefile.in, aclocal.m4, config.h.in, build-aux, m4; build-gpu-pre if the machine may lack jansson & co.; and
+# Makefile.in, aclocal.m4, config.h.in, build-aux, m4; build-gpu-pre.tar.xz (what --prepare leaves; unpacked here
+# when build-gpu-pre is absent) if the machine may lack jansson & co.; and
 # for (2) a git-ignored folder holding models/stories260K.bin, models/tok512.bin, corpora/tinystories_val.txt,
 # named by SCP_ASSETS (e.g. `SCP_ASSETS=$PWD/.assets sh tests/gpu/device-check.sh`).
 # Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
 # (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
 # libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
-# T_OPS, T_TRAIN, T_TRAIN16, T_HF, T_BENCH (time limits in seconds of the parts), BENCH_ARGS (e.g. "-n 2"),
+# T_OPS, T_TRAIN, T_TRAIN16, T_HF, T_GRAD, T_MOE, T_BENCH (time limits in seconds of the parts), BENCH_ARGS (e.g. "-n 2"),
 # SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_HF=1 (a shorter call).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -35,19 +37,24 @@ if [ "${1:-}" = --prepare ]; then
     rm -rf build-gpu-pre && mkdir -p build-gpu-pre && cd build-gpu-pre || exit 1
     # No MPI and no BLAS (the GPU does the matmuls; the CPU runs of (2) use the blocked loop): what travels must
     # stay under the device tool's 64 MiB.
-    ../configure -q --without-blas && make -j"${JOBS:-2}" >/dev/null &&
+    # Only Hopper code (the lent machines are H100 and H200): without the portable PTX the binaries, each with
+    # every kernel in it, take half the room.
+    ../configure -q --without-blas NVCCFLAGS="-O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a" &&
+        make -j"${JOBS:-2}" >/dev/null &&
         make -j"${JOBS:-2}" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes >/dev/null || exit 1
-    make tests/moe-helper >/dev/null || exit 1
+    make tests/moe-helper tests/grad-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist-nccl-smoke >/dev/null || exit 1; fi
     mkdir -p libs
-    for b in bin/* tests/gpu/cuda-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+    for b in bin/* tests/gpu/cuda-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper tests/grad-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
         grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
             -e 'ld-linux' -e 'libstdc++' -e 'libgcc_s' -e 'libz\.so' -e 'libudev' -e 'libicu' -e 'libxml2' -e 'libacl' -e 'libbz2' -e 'liblz4' -e 'liblzma' -e 'libzstd' -e 'libnettle' | while read -r l; do cp -L "$l" libs/; done
     find bin tests bench lib -name '*.o' -delete
     rm -f lib/libscp.a
     find bin tests bench -type f -perm -u+x ! -name '*.sh' ! -name '*.py' -exec strip --strip-unneeded {} + 2>/dev/null
     du -sh . libs
-    echo "build-gpu-pre ready: carry it with the autotools files (see the header of $0)"
+    # Every binary holds all the kernels: xz finds the repeats, and 50 MB of binaries travel as about 3 MB.
+    cd .. && tar cJf build-gpu-pre.tar.xz build-gpu-pre && ls -la build-gpu-pre.tar.xz || exit 1
+    echo "build-gpu-pre.tar.xz ready: carry it with the autotools files (see the header of $0)"
     exit 0
 fi
 
@@ -68,14 +75,16 @@ build=${BUILD_DIR:-$root/build-gpu}
 mode=built
 if [ "${PREBUILT:-0}" = 1 ]; then
     echo "PREBUILT=1: not configuring here" >"$out/build.log"
+    if [ ! -d build-gpu-pre ] && [ -f build-gpu-pre.tar.xz ]; then tar xJf build-gpu-pre.tar.xz; fi
 elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
 mkdir -p "$build"
 if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
-    make -j"$jobs" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes tests/moe-helper >>"$out/build.log" 2>&1); then
+    make -j"$jobs" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes tests/moe-helper \
+        tests/grad-helper >>"$out/build.log" 2>&1); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
 elif [ -x "$root/build-gpu-pre/tests/gpu/cuda-ops" ]; then
     build=$root/build-gpu-pre
-    mode="prebuilt (configure here failed: see build.log)"
+    if [ "${PREBUILT:-0}" = 1 ]; then mode="prebuilt (PREBUILT=1)"; else mode="prebuilt (configure here failed: see build.log)"; fi
     # its copies of the C libraries first, then CUDA's (the toolkit's, else the python packages' nvidia/*/lib)
     pylibs=$("$PYTHON" -c 'import nvidia, os; print(":".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in sorted(os.listdir(p)) if os.path.isdir(os.path.join(p, d, "lib"))))' 2>/dev/null)
     LD_LIBRARY_PATH=$build/libs:/usr/local/cuda/lib64${pylibs:+:$pylibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -121,7 +130,10 @@ if [ "$mode" != FAILED ]; then
     # against a float64 PyTorch reference, with bf16 tolerances (tests/moe-grad-check.py)
     (SCP_MOE_BACKENDS=cuda SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
      run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
-    # ... and on bf16 storage, against the reference with scp's bf16 roundings (moe-grad-check-bf16.sh's)
+    # The dense models of grad-check.py on cuda-bf16, against float64 PyTorch with scp's bf16 roundings
+    # (grad-check-bf16.sh's reference; their head sizes take the fp32 attention kernels, as the reference does)
+    run grad-check-cuda-bf16 "${T_GRAD:-60}" env SCP_TEST_BACKEND=cuda-bf16 "$PYTHON" "$root/tests/grad-check.py"
+    # ... and the MoE ones, against the reference with scp's bf16 roundings (moe-grad-check-bf16.sh's)
     (SCP_MOE_BACKENDS=cuda-bf16 SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
      run moe-grad-cuda-bf16 "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
     if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
