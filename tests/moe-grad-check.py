@@ -15,7 +15,8 @@ On a bf16-storage backend (moe-grad-check-bf16.sh: SCP_MOE_BACKENDS=cpu-bf16) th
 wherever scp stores a value, router logits and the experts' activations included (grad_ref.storage_rounding, as
 grad-check-bf16.sh); then the losses agree within 1e-5, logits 5e-3 and gradients 5e-2 (a stored value now and
 then rounds to the neighbouring bf16 number, and scp rounds the gradient of ln2 twice, after the experts' and
-after the router's share, where the reference sums them first)."""
+after the router's share, where the reference sums them first); the CUDA bf16 table within 1e-2, 2e-2 and 1e-1
+(see grad-check.py)."""
 import json
 import os
 import subprocess
@@ -210,8 +211,8 @@ def run_case(ci, spec, backend):
     O = st_read(out)
     bf16 = backend.endswith("bf16")
     tol, tol_logits, tol_grad = (1e-5, 5e-3, 5e-2) if bf16 else (TOL, TOL, TOL)
-    if bf16 and "SCP_MOE_TOL" in os.environ:   # a GPU's bf16 table: its own summation orders (device-check.sh)
-        tol, tol_logits = TOL, max(TOL, tol_logits)
+    if bf16 and backend.startswith("cuda"):   # other summation orders: one value rounding otherwise cascades
+        tol, tol_logits, tol_grad = 1e-2, 2e-2, 1e-1   # (grad-check.py says more)
     P = {n: torch.tensor(w.astype(np.float64), requires_grad=True) for n, w in W.items()}
     loss, ce, aux, z, counts = ref_step(cfg, P, inp, target, weight, causal, micro, aux_c, z_c, bf16)
     loss.backward()

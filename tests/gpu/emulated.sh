@@ -91,5 +91,40 @@ while read -r st what; do
     n=$((n + 1))
     if [ "$st" = 0 ]; then echo "ok $n - $what"; else echo "not ok $n - $what"; fi
 done <"$TMP/step.tap"
+# Whole models through the driver on the emulated tables, against PyTorch autograd: grad-check.py's dense
+# models and moe-grad-check.py's qwen3_moe ones, their helpers linked with the emulated kernels (in a build
+# directory of their own, beside a cuda-ops that reports the emulator's one device). "cuda" against float64
+# (the emulator's GEMMs do not round to bf16, so fp32 tolerances hold), "cuda-bf16" against float64 with scp's
+# bf16 roundings (grad-check-bf16.sh's reference). Where libscp was built with CUDA (its scp_backend_find hands
+# out the tables).
+gfail=0
+if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
+    mkdir -p "$TMP/bd/tests/gpu"
+    cp "$TMP/cuda-ops-emu" "$TMP/bd/tests/gpu/cuda-ops"
+    for h in grad-helper moe-helper; do
+        $cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/$h.c" -o "$TMP/$h.o" &&
+            # shellcheck disable=SC2086
+            "$cxx" $san -pthread -o "$TMP/bd/tests/$h" "$TMP/$h.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
+                2>"$TMP/ld.err" || sed 's/^/# /' "$TMP/ld.err" | head -10
+    done
+    [ -n "${EMU_KEEP_BUILD:-}" ] && mkdir -p "$EMU_KEEP_BUILD" && cp -r "$TMP/bd/." "$EMU_KEEP_BUILD"   # for debugging
+    for run in "SCP_TEST_BACKEND=cuda grad-check.py" "SCP_TEST_BACKEND=cuda-bf16 grad-check.py" \
+        "SCP_MOE_BACKENDS=cuda moe-grad-check.py" "SCP_MOE_BACKENDS=cuda-bf16 moe-grad-check.py"; do
+        # shellcheck disable=SC2086
+        env SCP_BUILDDIR="$TMP/bd" ${run% *} /usr/bin/python3 "$src/tests/${run#* }" >"$TMP/g.tap" 2>&1
+        grc=$?
+        while read -r line; do
+            case $line in
+            "ok "*) n=$((n + 1)); echo "ok $n -${line#ok [0-9]* -} [emulated, ${run% *}]" ;;
+            "not ok "*) n=$((n + 1)); gfail=1; echo "not ok $n -${line#not ok [0-9]* -} [emulated, ${run% *}]" ;;
+            "#"*) echo "$line" ;;
+            esac
+        done <"$TMP/g.tap"
+        if [ "$grc" -ne 0 ] || ! grep -q '^ok ' "$TMP/g.tap"; then
+            n=$((n + 1)); gfail=1; echo "not ok $n - $run on the emulated tables ran (status $grc)"
+            tail -5 "$TMP/g.tap" | sed 's/^/# /'
+        fi
+    done
+fi
 echo "1..$n"
-[ "$ops_rc" -eq 0 ] && ! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"
+[ "$ops_rc" -eq 0 ] && [ "$gfail" -eq 0 ] && ! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"
