@@ -91,8 +91,8 @@ template <> struct gemm_types<bf16> {
 };
 
 // out (M, N; ldo) = beta * out + bias, so that the GEMM can add onto it with beta 1. beta 0 never reads out
-// (it may hold NaN from an earlier use). out and bias are T (in bf16 this rounds once more than the GEMM alone
-// would: the bias joins the sum in bf16, not in the GEMM's fp32 accumulator).
+// (it may hold NaN from an earlier use). out and bias are T; in bf16 only with beta 0, where the bias (a bf16
+// weight) is stored exactly and the GEMM's one rounding is the only one (beta != 0: bias_residual_bf16_kernel).
 template <typename T> __global__ void bias_init_kernel(T *out, int ldo, const T *bias, int M, int N, float beta)
 {
     size_t total = (size_t)M * N;
@@ -100,6 +100,19 @@ template <typename T> __global__ void bias_init_kernel(T *out, int ldo, const T 
         size_t m = i / N, n = i % N;
         T *o = out + m * ldo + n;
         act_st(o, beta == 0.0f ? act_ld(bias + n) : beta * act_ld(o) + act_ld(bias + n));
+    }
+}
+
+// bf16 storage, a bias and a residual (beta != 0): out (M, N; ldo) = round(beta out + prod + bias), prod (M, N)
+// the GEMM's fp32 result, so that the stored value is rounded once, as backend.h has it.
+__global__ void bias_residual_bf16_kernel(bf16 *out, int ldo, const float *prod, const bf16 *bias, int M, int N,
+                                          float beta)
+{
+    size_t total = (size_t)M * N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t m = i / N, n = i % N;
+        bf16 *o = out + m * ldo + n;
+        act_st(o, beta * act_ld(o) + prod[i] + act_ld(bias + n));
     }
 }
 
@@ -112,6 +125,15 @@ static void cuda_matmul_fwd(scp_act *out_, int ldo, const scp_act *inp, int ldi,
     typedef gemm_types<T> G;
     T *out = (T *)out_;
     if (M == 0 || N == 0) return;
+    if (bias && beta != 0.0f && sizeof(T) == 2) {   // the product in fp32 scratch, then one rounding of the sum
+        float *prod = (float *)scp_cuda_scratch((size_t)M * N * sizeof(float)), one = 1.0f, zero = 0.0f;
+        SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, G::AB, K, inp, G::AB, ldi,
+                                &zero, prod, CUDA_R_32F, N, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
+        bias_residual_bf16_kernel<<<scp_cuda_blocks((size_t)M * N, 256), 256>>>(
+            (bf16 *)(void *)out, ldo, prod, (const bf16 *)(const void *)bias, M, N, beta);
+        SCP_LAUNCHED();
+        return;
+    }
     if (bias) {
         auto kern = bias_init_kernel<T>;
         kern<<<scp_cuda_blocks((size_t)M * N, 256), 256>>>(out, ldo, (const T *)bias, M, N, beta);

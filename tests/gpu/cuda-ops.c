@@ -191,14 +191,17 @@ static void test_matmul(int M, int K, int N)
     float *inp = randv(ni, 1), *w = randv(nw, 0.2f), *bias = randv(N, 1), *out0 = randv(no, 1);
     scp_act *rin = ract(inp, ni), *rwt = ract(w, nw), *rb = ract(bias, N);
     scp_act *di = xact(inp, ni), *dw = xact(w, nw), *db = xact(bias, N);
-    for (int beta = 0; beta <= 1; beta++) {
+    /* v 0: a bias; 1: a residual (beta 1); 2: both (an o-projection bias onto the residual stream) */
+    for (int v = 0; v <= 2; v++) {
+        const int beta = v > 0, with_bias = v != 1;
+        static const char *vname[3] = {"bias", "beta=1 (residual)", "beta=1 (residual) and bias"};
         scp_act *rout = ract(out0, no);
-        R->matmul_fwd(rout, ldo, rin, ldi, rwt, beta ? NULL : rb, M, K, N, (float)beta);
+        R->matmul_fwd(rout, ldo, rin, ldi, rwt, with_bias ? rb : NULL, M, K, N, (float)beta);
         float *ref = rget(rout, no);
         scp_act *dout = beta ? xact(out0, no) : xpoison(no);
-        X->matmul_fwd(dout, ldo, di, ldi, dw, beta ? NULL : db, M, K, N, (float)beta);
+        X->matmul_fwd(dout, ldo, di, ldi, dw, with_bias ? db : NULL, M, K, N, (float)beta);
         float *got = xget(dout, no);
-        snprintf(what, sizeof what, "matmul_fwd M=%d K=%d N=%d %s", M, K, N, beta ? "beta=1 (residual)" : "bias");
+        snprintf(what, sizeof what, "matmul_fwd M=%d K=%d N=%d %s", M, K, N, vname[v]);
         cmp_rows(what, got, ref, M, N, ldo, tol_mm);
         free(got), free(ref), free(rout), X->free(dout);
     }
