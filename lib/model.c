@@ -51,7 +51,6 @@ static workspace *ws_new(const scp_model *m)
 {
     const scp_model_config *c = &m->cfg;
     workspace *w = scp_xcalloc(1, sizeof *w);
-    w->esz = m->backend->act_size;
     w->kv_pos = -1;
     w->L = c->num_layers, w->D = c->hidden_size, w->H = c->num_heads, w->KV = c->num_kv_heads, w->hd = c->head_dim;
     w->qd = w->H * w->hd, w->kvd = w->KV * w->hd, w->S = w->qd + 2 * w->kvd, w->I = c->intermediate_size;
@@ -115,7 +114,7 @@ static void ws_reserve(scp_model *m, int B, int T, int slots)
     w->capT = T > w->capT ? T : w->capT;
     int capB = w->capB, capT = w->capT;
     size_t M = (size_t)capB * capT, L = (size_t)w->L, P = (size_t)slots, D = (size_t)w->D, S = (size_t)w->S;
-    size_t I = (size_t)w->I, f = sizeof(float), a = w->esz;   /* a: bytes of an activation (backend.h) */
+    size_t I = (size_t)w->I, f = sizeof(float), a = be->act_size;   /* a: bytes of an activation (backend.h) */
     w->att_floats = attn_state_floats(be, capB, w->H, capT);
     w->resid = ws_alloc(w, be, (L + 1) * M * D * a);
     w->resid2 = ws_alloc(w, be, P * M * D * a);
@@ -530,7 +529,7 @@ static void mlp_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act
     }
     be->swiglu_fwd(A->hmlp, A->gateup, M, I);
     if (!to_output) return;
-    be->copy_bytes(xout, A->x2, (size_t)M * D * w->esz);
+    be->copy_bytes(xout, A->x2, (size_t)M * D * be->act_size);
     be->matmul_fwd(xout, D, A->hmlp, I, W(x->down), NULL, M, I, D, 1.0f);
 }
 
@@ -569,11 +568,10 @@ static void layer_forward(scp_model *m, int l, const layer_acts *A, const scp_at
     scp_act *xin = AT(w->resid, (size_t)l * M * D), *qkv = A->qkv;
     /* Decoding one new position (M = 1): its q|k|v row goes straight into the cache, rotated for its position. */
     const scp_act *cache = w->kv ? AT(w->kv, (size_t)l * w->kv_cap * S) : NULL;
-    const float *cs = w->cos, *sn = w->sin;
-    int Trope = T;
+    const float *cs = w->cos, *sn = w->sin;   /* decoding: T = 1, the table from row kv_pos */
     if (w->kv_pos >= 0) {
         qkv = AT(cache, (size_t)w->kv_pos * S);
-        cs += (size_t)w->kv_pos * (w->hd / 2), sn += (size_t)w->kv_pos * (w->hd / 2), Trope = 1;
+        cs += (size_t)w->kv_pos * (w->hd / 2), sn += (size_t)w->kv_pos * (w->hd / 2);
     }
     scp_act *k = AT(qkv, qd), *v = AT(qkv, qd + kvd);
     be->rmsnorm_fwd(A->ln1, A->rstd1, xin, W(x->ln1), M, 1, D, D, eps);
@@ -587,20 +585,20 @@ static void layer_forward(scp_model *m, int l, const layer_acts *A, const scp_at
     if (m->cfg.qk_norm) {
         scp_act *raw = A->qkv_raw;
         float *r = A->qk_rstd;
-        be->copy_bytes(raw, qkv, (size_t)M * S * w->esz);
+        be->copy_bytes(raw, qkv, (size_t)M * S * be->act_size);
         be->rmsnorm_fwd(qkv, r, raw, W(x->qn), M, w->H, w->hd, S, eps);
         be->rmsnorm_fwd(k, r + (size_t)M * w->H, AT(raw, qd), W(x->kn), M, w->KV, w->hd, S, eps);
     }
-    be->rope(qkv, cs, sn, M, Trope, w->H, w->hd, S, 0);
-    be->rope(k, cs, sn, M, Trope, w->KV, w->hd, S, 0);
+    be->rope(qkv, cs, sn, M, T, w->H, w->hd, S, 0);
+    be->rope(k, cs, sn, M, T, w->KV, w->hd, S, 0);
     if (w->kv_pos >= 0) {
         be->attention_decode(A->atty, qkv, AT(cache, qd), AT(cache, qd + kvd), w->kv_pos + 1, w->H, w->KV, w->hd, S,
                              aa->scale);
     } else {
-        if (w->kv_fill) be->copy_bytes(AT(w->kv, (size_t)l * w->kv_cap * S), qkv, (size_t)M * S * w->esz);
+        if (w->kv_fill) be->copy_bytes(AT(w->kv, (size_t)l * w->kv_cap * S), qkv, (size_t)M * S * be->act_size);
         be->attention_fwd(A->atty, A->att, qkv, k, v, aa);
     }
-    be->copy_bytes(A->x2, xin, (size_t)M * D * w->esz);
+    be->copy_bytes(A->x2, xin, (size_t)M * D * be->act_size);
     be->matmul_fwd(A->x2, D, A->atty, qd, W(x->o), OPT(x->ob), M, qd, D, 1.0f);
     be->rmsnorm_fwd(A->ln2, A->rstd2, A->x2, W(x->ln2), M, 1, D, D, eps);
     mlp_forward(m, l, A, M, AT(xin, (size_t)M * D), to_output);
@@ -682,7 +680,7 @@ static void backward_body(scp_model *m, const scp_batch *b, const scp_attn_args 
     const scp_backend *be = m->backend;
     const int B = b->B, T = b->T, M = B * T, D = w->D;
     /* dresid holds d loss / d (residual stream) as it flows down; each rmsnorm backward adds its branch. */
-    be->zero_bytes(w->dresid, (size_t)M * D * w->esz);
+    be->zero_bytes(w->dresid, (size_t)M * D * be->act_size);
     be->rmsnorm_bwd(w->dresid, G(w->final_norm), w->dln, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), w->rstdf,
                     M, 1, D, D, 1);
     for (int l = w->L - 1; l >= 0; l--) {
@@ -765,11 +763,11 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
             free(nll);
         }
         if (backward && n < M) {
-            be->zero_bytes(w->dln, (size_t)M * D * w->esz);
+            be->zero_bytes(w->dln, (size_t)M * D * be->act_size);
             be->scatter_rows(w->dln, w->dsel, w->rows, n, D);
         }
     } else if (backward) {
-        be->zero_bytes(w->dln, (size_t)M * D * w->esz);
+        be->zero_bytes(w->dln, (size_t)M * D * be->act_size);
     }
     if (backward) {
         backward_body(m, b, &aa);
@@ -785,7 +783,7 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
 static void project_rows(scp_model *m, const scp_act *x, int n, float *logits)
 {
     workspace *w = m->ctx;
-    if (w->esz != sizeof(float) && !w->logits32)   /* fp32 logits for the caller, made when first asked for */
+    if (m->backend->act_size != sizeof(float) && !w->logits32)   /* fp32 logits for the caller, made when first asked for */
         w->logits32 = ws_alloc(w, m->backend, (size_t)w->logit_rows * w->V * sizeof(float));
     for (int r0 = 0; r0 < n; r0 += w->logit_rows) {
         int nr = n - r0 < w->logit_rows ? n - r0 : w->logit_rows;
@@ -851,7 +849,7 @@ int scp_model_decode_start(scp_model *m, const int32_t *ids, int n, int capacity
     ws_reserve(m, 1, capacity, 1);   /* RoPE tables for every position the cache will hold */
     if (capacity > w->kv_cap) {
         if (w->kv) m->backend->free(w->kv);
-        w->kv = m->backend->alloc((size_t)w->L * capacity * w->S * w->esz);
+        w->kv = m->backend->alloc((size_t)w->L * capacity * w->S * m->backend->act_size);
         w->kv_cap = capacity;
     }
     scp_attn_args aa;
@@ -866,24 +864,16 @@ int scp_model_decode_start(scp_model *m, const int32_t *ids, int n, int capacity
 int scp_model_decode_next(scp_model *m, int32_t id, float *logits)
 {
     workspace *w = m->ctx;
-    const scp_backend *be = m->backend;
     if (!w->kv || w->kv_len < 1) return scp_error("decode: no prompt decoded yet (scp_model_decode_start)");
     if (w->kv_len >= w->kv_cap) return scp_error("decode: the cache of %d positions is full", w->kv_cap);
-    if (id < 0 || id >= w->V) return scp_error("decode: token id %d is outside the vocabulary (%d rows)", id, w->V);
+    scp_batch b = {.B = 1, .T = 1, .input = &id, .attn = SCP_ATTN_CAUSAL};
+    if (check_batch(m, &b, 0) < 0) return -1;
     sync_weights_to_device(m);
-    be->upload(w->ids, &id, sizeof id);
-    be->embedding_fwd(w->resid, w->ids, W(w->embed), 1, w->D);
-    scp_attn_args aa = {.B = 1, .T = 1, .H = w->H, .KV = w->KV, .hd = w->hd, .ld_qkv = w->S, .causal = 1,
-                        .scale = 1.0f / sqrtf((float)w->hd)};
-    w->kv_pos = w->kv_len;
-    for (int l = 0; l < w->L; l++) {
-        layer_acts A = acts_of(m, 0, 1, 1);
-        layer_forward(m, l, &A, &aa, 1);
-    }
+    scp_attn_args aa;
+    w->kv_pos = w->kv_len;   /* layer_forward: the one row at this position, against the cache */
+    forward_body(m, &b, &aa, 0);
     w->kv_pos = -1;
     w->kv_len++;
-    be->rmsnorm_fwd(w->lnf, w->rstdf, AT(w->resid, (size_t)w->L * w->D), W(w->final_norm), 1, 1, w->D, w->D,
-                    (float)m->cfg.rms_norm_eps);
     project_rows(m, w->lnf, 1, logits);
     return 0;
 }

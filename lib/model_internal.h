@@ -45,7 +45,6 @@ typedef struct workspace {
      * of the fp32 master dweights, remade whenever the master changes (after AdamW, after an upload); NULL where
      * the storage is fp32 and the master itself is read. */
     scp_act *cweights;
-    size_t esz;             /* bytes of one scp_act element (the backend's act_size) */
     float *dm, *dv;                 /* device AdamW moments, copies of the caller's host_m, host_v */
     float *host_m, *host_v;
     /* Which side is newer: *_dirty, the host (a caller wrote it); *_on_dev, the device (a step or AdamW ran
@@ -107,7 +106,7 @@ typedef struct layer_acts {
 /* Element n of an scp_act array p of model m's backend: the driver's only arithmetic on activations. */
 static inline scp_act *scp_act_at(const scp_model *m, const scp_act *p, size_t n)
 {
-    return (scp_act *)(void *)((char *)(void *)(uintptr_t)p + n * ((const workspace *)m->ctx)->esz);
+    return (scp_act *)(void *)((char *)(void *)(uintptr_t)p + n * m->backend->act_size);
 }
 #define AT(p, n) scp_act_at(m, (p), (size_t)(n))
 

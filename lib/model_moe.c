@@ -80,7 +80,7 @@ void scp_moe_reserve(scp_model *m, size_t M, size_t slots)
     workspace *w = m->ctx;
     struct scp_moe *x = w->moe;
     const scp_backend *be = m->backend;
-    size_t E = (size_t)x->E, k = (size_t)x->k, D = (size_t)x->D, N = M * k, P = slots, f = sizeof(float), a = w->esz;
+    size_t E = (size_t)x->E, k = (size_t)x->k, D = (size_t)x->D, N = M * k, P = slots, f = sizeof(float), a = be->act_size;
     w->moe_probs = walloc(w, be, P * M * E * f);
     w->moe_w = walloc(w, be, P * M * k * f);
     w->moe_lse = walloc(w, be, P * M * f);
@@ -187,7 +187,7 @@ void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *x
     be->swiglu_fwd(A->hmlp, A->gateup, N, I);
     if (!to_output) return;   /* a rerun for backward: y is made again there; the statistics were counted */
     expert_down(m, x, l, A, cnt);
-    be->copy_bytes(xout, A->x2, (size_t)M * D * w->esz);
+    be->copy_bytes(xout, A->x2, (size_t)M * D * be->act_size);
     be->moe_combine(xout, w->moe_x, a.wt, a.pos, M, k, D, 1.0f);
 
     /* Statistics and the auxiliary loss values (model_moe.h). */

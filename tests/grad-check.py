@@ -21,7 +21,7 @@ try:
     import torch
 except ImportError as e:  # pragma: no cover
     testlib.skip_all("python3-torch/numpy not available (%s)" % e)
-from grad_ref import bf16_weights, gpu_count, relerr, rms, rotate_half, st_read, st_write, storage_rounding  # noqa: E402
+from grad_ref import bf16_weights, relerr, rms, rotate_half, st_read, st_write, skip_without_gpu, storage_rounding  # noqa: E402
 
 HELPER = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.join(testlib.SRCDIR, "build")), "tests", "grad-helper")
 if not os.access(HELPER, os.X_OK):
@@ -39,8 +39,7 @@ TOL_ADAM = 1e-4
 # on our own gradients: its update, made on the fp32 master, still matches torch to 1e-4, where a bf16 master
 # would lose updates of 1e-3 relative to the weights outright.
 BACKEND = os.environ.get("SCP_TEST_BACKEND", "cpu")
-if BACKEND.startswith("cuda") and gpu_count(os.path.dirname(os.path.dirname(HELPER))) == 0:
-    testlib.skip_all("no CUDA device for --backend %s" % BACKEND)
+skip_without_gpu([BACKEND], HELPER)
 BF16 = BACKEND.endswith("bf16")
 TOL_LOGITS = TOL_GRAD = TOL
 if BF16:

@@ -84,10 +84,17 @@ def bf16_weights(P):
     return {n: p + (p.detach().to(torch.bfloat16).to(p.dtype) - p.detach()) for n, p in P.items()}
 
 
-def gpu_count(builddir):
-    """The CUDA devices tests/gpu/cuda-ops sees (0 without CUDA or without a GPU)."""
+def skip_without_gpu(backends, helper):
+    """Skip the whole test (77) when one of `backends` is CUDA and tests/gpu/cuda-ops, beside `helper` in its
+    build directory, sees no device."""
+    if not any(b.startswith("cuda") for b in backends):
+        return
+    builddir = os.path.dirname(os.path.dirname(helper))
     try:
         r = subprocess.run([os.path.join(builddir, "tests", "gpu", "cuda-ops"), "--devices"], capture_output=True)
-        return int(r.stdout or 0)
+        n = int(r.stdout or 0)
     except (OSError, ValueError):
-        return 0
+        n = 0
+    if n == 0:
+        import testlib
+        testlib.skip_all("no CUDA device for %s" % ",".join(backends))

@@ -30,7 +30,7 @@ try:
     import torch
 except ImportError as e:  # pragma: no cover
     testlib.skip_all("python3-torch/numpy not available (%s)" % e)
-from grad_ref import bf16_weights, gpu_count, relerr, rms, rotate_half, st_read, st_write, storage_rounding  # noqa: E402
+from grad_ref import bf16_weights, relerr, rms, rotate_half, st_read, st_write, skip_without_gpu, storage_rounding  # noqa: E402
 
 HELPER = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.join(testlib.SRCDIR, "build")), "tests", "moe-helper")
 if not os.access(HELPER, os.X_OK):
@@ -40,8 +40,7 @@ TOL = float(os.environ.get("SCP_MOE_TOL", "1e-4"))
 # On a GPU: SCP_MOE_BACKENDS=cuda SCP_MOE_TOL=3e-2 (bf16 tensor-core matmuls; a near tie may then pick another
 # expert than the float64 reference, which the load check reports).
 BACKENDS = tuple(os.environ.get("SCP_MOE_BACKENDS", "cpu,cpu-ref").split(","))
-if any(b.startswith("cuda") for b in BACKENDS) and gpu_count(os.path.dirname(os.path.dirname(HELPER))) == 0:
-    testlib.skip_all("no CUDA device for %s" % ",".join(BACKENDS))
+skip_without_gpu(BACKENDS, HELPER)
 torch.set_default_dtype(torch.float64)
 F = torch.nn.functional
 

@@ -20,31 +20,20 @@ static size_t span(size_t rows, size_t cols, size_t ld) { return rows ? (rows - 
 static float *widen(const scp_act *p, size_t n)
 {
     if (!p) return NULL;
-    const uint16_t *h = (const uint16_t *)(const void *)p;
     float *f = scp_xmalloc((n ? n : 1) * sizeof *f);
-    for (size_t i = 0; i < n; i++) f[i] = scp_bf16_to_f32(h[i]);
+    scp_convert_to_f32(f, p, SCP_BF16, n);
     return f;
 }
 
 /* p = f rounded to bf16, n elements; frees f. */
 static void narrow(scp_act *p, float *f, size_t n)
 {
-    uint16_t *h = (uint16_t *)(void *)p;
-    for (size_t i = 0; i < n; i++) h[i] = scp_f32_to_bf16(f[i]);
+    scp_convert_from_f32(p, SCP_BF16, f, n);
     free(f);
 }
 
-static void to_act(scp_act *dst, const float *src, size_t n)
-{
-    uint16_t *h = (uint16_t *)(void *)dst;
-    for (size_t i = 0; i < n; i++) h[i] = scp_f32_to_bf16(src[i]);
-}
-
-static void from_act(float *dst, const scp_act *src, size_t n)
-{
-    const uint16_t *h = (const uint16_t *)(const void *)src;
-    for (size_t i = 0; i < n; i++) dst[i] = scp_bf16_to_f32(h[i]);
-}
+static void to_act(scp_act *dst, const float *src, size_t n) { scp_convert_from_f32(dst, SCP_BF16, src, n); }
+static void from_act(float *dst, const scp_act *src, size_t n) { scp_convert_to_f32(dst, src, SCP_BF16, n); }
 
 static void matmul_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const scp_act *bias,
                        int M, int K, int N, float beta)
@@ -103,41 +92,50 @@ static void rope(scp_act *x, const float *cos, const float *sin, int N, int T, i
     narrow(x, xf, n);
 }
 
-/* q, k, v (and dq, dk, dv) are column ranges of one (M, ld_qkv) buffer (backend.h): their spans overlap, so
- * the three are widened as one block, from the lowest of them to the end of the highest span, and rounded back
- * once (three separate write-backs would each restore the others' columns as they were before the kernel). */
-typedef struct qkv_block {
-    const char *lo;     /* the lowest of the three pointers */
+/* q, k, v (and dq, dk, dv; the cached k and v of attention_decode) are column ranges of one buffer
+ * (backend.h): their spans overlap, so they are widened as one block, from the lowest of them to the end of the
+ * highest span, and rounded back once (separate write-backs would each restore the others' columns as they were
+ * before the kernel). */
+typedef struct act_block {
+    const char *lo;     /* the lowest of the pointers */
     size_t n;           /* elements from lo to the end of the last span */
     float *f;           /* their fp32 copy */
-} qkv_block;
+} act_block;
 
-static qkv_block qkv_widen(const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+/* The block of the k ranges p[i], each len[i] elements. */
+static act_block block_widen(const scp_act *const *p, const size_t *len, int k)
 {
-    const char *p[3] = {(const char *)q, (const char *)k, (const char *)v};
-    size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv, hd = (size_t)a->hd;
-    size_t len[3] = {span(rows, (size_t)a->H * hd, ld), span(rows, (size_t)a->KV * hd, ld), span(rows, (size_t)a->KV * hd, ld)};
-    qkv_block b = {.lo = p[0]};
-    const char *hi = p[0] + 2 * len[0];
-    for (int i = 1; i < 3; i++) {
-        if (p[i] < b.lo) b.lo = p[i];
-        if (p[i] + 2 * len[i] > hi) hi = p[i] + 2 * len[i];
+    act_block b = {.lo = (const char *)p[0]};
+    const char *hi = b.lo + 2 * len[0];
+    for (int i = 1; i < k; i++) {
+        const char *c = (const char *)p[i];
+        if (c < b.lo) b.lo = c;
+        if (c + 2 * len[i] > hi) hi = c + 2 * len[i];
     }
     b.n = (size_t)(hi - b.lo) / 2;
     b.f = widen((const scp_act *)(const void *)b.lo, b.n);
     return b;
 }
 
+/* q, k and v of attention_fwd/bwd (B T rows of ld_qkv). */
+static act_block qkv_widen(const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+{
+    const scp_act *p[3] = {q, k, v};
+    size_t rows = (size_t)a->B * a->T, ld = (size_t)a->ld_qkv, hd = (size_t)a->hd;
+    size_t len[3] = {span(rows, (size_t)a->H * hd, ld), span(rows, (size_t)a->KV * hd, ld), span(rows, (size_t)a->KV * hd, ld)};
+    return block_widen(p, len, 3);
+}
+
 /* The fp32 copy of the range that starts at p, inside the block. */
-static float *qkv_part(const qkv_block *b, const scp_act *p) { return b->f + ((const char *)p - b->lo) / 2; }
+static float *block_part(const act_block *b, const scp_act *p) { return b->f + ((const char *)p - b->lo) / 2; }
 
 static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
                           const scp_attn_args *a)
 {
     size_t no = (size_t)a->B * a->T * a->H * a->hd;
     float *o = widen(out, no);
-    qkv_block in = qkv_widen(q, k, v, a);
-    scp_cpu_attention_fwd(o, att, qkv_part(&in, q), qkv_part(&in, k), qkv_part(&in, v), a);
+    act_block in = qkv_widen(q, k, v, a);
+    scp_cpu_attention_fwd(o, att, block_part(&in, q), block_part(&in, k), block_part(&in, v), a);
     narrow(out, o, no);
     free(in.f);
 }
@@ -147,9 +145,9 @@ static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *
 {
     size_t no = (size_t)a->B * a->T * a->H * a->hd;
     float *d = widen(dout, no);
-    qkv_block in = qkv_widen(q, k, v, a), g = qkv_widen(dq, dk, dv, a);
-    scp_cpu_attention_bwd(qkv_part(&g, dq), qkv_part(&g, dk), qkv_part(&g, dv), d, att, qkv_part(&in, q),
-                          qkv_part(&in, k), qkv_part(&in, v), a);
+    act_block in = qkv_widen(q, k, v, a), g = qkv_widen(dq, dk, dv, a);
+    scp_cpu_attention_bwd(block_part(&g, dq), block_part(&g, dk), block_part(&g, dv), d, att, block_part(&in, q),
+                          block_part(&in, k), block_part(&in, v), a);
     narrow((scp_act *)(void *)(uintptr_t)g.lo, g.f, g.n);
     free(d), free(in.f);
 }
@@ -157,16 +155,14 @@ static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *
 static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
                              int hd, int ld, float scale)
 {
-    /* k and v are column ranges of the same cache rows: one block from the lower to the end of the other */
-    const scp_act *lo = (const char *)k < (const char *)v ? k : v, *hi = lo == k ? v : k;
-    size_t nkv = (size_t)((const char *)hi - (const char *)lo) / 2 + span((size_t)n, (size_t)KV * hd, (size_t)ld);
-    size_t no = (size_t)H * hd;
-    float *o = widen(out, no), *qf = widen(q, no), *kv = n ? widen(lo, nkv) : NULL;
-    const float *kf = kv ? kv + ((const char *)k - (const char *)lo) / 2 : NULL;
-    const float *vf = kv ? kv + ((const char *)v - (const char *)lo) / 2 : NULL;
-    scp_cpu_attention_decode(o, qf, kf, vf, n, H, KV, hd, ld, scale);
+    size_t no = (size_t)H * hd, nkv = span((size_t)n, (size_t)KV * hd, (size_t)ld);
+    const scp_act *p[2] = {k, v};
+    const size_t len[2] = {nkv, nkv};
+    float *o = widen(out, no), *qf = widen(q, no);
+    act_block kv = block_widen(p, len, 2);
+    scp_cpu_attention_decode(o, qf, block_part(&kv, k), block_part(&kv, v), n, H, KV, hd, ld, scale);
     narrow(out, o, no);
-    free(qf), free(kv);
+    free(qf), free(kv.f);
 }
 
 static void swiglu_fwd(scp_act *h, const scp_act *gateup, int M, int I)

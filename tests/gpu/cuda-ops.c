@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "backend.h"
+#include "dtype.h"
 #include "../tap.h"
 #if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
 #include "cuda/backend_cuda.h"
@@ -121,42 +122,22 @@ static float *fetch(const void *d, size_t n)
  * numbers. ract() makes a reference-side copy in R's storage (R's buffers are host memory: cpu-ref, or
  * cpu-bf16 holding bf16 bits), xact() a device copy in X's; rget()/xget() widen back to floats; AT() offsets
  * by whole elements; xpoison() is poison() for n elements. */
-static uint16_t f2bf(float f)  /* round to nearest even; NaN stays NaN */
+static void bfround(float *x, size_t n)   /* to the nearest bf16 values (lib/dtype.c) */
 {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-static float bf2f(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static void bfround(float *x, size_t n)
-{
-    for (size_t i = 0; i < n; i++) x[i] = bf2f(f2bf(x[i]));
+    for (size_t i = 0; i < n; i++) x[i] = scp_bf16_to_f32(scp_f32_to_bf16(x[i]));
 }
 static size_t AS(void) { return X->act_size; }
 static scp_act *AT(const scp_act *p, size_t n) { return (scp_act *)((char *)p + n * AS()); }
 static void *to_store(const float *h, size_t n)  /* h NULL: zeros */
 {
     void *p = calloc(n + 1, AS());
-    if (h && bf)
-        for (size_t i = 0; i < n; i++) ((uint16_t *)p)[i] = f2bf(h[i]);
-    else if (h)
-        memcpy(p, h, n * 4);
+    if (h) scp_convert_from_f32(p, bf ? SCP_BF16 : SCP_F32, h, n);
     return p;
 }
 static float *from_store(const void *p, size_t n)
 {
     float *f = malloc(n * 4 + 1);
-    if (bf)
-        for (size_t i = 0; i < n; i++) f[i] = bf2f(((const uint16_t *)p)[i]);
-    else
-        memcpy(f, p, n * 4);
+    scp_convert_to_f32(f, p, bf ? SCP_BF16 : SCP_F32, n);
     return f;
 }
 static scp_act *ract(const float *h, size_t n) { return to_store(h, n); }
