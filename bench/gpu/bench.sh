@@ -9,12 +9,13 @@
 # activations and compute weights, default attention path), and the driver step on both tables; the per-operation
 # breakdown is the gemm run's, beside the bf16 table run's.
 #
-#   bench/gpu/bench.sh [-b BUILDDIR] [-B BATCH] [-T SEQ] [-n STEPS] [-o JSONFILE] [--tiny --device cpu (dry run)]
+#   bench/gpu/bench.sh [-b BUILDDIR] [-B BATCH] [-T SEQ] [-n STEPS] [-o JSONFILE] [--quick] [--tiny --device cpu (dry run)]
+# --quick leaves out the flash-attention table step and the --recompute driver step (a shorter device call).
 # BUILDDIR (default .) holds bench/gpu/scp-step; PEAK_TFLOPS overrides the peak looked up from the device name.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 build=.
-batch=4 seq=2048 steps=3 json= tiny= device=cuda
+batch=4 seq=2048 steps=3 json= tiny= device=cuda quick=
 while [ $# -gt 0 ]; do
     case $1 in
     -b) build=$2; shift ;;
@@ -23,8 +24,9 @@ while [ $# -gt 0 ]; do
     -n) steps=$2; shift ;;
     -o) json=$2; shift ;;
     --tiny) tiny=--tiny ;;
+    --quick) quick=1 ;;
     --device) device=$2; shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -47,6 +49,7 @@ trap 'rm -rf "$tmp"' EXIT
 # The table step once per CUDA attention path (lib/cuda/attention.cu: SCP_CUDA_ATTN=gemm, cuBLAS GEMMs over
 # materialised scores, the default where its scratch fits; =flash, the fused kernels). scp.json is the gemm run.
 for path in gemm flash; do
+    [ $path = flash ] && [ -n "$quick" ] && continue
     out=scp
     [ $path = flash ] && out=flash
     # shellcheck disable=SC2086
@@ -66,6 +69,7 @@ fi
 for v in driver recompute driver16; do
     extra=--driver vbe=$be
     [ $v = recompute ] && extra="--driver --recompute"
+    [ $v = recompute ] && [ -n "$quick" ] && continue
     if [ $v = driver16 ]; then [ "$be" = cuda ] || continue; vbe=cuda-bf16; fi
     # shellcheck disable=SC2086
     "$build/bench/gpu/scp-step" --backend $vbe $tiny --batch "$batch" --seq "$seq" --steps "$steps" --peak-tflops "$peak" \
@@ -84,7 +88,7 @@ cat $all 2>/dev/null
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 "$py" - "$tmp/scp.json" "$tmp/torch.json" "$peak" "${name:-no GPU}" "$tmp/driver.json" "$tmp/recompute.json" \
-    "$tmp/flash.json" "$tmp/bf16.json" "$tmp/driver16.json" <<'PY'
+    "$tmp/flash.json" "$tmp/bf16.json" "$tmp/driver16.json" "$quick" <<'PY'
 import json, sys
 def load(p):
     try:
@@ -98,7 +102,8 @@ drv, rec, fl = load(sys.argv[5]), load(sys.argv[6]), load(sys.argv[7])
 b16, drv16 = load(sys.argv[8]), load(sys.argv[9])
 be = (s or fl or {}).get("backend", "cuda")
 att = (lambda p: ", %s attn" % p) if be == "cuda" else (lambda p: "")  # SCP_CUDA_ATTN means nothing elsewhere
-rows = [("scp %s (table%s)" % (be, att("gemm")), s), ("scp %s (table%s)" % (be, att("flash")), fl)]
+quick = sys.argv[10] == "1"  # --quick: no flash or --recompute rows, rather than rows that say failed
+rows = [("scp %s (table%s)" % (be, att("gemm")), s)] + ([] if quick else [("scp %s (table%s)" % (be, att("flash")), fl)])
 if be == "cuda":
     rows += [("scp cuda-bf16 (table)", b16)]
 rows += [("scp " + r["backend"], r) for r in (drv, rec) if r]
