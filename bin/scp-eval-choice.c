@@ -44,7 +44,7 @@ _Noreturn static void usage(void)
            "      --max-items N      score the first N items\n"
            "      --details          add per-item scores to the JSON\n"
            "  -t, --threads N        threads (default: all cores)\n"
-           "      --backend NAME     compute backend (default cpu)\n"
+           "      --backend NAME     compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "  -h, --help             this help\n"
            "  -V, --version          version and features\n",
            scp_progname());

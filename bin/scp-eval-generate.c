@@ -54,7 +54,7 @@ _Noreturn static void usage(void)
            "                          seconds)\n"
            "      --show              redraw the canvas on stderr as it fills in (a terminal only)\n"
            "  -t, --threads N         threads (default: all cores)\n"
-           "      --backend NAME      compute backend (default cpu)\n"
+           "      --backend NAME      compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "  -h, --help              this help\n"
            "  -V, --version           version and features\n",
            scp_progname());

@@ -120,7 +120,7 @@ _Noreturn static void loss_usage(int elbo)
     else
         printf("  -s, --seed S           accepted for symmetry with elbo (ppl draws nothing)\n");
     printf("  -t, --threads N        threads (default: all cores)\n"
-           "      --backend NAME     compute backend (default cpu)\n"
+           "      --backend NAME     compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "  -h, --help             this help\n"
            "  -V, --version          version and features\n");
     exit(0);

@@ -88,7 +88,7 @@ _Noreturn static void usage(void)
            "Run:\n"
            "  -s, --seed S             data order, noise levels, masks, random init (default 1)\n"
            "  -t, --threads N          threads (default: all cores, shared by the ranks on a node)\n"
-           "      --backend NAME       compute backend (default cpu)\n"
+           "      --backend NAME       compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "      --recompute          keep one layer's activations, recompute the rest in backward\n"
            "Data parallel (under mpirun or srun; see DISTRIBUTED in the manual):\n"
            "      --zero 0|1           1: shard the AdamW moments across the ranks (ZeRO-1; default 0)\n"

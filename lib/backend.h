@@ -161,7 +161,8 @@ typedef struct scp_backend {
  * device memory (host_memory 0), which tests the driver's host/device mirroring without a device; "cpu-bf16"
  * the fast one behind bf16 storage (each entry widens its bf16 inputs, runs the fp32 kernel and rounds its
  * outputs: lib/cpu/backend_bf16.c), the reference for the numerics of bf16 storage and the test of the driver's
- * 2-byte arithmetic; "cuda" (fp32 storage) and "cuda-bf16" where configure built them (lib/cuda/). */
+ * 2-byte arithmetic; "cuda" (bf16 storage, also named "cuda-bf16") and "cuda-fp32" where configure built them
+ * (lib/cuda/backend_cuda.h). */
 extern const scp_backend scp_backend_cpu;
 extern const scp_backend scp_backend_cpu_ref;
 extern const scp_backend scp_backend_cpu_mirror;

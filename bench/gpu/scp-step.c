@@ -10,7 +10,7 @@
  * rounded into a compute copy at the start of each step (to_act), as lib/model.c does (fp32 storage uses the
  * master weights in place); weight gradients and AdamW stay fp32.
  *
- * usage: scp-step [--backend cuda|cuda-bf16|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
+ * usage: scp-step [--backend cuda|cuda-bf16|cuda-fp32|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
  *                 [--driver [--recompute]]   (the step through lib/model.c, as scp-train runs it)
  * Default: the Qwen3-0.6B shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072,
  * vocab 151936), B = 4, T = 2048, 3 timed steps after one warm-up. --tiny: a small shape for a dry run. */
@@ -342,12 +342,7 @@ int main(int argc, char **argv)
 #if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)
         if (scp_cuda_device_count() == 0) scp_die("no CUDA device");
         scp_cuda_device_describe(0, dev, sizeof dev);
-        if (strcmp(bname, "cuda") == 0)
-            base = &scp_backend_cuda;
-        else if (strcmp(bname, "cuda-bf16") == 0)
-            base = &scp_backend_cuda_bf16;
-        else
-            scp_die("unknown backend '%s' (cuda or cuda-bf16)", bname);
+        if (!(base = scp_cuda_backend_named(bname))) scp_die("unknown backend '%s' (cuda, cuda-bf16 or cuda-fp32)", bname);
         is_cuda = 1;
 #else
         scp_die("built without CUDA");

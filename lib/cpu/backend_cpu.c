@@ -210,11 +210,11 @@ const scp_backend *scp_backend_find(const char *name)
     if (strcmp(name, "cpu-mirror") == 0) return &scp_backend_cpu_mirror;
     if (strcmp(name, "cpu-bf16") == 0) return &scp_backend_cpu_bf16;
 #ifdef HAVE_CUDA
-    if (strcmp(name, "cuda") == 0) return &scp_backend_cuda;
-    if (strcmp(name, "cuda-bf16") == 0) return &scp_backend_cuda_bf16;
-#define BACKENDS "cpu, cpu-ref, cpu-mirror, cpu-bf16, cuda, cuda-bf16"
+    const scp_backend *cuda = scp_cuda_backend_named(name);
+    if (cuda) return cuda;
+#define BACKENDS "cpu, cpu-ref, cpu-mirror, cpu-bf16, cuda (also cuda-bf16), cuda-fp32"
 #else
-    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda-bf16") == 0) {
+    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda-bf16") == 0 || strcmp(name, "cuda-fp32") == 0) {
         scp_error("backend '%s': this build has no CUDA backend (configure found no nvcc and cuBLAS)", name);
         return NULL;
     }

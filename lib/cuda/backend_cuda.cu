@@ -1,4 +1,4 @@
-// backend_cuda.cu: the CUDA backend's two tables, "cuda" (fp32 activations) and "cuda-bf16" (bf16 activations):
+// backend_cuda.cu: the CUDA backend's two tables, "cuda-fp32" (fp32 activations) and "cuda" (bf16 activations):
 // device memory, host <-> device copies, the three matmuls through cuBLAS (row-major shapes of lib/backend.h
 // mapped onto column-major GEMMs without copies), and the kernels of norm.cu, pointwise.cu, attention.cu and
 // moe.cu instantiated for each storage type.
@@ -76,8 +76,8 @@ static void cuda_download(void *host, const void *src, size_t n)
 }
 
 // ---- matmuls ------------------------------------------------------------------------------------------------
-// fp32 storage ("cuda"): tensor cores in bf16 (cuBLAS rounds the fp32 inputs inside the GEMM), fp32 accumulation
-// and fp32 in/out. bf16 storage ("cuda-bf16"): bf16 A, B and C (bf16 C for the activation outputs, fp32 C for the
+// fp32 storage ("cuda-fp32"): tensor cores in bf16 (cuBLAS rounds the fp32 inputs inside the GEMM), fp32 accumulation
+// and fp32 in/out. bf16 storage ("cuda"): bf16 A, B and C (bf16 C for the activation outputs, fp32 C for the
 // weight gradient), fp32 accumulation (CUBLAS_COMPUTE_32F; cublasGemmEx supports A, B = CUDA_R_16BF with C =
 // CUDA_R_16BF or CUDA_R_32F under it). The row-major to column-major mapping is the same for both.
 template <typename T> struct gemm_types;
@@ -313,5 +313,12 @@ static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, c
         /* .attention_decode = */ attention_decode<T>,                                                          \
     }
 
-extern "C" const scp_backend scp_backend_cuda = SCP_CUDA_TABLE("cuda", float);
-extern "C" const scp_backend scp_backend_cuda_bf16 = SCP_CUDA_TABLE("cuda-bf16", bf16);
+extern "C" const scp_backend scp_backend_cuda_fp32 = SCP_CUDA_TABLE("cuda-fp32", float);
+extern "C" const scp_backend scp_backend_cuda_bf16 = SCP_CUDA_TABLE("cuda", bf16);
+
+extern "C" const scp_backend *scp_cuda_backend_named(const char *name)
+{
+    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda-bf16") == 0) return &scp_backend_cuda_bf16;
+    if (strcmp(name, "cuda-fp32") == 0) return &scp_backend_cuda_fp32;
+    return NULL;
+}

@@ -2,9 +2,9 @@
  * file:line and the library's error string through scp_die, the cuBLAS handle, a growing scratch buffer, and
  * the kernel launchers each file provides to the table in backend_cuda.cu.
  *
- * Storage: two tables share these files. "cuda" keeps activations (lib/backend.h's scp_act) in fp32; its
+ * Storage: two tables share these files. "cuda-fp32" keeps activations (lib/backend.h's scp_act) in fp32; its
  * matmuls run on the tensor cores in bf16 with fp32 accumulation (cuBLAS compute type
- * CUBLAS_COMPUTE_32F_FAST_16BF, which rounds the inputs to bf16 inside the GEMM). "cuda-bf16" keeps them in bf16
+ * CUBLAS_COMPUTE_32F_FAST_16BF, which rounds the inputs to bf16 inside the GEMM). "cuda" keeps them in bf16
  * (half the bytes to move and to keep), its GEMMs take bf16 operands directly (CUBLAS_COMPUTE_32F). Either way
  * statistics, weight gradients, the fp32 master weights and AdamW moments are fp32, and norms, softmax, attention
  * and the loss accumulate in fp32. Everything runs on the legacy default
@@ -14,6 +14,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -53,7 +55,7 @@ cublasHandle_t scp_cuda_blas(void);
 typedef __nv_bfloat16 bf16;
 
 /* Activation storage (lib/backend.h's scp_act): every kernel that touches it is a template on the element type T,
- * float (the "cuda" table) or bf16 (the "cuda-bf16" table), instantiated for both in its file; it widens what it
+ * float (the "cuda-fp32" table) or bf16 (the "cuda" table), instantiated for both in its file; it widens what it
  * reads with act_ld and rounds what it writes with act_st (to nearest even), and computes in fp32 in between.
  * (Not named ld/st: "ld" is the row stride everywhere in these files.) */
 #ifdef __CUDACC__
@@ -62,6 +64,64 @@ __device__ __forceinline__ float act_ld(const bf16 *p) { return __bfloat162float
 __device__ __forceinline__ void act_st(float *p, float x) { *p = x; }
 __device__ __forceinline__ void act_st(bf16 *p, float x) { *p = __float2bfloat16_rn(x); }
 #endif
+
+/* Vector access for the memory-bound kernels: V consecutive elements of T in one load or store of V sizeof(T)
+ * bytes (2 to 16: one instruction, where scalar bf16 accesses would take eight), widened to or rounded from fp32
+ * exactly as act_ld / act_st do one by one. p must be aligned to V sizeof(T) bytes: launchers pick V with
+ * scp_cuda_vec_width, and V = 1 is the scalar access. SCP_VEC<T> is the widest, 16 bytes. */
+template <typename T> constexpr int SCP_VEC = (int)(16 / sizeof(T));
+template <int BYTES> struct scp_vec_word;
+template <> struct scp_vec_word<2> { typedef unsigned short type; };
+template <> struct scp_vec_word<4> { typedef unsigned type; };
+template <> struct scp_vec_word<8> { typedef uint2 type; };
+template <> struct scp_vec_word<16> { typedef uint4 type; };
+#ifdef __CUDACC__
+template <int V, typename T> __device__ __forceinline__ void act_ldv(const T *p, float *v)
+{
+    typedef typename scp_vec_word<V * (int)sizeof(T)>::type W;
+    const W w = *(const W *)p;
+    T e[V];
+    memcpy(e, &w, sizeof w);
+#pragma unroll
+    for (int j = 0; j < V; j++) v[j] = act_ld(e + j);
+}
+template <int V, typename T> __device__ __forceinline__ void act_stv(T *p, const float *v)
+{
+    typedef typename scp_vec_word<V * (int)sizeof(T)>::type W;
+    T e[V];
+#pragma unroll
+    for (int j = 0; j < V; j++) act_st(e + j, v[j]);
+    W w;
+    memcpy(&w, e, sizeof w);
+    *(W *)p = w;
+}
+
+/* Calls f(std::integral_constant<int, V>()) with V = v (1, 2, 4 or 8, at most SCP_VEC<T>): the launchers' way
+ * from scp_cuda_vec_width's answer to a kernel instantiated for that width. */
+template <typename T, typename F> static inline void scp_cuda_vec_dispatch(int v, F &&f)
+{
+    if constexpr (SCP_VEC<T> >= 8)
+        if (v == 8) return f(std::integral_constant<int, 8>());
+    if (v == 4) return f(std::integral_constant<int, 4>());
+    if (v == 2) return f(std::integral_constant<int, 2>());
+    f(std::integral_constant<int, 1>());
+}
+#endif
+/* The widest V (a power of two, at most `most`) for which every pointer in ptrs (n of them) is aligned to
+ * V sizeof(T) bytes and every element stride or count in strides (m of them: row strides, column offsets,
+ * lengths) is a multiple of V: a kernel then touches only whole, aligned vectors. */
+template <typename T>
+static inline int scp_cuda_vec_width(int most, const void *const *ptrs, int n, const long *strides, int m)
+{
+    int v = most;
+    for (; v > 1; v /= 2) {
+        int ok = 1;
+        for (int i = 0; i < n && ok; i++) ok = ptrs[i] == NULL || (uintptr_t)ptrs[i] % (v * sizeof(T)) == 0;
+        for (int i = 0; i < m && ok; i++) ok = strides[i] % v == 0;
+        if (ok) break;
+    }
+    return v;
+}
 
 /* dst (rows, cols) bf16, packed = src (rows, cols; row stride ld elements) fp32 (rounded to nearest even) or bf16
  * (copied): the operands the attention kernels hand to the tensor cores (pointwise.cu). */

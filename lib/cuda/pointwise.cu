@@ -11,45 +11,73 @@
 
 #define GRID_STRIDE(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
-// gateup (M, 2I) = [gate | up]; h (M, I) = silu(gate) * up. T: the storage type (cuda_internal.h).
-template <typename T>
+// gateup (M, 2I) = [gate | up]; h (M, I) = silu(gate) * up. T: the storage type (cuda_internal.h). Blocks
+// (x over a row's I / V vectors, y over rows, grid-stride), V consecutive elements per access (act_ldv).
+template <typename T, int V>
 __global__ void swiglu_fwd_kernel(T *h, const T *gu, int M, int I)
 {
-    GRID_STRIDE(idx, (size_t)M * I)
-    {
-        size_t m = idx / I, i = idx % I;
-        float g = act_ld(gu + m * 2 * I + i), u = act_ld(gu + m * 2 * I + I + i);
-        act_st(h + idx, g / (1.0f + expf(-g)) * u);
-    }
+    for (long m = blockIdx.y; m < M; m += gridDim.y)
+        for (int i = (blockIdx.x * blockDim.x + threadIdx.x) * V; i < I; i += gridDim.x * blockDim.x * V) {
+            const T *row = gu + (size_t)m * 2 * I;
+            float g[V], u[V];
+            act_ldv<V>(row + i, g);
+            act_ldv<V>(row + I + i, u);
+#pragma unroll
+            for (int j = 0; j < V; j++) g[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+            act_stv<V>(h + (size_t)m * I + i, g);
+        }
 }
 
 // d silu(g)/dg = s (1 + g (1 - s)), s = sigmoid(g).
-template <typename T>
+template <typename T, int V>
 __global__ void swiglu_bwd_kernel(T *dgu, const T *dh, const T *gu, int M, int I)
 {
-    GRID_STRIDE(idx, (size_t)M * I)
-    {
-        size_t m = idx / I, i = idx % I;
-        float g = act_ld(gu + m * 2 * I + i), u = act_ld(gu + m * 2 * I + I + i), d = act_ld(dh + idx);
-        float s = 1.0f / (1.0f + expf(-g));
-        act_st(dgu + m * 2 * I + i, d * u * s * (1.0f + g * (1.0f - s)));
-        act_st(dgu + m * 2 * I + I + i, d * g * s);
-    }
+    for (long m = blockIdx.y; m < M; m += gridDim.y)
+        for (int i = (blockIdx.x * blockDim.x + threadIdx.x) * V; i < I; i += gridDim.x * blockDim.x * V) {
+            const T *row = gu + (size_t)m * 2 * I;
+            float g[V], u[V], d[V];
+            act_ldv<V>(row + i, g);
+            act_ldv<V>(row + I + i, u);
+            act_ldv<V>(dh + (size_t)m * I + i, d);
+#pragma unroll
+            for (int j = 0; j < V; j++) {
+                const float sg = 1.0f / (1.0f + expf(-g[j])), gj = g[j];
+                g[j] = d[j] * u[j] * sg * (1.0f + gj * (1.0f - sg));
+                u[j] = d[j] * gj * sg;
+            }
+            act_stv<V>(dgu + (size_t)m * 2 * I + i, g);
+            act_stv<V>(dgu + (size_t)m * 2 * I + I + i, u);
+        }
 }
+
+// Both launch 256 threads a block with the widest V their pointers and I allow.
+template <typename T> static int swiglu_vec_width(const void *a, const void *b, const void *c, int I)
+{
+    const void *p[3] = {a, b, c};
+    const long st[1] = {I};
+    return scp_cuda_vec_width<T>(SCP_VEC<T>, p, 3, st, 1);
+}
+static dim3 swiglu_grid(int M, int I, int V) { return dim3((unsigned)((I / V + 255) / 256), (unsigned)(M < 65535 ? M : 65535)); }
 
 template <typename T> void scp_cuda_swiglu_fwd(T *h, const T *gateup, int M, int I)
 {
     if ((size_t)M * I == 0) return;
-    auto kern = swiglu_fwd_kernel<T>;
-    kern<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(h, gateup, M, I);
+    scp_cuda_vec_dispatch<T>(swiglu_vec_width<T>(h, gateup, NULL, I), [&](auto vc) {
+        constexpr int V = decltype(vc)::value;
+        auto kern = swiglu_fwd_kernel<T, V>;
+        kern<<<swiglu_grid(M, I, V), 256>>>(h, gateup, M, I);
+    });
     SCP_LAUNCHED();
 }
 
 template <typename T> void scp_cuda_swiglu_bwd(T *dgateup, const T *dh, const T *gateup, int M, int I)
 {
     if ((size_t)M * I == 0) return;
-    auto kern = swiglu_bwd_kernel<T>;
-    kern<<<scp_cuda_blocks((size_t)M * I, 256), 256>>>(dgateup, dh, gateup, M, I);
+    scp_cuda_vec_dispatch<T>(swiglu_vec_width<T>(dgateup, dh, gateup, I), [&](auto vc) {
+        constexpr int V = decltype(vc)::value;
+        auto kern = swiglu_bwd_kernel<T, V>;
+        kern<<<swiglu_grid(M, I, V), 256>>>(dgateup, dh, gateup, M, I);
+    });
     SCP_LAUNCHED();
 }
 

@@ -1,13 +1,13 @@
 /* cuda-ops.c: the CUDA backend's two tables, operation by operation, on random inputs (odd sizes, row strides
  * wider than the rows, GQA, causal / bidirectional / masked / document-masked attention, a query that sees no
- * key, ignored targets): "cuda" (fp32 activations) against the plain CPU reference ("cpu-ref"), and "cuda-bf16"
+ * key, ignored targets): "cuda-fp32" (fp32 activations) against the plain CPU reference ("cpu-ref"), and "cuda"
  * (bf16 activations) against the CPU backend behind the same bf16 storage ("cpu-bf16"), on the same bf16 inputs.
  * Every output buffer is poisoned with NaN bytes before the run, so an element the kernel forgot to write fails;
  * a NaN or Inf where the reference is finite fails, and so does a NaN in the reference (the figure is then
  * NaN); otherwise the figure is the relative error of the norm, ||got - ref|| / ||ref||, against a tolerance that
  * fits the arithmetic (see TOL_*). Also checks that two runs give the same bits (exact resume relies on it).
  *
- * usage: cuda-ops [--backend NAME]   (default: both CUDA tables; "cuda" or "cuda-bf16" one of them; "cpu" runs the
+ * usage: cuda-ops [--backend NAME]   (default: both CUDA tables; "cuda-fp32" or "cuda" (= "cuda-bf16") one; "cpu" runs the
  * same checks on the fast CPU backend, a dry run of this harness on a machine without a GPU). Exits 77 (skip)
  * when CUDA is not built or there is no GPU.
  *        cuda-ops ... --small            fewer and smaller cases (for the emulator, tests/gpu/emulated.sh)
@@ -601,10 +601,19 @@ static void run_cases(void)
         test_matmul(64, 256, 384);
     else
         test_matmul(128, 1024, 3072);
+    /* The memory-bound kernels take 16-byte (and 8-, 4-byte) vector accesses where rows, groups and pointers
+     * allow, scalar ones elsewhere (lib/cuda/cuda_internal.h act_ldv): cases for each. */
     test_rmsnorm(37, 1, 96, 96);
     test_rmsnorm(37, 4, 16, 80);
+    test_rmsnorm(29, 3, 10, 34);   /* scalar: C and ld not multiples of 4 */
+    test_rmsnorm(23, 2, 12, 28);   /* 4-element vectors (8 bytes of bf16) */
+    /* Qwen3's q-norm layout (G heads of 128 in rows of q|k|v), many chunks in the dw column sums; and a
+     * hidden-state norm whose rows span several column blocks */
+    test_rmsnorm(small ? 70 : 700, 16, 128, 4096);
+    test_rmsnorm(small ? 40 : 300, 1, 1024, 1024);
     test_rope(2, 13, 3, 16, 60);
     test_rope(1, 9, 2, 128, 256);
+    test_rope(2, 5, 3, 6, 20);     /* odd half (3): scalar */
     if (strncmp(X->name, "cuda", 4) == 0) {
         /* every case through both CUDA attention paths (lib/cuda/attention.cu reads SCP_CUDA_ATTN at each call) */
         static const char *paths[] = {"flash", "gemm"};
@@ -620,7 +629,8 @@ static void run_cases(void)
     test_attention_decode(1, 4, 2, 16, 0);
     test_attention_decode(37, 4, 2, 16, 3);
     test_attention_decode(small ? 70 : 600, 8, 8, small ? 64 : 128, 0);
-    test_swiglu(33, 70);
+    test_swiglu(33, 70);    /* scalar: I = 70 */
+    test_swiglu(17, 264);   /* vectors of 8 (bf16) and 4 (fp32) */
     test_embedding(200, 24, 50);
     test_crossentropy(9, 1000, 4);
     test_crossentropy(3, 151936, 20);
@@ -665,9 +675,10 @@ int main(int argc, char **argv)
         char desc[256];
         scp_cuda_device_describe(0, desc, sizeof desc);
         tap_diag("device: %s", desc);
-        if (all || strcmp(name, "cuda") == 0) run_table(&scp_backend_cuda);
-        if (all || strcmp(name, "cuda-bf16") == 0) run_table(&scp_backend_cuda_bf16);
-        if (!all && strcmp(name, "cuda") != 0 && strcmp(name, "cuda-bf16") != 0) {
+        const scp_backend *one = all ? NULL : scp_cuda_backend_named(name);
+        if (all || one == &scp_backend_cuda_fp32) run_table(&scp_backend_cuda_fp32);
+        if (all || one == &scp_backend_cuda_bf16) run_table(&scp_backend_cuda_bf16);
+        if (!all && !one) {
             fprintf(stderr, "cuda-ops: unknown backend '%s'\n", name);
             return 2;
         }

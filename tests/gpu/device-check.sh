@@ -3,10 +3,10 @@
 # 8 minutes on an H100 or H200, ending with a short table:
 #   build   configure and make in build-gpu (nvcc, -j16), or use a build-gpu-pre carried from a machine with the
 #           C libraries (see --prepare) when this one cannot configure
-#   (1)     tests/gpu/cuda-ops: every operation of the CUDA tables against the CPU: "cuda" (fp32 activations)
-#           against cpu-ref, "cuda-bf16" (bf16 activations) against cpu-bf16 on the same bf16 inputs
+#   (1)     tests/gpu/cuda-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
+#           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
-#           and the same 20 steps with --backend cuda-bf16 against cpu (train-stories260k-bf16, below)
+#           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below)
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
 #   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown
 #
@@ -23,7 +23,7 @@
 # Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
 # (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
 # libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
-# T_OPS, T_TRAIN, T_TRAIN16, T_HF, T_GRAD, T_MOE, T_BENCH (time limits in seconds of the parts), BENCH_ARGS (e.g. "-n 2"),
+# T_OPS, T_TRAIN, T_TRAIN32, T_HF, T_GRAD, T_MOE, T_BENCH (time limits in seconds of the parts), BENCH_ARGS (e.g. "-n 2"),
 # SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_HF=1 (a shorter call).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -116,8 +116,8 @@ run() {
 if [ "$mode" != FAILED ]; then
     run cuda-ops "${T_OPS:-150}" "$build/tests/gpu/cuda-ops"
     run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
-    # The same on the bf16-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
-    run train-stories260k-bf16 "${T_TRAIN16:-150}" env SCP_GPU_BACKEND=cuda-bf16 sh "$root/tests/gpu/train-stories260k.sh"
+    # The same on the fp32-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
+    run train-stories260k-fp32 "${T_TRAIN32:-150}" env SCP_GPU_BACKEND=cuda-fp32 sh "$root/tests/gpu/train-stories260k.sh"
     nccl_lib=${NCCL_LIB:-$("$PYTHON" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)}
     if [ -x "$build/tests/dist-nccl-smoke" ]; then
         (LD_LIBRARY_PATH=${nccl_lib:+$nccl_lib:}${LD_LIBRARY_PATH:-}; export LD_LIBRARY_PATH
@@ -128,14 +128,14 @@ if [ "$mode" != FAILED ]; then
     [ "${SKIP_HF:-0}" = 1 ] || run hf-logits "${T_HF:-120}" "$PYTHON" "$root/tests/gpu/hf-logits.py"
     # MoE (qwen3_moe) on the GPU: loss, logits, expert loads and every gradient of small random configurations
     # against a float64 PyTorch reference, with bf16 tolerances (tests/moe-grad-check.py)
-    (SCP_MOE_BACKENDS=cuda SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
-     run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
-    # The dense models of grad-check.py on cuda-bf16, against float64 PyTorch with scp's bf16 roundings
+    (SCP_MOE_BACKENDS=cuda-fp32 SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
+     run moe-grad-cuda-fp32 "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
+    # The dense models of grad-check.py on cuda (bf16 storage), against float64 PyTorch with scp's bf16 roundings
     # (grad-check-bf16.sh's reference; their head sizes take the fp32 attention kernels, as the reference does)
-    run grad-check-cuda-bf16 "${T_GRAD:-60}" env SCP_TEST_BACKEND=cuda-bf16 "$PYTHON" "$root/tests/grad-check.py"
+    run grad-check-cuda "${T_GRAD:-60}" env SCP_TEST_BACKEND=cuda "$PYTHON" "$root/tests/grad-check.py"
     # ... and the MoE ones, against the reference with scp's bf16 roundings (moe-grad-check-bf16.sh's)
-    (SCP_MOE_BACKENDS=cuda-bf16; export SCP_MOE_BACKENDS
-     run moe-grad-cuda-bf16 "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
+    (SCP_MOE_BACKENDS=cuda; export SCP_MOE_BACKENDS
+     run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
     if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
     echo "== bench ($(elapsed) s)"
     PYTHON=$PYTHON timeout "${T_BENCH:-260}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1

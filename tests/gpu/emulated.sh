@@ -51,7 +51,7 @@ $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp
     # shellcheck disable=SC2086
     "$cxx" $san -pthread -o "$TMP/scp-step-emu" "$TMP/step.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
         2>"$TMP/ld.err" || { sed 's/^/# /' "$TMP/ld.err" | head -30; }
-"$TMP/scp-step-emu" --backend cuda --tiny --steps 1 >"$TMP/cuda.json" 2>"$TMP/step.err"
+"$TMP/scp-step-emu" --backend cuda-fp32 --tiny --steps 1 >"$TMP/cuda.json" 2>"$TMP/step.err"
 "$TMP/scp-step-emu" --backend cpu-ref --tiny --steps 1 >"$TMP/ref.json" 2>>"$TMP/step.err"
 # bf16 storage: the cuda-bf16 table against cpu-bf16 (the CPU kernels behind the same one rounding per stored
 # value). The kernels sum in other orders than the CPU's, so now and then a stored value rounds to the
@@ -64,7 +64,7 @@ $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp
 drv=
 if grep -q 'define HAVE_CUDA 1' "$SCP_BUILDDIR/config.h"; then
     drv=1
-    "$TMP/scp-step-emu" --backend cuda --tiny --steps 1 --driver >"$TMP/cuda-drv.json" 2>>"$TMP/step.err"
+    "$TMP/scp-step-emu" --backend cuda-fp32 --tiny --steps 1 --driver >"$TMP/cuda-drv.json" 2>>"$TMP/step.err"
     "$TMP/scp-step-emu" --backend cpu-ref --tiny --steps 1 --driver >"$TMP/ref-drv.json" 2>>"$TMP/step.err"
     "$TMP/scp-step-emu" --backend cuda-bf16 --tiny --steps 1 --driver >"$TMP/cuda16-drv.json" 2>>"$TMP/step.err"
     "$TMP/scp-step-emu" --backend cpu-bf16 --tiny --steps 1 --driver >"$TMP/ref16-drv.json" 2>>"$TMP/step.err"
@@ -73,9 +73,9 @@ sed 's/^/# /' "$TMP/step.err" | head -10
 /usr/bin/python3 - "$TMP" ${drv:+driver} <<'PY' >"$TMP/step.tap"
 import json, os, sys
 d = sys.argv[1]
-pairs = [("cuda.json", "ref.json", "cuda table", "cpu-ref", 1e-5), ("cuda16.json", "ref16.json", "cuda-bf16 table", "cpu-bf16", 1e-4)]
+pairs = [("cuda.json", "ref.json", "cuda-fp32 table", "cpu-ref", 1e-5), ("cuda16.json", "ref16.json", "cuda-bf16 table", "cpu-bf16", 1e-4)]
 if len(sys.argv) > 2:
-    pairs += [("cuda-drv.json", "ref-drv.json", "cuda driver", "cpu-ref", 1e-5),
+    pairs += [("cuda-drv.json", "ref-drv.json", "cuda-fp32 driver", "cpu-ref", 1e-5),
               ("cuda16-drv.json", "ref16-drv.json", "cuda-bf16 driver", "cpu-bf16", 1e-4)]
 for cp, rp, via, ref, tol in pairs:
     try:
@@ -93,7 +93,7 @@ while read -r st what; do
 done <"$TMP/step.tap"
 # Whole models through the driver on the emulated tables, against PyTorch autograd: grad-check.py's dense
 # models and moe-grad-check.py's qwen3_moe ones, their helpers linked with the emulated kernels (in a build
-# directory of their own, beside a cuda-ops that reports the emulator's one device). "cuda" against float64
+# directory of their own, beside a cuda-ops that reports the emulator's one device). "cuda-fp32" against float64
 # (the emulator's GEMMs do not round to bf16, so fp32 tolerances hold), "cuda-bf16" against float64 with scp's
 # bf16 roundings (grad-check-bf16.sh's reference). Where libscp was built with CUDA (its scp_backend_find hands
 # out the tables).
@@ -108,8 +108,8 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
                 2>"$TMP/ld.err" || sed 's/^/# /' "$TMP/ld.err" | head -10
     done
     [ -n "${EMU_KEEP_BUILD:-}" ] && mkdir -p "$EMU_KEEP_BUILD" && cp -r "$TMP/bd/." "$EMU_KEEP_BUILD"   # for debugging
-    for run in "SCP_TEST_BACKEND=cuda grad-check.py" "SCP_TEST_BACKEND=cuda-bf16 grad-check.py" \
-        "SCP_MOE_BACKENDS=cuda moe-grad-check.py" "SCP_MOE_BACKENDS=cuda-bf16 moe-grad-check.py"; do
+    for run in "SCP_TEST_BACKEND=cuda-fp32 grad-check.py" "SCP_TEST_BACKEND=cuda-bf16 grad-check.py" \
+        "SCP_MOE_BACKENDS=cuda-fp32 moe-grad-check.py" "SCP_MOE_BACKENDS=cuda-bf16 moe-grad-check.py"; do
         # shellcheck disable=SC2086
         env SCP_BUILDDIR="$TMP/bd" ${run% *} /usr/bin/python3 "$src/tests/${run#* }" >"$TMP/g.tap" 2>&1
         grc=$?

@@ -1,10 +1,10 @@
 """hf-logits.py: imported checkpoints against Hugging Face transformers' own implementation, on the GPU. A small
 random Qwen3 (per-head q/k norm, GQA, tied embeddings) and a small random Llama (GQA, untied) are built with
 transformers and written with save_pretrained (safetensors, fp32), imported with scp-import, and the causal
-logits of one sequence from --backend cuda must match transformers' (fp32, eager attention) within a relative
-error of the norm of 2e-2 (bf16 tensor-core matmuls), from --backend cuda-bf16 (bf16 storage) within 5e-2;
+logits of one sequence from --backend cuda-fp32 must match transformers' (fp32, eager attention) within a
+relative error of the norm of 2e-2 (bf16 tensor-core matmuls), from --backend cuda (bf16 storage) within 5e-2;
 --backend cpu within 1e-4, which checks the harness. Skips (77) without a GPU, or where torch or transformers is
-missing. SCP_GPU_DRYRUN=1 compares cpu-ref and cpu-bf16 in place of cuda and cuda-bf16 (a dry run where there is
+missing. SCP_GPU_DRYRUN=1 compares cpu-ref and cpu-bf16 in place of cuda-fp32 and cuda (a dry run where there is
 no GPU)."""
 import atexit
 import os
@@ -17,12 +17,12 @@ from testlib import ok, diag, skip_all, done, run, tmpdir  # noqa: E402
 
 BUILD = os.environ.get("SCP_BUILDDIR", ".")
 dry = os.environ.get("SCP_GPU_DRYRUN") == "1"
-gpu = "cpu-ref" if dry else "cuda"
-gpu16 = "cpu-bf16" if dry else "cuda-bf16"
+gpu = "cpu-ref" if dry else "cuda-fp32"
+gpu16 = "cpu-bf16" if dry else "cuda"
 # bf16 storage rounds every activation and the weights the kernels read to 8 significant bits: against the
 # unrounded model that leaves 1e-2 to 2e-2 in the logits (grad-check-bf16.sh measures 1.3e-2 to 1.6e-2 on its
 # small models); 5e-2 separates that from a wrong kernel (order 1).
-BACKENDS = (("cpu", 1e-4), (gpu, 2e-2 if gpu == "cuda" else 1e-4), (gpu16, 5e-2))
+BACKENDS = (("cpu", 1e-4), (gpu, 2e-2 if gpu == "cuda-fp32" else 1e-4), (gpu16, 5e-2))
 if not dry:
     try:
         n = int(subprocess.run([os.path.join(BUILD, "tests", "gpu", "cuda-ops"), "--devices"], capture_output=True).stdout or 0)

@@ -2,19 +2,19 @@
 # train-stories260k.sh: end to end on the GPU: the first 20 steps of the stories260K conversion
 # (tools/scp-convert-stories260k: import with a mask token, paragraphs with BOS, shards of 256, bidirectional
 # masked-diffusion training) with --backend cuda against the same run with --backend cpu, step by step. The
-# losses must agree within 2% at every step (bf16 tensor-core matmuls against fp32: the runs see the same
-# batches, noise levels and masks, so only arithmetic separates them) and both must fall. Needs a GPU and the
-# assets (skips otherwise). SCP_GPU_BACKEND=cuda-bf16 runs the bf16-storage table instead (device-check.sh does
-# both); the same 2% holds: bf16 storage rounds every activation, activation gradient and the weights the kernels
-# read to 8 significant bits (2^-9 relative per rounding, unbiased), the loss averages 4096 tokens, and through
-# 20 AdamW updates the runs drift apart by gradient noise (cpu-bf16, the same rounding on the CPU, stays within
+# losses must agree within 2% at every step (the runs see the same batches, noise levels and masks, so only
+# arithmetic separates them) and both must fall. Needs a GPU and the assets (skips otherwise).
+# SCP_GPU_BACKEND=cuda-fp32 runs the fp32-storage table instead (device-check.sh does both; bf16 tensor-core
+# matmuls, otherwise fp32). For "cuda" (bf16 storage) the same 2% holds: bf16 storage rounds every activation,
+# activation gradient and the weights the kernels read to 8 significant bits (2^-9 relative per rounding,
+# unbiased), the loss averages 4096 tokens, and through 20 AdamW updates the runs drift apart by gradient noise (cpu-bf16, the same rounding on the CPU, stays within
 # 3.2e-3); a wrong kernel shows as a loss tens of % off, rising, or NaN. SCP_GPU_DRYRUN=1 runs the whole script
 # with cpu-ref (or cpu-bf16) in place of the GPU (a dry run of the pipeline and the comparison without a GPU).
 . "$SCP_SRCDIR/tests/lib.sh"
 gpu=${SCP_GPU_BACKEND:-cuda}
-case $gpu in cuda | cuda-bf16) ;; *) echo "SCP_GPU_BACKEND: cuda or cuda-bf16, not '$gpu'" >&2; exit 2 ;; esac
+case $gpu in cuda | cuda-bf16 | cuda-fp32) ;; *) echo "SCP_GPU_BACKEND: cuda, cuda-bf16 or cuda-fp32, not '$gpu'" >&2; exit 2 ;; esac
 if [ "${SCP_GPU_DRYRUN:-0}" = 1 ]; then
-    [ "$gpu" = cuda ] && gpu=cpu-ref || gpu=cpu-bf16
+    [ "$gpu" = cuda-fp32 ] && gpu=cpu-ref || gpu=cpu-bf16
 else
     n=$("$SCP_BUILDDIR/tests/gpu/cuda-ops" --devices 2>/dev/null || echo 0)
     [ "${n:-0}" -gt 0 ] || skip_all "no CUDA device"

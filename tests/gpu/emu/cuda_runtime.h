@@ -22,6 +22,7 @@ struct dim3 {
 };
 struct uint3e { unsigned x, y, z; };
 struct alignas(8) float2 { float x, y; };
+struct alignas(8) uint2 { unsigned x, y; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 struct alignas(16) float4 { float x, y, z, w; };
