@@ -10,7 +10,7 @@
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
 #   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown
 #
-#   sh tests/gpu/device-check.sh              run from the repository root; logs go to $OUT when set
+#   sh tests/gpu/device-check.sh              run from the repository root; logs go to $OUT/logs.tgz when set
 #   sh tests/gpu/device-check.sh --prepare    here, on a machine without a GPU: bootstrap if needed and build
 #                                             build-gpu-pre (MPI and NCCL where found, no BLAS, stripped, with
 #                                             copies of its non-CUDA shared libraries; about 50 MiB), and
@@ -58,7 +58,10 @@ if [ "${1:-}" = --prepare ]; then
     exit 0
 fi
 
-out=${OUT:-$root/build-gpu/device-check-logs}
+# Logs: one file per part in $out. Under the device tool, which brings back at most 8 files from $OUT, they go to
+# $OUT/logs and end as $OUT/logs.tgz beside $OUT/summary.txt (see the end).
+out=${OUT:+$OUT/logs}
+out=${out:-$root/build-gpu/device-check-logs}
 mkdir -p "$out"
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
@@ -162,3 +165,6 @@ grep -h -e 'rel err' "$out"/cuda-ops.log 2>/dev/null | sed 's/^[a-z ]*[0-9]* - /
     awk '{ for (i = 1; i <= NF; i++) if ($i == "err") { v = $(i + 1); if (v + 0 > w + 0 || v == "-nan" || v == "nan") { w = v; what = $0 } } }
          END { if (what != "") print "worst op parity: " what }'
 cat "$summary"
+if [ -n "${OUT:-}" ]; then
+    cp "$summary" "$OUT/summary.txt" && tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
+fi
