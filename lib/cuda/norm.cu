@@ -151,14 +151,16 @@ static void colsum(float *dst, const T *src, const T *x, const float *rstd, int 
     while (tx < tc && tx < COLSUM_THREADS) tx *= 2;
     const int ty = COLSUM_THREADS / tx;
     long per = (long)ty * COLSUM_ROWS_PER_THREAD;
-    if ((rows + per - 1) / per > COLSUM_MAX_CHUNKS) per = ((rows + COLSUM_MAX_CHUNKS - 1) / COLSUM_MAX_CHUNKS + ty - 1) / ty * ty;
+    if ((rows + per - 1) / per > COLSUM_MAX_CHUNKS)  // the fewest rows per chunk that keep to the cap, whole rounds of ty
+        per = ((rows + COLSUM_MAX_CHUNKS - 1) / COLSUM_MAX_CHUNKS + ty - 1) / ty * ty;
     const long chunks = (rows + per - 1) / per;
     float *partial = (float *)scp_cuda_scratch((size_t)chunks * C * sizeof(float));
     const dim3 grid((unsigned)chunks, (unsigned)((tc + tx - 1) / tx)), block((unsigned)tx, (unsigned)ty);
     scp_cuda_vec_dispatch<T>(v, [&](auto vc) {
         constexpr int V = decltype(vc)::value;
         auto kern = colsum_partial_kernel<T, V>;
-        kern<<<grid, block, (size_t)COLSUM_THREADS * V * sizeof(float)>>>(partial, src, x, rstd, ld, G, rows, C, mode, per);
+        const size_t smem_bytes = (size_t)COLSUM_THREADS * V * sizeof(float);
+        kern<<<grid, block, smem_bytes>>>(partial, src, x, rstd, ld, G, rows, C, mode, per);
     });
     SCP_LAUNCHED();
     colsum_finish_kernel<<<(unsigned)((C + 7) / 8), 256>>>(dst, partial, chunks, C);

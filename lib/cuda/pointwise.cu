@@ -57,7 +57,10 @@ template <typename T> static int swiglu_vec_width(const void *a, const void *b, 
     const long st[1] = {I};
     return scp_cuda_vec_width<T>(SCP_VEC<T>, p, 3, st, 1);
 }
-static dim3 swiglu_grid(int M, int I, int V) { return dim3((unsigned)((I / V + 255) / 256), (unsigned)(M < 65535 ? M : 65535)); }
+static dim3 swiglu_grid(int M, int I, int V)
+{
+    return dim3((unsigned)((I / V + 255) / 256), (unsigned)(M < 65535 ? M : 65535));
+}
 
 template <typename T> void scp_cuda_swiglu_fwd(T *h, const T *gateup, int M, int I)
 {

@@ -7,9 +7,10 @@
  * NaN); otherwise the figure is the relative error of the norm, ||got - ref|| / ||ref||, against a tolerance that
  * fits the arithmetic (see TOL_*). Also checks that two runs give the same bits (exact resume relies on it).
  *
- * usage: cuda-ops [--backend NAME]   (default: both CUDA tables; "cuda-fp32" or "cuda" (= "cuda-bf16") one; "cpu" runs the
- * same checks on the fast CPU backend, a dry run of this harness on a machine without a GPU). Exits 77 (skip)
- * when CUDA is not built or there is no GPU.
+ * usage: cuda-ops [--backend NAME]   (default: both CUDA tables; "cuda-fp32" or "cuda" (= "cuda-bf16") one;
+ *                                      "cpu" runs the same checks on the fast CPU backend, a dry run of this
+ *                                      harness on a machine without a GPU). Exits 77 (skip) when CUDA is not
+ *                                      built or there is no GPU.
  *        cuda-ops ... --small            fewer and smaller cases (for the emulator, tests/gpu/emulated.sh)
  *        cuda-ops --devices              prints the number of usable CUDA devices (0 without CUDA), for scripts. */
 #include <math.h>
