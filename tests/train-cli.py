@@ -45,6 +45,24 @@ r = train("--init", "random:" + cfg, "--data", shards, "-o", os.path.join(tmp, "
           "--attention", "bidirectional")
 ok(r.returncode == 2 and b"causal" in r.stderr, "ar with bidirectional attention: exit 2")
 
+# ---- a GPU backend where there is no GPU: one clear line, exit 1, no run directory left ----
+features = run(["scp-train", "--version"]).stdout
+ops = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.dirname(BIN)), "tests", "gpu", "cuda-ops")
+gpus = run([ops, "--devices"]).stdout.strip() if os.access(ops, os.X_OK) else b"?"
+nogpu = os.path.join(tmp, "run-nogpu")
+if b"cuda=no" in features:
+    r = train("--init", "random:" + cfg, "--data", shards, "-o", nogpu, "--steps", "1", "--backend", "cuda")
+    ok(r.returncode == 1 and b"no CUDA backend" in r.stderr and not os.path.exists(nogpu),
+       "--backend cuda in a build without CUDA: exit 1, says so, no run directory (%s)" % r.stderr.decode().strip())
+elif gpus == b"0":
+    for be in ("cuda", "cuda-fp32"):
+        r = train("--init", "random:" + cfg, "--data", shards, "-o", nogpu, "--steps", "1", "--backend", be)
+        ok(r.returncode == 1 and b"no usable GPU" in r.stderr and b"--backend cpu" in r.stderr and
+           not os.path.exists(nogpu), "--backend %s without a GPU: exit 1, says so, no run directory (%s)"
+           % (be, r.stderr.decode().strip()))
+else:
+    diag("a GPU is here (or cuda-ops is not built): the no-GPU message is not checked")
+
 # ---- a masked-diffusion run: warmup + cosine, eval lines, checkpoints ----
 run1 = os.path.join(tmp, "run1")
 lr, min_lr, warm, steps = 3e-3, 3e-4, 5, 40

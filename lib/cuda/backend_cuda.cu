@@ -25,13 +25,27 @@ cublasHandle_t scp_cuda_blas(void)
     return blas;
 }
 
+// A failed cudaMalloc of `bytes` for `what`. Out of memory is a question of size: say how much was asked and is
+// free. Anything else (no driver, no GPU, a GPU in a bad state: the first allocation is where a build with CUDA
+// on a machine without a GPU finds out) is not, and says so.
+[[noreturn]] static void alloc_failed(const char *what, size_t bytes, cudaError_t e)
+{
+    cudaGetLastError();  // clear the error before asking anything else
+    if (e != cudaErrorMemoryAllocation)
+        scp_die("CUDA: no usable GPU (%s, allocating %zu bytes of %s); --backend cpu runs without one",
+                cudaGetErrorString(e), bytes, what);
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    scp_die("CUDA: out of device memory (%zu bytes of %s; %zu of %zu free)", bytes, what, fr, tot);
+}
+
 void *scp_cuda_scratch(size_t bytes)
 {
     if (bytes > scratch_bytes) {
         if (scratch) SCP_CUDA(cudaFree(scratch));
         size_t n = bytes + bytes / 4;
-        if (cudaMalloc(&scratch, n) != cudaSuccess)
-            scp_die("CUDA: out of device memory (%zu bytes of scratch)", n);
+        cudaError_t e = cudaMalloc(&scratch, n);
+        if (e != cudaSuccess) alloc_failed("scratch", n, e);
         scratch_bytes = n;
     }
     return scratch;
@@ -42,13 +56,7 @@ static void *cuda_alloc(size_t bytes)
     void *p = NULL;
     size_t n = bytes ? bytes : 256;
     cudaError_t e = cudaMalloc(&p, n);
-    if (e != cudaSuccess) {
-        size_t fr = 0, tot = 0;
-        cudaGetLastError();
-        cudaMemGetInfo(&fr, &tot);
-        scp_die("CUDA: out of device memory (%zu bytes of model workspace; %zu of %zu free): %s", bytes, fr, tot,
-                cudaGetErrorString(e));
-    }
+    if (e != cudaSuccess) alloc_failed("model workspace", n, e);
     SCP_CUDA(cudaMemset(p, 0, n));
     return p;
 }
