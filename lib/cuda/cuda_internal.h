@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -107,17 +108,17 @@ template <typename T, typename F> static inline void scp_cuda_vec_dispatch(int v
     f(std::integral_constant<int, 1>());
 }
 #endif
-/* The widest V (a power of two, at most `most`) for which every pointer in ptrs (n of them) is aligned to
- * V sizeof(T) bytes and every element stride or count in strides (m of them: row strides, column offsets,
+/* The widest V (a power of two, at most SCP_VEC<T>) for which every pointer in ptrs (NULL ones ignored) is
+ * aligned to V sizeof(T) bytes and every element stride or count in strides (row strides, column offsets,
  * lengths) is a multiple of V: a kernel then touches only whole, aligned vectors. */
 template <typename T>
-static inline int scp_cuda_vec_width(int most, const void *const *ptrs, int n, const long *strides, int m)
+static inline int scp_cuda_vec_width(std::initializer_list<const void *> ptrs, std::initializer_list<long> strides)
 {
-    int v = most;
+    int v = SCP_VEC<T>;
     for (; v > 1; v /= 2) {
-        int ok = 1;
-        for (int i = 0; i < n && ok; i++) ok = ptrs[i] == NULL || (uintptr_t)ptrs[i] % (v * sizeof(T)) == 0;
-        for (int i = 0; i < m && ok; i++) ok = strides[i] % v == 0;
+        bool ok = true;
+        for (const void *p : ptrs) ok = ok && (p == NULL || (uintptr_t)p % (v * sizeof(T)) == 0);
+        for (long s : strides) ok = ok && s % v == 0;
         if (ok) break;
     }
     return v;

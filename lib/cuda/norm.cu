@@ -41,21 +41,12 @@ __global__ void rmsnorm_fwd_kernel(T *out, float *rstd, const T *x, const T *w, 
     }
 }
 
-// The vector width for rows of G groups of C elements, ld apart, at the given pointers (d may be NULL).
-template <typename T>
-static int group_vec_width(const void *a, const void *b, const void *c, const void *d, int C, int ld)
-{
-    const void *p[4] = {a, b, c, d};
-    const long st[2] = {C, ld};
-    return scp_cuda_vec_width<T>(SCP_VEC<T>, p, 4, st, 2);
-}
-
 template <typename T>
 void scp_cuda_rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int N, int G, int C, int ld, float eps)
 {
     long groups = (long)N * G;
     if (groups == 0) return;
-    scp_cuda_vec_dispatch<T>(group_vec_width<T>(out, x, w, NULL, C, ld), [&](auto vc) {
+    scp_cuda_vec_dispatch<T>(scp_cuda_vec_width<T>({out, x, w}, {C, ld}), [&](auto vc) {
         auto kern = rmsnorm_fwd_kernel<T, decltype(vc)::value>;
         kern<<<(unsigned)((groups + WARPS - 1) / WARPS), WARPS * 32>>>(out, rstd, x, w, N, G, C, ld, eps);
     });
@@ -142,16 +133,15 @@ template <typename T>
 static void colsum(float *dst, const T *src, const T *x, const float *rstd, int ld, int G, long rows, int C, int mode)
 {
     if (rows == 0 || C == 0) return;
-    const void *p[2] = {src, x};
-    const long st[2] = {C, ld};
-    const int v = scp_cuda_vec_width<T>(SCP_VEC<T>, p, 2, st, 2);
+    const int v = scp_cuda_vec_width<T>({src, x}, {C, ld});
     // TX: threads across the C / v column vectors (a power of two, up to 256); TY = 256 / TX across rows.
     const int tc = (C + v - 1) / v;
     int tx = 1;
     while (tx < tc && tx < COLSUM_THREADS) tx *= 2;
     const int ty = COLSUM_THREADS / tx;
     long per = (long)ty * COLSUM_ROWS_PER_THREAD;
-    if ((rows + per - 1) / per > COLSUM_MAX_CHUNKS)  // the fewest rows per chunk that keep to the cap, whole rounds of ty
+    // over the cap: the fewest rows per chunk that keep to it, in whole rounds of ty
+    if ((rows + per - 1) / per > COLSUM_MAX_CHUNKS)
         per = ((rows + COLSUM_MAX_CHUNKS - 1) / COLSUM_MAX_CHUNKS + ty - 1) / ty * ty;
     const long chunks = (rows + per - 1) / per;
     float *partial = (float *)scp_cuda_scratch((size_t)chunks * C * sizeof(float));
@@ -216,8 +206,7 @@ void scp_cuda_rmsnorm_bwd(T *dx, float *dw, const T *dout, const T *x, const T *
     long groups = (long)N * G;
     if (groups == 0) return;
     colsum<T>(dw, dout, x, rstd, ld, G, groups, C, 1);  // first: dx may overwrite dout
-    const int v = group_vec_width<T>(dx, dout, x, w, C, ld);
-    scp_cuda_vec_dispatch<T>(v, [&](auto vc) {
+    scp_cuda_vec_dispatch<T>(scp_cuda_vec_width<T>({dx, dout, x, w}, {C, ld}), [&](auto vc) {
         auto kern = rmsnorm_bwd_dx_kernel<T, decltype(vc)::value>;
         kern<<<(unsigned)((groups + WARPS - 1) / WARPS), WARPS * 32>>>(dx, dout, x, w, rstd, N, G, C, ld, accumulate);
     });
@@ -256,13 +245,9 @@ void scp_cuda_rope(T *x, const float *cos, const float *sin, int N, int T_, int 
 {
     const int half = hd / 2;
     if ((size_t)N * G * half == 0) return;
-    const void *p[1] = {x};
-    const long st[2] = {half, ld};
-    const int v = scp_cuda_vec_width<T>(SCP_VEC<T>, p, 1, st, 2);
-    const unsigned blocks = (unsigned)(N < 65535 * 16 ? N : 65535 * 16);
-    scp_cuda_vec_dispatch<T>(v, [&](auto vc) {
+    scp_cuda_vec_dispatch<T>(scp_cuda_vec_width<T>({x}, {half, ld}), [&](auto vc) {
         auto kern = rope_kernel<T, decltype(vc)::value>;
-        kern<<<blocks, 128>>>(x, cos, sin, N, T_, G, hd, ld, inverse ? -1.0f : 1.0f);
+        kern<<<scp_cuda_blocks((size_t)N, 1), 128>>>(x, cos, sin, N, T_, G, hd, ld, inverse ? -1.0f : 1.0f);
     });
     SCP_LAUNCHED();
 }

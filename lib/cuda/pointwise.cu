@@ -51,12 +51,6 @@ __global__ void swiglu_bwd_kernel(T *dgu, const T *dh, const T *gu, int M, int I
 }
 
 // Both launch 256 threads a block with the widest V their pointers and I allow.
-template <typename T> static int swiglu_vec_width(const void *a, const void *b, const void *c, int I)
-{
-    const void *p[3] = {a, b, c};
-    const long st[1] = {I};
-    return scp_cuda_vec_width<T>(SCP_VEC<T>, p, 3, st, 1);
-}
 static dim3 swiglu_grid(int M, int I, int V)
 {
     return dim3((unsigned)((I / V + 255) / 256), (unsigned)(M < 65535 ? M : 65535));
@@ -65,7 +59,7 @@ static dim3 swiglu_grid(int M, int I, int V)
 template <typename T> void scp_cuda_swiglu_fwd(T *h, const T *gateup, int M, int I)
 {
     if ((size_t)M * I == 0) return;
-    scp_cuda_vec_dispatch<T>(swiglu_vec_width<T>(h, gateup, NULL, I), [&](auto vc) {
+    scp_cuda_vec_dispatch<T>(scp_cuda_vec_width<T>({h, gateup}, {I}), [&](auto vc) {
         constexpr int V = decltype(vc)::value;
         auto kern = swiglu_fwd_kernel<T, V>;
         kern<<<swiglu_grid(M, I, V), 256>>>(h, gateup, M, I);
@@ -76,7 +70,7 @@ template <typename T> void scp_cuda_swiglu_fwd(T *h, const T *gateup, int M, int
 template <typename T> void scp_cuda_swiglu_bwd(T *dgateup, const T *dh, const T *gateup, int M, int I)
 {
     if ((size_t)M * I == 0) return;
-    scp_cuda_vec_dispatch<T>(swiglu_vec_width<T>(dgateup, dh, gateup, I), [&](auto vc) {
+    scp_cuda_vec_dispatch<T>(scp_cuda_vec_width<T>({dgateup, dh, gateup}, {I}), [&](auto vc) {
         constexpr int V = decltype(vc)::value;
         auto kern = swiglu_bwd_kernel<T, V>;
         kern<<<swiglu_grid(M, I, V), 256>>>(dgateup, dh, gateup, M, I);
@@ -379,31 +373,21 @@ template <typename D, typename S> __global__ void convert_kernel(D *dst, const S
     GRID_STRIDE(i, n) act_st(dst + i, act_ld(src + i));
 }
 
-template <typename T> void scp_cuda_to_act(T *dst, const float *src, size_t n)
+// dst (n) = src (n) between fp32 and the storage type: a plain copy where they are the same (fp32 storage).
+template <typename D, typename S> static void convert(D *dst, const S *src, size_t n)
 {
     if (n == 0) return;
-    if (sizeof(T) == 4) {  // fp32 storage: a plain copy
+    if (sizeof(D) == sizeof(S)) {
         if ((const void *)dst != (const void *)src)
-            SCP_CUDA(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice));
+            SCP_CUDA(cudaMemcpy(dst, src, n * sizeof(D), cudaMemcpyDeviceToDevice));
         return;
     }
-    auto kern = convert_kernel<T, float>;
+    auto kern = convert_kernel<D, S>;
     kern<<<scp_cuda_blocks(n, 256), 256>>>(dst, src, n);
     SCP_LAUNCHED();
 }
-
-template <typename T> void scp_cuda_from_act(float *dst, const T *src, size_t n)
-{
-    if (n == 0) return;
-    if (sizeof(T) == 4) {
-        if ((const void *)dst != (const void *)src)
-            SCP_CUDA(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice));
-        return;
-    }
-    auto kern = convert_kernel<float, T>;
-    kern<<<scp_cuda_blocks(n, 256), 256>>>(dst, src, n);
-    SCP_LAUNCHED();
-}
+template <typename T> void scp_cuda_to_act(T *dst, const float *src, size_t n) { convert<T, float>(dst, src, n); }
+template <typename T> void scp_cuda_from_act(float *dst, const T *src, size_t n) { convert<float, T>(dst, src, n); }
 
 #define INSTANTIATE(T)                                                                                          \
     template void scp_cuda_swiglu_fwd<T>(T *, const T *, int, int);                                             \
