@@ -13,9 +13,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "error.h"
-#include "model.h"
-#include "model_config.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "formats/model_config.h"
 
 static double now(void)
 {

@@ -1,15 +1,15 @@
 /* scp-eval choice: multiple-choice accuracy from continuation log-likelihoods (lm-eval-harness style JSONL
- * tasks); the likelihoods are lib/eval_choice.c. JSON on stdout. */
+ * tasks); the likelihoods are lib/eval/choice.c. JSON on stdout. */
 #include "scp-eval.h"
 
-#include "cli.h"
-#include "error.h"
-#include "eval_choice.h"
-#include "io.h"
-#include "json.h"
-#include "model.h"
-#include "progress.h"
-#include "tokenizer.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "eval/choice.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "model/model.h"
+#include "core/progress.h"
+#include "tok/tokenizer.h"
 
 #include <getopt.h>
 #include <math.h>

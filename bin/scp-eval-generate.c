@@ -1,15 +1,15 @@
 /* scp-eval generate: text from a checkpoint, by iterative unmasking (diffusion checkpoints) or next-token
- * decoding (causal ones); the sampler is lib/sampler.c. Text (or JSONL) on stdout. */
+ * decoding (causal ones); the sampler is lib/eval/sampler.c. Text (or JSONL) on stdout. */
 #include "scp-eval.h"
 
-#include "cli.h"
-#include "error.h"
-#include "io.h"
-#include "json.h"
-#include "model.h"
-#include "progress.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "model/model.h"
+#include "core/progress.h"
+#include "eval/sampler.h"
+#include "tok/tokenizer.h"
 
 #include <getopt.h>
 #include <stdio.h>

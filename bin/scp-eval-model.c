@@ -2,8 +2,8 @@
  * it: mode, BOS, logit shift, mask id, threads, backend) and their resolution against config.json. */
 #include "scp-eval.h"
 
-#include "cli.h"
-#include "error.h"
+#include "core/cli.h"
+#include "core/error.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -3,18 +3,18 @@
  *   scp-eval ppl  --model CKPT --data SHARDS [--split val|train] [--max-seqs N]
  *   scp-eval elbo --model CKPT --data SHARDS [--samples N] [--seed S]
  * Both also read a token stream cut into windows (--tokens FILE --seq-len N --stride S), which is how the
- * usual perplexity protocol (overlapping windows) is reproduced. The computations are in lib/eval_loss.c. */
+ * usual perplexity protocol (overlapping windows) is reproduced. The computations are in lib/eval/loss.c. */
 #include "scp-eval.h"
 
-#include "cli.h"
-#include "error.h"
-#include "eval_loss.h"
-#include "io.h"
-#include "model.h"
-#include "shard.h"
-#include "tokenizer.h"
-#include "train_opts.h"
-#include "train_source.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "eval/loss.h"
+#include "core/io.h"
+#include "model/model.h"
+#include "data/shard.h"
+#include "tok/tokenizer.h"
+#include "train/opts.h"
+#include "data/source.h"
 
 #include <getopt.h>
 #include <inttypes.h>

@@ -10,8 +10,8 @@ int scp_eval_elbo_main(int argc, char **argv);
 int scp_eval_generate_main(int argc, char **argv);
 int scp_eval_choice_main(int argc, char **argv);
 
-#include "model.h"
-#include "tokenizer.h"
+#include "model/model.h"
+#include "tok/tokenizer.h"
 
 /* bin/scp-eval-model.c: the options generate and choice share (which checkpoint, and how to read it). */
 enum { SCP_EVAL_O_MODE = 1000, SCP_EVAL_O_NO_BOS, SCP_EVAL_O_SHIFT, SCP_EVAL_O_NO_SHIFT, SCP_EVAL_O_MASK_ID,

@@ -1,7 +1,7 @@
 /* scp-export: a checkpoint directory -> a Hugging Face directory or a GGUF file (lib/export*.c). */
-#include "cli.h"
-#include "error.h"
-#include "export.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "convert/export.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
 /* scp-import: an HF model directory, a llama2.c checkpoint or a GGUF file -> a checkpoint directory
  * (scp-import(1), scp-checkpoint(5)). */
-#include "cli.h"
-#include "error.h"
-#include "import.h"
-#include "io.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "convert/import.h"
+#include "core/io.h"
 
 #include <getopt.h>
 #include <stdio.h>

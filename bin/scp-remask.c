@@ -1,14 +1,14 @@
 /* scp-remask: the forward process of masked diffusion as a pipeline stage (man 1 scp-remask): shard set ->
- * masked examples (man 5 scp-masked), with the library code scp-train uses online (lib/mask.c). */
-#include "cli.h"
-#include "error.h"
-#include "io.h"
-#include "mask.h"
-#include "masked_examples.h"
-#include "model_config.h"
-#include "progress.h"
-#include "shard.h"
-#include "tokenizer.h"
+ * masked examples (man 5 scp-masked), with the library code scp-train uses online (lib/data/mask.c). */
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "data/mask.h"
+#include "formats/masked_examples.h"
+#include "formats/model_config.h"
+#include "core/progress.h"
+#include "data/shard.h"
+#include "tok/tokenizer.h"
 
 #include <getopt.h>
 #include <inttypes.h>

@@ -1,11 +1,11 @@
 /* scp-shard: pack token streams into a shard set (man 1 scp-shard, format in man 5 scp-shards); --info and
  * --verify inspect one. */
-#include "cli.h"
-#include "error.h"
-#include "io.h"
-#include "json.h"
-#include "shard.h"
-#include "shard_write.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "data/shard.h"
+#include "data/shard_write.h"
 
 #include <getopt.h>
 #include <inttypes.h>

@@ -3,13 +3,13 @@
  *
  * Documents are read in order into batches of about 8 MB; a pool of threads encodes a batch (each thread takes
  * the next document), then the batch is written in input order, so the output is the same for any -j. */
-#include "cli.h"
-#include "error.h"
-#include "io.h"
-#include "progress.h"
-#include "textinput.h"
-#include "tokenizer.h"
-#include "tokstream.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/progress.h"
+#include "data/textinput.h"
+#include "tok/tokenizer.h"
+#include "formats/tokstream.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,12 +1,12 @@
-/* dist-nccl-smoke.c: the NCCL path of dist.h on a real GPU: a one-rank communicator (no launcher: the MPI
+/* dist-nccl-smoke.c: the NCCL path of dist/dist.h on a real GPU: a one-rank communicator (no launcher: the MPI
  * broadcast of the unique id is skipped), an in-place all-reduce of 3M floats ordered after the caller's stream,
  * and the polled wait. With one rank the sum is the vector itself, so the values must come back unchanged; the
  * test exercises communicator creation, stream ordering, completion and teardown.
  * Skips (77) without a CUDA device (CI builds it with nvcc and runs it on no GPU). */
 #include "tap.h"
 
-#include "dist.h"
-#include "error.h"
+#include "dist/dist.h"
+#include "core/error.h"
 
 #include <cuda_runtime.h>
 #include <stdlib.h>

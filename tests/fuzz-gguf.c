@@ -1,8 +1,8 @@
 /* fuzz-gguf.c: libFuzzer target for the GGUF reader (scp_gguf_parse): any input is either refused with a
  * message or parsed into metadata and tensors that lie inside the buffer; the typed getters then read every
  * value. Built by `make fuzz`. */
-#include "error.h"
-#include "gguf.h"
+#include "core/error.h"
+#include "formats/gguf.h"
 
 #include <stdint.h>
 #include <stdlib.h>

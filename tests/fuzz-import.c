@@ -2,8 +2,8 @@
  * written to a memory file and imported as scp-import does (open, validate against the parameter table, choose
  * the mask token, convert to bf16, summarise), without writing a checkpoint. Any input is refused with a
  * message or imported. Built by `make fuzz`. */
-#include "error.h"
-#include "import.h"
+#include "core/error.h"
+#include "convert/import.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* fuzz-safetensors.c: libFuzzer target for the safetensors header parser (scp_st_parse): any input is either
  * refused with a message or parsed into tensors that lie inside the buffer. Built by `make fuzz`. */
-#include "error.h"
-#include "safetensors.h"
+#include "core/error.h"
+#include "formats/safetensors.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -75,7 +75,7 @@ def inv_freq(cfg):
 
 def ref_loss(cfg, P, ids, target, weight, visible, bf16=False):
     """P: name -> float64 leaf tensors. visible: (B, T, T) bool. Returns loss, token nll (B, T), logits.
-    bf16: the same maths with scp's bf16 storage (backend.h "Storage"): the weights read as bf16 copies, and
+    bf16: the same maths with scp's bf16 storage (model/backend.h "Storage"): the weights read as bf16 copies, and
     every activation scp keeps (and its gradient) rounded to bf16 where scp stores it."""
     R = storage_rounding(bf16)
     if bf16:
@@ -146,7 +146,7 @@ def param_shapes(cfg):
     return shapes
 
 
-def group_of(name):  # mirrors model_config.c's table and grad-helper's factors
+def group_of(name):  # mirrors formats/model_config.c's table and grad-helper's factors
     if "embed_tokens" in name or name.startswith("lm_head"):
         return 1.0
     if "layernorm" in name or name == "model.norm.weight":

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
-#include "model.h"
-#include "safetensors.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "formats/safetensors.h"
 
 static const scp_tensor_info *need(const scp_st_file *f, const char *name, scp_dtype dt)
 {

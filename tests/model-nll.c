@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "error.h"
-#include "io.h"
-#include "model.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "model/model.h"
 
 int main(int argc, char **argv)
 {

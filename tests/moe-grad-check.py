@@ -1,4 +1,4 @@
-"""moe-grad-check.py: qwen3_moe layers (the mixture-of-experts step of lib/model_moe.c) against PyTorch autograd in
+"""moe-grad-check.py: qwen3_moe layers (the mixture-of-experts step of lib/model/moe.c) against PyTorch autograd in
 float64: the loss, the logits, the per-expert load and every parameter gradient (router and experts included) of
 our fp32 step on random small models, for several expert counts and top-k, norm_topk_prob on and off, the
 load-balancing and z losses (also over micro-batches), on the "cpu" and "cpu-ref" backends (and "cpu-mirror", the host/device copies); and --recompute

@@ -1,7 +1,7 @@
 /* moe-helper.c: the C side of tests/moe-grad-check.py. Loads a (qwen3_moe) checkpoint directory and a batch
  * (safetensors: input, target, weight (B, T) as grad-helper.c; metadata attn = causal | bidirectional), runs one
  * training step's forward + backward and writes OUT (safetensors):
- *   loss (1) F64 = the weighted cross-entropy + AUX * aux + Z * z, ce, aux, z (1) F64 (model_moe.h),
+ *   loss (1) F64 = the weighted cross-entropy + AUX * aux + Z * z, ce, aux, z (1) F64 (model/moe.h),
  *   load (E) I64, logits (B, T, V), grad.NAME for every parameter,
  *   recompute_same (1) I32: 1 when the step with --recompute gave bitwise the same loss and gradients.
  * Options: --backend NAME (cpu), --aux COEF, --z COEF, --micro N (micro-batches of N sequences, each with
@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
-#include "model.h"
-#include "model_moe.h"
-#include "safetensors.h"
+#include "core/error.h"
+#include "model/model.h"
+#include "model/moe.h"
+#include "formats/safetensors.h"
 
 static const scp_tensor_info *need(const scp_st_file *f, const char *name, scp_dtype dt)
 {

@@ -1,15 +1,15 @@
-/* moe-unit.c: the MoE entries of the CPU backends (lib/cpu/moe.c) on hand-made inputs whose answers are known:
+/* moe-unit.c: the MoE entries of the CPU backends (lib/model/cpu/moe.c) on hand-made inputs whose answers are known:
  * ties go to the lower index in order, renormalised weights sum to 1, k = E takes every expert in order of
  * probability, column sums and logsumexp as written out, the combine and its backward on a permutation; and the
- * model-level controls (model_moe.h) on a dense model (no experts, nothing counted). */
+ * model-level controls (model/moe.h) on a dense model (no experts, nothing counted). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "model.h"
-#include "model_moe.h"
+#include "model/backend.h"
+#include "model/model.h"
+#include "model/moe.h"
 #include "tap.h"
 
 static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol * (1 + fabs(b)); }

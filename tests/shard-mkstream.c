@@ -4,11 +4,11 @@
  *   shard-mkstream [--docs N | --tokens N] [--vocab V] [--min A] [--max B] [--seed S] [--hash HEX]
  *                  [--bos ID] [--eos ID] [--pad ID] [--mask ID] [-o FILE]
  * --tokens N: documents until at least N tokens. */
-#include "cli.h"
-#include "error.h"
-#include "io.h"
-#include "rng.h"
-#include "tokstream.h"
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/rng.h"
+#include "formats/tokstream.h"
 
 #include <getopt.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-// tokenize-hf.js: reference encodings for tests/tokenize-hf.py and tools/bench-tokenize.
+// tokenize-hf.js: reference encodings for tests/tokenize-hf.py and bench/tokenize.
 //   node tokenize-hf.js hf TOKENIZER.json jsonl|lines FILE      -> ids per document, one line each
 //   node tokenize-hf.js tiktoken-gpt2 - jsonl|lines FILE        -> the same with js-tiktoken's gpt2
 //   node tokenize-hf.js gpt3enc - jsonl|lines FILE              -> the same with gpt-3-encoder

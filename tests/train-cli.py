@@ -81,7 +81,7 @@ ok(all(x["tokens"] == x["step"] * 8 * T for x in trainl), "tokens count whole ba
 ok(set(trainl[0]["lr"]) == {"embed", "attn", "mlp", "norm"}, "lr per group present in the model")
 
 
-def want_lr(s):   # s: 0-based update index; the schedule of train_sched.h, written out independently here
+def want_lr(s):   # s: 0-based update index; the schedule of train/schedule.h, written out independently here
     if s < warm:
         return lr * (s + 1) / warm
     p = (s - warm + 1) / (steps - warm)

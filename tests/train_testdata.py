@@ -18,7 +18,7 @@ def write_tokstream(path, docs, vocab, bos=1, eos=2, pad=-1, mask=-1, tok_hash=0
         body += struct.pack("<I", len(d))
         body += struct.pack("<%d%s" % (len(d), "H" if tb == 2 else "I"), *d)
         n_tok += len(d)
-    # The CRC32 covers everything before the CRC field itself (lib/tokstream.c), trailer counts included.
+    # The CRC32 covers everything before the CRC field itself (lib/formats/tokstream.c), trailer counts included.
     body += struct.pack("<IQQ", 0xFFFFFFFF, len(docs), n_tok)
     body += struct.pack("<I", zlib.crc32(bytes(body)) & 0xFFFFFFFF)
     with open(path, "wb") as f:

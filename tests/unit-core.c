@@ -2,14 +2,14 @@
  * config parsing and the parameter table. */
 #include "tap.h"
 
-#include "dtype.h"
-#include "error.h"
-#include "io.h"
-#include "json.h"
-#include "model_config.h"
-#include "safetensors.h"
-#include "tokstream.h"
-#include "rng.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "formats/model_config.h"
+#include "formats/safetensors.h"
+#include "formats/tokstream.h"
+#include "core/rng.h"
 
 #include <math.h>
 #include <stdint.h>

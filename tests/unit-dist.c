@@ -3,12 +3,12 @@
  * shard with boundaries inside parameters. The multi-process behaviour is tests/train-mpi*.py. */
 #include "tap.h"
 
-#include "dist.h"
-#include "dist_zero.h"
-#include "error.h"
-#include "json.h"
-#include "model.h"
-#include "model_config.h"
+#include "dist/dist.h"
+#include "dist/zero.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "model/model.h"
+#include "formats/model_config.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -3,12 +3,12 @@
  * RoPE row permutation on a worked example, and the checkpoint writer (all or nothing). */
 #include "tap.h"
 
-#include "checkpoint.h"
-#include "error.h"
-#include "gguf.h"
-#include "import.h"
-#include "io.h"
-#include "json.h"
+#include "formats/checkpoint.h"
+#include "core/error.h"
+#include "formats/gguf.h"
+#include "convert/import.h"
+#include "core/io.h"
+#include "core/json.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,14 +1,14 @@
-/* unit-mask.c: the forward noising process (lib/mask.c): schedules against their definitions (weights
+/* unit-mask.c: the forward noising process (lib/data/mask.c): schedules against their definitions (weights
  * against numeric derivatives, means against numeric integrals), the t samplers (range, strata, pairs,
  * chi-square uniformity), and the per-example masks (determinism, prompt and keep positions, the masked
  * fraction within a binomial bound). */
 #include "tap.h"
 
-#include "mask.h"
-#include "masked_examples.h"
-#include "rng.h"
-#include "io.h"
-#include "error.h"
+#include "data/mask.h"
+#include "formats/masked_examples.h"
+#include "core/rng.h"
+#include "core/io.h"
+#include "core/error.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -9,13 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../lib/cpu/cpu.h"
-#include "error.h"
-#include "io.h"
-#include "json.h"
-#include "model.h"
-#include "rng.h"
-#include "safetensors.h"
+#include "model/cpu/cpu.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "model/model.h"
+#include "core/rng.h"
+#include "formats/safetensors.h"
 
 static json_t *small_config(const char *arch, int tied)
 {

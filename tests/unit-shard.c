@@ -4,13 +4,13 @@
  * and corrupt or truncated shards are refused with a message naming the file, never a crash. */
 #include "tap.h"
 
-#include "error.h"
-#include "io.h"
-#include "json.h"
-#include "rng.h"
-#include "shard.h"
-#include "shard_write.h"
-#include "tokstream.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "core/rng.h"
+#include "data/shard.h"
+#include "data/shard_write.h"
+#include "formats/tokstream.h"
 
 #include <stdint.h>
 #include <stdlib.h>

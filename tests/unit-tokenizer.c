@@ -3,10 +3,10 @@
  * small byte-level BPE tokenizer.json and a small llama2.c tokenizer.bin written here, and malformed inputs. */
 #include "tap.h"
 
-#include "error.h"
-#include "io.h"
-#include "tok_internal.h"
-#include "tokenizer.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "tok/tok_internal.h"
+#include "tok/tokenizer.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -3,17 +3,17 @@
  * pruning, stale temporaries) and metrics.jsonl truncation. */
 #include "tap.h"
 
-#include "error.h"
-#include "io.h"
-#include "json.h"
-#include "model.h"
-#include "model_config.h"
-#include "train_batch.h"
-#include "train_metrics.h"
-#include "mask.h"
-#include "train_opts.h"
-#include "train_sched.h"
-#include "train_state.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "model/model.h"
+#include "formats/model_config.h"
+#include "data/batch.h"
+#include "train/metrics.h"
+#include "data/mask.h"
+#include "train/opts.h"
+#include "train/schedule.h"
+#include "train/state.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -4,9 +4,9 @@
 # half of the positions) on scp's CUDA backend (bench/gpu/scp-step) and on PyTorch (bench/gpu/torch-step.py:
 # transformers' Qwen3 in bf16, SDPA, fused AdamW) in the same call, on the same GPU. Prints both JSON lines, then
 # a table: tokens/s, TFLOP/s, MFU against the GPU's dense bf16 peak, the ratio, and scp's time per operation.
-# The table step (every entry of the operation table in lib/model.c's order) runs on "cuda" (bf16 storage) once
+# The table step (every entry of the operation table in lib/model/model.c's order) runs on "cuda" (bf16 storage) once
 # per CUDA attention path (SCP_CUDA_ATTN=gemm and =flash, with both rows' attention_fwd / attention_bwd times in
-# ms) and on "cuda-fp32" (fp32 storage); the driver step (lib/model.c, as scp-train runs it) on cuda, on cuda
+# ms) and on "cuda-fp32" (fp32 storage); the driver step (lib/model/model.c, as scp-train runs it) on cuda, on cuda
 # with --recompute, and on cuda-fp32. The per-operation breakdown is the cuda gemm run's, beside cuda-fp32's.
 #
 #   bench/gpu/bench.sh [-b BUILDDIR] [-B BATCH] [-T SEQ] [-n STEPS] [-o JSONFILE] [--quick] [--tiny --device cpu (dry run)]
@@ -55,7 +55,7 @@ step() {
     env ${attn:+SCP_CUDA_ATTN=$attn} "$build/bench/gpu/scp-step" $tiny --batch "$batch" --seq "$seq" --steps "$steps" --peak-tflops "$peak" "$@" \
         >"$tmp/$out.json" 2>"$tmp/$out.err" || { echo "# scp-step $* failed:"; sed 's/^/#   /' "$tmp/$out.err"; status=1; }
 }
-# The table step once per CUDA attention path (lib/cuda/attention.cu: SCP_CUDA_ATTN=gemm, cuBLAS GEMMs over
+# The table step once per CUDA attention path (lib/model/cuda/attention.cu: SCP_CUDA_ATTN=gemm, cuBLAS GEMMs over
 # materialised scores, the default where its scratch fits; =flash, the fused kernels). scp.json is the gemm run.
 step scp gemm --backend $be
 [ -n "$quick" ] || step flash flash --backend $be

@@ -1,7 +1,7 @@
 /* gemm-dtypes.c: what bf16 storage would buy the CUDA backend's matmuls. Times the forward GEMMs of the
  * Qwen3-0.6B benchmark step (M = 8192 token rows; q|k|v 1024 -> 4096, o 2048 -> 1024, gate|up 1024 -> 6144,
  * down 3072 -> 1024, the LM head 1024 -> 151936 on 4096 rows) through cuBLAS three ways:
- *   fp32      fp32 A, B, C with CUBLAS_COMPUTE_32F_FAST_16BF: what lib/cuda/backend_cuda.cu does now
+ *   fp32      fp32 A, B, C with CUBLAS_COMPUTE_32F_FAST_16BF: what lib/model/cuda/backend_cuda.cu does now
  *   bf16      bf16 A, B, fp32 C, CUBLAS_COMPUTE_32F: the same GEMM on bf16 storage
  *   bf16-out  bf16 A, B, C: PyTorch's bf16 path
  * Inputs are random (never zeros); each GEMM runs 3 times untimed, then 20 times between CUDA events; the median

@@ -15,7 +15,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/scp-ptxas.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 echo "# $($nvcc --version | tail -1), -O3 -arch=$arch"
 printf '%-16s %-58s %5s %7s %7s %8s\n' file kernel regs spill_st spill_ld smem_B
-for f in "$root"/lib/cuda/*.cu; do
+for f in "$root"/lib/model/cuda/*.cu; do
     "$nvcc" -O3 -std=c++17 -arch="$arch" -I"$root/lib" -Xptxas -v -c "$f" -o "$tmp/x.o" 2>"$tmp/log" || { cat "$tmp/log"; exit 1; }
     # ptxas prints per function: "Compiling entry function 'NAME'", "... bytes spill stores, ... spill loads",
     # "Used N registers, ... bytes smem, ..."

@@ -1,17 +1,17 @@
 /* scp-step.c: the C side of bench/gpu/bench.sh. Times a full masked-diffusion training step (forward, backward,
  * AdamW; bidirectional attention) of a Qwen3-shaped decoder on a backend's operation table, calling the
- * entries in the order lib/model.c calls them (fused q|k|v and gate|up weights, per-head q/k norm, RoPE, tied
+ * entries in the order lib/model/model.c calls them (fused q|k|v and gate|up weights, per-head q/k norm, RoPE, tied
  * embeddings, the LM head and cross-entropy in chunks of rows so that fp32 logits for the whole batch never
  * exist). It drives the table directly, not scp_model_step, so that it measures the backend whatever the
  * driver's state. Prints one JSON object: step time, tokens/s, model FLOPs and MFU against the given peak, and
  * the time per operation (a separate step with a device synchronisation around each call).
  *
  * Activations are the table's storage type (scp_act: fp32, or bf16 on "cuda-bf16"); the fp32 master weights are
- * rounded into a compute copy at the start of each step (to_act), as lib/model.c does (fp32 storage uses the
+ * rounded into a compute copy at the start of each step (to_act), as lib/model/model.c does (fp32 storage uses the
  * master weights in place); weight gradients and AdamW stay fp32.
  *
  * usage: scp-step [--backend cuda|cuda-bf16|cuda-fp32|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
- *                 [--driver [--recompute]]   (the step through lib/model.c, as scp-train runs it)
+ *                 [--driver [--recompute]]   (the step through lib/model/model.c, as scp-train runs it)
  * Default: the Qwen3-0.6B shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072,
  * vocab 151936), B = 4, T = 2048, 3 timed steps after one warm-up. --tiny: a small shape for a dry run. */
 #include <getopt.h>
@@ -22,14 +22,14 @@
 #include <time.h>
 
 #include "config.h"
-#include "backend.h"
-#include "backend_profile.h"
-#include "error.h"
-#include "model.h"
+#include "model/backend.h"
+#include "model/backend_profile.h"
+#include "core/error.h"
+#include "model/model.h"
 #include <jansson.h>
 #if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
-#include "cuda/backend_cuda.h"
-#include "cuda/cuda_device.h"
+#include "model/cuda/backend_cuda.h"
+#include "model/cuda/cuda_device.h"
 #endif
 
 static double now(void)
@@ -50,7 +50,7 @@ static void sync_dev(int cuda)
     if (cuda) base->download(&x, sync_buf, sizeof x);
 }
 
-/* ---- a profiling table: every entry synchronised and timed (lib/backend_profile.c) ----------------- */
+/* ---- a profiling table: every entry synchronised and timed (lib/model/backend_profile.c) ----------------- */
 static double op_t[SCP_PROF_N];
 static void sync_current(void) { sync_dev(is_cuda); }
 
@@ -117,7 +117,7 @@ static void net_init(net *m, const scp_backend *be)
     size_t LM = (size_t)L * M;
     m->resid = AA(be, (LM + M) * D), m->ln1 = AA(be, LM * D), m->rstd1 = A(be, LM), m->qkv = AA(be, LM * m->S);
     /* Attention state kept for backward: the CUDA backend keeps the log-sum-exp (B, H, T), the CPU backends the
-     * probabilities (B, H, T, T) (lib/backend.h, lib/cuda/backend_cuda.h). */
+     * probabilities (B, H, T, T) (lib/model/backend.h, lib/model/cuda/backend_cuda.h). */
     m->att_n = (size_t)m->B * m->H * m->T * (is_cuda ? 1 : (size_t)m->T);
     m->raw = AA(be, LM * m->S), m->rq = A(be, LM * (m->H + m->KV)), m->lse = A(be, (size_t)L * m->att_n);
     m->atty = AA(be, LM * m->qd), m->x2 = AA(be, LM * D), m->ln2 = AA(be, LM * D), m->rstd2 = A(be, LM);
@@ -163,7 +163,7 @@ static void net_free(net *m, const scp_backend *be)
     for (size_t i = 0; i < sizeof o / sizeof *o; i++) free(o[i]);
 }
 
-/* One step: forward, backward (as lib/model.c orders the calls), AdamW. Returns the loss. */
+/* One step: forward, backward (as lib/model/model.c orders the calls), AdamW. Returns the loss. */
 static double step(const net *m, const scp_backend *be, int t)
 {
     const int L = m->L, D = m->D, M = m->M, S = m->S, qd = m->qd, kvd = m->kvd, I = m->I, V = m->V, H = m->H, KV = m->KV;
@@ -240,7 +240,7 @@ static double step(const net *m, const scp_backend *be, int t)
     return loss;
 }
 
-/* --driver: the same shape and batch through lib/model.c (scp_model_step with the device-resident weights,
+/* --driver: the same shape and batch through lib/model/model.c (scp_model_step with the device-resident weights,
  * gradients and moments, then the gradient norm and AdamW), as scp-train runs it. The driver scores only the
  * masked rows in the LM head (the table path above projects every row), so it does less work than the FLOP count
  * assumes, which is the one for the whole batch like PyTorch's. Prints the step time; no per-op breakdown. */

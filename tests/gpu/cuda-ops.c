@@ -20,12 +20,12 @@
 #include <string.h>
 
 #include "config.h"
-#include "backend.h"
-#include "dtype.h"
+#include "model/backend.h"
+#include "core/dtype.h"
 #include "../tap.h"
 #if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
-#include "cuda/backend_cuda.h"
-#include "cuda/cuda_device.h"
+#include "model/cuda/backend_cuda.h"
+#include "model/cuda/cuda_device.h"
 #endif
 
 static const scp_backend *X;                     /* under test */
@@ -118,12 +118,12 @@ static float *fetch(const void *d, size_t n)
     return h;
 }
 
-/* Activation storage (scp_act, lib/backend.h): fp32, or bf16 (2-byte elements) where bf. The host keeps every
+/* Activation storage (scp_act, lib/model/backend.h): fp32, or bf16 (2-byte elements) where bf. The host keeps every
  * array as floats; in bf16 runs randv() rounds them to bf16 values, so that both sides start from the same
  * numbers. ract() makes a reference-side copy in R's storage (R's buffers are host memory: cpu-ref, or
  * cpu-bf16 holding bf16 bits), xact() a device copy in X's; rget()/xget() widen back to floats; AT() offsets
  * by whole elements; xpoison() is poison() for n elements. */
-static void bfround(float *x, size_t n)   /* to the nearest bf16 values (lib/dtype.c) */
+static void bfround(float *x, size_t n)   /* to the nearest bf16 values (lib/core/dtype.c) */
 {
     for (size_t i = 0; i < n; i++) x[i] = scp_bf16_to_f32(scp_f32_to_bf16(x[i]));
 }
@@ -424,7 +424,7 @@ static void attention_cases(void)
 }
 
 /* attention_decode: one query (H heads) against the first n rows of a cache of q|k|v rows (row stride ld, as
- * lib/model.c keeps it), GQA. */
+ * lib/model/model.c keeps it), GQA. */
 static void test_attention_decode(int n, int H, int KV, int hd, int pad)
 {
     char what[128];
@@ -603,7 +603,7 @@ static void run_cases(void)
     else
         test_matmul(128, 1024, 3072);
     /* The memory-bound kernels take 16-byte (and 8-, 4-byte) vector accesses where rows, groups and pointers
-     * allow, scalar ones elsewhere (lib/cuda/cuda_internal.h act_ldv): cases for each. */
+     * allow, scalar ones elsewhere (lib/model/cuda/cuda_internal.h act_ldv): cases for each. */
     test_rmsnorm(37, 1, 96, 96);
     test_rmsnorm(37, 4, 16, 80);
     test_rmsnorm(29, 3, 10, 34);   /* scalar: C and ld not multiples of 4 */
@@ -616,7 +616,7 @@ static void run_cases(void)
     test_rope(1, 9, 2, 128, 256);
     test_rope(2, 5, 3, 6, 20);     /* odd half (3): scalar */
     if (strncmp(X->name, "cuda", 4) == 0) {
-        /* every case through both CUDA attention paths (lib/cuda/attention.cu reads SCP_CUDA_ATTN at each call) */
+        /* every case through both CUDA attention paths (lib/model/cuda/attention.cu reads SCP_CUDA_ATTN at each call) */
         static const char *paths[] = {"flash", "gemm"};
         for (int p = 0; p < 2; p++) {
             attn_path = paths[p];
@@ -698,7 +698,7 @@ int main(int argc, char **argv)
     return tap_done();
 }
 
-/* ---- mixture of experts (lib/cuda/moe.cu): routing, its backward, the weighted combine and its backward ---- */
+/* ---- mixture of experts (lib/model/cuda/moe.cu): routing, its backward, the weighted combine and its backward ---- */
 static void test_moe_case(int M, int E, int k, int norm, int D, int ties)
 {
     char what[128];

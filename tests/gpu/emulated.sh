@@ -1,6 +1,6 @@
 #!/bin/sh
 # emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/gpu/cuda-ops against the
-# CPU reference, where there is no GPU. lib/cuda/*.cu are compiled by the C++ compiler against a small SIMT
+# CPU reference, where there is no GPU. lib/model/cuda/*.cu are compiled by the C++ compiler against a small SIMT
 # emulator (tests/gpu/emu/: one fiber per CUDA thread, real barriers behind __syncthreads and the warp
 # shuffles, NaN-filled dynamic shared memory, launch geometry and shared-memory size checked, a plain GEMM with
 # cuBLAS's argument checks in place of cuBLAS). It catches indexing, tiling, masking, reduction-order and
@@ -22,14 +22,14 @@ san="-fsanitize=alignment -fno-sanitize-recover=alignment"
 case $cflags in *-fsanitize*) skip_all "the emulator's fibers (swapcontext) do not run under AddressSanitizer" ;; esac
 src=$SCP_SRCDIR
 objs=
-for f in "$src"/lib/cuda/*.cu; do
+for f in "$src"/lib/model/cuda/*.cu; do
     b=$(basename "$f" .cu)
     # k<<<g, b, s>>>(args) -> emu_launch(k, g, b, s)(args); dynamic shared memory from the emulator.
     sed -e 's/\([A-Za-z_][A-Za-z_0-9]*\(<[0-9]*>\)\{0,1\}\)<<<\([^>]*\)>>>(/emu_launch(\1, \3)(/g' \
         -e 's/extern __shared__ float smem\[\];/float *smem = emu_dyn_smem();/' "$f" >"$TMP/$b.cc"
     if ! "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -I"$src/lib/cuda" -I"$src/lib" \
         -c "$TMP/$b.cc" -o "$TMP/$b.o" 2>"$TMP/cxx.err"; then
-        echo "not ok 1 - lib/cuda/$b.cu compiles for the emulator"; sed 's/^/# /' "$TMP/cxx.err" | head -30
+        echo "not ok 1 - lib/model/cuda/$b.cu compiles for the emulator"; sed 's/^/# /' "$TMP/cxx.err" | head -30
         echo "1..1"; exit 1
     fi
     objs="$objs $TMP/$b.o"
@@ -41,7 +41,7 @@ done
         2>"$TMP/ld.err" || { echo "not ok 1 - the emulated cuda-ops links"; sed 's/^/# /' "$TMP/ld.err" | head -30; echo "1..1"; exit 1; }
 [ -n "${EMU_KEEP:-}" ] && cp "$TMP/cuda-ops-emu" "$EMU_KEEP"
 # The op-by-op parity (TAP), then whole training steps of a small Qwen3-shaped model through the table
-# (bench/gpu/scp-step --tiny: every entry in lib/model.c's order, chunked LM head, AdamW) against cpu-ref.
+# (bench/gpu/scp-step --tiny: every entry in lib/model/model.c's order, chunked LM head, AdamW) against cpu-ref.
 "$TMP/cuda-ops-emu" --small >"$TMP/ops.tap"
 ops_rc=$?
 grep -v '^1\.\.' "$TMP/ops.tap"
@@ -58,7 +58,7 @@ $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp
 # neighbouring bf16 number: 1e-4 rather than fp32's 1e-5.
 "$TMP/scp-step-emu" --backend cuda-bf16 --tiny --steps 1 >"$TMP/cuda16.json" 2>>"$TMP/step.err"
 "$TMP/scp-step-emu" --backend cpu-bf16 --tiny --steps 1 >"$TMP/ref16.json" 2>>"$TMP/step.err"
-# The same steps through the model driver (lib/model.c's device-resident path: weights, gradients and AdamW
+# The same steps through the model driver (lib/model/model.c's device-resident path: weights, gradients and AdamW
 # moments in emulated device memory, gradient norm and clipping there), where libscp was built with CUDA (its
 # scp_backend_find then hands out the emulated table).
 drv=

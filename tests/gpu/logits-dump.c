@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "error.h"
-#include "model.h"
+#include "core/error.h"
+#include "model/model.h"
 
 int main(int argc, char **argv)
 {

@@ -1,4 +1,4 @@
-/* cuda_bf16.h (emulator): __nv_bfloat16 as its 16 bits, with the conversions lib/cuda/ uses. float -> bf16
+/* cuda_bf16.h (emulator): __nv_bfloat16 as its 16 bits, with the conversions lib/model/cuda/ uses. float -> bf16
  * rounds to nearest, ties to even (as __float2bfloat16 does on the GPU); NaN stays a (quiet) NaN; bf16 -> float
  * is exact. So the emulator sees the same rounding of the tensor-core operands as the GPU. */
 #ifndef SCP_EMU_CUDA_BF16_H

@@ -1,4 +1,4 @@
-/* cuda_runtime.h (emulator): the part of the CUDA runtime that lib/cuda/ uses, run on the CPU. Device memory is
+/* cuda_runtime.h (emulator): the part of the CUDA runtime that lib/model/cuda/ uses, run on the CPU. Device memory is
  * host memory; a kernel launch runs every block in turn, each CUDA thread a fiber, so that
  * __syncthreads and the warp shuffles have real barriers behind them (see emu.h). For tests/gpu/emulated.sh. */
 #ifndef SCP_EMU_CUDA_RUNTIME_H

@@ -1,5 +1,5 @@
 // emu.cc: the CUDA emulator's runtime (see cuda_runtime.h): memory, launches, barriers, shuffles, a reference
-// GEMM in place of cuBLAS, and the device-discovery calls of lib/cuda/cuda_device.h.
+// GEMM in place of cuBLAS, and the device-discovery calls of lib/model/cuda/cuda_device.h.
 #include "cuda_runtime.h"
 #include "cublas_v2.h"
 #include "cuda_bf16.h"

@@ -1,0 +1,70 @@
+/* core/cli.c: shared command-line conventions. */
+#include "core/cli.h"
+#include "core/error.h"
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void scp_cli_init(int argc, char **argv)
+{
+    (void)argc;
+    scp_set_progname(argv[0]);
+    scp_cleanup_on_signals();
+}
+
+void scp_cli_version(void)
+{
+    printf("%s (scp) %s\nfeatures: %s\n", scp_progname(), PACKAGE_VERSION, SCP_FEATURES);
+    exit(0);
+}
+
+void scp_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", scp_progname());
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '%s --help' for more information.\n", scp_progname());
+    exit(2);
+}
+
+int64_t scp_opt_int(const char *opt, const char *arg, int64_t min, int64_t max)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    if (errno || end == arg || *end) scp_usage_error("%s: '%s' is not an integer", opt, arg);
+    if (v < min || v > max) scp_usage_error("%s: %lld is out of range [%lld, %lld]", opt, v, (long long)min, (long long)max);
+    return v;
+}
+
+double scp_opt_double(const char *opt, const char *arg, double min, double max)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || end == arg || *end || !isfinite(v)) scp_usage_error("%s: '%s' is not a number", opt, arg);
+    if (v < min || v > max) scp_usage_error("%s: %g is out of range [%g, %g]", opt, v, min, max);
+    return v;
+}
+
+int64_t scp_opt_count(const char *opt, const char *arg, int64_t min, int64_t max)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || end == arg) scp_usage_error("%s: '%s' is not a count", opt, arg);
+    if (*end == 'k' || *end == 'K') v *= 1e3, end++;
+    else if (*end == 'M') v *= 1e6, end++;
+    else if (*end == 'G') v *= 1e9, end++;
+    else if (*end == 'T') v *= 1e12, end++;
+    if (*end || v != floor(v)) scp_usage_error("%s: '%s' is not a whole count (suffixes k, M, G, T)", opt, arg);
+    if (v < (double)min || v > (double)max) scp_usage_error("%s: %s is out of range [%lld, %lld]", opt, arg, (long long)min, (long long)max);
+    return (int64_t)v;
+}

@@ -1,0 +1,24 @@
+/* core/json.h: jansson with messages that name the file, line and key. */
+#ifndef SCP_JSON_H
+#define SCP_JSON_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* Load a JSON file (or '-'); on error: "PATH:LINE:COL: MESSAGE". Caller json_decref()s. */
+json_t *scp_json_load(const char *path);
+/* Parse a buffer; `what` names it in messages. */
+json_t *scp_json_parse(const char *buf, size_t len, const char *what);
+/* Write atomically, pretty-printed with sorted keys (stable bytes). */
+int scp_json_save(const char *path, const json_t *j);
+/* The same with 17 significant digits, so that every double reads back bit for bit (trainer state). */
+int scp_json_save_exact(const char *path, const json_t *j);
+
+/* Typed getters: return 0 and set *out, 1 if the key is absent (out untouched), -1 with a message naming
+ * `what` (the file) and the key when present with the wrong type. */
+int scp_json_get_int(const json_t *obj, const char *key, int64_t *out, const char *what);
+int scp_json_get_real(const json_t *obj, const char *key, double *out, const char *what);
+int scp_json_get_bool(const json_t *obj, const char *key, int *out, const char *what);
+int scp_json_get_str(const json_t *obj, const char *key, const char **out, const char *what);
+
+#endif

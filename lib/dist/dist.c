@@ -1,0 +1,606 @@
+/* dist/dist.c: MPI ranks and collectives for data-parallel training, with bounded failure detection (dist/dist.h). */
+#include "config.h"
+
+#include "dist/dist.h"
+#include "core/error.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef HAVE_MPI
+#include <mpi.h>
+#endif
+
+/* Largest piece one MPI call moves: counts are int, and smaller pieces keep any one call well below 2^31. */
+#define DIST_CHUNK ((int64_t)1 << 28)
+#define TAG_STEP 7701
+#define TAG_ACK 7702
+#define TAG_PING 7703
+#define TAG_PONG 7704
+#define TAG_GATHER 7711
+/* Non-root ranks give up this much later than rank 0, so that rank 0, which can name the missing ranks,
+ * normally speaks first; the watchdog thread (a backstop for an MPI call that never returns) later still. */
+#define GRACE_S 10.0
+#define WATCHDOG_EXTRA_S 60.0
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void scp_dist_split(int64_t n, int w, int r, int64_t *lo, int64_t *hi)
+{
+    int64_t q = n / w, rem = n % w;
+    *lo = (int64_t)r * q + (r < rem ? r : rem);
+    *hi = *lo + q + (r < rem ? 1 : 0);
+}
+
+void scp_dist_shards(int64_t n, int w, int align, int64_t *lo)
+{
+    if (align < 1) align = 1;
+    int64_t per = (n + w - 1) / w;
+    per = (per + align - 1) / align * align;
+    for (int r = 0; r <= w; r++) {
+        int64_t v = (int64_t)r * per;
+        lo[r] = v < n ? v : n;
+    }
+}
+
+double scp_dist_take_comm_time(scp_dist *d, double *wait)
+{
+    double t = d->comm_seconds;
+    if (wait) *wait = d->wait_seconds;
+    d->comm_seconds = d->wait_seconds = 0;
+    d->comm_bytes = 0;
+    return t;
+}
+
+void scp_dist_single(scp_dist *d)
+{
+    memset(d, 0, sizeof *d);
+    d->world = d->local_size = 1;
+    d->timeout = 600;
+}
+
+int scp_dist_compiled(void)
+{
+#ifdef HAVE_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* ---- watchdog: a blocking collective must return within the timeout ------------------------------------ */
+static struct {
+    _Atomic long long since_ns;     /* start of the collective in progress, 0 when none */
+    _Atomic(const char *) what;
+    _Atomic long long step;
+    _Atomic int stop;
+    int running, rank;
+    double timeout;
+    pthread_t th;
+} wd;
+
+static long long now_ns(void) { return (long long)(now_s() * 1e9); }
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&wd.stop)) {
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        long long s = atomic_load(&wd.since_ns);
+        if (s && (double)(now_ns() - s) * 1e-9 > wd.timeout) {
+            const char *w = atomic_load(&wd.what);
+            fprintf(stderr,
+                    "%s: rank %d: %s at step %lld did not complete within %.0f s: another rank died or hangs; "
+                    "stopping (see the launcher's message for the rank that failed)\n",
+                    scp_progname(), wd.rank, w ? w : "a collective", atomic_load(&wd.step), wd.timeout);
+            fflush(stderr);
+            _exit(1);
+        }
+    }
+    return NULL;
+}
+
+void scp_dist_watchdog_start(scp_dist *d)
+{
+    if (d->world <= 1 || wd.running) return;
+    wd.rank = d->rank;
+    wd.timeout = d->timeout + GRACE_S + WATCHDOG_EXTRA_S;
+    atomic_store(&wd.stop, 0);
+    atomic_store(&wd.since_ns, 0);
+    if (pthread_create(&wd.th, NULL, watchdog_main, NULL) == 0) wd.running = 1;
+    else scp_warn("rank %d: cannot start the watchdog thread: collectives are bounded only by MPI", d->rank);
+}
+
+static inline double coll_begin(scp_dist *d, const char *what)
+{
+    atomic_store(&wd.what, what);
+    atomic_store(&wd.step, (long long)d->step);
+    atomic_store(&wd.since_ns, now_ns());
+    return now_s();
+}
+
+static inline void coll_end(scp_dist *d, double t0, int64_t bytes)
+{
+    atomic_store(&wd.since_ns, 0);
+    d->comm_seconds += now_s() - t0;
+    d->comm_bytes += bytes;
+}
+
+#ifdef HAVE_MPI
+/* Launched by mpirun, mpiexec or srun (PMI-1, PMI-2, PMIx)? */
+static int launched(void)
+{
+    const char *f = getenv("SCP_DIST");
+    if (f && strcmp(f, "none") == 0) return 0;
+    if (f && strcmp(f, "mpi") == 0) return 1;
+    static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        if (getenv(vars[i])) return 1;
+    const char *nt = getenv("SLURM_NTASKS");   /* srun sets SLURM_STEP_ID for the tasks it starts */
+    return nt && atoi(nt) > 1 && getenv("SLURM_STEP_ID") != NULL;
+}
+
+static const char *env_first(const char *a, const char *b, const char *c)
+{
+    const char *v = getenv(a);
+    if (!v && b) v = getenv(b);
+    if (!v && c) v = getenv(c);
+    return v;
+}
+#endif
+
+int scp_dist_init(scp_dist *d, int *argc, char ***argv)
+{
+    scp_dist_single(d);
+#ifdef HAVE_MPI
+    if (!launched()) return 0;
+    int provided = 0, inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return scp_error("MPI_Init_thread failed");
+    d->mpi = !inited;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->world);
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &d->local_rank);
+    MPI_Comm_size(node, &d->local_size);
+    MPI_Comm_free(&node);
+    const char *lr = env_first("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID");
+    if (lr) d->local_rank = atoi(lr);   /* the launcher's numbering, which GPU binding scripts also use */
+    /* srun -n N with an MPI that found no matching PMI may start N separate one-rank worlds, which would all
+     * write the same run directory: refuse that. (Only a world of one: under mpirun inside an allocation the
+     * ranks inherit the SLURM_NTASKS of the step that started mpirun's daemons, which is not the world.) */
+    const char *nt = getenv("SLURM_NTASKS");
+    if (nt && getenv("SLURM_STEP_ID") && d->world == 1 && atoi(nt) > 1 && !getenv("OMPI_COMM_WORLD_SIZE"))
+        return scp_error("srun started %s tasks but MPI sees a world of %d: the MPI library and srun's --mpi "
+                         "plugin do not match (Debian's OpenMPI needs srun --mpi=pmix)", nt, d->world);
+#else
+    (void)argc;
+    (void)argv;
+#endif
+    return 0;
+}
+
+const char *scp_dist_library(void)
+{
+#ifdef HAVE_MPI
+    static char buf[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(buf, &len);
+    char *nl = strchr(buf, '\n');
+    if (nl) *nl = 0;
+    char *comma = strchr(buf, ',');   /* OpenMPI: "Open MPI v4.1.4, package: ..." */
+    if (comma) *comma = 0;
+    return buf;
+#else
+    return "none";
+#endif
+}
+
+void scp_dist_finish(scp_dist *d)
+{
+    /* A last bounded agreement before MPI_Finalize, which would otherwise wait forever for a rank that hangs
+     * after the final step (the watchdog is stopped below). */
+    scp_dist_step_sync(d, d->step);
+    if (wd.running) {
+        atomic_store(&wd.stop, 1);
+        pthread_join(wd.th, NULL);
+        wd.running = 0;
+    }
+#ifdef HAVE_NCCL
+    if (d->nccl) scp_dist_nccl_free(d);
+#endif
+#ifdef HAVE_MPI
+    if (d->mpi) {
+        MPI_Finalize();
+        d->mpi = 0;
+    }
+#endif
+}
+
+_Noreturn void scp_dist_abort(scp_dist *d, int code)
+{
+    scp_cleanup_run();
+#ifdef HAVE_MPI
+    if (d->world > 1) MPI_Abort(MPI_COMM_WORLD, code);
+#else
+    (void)d;
+#endif
+    exit(code);
+}
+
+/* ---- waiting with a bound -------------------------------------------------------------------------------
+ * Collectives are started non-blocking and completed here, polling MPI_Test (which also drives their
+ * progress), so that a rank never blocks without a deadline and every rank keeps answering rank 0's pings.
+ * When rank 0's deadline passes it pings every rank: the ranks that do not answer within a few seconds are
+ * the ones that died or hang, and the message names them. */
+#ifdef HAVE_MPI
+static void answer_pings(scp_dist *d)
+{
+    if (d->rank == 0) return;
+    int flag = 0;
+    MPI_Iprobe(0, TAG_PING, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+    if (!flag) return;
+    long long v;
+    MPI_Recv(&v, 1, MPI_LONG_LONG, 0, TAG_PING, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    MPI_Send(&v, 1, MPI_LONG_LONG, 0, TAG_PONG, MPI_COMM_WORLD);   /* one word: eager, returns at once */
+}
+
+static void nap_us(long us)
+{
+    struct timespec ts = {0, us * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Rank 0, after a timeout in `what`: ping every rank, name those that do not answer, stop the job. */
+_Noreturn static void name_and_abort(scp_dist *d, const char *what)
+{
+    int W = d->world;
+    long long ping = (long long)d->step, *pong = scp_xcalloc((size_t)W, sizeof *pong);
+    MPI_Request *rq = scp_xmalloc(sizeof *rq * 2 * (size_t)W);
+    for (int r = 1; r < W; r++) {
+        MPI_Isend(&ping, 1, MPI_LONG_LONG, r, TAG_PING, MPI_COMM_WORLD, &rq[2 * r]);
+        MPI_Irecv(&pong[r], 1, MPI_LONG_LONG, r, TAG_PONG, MPI_COMM_WORLD, &rq[2 * r + 1]);
+    }
+    int *ans = scp_xcalloc((size_t)W, sizeof *ans), left = W - 1;
+    double end = now_s() + 5.0;
+    while (left > 0 && now_s() < end) {
+        for (int r = 1; r < W; r++)
+            if (!ans[r]) {
+                int f = 0;
+                MPI_Test(&rq[2 * r + 1], &f, MPI_STATUS_IGNORE);
+                if (f) ans[r] = 1, left--;
+            }
+        nap_us(1000);
+    }
+    char list[256] = "";
+    size_t len = 0;
+    int n = 0;
+    for (int r = 1; r < W; r++)
+        if (!ans[r] && len < sizeof list - 16) len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", n++ ? ", " : "", r);
+    if (n)
+        scp_warn("rank 0: %s at step %lld did not complete within %.0f s: rank%s %s do%s not answer (died or "
+                 "hangs); stopping all ranks", what, ping, d->timeout, n > 1 ? "s" : "", list, n > 1 ? "" : "es");
+    else
+        scp_warn("rank 0: %s at step %lld did not complete within %.0f s, though every rank answers: stopping all "
+                 "ranks", what, ping, d->timeout);
+    scp_dist_abort(d, 1);
+}
+
+/* Complete n requests of the collective `what`, or stop the job when the deadline passes. Spins on MPI_Test
+ * for the first 10 ms (data is moving), then naps 50 us between tests (waiting for a slower rank). */
+static void finish(scp_dist *d, MPI_Request *rq, int n, const char *what)
+{
+    double t0 = now_s(), deadline = t0 + d->timeout + (d->rank ? GRACE_S : 0.0);
+    for (long k = 0;; k++) {
+        int flag = 0;
+        MPI_Testall(n, rq, &flag, MPI_STATUSES_IGNORE);
+        if (flag) return;
+        if ((k & 63) == 0) {
+            answer_pings(d);
+            double t = now_s();
+            if (t > deadline) {
+                if (d->rank == 0) name_and_abort(d, what);
+                scp_warn("rank %d: %s at step %lld did not complete within %.0f s and rank 0 did not stop the job "
+                         "(rank 0 died or hangs?): stopping all ranks", d->rank, what, (long long)d->step,
+                         d->timeout + GRACE_S);
+                scp_dist_abort(d, 1);
+            }
+            if (t - t0 > 0.01) nap_us(50);
+        }
+    }
+}
+#endif
+
+/* ---- collectives ------------------------------------------------------------------------------------ */
+int scp_dist_allreduce_sum_f32(scp_dist *d, float *x, int64_t n, const char *what)
+{
+    if (d->world <= 1) return 0;
+#ifdef HAVE_MPI
+    double t0 = coll_begin(d, what);
+    for (int64_t off = 0; off < n; off += DIST_CHUNK) {
+        int c = (int)(n - off < DIST_CHUNK ? n - off : DIST_CHUNK);
+        MPI_Request rq;
+        MPI_Iallreduce(MPI_IN_PLACE, x + off, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
+        finish(d, &rq, 1, what);
+    }
+    coll_end(d, t0, n * (int64_t)sizeof *x);
+#else
+    (void)x, (void)n, (void)what;
+#endif
+    return 0;
+}
+
+int scp_dist_allreduce_sum_f64(scp_dist *d, double *x, int n, const char *what)
+{
+    if (d->world <= 1) return 0;
+#ifdef HAVE_MPI
+    double t0 = coll_begin(d, what);
+    MPI_Request rq;
+    MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &rq);
+    finish(d, &rq, 1, what);
+    coll_end(d, t0, n * (int64_t)sizeof *x);
+#else
+    (void)x, (void)n, (void)what;
+#endif
+    return 0;
+}
+
+int scp_dist_any(scp_dist *d, int flag, const char *what)
+{
+    if (d->world <= 1) return flag;
+#ifdef HAVE_MPI
+    int v = flag;
+    double t0 = coll_begin(d, what);
+    MPI_Request rq;
+    MPI_Iallreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &rq);
+    finish(d, &rq, 1, what);
+    coll_end(d, t0, 0);
+    return v;
+#else
+    (void)what;
+    return flag;
+#endif
+}
+
+int scp_dist_bcast(scp_dist *d, void *buf, size_t bytes, int root, const char *what)
+{
+    if (d->world <= 1) return 0;
+#ifdef HAVE_MPI
+    double t0 = coll_begin(d, what);
+    for (size_t off = 0; off < bytes; off += (size_t)DIST_CHUNK) {
+        int c = (int)(bytes - off < (size_t)DIST_CHUNK ? bytes - off : (size_t)DIST_CHUNK);
+        MPI_Request rq;
+        MPI_Ibcast((char *)buf + off, c, MPI_BYTE, root, MPI_COMM_WORLD, &rq);
+        finish(d, &rq, 1, what);
+    }
+    coll_end(d, t0, (int64_t)bytes);
+#else
+    (void)buf, (void)bytes, (void)root, (void)what;
+#endif
+    return 0;
+}
+
+int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char *what)
+{
+    if (d->world <= 1) return 0;
+#ifdef HAVE_MPI
+    double t0 = coll_begin(d, what);
+    int64_t n = lo[d->world];
+    if (n <= INT_MAX) {
+        int *cnt = scp_xmalloc(sizeof *cnt * (size_t)d->world), *dsp = scp_xmalloc(sizeof *dsp * (size_t)d->world);
+        for (int r = 0; r < d->world; r++) cnt[r] = (int)(lo[r + 1] - lo[r]), dsp[r] = (int)lo[r];
+        MPI_Request rq;
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, dsp, MPI_FLOAT, MPI_COMM_WORLD, &rq);
+        finish(d, &rq, 1, what);
+        free(cnt);
+        free(dsp);
+    } else {
+        /* Past 2^31 floats the int displacements overflow: each shard is broadcast from its owner in pieces. */
+        for (int r = 0; r < d->world; r++)
+            for (int64_t off = lo[r]; off < lo[r + 1]; off += DIST_CHUNK) {
+                int c = (int)(lo[r + 1] - off < DIST_CHUNK ? lo[r + 1] - off : DIST_CHUNK);
+                MPI_Request rq;
+                MPI_Ibcast(x + off, c, MPI_FLOAT, r, MPI_COMM_WORLD, &rq);
+                finish(d, &rq, 1, what);
+            }
+    }
+    coll_end(d, t0, n * (int64_t)sizeof *x);
+#else
+    (void)x, (void)lo, (void)what;
+#endif
+    return 0;
+}
+
+int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what)
+{
+    if (d->world <= 1) {
+        if (full != part) memcpy(full, part, (size_t)(lo[1] - lo[0]) * sizeof *full);
+        return 0;
+    }
+#ifdef HAVE_MPI
+    double t0 = coll_begin(d, what);
+    /* Point to point in pieces: no int counts to overflow, and rank 0 takes the shards one after another. */
+    if (d->rank == 0) {
+        memcpy(full + lo[0], part, (size_t)(lo[1] - lo[0]) * sizeof *full);
+        for (int r = 1; r < d->world; r++)
+            for (int64_t off = lo[r]; off < lo[r + 1]; off += DIST_CHUNK) {
+                int c = (int)(lo[r + 1] - off < DIST_CHUNK ? lo[r + 1] - off : DIST_CHUNK);
+                MPI_Request rq;
+                MPI_Irecv(full + off, c, MPI_FLOAT, r, TAG_GATHER, MPI_COMM_WORLD, &rq);
+                finish(d, &rq, 1, what);
+            }
+    } else {
+        int64_t a = lo[d->rank], b = lo[d->rank + 1];
+        for (int64_t off = a; off < b; off += DIST_CHUNK) {
+            int c = (int)(b - off < DIST_CHUNK ? b - off : DIST_CHUNK);
+            MPI_Request rq;
+            MPI_Isend(part + (off - a), c, MPI_FLOAT, 0, TAG_GATHER, MPI_COMM_WORLD, &rq);
+            finish(d, &rq, 1, what);
+        }
+    }
+    coll_end(d, t0, (lo[d->rank + 1] - lo[d->rank]) * (int64_t)sizeof *full);
+#else
+    (void)full, (void)part, (void)lo, (void)what;
+#endif
+    return 0;
+}
+
+void scp_dist_barrier(scp_dist *d, const char *what)
+{
+    if (d->world <= 1) return;
+#ifdef HAVE_MPI
+    double t0 = coll_begin(d, what);
+    MPI_Request rq;
+    MPI_Ibarrier(MPI_COMM_WORLD, &rq);
+    finish(d, &rq, 1, what);
+    coll_end(d, t0, 0);
+#else
+    (void)what;
+#endif
+}
+
+static inline uint64_t hash_bytes(const void *buf, size_t bytes)
+{
+    /* FNV-1a over 64-bit words, then the tail: only equality matters, and it runs at memory speed. */
+    const unsigned char *p = buf;
+    uint64_t h = 0xcbf29ce484222325ull, w;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    for (; i < bytes; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+int scp_dist_same(scp_dist *d, const void *buf, size_t bytes, const char *what)
+{
+    if (d->world <= 1) return 1;
+#ifdef HAVE_MPI
+    uint64_t h = hash_bytes(buf, bytes), mx = h, mn = h;
+    double t0 = coll_begin(d, what);
+    MPI_Request rq[2];
+    MPI_Iallreduce(MPI_IN_PLACE, &mx, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD, &rq[0]);
+    MPI_Iallreduce(MPI_IN_PLACE, &mn, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD, &rq[1]);
+    finish(d, rq, 2, what);
+    coll_end(d, t0, 0);
+    return mx == mn;
+#else
+    (void)buf, (void)bytes, (void)what;
+    return 1;
+#endif
+}
+
+/* ---- bounded step barrier ---------------------------------------------------------------------------- */
+#ifdef HAVE_MPI
+/* Poll one request until done or the deadline; spin the first millisecond, then sleep 100 us between tests
+ * (this is a wait for the slowest rank, not a latency-critical path). */
+static int wait_until(scp_dist *d, MPI_Request *rq, int n, double deadline)
+{
+    double t0 = now_s();
+    for (;;) {
+        int flag = 0;
+        MPI_Testall(n, rq, &flag, MPI_STATUSES_IGNORE);
+        if (flag) return 1;
+        answer_pings(d);
+        double t = now_s();
+        if (t > deadline) return 0;
+        if (t - t0 > 1e-3) {
+            struct timespec ts = {0, 100 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+#endif
+
+void scp_dist_step_sync(scp_dist *d, int64_t step)
+{
+    d->step = step;
+    if (d->world <= 1) return;
+#ifdef HAVE_MPI
+    double t0 = now_s(), deadline = t0 + d->timeout;
+    int W = d->world;
+    long long mine = (long long)step;
+    if (d->rank == 0) {
+        long long *got = scp_xmalloc(sizeof *got * (size_t)W);
+        MPI_Request *rq = scp_xmalloc(sizeof *rq * (size_t)W);
+        for (int r = 1; r < W; r++) MPI_Irecv(&got[r], 1, MPI_LONG_LONG, r, TAG_STEP, MPI_COMM_WORLD, &rq[r]);
+        if (!wait_until(d, rq + 1, W - 1, deadline)) {
+            /* Name the ranks whose message has not come. */
+            char list[256] = "";
+            size_t len = 0;
+            int missing = 0;
+            for (int r = 1; r < W; r++) {
+                int flag = 0;
+                MPI_Test(&rq[r], &flag, MPI_STATUS_IGNORE);
+                if (!flag && len < sizeof list - 16) {
+                    len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", missing ? ", " : "", r);
+                    missing++;
+                }
+            }
+            scp_warn("rank 0: rank%s %s did not reach step %lld within %.0f s (died or hangs): stopping all ranks",
+                     missing > 1 ? "s" : "", list, mine, d->timeout);
+            scp_dist_abort(d, 1);
+        }
+        for (int r = 1; r < W; r++)
+            if (got[r] != mine) {
+                scp_warn("rank 0: rank %d is at step %lld, rank 0 at step %lld: the ranks diverged; stopping", r,
+                         got[r], mine);
+                scp_dist_abort(d, 1);
+            }
+        for (int r = 1; r < W; r++) MPI_Isend(&mine, 1, MPI_LONG_LONG, r, TAG_ACK, MPI_COMM_WORLD, &rq[r]);
+        MPI_Waitall(W - 1, rq + 1, MPI_STATUSES_IGNORE);   /* eager one-word sends: complete at once */
+        free(got);
+        free(rq);
+    } else {
+        long long ack = -1;
+        MPI_Request rq[2];
+        MPI_Isend(&mine, 1, MPI_LONG_LONG, 0, TAG_STEP, MPI_COMM_WORLD, &rq[0]);
+        MPI_Irecv(&ack, 1, MPI_LONG_LONG, 0, TAG_ACK, MPI_COMM_WORLD, &rq[1]);
+        if (!wait_until(d, rq, 2, deadline + GRACE_S)) {
+            scp_warn("rank %d: rank 0 did not confirm step %lld within %.0f s (rank 0 died or hangs?): stopping all "
+                     "ranks", d->rank, mine, d->timeout + GRACE_S);
+            scp_dist_abort(d, 1);
+        }
+    }
+    d->wait_seconds += now_s() - t0;
+#endif
+}
+
+#ifndef HAVE_NCCL
+/* ---- without NCCL: GPU ranks cannot all-reduce (configure says so) ---------------------------------- */
+int scp_dist_nccl_init(scp_dist *d)
+{
+    (void)d;
+    return scp_error("this scp-train was built without NCCL (configure --with-nccl, needs CUDA and MPI)");
+}
+
+int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream)
+{
+    (void)d, (void)dev, (void)n, (void)stream;
+    return scp_error("built without NCCL");
+}
+
+int scp_dist_nccl_wait(scp_dist *d)
+{
+    (void)d;
+    return scp_error("built without NCCL");
+}
+
+void scp_dist_nccl_free(scp_dist *d) { d->nccl = NULL; }
+#endif

@@ -1,0 +1,99 @@
+/* dist/dist.h: data-parallel ranks for scp-train (issue 7): rank and world from MPI, collectives over the one
+ * contiguous fp32 gradient vector (model/model.h), and bounded failure detection.
+ *
+ * Launch: `mpirun -np N scp-train ...` (OpenMPI, MPICH) or `srun` with PMI/PMIx. MPI is initialised only when a
+ * launcher is seen in the environment (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK, PMI_RANK, or SLURM_NTASKS
+ * with SLURM_PROCID under srun) or SCP_DIST=mpi, so a plain `scp-train` never pays for MPI start-up; SCP_DIST=none
+ * forces a single process. Without MPI compiled in (the --version features line says mpi=no) every call below
+ * is the one-rank identity.
+ *
+ * Collectives are non-blocking MPI calls (MPI_Iallreduce, ...) completed by polling MPI_Test with a deadline of
+ * `timeout` seconds, under MPI's default error handler (MPI_ERRORS_ARE_FATAL: an MPI error aborts the job):
+ *   - scp_dist_step_sync: every rank reports "I reached step S" to rank 0 with a point-to-point message, and
+ *     rank 0 answers; when a rank has died or hangs, rank 0 names it ("rank 1 did not reach step 7 within
+ *     60 s") and aborts the job (MPI_Abort).
+ *   - a collective past its deadline on rank 0: rank 0 pings every rank (ranks answer pings while they poll),
+ *     names those that do not answer within 5 s, and aborts the job. Other ranks wait GRACE_S longer, so that
+ *     rank 0 speaks first, then abort naming rank 0 as the suspect.
+ *   - a watchdog thread, the backstop for an MPI call that never returns: past timeout + 70 s in a collective
+ *     it prints the collective and the step and ends the process with _exit(1) (the launcher then stops the
+ *     others: mpirun aborts a job when a rank exits without MPI_Finalize; srun with --kill-on-bad-exit).
+ * The watchdog makes no MPI calls, so MPI_THREAD_FUNNELED suffices. */
+#ifndef SCP_DIST_H
+#define SCP_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct scp_dist {
+    int rank, world;          /* this rank and the number of ranks (0 and 1 without MPI) */
+    int local_rank;           /* rank within the node (GPU choice), from the launcher or MPI's shared-memory split */
+    int local_size;           /* ranks on this node (threads per rank = cores / local_size by default) */
+    int mpi;                  /* MPI initialised by scp_dist_init (finalised by scp_dist_finish) */
+    double timeout;           /* seconds before a rank gives up on the others (default 600) */
+    int64_t step;             /* step the trainer is at, for messages */
+    double comm_seconds;      /* wall time spent in collectives since the last scp_dist_take_comm_time */
+    double wait_seconds;      /* of which in scp_dist_step_sync: waiting for the slowest rank, not moving data */
+    int64_t comm_bytes;       /* payload bytes all-reduced or gathered, same period */
+    void *nccl;               /* NCCL communicator state (dist/nccl.c), NULL when not in use */
+} scp_dist;
+
+/* The one-rank identity, for programs and tests that never start MPI. */
+void scp_dist_single(scp_dist *d);
+/* Start MPI when launched by mpirun/srun (see above), else single. -1 with a message on failure. */
+int scp_dist_init(scp_dist *d, int *argc, char ***argv);
+/* Start the watchdog thread (no-op for one rank). */
+void scp_dist_watchdog_start(scp_dist *d);
+/* MPI_Finalize (after a barrier), stop the watchdog. */
+void scp_dist_finish(scp_dist *d);
+/* Stop every rank now with exit status `code` (MPI_Abort; exit for one rank). */
+_Noreturn void scp_dist_abort(scp_dist *d, int code);
+/* Whether this program was built with MPI (the features line says so too). */
+int scp_dist_compiled(void);
+/* "MPI" implementation and version, for the start-up message. */
+const char *scp_dist_library(void);
+
+/* In-place sum over ranks of x (n floats; bucketed so that any n works past INT_MAX). */
+int scp_dist_allreduce_sum_f32(scp_dist *d, float *x, int64_t n, const char *what);
+/* In-place sum of n doubles (losses, token counts: exact integers below 2^53). */
+int scp_dist_allreduce_sum_f64(scp_dist *d, double *x, int n, const char *what);
+/* 1 if flag is non-zero on any rank (e.g. a stop signal seen by one rank). */
+int scp_dist_any(scp_dist *d, int flag, const char *what);
+/* Broadcast `bytes` bytes from root. */
+int scp_dist_bcast(scp_dist *d, void *buf, size_t bytes, int root, const char *what);
+/* x (n floats) holds this rank's shard [lo[r], lo[r + 1]) (lo has world + 1 entries); afterwards every rank
+ * holds all of x (MPI_Allgatherv in place). */
+int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char *what);
+/* Rank 0 receives every rank's shard of x into full (n floats, only read on rank 0; shard r is
+ * full[lo[r] .. lo[r + 1]) ), the others send theirs from part (their own shard, lo[rank] .. lo[rank + 1]). */
+int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what);
+void scp_dist_barrier(scp_dist *d, const char *what);
+/* 1 if buf (bytes) is bit-identical on every rank (a 64-bit hash compared by all-reduce min and max). */
+int scp_dist_same(scp_dist *d, const void *buf, size_t bytes, const char *what);
+
+/* Bounded step barrier naming missing ranks (see above). Returns 0, or does not return (aborts the job). */
+void scp_dist_step_sync(scp_dist *d, int64_t step);
+
+/* Rows [lo, hi) of n rows that rank r of w takes: contiguous blocks, the first n % w ranks one row more. */
+void scp_dist_split(int64_t n, int w, int r, int64_t *lo, int64_t *hi);
+/* Shard boundaries lo[0..w] of an n-float vector, each boundary a multiple of `align` floats (cache lines). */
+void scp_dist_shards(int64_t n, int w, int align, int64_t *lo);
+
+/* Seconds of communication (collectives moving data) since the last call, and reset; *wait (may be NULL)
+ * receives the seconds spent waiting at the step barrier. */
+double scp_dist_take_comm_time(scp_dist *d, double *wait);
+
+/* ---- NCCL (dist/nccl.c, built with HAVE_NCCL): GPU ranks --------------------------------------------- */
+/* One communicator over all ranks, bootstrapped through MPI (rank 0's ncclUniqueId broadcast with MPI_Bcast);
+ * selects CUDA device local_rank % devices first. -1 with a message when NCCL or CUDA fails. */
+int scp_dist_nccl_init(scp_dist *d);
+/* In-place sum of n floats in device memory on the communicator's stream, bucketed; asynchronous: the caller
+ * synchronises with scp_dist_nccl_wait before it reads the result. `stream` is the cudaStream_t the values
+ * were written on (NULL: the legacy default stream, which the CUDA backend uses): the reduction waits for the
+ * work queued there so far, and nothing after. Called per layer from the backward pass (the gradient hook,
+ * model/model.h, armed by lib/train/step.c) so that the reduction of layer l overlaps the backward of layer l - 1. */
+int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream);
+int scp_dist_nccl_wait(scp_dist *d);
+void scp_dist_nccl_free(scp_dist *d);
+
+#endif

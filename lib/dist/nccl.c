@@ -1,0 +1,118 @@
+/* dist/nccl.c: the NCCL communicator of GPU ranks (dist/dist.h), bootstrapped through MPI: rank 0 creates the
+ * ncclUniqueId and MPI_Bcast hands it to every rank, then ncclCommInitRank. Built only with HAVE_NCCL (which
+ * configure sets only with CUDA and MPI). All-reduces take device pointers and run on a stream of their own,
+ * so that the CUDA backend can hand over each layer's gradients as soon as the backward pass has produced them
+ * and keep computing the next layer while NCCL reduces (overlap); scp_dist_nccl_wait joins before the
+ * optimizer step. */
+#include "config.h"
+
+#include "dist/dist.h"
+#include "core/error.h"
+
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <nccl.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* Bucket size of one ncclAllReduce: big enough to reach ring bandwidth (NCCL's own default buffers are
+ * 4 MiB per channel), small enough that the first bucket of a layer starts early. */
+#define NCCL_BUCKET ((int64_t)1 << 24)   /* floats (64 MiB) */
+
+typedef struct nccl_state {
+    ncclComm_t comm;
+    cudaStream_t stream;   /* the communicator's own stream */
+    cudaEvent_t ready;     /* recorded on the caller's stream: NCCL waits for the gradients to be written */
+    int device;
+} nccl_state;
+
+#define NCCL_TRY(call, what)                                                                                   \
+    do {                                                                                                       \
+        ncclResult_t r_ = (call);                                                                              \
+        if (r_ != ncclSuccess) return scp_error("rank %d: %s: %s", d->rank, what, ncclGetErrorString(r_));     \
+    } while (0)
+#define CUDA_TRY(call, what)                                                                                   \
+    do {                                                                                                       \
+        cudaError_t e_ = (call);                                                                               \
+        if (e_ != cudaSuccess) return scp_error("rank %d: %s: %s", d->rank, what, cudaGetErrorString(e_));     \
+    } while (0)
+
+int scp_dist_nccl_init(scp_dist *d)
+{
+    if (d->nccl) return 0;
+    int ndev = 0;
+    CUDA_TRY(cudaGetDeviceCount(&ndev), "cudaGetDeviceCount");
+    if (ndev < 1) return scp_error("rank %d: no CUDA device for NCCL", d->rank);
+    nccl_state *s = scp_xcalloc(1, sizeof *s);
+    s->device = d->local_rank % ndev;
+    CUDA_TRY(cudaSetDevice(s->device), "cudaSetDevice");
+    ncclUniqueId id;
+    if (d->rank == 0) NCCL_TRY(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    if (d->world > 1) MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    NCCL_TRY(ncclCommInitRank(&s->comm, d->world, id, d->rank), "ncclCommInitRank");
+    CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    CUDA_TRY(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming), "cudaEventCreate");
+    d->nccl = s;
+    return 0;
+}
+
+int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return scp_error("rank %d: NCCL all-reduce before scp_dist_nccl_init", d->rank);
+    /* The gradients are written on the caller's stream: order NCCL after what is queued there now. The event
+     * may be recorded again at once: cudaStreamWaitEvent waits for the recording it sees at the call. */
+    CUDA_TRY(cudaEventRecord(s->ready, stream ? (cudaStream_t)stream : cudaStreamLegacy), "cudaEventRecord");
+    CUDA_TRY(cudaStreamWaitEvent(s->stream, s->ready, 0), "cudaStreamWaitEvent");
+    NCCL_TRY(ncclGroupStart(), "ncclGroupStart");
+    for (int64_t off = 0; off < n; off += NCCL_BUCKET) {
+        size_t c = (size_t)(n - off < NCCL_BUCKET ? n - off : NCCL_BUCKET);
+        NCCL_TRY(ncclAllReduce(dev + off, dev + off, c, ncclFloat32, ncclSum, s->comm, s->stream), "ncclAllReduce");
+    }
+    NCCL_TRY(ncclGroupEnd(), "ncclGroupEnd");
+    d->comm_bytes += n * (int64_t)sizeof *dev;
+    return 0;
+}
+
+int scp_dist_nccl_wait(scp_dist *d)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return 0;
+    /* Polled rather than blocking, so that a dead peer (NCCL would wait forever) is bounded by the timeout. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double t0 = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(s->stream);
+        if (e == cudaSuccess) break;
+        if (e != cudaErrorNotReady) return scp_error("rank %d: NCCL stream: %s", d->rank, cudaGetErrorString(e));
+        ncclResult_t async;
+        if (ncclCommGetAsyncError(s->comm, &async) == ncclSuccess && async != ncclSuccess) {
+            ncclCommAbort(s->comm);
+            s->comm = NULL;
+            return scp_error("rank %d: NCCL: %s (a peer died?)", d->rank, ncclGetErrorString(async));
+        }
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+        if (t - t0 > d->timeout) {
+            ncclCommAbort(s->comm);
+            s->comm = NULL;
+            return scp_error("rank %d: NCCL all-reduce at step %lld did not complete within %.0f s (a rank died or "
+                             "hangs)", d->rank, (long long)d->step, d->timeout);
+        }
+        struct timespec nap = {0, 50 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    return 0;
+}
+
+void scp_dist_nccl_free(scp_dist *d)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return;
+    if (s->comm) ncclCommDestroy(s->comm);
+    cudaEventDestroy(s->ready);
+    cudaStreamDestroy(s->stream);
+    free(s);
+    d->nccl = NULL;
+}

@@ -1,0 +1,325 @@
+/* formats/model_config.c: HF config.json <-> scp_model_config, RoPE frequencies, the parameter table. */
+#include "formats/model_config.h"
+#include "core/error.h"
+#include "core/json.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *arch_names[] = {"llama", "qwen2", "qwen3", "qwen3_moe"};
+
+const char *scp_arch_name(scp_arch a) { return arch_names[a]; }
+
+static const char *group_names[SCP_GROUP_COUNT] = {"embed", "attn", "mlp", "expert", "router", "norm"};
+const char *scp_group_name(scp_group g) { return group_names[g]; }
+
+/* Read an int key into *dst; absent leaves the default. Range-checked. */
+static int get_int(const json_t *j, const char *key, int *dst, int min, const char *what)
+{
+    int64_t v;
+    int rc = scp_json_get_int(j, key, &v, what);
+    if (rc < 0) return -1;
+    if (rc == 0) {
+        if (v < min || v > INT32_MAX) return scp_error("%s: %s = %lld is out of range", what, key, (long long)v);
+        *dst = (int)v;
+    }
+    return 0;
+}
+
+static int get_id(const json_t *j, const char *key, int *dst, const char *what)
+{
+    json_t *v = json_object_get(j, key);
+    if (json_is_array(v)) v = json_array_get(v, 0);   /* eos_token_id may be a list: take the first */
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+        return scp_error("%s: %s must be a non-negative integer", what, key);
+    *dst = (int)json_integer_value(v);
+    return 0;
+}
+
+int scp_config_from_json(scp_model_config *c, json_t *j, const char *what)
+{
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(j)) return scp_error("%s: not a JSON object", what);
+    const char *mt = NULL;
+    if (scp_json_get_str(j, "model_type", &mt, what) != 0)
+        return scp_error("%s: missing model_type (expected one of llama, qwen2, qwen3, qwen3_moe)", what);
+    int found = 0;
+    for (int a = 0; a < 4; a++)
+        if (strcmp(mt, arch_names[a]) == 0) c->arch = (scp_arch)a, found = 1;
+    if (!found)
+        return scp_error("%s: model_type '%s' is not supported (supported: llama, qwen2, qwen3, qwen3_moe)", what, mt);
+
+    c->rms_norm_eps = 1e-6;
+    c->rope_theta = 10000.0;
+    c->max_position_embeddings = 2048;
+    c->bos_token_id = c->eos_token_id = c->pad_token_id = c->mask_token_id = -1;
+    c->causal = 1;
+    c->shift_logits = 1;
+    c->num_kv_heads = -1;
+    c->head_dim = -1;
+    c->norm_topk_prob = 0;
+    static const char *required[] = {"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"};
+    for (int i = 0; i < 4; i++)
+        if (!json_object_get(j, required[i])) return scp_error("%s: missing required key '%s'", what, required[i]);
+    if (get_int(j, "hidden_size", &c->hidden_size, 1, what) || get_int(j, "intermediate_size", &c->intermediate_size, 0, what) ||
+        get_int(j, "num_hidden_layers", &c->num_layers, 1, what) || get_int(j, "num_attention_heads", &c->num_heads, 1, what) ||
+        get_int(j, "num_key_value_heads", &c->num_kv_heads, 1, what) || get_int(j, "head_dim", &c->head_dim, 1, what) ||
+        get_int(j, "vocab_size", &c->vocab_size, 1, what) ||
+        get_int(j, "max_position_embeddings", &c->max_position_embeddings, 1, what) ||
+        get_int(j, "num_experts", &c->num_experts, 0, what) || get_int(j, "num_experts_per_tok", &c->num_experts_per_tok, 0, what) ||
+        get_int(j, "moe_intermediate_size", &c->moe_intermediate_size, 0, what) ||
+        get_id(j, "bos_token_id", &c->bos_token_id, what) || get_id(j, "eos_token_id", &c->eos_token_id, what) ||
+        get_id(j, "pad_token_id", &c->pad_token_id, what) || get_id(j, "mask_token_id", &c->mask_token_id, what))
+        return -1;
+    if (scp_json_get_real(j, "rms_norm_eps", &c->rms_norm_eps, what) < 0 ||
+        scp_json_get_real(j, "rope_theta", &c->rope_theta, what) < 0 ||
+        scp_json_get_bool(j, "tie_word_embeddings", &c->tie_word_embeddings, what) < 0 ||
+        scp_json_get_bool(j, "norm_topk_prob", &c->norm_topk_prob, what) < 0 ||
+        scp_json_get_bool(j, "is_causal", &c->causal, what) < 0 ||
+        scp_json_get_bool(j, "shift_logits", &c->shift_logits, what) < 0)
+        return -1;
+    if (c->num_kv_heads < 0) c->num_kv_heads = c->num_heads;
+    if (c->head_dim < 0) {
+        if (c->hidden_size % c->num_heads) return scp_error("%s: hidden_size %d is not divisible by num_attention_heads %d", what, c->hidden_size, c->num_heads);
+        c->head_dim = c->hidden_size / c->num_heads;
+    }
+    if (c->num_heads % c->num_kv_heads)
+        return scp_error("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", what, c->num_heads, c->num_kv_heads);
+    if (c->head_dim % 2) return scp_error("%s: head_dim %d must be even for RoPE", what, c->head_dim);
+    if (!(c->rms_norm_eps > 0) || !(c->rope_theta > 0)) return scp_error("%s: rms_norm_eps and rope_theta must be positive", what);
+
+    int b = 0;
+    switch (c->arch) {
+    case SCP_ARCH_LLAMA:
+        if (scp_json_get_bool(j, "attention_bias", &b, what) < 0) return -1;
+        c->qkv_bias = c->o_bias = b;
+        b = 0;
+        if (scp_json_get_bool(j, "mlp_bias", &b, what) < 0) return -1;
+        if (b) return scp_error("%s: mlp_bias = true is not supported", what);
+        break;
+    case SCP_ARCH_QWEN2: c->qkv_bias = 1; break;
+    case SCP_ARCH_QWEN3:
+    case SCP_ARCH_QWEN3_MOE:
+        if (scp_json_get_bool(j, "attention_bias", &b, what) < 0) return -1;
+        c->qkv_bias = c->o_bias = b;
+        c->qk_norm = 1;
+        break;
+    }
+    b = 0;
+    if (scp_json_get_bool(j, "use_sliding_window", &b, what) < 0) return -1;
+    if (b) return scp_error("%s: use_sliding_window = true is not supported", what);
+    if (c->arch == SCP_ARCH_QWEN3_MOE) {
+        if (c->num_experts < 1 || c->num_experts_per_tok < 1 || c->num_experts_per_tok > c->num_experts || c->moe_intermediate_size < 1)
+            return scp_error("%s: qwen3_moe needs num_experts >= num_experts_per_tok >= 1 and moe_intermediate_size >= 1", what);
+        int64_t step = 1;
+        if (scp_json_get_int(j, "decoder_sparse_step", &step, what) < 0) return -1;
+        json_t *mlp_only = json_object_get(j, "mlp_only_layers");
+        if (step != 1 || (json_is_array(mlp_only) && json_array_size(mlp_only) > 0))
+            return scp_error("%s: qwen3_moe with dense layers (decoder_sparse_step != 1 or mlp_only_layers) is not supported", what);
+    } else {
+        c->num_experts = c->num_experts_per_tok = c->moe_intermediate_size = 0;
+        if (c->intermediate_size < 1) return scp_error("%s: missing or zero intermediate_size", what);
+    }
+    json_t *rs = json_object_get(j, "rope_scaling");
+    if (rs && !json_is_null(rs)) {
+        const char *type = NULL;
+        if (!json_is_object(rs)) return scp_error("%s: rope_scaling must be an object", what);
+        if (scp_json_get_str(rs, "rope_type", &type, what) != 0 && scp_json_get_str(rs, "type", &type, what) != 0)
+            return scp_error("%s: rope_scaling has no rope_type", what);
+        if (strcmp(type, "default") != 0) {
+            if (strcmp(type, "llama3") != 0) return scp_error("%s: rope_scaling type '%s' is not supported (supported: llama3)", what, type);
+            c->rope_scaling_factor = 8;
+            c->rope_low_freq_factor = 1;
+            c->rope_high_freq_factor = 4;
+            int64_t omp = 8192;
+            if (scp_json_get_real(rs, "factor", &c->rope_scaling_factor, what) < 0 ||
+                scp_json_get_real(rs, "low_freq_factor", &c->rope_low_freq_factor, what) < 0 ||
+                scp_json_get_real(rs, "high_freq_factor", &c->rope_high_freq_factor, what) < 0 ||
+                scp_json_get_int(rs, "original_max_position_embeddings", &omp, what) < 0)
+                return -1;
+            c->rope_original_max_pos = (int)omp;
+        }
+    }
+    if (c->mask_token_id >= c->vocab_size)
+        return scp_error("%s: mask_token_id %d is outside the vocabulary (%d rows)", what, c->mask_token_id, c->vocab_size);
+    c->raw = json_deep_copy(j);
+    return 0;
+}
+
+int scp_config_load(scp_model_config *c, const char *path)
+{
+    json_t *j = scp_json_load(path);
+    if (!j) return -1;
+    int rc = scp_config_from_json(c, j, path);
+    json_decref(j);
+    return rc;
+}
+
+json_t *scp_config_to_json(const scp_model_config *c)
+{
+    json_t *j = c->raw ? json_deep_copy(c->raw) : json_object();
+    json_object_set_new(j, "model_type", json_string(arch_names[c->arch]));
+    if (!json_object_get(j, "architectures")) {
+        static const char *cls[] = {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM"};
+        json_t *a = json_array();
+        json_array_append_new(a, json_string(cls[c->arch]));
+        json_object_set_new(j, "architectures", a);
+    }
+#define SETI(k, v) json_object_set_new(j, k, json_integer(v))
+    SETI("hidden_size", c->hidden_size);
+    SETI("num_hidden_layers", c->num_layers);
+    SETI("num_attention_heads", c->num_heads);
+    SETI("num_key_value_heads", c->num_kv_heads);
+    SETI("head_dim", c->head_dim);
+    SETI("vocab_size", c->vocab_size);
+    SETI("max_position_embeddings", c->max_position_embeddings);
+    if (c->intermediate_size) SETI("intermediate_size", c->intermediate_size);
+    if (c->arch == SCP_ARCH_QWEN3_MOE) {
+        SETI("num_experts", c->num_experts);
+        SETI("num_experts_per_tok", c->num_experts_per_tok);
+        SETI("moe_intermediate_size", c->moe_intermediate_size);
+        json_object_set_new(j, "norm_topk_prob", json_boolean(c->norm_topk_prob));
+    }
+    json_object_set_new(j, "rms_norm_eps", json_real(c->rms_norm_eps));
+    json_object_set_new(j, "rope_theta", json_real(c->rope_theta));
+    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
+    if (c->arch == SCP_ARCH_LLAMA || c->arch == SCP_ARCH_QWEN3 || c->arch == SCP_ARCH_QWEN3_MOE)
+        json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
+    if (c->bos_token_id >= 0) SETI("bos_token_id", c->bos_token_id);
+    if (c->eos_token_id >= 0 && !json_is_array(json_object_get(j, "eos_token_id"))) SETI("eos_token_id", c->eos_token_id);
+    if (c->pad_token_id >= 0) SETI("pad_token_id", c->pad_token_id);
+    if (c->mask_token_id >= 0) SETI("mask_token_id", c->mask_token_id);
+    else json_object_del(j, "mask_token_id");
+    json_object_set_new(j, "is_causal", json_boolean(c->causal));
+    json_object_set_new(j, "shift_logits", json_boolean(c->shift_logits));
+    if (c->rope_scaling_factor > 0 && !json_object_get(j, "rope_scaling")) {
+        json_t *rs = json_object();
+        json_object_set_new(rs, "rope_type", json_string("llama3"));
+        json_object_set_new(rs, "factor", json_real(c->rope_scaling_factor));
+        json_object_set_new(rs, "low_freq_factor", json_real(c->rope_low_freq_factor));
+        json_object_set_new(rs, "high_freq_factor", json_real(c->rope_high_freq_factor));
+        SETI("original_max_position_embeddings", c->rope_original_max_pos);
+        json_object_set_new(j, "rope_scaling", rs);
+    }
+#undef SETI
+    return j;
+}
+
+int scp_config_save(const scp_model_config *c, const char *path)
+{
+    json_t *j = scp_config_to_json(c);
+    int rc = scp_json_save(path, j);
+    json_decref(j);
+    return rc;
+}
+
+void scp_config_free(scp_model_config *c)
+{
+    if (c->raw) json_decref(c->raw);
+    c->raw = NULL;
+}
+
+void scp_config_copy(scp_model_config *dst, const scp_model_config *src)
+{
+    *dst = *src;
+    dst->raw = src->raw ? json_deep_copy(src->raw) : NULL;
+}
+
+void scp_rope_inv_freq(const scp_model_config *c, double *inv_freq)
+{
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) inv_freq[i] = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
+    if (c->rope_scaling_factor <= 0) return;
+    /* Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, the band between interpolated. */
+    double old = c->rope_original_max_pos, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor, f = c->rope_scaling_factor;
+    double low_wavelen = old / lo, high_wavelen = old / hi;
+    for (int i = 0; i < half; i++) {
+        double wavelen = 2 * M_PI / inv_freq[i];
+        if (wavelen < high_wavelen) continue;
+        if (wavelen > low_wavelen) { inv_freq[i] /= f; continue; }
+        double smooth = (old / wavelen - lo) / (hi - lo);
+        inv_freq[i] = (1 - smooth) * inv_freq[i] / f + smooth * inv_freq[i];
+    }
+}
+
+/* ---- the parameter table ---------------------------------------------------------------------------- */
+static void add(scp_param_desc *t, int *n, scp_param_kind kind, scp_group g, int layer, int expert, int64_t rows,
+                int64_t cols, int decay, const char *fmt, ...) __attribute__((format(printf, 10, 11)));
+
+static void add(scp_param_desc *t, int *n, scp_param_kind kind, scp_group g, int layer, int expert, int64_t rows,
+                int64_t cols, int decay, const char *fmt, ...)
+{
+    scp_param_desc *d = &t[(*n)++];
+    memset(d, 0, sizeof *d);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->name, sizeof d->name, fmt, ap);
+    va_end(ap);
+    d->kind = kind;
+    d->group = g;
+    d->layer = layer;
+    d->expert = expert;
+    d->ndim = cols ? 2 : 1;
+    d->shape[0] = rows;
+    d->shape[1] = cols;
+    d->numel = rows * (cols ? cols : 1);
+    d->decay = decay;
+}
+
+int scp_param_table(const scp_model_config *c, scp_param_desc **out)
+{
+    int per_layer = 13 + 1 + 3 * c->num_experts;
+    scp_param_desc *t = scp_xcalloc((size_t)(3 + c->num_layers * per_layer), sizeof *t);
+    int n = 0;
+    int64_t D = c->hidden_size, hd = c->head_dim, qd = (int64_t)c->num_heads * hd, kvd = (int64_t)c->num_kv_heads * hd;
+    add(t, &n, SCP_P_EMBED, SCP_GROUP_EMBED, -1, -1, c->vocab_size, D, 1, "model.embed_tokens.weight");
+    for (int l = 0; l < c->num_layers; l++) {
+        const char *p = "model.layers";
+        add(t, &n, SCP_P_ATTN_NORM, SCP_GROUP_NORM, l, -1, D, 0, 0, "%s.%d.input_layernorm.weight", p, l);
+        add(t, &n, SCP_P_Q, SCP_GROUP_ATTN, l, -1, qd, D, 1, "%s.%d.self_attn.q_proj.weight", p, l);
+        if (c->qkv_bias) add(t, &n, SCP_P_QB, SCP_GROUP_ATTN, l, -1, qd, 0, 0, "%s.%d.self_attn.q_proj.bias", p, l);
+        add(t, &n, SCP_P_K, SCP_GROUP_ATTN, l, -1, kvd, D, 1, "%s.%d.self_attn.k_proj.weight", p, l);
+        if (c->qkv_bias) add(t, &n, SCP_P_KB, SCP_GROUP_ATTN, l, -1, kvd, 0, 0, "%s.%d.self_attn.k_proj.bias", p, l);
+        add(t, &n, SCP_P_V, SCP_GROUP_ATTN, l, -1, kvd, D, 1, "%s.%d.self_attn.v_proj.weight", p, l);
+        if (c->qkv_bias) add(t, &n, SCP_P_VB, SCP_GROUP_ATTN, l, -1, kvd, 0, 0, "%s.%d.self_attn.v_proj.bias", p, l);
+        add(t, &n, SCP_P_O, SCP_GROUP_ATTN, l, -1, D, qd, 1, "%s.%d.self_attn.o_proj.weight", p, l);
+        if (c->o_bias) add(t, &n, SCP_P_OB, SCP_GROUP_ATTN, l, -1, D, 0, 0, "%s.%d.self_attn.o_proj.bias", p, l);
+        if (c->qk_norm) {
+            add(t, &n, SCP_P_QNORM, SCP_GROUP_ATTN, l, -1, hd, 0, 0, "%s.%d.self_attn.q_norm.weight", p, l);
+            add(t, &n, SCP_P_KNORM, SCP_GROUP_ATTN, l, -1, hd, 0, 0, "%s.%d.self_attn.k_norm.weight", p, l);
+        }
+        add(t, &n, SCP_P_MLP_NORM, SCP_GROUP_NORM, l, -1, D, 0, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+        if (c->num_experts) {
+            int64_t I = c->moe_intermediate_size;
+            add(t, &n, SCP_P_ROUTER, SCP_GROUP_ROUTER, l, -1, c->num_experts, D, 1, "%s.%d.mlp.gate.weight", p, l);
+            for (int e = 0; e < c->num_experts; e++) {
+                add(t, &n, SCP_P_EXP_GATE, SCP_GROUP_EXPERT, l, e, I, D, 1, "%s.%d.mlp.experts.%d.gate_proj.weight", p, l, e);
+                add(t, &n, SCP_P_EXP_UP, SCP_GROUP_EXPERT, l, e, I, D, 1, "%s.%d.mlp.experts.%d.up_proj.weight", p, l, e);
+                add(t, &n, SCP_P_EXP_DOWN, SCP_GROUP_EXPERT, l, e, D, I, 1, "%s.%d.mlp.experts.%d.down_proj.weight", p, l, e);
+            }
+        } else {
+            int64_t I = c->intermediate_size;
+            add(t, &n, SCP_P_GATE, SCP_GROUP_MLP, l, -1, I, D, 1, "%s.%d.mlp.gate_proj.weight", p, l);
+            add(t, &n, SCP_P_UP, SCP_GROUP_MLP, l, -1, I, D, 1, "%s.%d.mlp.up_proj.weight", p, l);
+            add(t, &n, SCP_P_DOWN, SCP_GROUP_MLP, l, -1, D, I, 1, "%s.%d.mlp.down_proj.weight", p, l);
+        }
+    }
+    add(t, &n, SCP_P_FINAL_NORM, SCP_GROUP_NORM, -1, -1, D, 0, 0, "model.norm.weight");
+    if (!c->tie_word_embeddings) add(t, &n, SCP_P_LM_HEAD, SCP_GROUP_EMBED, -1, -1, c->vocab_size, D, 1, "lm_head.weight");
+    *out = t;
+    return n;
+}
+
+int64_t scp_param_count(const scp_model_config *c)
+{
+    scp_param_desc *t;
+    int n = scp_param_table(c, &t);
+    int64_t s = 0;
+    for (int i = 0; i < n; i++) s += t[i].numel;
+    free(t);
+    return s;
+}

@@ -1,0 +1,96 @@
+/* formats/model_config.h: the model definition shared by every program: the Hugging Face config.json keys of the
+ * Llama family (llama, qwen2, qwen3, qwen3_moe), the SCP keys, and the one parameter table that names every
+ * tensor with its HF name, shape and optimizer group. */
+#ifndef SCP_MODEL_CONFIG_H
+#define SCP_MODEL_CONFIG_H
+
+#include <stdint.h>
+#include <jansson.h>
+
+typedef enum scp_arch { SCP_ARCH_LLAMA, SCP_ARCH_QWEN2, SCP_ARCH_QWEN3, SCP_ARCH_QWEN3_MOE } scp_arch;
+
+typedef struct scp_model_config {
+    scp_arch arch;
+    int hidden_size;            /* D */
+    int intermediate_size;      /* I: dense MLP width */
+    int num_layers;
+    int num_heads;              /* H */
+    int num_kv_heads;           /* KV (GQA: H % KV == 0) */
+    int head_dim;               /* hd (Qwen3 sets it explicitly; otherwise D / H) */
+    int vocab_size;             /* V: rows of the embedding matrix */
+    int max_position_embeddings;
+    double rms_norm_eps;
+    double rope_theta;
+    /* Llama 3.1 style RoPE scaling (rope_scaling.rope_type == "llama3"); factor 0 means none. */
+    double rope_scaling_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    int tie_word_embeddings;
+    int qkv_bias;               /* Qwen2: biases on q, k, v */
+    int o_bias;                 /* Llama with attention_bias: bias on o too */
+    int qk_norm;                /* Qwen3: RMSNorm over head_dim on q and k, before RoPE */
+    /* Mixture of experts (qwen3_moe): every layer's MLP is a router plus num_experts SwiGLU experts. */
+    int num_experts, num_experts_per_tok, moe_intermediate_size, norm_topk_prob;
+    /* Special ids from config.json, -1 when absent. */
+    int bos_token_id, eos_token_id, pad_token_id;
+    /* SCP keys. */
+    int mask_token_id;          /* -1: none yet */
+    int causal;                 /* attention causal (AR checkpoint) or bidirectional (diffusion) */
+    int shift_logits;           /* position i predicts token i+1 (RND1, Dream) or token i (LLaDA) */
+    json_t *raw;                /* the original object, so unknown keys survive a round trip */
+} scp_model_config;
+
+const char *scp_arch_name(scp_arch a);
+
+/* Parse an HF config.json object; `what` names the file in messages. Unknown model_type, or a feature we
+ * cannot run (sliding window, unknown rope_scaling), is refused with a message naming it. */
+int scp_config_from_json(scp_model_config *c, json_t *j, const char *what);
+int scp_config_load(scp_model_config *c, const char *path);
+/* The config as HF config.json (the raw object updated with every field we own). New reference. */
+json_t *scp_config_to_json(const scp_model_config *c);
+int scp_config_save(const scp_model_config *c, const char *path);
+void scp_config_free(scp_model_config *c);
+/* Copy (the raw object is deep-copied). */
+void scp_config_copy(scp_model_config *dst, const scp_model_config *src);
+
+/* RoPE inverse frequencies, hd/2 of them (HF half-split convention: pair (i, i + hd/2)). */
+void scp_rope_inv_freq(const scp_model_config *c, double *inv_freq);
+
+/* Optimizer groups (DESIGN.md: attention fast, MLP and experts slow). */
+typedef enum scp_group {
+    SCP_GROUP_EMBED,     /* embed_tokens and lm_head */
+    SCP_GROUP_ATTN,      /* q/k/v/o weights and biases, q/k norms */
+    SCP_GROUP_MLP,       /* dense MLP */
+    SCP_GROUP_EXPERT,    /* MoE experts (trained with the MLP multiplier) */
+    SCP_GROUP_ROUTER,    /* MoE router */
+    SCP_GROUP_NORM,      /* input/post-attention/final RMSNorm */
+    SCP_GROUP_COUNT
+} scp_group;
+const char *scp_group_name(scp_group g);
+
+typedef enum scp_param_kind {
+    SCP_P_EMBED, SCP_P_LM_HEAD, SCP_P_FINAL_NORM,
+    SCP_P_ATTN_NORM, SCP_P_Q, SCP_P_K, SCP_P_V, SCP_P_O, SCP_P_QB, SCP_P_KB, SCP_P_VB, SCP_P_OB,
+    SCP_P_QNORM, SCP_P_KNORM,
+    SCP_P_MLP_NORM, SCP_P_GATE, SCP_P_UP, SCP_P_DOWN,
+    SCP_P_ROUTER, SCP_P_EXP_GATE, SCP_P_EXP_UP, SCP_P_EXP_DOWN,
+    SCP_P_KIND_COUNT
+} scp_param_kind;
+
+typedef struct scp_param_desc {
+    char name[128];        /* HF tensor name, e.g. model.layers.3.self_attn.q_proj.weight */
+    scp_param_kind kind;
+    scp_group group;
+    int layer;             /* -1 for embeddings, final norm, lm_head */
+    int expert;            /* -1 unless an expert tensor */
+    int ndim;
+    int64_t shape[2];      /* HF layout: Linear weights are (out, in) */
+    int64_t numel;
+    int decay;             /* weight decay applies (not to norms and biases) */
+} scp_param_desc;
+
+/* The parameter table of a config, in a fixed order (embeddings, layers in order, final norm, lm_head).
+ * Returns the count; *out is freshly allocated. */
+int scp_param_table(const scp_model_config *c, scp_param_desc **out);
+int64_t scp_param_count(const scp_model_config *c);
+
+#endif

@@ -1,0 +1,332 @@
+// backend_cuda.cu: the CUDA backend's two tables, "cuda-fp32" (fp32 activations) and "cuda" (bf16 activations):
+// device memory, host <-> device copies, the three matmuls through cuBLAS (row-major shapes of lib/model/backend.h
+// mapped onto column-major GEMMs without copies), and the kernels of norm.cu, pointwise.cu, attention.cu and
+// moe.cu instantiated for each storage type.
+#include "model/cuda/backend_cuda.h"
+#include "model/cuda/cuda_internal.h"
+
+#include <cstdlib>
+
+static cublasHandle_t blas;
+static void *scratch;
+static size_t scratch_bytes;
+
+cublasHandle_t scp_cuda_blas(void)
+{
+    if (!blas) {
+        SCP_CUBLAS(cublasCreate(&blas));
+        // A fixed workspace of our own: cuBLAS then never allocates during a GEMM, and picks the same kernels
+        // run after run (bitwise-repeatable results, which exact resume relies on).
+        void *ws;
+        SCP_CUDA(cudaMalloc(&ws, (size_t)32 << 20));
+        SCP_CUBLAS(cublasSetWorkspace(blas, ws, (size_t)32 << 20));
+        SCP_CUBLAS(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
+    }
+    return blas;
+}
+
+// A failed cudaMalloc of `bytes` for `what`. Out of memory is a question of size: say how much was asked and is
+// free. Anything else (no driver, no GPU, a GPU in a bad state: the first allocation is where a build with CUDA
+// on a machine without a GPU finds out) is not, and says so.
+[[noreturn]] static void alloc_failed(const char *what, size_t bytes, cudaError_t e)
+{
+    cudaGetLastError();  // clear the error before asking anything else
+    if (e != cudaErrorMemoryAllocation)
+        scp_die("CUDA: no usable GPU (%s, allocating %zu bytes of %s); --backend cpu runs without one",
+                cudaGetErrorString(e), bytes, what);
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    scp_die("CUDA: out of device memory (%zu bytes of %s; %zu of %zu free)", bytes, what, fr, tot);
+}
+
+void *scp_cuda_scratch(size_t bytes)
+{
+    if (bytes > scratch_bytes) {
+        if (scratch) SCP_CUDA(cudaFree(scratch));
+        size_t n = bytes + bytes / 4;
+        cudaError_t e = cudaMalloc(&scratch, n);
+        if (e != cudaSuccess) alloc_failed("scratch", n, e);
+        scratch_bytes = n;
+    }
+    return scratch;
+}
+
+static void *cuda_alloc(size_t bytes)
+{
+    void *p = NULL;
+    size_t n = bytes ? bytes : 256;
+    cudaError_t e = cudaMalloc(&p, n);
+    if (e != cudaSuccess) alloc_failed("model workspace", n, e);
+    SCP_CUDA(cudaMemset(p, 0, n));
+    return p;
+}
+
+static void cuda_free(void *p)
+{
+    if (p) SCP_CUDA(cudaFree(p));
+}
+
+static void cuda_zero(void *x, size_t bytes)
+{
+    if (bytes) SCP_CUDA(cudaMemset(x, 0, bytes));
+}
+
+static void cuda_copy(void *dst, const void *src, size_t bytes)
+{
+    if (dst != src && bytes) SCP_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+static void cuda_upload(void *dst, const void *host, size_t n) { SCP_CUDA(cudaMemcpy(dst, host, n, cudaMemcpyHostToDevice)); }
+
+static void cuda_download(void *host, const void *src, size_t n)
+{
+    SCP_CUDA(cudaMemcpy(host, src, n, cudaMemcpyDeviceToHost));
+}
+
+// ---- matmuls ------------------------------------------------------------------------------------------------
+// fp32 storage ("cuda-fp32"): tensor cores in bf16 (cuBLAS rounds the fp32 inputs inside the GEMM), fp32 accumulation
+// and fp32 in/out. bf16 storage ("cuda"): bf16 A, B and C (bf16 C for the activation outputs, fp32 C for the
+// weight gradient), fp32 accumulation (CUBLAS_COMPUTE_32F; cublasGemmEx supports A, B = CUDA_R_16BF with C =
+// CUDA_R_16BF or CUDA_R_32F under it). The row-major to column-major mapping is the same for both.
+template <typename T> struct gemm_types;
+template <> struct gemm_types<float> {
+    static constexpr cudaDataType AB = CUDA_R_32F, C = CUDA_R_32F;
+    static constexpr cublasComputeType_t COMPUTE = CUBLAS_COMPUTE_32F_FAST_16BF;
+};
+template <> struct gemm_types<bf16> {
+    static constexpr cudaDataType AB = CUDA_R_16BF, C = CUDA_R_16BF;
+    static constexpr cublasComputeType_t COMPUTE = CUBLAS_COMPUTE_32F;
+};
+
+// out (M, N; ldo) = beta * out + bias, so that the GEMM can add onto it with beta 1. beta 0 never reads out
+// (it may hold NaN from an earlier use). out and bias are T; in bf16 only with beta 0, where the bias (a bf16
+// weight) is stored exactly and the GEMM's one rounding is the only one (beta != 0: bias_residual_bf16_kernel).
+template <typename T> __global__ void bias_init_kernel(T *out, int ldo, const T *bias, int M, int N, float beta)
+{
+    size_t total = (size_t)M * N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t m = i / N, n = i % N;
+        T *o = out + m * ldo + n;
+        act_st(o, beta == 0.0f ? act_ld(bias + n) : beta * act_ld(o) + act_ld(bias + n));
+    }
+}
+
+// bf16 storage, a bias and a residual (beta != 0): out (M, N; ldo) = round(beta out + prod + bias), prod (M, N)
+// the GEMM's fp32 result, so that the stored value is rounded once, as model/backend.h has it.
+__global__ void bias_residual_bf16_kernel(bf16 *out, int ldo, const float *prod, const bf16 *bias, int M, int N,
+                                          float beta)
+{
+    size_t total = (size_t)M * N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t m = i / N, n = i % N;
+        bf16 *o = out + m * ldo + n;
+        act_st(o, beta * act_ld(o) + prod[i] + act_ld(bias + n));
+    }
+}
+
+// Row-major out (M, N) = inp (M, K) @ w^T is column-major out^T (N, M) = w^T' (N, K) @ inp^T (K, M), where the
+// column-major view of row-major w (N, K) is (K, N) with ld K, hence op T.
+template <typename T>
+static void cuda_matmul_fwd(scp_act *out_, int ldo, const scp_act *inp, int ldi, const scp_act *w, const scp_act *bias,
+                            int M, int K, int N, float beta)
+{
+    typedef gemm_types<T> G;
+    T *out = (T *)out_;
+    if (M == 0 || N == 0) return;
+    if (bias && beta != 0.0f && sizeof(T) == 2) {   // the product in fp32 scratch, then one rounding of the sum
+        float *prod = (float *)scp_cuda_scratch((size_t)M * N * sizeof(float)), one = 1.0f, zero = 0.0f;
+        SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, G::AB, K, inp, G::AB, ldi,
+                                &zero, prod, CUDA_R_32F, N, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
+        bias_residual_bf16_kernel<<<scp_cuda_blocks((size_t)M * N, 256), 256>>>(
+            (bf16 *)(void *)out, ldo, prod, (const bf16 *)(const void *)bias, M, N, beta);
+        SCP_LAUNCHED();
+        return;
+    }
+    if (bias) {
+        auto kern = bias_init_kernel<T>;
+        kern<<<scp_cuda_blocks((size_t)M * N, 256), 256>>>(out, ldo, (const T *)bias, M, N, beta);
+        SCP_LAUNCHED();
+        beta = 1.0f;
+    }
+    float one = 1.0f;
+    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, G::AB, K, inp, G::AB, ldi, &beta,
+                            out, G::C, ldo, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
+}
+
+// dinp (M, K) = dout (M, N) @ w (N, K): column-major dinp^T (K, M) = w' (K, N) @ dout^T (N, M).
+template <typename T>
+static void cuda_matmul_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w, int M, int K,
+                                int N, float beta)
+{
+    typedef gemm_types<T> G;
+    if (M == 0 || K == 0) return;
+    float one = 1.0f;
+    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_N, K, M, N, &one, w, G::AB, K, dout, G::AB, ldo,
+                            &beta, dinp, G::C, ldi, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
+}
+
+// dw (N, K) += dout^T (N, M) @ inp (M, K): column-major dw^T (K, N) += inp^T (K, M) @ dout (M, N), dout's
+// column-major view being (N, M) with ld ldo, hence op T. dw is fp32 on both tables (C = CUDA_R_32F).
+template <typename T>
+static void cuda_matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int ldo, const scp_act *inp, int ldi, int M,
+                              int K, int N)
+{
+    typedef gemm_types<T> G;
+    if (M == 0 || N == 0) return;
+    float one = 1.0f;
+    SCP_CUBLAS(cublasGemmEx(scp_cuda_blas(), CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, &one, inp, G::AB, ldi, dout, G::AB, ldo,
+                            &one, dw, CUDA_R_32F, K, G::COMPUTE, CUBLAS_GEMM_DEFAULT));
+    if (dbias) scp_cuda_colsum_add<T>(dbias, (const T *)dout, ldo, M, N);
+}
+
+// The flash-style attention keeps the log-sum-exp of each query row (attention.cu), not the probabilities.
+static size_t cuda_attn_state_floats(int B, int H, int T) { return (size_t)B * H * T; }
+
+// The table's entries over T: scp_act is T (the launchers of norm.cu, pointwise.cu, attention.cu, moe.cu).
+#define A_(p) ((T *)(p))
+#define C_(p) ((const T *)(p))
+template <typename T> static void to_act(scp_act *d, const float *s, size_t n) { scp_cuda_to_act<T>(A_(d), s, n); }
+template <typename T> static void from_act(float *d, const scp_act *s, size_t n) { scp_cuda_from_act<T>(d, C_(s), n); }
+template <typename T>
+static void rmsnorm_fwd(scp_act *out, float *rstd, const scp_act *x, const scp_act *w, int N, int G, int C, int ld,
+                        float eps)
+{
+    scp_cuda_rmsnorm_fwd<T>(A_(out), rstd, C_(x), C_(w), N, G, C, ld, eps);
+}
+template <typename T>
+static void rmsnorm_bwd(scp_act *dx, float *dw, const scp_act *dout, const scp_act *x, const scp_act *w,
+                        const float *rstd, int N, int G, int C, int ld, int accumulate)
+{
+    scp_cuda_rmsnorm_bwd<T>(A_(dx), dw, C_(dout), C_(x), C_(w), rstd, N, G, C, ld, accumulate);
+}
+template <typename T>
+static void rope(scp_act *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, int inverse)
+{
+    scp_cuda_rope<T>(A_(x), cos, sin, N, T_, G, hd, ld, inverse);
+}
+template <typename T>
+static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                          const scp_attn_args *a)
+{
+    scp_cuda_attention_fwd<T>(A_(out), att, C_(q), C_(k), C_(v), a);
+}
+template <typename T>
+static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
+                          const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+{
+    scp_cuda_attention_bwd<T>(A_(dq), A_(dk), A_(dv), C_(dout), att, C_(q), C_(k), C_(v), a);
+}
+template <typename T> static void swiglu_fwd(scp_act *h, const scp_act *gu, int M, int I)
+{
+    scp_cuda_swiglu_fwd<T>(A_(h), C_(gu), M, I);
+}
+template <typename T> static void swiglu_bwd(scp_act *dgu, const scp_act *dh, const scp_act *gu, int M, int I)
+{
+    scp_cuda_swiglu_bwd<T>(A_(dgu), C_(dh), C_(gu), M, I);
+}
+template <typename T> static void embedding_fwd(scp_act *out, const int32_t *ids, const scp_act *table, int M, int C)
+{
+    scp_cuda_embedding_fwd<T>(A_(out), ids, C_(table), M, C);
+}
+template <typename T>
+static void embedding_bwd(float *dtable, const scp_act *dout, const int32_t *ids, int M, int C, int V)
+{
+    scp_cuda_embedding_bwd<T>(dtable, C_(dout), ids, M, C, V);
+}
+template <typename T> static void gather_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+{
+    scp_cuda_gather_rows<T>(A_(dst), C_(src), rows, n, C);
+}
+template <typename T> static void scatter_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+{
+    scp_cuda_scatter_rows<T>(A_(dst), C_(src), rows, n, C);
+}
+template <typename T>
+static double crossentropy(scp_act *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
+                           int backward)
+{
+    return scp_cuda_crossentropy<T>(A_(logits), nll, target, weight, N, V, backward);
+}
+template <typename T>
+static void moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const scp_act *logits, int M,
+                      int E, int k, int norm)
+{
+    scp_cuda_moe_route<T>(probs, idx, weight, lse, psum, C_(logits), M, E, k, norm);
+}
+template <typename T>
+static void moe_route_bwd(scp_act *dlogits, const float *dweight, const float *probs, const float *lse,
+                          const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E, int k,
+                          int norm)
+{
+    scp_cuda_moe_route_bwd<T>(A_(dlogits), dweight, probs, lse, idx, weight, dprob, zscale, M, E, k, norm);
+}
+template <typename T>
+static void moe_combine(scp_act *out, const scp_act *y, const float *weight, const int32_t *pos, int M, int k, int D,
+                        float beta)
+{
+    scp_cuda_moe_combine<T>(A_(out), C_(y), weight, pos, M, k, D, beta);
+}
+template <typename T>
+static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, const scp_act *y, const float *weight,
+                            const int32_t *pos, int M, int k, int D)
+{
+    scp_cuda_moe_combine_bwd<T>(A_(dy), dweight, C_(dout), C_(y), weight, pos, M, k, D);
+}
+template <typename T>
+static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
+                             int hd, int ld, float scale)
+{
+    scp_cuda_attention_decode<T>(A_(out), C_(q), C_(k), C_(v), n, H, KV, hd, ld, scale);
+}
+#undef A_
+#undef C_
+
+// The two tables, positional in lib/model/backend.h's order.
+#define SCP_CUDA_TABLE(NAME, T)                                                                                 \
+    {                                                                                                           \
+        /* .name = */ NAME,                                                                                     \
+        /* .alloc = */ cuda_alloc,                                                                              \
+        /* .free = */ cuda_free,                                                                                \
+        /* .zero_bytes = */ cuda_zero,                                                                          \
+        /* .copy_bytes = */ cuda_copy,                                                                          \
+        /* .upload = */ cuda_upload,                                                                            \
+        /* .download = */ cuda_download,                                                                        \
+        /* .to_act = */ to_act<T>,                                                                              \
+        /* .from_act = */ from_act<T>,                                                                          \
+        /* .matmul_fwd = */ cuda_matmul_fwd<T>,                                                                 \
+        /* .matmul_bwd_inp = */ cuda_matmul_bwd_inp<T>,                                                         \
+        /* .matmul_bwd_w = */ cuda_matmul_bwd_w<T>,                                                             \
+        /* .rmsnorm_fwd = */ rmsnorm_fwd<T>,                                                                    \
+        /* .rmsnorm_bwd = */ rmsnorm_bwd<T>,                                                                    \
+        /* .rope = */ rope<T>,                                                                                  \
+        /* .attention_fwd = */ attention_fwd<T>,                                                                \
+        /* .attention_bwd = */ attention_bwd<T>,                                                                \
+        /* .swiglu_fwd = */ swiglu_fwd<T>,                                                                      \
+        /* .swiglu_bwd = */ swiglu_bwd<T>,                                                                      \
+        /* .embedding_fwd = */ embedding_fwd<T>,                                                                \
+        /* .embedding_bwd = */ embedding_bwd<T>,                                                                \
+        /* .gather_rows = */ gather_rows<T>,                                                                    \
+        /* .scatter_rows = */ scatter_rows<T>,                                                                  \
+        /* .crossentropy = */ crossentropy<T>,                                                                  \
+        /* .adamw = */ scp_cuda_adamw,                                                                          \
+        /* .sumsq = */ scp_cuda_sumsq,                                                                          \
+        /* .scale = */ scp_cuda_scale,                                                                          \
+        /* .host_memory = */ 0,                                                                                 \
+        /* .attn_state_floats = */ cuda_attn_state_floats,                                                      \
+        /* .act_size = */ sizeof(T),                                                                            \
+        /* .moe_route = */ moe_route<T>,                                                                        \
+        /* .moe_route_bwd = */ moe_route_bwd<T>,                                                                \
+        /* .moe_combine = */ moe_combine<T>,                                                                    \
+        /* .moe_combine_bwd = */ moe_combine_bwd<T>,                                                            \
+        /* .attention_decode = */ attention_decode<T>,                                                          \
+    }
+
+extern "C" const scp_backend scp_backend_cuda_fp32 = SCP_CUDA_TABLE("cuda-fp32", float);
+extern "C" const scp_backend scp_backend_cuda_bf16 = SCP_CUDA_TABLE("cuda", bf16);
+
+extern "C" const scp_backend *scp_cuda_backend_named(const char *name)
+{
+    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda-bf16") == 0) return &scp_backend_cuda_bf16;
+    if (strcmp(name, "cuda-fp32") == 0) return &scp_backend_cuda_fp32;
+    return NULL;
+}

@@ -1,0 +1,81 @@
+/* train/opts.h: scp-train's options as one struct, with defaults and a JSON form.
+ *
+ * The options are saved in every checkpoint's trainer_state.json, so that `scp-train --resume` continues the
+ * run with exactly the options it started with (doubles are written with 17 significant digits, so they come
+ * back bit for bit); options given again on the resuming command line override the saved ones. */
+#ifndef SCP_TRAIN_OPTS_H
+#define SCP_TRAIN_OPTS_H
+
+#include <stdint.h>
+#include <jansson.h>
+
+#include "data/mask.h"
+#include "model/model.h"
+#include "formats/model_config.h"
+
+typedef enum scp_objective { SCP_OBJ_MDM, SCP_OBJ_AR } scp_objective;
+typedef enum scp_loss_norm { SCP_NORM_LENGTH, SCP_NORM_MASKED } scp_loss_norm;
+typedef enum scp_lr_kind { SCP_LR_CONSTANT, SCP_LR_COSINE, SCP_LR_WSD } scp_lr_kind;
+
+typedef struct scp_train_opts {
+    char *init;                 /* checkpoint directory, or "random:CONFIG.json" */
+    int init_random;            /* random weights of the init's shape (--init-random) */
+    double init_std;            /* standard deviation of the random initialisation */
+    char *data;                 /* shard set directory */
+    char *out;                  /* run directory */
+
+    scp_objective objective;
+    scp_loss_norm loss_norm;
+    scp_attn_mode attn;         /* default: bidirectional for mdm, causal for ar */
+    int attn_set;               /* attn given explicitly */
+    int64_t anneal_steps;       /* SCP_ATTN_ANNEAL: future keys visible with probability min(1, step / anneal_steps) */
+    int doc_mask;
+    int shift;                  /* -1: from config.json shift_logits */
+    scp_t_sampler t_sampler;    /* noise levels across the global batch */
+    scp_mask_schedule mask_schedule;
+    double t_eps;               /* t in [t_eps, 1] */
+
+    double lr;                  /* base learning rate */
+    double lr_mult[SCP_GROUP_COUNT];   /* per optimizer group (expert follows mlp unless set) */
+    double beta1, beta2, adam_eps, weight_decay, clip;
+    double aux_loss, z_loss;    /* MoE: coefficients of the load-balancing and router z losses (model/moe.h) */
+    int64_t warmup;
+    scp_lr_kind schedule;
+    double min_lr;
+    double decay_frac;          /* wsd: fraction of the steps spent decaying */
+
+    int64_t batch_tokens;       /* global batch per optimizer step, in tokens (rounded to whole sequences) */
+    int micro_batch;            /* sequences per forward/backward; 0 = whole global batch */
+    int64_t steps, tokens;      /* bound (tokens converted to steps when steps is 0) */
+    int shuffle;                /* data order shuffled per epoch from the seed */
+
+    int64_t save_every;         /* 0: only at the end */
+    int keep;                   /* keep the newest N checkpoints (0: all) */
+    int64_t eval_every;         /* 0: never */
+    int eval_seqs;              /* sequences of the val split per evaluation */
+    int eval_samples;           /* noise levels per sequence for the diffusion bound */
+    uint64_t seed;
+    int threads;                /* 0: all cores */
+    char *backend;
+} scp_train_opts;
+
+void scp_train_opts_default(scp_train_opts *o);
+void scp_train_opts_free(scp_train_opts *o);
+/* New reference: every option (paths as given). */
+json_t *scp_train_opts_to_json(const scp_train_opts *o);
+/* Fill o from the object written by scp_train_opts_to_json; `what` names the file in messages. */
+int scp_train_opts_from_json(scp_train_opts *o, const json_t *j, const char *what);
+
+/* Names used on the command line and in JSON; -1 from the parsers when unknown (the t sampler and the
+ * masking schedule use data/mask.h's scp_t_sampler_name/_from_name, scp_mask_schedule_name/_from_name). */
+const char *scp_objective_name(scp_objective x);
+const char *scp_loss_norm_name(scp_loss_norm x);
+const char *scp_lr_kind_name(scp_lr_kind x);
+const char *scp_attn_name(scp_attn_mode x);
+int scp_objective_parse(const char *s);
+int scp_loss_norm_parse(const char *s);
+int scp_lr_kind_parse(const char *s);
+/* "bidirectional", "causal" or "anneal:STEPS" (STEPS >= 1 into *anneal_steps). */
+int scp_attn_parse(const char *s, int64_t *anneal_steps);
+
+#endif

@@ -1,0 +1,310 @@
+/* train/state.c: trainer_state.json, optimizer.safetensors and the run directory. */
+#include "train/state.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
+#include "formats/safetensors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static json_t *u64_hex(uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%016" PRIx64, v);
+    return json_string(buf);
+}
+
+static int parse_u64_hex(const json_t *v, uint64_t *out, const char *what, const char *key)
+{
+    const char *s = json_string_value(v);
+    char *end;
+    if (!s || !*s) return scp_error("%s: '%s' must be a hexadecimal string", what, key);
+    errno = 0;
+    *out = strtoull(s, &end, 16);
+    if (errno || *end) return scp_error("%s: '%s' is not a 64-bit hexadecimal number: '%s'", what, key, s);
+    return 0;
+}
+
+int scp_train_state_save(const char *path, const scp_train_state *s, const scp_train_opts *o)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "format", json_string("scp-trainer-state"));
+    json_object_set_new(j, "version", json_integer(1));
+    json_object_set_new(j, "step", json_integer(s->step));
+    json_object_set_new(j, "adam_step", json_integer(s->adam_step));
+    json_object_set_new(j, "skipped", json_integer(s->skipped));
+    json_object_set_new(j, "tokens", json_integer(s->tokens));
+    json_object_set_new(j, "cursor", json_integer(s->cursor));
+    json_object_set_new(j, "total_steps", json_integer(s->total_steps));
+    json_t *r = json_array();
+    for (int i = 0; i < 4; i++) json_array_append_new(r, u64_hex(s->rng.s[i]));
+    json_object_set_new(j, "rng", r);
+    json_object_set_new(j, "data_tokenizer_hash", u64_hex(s->data_hash));
+    if (s->world > 0) json_object_set_new(j, "world_size", json_integer(s->world));
+    json_object_set_new(j, "options", scp_train_opts_to_json(o));
+    int rc = scp_json_save_exact(path, j);
+    json_decref(j);
+    return rc;
+}
+
+int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o)
+{
+    json_t *j = scp_json_load(path);
+    if (!j) return -1;
+    int rc = -1;
+    const char *fmt;
+    memset(s, 0, sizeof *s);
+    if (!json_is_object(j)) {
+        scp_error("%s: not a JSON object", path);
+        goto out;
+    }
+    if (scp_json_get_str(j, "format", &fmt, path) != 0 || strcmp(fmt, "scp-trainer-state") != 0) {
+        scp_error("%s: not an scp trainer state (\"format\": \"scp-trainer-state\" missing)", path);
+        goto out;
+    }
+    static const char *req[] = {"step", "adam_step", "skipped", "tokens", "cursor", "total_steps"};
+    int64_t *dst[] = {&s->step, &s->adam_step, &s->skipped, &s->tokens, &s->cursor, &s->total_steps};
+    for (int i = 0; i < 6; i++) {
+        int g = scp_json_get_int(j, req[i], dst[i], path);
+        if (g < 0) goto out;
+        if (g == 1) {
+            scp_error("%s: missing key '%s'", path, req[i]);
+            goto out;
+        }
+        if (*dst[i] < 0) {
+            scp_error("%s: '%s' is negative", path, req[i]);
+            goto out;
+        }
+    }
+    json_t *r = json_object_get(j, "rng");
+    if (!json_is_array(r) || json_array_size(r) != 4) {
+        scp_error("%s: 'rng' must be an array of 4 hexadecimal strings", path);
+        goto out;
+    }
+    for (int i = 0; i < 4; i++)
+        if (parse_u64_hex(json_array_get(r, (size_t)i), &s->rng.s[i], path, "rng")) goto out;
+    json_t *h = json_object_get(j, "data_tokenizer_hash");
+    if (h && parse_u64_hex(h, &s->data_hash, path, "data_tokenizer_hash")) goto out;
+    if (scp_json_get_int(j, "world_size", &s->world, path) < 0) goto out;
+    if (json_object_get(j, "world_size") && s->world < 1) {
+        scp_error("%s: 'world_size' must be at least 1", path);
+        goto out;
+    }
+    if (o) {
+        json_t *oj = json_object_get(j, "options");
+        if (!oj) {
+            scp_error("%s: missing key 'options'", path);
+            goto out;
+        }
+        if (scp_train_opts_from_json(o, oj, path)) goto out;
+    }
+    rc = 0;
+out:
+    json_decref(j);
+    return rc;
+}
+
+/* ---- optimizer moments ------------------------------------------------------------------------------ */
+int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m, const float *opt_v)
+{
+    scp_st_writer *w = scp_st_writer_new();
+    for (int i = 0; i < m->n_params; i++) {
+        const scp_param_desc *d = &m->desc[i];
+        char name[160];
+        snprintf(name, sizeof name, "exp_avg.%s", d->name);
+        scp_st_add(w, name, SCP_F32, d->ndim, d->shape, opt_m + m->offset[i]);
+        snprintf(name, sizeof name, "exp_avg_sq.%s", d->name);
+        scp_st_add(w, name, SCP_F32, d->ndim, d->shape, opt_v + m->offset[i]);
+    }
+    scp_st_set_metadata(w, "format", "scp-adamw");
+    int rc = scp_st_write(w, path);
+    scp_st_writer_free(w);
+    return rc;
+}
+
+int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float *opt_v)
+{
+    scp_st_file f;
+    if (scp_st_open(&f, path)) return -1;
+    for (int i = 0; i < m->n_params; i++) {
+        const scp_param_desc *d = &m->desc[i];
+        for (int k = 0; k < 2; k++) {
+            char name[160];
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", d->name);
+            const scp_tensor_info *t = scp_st_find(&f, name);
+            char s1[64], s2[64];
+            if (!t) {
+                scp_st_close(&f);
+                return scp_error("%s: tensor '%s' is missing", path, name);
+            }
+            if (t->dtype != SCP_F32 || t->ndim != d->ndim || t->shape[0] != d->shape[0] ||
+                (d->ndim == 2 && t->shape[1] != d->shape[1])) {
+                scp_error("%s: tensor '%s' is %s %s, the model needs F32 %s", path, name, scp_dtype_name(t->dtype),
+                          scp_shape_str(s1, sizeof s1, t->ndim, t->shape), scp_shape_str(s2, sizeof s2, d->ndim, d->shape));
+                scp_st_close(&f);
+                return -1;
+            }
+            memcpy((k ? opt_v : opt_m) + m->offset[i], t->data, t->nbytes);
+        }
+    }
+    scp_st_close(&f);
+    return 0;
+}
+
+/* ---- run directory ---------------------------------------------------------------------------------- */
+char *scp_run_ckpt_name(int64_t step)
+{
+    return scp_xasprintf("step-%07" PRId64, step);
+}
+
+int scp_run_set_latest(const char *rundir, const char *name)
+{
+    char *tmp = scp_xasprintf("%s/latest.tmp-%ld", rundir, (long)getpid());
+    char *dst = scp_path_join(rundir, "latest");
+    unlink(tmp);
+    int rc = 0;
+    if (symlink(name, tmp) != 0) rc = scp_error("%s: cannot create link: %s", tmp, strerror(errno));
+    else if (rename(tmp, dst) != 0) {
+        rc = scp_error("%s: cannot replace: %s", dst, strerror(errno));
+        unlink(tmp);
+    }
+    if (rc == 0) scp_fsync_dir(rundir);
+    free(tmp);
+    free(dst);
+    return rc;
+}
+
+/* step-N with only digits after "step-": a complete checkpoint name (temporaries carry a suffix). */
+static int ckpt_step(const char *name, int64_t *step)
+{
+    if (strncmp(name, "step-", 5) != 0 || !name[5]) return 0;
+    int64_t v = 0;
+    for (const char *p = name + 5; *p; p++) {
+        if (*p < '0' || *p > '9') return 0;
+        v = v * 10 + (*p - '0');
+    }
+    *step = v;
+    return 1;
+}
+
+typedef struct { int64_t step; char *name; } ckpt_ent;
+
+static int cmp_ent(const void *a, const void *b)
+{
+    int64_t x = ((const ckpt_ent *)a)->step, y = ((const ckpt_ent *)b)->step;
+    return x < y ? -1 : x > y;
+}
+
+static int list_ckpts(const char *rundir, ckpt_ent **out)
+{
+    DIR *d = opendir(rundir);
+    if (!d) {
+        scp_error("%s: cannot open run directory: %s", rundir, strerror(errno));
+        return -1;
+    }
+    int n = 0, cap = 16;
+    ckpt_ent *e = scp_xmalloc(sizeof *e * (size_t)cap);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int64_t st;
+        if (!ckpt_step(de->d_name, &st)) continue;
+        if (n == cap) e = scp_xrealloc(e, sizeof *e * (size_t)(cap *= 2));
+        e[n].step = st;
+        e[n++].name = scp_xstrdup(de->d_name);
+    }
+    closedir(d);
+    qsort(e, (size_t)n, sizeof *e, cmp_ent);
+    *out = e;
+    return n;
+}
+
+static void free_ents(ckpt_ent *e, int n)
+{
+    for (int i = 0; i < n; i++) free(e[i].name);
+    free(e);
+}
+
+char *scp_run_latest(const char *rundir)
+{
+    char *link = scp_path_join(rundir, "latest");
+    char *state = scp_path_join(link, "trainer_state.json");
+    int ok = scp_file_exists(state);
+    free(state);
+    if (ok) return link;
+    free(link);
+    ckpt_ent *e;
+    int n = list_ckpts(rundir, &e);
+    if (n < 0) return NULL;
+    char *best = NULL;
+    for (int i = n - 1; i >= 0 && !best; i--) {
+        char *dir = scp_path_join(rundir, e[i].name);
+        char *st = scp_path_join(dir, "trainer_state.json");
+        if (scp_file_exists(st)) best = dir;
+        else free(dir);
+        free(st);
+    }
+    free_ents(e, n);
+    if (!best) scp_error("%s: no checkpoint to resume from (no step-NNNNNNN/trainer_state.json)", rundir);
+    return best;
+}
+
+int scp_run_prune(const char *rundir, int keep)
+{
+    if (keep <= 0) return 0;
+    ckpt_ent *e;
+    int n = list_ckpts(rundir, &e);
+    if (n < 0) return -1;
+    int rc = 0;
+    for (int i = 0; i < n - keep; i++) {
+        char *p = scp_path_join(rundir, e[i].name);
+        if (scp_rm_rf(p)) rc = -1;
+        free(p);
+    }
+    free_ents(e, n);
+    return rc;
+}
+
+void scp_run_clean_stale(const char *rundir)
+{
+    DIR *d = opendir(rundir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strstr(de->d_name, ".tmp-") && !strstr(de->d_name, ".old-")) continue;
+        if (strncmp(de->d_name, "step-", 5) && strncmp(de->d_name, "latest", 6) && strncmp(de->d_name, "metrics.jsonl", 13))
+            continue;
+        char *p = scp_path_join(rundir, de->d_name);
+        scp_rm_rf(p);
+        free(p);
+    }
+    closedir(d);
+}
+
+int scp_copy_tokenizer_files(const char *src_dir, const char *dst_dir)
+{
+    static const char *names[] = {"tokenizer.json", "tokenizer_config.json", "tokenizer.bin", "tokenizer.model",
+                                  "special_tokens_map.json", "vocab.json", "merges.txt", "generation_config.json",
+                                  "added_tokens.json"};
+    int n = 0;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char *s = scp_path_join(src_dir, names[i]);
+        if (scp_file_exists(s)) {
+            char *d = scp_path_join(dst_dir, names[i]);
+            int rc = scp_copy_file(s, d);
+            free(d);
+            if (rc) {
+                free(s);
+                return -1;
+            }
+            n++;
+        }
+        free(s);
+    }
+    return n;
+}

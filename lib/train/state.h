@@ -1,0 +1,61 @@
+/* train/state.h: what a run needs to continue exactly: trainer_state.json and optimizer.safetensors, and
+ * the run directory around the checkpoints (man 5 scp-run).
+ *
+ * RUNDIR/
+ *   metrics.jsonl          one JSON object per optimizer step (and per evaluation)
+ *   step-NNNNNNN/          a checkpoint: config.json, model.safetensors (F32), tokenizer files,
+ *                          optimizer.safetensors, trainer_state.json
+ *   latest -> step-NNNNNNN a symbolic link to the newest complete checkpoint
+ * Checkpoints are written under a temporary name and renamed, and `latest` is replaced by rename, so a
+ * process killed at any moment leaves only complete checkpoints under their final names. */
+#ifndef SCP_TRAIN_STATE_H
+#define SCP_TRAIN_STATE_H
+
+#include <stdint.h>
+#include <jansson.h>
+
+#include "core/json.h"
+
+#include "model/model.h"
+#include "core/rng.h"
+#include "train/opts.h"
+
+typedef struct scp_train_state {
+    int64_t step;          /* optimizer steps done (applied or skipped) */
+    int64_t adam_step;     /* updates applied: AdamW's bias-correction count */
+    int64_t skipped;       /* steps skipped for a NaN/Inf loss or gradient */
+    int64_t tokens;        /* tokens consumed */
+    int64_t cursor;        /* sequences consumed from the data order (epoch = cursor / num_seqs) */
+    int64_t total_steps;   /* the run's length, fixes the schedule */
+    scp_rng rng;           /* the trainer's own stream (annealed-attention draws) */
+    uint64_t data_hash;    /* tokenizer hash of the data, checked again on resume */
+    int64_t world;         /* data-parallel ranks that saved the state ("world_size"; 0: not recorded, one) */
+} scp_train_state;
+
+/* trainer_state.json: the state plus the options (every double with 17 significant digits). */
+int scp_train_state_save(const char *path, const scp_train_state *s, const scp_train_opts *o);
+/* Load the state; when o is not NULL, also the saved options into o (over its current values). */
+int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o);
+
+/* optimizer.safetensors: AdamW's first and second moments, F32, one tensor per parameter named
+ * "exp_avg.NAME" and "exp_avg_sq.NAME" with the parameter's shape. opt_m, opt_v are (m->n_weights). */
+int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m, const float *opt_v);
+int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float *opt_v);
+
+
+/* "step-NNNNNNN" (at least 7 digits). */
+char *scp_run_ckpt_name(int64_t step);
+/* Point RUNDIR/latest at the checkpoint `name` (atomic replace). */
+int scp_run_set_latest(const char *rundir, const char *name);
+/* The newest complete checkpoint directory of a run (via `latest`, else the highest step-N with a
+ * trainer_state.json), freshly allocated; NULL with a message when there is none. */
+char *scp_run_latest(const char *rundir);
+/* Remove step-N checkpoints beyond the newest `keep` (keep <= 0: none removed). */
+int scp_run_prune(const char *rundir, int keep);
+/* Remove leftovers of killed writers (step-N.tmp-PID, step-N.old-PID, latest.tmp-PID, metrics.jsonl.tmp-PID). */
+void scp_run_clean_stale(const char *rundir);
+/* Copy the tokenizer files found in src_dir (tokenizer.json, tokenizer_config.json, tokenizer.bin, ...) to
+ * dst_dir. Returns the number copied, -1 on error. */
+int scp_copy_tokenizer_files(const char *src_dir, const char *dst_dir);
+
+#endif
