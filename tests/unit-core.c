@@ -2,6 +2,7 @@
  * config parsing and the parameter table. */
 #include "tap.h"
 
+#include "core/options.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/io.h"
@@ -233,6 +234,35 @@ static void test_rng(void)
     tap_ok(fabs(mean - 0.5) < 5 * 6.5e-4 && fabs(var - 1.0 / 12) < 2e-3, "uniform mean %.5f var %.5f", mean, var);
 }
 
+/* The option vocabulary: each letter and each long name means one thing; getopt driven by it maps letters, long
+ * names and deprecated aliases to their ids. */
+static void test_options(void)
+{
+    int letters_unique = 1, names_unique = 1;
+    for (int i = 0; i < SCP_OPT_COUNT; i++)
+        for (int j = i + 1; j < SCP_OPT_COUNT; j++) {
+            if (scp_options[i].letter && scp_options[i].letter == scp_options[j].letter) letters_unique = 0;
+            if (strcmp(scp_options[i].name, scp_options[j].name) == 0) names_unique = 0;
+        }
+    tap_ok(letters_unique, "options.def: no letter means two options");
+    tap_ok(names_unique, "options.def: no long name is defined twice");
+    static const scp_opt_id ids[] = {SCP_OPT_THREADS, SCP_OPT_OUTPUT, SCP_OPT_T_EPS, SCP_OPT_QUIET, SCP_OPT_END};
+    static const scp_cli_alias old[] = {{"eps", 0, SCP_OPT_T_EPS}, {NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
+    char *argv[] = {"prog", "-j", "3", "--output=x", "--t-eps", "0.1", "--eps", "0.2", "-t4", "-q", "in", NULL};
+    int argc = 11, got[8], n = 0;
+    const char *vals[8];
+    scp_cli c;
+    scp_cli_begin(&c, ids, old);
+    for (int id; n < 8 && (id = scp_cli_next(&c, argc, argv)) >= 0; n++) got[n] = id, vals[n] = optarg;
+    int operand = optind;
+    scp_cli_end(&c);
+    tap_ok(n == 6 && got[0] == SCP_OPT_THREADS && strcmp(vals[0], "3") == 0 && got[1] == SCP_OPT_OUTPUT &&
+               strcmp(vals[1], "x") == 0 && got[2] == SCP_OPT_T_EPS && got[3] == SCP_OPT_T_EPS &&
+               strcmp(vals[3], "0.2") == 0 && got[4] == SCP_OPT_THREADS && strcmp(vals[4], "4") == 0 &&
+               got[5] == SCP_OPT_QUIET && operand == 10,
+           "getopt from the vocabulary: letters, long names, deprecated aliases (%d options, operand at %d)", n, operand);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/scp-unit-core-%ld", (long)getpid());
@@ -243,6 +273,7 @@ int main(void)
     test_config();
     test_tokstream();
     test_rng();
+    test_options();
     scp_rm_rf(tmpdir);
     return tap_done();
 }

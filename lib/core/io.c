@@ -125,6 +125,13 @@ void scp_fclose_in(FILE *f)
     if (f && f != stdin) fclose(f);
 }
 
+static void out_free(scp_out *o)
+{
+    free(o->tmp);
+    free(o->path);
+    free(o);
+}
+
 scp_out *scp_out_open(const char *path, int binary)
 {
     scp_out *o = scp_xcalloc(1, sizeof *o);
@@ -137,6 +144,23 @@ scp_out *scp_out_open(const char *path, int binary)
             return NULL;
         }
         o->f = stdout;
+        return o;
+    }
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        scp_error("%s: is a directory, not an output file", path);
+        out_free(o);
+        return NULL;
+    }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* A device, FIFO or socket is written in place: renaming a temporary over it would replace the node. */
+        o->f = fopen(path, "wb");
+        if (!o->f) {
+            scp_error("%s: cannot open for writing: %s", path, strerror(errno));
+            out_free(o);
+            return NULL;
+        }
+        o->streamed = 1;
         return o;
     }
     o->tmp = scp_xasprintf("%s.tmp-%ld", path, (long)getpid());
@@ -152,18 +176,13 @@ scp_out *scp_out_open(const char *path, int binary)
     return o;
 }
 
-static void out_free(scp_out *o)
-{
-    free(o->tmp);
-    free(o->path);
-    free(o);
-}
-
 int scp_out_commit(scp_out *o)
 {
     int rc = 0;
     if (!o->tmp) {
-        if (fflush(o->f) != 0) rc = scp_error("<stdout>: write error: %s", strerror(errno));
+        const char *name = o->streamed ? o->path : "<stdout>";
+        if (fflush(o->f) != 0) rc = scp_error("%s: write error: %s", name, strerror(errno));
+        if (o->streamed && fclose(o->f) != 0 && rc == 0) rc = scp_error("%s: write error: %s", name, strerror(errno));
         out_free(o);
         return rc;
     }
@@ -181,12 +200,66 @@ int scp_out_commit(scp_out *o)
 void scp_out_abort(scp_out *o)
 {
     if (!o) return;
+    if (o->streamed) fclose(o->f);
     if (o->tmp) {
         fclose(o->f);
         unlink(o->tmp);
         scp_cleanup_unregister(o->tmp);
     }
     out_free(o);
+}
+
+/* ---- outputs against inputs ------------------------------------------------------------------------------- */
+/* The canonical path of p, or of its nearest existing ancestor with the rest appended (an output may not exist
+ * yet). Freshly allocated. */
+static char *resolve(const char *p)
+{
+    char *r = realpath(p, NULL);
+    if (r) return r;
+    char *copy = scp_xstrdup(p), *slash = strrchr(copy, '/');
+    const char *base = slash ? slash + 1 : copy;
+    char *parent = slash ? (slash == copy ? scp_xstrdup("/") : scp_xasprintf("%.*s", (int)(slash - copy), copy)) : scp_xstrdup(".");
+    char *rp = resolve(parent);
+    char *out = scp_xasprintf("%s/%s", strcmp(rp, "/") ? rp : "", base);
+    free(rp);
+    free(parent);
+    free(copy);
+    return out;
+}
+
+/* 1 when path lies strictly inside dir (both canonical). */
+static int inside(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(path, dir, n) == 0 && (path[n] == '/' || (n == 1 && dir[0] == '/')) && path[n + 1 - (n == 1)];
+}
+
+int scp_output_check(const char *out, int out_is_dir, const char *const *inputs, int n_inputs)
+{
+    if (!out || strcmp(out, "-") == 0) return 0;
+    struct stat so;
+    int out_exists = stat(out, &so) == 0;
+    if (out_exists && !S_ISREG(so.st_mode) && !S_ISDIR(so.st_mode)) return 0;   /* a device or FIFO: streamed */
+    char *ro = resolve(out);
+    int rc = 0;
+    for (int i = 0; i < n_inputs && rc == 0; i++) {
+        const char *in = inputs[i];
+        struct stat si;
+        if (!in || strcmp(in, "-") == 0 || stat(in, &si) != 0) continue;
+        if (out_exists && so.st_dev == si.st_dev && so.st_ino == si.st_ino) {
+            rc = scp_error("%s: the output is the input %s; it would be destroyed", out, in);
+            break;
+        }
+        char *ri = realpath(in, NULL);
+        if (!ri) continue;
+        if (S_ISDIR(si.st_mode) && inside(ro, ri))
+            rc = scp_error("%s: the output lies inside the input directory %s", out, in);
+        else if (out_is_dir && inside(ri, ro))
+            rc = scp_error("%s: the input %s lies inside the output directory, which may be replaced", out, in);
+        free(ri);
+    }
+    free(ro);
+    return rc;
 }
 
 /* ---- directories ---------------------------------------------------------------------------------------- */

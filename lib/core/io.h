@@ -30,15 +30,23 @@ void scp_fclose_in(FILE *f);
 typedef struct scp_out {
     FILE *f;
     char *path;   /* final name, or "-" */
-    char *tmp;    /* temporary name, NULL for stdout */
+    char *tmp;    /* temporary name, NULL for stdout and streamed outputs */
+    int streamed; /* an existing device, FIFO or socket, written in place (never renamed over) */
 } scp_out;
 
-/* binary != 0 refuses to write binary data to a terminal (stdout on a tty). */
+/* binary != 0 refuses to write binary data to a terminal (stdout on a tty). An existing path that is not a regular
+ * file (a character device such as /dev/null, a FIFO) is opened and written in place, not replaced. */
 scp_out *scp_out_open(const char *path, int binary);
 /* Flush, fsync and rename into place; frees the handle. Returns 0 or -1 (temporary removed). */
 int scp_out_commit(scp_out *o);
 /* Discard: remove the temporary; frees the handle. */
 void scp_out_abort(scp_out *o);
+
+/* 0, or -1 with a message when writing `out` would destroy an input: out is one of the inputs (the same file by
+ * device and inode) or lies inside an input directory; with out_is_dir (a directory output that may be replaced
+ * or removed) also when an input lies inside out. "-" and NULL inputs, inputs that do not exist and outputs that
+ * are devices or FIFOs are never clashes. Programs refuse a clash as a usage error (exit 2). */
+int scp_output_check(const char *out, int out_is_dir, const char *const *inputs, int n_inputs);
 
 /* Whole-directory output: returns the temporary directory "DIR.tmp-PID" (created, registered for cleanup).
  * scp_dir_commit fsyncs it and renames it to DIR, replacing an existing DIR only if replace != 0. */

@@ -3,6 +3,8 @@
 #include "core/error.h"
 #include "core/io.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,5 +87,15 @@ int scp_json_get_str(const json_t *obj, const char *key, const char **out, const
     if (!v || json_is_null(v)) return 1;
     if (!json_is_string(v)) return scp_error("%s: key '%s' must be a string", what, key);
     *out = json_string_value(v);
+    return 0;
+}
+
+int scp_json_print(const json_t *j, size_t flags)
+{
+    char *s = json_dumps(j, flags);
+    if (!s) return scp_error("<stdout>: out of memory formatting the JSON result");
+    int bad = fputs(s, stdout) == EOF || fputc('\n', stdout) == EOF;
+    free(s);
+    if (fflush(stdout) != 0 || bad || ferror(stdout)) return scp_error("<stdout>: write error: %s", strerror(errno ? errno : EIO));
     return 0;
 }

@@ -14,6 +14,10 @@ int scp_json_save(const char *path, const json_t *j);
 /* The same with 17 significant digits, so that every double reads back bit for bit (trainer state). */
 int scp_json_save_exact(const char *path, const json_t *j);
 
+/* A program's JSON result on standard output: j dumped with jansson's flags and a newline, then flushed. 0, or
+ * -1 with "<stdout>: write error: ..." (a full disk, a closed pipe), so that the program exits 1 with a message. */
+int scp_json_print(const json_t *j, size_t flags);
+
 /* Typed getters: return 0 and set *out, 1 if the key is absent (out untouched), -1 with a message naming
  * `what` (the file) and the key when present with the wrong type. */
 int scp_json_get_int(const json_t *obj, const char *key, int64_t *out, const char *what);

@@ -5,6 +5,7 @@
 #include "core/io.h"
 #include "core/json.h"
 
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -627,4 +628,23 @@ int scp_tokenizer_in_dir(const char *dir)
         if (e) return 1;
     }
     return 0;
+}
+
+int scp_tokenizer_check_data(const scp_tokenizer *tok, const char *tok_name, uint64_t data_hash, const char *data_name)
+{
+    uint64_t h = scp_tokenizer_hash(tok);
+    if (data_hash == 0 || data_hash == h) return 0;
+    return scp_error("%s: tokenized with another tokenizer (hash %016" PRIx64 ") than %s (hash %016" PRIx64
+                     "); tokenize the data with that tokenizer (scp-tokenize --model %s)",
+                     data_name, data_hash, tok_name, h, tok_name);
+}
+
+int scp_tokenizer_check_dir(const char *dir, uint64_t data_hash, const char *data_name)
+{
+    if (data_hash == 0 || !scp_tokenizer_in_dir(dir)) return 0;
+    scp_tokenizer *t = scp_tokenizer_load(dir);
+    if (!t) return -1;
+    int rc = scp_tokenizer_check_data(t, dir, data_hash, data_name);
+    scp_tokenizer_free(t);
+    return rc;
 }

@@ -34,4 +34,11 @@ int scp_tokenizer_token_id(const scp_tokenizer *t, const char *token);  /* exact
  * Stored in token streams and shards; scp-train refuses data whose hash differs from the checkpoint's. */
 uint64_t scp_tokenizer_hash(const scp_tokenizer *t);
 
+/* Data (a shard set, token stream or masked examples named data_name) records the hash of the tokenizer that made
+ * it (0: none recorded). 0 when that is tok's (or nothing is recorded), else -1 with a message naming both and
+ * how to retokenize. tok_name names tok's checkpoint or file. */
+int scp_tokenizer_check_data(const scp_tokenizer *tok, const char *tok_name, uint64_t data_hash, const char *data_name);
+/* The same for the tokenizer of a checkpoint directory; 0 when the directory carries none. */
+int scp_tokenizer_check_dir(const char *dir, uint64_t data_hash, const char *data_name);
+
 #endif
