@@ -17,10 +17,20 @@ void scp_cli_init(int argc, char **argv)
     scp_cleanup_on_signals();
 }
 
+void scp_cli_exit_stdout(void)
+{
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "%s: <stdout>: write error: %s\n", scp_progname(), strerror(errno ? errno : EIO));
+        exit(1);
+    }
+    exit(0);
+}
+
 void scp_cli_version(void)
 {
     printf("%s (scp) %s\nfeatures: %s\n", scp_progname(), PACKAGE_VERSION, SCP_FEATURES);
-    exit(0);
+    scp_cli_exit_stdout();
 }
 
 void scp_usage_error(const char *fmt, ...)

@@ -8,6 +8,9 @@
 void scp_cli_init(int argc, char **argv);
 /* Print "PROG (scp) VERSION" and the compiled-in features to stdout, exit 0. */
 _Noreturn void scp_cli_version(void);
+/* End a program after it printed its help (or another result) on stdout: exit 0 once stdout is flushed, or exit 1
+ * with "PROG: <stdout>: write error: ..." when it could not be written (a full disk, a closed pipe). */
+_Noreturn void scp_cli_exit_stdout(void);
 /* Print "PROG: MESSAGE" and "Try 'PROG --help'." to stderr, exit 2. */
 _Noreturn void scp_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
