@@ -1,5 +1,5 @@
 #!/bin/sh
-# cli-conventions.sh: every program keeps the command-line conventions of DESIGN.md: --help and --version on
+# cli-conventions.sh: every program keeps the command-line conventions of scp(7): --help and --version on
 # stdout with exit 0, an unknown option is a usage error (exit 2), every long option in --help is documented
 # in the program's man page, and every man page renders without warnings.
 . "${SCP_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"

@@ -1,5 +1,5 @@
 /* core/rng.h: reproducible random numbers. Streams are derived from (seed, stream id), so example i of a data set
- * gets the same randomness whatever the thread count, batch order or rank (DESIGN.md: reproducible masking).
+ * gets the same randomness whatever the thread count, batch order or rank (docs/design.md, "Exact resume").
  * Generator: xoshiro256** seeded through splitmix64. The state is 32 bytes and is saved in trainer_state.json
  * for exact resume. */
 #ifndef SCP_RNG_H

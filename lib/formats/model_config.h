@@ -55,7 +55,7 @@ void scp_config_copy(scp_model_config *dst, const scp_model_config *src);
 /* RoPE inverse frequencies, hd/2 of them (HF half-split convention: pair (i, i + hd/2)). */
 void scp_rope_inv_freq(const scp_model_config *c, double *inv_freq);
 
-/* Optimizer groups (DESIGN.md: attention fast, MLP and experts slow). */
+/* Optimizer groups (docs/design.md, "A training step"): attention fast, MLP and experts slow. */
 typedef enum scp_group {
     SCP_GROUP_EMBED,     /* embed_tokens and lm_head */
     SCP_GROUP_ATTN,      /* q/k/v/o weights and biases, q/k norms */

@@ -1,5 +1,5 @@
-/* train/step.h: one optimizer step of scp-train (DESIGN.md, the objective), separate from the program so that
- * it is one piece with one job:
+/* train/step.h: one optimizer step of scp-train (docs/design.md, "A training step"), separate from the program
+ * so that it is one piece with one job:
  *   the global batch of B sequences at the data cursor; for mdm noise levels t from (seed, step) with the
  *   configured sampler, masks from (seed, cursor + row), weights w(t) / (L or n_masked) / B; for ar the next
  *   tokens, weight 1 / (targets in the batch); micro-batches accumulate the gradients; the global norm is
