@@ -351,6 +351,11 @@ def setup_page(page, d):
                 if asset("tokenizers/qwen3/tokenizer.json") is None:
                     missing[name] = "asset tokenizers/qwen3 not found (set SCP_ASSETS)"
                     continue
+                try:
+                    import numpy  # noqa: F401 - tests/importgen.py writes the tensors with it
+                except ImportError:
+                    missing[name] = "needs numpy for /usr/bin/python3"
+                    continue
                 build_qwen3(os.path.join(d, name))
             elif g == "experiment":
                 build_experiment(d)
