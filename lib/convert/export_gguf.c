@@ -13,7 +13,7 @@
 #include "convert/export.h"
 #include "core/error.h"
 #include "formats/gguf.h"
-#include "convert/import.h"
+#include "convert/rope_rows.h"
 #include "core/io.h"
 #include "core/json.h"
 
