@@ -79,7 +79,6 @@ void scp_textin_close(scp_textin *in)
 }
 
 uint64_t scp_textin_bad(const scp_textin *in) { return in->bad; }
-uint64_t scp_textin_bytes(const scp_textin *in) { return in->a ? (uint64_t)archive_filter_bytes(in->a, -1) : 0; }
 
 static int is_jsonl_name(const char *name)
 {
