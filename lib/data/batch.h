@@ -17,8 +17,8 @@
  * ELBO weight of the masking schedule (1/t for linear).
  * The AR row: input = x, the logits at i scored against x[i + 1] where both are real tokens (and, with the
  * document mask, of the same document); weight = scale (1 / targets in the global batch). */
-#ifndef SCP_TRAIN_BATCH_H
-#define SCP_TRAIN_BATCH_H
+#ifndef SCP_DATA_BATCH_H
+#define SCP_DATA_BATCH_H
 
 #include <stdint.h>
 
