@@ -485,12 +485,12 @@ int main(int argc, char **argv)
     scp_shardset *val = NULL;
     scp_seq_source vsrc = {0};
     if (o.eval_every && r0) {   /* rank 0 evaluates, the others wait at the next step */
-        val = scp_shardset_open(o.data, "val");
-        if (!val || scp_shardset_num_seqs(val) == 0) {
+        int has_val = scp_shardset_has_split(o.data, "val");
+        if (has_val < 0) scp_die_last();
+        if (!has_val) {
             if (!fl.quiet) scp_warn("%s: no val split: --eval-every ignored", o.data);
-            if (val) scp_shardset_close(val);
-            val = NULL;
         } else {
+            if (!(val = scp_shardset_open(o.data, "val"))) scp_die_last();   /* a listed val shard missing or damaged */
             scp_source_shards(&vsrc, val);
         }
     }

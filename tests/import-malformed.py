@@ -122,6 +122,20 @@ c2 = dict(c, num_attention_heads=3)
 json.dump(c2, open(os.path.join(d, "config.json"), "w"))
 refused("inconsistent config (heads)", d, "config.json", "not divisible")
 
+# Sizes are read as integers within their ranges (lib/formats/model_config.h), before anything is allocated.
+d, c, t = new_hf()
+open(os.path.join(d, "config.json"), "w").write(json.dumps(c).replace('"num_hidden_layers": %d' % c["num_hidden_layers"],
+                                                                    '"num_hidden_layers": 1e9'))
+refused("num_hidden_layers 1e9", d, "config.json", "'num_hidden_layers' must be an integer from 1 to 4096, not a number")
+
+d, c, t = new_hf()
+json.dump(dict(c, hidden_size=None), open(os.path.join(d, "config.json"), "w"))
+refused("hidden_size null", d, "config.json", "'hidden_size' must be an integer from 1 to 131072, not null")
+
+d, c, t = new_hf()
+json.dump(dict(c, vocab_size=1 << 31), open(os.path.join(d, "config.json"), "w"))
+refused("vocab_size 2^31", d, "config.json", "'vocab_size' is 2147483648, outside the supported 1 to 1073741824")
+
 d, c, t = new_hf()
 os.remove(os.path.join(d, "config.json"))
 refused("no config.json", d, d, "no config.json")

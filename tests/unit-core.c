@@ -15,7 +15,17 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
 
 static void test_dtypes(void)
 {
@@ -119,6 +129,156 @@ static void test_atomic(void)
     tap_ok(scp_crc32(0, "123456789", 9) == 0xCBF43926u, "CRC32 check value");
 }
 
+/* A small llama config with `edit` (a JSON object) merged over it: parsed as "cfg/config.json". */
+static int config_with(const char *edit, scp_model_config *c)
+{
+    const char *base = "{\"model_type\":\"llama\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
+                       "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"vocab_size\":100}";
+    json_t *j = scp_json_parse(base, strlen(base), "base"), *e = scp_json_parse(edit, strlen(edit), "edit");
+    json_object_update(j, e);
+    int rc = scp_config_from_json(c, j, "cfg/config.json");
+    if (rc == 0) scp_config_free(c);
+    json_decref(j);
+    json_decref(e);
+    return rc;
+}
+
+/* Every size key: an integer within its documented range, or refused naming the key and the file; the products
+ * that size the allocations checked before anything is allocated; real large models pass. */
+/* Running out of memory while parsing JSON is reported as that, not as a syntax error (jansson itself says
+ * nothing, or "string or '}' expected"): a child process whose address space is capped 32 MB above what it
+ * uses parses a 3 MB array of 400,000 small objects (well over 32 MB once parsed). */
+static void test_json_oom(void)
+{
+#ifdef UNDER_ASAN
+    tap_ok(1, "# SKIP out of memory while parsing JSON: AddressSanitizer reserves the address space a cap would limit");
+#else
+    const size_t n = 400000;
+    char *buf = malloc(n * 10 + 2);
+    size_t len = 0;
+    buf[len++] = '[';
+    for (size_t i = 0; i < n; i++) len += (size_t)sprintf(buf + len, "%s{\"a\":%d}", i ? "," : "", (int)(i % 10));
+    buf[len++] = ']';
+    int fd[2];
+    if (pipe(fd)) {
+        tap_ok(0, "pipe");
+        free(buf);
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%ld", &pages) != 1) _exit(2);
+        fclose(f);
+        rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (32u << 20);
+        struct rlimit rl = {cap, cap};
+        if (setrlimit(RLIMIT_AS, &rl)) _exit(2);
+        json_t *k = scp_json_parse(buf, len, "big.json");
+        const char *msg = k ? "parsed" : scp_last_error();
+        if (write(fd[1], msg, strlen(msg)) < 0) _exit(2);
+        _exit(0);
+    }
+    close(fd[1]);
+    char msg[512] = {0};
+    ssize_t got = read(fd[0], msg, sizeof msg - 1);
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    tap_ok(got > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(msg, "big.json: out of memory") && !strstr(msg, "invalid"),
+           "%zu bytes of JSON with the address space capped: %s", len, msg);
+    /* After the child: the memory of a parse freed here would be reused there without growing the address space. */
+    json_t *j = scp_json_parse(buf, len, "big.json");
+    tap_ok(j && json_array_size(j) == n, "and without the cap they parse");
+    json_decref(j);
+    free(buf);
+#endif
+}
+
+static void test_config_sizes(void)
+{
+    static const char *keys[] = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                 "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings"};
+    static const struct { const char *value, *says; } kinds[] = {
+        {"null", "not null"}, {"64.5", "not a number with a fraction or exponent (64.5)"},
+        {"64.0", "not a number with a fraction or exponent (64)"}, {"1e9", "not a number with a fraction or exponent (1e+09)"},
+        {"\"64\"", "not a string"}, {"true", "not a boolean"}, {"[64]", "not an array"}, {"{}", "not an object"},
+        {"-1", "is -1, outside the supported"}, {"1000000000000", "is 1000000000000, outside the supported"},
+    };
+    int all = 1;
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+        for (size_t v = 0; v < sizeof kinds / sizeof *kinds; v++) {
+            char edit[128], want[160];
+            scp_model_config c;
+            snprintf(edit, sizeof edit, "{\"%s\": %s}", keys[k], kinds[v].value);
+            snprintf(want, sizeof want, "cfg/config.json: '%s' ", keys[k]);
+            int refused = config_with(edit, &c) != 0;
+            if (!refused || !strstr(scp_last_error(), want) || !strstr(scp_last_error(), kinds[v].says)) {
+                all = 0;
+                tap_diag("%s: %s", edit, refused ? scp_last_error() : "accepted");
+            }
+        }
+    tap_ok(all, "each of %zu size keys as null, a float (64.5, 64.0, 1e9), a string, a boolean, an array, an object, -1 or 10^12: "
+           "refused naming the key and the file", sizeof keys / sizeof *keys);
+    scp_model_config c;
+    tap_ok(config_with("{\"num_hidden_layers\": 1e9}", &c) != 0 &&
+               strstr(scp_last_error(), "cfg/config.json: 'num_hidden_layers' must be an integer from 1 to 4096, not a number"),
+           "num_hidden_layers 1e9 refused while reading: %s", scp_last_error());
+    tap_ok(config_with("{\"hidden_size\": null}", &c) != 0 && strstr(scp_last_error(), "'hidden_size' must be an integer from 1 to 131072, not null"),
+           "hidden_size null refused (not read as 0): %s", scp_last_error());
+    tap_ok(config_with("{\"num_hidden_layers\": 4096, \"num_key_value_heads\": 4}", &c) == 0 &&
+               config_with("{\"num_hidden_layers\": 4097}", &c) != 0 && strstr(scp_last_error(), "is 4097, outside the supported 1 to 4096"),
+           "the bound itself is accepted, one past it refused: %s", scp_last_error());
+    tap_ok(config_with("{\"rms_norm_eps\": null, \"max_position_embeddings\": 131072, \"pad_token_id\": null}", &c) == 0,
+           "optional non-size keys may be null; a long context is fine");
+    tap_ok(config_with("{\"model_type\": \"qwen3_moe\", \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 1.5}", &c) != 0 &&
+               strstr(scp_last_error(), "'moe_intermediate_size' must be an integer"),
+           "moe sizes too: %s", scp_last_error());
+    tap_ok(config_with("{\"model_type\": \"qwen3_moe\", \"num_experts\": 8, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 16, "
+                       "\"decoder_sparse_step\": null}", &c) != 0 && strstr(scp_last_error(), "'decoder_sparse_step' must be an integer"),
+           "decoder_sparse_step: %s", scp_last_error());
+    tap_ok(config_with("{\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 4, \"high_freq_factor\": 4}}", &c) != 0 &&
+               strstr(scp_last_error(), "low_freq_factor < high_freq_factor"),
+           "rope_scaling with equal frequency factors (a division by zero) refused: %s", scp_last_error());
+    tap_ok(config_with("{\"rope_scaling\": {\"rope_type\": \"llama3\", \"original_max_position_embeddings\": 8192.5}}", &c) != 0 &&
+               strstr(scp_last_error(), "'original_max_position_embeddings' must be an integer"),
+           "rope_scaling.original_max_position_embeddings: %s", scp_last_error());
+    tap_ok(config_with("{\"rope_theta\": \"1e4\"}", &c) != 0 && strstr(scp_last_error(), "'rope_theta' must be a number, not a string"),
+           "rope_theta as a string: %s", scp_last_error());
+    /* Products: every factor in range, the whole too large. */
+    tap_ok(config_with("{\"hidden_size\": 131072, \"num_attention_heads\": 64, \"num_key_value_heads\": 64, \"intermediate_size\": 1048576, "
+                       "\"num_hidden_layers\": 4096}", &c) != 0 &&
+               strstr(scp_last_error(), "cfg/config.json: the sizes describe more than 4398046511104 parameters"),
+           "each size in range, the parameter count past 2^42: %s", scp_last_error());
+    tap_ok(config_with("{\"model_type\": \"qwen3_moe\", \"num_experts\": 4096, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 1, "
+                       "\"hidden_size\": 4, \"num_attention_heads\": 2, \"num_key_value_heads\": 2, \"num_hidden_layers\": 4096}", &c) != 0 &&
+               strstr(scp_last_error(), "more than the supported 4194304 tensors"),
+           "tiny tensors but too many of them: %s", scp_last_error());
+    tap_ok(config_with("{\"hidden_size\": 65536, \"num_attention_heads\": 8}", &c) != 0 && strstr(scp_last_error(), "head size"),
+           "a head size past 4096 from hidden_size / heads: %s", scp_last_error());
+    /* Llama 3.1 405B and a 1T-parameter mixture of experts (Kimi K2's sizes) read, with their parameter counts. */
+    const char *big[2] = {
+        "{\"hidden_size\": 16384, \"intermediate_size\": 53248, \"num_hidden_layers\": 126, \"num_attention_heads\": 128, "
+        "\"num_key_value_heads\": 8, \"vocab_size\": 128256, \"max_position_embeddings\": 131072}",
+        "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 7168, \"num_hidden_layers\": 61, \"num_attention_heads\": 64, "
+        "\"num_key_value_heads\": 64, \"head_dim\": 128, \"num_experts\": 384, \"num_experts_per_tok\": 8, "
+        "\"moe_intermediate_size\": 2048, \"vocab_size\": 163840}"};
+    const double lo[2] = {4.0e11, 1.0e12}, hi[2] = {4.1e11, 1.1e12};
+    for (int b = 0; b < 2; b++) {
+        const char *llama = "{\"model_type\":\"llama\"}";
+        json_t *base = scp_json_parse(llama, strlen(llama), "base"), *e = scp_json_parse(big[b], strlen(big[b]), "edit");
+        json_object_update(base, e);
+        int rc = scp_config_from_json(&c, base, "cfg/config.json");
+        double n = rc ? 0 : (double)scp_param_count(&c);
+        tap_ok(rc == 0 && n > lo[b] && n < hi[b], "%s sizes read: %.4g parameters%s%s", b ? "a 1T mixture of experts'" : "Llama 3.1 405B's",
+               n, rc ? ": " : "", rc ? scp_last_error() : "");
+        if (!rc) scp_config_free(&c);
+        json_decref(base);
+        json_decref(e);
+    }
+}
+
 static void test_config(void)
 {
     const char *js = "{\"model_type\":\"qwen3\",\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,"
@@ -158,6 +318,7 @@ static void test_config(void)
                "bad config %zu refused: %s", i, scp_last_error());
         json_decref(j);
     }
+    test_config_sizes();
 }
 
 static void test_tokstream(void)
@@ -270,6 +431,7 @@ int main(void)
     test_dtypes();
     test_safetensors();
     test_atomic();
+    test_json_oom();
     test_config();
     test_tokstream();
     test_rng();

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "convert/import.h"
+#include "convert/rope_rows.h"
 #include "core/io.h"
 #include "core/json.h"
 

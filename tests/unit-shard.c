@@ -202,6 +202,39 @@ static void flip_byte(const char *path, long off)
     fclose(f);
 }
 
+/* The first sequence and sequence count of shard `file` within its split, from manifest.json. */
+static void shard_range(const char *dir, const char *file, int64_t *first, int64_t *n)
+{
+    char *mp = scp_path_join(dir, "manifest.json");
+    json_t *m = scp_json_load(mp);
+    json_t *sh = json_object_get(m, "shards");
+    *first = *n = -1;
+    for (size_t i = 0; i < json_array_size(sh); i++) {
+        json_t *e = json_array_get(sh, i);
+        if (strcmp(json_string_value(json_object_get(e, "file")), file) != 0) continue;
+        *first = json_integer_value(json_object_get(e, "first_seq"));
+        *n = json_integer_value(json_object_get(e, "sequences"));
+    }
+    json_decref(m);
+    free(mp);
+}
+
+/* Read sequences [first, first + n) of a split on several threads at once; returns how many reads failed and
+ * checks that each failure names `file` and says "CRC mismatch" (*named counts those). */
+static int64_t read_range(scp_shardset *s, int64_t first, int64_t n, const char *file, int64_t *named)
+{
+    int64_t failed = 0, good_msgs = 0;
+#pragma omp parallel for reduction(+ : failed, good_msgs) num_threads(4)
+    for (int64_t i = first; i < first + n; i++) {
+        int32_t tok[L], doc[L];
+        if (scp_shardset_get(s, i, tok, doc) == 0) continue;
+        failed++;
+        good_msgs += strstr(scp_last_error(), file) && strstr(scp_last_error(), "CRC mismatch");
+    }
+    *named = good_msgs;
+    return failed;
+}
+
 static long file_size(const char *p)
 {
     struct stat st;
@@ -270,6 +303,7 @@ int main(void)
     scp_shardset_close(tr);
     v = scp_shardset_open(set3, "val");
     tap_ok(!v && strstr(scp_last_error(), "no val sequences"), "no val split refused: %s", scp_last_error());
+    tap_ok(scp_shardset_has_split(set3, "val") == 0 && scp_shardset_has_split(set3, "train") == 1, "and told apart by scp_shardset_has_split");
 
     /* A stream of another tokenizer is refused, naming both files. */
     char *c = write_stream("c.tok", 0, 10, 0x999);
@@ -283,8 +317,97 @@ int main(void)
     long sz = file_size(s3);
     flip_byte(s3, 128 + 50);
     tap_ok(scp_shardset_verify(set2) != 0 && strstr(scp_last_error(), "train-00003.shard"), "a flipped token byte: %s", scp_last_error());
+    /* The same flip seen by a reader: open is cheap and succeeds (headers only), the first read of the damaged
+     * shard fails naming it (from every thread that reads it), the other shards read normally. */
+    scp_shardset *rd = scp_shardset_open(set2, "train");
+    int64_t f3, n3, f0, n0, named = 0;
+    shard_range(set2, "train-00003.shard", &f3, &n3);
+    shard_range(set2, "train-00000.shard", &f0, &n0);
+    tap_ok(rd != NULL, "a flipped token byte: open still succeeds (CRCs are checked on first read)");
+    if (rd) {
+        int64_t bad = read_range(rd, f3, n3, "train-00003.shard", &named);
+        tap_ok(n3 > 0 && bad == n3 && named == n3, "every read of the damaged shard fails naming it with 'CRC mismatch' (%lld of %lld, 4 threads): %s",
+               (long long)bad, (long long)n3, scp_last_error());
+        int64_t pk;
+        tap_ok(scp_shardset_seq_info(rd, f3, &pk, NULL, NULL) < 0 && strstr(scp_last_error(), "train-00003.shard: CRC mismatch"),
+               "and so does its sequence table: %s", scp_last_error());
+        tap_ok(read_range(rd, f0, n0, "-", &named) == 0, "another shard of the same set reads normally");
+        scp_shardset_close(rd);
+    }
     flip_byte(s3, 128 + 50);
     tap_ok(scp_shardset_verify(set2) == 0, "flipped back: good again");
+    rd = scp_shardset_open(set2, "train");
+    tap_ok(rd && read_range(rd, 0, scp_shardset_num_seqs(rd), "-", &named) == 0, "and reads back on every thread");
+    scp_shardset_close(rd);
+    /* A shard whose bytes agree with its header but not with the manifest's CRC32 (a shard of another set). */
+    char *mp0 = scp_path_join(set2, "manifest.json");
+    json_t *mj = scp_json_load(mp0);
+    json_t *e3 = json_array_get(json_object_get(mj, "shards"), 3);
+    char crc_hex[16];
+    snprintf(crc_hex, sizeof crc_hex, "%s", json_string_value(json_object_get(e3, "crc32")));
+    json_object_set_new(e3, "crc32", json_string("12345678"));
+    scp_json_save(mp0, mj);
+    rd = scp_shardset_open(set2, "train");
+    tap_ok(rd && scp_shardset_get(rd, f3, (int32_t[L]){0}, NULL) < 0 &&
+               strstr(scp_last_error(), "train-00003.shard: CRC mismatch") && strstr(scp_last_error(), "manifest.json says 12345678"),
+           "a CRC32 that disagrees with manifest.json: refused on first read: %s", scp_last_error());
+    scp_shardset_close(rd);
+    tap_ok(scp_shardset_verify(set2) != 0 && strstr(scp_last_error(), "train-00003.shard: CRC mismatch"), "and by verify: %s", scp_last_error());
+    json_object_set_new(e3, "crc32", json_string(crc_hex));
+    scp_json_save(mp0, mj);
+    json_decref(mj);
+    free(mp0);
+    tap_ok(scp_shardset_verify(set2) == 0, "restored");
+    /* The sizes manifest.json records, one at a time. */
+    static const struct { int index; const char *key, *named; int at_open; } sizes[] = {
+        {3, "bytes", "train-00003.shard: the file has", 1},
+        {3, "segments", "train-00003.shard: header says segments", 1},
+        {3, "sequences", "train-00003.shard: header says sequences", 1},
+        {3, "tokens", "train-00003.shard: header says tokens", 1},
+        {-1, "splits.train.bytes", "splits.train.bytes is", 0},
+        {-1, "splits.val.sequences", "splits.val.sequences is", 0},
+        {-1, "splits.train.padding", "splits.train.padding is", 0},
+        {-1, "totals.tokens", "totals.tokens is", 0},
+        {-1, "totals.shards", "totals.shards is", 0},
+    };
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        const char *key = sizes[k].key;
+        char path[64];
+        if (sizes[k].index < 0) {   /* splits.train.bytes: object "splits.train", key "bytes" */
+            const char *dot = strrchr(key, '.');
+            snprintf(path, sizeof path, "%.*s", (int)(dot - key), key);
+            key = dot + 1;
+        }
+        char *mpk = scp_path_join(set2, "manifest.json");
+        json_t *mk = scp_json_load(mpk);
+        json_t *o = sizes[k].index >= 0 ? json_array_get(json_object_get(mk, "shards"), (size_t)sizes[k].index)
+                                        : strchr(path, '.') ? json_object_get(json_object_get(mk, "splits"), strchr(path, '.') + 1)
+                                                            : json_object_get(mk, path);
+        json_int_t was = json_integer_value(json_object_get(o, key));
+        json_object_set_new(o, key, json_integer(was + 1));
+        scp_json_save(mpk, mk);
+        int vr = scp_shardset_verify(set2);
+        tap_ok(vr != 0 && strstr(scp_last_error(), sizes[k].named), "%s one too large: verify names it: %s", sizes[k].key, scp_last_error());
+        if (sizes[k].at_open) {
+            scp_shardset *so = scp_shardset_open(set2, "train");
+            tap_ok(!so && strstr(scp_last_error(), sizes[k].named), "and open refuses it: %s", scp_last_error());
+            scp_shardset_close(so);
+        }
+        json_object_set_new(o, key, json_integer(was));
+        scp_json_save(mpk, mk);
+        json_decref(mk);
+        free(mpk);
+    }
+    tap_ok(scp_shardset_verify(set2) == 0, "restored");
+    /* A val shard listed in the manifest but missing: named, not taken for a set without a val split. */
+    char *v0 = scp_path_join(set2, "val-00000.shard"), *v0x = scp_path_join(set2, "val-00000.shard.away");
+    tap_ok(rename(v0, v0x) == 0 && scp_shardset_has_split(set2, "val") == 1 && !scp_shardset_open(set2, "val") &&
+           strstr(scp_last_error(), "val-00000.shard"), "a missing val shard: the split is listed, open names the file: %s", scp_last_error());
+    tap_ok(scp_shardset_verify(set2) != 0 && strstr(scp_last_error(), "val-00000.shard"), "and verify names it: %s", scp_last_error());
+    rename(v0x, v0);
+    free(v0), free(v0x);
+    tap_ok(scp_shardset_has_split(set2, "train") == 1 && scp_shardset_has_split(set2, "val") == 1 && scp_shardset_has_split(set2, "test") < 0 &&
+           scp_shardset_has_split(tmp, "val") < 0 && strstr(scp_last_error(), "no manifest.json"), "scp_shardset_has_split");
     flip_byte(s3, sz - 3);
     tap_ok(scp_shardset_verify(set2) != 0 && strstr(scp_last_error(), "train-00003.shard"), "a flipped segment byte: %s", scp_last_error());
     flip_byte(s3, sz - 3);
@@ -301,21 +424,24 @@ int main(void)
     long sz0 = file_size(s0);
     scp_rng r;
     scp_rng_init(&r, 1, 2);
-    int refused = 0, detected = 0, trials = 300;
+    int refused = 0, detected = 0, read_caught = 0, trials = 300;
     int32_t tok[L], doc[L];
     for (int k = 0; k < trials; k++) {
         long off = (long)scp_rng_below(&r, (uint64_t)sz0);
         flip_byte(s0, off);
         scp_shardset *s = scp_shardset_open(set2, "train");
-        if (!s) refused++;
+        if (!s) refused++, read_caught++;
         else {
-            for (int64_t i = 0; i < scp_shardset_num_seqs(s); i++) scp_shardset_get(s, i, tok, doc);
+            int failed = 0;
+            for (int64_t i = 0; i < scp_shardset_num_seqs(s); i++) failed |= scp_shardset_get(s, i, tok, doc) != 0;
+            read_caught += failed;
             scp_shardset_close(s);
         }
         detected += scp_shardset_verify(set2) != 0;
         flip_byte(s0, off);
     }
     tap_ok(detected == trials, "verify detects %d of %d random single-byte flips (%d refused at open; no crash)", detected, trials, refused);
+    tap_ok(read_caught == trials, "reading the set catches %d of them too (at open or on the first read of the shard)", read_caught);
     /* The manifest is checked too. */
     char *mp = scp_path_join(set2, "manifest.json");
     json_t *m = scp_json_load(mp);

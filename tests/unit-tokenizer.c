@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "tok/tok_internal.h"
+#include "tok/llama2c_bin.h"
 #include "tok/tokenizer.h"
 
 #include <stdint.h>
@@ -331,6 +332,33 @@ static void test_small_llama2c(void)
         tap_ok(!bt && strstr(scp_last_error(), "cut.bin"), "tokenizer.bin cut at %zu bytes refused: %s", cuts[i], scp_last_error());
         free(q);
     }
+    /* The reader itself (tok/llama2c_bin.h), as scp-import and the GGUF export use it. */
+    scp_llama2c_vocab v;
+    tap_ok(scp_llama2c_vocab_read(&v, m.data, m.size, -1, "tok.bin") == 0 && v.n == 267 && v.max_token_length == 16 &&
+               v.len[1] == 5 && memcmp(v.bytes[1], "\n<s>\n", 5) == 0 && v.score[265] == -0.5f,
+           "scp_llama2c_vocab_read: 267 tokens, lengths, bytes and scores");
+    scp_llama2c_vocab_free(&v);
+    tap_ok(scp_llama2c_vocab_read(&v, m.data, m.size, 267, "tok.bin") == 0 && v.n == 267, "with the model's vocabulary of 267");
+    scp_llama2c_vocab_free(&v);
+    tap_ok(scp_llama2c_vocab_read(&v, m.data, m.size, 266, "tok.bin") != 0 && strstr(scp_last_error(), "tok.bin: 11 bytes after the 266 tokens"),
+           "a vocabulary of 266: the last token (8 + 3 bytes) is left over: %s", scp_last_error());
+    scp_llama2c_vocab_free(&v);
+    tap_ok(scp_llama2c_vocab_read(&v, m.data, m.size, 268, "tok.bin") != 0 && strstr(scp_last_error(), "truncated at token 267"),
+           "a vocabulary of 268: %s", scp_last_error());
+    scp_llama2c_vocab_free(&v);
+    uint8_t *bad = malloc(m.size);
+    memcpy(bad, m.data, m.size);
+    const uint32_t nan_bits = 0x7fc00000u, long_len = 17;
+    memcpy(bad + 4, &nan_bits, 4);   /* token 0's score */
+    tap_ok(scp_llama2c_vocab_read(&v, bad, m.size, -1, "tok.bin") != 0 && strstr(scp_last_error(), "token 0 has a score that is not a number"),
+           "a NaN score: %s", scp_last_error());
+    scp_llama2c_vocab_free(&v);
+    memcpy(bad + 4, m.data + 4, 4);
+    memcpy(bad + 8, &long_len, 4);   /* token 0's length */
+    tap_ok(scp_llama2c_vocab_read(&v, bad, m.size, -1, "tok.bin") != 0 && strstr(scp_last_error(), "token 0 has length 17, more than max_token_length 16"),
+           "a length past max_token_length: %s", scp_last_error());
+    scp_llama2c_vocab_free(&v);
+    free(bad);
     scp_unmap(&m);
     char junk[64];
     memset(junk, 0xAB, sizeof junk);

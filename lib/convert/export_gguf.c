@@ -13,7 +13,8 @@
 #include "convert/export.h"
 #include "core/error.h"
 #include "formats/gguf.h"
-#include "convert/import.h"
+#include "convert/rope_rows.h"
+#include "tok/llama2c_bin.h"
 #include "core/io.h"
 #include "core/json.h"
 
@@ -141,28 +142,18 @@ static void add_config_tokens(vocab *v, const char *dir)
     json_decref(j);
 }
 
-/* llama2.c tokenizer.bin (u32 max length; per token f32 score, i32 length, bytes) -> SentencePiece-style
- * tokens: ' ' back to U+2581, BOS/EOS spelled "\n<s>\n" by llama2.c's export back to "<s>", "</s>". */
+/* llama2.c tokenizer.bin (read by tok/llama2c_bin.h) -> SentencePiece-style tokens: ' ' back to U+2581,
+ * BOS/EOS spelled "\n<s>\n" by llama2.c's export back to "<s>", "</s>". */
 static int llama2c_vocab(vocab *v, const char *path, const scp_model_config *c)
 {
     scp_map m;
     if (scp_map_file(&m, path)) return -1;
-    size_t off = 4;
-    int rc = 0;
-    for (int i = 0; off < m.size; i++) {
-        float score;
-        int32_t len;
-        if (off + 8 > m.size || (memcpy(&score, m.data + off, 4), memcpy(&len, m.data + off + 4, 4), len < 0) ||
-            (size_t)len > m.size - off - 8) {
-            rc = scp_error("%s: token %d is truncated", path, i);
-            break;
-        }
-        off += 8;
-        if (i >= v->n) {
-            rc = scp_error("%s: more tokens than the model's %d embedding rows", path, v->n);
-            break;
-        }
-        const char *s = (const char *)m.data + off;
+    scp_llama2c_vocab lv;
+    int rc = scp_llama2c_vocab_read(&lv, m.data, m.size, -1, path);
+    if (!rc && lv.n > v->n) rc = scp_error("%s: %d tokens, more than the model's %d embedding rows", path, lv.n, v->n);
+    for (int i = 0; !rc && i < lv.n; i++) {
+        const char *s = (const char *)lv.bytes[i];
+        int len = (int)lv.len[i];
         char *t = scp_xmalloc((size_t)len * 3 + 1);
         size_t k = 0;
         int a = 0, b = len;
@@ -179,15 +170,15 @@ static int llama2c_vocab(vocab *v, const char *path, const scp_model_config *c)
         }
         t[k] = 0;
         v->tok[i] = t;
-        v->score[i] = score;
+        v->score[i] = lv.score[i];
         unsigned hx;
         char tail;
         v->type[i] = i == c->bos_token_id || i == c->eos_token_id ? TT_CONTROL
                      : i == 0 && strcmp(t, "<unk>") == 0          ? TT_UNKNOWN
                      : strlen(t) == 6 && sscanf(t, "<0x%2x%c", &hx, &tail) == 2 && tail == '>' ? TT_BYTE
                                                                  : TT_NORMAL;
-        off += (size_t)len;
     }
+    scp_llama2c_vocab_free(&lv);
     scp_unmap(&m);
     return rc;
 }

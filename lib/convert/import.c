@@ -1,6 +1,7 @@
 /* convert/import.c: the steps every source shares: validation against the parameter table, the mask token, dtype
  * conversion, writing the checkpoint, the --info summary. */
 #include "convert/import.h"
+#include "convert/rope_rows.h"
 #include "formats/checkpoint.h"
 #include "core/error.h"
 #include "core/io.h"
@@ -27,32 +28,6 @@ scp_imp_tensor *scp_import_add(scp_import *im, const char *name, const char *fil
     for (int i = 0; i < ndim; i++) t->numel *= (t->shape[i] = shape[i]);
     t->data = data;
     return t;
-}
-
-/* Move the q/k rows of each head between the interleaved layout (row 2i + j: pair i, member j, as llama2.c and
- * GGUF store them) and HF's half-split one (row j * head_dim/2 + i). w is (n_heads * head_dim, cols) of es bytes. */
-static void *rope_rows(const void *w, size_t es, int n_heads, int head_dim, int64_t cols, int to_half_split)
-{
-    size_t row = (size_t)cols * es, half = (size_t)head_dim / 2;
-    uint8_t *out = scp_xmalloc((size_t)n_heads * (size_t)head_dim * row);
-    const uint8_t *src = w;
-    for (size_t h = 0; h < (size_t)n_heads; h++)
-        for (size_t i = 0; i < half; i++)
-            for (size_t j = 0; j < 2; j++) {
-                size_t inter = h * (size_t)head_dim + 2 * i + j, split = h * (size_t)head_dim + j * half + i;
-                memcpy(out + (to_half_split ? split : inter) * row, src + (to_half_split ? inter : split) * row, row);
-            }
-    return out;
-}
-
-void *scp_rope_unpermute(const void *w, size_t es, int n_heads, int head_dim, int64_t cols)
-{
-    return rope_rows(w, es, n_heads, head_dim, cols, 1);
-}
-
-void *scp_rope_permute(const void *w, size_t es, int n_heads, int head_dim, int64_t cols)
-{
-    return rope_rows(w, es, n_heads, head_dim, cols, 0);
 }
 
 static scp_imp_tensor *find(scp_import *im, const char *name)

@@ -83,13 +83,7 @@ void scp_import_free(scp_import *im);
 /* ---- helpers shared by the readers ---- */
 scp_imp_tensor *scp_import_add(scp_import *im, const char *name, const char *file, const char *src_name, scp_dtype dt,
                                int ndim, const int64_t *shape, const void *data);
-/* HF's convert_llama_weights_to_hf permutation of q or k rows from interleaved RoPE pairs (Meta, llama2.c,
- * GGUF llama) to half-split: w is (n_heads * head_dim, cols); the result is freshly allocated:
- * w.view(n_heads, head_dim/2, 2, cols).transpose(1, 2).reshape(n_heads * head_dim, cols). */
-void *scp_rope_unpermute(const void *w, size_t elem_size, int n_heads, int head_dim, int64_t cols);
-/* The inverse (HF -> interleaved pairs, what llama.cpp's converter does for llama): for writing GGUF / llama2.c. */
-void *scp_rope_permute(const void *w, size_t elem_size, int n_heads, int head_dim, int64_t cols);
-/* Apply scp_rope_unpermute to the q and k weights (and biases) of every layer. */
+/* Apply scp_rope_unpermute (convert/rope_rows.h) to the q and k weights (and biases) of every layer. */
 void scp_import_unpermute_qk(scp_import *im);
 /* Read and check a llama2.c tokenizer.bin of `vocab` tokens (-1: as many as the file holds) into im->tok_bin. */
 int scp_import_read_tokenizer_bin(scp_import *im, const char *path, int vocab);

@@ -11,11 +11,12 @@
  * Version 2 is int8-quantized and refused. Weights are nn.Linear (out, in) matrices, the HF layout, except
  * that q and k rows hold RoPE pairs interleaved (Meta's layout): they are permuted to HF's half-split.
  *
- * tokenizer.bin: u32 max_token_length, then per token (vocab_size of them) f32 score, i32 length, bytes. */
+ * Its tokenizer.bin (vocab_size tokens) is read and checked by tok/llama2c_bin.h and carried byte for byte. */
 #include "convert/import.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
+#include "tok/llama2c_bin.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -33,33 +34,17 @@ int scp_import_read_tokenizer_bin(scp_import *im, const char *path, int vocab)
 {
     scp_map m;
     if (scp_map_file(&m, path)) return -1;
-    int rc = 0, count = 0;
-    size_t pos = 4;
-    if (m.size < 4) rc = scp_error("%s: truncated: no max_token_length", path);
-    uint32_t maxlen = rc ? 0 : rd32(m.data);
-    if (!rc && (maxlen == 0 || maxlen > (1u << 16))) rc = scp_error("%s: max_token_length %u is implausible (not a llama2.c tokenizer.bin?)", path, maxlen);
-    for (; !rc && (vocab < 0 ? pos < m.size : count < vocab); count++) {
-        if (m.size - pos < 8) {
-            if (vocab < 0) rc = scp_error("%s: truncated at token %d", path, count);
-            else rc = scp_error("%s: truncated at token %d (the model has a vocabulary of %d)", path, count, vocab);
-            break;
-        }
-        uint32_t len = rd32(m.data + pos + 4);
-        if (len > maxlen) rc = scp_error("%s: token %d has length %u, more than max_token_length %u", path, count, len, maxlen);
-        else if (len > m.size - pos - 8) rc = scp_error("%s: truncated inside token %d", path, count);
-        else if (count >= (1 << 24)) rc = scp_error("%s: more than %d tokens", path, 1 << 24);
-        pos += 8 + len;
-    }
-    if (!rc && pos != m.size)
-        rc = scp_error("%s: %zu bytes after the %d tokens the model's vocabulary has (a tokenizer for another model?)", path, m.size - pos, vocab);
+    scp_llama2c_vocab v;
+    int rc = scp_llama2c_vocab_read(&v, m.data, m.size, vocab, path);
     if (!rc) {
         im->tok_bin = scp_xmalloc(m.size);
         memcpy(im->tok_bin, m.data, m.size);
         im->tok_bin_len = m.size;
         im->tok_form = SCP_TOK_LLAMA2C;
-        im->tok_vocab = count;
+        im->tok_vocab = v.n;
         im->tok_what = scp_xstrdup(path);
     }
+    scp_llama2c_vocab_free(&v);
     scp_unmap(&m);
     return rc;
 }

@@ -8,11 +8,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* jansson reports a failed allocation while parsing inconsistently: with no message at all, or as a syntax
+ * error where it gave up ("string or '}' expected"). So its allocations go through this wrapper, which notes
+ * the failure on the calling thread, and scp_json_loadb asks it. Installed before main (a constructor), while
+ * no other thread can be allocating through jansson. */
+static _Thread_local int alloc_failed;
+
+static void *counted_malloc(size_t n)
+{
+    void *p = malloc(n);
+    if (!p && n) alloc_failed = 1;
+    return p;
+}
+
+__attribute__((constructor)) static void install_json_alloc(void) { json_set_alloc_funcs(counted_malloc, free); }
+
+json_t *scp_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err, int *oom)
+{
+    alloc_failed = 0;
+    json_t *j = json_loadb(buf, len, flags, err);
+    int failed = !j && alloc_failed;
+    if (failed) snprintf(err->text, sizeof err->text, "out of memory");
+    if (oom) *oom = failed;
+    return j;
+}
+
 json_t *scp_json_parse(const char *buf, size_t len, const char *what)
 {
     json_error_t e;
-    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
-    if (!j) scp_error("%s:%d:%d: invalid JSON: %s", what, e.line, e.column, e.text);
+    int oom;
+    json_t *j = scp_json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e, &oom);
+    if (!j && oom) scp_error("%s: out of memory reading %zu bytes of JSON", what, len);
+    else if (!j) scp_error("%s:%d:%d: invalid JSON: %s", what, e.line, e.column, e.text);
     return j;
 }
 
@@ -29,7 +56,7 @@ json_t *scp_json_load(const char *path)
 static int save_json(const char *path, const json_t *j, int precision)
 {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(precision));
-    if (!s) return scp_error("%s: cannot encode JSON", path);
+    if (!s) return scp_error("%s: out of memory encoding JSON", path);   /* json_dumps fails only for want of memory */
     scp_out *o = scp_out_open(path, 0);
     if (!o) {
         free(s);

@@ -7,8 +7,13 @@
 
 /* Load a JSON file (or '-'); on error: "PATH:LINE:COL: MESSAGE". Caller json_decref()s. */
 json_t *scp_json_load(const char *path);
-/* Parse a buffer; `what` names it in messages. */
+/* Parse a buffer; `what` names it in messages: "WHAT:LINE:COL: invalid JSON: ..." for bad input, "WHAT: out of
+ * memory ..." when an allocation failed. */
 json_t *scp_json_parse(const char *buf, size_t len, const char *what);
+/* json_loadb with running out of memory told apart from bad input (jansson reports it as no error or as a
+ * syntax error): on failure *oom (may be NULL) is 1 when an allocation failed, and err->text then says
+ * "out of memory". For callers that word their own messages (JSONL lines). */
+json_t *scp_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err, int *oom);
 /* Write atomically, pretty-printed with sorted keys (stable bytes). */
 int scp_json_save(const char *path, const json_t *j);
 /* The same with 17 significant digits, so that every double reads back bit for bit (trainer state). */

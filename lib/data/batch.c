@@ -1,10 +1,25 @@
-/* data/batch.c: data order and the MDM / AR rows of a training batch. */
+/* data/batch.c: data order, the MDM / AR rows of a training batch, and the names of the objectives and loss norms. */
 #include "data/batch.h"
 #include "core/error.h"
 #include "core/rng.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+static const char *objective_names[] = {"mdm", "ar"};
+static const char *loss_norm_names[] = {"length", "masked"};
+
+static int lookup(const char *const *names, int n, const char *s)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], s) == 0) return i;
+    return -1;
+}
+
+const char *scp_objective_name(scp_objective x) { return objective_names[x]; }
+const char *scp_loss_norm_name(scp_loss_norm x) { return loss_norm_names[x]; }
+int scp_objective_parse(const char *s) { return lookup(objective_names, 2, s); }
+int scp_loss_norm_parse(const char *s) { return lookup(loss_norm_names, 2, s); }
 
 /* Seeds of the data order are derived apart from the masking streams (seed, index), which use the seed as is. */
 #define ORDER_SALT 0x6f726465722d7631ull   /* "order-v1" */

@@ -17,14 +17,23 @@
  * ELBO weight of the masking schedule (1/t for linear).
  * The AR row: input = x, the logits at i scored against x[i + 1] where both are real tokens (and, with the
  * document mask, of the same document); weight = scale (1 / targets in the global batch). */
-#ifndef SCP_TRAIN_BATCH_H
-#define SCP_TRAIN_BATCH_H
+#ifndef SCP_DATA_BATCH_H
+#define SCP_DATA_BATCH_H
 
 #include <stdint.h>
 
 #include "data/mask.h"
 #include "model/model.h"
-#include "train/opts.h"
+
+/* What the rows are built for: masked diffusion or next-token prediction. */
+typedef enum scp_objective { SCP_OBJ_MDM, SCP_OBJ_AR } scp_objective;
+/* How MDM rows are weighted: w(t) / L (length) or w(t) / n_masked (masked), see above. */
+typedef enum scp_loss_norm { SCP_NORM_LENGTH, SCP_NORM_MASKED } scp_loss_norm;
+/* Names on the command line and in JSON ("mdm", "ar"; "length", "masked"); -1 from the parsers when unknown. */
+const char *scp_objective_name(scp_objective x);
+const char *scp_loss_norm_name(scp_loss_norm x);
+int scp_objective_parse(const char *s);
+int scp_loss_norm_parse(const char *s);
 
 typedef struct scp_seq_source {
     int64_t n;      /* sequences */

@@ -9,10 +9,17 @@
 
 typedef struct scp_shardset scp_shardset;
 
-/* split: "train" or "val". Validates headers (not checksums: see scp_shardset_verify). */
+/* split: "train" or "val". Checks every shard's header against manifest.json and the file's size; each shard's
+ * CRC32s are checked the first time it is read (scp_shardset_get, scp_shardset_seq_info), so that reading stays
+ * lazy: a failed check is an error naming the shard ("CRC mismatch"). */
 scp_shardset *scp_shardset_open(const char *dir, const char *split);
 void scp_shardset_close(scp_shardset *s);
-/* Check every shard's header and CRC32; on failure the message names the first bad shard. */
+/* 1 when manifest.json lists shards of `split` ("train" or "val"), 0 when it lists none (a set made without a
+ * validation split), -1 when the manifest cannot be read. A listed shard that is missing or damaged is not
+ * looked at here: scp_shardset_open names it. */
+int scp_shardset_has_split(const char *dir, const char *split);
+/* Check every shard's header, CRC32s and tables, and every count manifest.json records (per shard, per split,
+ * in total) against the files; on failure the message names the first bad shard or manifest entry. */
 int scp_shardset_verify(const char *dir);
 
 int64_t scp_shardset_num_seqs(const scp_shardset *s);
@@ -39,7 +46,6 @@ typedef struct scp_doc_segment {
  * and its document segments (segs: room for seq_len entries, or NULL). Returns the segment count, -1 on error. */
 int scp_shardset_seq_info(const scp_shardset *s, int64_t i, int64_t *packed_index, int *n_valid, scp_doc_segment *segs);
 int scp_shardset_token_bytes(const scp_shardset *s);
-int scp_shardset_mask_id(const scp_shardset *s);      /* the token stream's mask id (-1: none) */
 int64_t scp_shardset_num_tokens(const scp_shardset *s); /* real tokens in the split, padding excluded */
 
 #endif

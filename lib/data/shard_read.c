@@ -1,7 +1,10 @@
 /* data/shard_read.c: opening, reading and verifying a shard set (data/shard.h; layout in formats/shard_format.h).
  * The shards are memory-mapped. Opening checks every header against manifest.json and the file sizes, so a
- * truncated or foreign file is refused at once; every read bounds-checks the tables it follows, so a corrupt
- * byte gives an error, never a crash. scp_shardset_verify also checks the CRC32s and every table entry. */
+ * truncated or foreign file is refused at once. The first read of a shard checks its CRC32s (the header's
+ * data CRC, and the manifest's CRC of the whole file), so that a flipped token is never trained on; a shard
+ * that is never read is never checked. Every read bounds-checks the tables it follows, so a corrupt byte
+ * gives an error, never a crash. scp_shardset_verify checks every shard, every table entry and every count
+ * that manifest.json records. */
 #include "data/shard.h"
 #include "formats/shard_format.h"
 #include "core/error.h"
@@ -9,6 +12,8 @@
 #include "core/json.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -19,6 +24,12 @@ typedef struct shard {
     scp_shard_layout lay;
     char *path;
     uint32_t crc;    /* manifest's CRC32 of the whole file */
+    /* The CRC check on first read: 0 not yet done, 1 passed, -1 failed. Readers on several threads may
+     * arrive at once: the lock makes one of them do the check and the others wait for its answer. */
+    _Atomic int crc_state;
+    pthread_mutex_t crc_lock;
+    int lock_ready;
+    uint32_t data_crc_seen, file_crc_seen;   /* what the check computed */
 } shard;
 
 struct scp_shardset {
@@ -28,7 +39,7 @@ struct scp_shardset {
     int64_t *start;          /* (n + 1): index of each shard's first sequence */
     int64_t num_seqs;
     uint64_t n_tokens;
-    int seq_len, token_bytes, vocab_size, bos_id, eos_id, pad_id, mask_id, pad_value;
+    int seq_len, token_bytes, vocab_size, bos_id, eos_id, pad_id, pad_value;
     uint64_t tokenizer_hash;
 };
 
@@ -101,7 +112,7 @@ static int manifest_load(manifest *m, const char *dir)
 typedef struct entry {
     const char *file;
     int split;
-    int64_t index, first_seq, sequences, tokens;
+    int64_t index, first_seq, sequences, tokens, segments, bytes;
     uint32_t crc;
 } entry;
 
@@ -118,7 +129,8 @@ static int entry_parse(const manifest *m, size_t i, entry *e)
         return scp_error("%s: 'split' must be \"train\" or \"val\"", what);
     e->split = strcmp(split, "val") == 0;
     if (need_int(o, "index", &e->index, what) || need_int(o, "first_seq", &e->first_seq, what) ||
-        need_int(o, "sequences", &e->sequences, what) || need_int(o, "tokens", &e->tokens, what))
+        need_int(o, "sequences", &e->sequences, what) || need_int(o, "tokens", &e->tokens, what) ||
+        need_int(o, "segments", &e->segments, what) || need_int(o, "bytes", &e->bytes, what))
         return -1;
     uint64_t c;
     if (scp_json_get_str(o, "crc32", &crc, what) != 0 || parse_hex(crc, 8, &c)) return scp_error("%s: 'crc32' must be 8 hex digits", what);
@@ -139,6 +151,9 @@ static int shard_open(shard *s, const char *dir, const manifest *m, const entry 
     memset(s, 0, sizeof *s);
     s->path = scp_path_join(dir, e->file);
     s->crc = e->crc;
+    atomic_init(&s->crc_state, 0);
+    s->lock_ready = pthread_mutex_init(&s->crc_lock, NULL) == 0;
+    if (!s->lock_ready) return scp_error("%s: cannot create a lock", s->path);
     if (scp_map_file(&s->map, s->path)) return -1;
     scp_shard_header *h = &s->h;
     if (scp_shard_header_decode(h, s->map.data, s->map.size, s->path)) return -1;
@@ -156,6 +171,7 @@ static int shard_open(shard *s, const char *dir, const manifest *m, const entry 
     MISMATCH("first_seq", h->first_seq, e->first_seq);
     MISMATCH("sequences", h->n_seqs, e->sequences);
     MISMATCH("tokens", h->n_tokens, e->tokens);
+    MISMATCH("segments", h->n_segments, e->segments);
     if (h->tokenizer_hash != m->tokenizer_hash)
         return scp_error("%s: header says tokenizer hash %016" PRIx64 ", manifest.json says %016" PRIx64, s->path,
                          h->tokenizer_hash, m->tokenizer_hash);
@@ -164,6 +180,8 @@ static int shard_open(shard *s, const char *dir, const manifest *m, const entry 
         return scp_error("%s: truncated shard (%zu bytes, the header implies %" PRIu64 ")", s->path, s->map.size, s->lay.size);
     if (s->map.size > s->lay.size)
         return scp_error("%s: %zu bytes, the header implies %" PRIu64 ": trailing garbage", s->path, s->map.size, s->lay.size);
+    if ((int64_t)s->map.size != e->bytes)
+        return scp_error("%s: the file has %zu bytes, manifest.json says %" PRId64, s->path, s->map.size, e->bytes);
     return 0;
 }
 
@@ -171,6 +189,45 @@ static void shard_close(shard *s)
 {
     scp_unmap(&s->map);
     free(s->path);
+    if (s->lock_ready) pthread_mutex_destroy(&s->crc_lock);
+}
+
+/* The CRC32 of everything after the header, and (combined with the header's, no second pass) of the whole file. */
+static void shard_compute_crc(shard *sh)
+{
+    const uint8_t *d = sh->map.data;
+    uint64_t n = sh->map.size - SCP_SHARD_HEADER;
+    sh->data_crc_seen = scp_crc32(0, d + SCP_SHARD_HEADER, n);
+    sh->file_crc_seen = (uint32_t)crc32_combine64(scp_crc32(0, d, SCP_SHARD_HEADER), sh->data_crc_seen, (z_off64_t)n);
+}
+
+/* The computed CRCs against the header's data_crc and manifest.json's crc32. */
+static int shard_crc_verdict(const shard *sh)
+{
+    if (sh->data_crc_seen != sh->h.data_crc)
+        return scp_error("%s: CRC mismatch: the data after the header has CRC32 %08x, the header says %08x: the shard is "
+                         "corrupt", sh->path, sh->data_crc_seen, sh->h.data_crc);
+    if (sh->file_crc_seen != sh->crc)
+        return scp_error("%s: CRC mismatch: the file has CRC32 %08x, manifest.json says %08x", sh->path, sh->file_crc_seen, sh->crc);
+    return 0;
+}
+
+/* Called before any read of a shard's sections: the first caller computes the CRCs, the others wait for it and
+ * reuse its answer (the failure message is made again on each thread that asks, scp_error being per thread). */
+static int shard_ready(shard *sh)
+{
+    int st = atomic_load_explicit(&sh->crc_state, memory_order_acquire);
+    if (st == 0) {
+        pthread_mutex_lock(&sh->crc_lock);
+        st = atomic_load_explicit(&sh->crc_state, memory_order_relaxed);
+        if (st == 0) {
+            shard_compute_crc(sh);
+            st = shard_crc_verdict(sh) ? -1 : 1;
+            atomic_store_explicit(&sh->crc_state, st, memory_order_release);
+        }
+        pthread_mutex_unlock(&sh->crc_lock);
+    }
+    return st > 0 ? 0 : shard_crc_verdict(sh);
 }
 
 /* Sequence `i` of shard `s`: its record, checked. Fills the segment list when segs != NULL. */
@@ -255,7 +312,6 @@ scp_shardset *scp_shardset_open(const char *dir, const char *split)
     s->bos_id = (int)m.bos_id;
     s->eos_id = (int)m.eos_id;
     s->pad_id = (int)m.pad_id;
-    s->mask_id = (int)m.mask_id;
     s->pad_value = (int)m.pad_value;
     s->tokenizer_hash = m.tokenizer_hash;
     manifest_free(&m);
@@ -268,6 +324,21 @@ fail:
 
 void scp_shardset_close(scp_shardset *s) { set_free(s); }
 
+int scp_shardset_has_split(const char *dir, const char *split)
+{
+    int want = strcmp(split, "val") == 0;
+    if (!want && strcmp(split, "train") != 0) return scp_error("%s: unknown split '%s' (train or val)", dir, split);
+    manifest m;
+    int rc = manifest_load(&m, dir);
+    for (size_t i = 0; !rc && i < json_array_size(m.shards); i++) {
+        entry e;
+        if ((rc = entry_parse(&m, i, &e))) break;
+        if (e.split == want && e.sequences > 0) rc = 1;
+    }
+    manifest_free(&m);
+    return rc;
+}
+
 int64_t scp_shardset_num_seqs(const scp_shardset *s) { return s->num_seqs; }
 int scp_shardset_seq_len(const scp_shardset *s) { return s->seq_len; }
 uint64_t scp_shardset_tokenizer_hash(const scp_shardset *s) { return s->tokenizer_hash; }
@@ -277,11 +348,10 @@ int scp_shardset_eos_id(const scp_shardset *s) { return s->eos_id; }
 /* The token found at padding positions: the stream's pad id, or eos when it has none. */
 int scp_shardset_pad_id(const scp_shardset *s) { return s->pad_value; }
 int scp_shardset_token_bytes(const scp_shardset *s) { return s->token_bytes; }
-int scp_shardset_mask_id(const scp_shardset *s) { return s->mask_id; }
 int64_t scp_shardset_num_tokens(const scp_shardset *s) { return (int64_t)s->n_tokens; }
 
-/* The shard holding sequence i and i's index inside it. */
-static const shard *locate(const scp_shardset *s, int64_t i, uint64_t *local)
+/* The shard holding sequence i and i's index inside it, its CRCs checked (NULL on error). */
+static shard *locate(const scp_shardset *s, int64_t i, uint64_t *local)
 {
     if (i < 0 || i >= s->num_seqs) {
         scp_error("sequence %" PRId64 " is out of range (the set has %" PRId64 ")", i, s->num_seqs);
@@ -294,7 +364,7 @@ static const shard *locate(const scp_shardset *s, int64_t i, uint64_t *local)
         else hi = mid - 1;
     }
     *local = (uint64_t)(i - s->start[lo]);
-    return &s->sh[lo];
+    return shard_ready(&s->sh[lo]) ? NULL : &s->sh[lo];
 }
 
 int scp_shardset_seq_info(const scp_shardset *s, int64_t i, int64_t *packed_index, int *n_valid, scp_doc_segment *segs)
@@ -347,13 +417,11 @@ int scp_shardset_get(const scp_shardset *s, int64_t i, int32_t *tokens, int32_t 
 
 /* ---- verification --------------------------------------------------------------------------------------- */
 
-static int verify_shard(const shard *sh)
+static int verify_shard(shard *sh)
 {
     const uint8_t *d = sh->map.data;
-    uint32_t data_crc = scp_crc32(0, d + SCP_SHARD_HEADER, sh->map.size - SCP_SHARD_HEADER);
-    if (data_crc != sh->h.data_crc) return scp_error("%s: checksum mismatch: the shard is corrupt", sh->path);
-    uint32_t all = (uint32_t)crc32_combine64(scp_crc32(0, d, SCP_SHARD_HEADER), data_crc, (z_off64_t)(sh->map.size - SCP_SHARD_HEADER));
-    if (all != sh->crc) return scp_error("%s: CRC32 %08x, manifest.json says %08x", sh->path, all, sh->crc);
+    shard_compute_crc(sh);
+    if (shard_crc_verdict(sh)) return -1;
     uint64_t ntok = 0;
     for (uint64_t i = 0; i < sh->h.n_seqs; i++) {
         int nv;
@@ -379,6 +447,17 @@ static int verify_shard(const shard *sh)
     return 0;
 }
 
+/* A count manifest.json records at `where` (splits.train, totals), against the sum over the shards. */
+static int check_count(const manifest *m, const json_t *o, const char *where, const char *key, int64_t want)
+{
+    int64_t v;
+    int r = scp_json_get_int(o, key, &v, m->path);
+    if (r > 0) return scp_error("%s: '%s.%s' is missing", m->path, where, key);
+    if (r < 0) return -1;
+    if (v != want) return scp_error("%s: %s.%s is %" PRId64 ", the shard files hold %" PRId64, m->path, where, key, v, want);
+    return 0;
+}
+
 int scp_shardset_verify(const char *dir)
 {
     manifest m;
@@ -388,21 +467,11 @@ int scp_shardset_verify(const char *dir)
     }
     int rc = 0;
     size_t ne = json_array_size(m.shards);
-    int64_t next_index[2] = {0, 0}, next_seq[2] = {0, 0}, tokens[2] = {0, 0};
     entry *es = scp_xcalloc(ne ? ne : 1, sizeof *es);
-    for (size_t i = 0; i < ne && !rc; i++) {
-        entry *e = &es[i];
-        if ((rc = entry_parse(&m, i, e))) break;
-        if (e->index != next_index[e->split] || e->first_seq != next_seq[e->split]) {
-            rc = scp_error("%s: shard %s is out of order (index %" PRId64 ", first sequence %" PRId64 ")", m.path, e->file, e->index, e->first_seq);
-            break;
-        }
-        next_index[e->split]++;
-        next_seq[e->split] += e->sequences;
-        tokens[e->split] += e->tokens;
-    }
-    /* The shards in parallel (reading and checksumming is the work); the first bad one in manifest order
-     * is the one reported. JSON is only read here, and jansson's getters are safe for that. */
+    for (size_t i = 0; i < ne && !rc; i++) rc = entry_parse(&m, i, &es[i]);
+    /* The shards in parallel (reading and checksumming is the work). Then, in manifest order, the first shard
+     * that is bad or out of place is the one reported: a wrong count in shards[i] is named there, before it
+     * puts shards[i + 1] out of order. JSON is only read here, and jansson's getters are safe for that. */
     char **err = scp_xcalloc(ne ? ne : 1, sizeof *err);
     if (!rc) {
 #pragma omp parallel for schedule(dynamic, 1)
@@ -413,26 +482,41 @@ int scp_shardset_verify(const char *dir)
             if (r) err[i] = scp_xstrdup(scp_last_error());
             shard_close(&sh);
         }
-        for (size_t i = 0; i < ne && !rc; i++)
+        int64_t next_index[2] = {0, 0}, next_seq[2] = {0, 0};
+        for (size_t i = 0; i < ne && !rc; i++) {
+            const entry *e = &es[i];
             if (err[i]) rc = scp_error("%s", err[i]);
+            else if (e->index != next_index[e->split] || e->first_seq != next_seq[e->split])
+                rc = scp_error("%s: shard %s is out of order (index %" PRId64 ", first sequence %" PRId64 "; expected %" PRId64
+                               ", %" PRId64 ")", m.path, e->file, e->index, e->first_seq, next_index[e->split], next_seq[e->split]);
+            next_index[e->split]++;
+            next_seq[e->split] += e->sequences;
+        }
     }
     for (size_t i = 0; i < ne; i++) free(err[i]);
     free(err);
-    free(es);
-    /* The split totals must add up. */
-    const json_t *splits = json_object_get(m.j, "splits");
+    /* The counts manifest.json records per split and over both must be the sums over the shard files. */
     static const char *names[2] = {"train", "val"};
-    for (int s = 0; s < 2 && !rc; s++) {
-        const json_t *o = json_object_get(splits, names[s]);
-        int64_t seqs, toks;
-        if (!json_is_object(o) || need_int(o, "sequences", &seqs, m.path) || need_int(o, "tokens", &toks, m.path)) {
-            rc = scp_error("%s: 'splits.%s' is missing or incomplete", m.path, names[s]);
+    const json_t *splits = json_object_get(m.j, "splits");
+    int64_t sum[3][4] = {{0}};   /* [train, val, totals][sequences, tokens, shards, bytes] */
+    for (size_t i = 0; i < ne && !rc; i++) {
+        const entry *e = &es[i];
+        int64_t v[4] = {e->sequences, e->tokens, 1, e->bytes};
+        for (int k = 0; k < 4; k++) sum[e->split][k] += v[k], sum[2][k] += v[k];
+    }
+    for (int s = 0; s < 3 && !rc; s++) {
+        static const char *keys[4] = {"sequences", "tokens", "shards", "bytes"};
+        const json_t *o = s < 2 ? json_object_get(splits, names[s]) : json_object_get(m.j, "totals");
+        char where[32];
+        snprintf(where, sizeof where, s < 2 ? "splits.%s" : "totals", names[s < 2 ? s : 0]);
+        if (!json_is_object(o)) {
+            rc = scp_error("%s: '%s' is missing", m.path, where);
             break;
         }
-        if (seqs != next_seq[s] || toks != tokens[s])
-            rc = scp_error("%s: splits.%s says %" PRId64 " sequences and %" PRId64 " tokens, the shards hold %" PRId64 " and %" PRId64,
-                           m.path, names[s], seqs, toks, next_seq[s], tokens[s]);
+        for (int k = 0; k < 4 && !rc; k++) rc = check_count(&m, o, where, keys[k], sum[s][k]);
+        if (!rc && s < 2) rc = check_count(&m, o, where, "padding", sum[s][0] * m.seq_len - sum[s][1]);
     }
+    free(es);
     manifest_free(&m);
     return rc;
 }

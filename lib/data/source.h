@@ -4,8 +4,8 @@
  * `len` tokens starting every `stride` tokens (stride < len makes consecutive windows overlap, e.g. the
  * common perplexity protocol len 513, stride 512: each window predicts 512 tokens from its own prefix).
  * Only whole windows are used. doc[] numbers the documents within each window from 0. */
-#ifndef SCP_TRAIN_SOURCE_H
-#define SCP_TRAIN_SOURCE_H
+#ifndef SCP_DATA_SOURCE_H
+#define SCP_DATA_SOURCE_H
 
 #include <stdint.h>
 

@@ -3,6 +3,7 @@
  * except in --doc file mode, where the member is the document. */
 #include "data/textinput.h"
 #include "core/error.h"
+#include "core/json.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -78,7 +79,6 @@ void scp_textin_close(scp_textin *in)
 }
 
 uint64_t scp_textin_bad(const scp_textin *in) { return in->bad; }
-uint64_t scp_textin_bytes(const scp_textin *in) { return in->a ? (uint64_t)archive_filter_bytes(in->a, -1) : 0; }
 
 static int is_jsonl_name(const char *name)
 {
@@ -225,7 +225,10 @@ int scp_textin_next(scp_textin *in, const char **text, size_t *len)
             if (r == 0) { in->member_open = 0; continue; }
             if (blank(p, n)) continue;
             json_error_t err;
-            json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, &err);
+            int oom;
+            json_t *j = scp_json_loadb(p, n, JSON_ALLOW_NUL, &err, &oom);
+            if (oom)   /* not a bad line: --skip-bad does not apply */
+                return scp_error("%s: line %llu: out of memory parsing %zu bytes of JSON", where(in), (unsigned long long)in->line, n);
             json_t *v = j && json_is_object(j) ? json_object_get(j, in->o.field) : NULL;
             if (!v || !json_is_string(v)) {
                 if (!j) scp_error("%s: line %llu: not JSON: %s", where(in), (unsigned long long)in->line, err.text);

@@ -30,7 +30,6 @@ scp_textin *scp_textin_open(const char *path, const scp_textin_opts *o);
  * -1: error (message recorded: "FILE: member M: line N: ..."). */
 int scp_textin_next(scp_textin *in, const char **text, size_t *len);
 uint64_t scp_textin_bad(const scp_textin *in);       /* records skipped under skip_bad */
-uint64_t scp_textin_bytes(const scp_textin *in);     /* input bytes read so far (compressed) */
 void scp_textin_close(scp_textin *in);
 
 #endif

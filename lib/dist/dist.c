@@ -70,15 +70,6 @@ void scp_dist_single(scp_dist *d)
     d->timeout = 600;
 }
 
-int scp_dist_compiled(void)
-{
-#ifdef HAVE_MPI
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 /* ---- watchdog: a blocking collective must return within the timeout ------------------------------------ */
 static struct {
     _Atomic long long since_ns;     /* start of the collective in progress, 0 when none */
@@ -458,20 +449,6 @@ int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64
     (void)full, (void)part, (void)lo, (void)what;
 #endif
     return 0;
-}
-
-void scp_dist_barrier(scp_dist *d, const char *what)
-{
-    if (d->world <= 1) return;
-#ifdef HAVE_MPI
-    double t0 = coll_begin(d, what);
-    MPI_Request rq;
-    MPI_Ibarrier(MPI_COMM_WORLD, &rq);
-    finish(d, &rq, 1, what);
-    coll_end(d, t0, 0);
-#else
-    (void)what;
-#endif
 }
 
 static inline uint64_t hash_bytes(const void *buf, size_t bytes)

@@ -48,8 +48,6 @@ void scp_dist_watchdog_start(scp_dist *d);
 void scp_dist_finish(scp_dist *d);
 /* Stop every rank now with exit status `code` (MPI_Abort; exit for one rank). */
 _Noreturn void scp_dist_abort(scp_dist *d, int code);
-/* Whether this program was built with MPI (the features line says so too). */
-int scp_dist_compiled(void);
 /* "MPI" implementation and version, for the start-up message. */
 const char *scp_dist_library(void);
 
@@ -67,7 +65,6 @@ int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char 
 /* Rank 0 receives every rank's shard of x into full (n floats, only read on rank 0; shard r is
  * full[lo[r] .. lo[r + 1]) ), the others send theirs from part (their own shard, lo[rank] .. lo[rank + 1]). */
 int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what);
-void scp_dist_barrier(scp_dist *d, const char *what);
 /* 1 if buf (bytes) is bit-identical on every rank (a 64-bit hash compared by all-reduce min and max). */
 int scp_dist_same(scp_dist *d, const void *buf, size_t bytes, const char *what);
 

@@ -16,7 +16,6 @@ int scp_unmask_order_from_name(const char *s)
     return -1;
 }
 
-const char *scp_unmask_order_name(scp_unmask_order o) { return (unsigned)o < 4 ? order_names[o] : "?"; }
 
 void scp_gen_opts_default(scp_gen_opts *o)
 {

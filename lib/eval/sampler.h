@@ -30,9 +30,8 @@
 typedef enum scp_unmask_order { SCP_ORDER_LOW_CONFIDENCE, SCP_ORDER_MARGIN, SCP_ORDER_ENTROPY, SCP_ORDER_RANDOM } scp_unmask_order;
 typedef enum scp_eos_mode { SCP_EOS_STOP, SCP_EOS_FILL, SCP_EOS_IGNORE } scp_eos_mode;
 
-/* Name <-> value; -1 when unknown. */
+/* The value of a name ("low-confidence", "margin", "entropy", "random"); -1 when unknown. */
 int scp_unmask_order_from_name(const char *s);
-const char *scp_unmask_order_name(scp_unmask_order o);
 
 typedef struct scp_gen_opts {
     int steps;                  /* diffusion: model calls in all (at least 1 per block) */

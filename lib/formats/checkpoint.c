@@ -76,18 +76,3 @@ int scp_checkpoint_write(const char *dir, int replace, const scp_model_config *c
     return rc;
 }
 
-int scp_checkpoint_copy_tokenizer(const char *src_dir, const char *dst_dir)
-{
-    for (int i = 0; scp_checkpoint_tokenizer_files[i]; i++) {
-        char *s = scp_path_join(src_dir, scp_checkpoint_tokenizer_files[i]);
-        int rc = 0;
-        if (scp_file_exists(s)) {
-            char *d = scp_path_join(dst_dir, scp_checkpoint_tokenizer_files[i]);
-            rc = scp_copy_file(s, d);
-            free(d);
-        }
-        free(s);
-        if (rc) return -1;
-    }
-    return 0;
-}

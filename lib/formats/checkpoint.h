@@ -33,9 +33,6 @@ int scp_checkpoint_fill(const char *dir, const scp_model_config *c, scp_st_write
 int scp_checkpoint_write(const char *dir, int replace, const scp_model_config *c, scp_st_writer *weights,
                          const scp_ckpt_file *files, int nfiles);
 
-/* Copy the tokenizer files (scp_checkpoint_tokenizer_files) that exist in src_dir into dst_dir. */
-int scp_checkpoint_copy_tokenizer(const char *src_dir, const char *dst_dir);
-
 /* The HF torch_dtype name of a dtype ("float32", "bfloat16", "float16"), NULL for others. */
 const char *scp_torch_dtype_name(scp_dtype t);
 

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/json.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -16,16 +17,77 @@ const char *scp_arch_name(scp_arch a) { return arch_names[a]; }
 static const char *group_names[SCP_GROUP_COUNT] = {"embed", "attn", "mlp", "expert", "router", "norm"};
 const char *scp_group_name(scp_group g) { return group_names[g]; }
 
-/* Read an int key into *dst; absent leaves the default. Range-checked. */
-static int get_int(const json_t *j, const char *key, int *dst, int min, const char *what)
+/* What a JSON value is, for messages: "null", "a string", "a number with a fraction or exponent (1e+09)"... */
+static const char *json_kind(const json_t *v, char *buf, size_t n)
 {
-    int64_t v;
-    int rc = scp_json_get_int(j, key, &v, what);
-    if (rc < 0) return -1;
-    if (rc == 0) {
-        if (v < min || v > INT32_MAX) return scp_error("%s: %s = %lld is out of range", what, key, (long long)v);
-        *dst = (int)v;
+    switch (json_typeof(v)) {
+    case JSON_NULL: return "null";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_STRING: return "a string";
+    case JSON_ARRAY: return "an array";
+    case JSON_OBJECT: return "an object";
+    case JSON_REAL: snprintf(buf, n, "a number with a fraction or exponent (%g)", json_real_value(v)); return buf;
+    default: return "an integer";
     }
+}
+
+/* A size key (model_config.h has the ranges): absent leaves *dst (the default); present, it must be a JSON
+ * integer in [lo, hi]. A float, even 1e9 or 64.0, is refused: HF writes sizes as integers, and a size written
+ * otherwise is a damaged or hand-made file. */
+static int get_size(const json_t *j, const char *key, int *dst, int64_t lo, int64_t hi, const char *what)
+{
+    const json_t *v = json_object_get(j, key);
+    if (!v) return 0;
+    char buf[96];
+    if (!json_is_integer(v))
+        return scp_error("%s: '%s' must be an integer from %" PRId64 " to %" PRId64 ", not %s", what, key, lo, hi,
+                         json_kind(v, buf, sizeof buf));
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return scp_error("%s: '%s' is %" PRId64 ", outside the supported %" PRId64 " to %" PRId64, what, key, (int64_t)x, lo, hi);
+    *dst = (int)x;
+    return 0;
+}
+
+/* A float key: absent leaves *dst; present, a finite JSON number. */
+static int get_finite(const json_t *j, const char *key, double *dst, const char *what)
+{
+    const json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v)) return 0;
+    char buf[96];
+    if (!json_is_number(v)) return scp_error("%s: '%s' must be a number, not %s", what, key, json_kind(v, buf, sizeof buf));
+    if (!isfinite(json_number_value(v))) return scp_error("%s: '%s' must be finite", what, key);
+    *dst = json_number_value(v);
+    return 0;
+}
+
+/* a * b, or SCP_CONFIG_MAX_PARAMS + 1 when it would pass that (the operands are sizes within their ranges). */
+static int64_t sat_mul(int64_t a, int64_t b)
+{
+    if (a && b > (SCP_CONFIG_MAX_PARAMS + 1) / a) return SCP_CONFIG_MAX_PARAMS + 1;
+    return a * b;
+}
+
+/* The products that size allocations: the parameter table's entries and the total parameter count, computed
+ * without overflow from the parsed sizes before anything is allocated from them. */
+static int check_products(const scp_model_config *c, const char *what)
+{
+    int64_t D = c->hidden_size, hd = c->head_dim, qd = sat_mul(c->num_heads, hd), kvd = sat_mul(c->num_kv_heads, hd);
+    int64_t tensors_per_layer = 14 + 3 * (int64_t)c->num_experts;
+    if (sat_mul(c->num_layers, tensors_per_layer) > SCP_CONFIG_MAX_TENSORS)
+        return scp_error("%s: %d layers of %" PRId64 " tensors each are more than the supported %d tensors", what, c->num_layers,
+                         tensors_per_layer, SCP_CONFIG_MAX_TENSORS);
+    /* Per layer: q, k, v, o with biases, norms, and the MLP (dense, or router plus experts). */
+    int64_t layer = sat_mul(qd, D) * 2 + sat_mul(kvd, D) * 2 + qd + 2 * kvd + 4 * D + 2 * hd;
+    if (c->num_experts)
+        layer += sat_mul(c->num_experts, D) + sat_mul(c->num_experts, sat_mul(3 * (int64_t)c->moe_intermediate_size, D));
+    else
+        layer += sat_mul(3 * (int64_t)c->intermediate_size, D);
+    int64_t total = sat_mul(c->num_layers, layer) + sat_mul(2 * (int64_t)c->vocab_size, D) + D;
+    if (layer > SCP_CONFIG_MAX_PARAMS || total > SCP_CONFIG_MAX_PARAMS)
+        return scp_error("%s: the sizes describe more than %" PRId64 " parameters (hidden_size %d, %d layers, vocabulary %d)", what,
+                         (int64_t)SCP_CONFIG_MAX_PARAMS, c->hidden_size, c->num_layers, c->vocab_size);
     return 0;
 }
 
@@ -65,18 +127,21 @@ int scp_config_from_json(scp_model_config *c, json_t *j, const char *what)
     static const char *required[] = {"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"};
     for (int i = 0; i < 4; i++)
         if (!json_object_get(j, required[i])) return scp_error("%s: missing required key '%s'", what, required[i]);
-    if (get_int(j, "hidden_size", &c->hidden_size, 1, what) || get_int(j, "intermediate_size", &c->intermediate_size, 0, what) ||
-        get_int(j, "num_hidden_layers", &c->num_layers, 1, what) || get_int(j, "num_attention_heads", &c->num_heads, 1, what) ||
-        get_int(j, "num_key_value_heads", &c->num_kv_heads, 1, what) || get_int(j, "head_dim", &c->head_dim, 1, what) ||
-        get_int(j, "vocab_size", &c->vocab_size, 1, what) ||
-        get_int(j, "max_position_embeddings", &c->max_position_embeddings, 1, what) ||
-        get_int(j, "num_experts", &c->num_experts, 0, what) || get_int(j, "num_experts_per_tok", &c->num_experts_per_tok, 0, what) ||
-        get_int(j, "moe_intermediate_size", &c->moe_intermediate_size, 0, what) ||
+    if (get_size(j, "hidden_size", &c->hidden_size, 1, SCP_CONFIG_MAX_HIDDEN, what) ||
+        get_size(j, "intermediate_size", &c->intermediate_size, 0, SCP_CONFIG_MAX_INTERMEDIATE, what) ||
+        get_size(j, "num_hidden_layers", &c->num_layers, 1, SCP_CONFIG_MAX_LAYERS, what) ||
+        get_size(j, "num_attention_heads", &c->num_heads, 1, SCP_CONFIG_MAX_HEADS, what) ||
+        get_size(j, "num_key_value_heads", &c->num_kv_heads, 1, SCP_CONFIG_MAX_HEADS, what) ||
+        get_size(j, "head_dim", &c->head_dim, 2, SCP_CONFIG_MAX_HEAD_DIM, what) ||
+        get_size(j, "vocab_size", &c->vocab_size, 1, SCP_CONFIG_MAX_VOCAB, what) ||
+        get_size(j, "max_position_embeddings", &c->max_position_embeddings, 1, SCP_CONFIG_MAX_POSITIONS, what) ||
+        get_size(j, "num_experts", &c->num_experts, 0, SCP_CONFIG_MAX_EXPERTS, what) ||
+        get_size(j, "num_experts_per_tok", &c->num_experts_per_tok, 0, SCP_CONFIG_MAX_EXPERTS, what) ||
+        get_size(j, "moe_intermediate_size", &c->moe_intermediate_size, 0, SCP_CONFIG_MAX_INTERMEDIATE, what) ||
         get_id(j, "bos_token_id", &c->bos_token_id, what) || get_id(j, "eos_token_id", &c->eos_token_id, what) ||
         get_id(j, "pad_token_id", &c->pad_token_id, what) || get_id(j, "mask_token_id", &c->mask_token_id, what))
         return -1;
-    if (scp_json_get_real(j, "rms_norm_eps", &c->rms_norm_eps, what) < 0 ||
-        scp_json_get_real(j, "rope_theta", &c->rope_theta, what) < 0 ||
+    if (get_finite(j, "rms_norm_eps", &c->rms_norm_eps, what) || get_finite(j, "rope_theta", &c->rope_theta, what) ||
         scp_json_get_bool(j, "tie_word_embeddings", &c->tie_word_embeddings, what) < 0 ||
         scp_json_get_bool(j, "norm_topk_prob", &c->norm_topk_prob, what) < 0 ||
         scp_json_get_bool(j, "is_causal", &c->causal, what) < 0 ||
@@ -86,6 +151,9 @@ int scp_config_from_json(scp_model_config *c, json_t *j, const char *what)
     if (c->head_dim < 0) {
         if (c->hidden_size % c->num_heads) return scp_error("%s: hidden_size %d is not divisible by num_attention_heads %d", what, c->hidden_size, c->num_heads);
         c->head_dim = c->hidden_size / c->num_heads;
+        if (c->head_dim > SCP_CONFIG_MAX_HEAD_DIM)
+            return scp_error("%s: hidden_size / num_attention_heads = %d is more than the supported head size %d", what, c->head_dim,
+                             SCP_CONFIG_MAX_HEAD_DIM);
     }
     if (c->num_heads % c->num_kv_heads)
         return scp_error("%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", what, c->num_heads, c->num_kv_heads);
@@ -115,8 +183,8 @@ int scp_config_from_json(scp_model_config *c, json_t *j, const char *what)
     if (c->arch == SCP_ARCH_QWEN3_MOE) {
         if (c->num_experts < 1 || c->num_experts_per_tok < 1 || c->num_experts_per_tok > c->num_experts || c->moe_intermediate_size < 1)
             return scp_error("%s: qwen3_moe needs num_experts >= num_experts_per_tok >= 1 and moe_intermediate_size >= 1", what);
-        int64_t step = 1;
-        if (scp_json_get_int(j, "decoder_sparse_step", &step, what) < 0) return -1;
+        int step = 1;
+        if (get_size(j, "decoder_sparse_step", &step, 0, SCP_CONFIG_MAX_LAYERS, what)) return -1;
         json_t *mlp_only = json_object_get(j, "mlp_only_layers");
         if (step != 1 || (json_is_array(mlp_only) && json_array_size(mlp_only) > 0))
             return scp_error("%s: qwen3_moe with dense layers (decoder_sparse_step != 1 or mlp_only_layers) is not supported", what);
@@ -135,17 +203,21 @@ int scp_config_from_json(scp_model_config *c, json_t *j, const char *what)
             c->rope_scaling_factor = 8;
             c->rope_low_freq_factor = 1;
             c->rope_high_freq_factor = 4;
-            int64_t omp = 8192;
-            if (scp_json_get_real(rs, "factor", &c->rope_scaling_factor, what) < 0 ||
-                scp_json_get_real(rs, "low_freq_factor", &c->rope_low_freq_factor, what) < 0 ||
-                scp_json_get_real(rs, "high_freq_factor", &c->rope_high_freq_factor, what) < 0 ||
-                scp_json_get_int(rs, "original_max_position_embeddings", &omp, what) < 0)
+            c->rope_original_max_pos = 8192;
+            if (get_finite(rs, "factor", &c->rope_scaling_factor, what) ||
+                get_finite(rs, "low_freq_factor", &c->rope_low_freq_factor, what) ||
+                get_finite(rs, "high_freq_factor", &c->rope_high_freq_factor, what) ||
+                get_size(rs, "original_max_position_embeddings", &c->rope_original_max_pos, 1, SCP_CONFIG_MAX_POSITIONS, what))
                 return -1;
-            c->rope_original_max_pos = (int)omp;
+            /* scp_rope_inv_freq divides by the factor and by high_freq_factor - low_freq_factor */
+            if (!(c->rope_scaling_factor > 0) || !(c->rope_low_freq_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor))
+                return scp_error("%s: rope_scaling needs factor > 0 and 0 < low_freq_factor < high_freq_factor (has %g, %g, %g)", what,
+                                 c->rope_scaling_factor, c->rope_low_freq_factor, c->rope_high_freq_factor);
         }
     }
     if (c->mask_token_id >= c->vocab_size)
         return scp_error("%s: mask_token_id %d is outside the vocabulary (%d rows)", what, c->mask_token_id, c->vocab_size);
+    if (check_products(c, what)) return -1;
     c->raw = json_deep_copy(j);
     return 0;
 }

@@ -41,8 +41,32 @@ typedef struct scp_model_config {
 
 const char *scp_arch_name(scp_arch a);
 
-/* Parse an HF config.json object; `what` names the file in messages. Unknown model_type, or a feature we
- * cannot run (sliding window, unknown rope_scaling), is refused with a message naming it. */
+/* The sizes config.json may give. Each size key must be a JSON integer (null, a float such as 1e9 or 64.0, a
+ * string or a boolean is refused, naming the key and the file) within:
+ *   hidden_size                  1 .. 2^17            intermediate_size        1 .. 2^20 (0 or absent: qwen3_moe)
+ *   num_hidden_layers            1 .. 2^12            num_attention_heads      1 .. 2^12
+ *   num_key_value_heads          1 .. 2^12, dividing num_attention_heads
+ *   head_dim                     2 .. 2^12, even      vocab_size               1 .. 2^30
+ *   max_position_embeddings      1 .. 2^30            rope_scaling.original_max_position_embeddings: the same
+ *   num_experts                  1 .. 2^12 (qwen3_moe), num_experts_per_tok 1 .. num_experts
+ *   moe_intermediate_size        1 .. 2^20
+ * and the products that size allocations, computed without overflow while reading: at most 2^22 tensors in the
+ * parameter table and at most 2^42 parameters. The largest published models are well inside every bound; a
+ * value past one is a damaged or mistyped file, refused before anything is allocated from it. */
+#define SCP_CONFIG_MAX_HIDDEN (1 << 17)
+#define SCP_CONFIG_MAX_INTERMEDIATE (1 << 20)
+#define SCP_CONFIG_MAX_LAYERS (1 << 12)
+#define SCP_CONFIG_MAX_HEADS (1 << 12)
+#define SCP_CONFIG_MAX_HEAD_DIM (1 << 12)
+#define SCP_CONFIG_MAX_VOCAB (1 << 30)
+#define SCP_CONFIG_MAX_POSITIONS (1 << 30)
+#define SCP_CONFIG_MAX_EXPERTS (1 << 12)
+#define SCP_CONFIG_MAX_TENSORS (1 << 22)
+#define SCP_CONFIG_MAX_PARAMS ((int64_t)1 << 42)
+
+/* Parse an HF config.json object; `what` names the file in messages. Sizes outside the ranges above, an
+ * unknown model_type, or a feature we cannot run (sliding window, unknown rope_scaling) is refused with a
+ * message naming it. */
 int scp_config_from_json(scp_model_config *c, json_t *j, const char *what);
 int scp_config_load(scp_model_config *c, const char *path);
 /* The config as HF config.json (the raw object updated with every field we own). New reference. */

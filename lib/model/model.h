@@ -17,6 +17,10 @@ typedef enum scp_attn_mode {
     SCP_ATTN_BIDIRECTIONAL,   /* every key visible */
     SCP_ATTN_ANNEAL           /* causal, plus each future key visible with probability anneal_p (DiffuLLaMA) */
 } scp_attn_mode;
+/* Names on the command line and in JSON: "causal", "bidirectional", "anneal". The parser also takes the
+ * annealing length, "anneal:STEPS" (STEPS >= 1 into *anneal_steps); -1 when unknown. */
+const char *scp_attn_name(scp_attn_mode x);
+int scp_attn_parse(const char *s, int64_t *anneal_steps);
 
 typedef struct scp_model {
     scp_model_config cfg;

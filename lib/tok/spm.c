@@ -8,6 +8,7 @@
  * dropped, runs of spaces squeezed), which is what produced the training data; run.c itself keeps extra
  * spaces, and differs only there. */
 #include "tok/tok_internal.h"
+#include "tok/llama2c_bin.h"
 #include "core/error.h"
 #include "core/io.h"
 
@@ -188,28 +189,20 @@ int tok_load_llama2c(scp_tokenizer *t, const char *path)
 {
     scp_map m;
     if (scp_map_file(&m, path)) return -1;
-    const uint8_t *p = m.data, *end = m.data + m.size;
-    int rc = 0;
-    if (m.size < 4) { rc = scp_error("%s: not a llama2.c tokenizer (%zu bytes)", path, m.size); goto out; }
-    uint32_t maxlen;
-    memcpy(&maxlen, p, 4);
-    p += 4;
-    if (maxlen == 0 || maxlen > 65536) { rc = scp_error("%s: not a llama2.c tokenizer (max_token_length %u)", path, maxlen); goto out; }
-    t->score = scp_xcalloc(1, sizeof *t->score);
-    int32_t n = 0;
-    while (p < end) {
-        if (end - p < 8) { rc = scp_error("%s: truncated at token %d (score and length need 8 bytes, %zu left)", path, n, (size_t)(end - p)); goto out; }
-        float score;
-        int32_t len;
-        memcpy(&score, p, 4);
-        memcpy(&len, p + 4, 4);
-        p += 8;
-        if (len < 0 || (uint32_t)len > maxlen) { rc = scp_error("%s: token %d has length %d (max_token_length %u)", path, n, len, maxlen); goto out; }
-        if (end - p < len) { rc = scp_error("%s: truncated in token %d (%d bytes, %zu left)", path, n, len, (size_t)(end - p)); goto out; }
+    scp_llama2c_vocab v;
+    int rc = scp_llama2c_vocab_read(&v, m.data, m.size, -1, path);
+    int32_t n = rc ? 0 : v.n;
+    if (!rc) {
+        t->score = scp_xcalloc((size_t)n + 1, sizeof *t->score);
+        tok_alloc_vocab(t, n);
+    }
+    for (int32_t id = 0; id < n; id++) {
+        const uint8_t *p = v.bytes[id];
+        uint32_t len = v.len[id];
         /* internal form: ' ' as U+2581, as in the SentencePiece model it was exported from */
         char *s = scp_xmalloc((size_t)len * 3 + 1);
         uint32_t o = 0;
-        for (int32_t i = 0; i < len; i++) {
+        for (uint32_t i = 0; i < len; i++) {
             if (p[i] == ' ') { memcpy(s + o, "\xE2\x96\x81", 3); o += 3; }
             else s[o++] = (char)p[i];
         }
@@ -223,15 +216,13 @@ int tok_load_llama2c(scp_tokenizer *t, const char *path)
         }
         if (strcmp(s, "<unk>") == 0 || strcmp(s, "<s>") == 0 || strcmp(s, "</s>") == 0) attr = TOK_A_SPECIAL | TOK_A_NOMERGE;
         else if (tok_parse_byte_piece(s, o) >= 0) attr = TOK_A_BYTE | TOK_A_NOMERGE;
-        tok_alloc_vocab(t, n + 1);
-        t->score = scp_xrealloc(t->score, sizeof *t->score * (size_t)(n + 1));
-        tok_set_token(t, n, s, o);
+        tok_set_token(t, id, s, o);
         free(s);
-        t->score[n] = score;
-        t->attr[n] = attr;
-        p += len;
-        n++;
+        t->score[id] = v.score[id];
+        t->attr[id] = attr;
     }
+    scp_llama2c_vocab_free(&v);
+    if (rc) goto out;
     if (n < 3) { rc = scp_error("%s: only %d tokens; a llama2.c tokenizer has <unk>, <s>, </s> first", path, n); goto out; }
     t->unk_id = 0;
     t->bos = 1;

@@ -129,9 +129,8 @@ int tok_load_gpt2(scp_tokenizer *t, const char *encoder_json, const char *vocab_
 void tok_alloc_vocab(scp_tokenizer *t, int32_t n);
 void tok_set_token(scp_tokenizer *t, int32_t id, const char *s, uint32_t len);
 int tok_add_added(scp_tokenizer *t, int32_t id, const char *s, uint32_t len, int special);
-/* GPT-2 bytes_to_unicode: the code point that stands for byte b, and back (-1 if not in the alphabet). */
+/* GPT-2 bytes_to_unicode: the code point that stands for byte b (tok_bytelevel_decode maps back). */
 uint32_t tok_byte_to_cp(uint8_t b);
-int tok_cp_to_byte(uint32_t cp);
 /* Map a byte-level alphabet string to raw bytes (malloc'ed); returns -1 if a character is outside the alphabet. */
 int tok_bytelevel_decode(const char *s, uint32_t len, char **out, uint32_t *outlen);
 /* Finish: piece map, dec strings, byte ids, merge-free checks, hash. */

@@ -35,7 +35,6 @@ static void b2u_init(void)
 }
 
 uint32_t tok_byte_to_cp(uint8_t b) { b2u_init(); return b2u[b]; }
-int tok_cp_to_byte(uint32_t cp) { b2u_init(); return cp < 512 ? u2b[cp] : -1; }
 
 int tok_bytelevel_decode(const char *s, uint32_t len, char **out, uint32_t *outlen)
 {

@@ -2,6 +2,7 @@
 #include "train/metrics.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "core/json.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -76,7 +77,12 @@ int scp_metrics_truncate(const char *rundir, int64_t step)
         char *nl = memchr(p, '\n', (size_t)(buf + len - p));
         if (!nl) break;   /* a cut last line: dropped */
         json_error_t err;
-        json_t *j = json_loadb(p, (size_t)(nl - p), 0, &err);
+        int oom;
+        json_t *j = scp_json_loadb(p, (size_t)(nl - p), 0, &err, &oom);
+        if (oom) {   /* a line that could not be read is not a line to drop */
+            rc = scp_error("%s: out of memory parsing a line of JSON", path);
+            break;
+        }
         json_t *st = j ? json_object_get(j, "step") : NULL;
         if (st && json_is_integer(st) && json_integer_value(st) <= step)
             rc = scp_write_all(o->f, p, (size_t)(nl - p + 1), path);

@@ -8,37 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *obj_names[] = {"mdm", "ar"};
-static const char *norm_names[] = {"length", "masked"};
 static const char *lr_names[] = {"constant", "cosine", "wsd"};
-static const char *attn_names[] = {"causal", "bidirectional", "anneal"};
 
-static int lookup(const char **names, int n, const char *s)
-{
-    for (int i = 0; i < n; i++)
-        if (strcmp(names[i], s) == 0) return i;
-    return -1;
-}
-
-const char *scp_objective_name(scp_objective x) { return obj_names[x]; }
-const char *scp_loss_norm_name(scp_loss_norm x) { return norm_names[x]; }
 const char *scp_lr_kind_name(scp_lr_kind x) { return lr_names[x]; }
-const char *scp_attn_name(scp_attn_mode x) { return attn_names[x]; }
-int scp_objective_parse(const char *s) { return lookup(obj_names, 2, s); }
-int scp_loss_norm_parse(const char *s) { return lookup(norm_names, 2, s); }
-int scp_lr_kind_parse(const char *s) { return lookup(lr_names, 3, s); }
 
-int scp_attn_parse(const char *s, int64_t *anneal_steps)
+int scp_lr_kind_parse(const char *s)
 {
-    if (strcmp(s, "causal") == 0) return SCP_ATTN_CAUSAL;
-    if (strcmp(s, "bidirectional") == 0) return SCP_ATTN_BIDIRECTIONAL;
-    if (strncmp(s, "anneal:", 7) == 0) {
-        char *end;
-        long long v = strtoll(s + 7, &end, 10);
-        if (end == s + 7 || *end || v < 1) return -1;
-        *anneal_steps = v;
-        return SCP_ATTN_ANNEAL;
-    }
+    for (int i = 0; i < 3; i++)
+        if (strcmp(lr_names[i], s) == 0) return i;
     return -1;
 }
 

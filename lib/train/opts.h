@@ -9,12 +9,11 @@
 #include <stdint.h>
 #include <jansson.h>
 
+#include "data/batch.h"
 #include "data/mask.h"
 #include "model/model.h"
 #include "formats/model_config.h"
 
-typedef enum scp_objective { SCP_OBJ_MDM, SCP_OBJ_AR } scp_objective;
-typedef enum scp_loss_norm { SCP_NORM_LENGTH, SCP_NORM_MASKED } scp_loss_norm;
 typedef enum scp_lr_kind { SCP_LR_CONSTANT, SCP_LR_COSINE, SCP_LR_WSD } scp_lr_kind;
 
 typedef struct scp_train_opts {
@@ -66,16 +65,10 @@ json_t *scp_train_opts_to_json(const scp_train_opts *o);
 /* Fill o from the object written by scp_train_opts_to_json; `what` names the file in messages. */
 int scp_train_opts_from_json(scp_train_opts *o, const json_t *j, const char *what);
 
-/* Names used on the command line and in JSON; -1 from the parsers when unknown (the t sampler and the
- * masking schedule use data/mask.h's scp_t_sampler_name/_from_name, scp_mask_schedule_name/_from_name). */
-const char *scp_objective_name(scp_objective x);
-const char *scp_loss_norm_name(scp_loss_norm x);
+/* The schedule's names on the command line and in JSON ("constant", "cosine", "wsd"); -1 from the parser when
+ * unknown. The other enums of the options have theirs beside them: the objective and the loss norm in
+ * data/batch.h, the attention mode in model/model.h, the t sampler and the masking schedule in data/mask.h. */
 const char *scp_lr_kind_name(scp_lr_kind x);
-const char *scp_attn_name(scp_attn_mode x);
-int scp_objective_parse(const char *s);
-int scp_loss_norm_parse(const char *s);
 int scp_lr_kind_parse(const char *s);
-/* "bidirectional", "causal" or "anneal:STEPS" (STEPS >= 1 into *anneal_steps). */
-int scp_attn_parse(const char *s, int64_t *anneal_steps);
 
 #endif
