@@ -1,4 +1,4 @@
-/* scp-export: a checkpoint directory -> a Hugging Face directory or a GGUF file (lib/export*.c). */
+/* scp-export: a checkpoint directory -> a Hugging Face directory or a GGUF file (lib/convert/export*.c). */
 #include "core/cli.h"
 #include "core/error.h"
 #include "convert/export.h"
