@@ -1,40 +1,33 @@
-/* scp-export: a checkpoint directory -> a Hugging Face directory or a GGUF file (lib/export*.c). */
+/* scp-export: a checkpoint directory -> a Hugging Face directory or a GGUF file (lib/convert/export*.c). */
 #include "core/cli.h"
 #include "core/error.h"
 #include "convert/export.h"
+#include "core/io.h"
+#include "core/options.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { O_ARCH = 256, O_NAME, O_CAUSAL, O_BIDIR, O_SHIFT, O_NO_SHIFT };
-
-static const struct option longopts[] = {
-    {"format", required_argument, 0, 'f'}, {"output", required_argument, 0, 'o'}, {"dtype", required_argument, 0, 'd'},
-    {"arch", required_argument, 0, O_ARCH}, {"name", required_argument, 0, O_NAME}, {"causal", no_argument, 0, O_CAUSAL},
-    {"bidirectional", no_argument, 0, O_BIDIR}, {"shift", no_argument, 0, O_SHIFT}, {"no-shift", no_argument, 0, O_NO_SHIFT},
-    {"force", no_argument, 0, 'F'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
-    {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
 
 _Noreturn static void usage(void)
 {
     printf("Usage: %s --format hf|gguf -o OUT [OPTIONS] CHECKPOINT\n"
            "Write a checkpoint directory as a Hugging Face model directory or a GGUF file for llama.cpp.\n\n"
-           "  -f, --format hf|gguf   output form (default: gguf when OUT ends in .gguf, else hf)\n"
+           "      --format hf|gguf   output form (default: gguf when OUT ends in .gguf, else hf)\n"
            "  -o, --output OUT       the directory (hf) or file (gguf) to write\n"
-           "  -d, --dtype TYPE       f32 (default) or bf16 for hf; f32, f16 or bf16 for gguf matrices\n"
+           "      --dtype TYPE       f32 (default) or bf16 for hf; f32, f16 or bf16 for gguf matrices\n"
            "      --arch NAME        GGUF general.architecture (default: llada for Llama, dream for Qwen2, rnd1\n"
            "                         for Qwen3-MoE diffusion checkpoints; llama, qwen2, qwen3, qwen3moe otherwise)\n"
            "      --name NAME        GGUF general.name (default: the checkpoint's directory name)\n"
            "      --causal, --bidirectional  mark the export causal or not (default: config.json is_causal)\n"
            "      --shift, --no-shift  logit shift in the export (default: config.json shift_logits)\n"
-           "  -F, --force            replace an existing output directory\n"
+           "  -f, --force            replace an existing output\n"
            "  -q, --quiet            no summary line on stderr\n"
-           "  -h, --help             this help\n"
-           "  -V, --version          version and features\n",
+           "  -h, --help             show this help and exit\n"
+           "  -V, --version          show the version and the compiled-in features and exit\n"
+           "Deprecated: -d (--dtype), -F (-f, --force). -f is --force: --format has no short option.\n",
            scp_progname());
-    exit(0);
+    scp_cli_exit_stdout();
 }
 
 static scp_dtype parse_dtype(const char *s)
@@ -49,30 +42,36 @@ int main(int argc, char **argv)
 {
     scp_cli_init(argc, argv);
     scp_cleanup_on_signals();
+    static const scp_opt_id ids[] = {SCP_OPT_FORMAT, SCP_OPT_OUTPUT, SCP_OPT_DTYPE, SCP_OPT_ARCH, SCP_OPT_NAME,
+                                     SCP_OPT_CAUSAL, SCP_OPT_BIDIRECTIONAL, SCP_OPT_SHIFT, SCP_OPT_NO_SHIFT, SCP_OPT_FORCE,
+                                     SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
+    static const scp_cli_alias old[] = {{NULL, 'd', SCP_OPT_DTYPE}, {NULL, 'F', SCP_OPT_FORCE}, {0}};
     const char *format = NULL, *out = NULL;
-    int quiet = 0, c;
+    int quiet = 0;
     scp_export_opts o = {.dtype = SCP_DTYPE_INVALID, .causal = -1, .shift = -1};
-    while ((c = getopt_long(argc, argv, "f:o:d:FqhV", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'f':
+    scp_cli c;
+    scp_cli_begin(&c, ids, old);
+    for (int id; (id = scp_cli_next(&c, argc, argv)) >= 0;) {
+        switch (id) {
+        case SCP_OPT_FORMAT:
             if (strcmp(optarg, "hf") && strcmp(optarg, "gguf")) scp_usage_error("--format: '%s' is not hf or gguf", optarg);
             format = optarg;
             break;
-        case 'o': out = optarg; break;
-        case 'd': o.dtype = parse_dtype(optarg); break;
-        case O_ARCH: o.arch = optarg; break;
-        case O_NAME: o.name = optarg; break;
-        case O_CAUSAL: o.causal = 1; break;
-        case O_BIDIR: o.causal = 0; break;
-        case O_SHIFT: o.shift = 1; break;
-        case O_NO_SHIFT: o.shift = 0; break;
-        case 'F': o.replace = 1; break;
-        case 'q': quiet = 1; break;
-        case 'h': usage();
-        case 'V': scp_cli_version();
-        default: scp_usage_error("unknown option");
+        case SCP_OPT_OUTPUT: out = optarg; break;
+        case SCP_OPT_DTYPE: o.dtype = parse_dtype(optarg); break;
+        case SCP_OPT_ARCH: o.arch = optarg; break;
+        case SCP_OPT_NAME: o.name = optarg; break;
+        case SCP_OPT_CAUSAL: o.causal = 1; break;
+        case SCP_OPT_BIDIRECTIONAL: o.causal = 0; break;
+        case SCP_OPT_SHIFT: o.shift = 1; break;
+        case SCP_OPT_NO_SHIFT: o.shift = 0; break;
+        case SCP_OPT_FORCE: o.replace = 1; break;
+        case SCP_OPT_QUIET: quiet = 1; break;
+        case SCP_OPT_HELP: usage();
+        case SCP_OPT_VERSION: scp_cli_version();
         }
     }
+    scp_cli_end(&c);
     if (optind != argc - 1) scp_usage_error(optind < argc ? "give exactly one CHECKPOINT" : "a CHECKPOINT directory is required");
     if (!out) scp_usage_error("-o OUT is required");
     if (!strcmp(out, "-")) scp_usage_error("-o -: the output is a directory or a GGUF file, not standard output");
@@ -83,6 +82,9 @@ int main(int argc, char **argv)
     int gguf = !strcmp(format, "gguf");
     if (!gguf && o.arch) scp_usage_error("--arch goes with --format gguf");
     if (!gguf && o.dtype == SCP_F16) scp_usage_error("--dtype f16: the hf form is f32 or bf16");
+
+    const char *inputs[] = {argv[optind]};
+    if (scp_output_check(out, !gguf, inputs, 1)) scp_usage_error("%s", scp_last_error());
 
     scp_export_src s;
     if (scp_export_open(&s, argv[optind])) scp_die_last();

@@ -35,7 +35,7 @@ import importgen as g
 g.make_hf(sys.argv[1], g.config("qwen2", vocab=48), "F32", seed=5, n_tokens=45)
 PY
 check "import a random Qwen2 model" scp-import -q "$TMP/src" -o "$TMP/ck"
-check "export it bidirectional to GGUF (BF16 matrices)" scp-export -q --bidirectional -d bf16 -o "$TMP/q.gguf" "$TMP/ck"
+check "export it bidirectional to GGUF (BF16 matrices)" scp-export -q --bidirectional --dtype bf16 -o "$TMP/q.gguf" "$TMP/ck"
 cat > "$TMP/q.json" <<'J'
 {"tag": "qwen2", "arch": "dream", "D": 16, "I": 24, "L": 2, "H": 4, "KV": 2, "hd": 4, "vocab": 48, "mask": 45,
  "tied": false, "qkv_bias": true, "mat_type": 30,

@@ -134,7 +134,7 @@ for i, (arch, tied) in enumerate(cases):
 
     if torch is not None and i == 0:
         b16 = os.path.join(tmp, "bf16_%d" % i)
-        exp("-d", "bf16", "-o", b16, ck)
+        exp("--dtype", "bf16", "-o", b16, ck)
         t16 = st(b16)
         good = all(t16[k][0] == "BF16" and t16[k][2] == bf16_bits(g.to_f32(ckt[k])) for k in ckt)
         ok(good and json.load(open(os.path.join(b16, "config.json")))["torch_dtype"] == "bfloat16",
@@ -142,7 +142,7 @@ for i, (arch, tied) in enumerate(cases):
 
     # GGUF of the diffusion checkpoint.
     gg = os.path.join(tmp, "x%d.gguf" % i)
-    ok(exp("-f", "gguf", "-o", gg, dif), "%s: export GGUF" % tag)
+    ok(exp("--format", "gguf", "-o", gg, dif), "%s: export GGUF" % tag)
     ver, meta, gt = read_gguf(gg)
     a = meta.get("general.architecture")
     ok(ver == 3 and a == EXPECT_ARCH[arch], "%s: GGUF v3, architecture %s (got %s)" % (tag, EXPECT_ARCH[arch], a))
@@ -172,7 +172,7 @@ for i, (arch, tied) in enumerate(cases):
     if i == 0:
         # F16 matrices as numpy rounds them, 1-D tensors F32; --no-shift recorded.
         g16 = os.path.join(tmp, "h%d.gguf" % i)
-        exp("-f", "gguf", "-d", "f16", "--no-shift", "-o", g16, dif)
+        exp("--format", "gguf", "--dtype", "f16", "--no-shift", "-o", g16, dif)
         _, m16, t16 = read_gguf(g16)
         good = True
         for k, (ty, ne, by) in rt.items():
@@ -204,8 +204,8 @@ ok(r.returncode == 1 and b"model.norm.weight" in r.stderr and not os.path.exists
 open(os.path.join(bad, "model.safetensors"), "wb").write(b"\x10\x00\x00")
 r = run(["scp-export", "-o", os.path.join(tmp, "bad2"), bad])
 ok(r.returncode == 1 and b"model.safetensors" in r.stderr, "a truncated model.safetensors: exit 1 naming the file")
-for args, why in ((["-o", "x"], "no checkpoint"), ([ck], "no -o"), (["-f", "onnx", "-o", "x", ck], "unknown format"),
-                  (["-d", "f16", "-o", os.path.join(tmp, "y"), ck], "f16 HF"), (["--arch", "dream", "-o", os.path.join(tmp, "z"), ck], "--arch with hf")):
+for args, why in ((["-o", "x"], "no checkpoint"), ([ck], "no -o"), (["--format", "onnx", "-o", "x", ck], "unknown format"),
+                  (["--dtype", "f16", "-o", os.path.join(tmp, "y"), ck], "f16 HF"), (["--arch", "dream", "-o", os.path.join(tmp, "z"), ck], "--arch with hf")):
     r = run(["scp-export"] + args)
     ok(r.returncode == 2, "usage error (%s) exits 2" % why)
 r = run(["scp-export", "--arch", "dream", "-o", os.path.join(tmp, "w.gguf"), ck])

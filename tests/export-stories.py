@@ -64,7 +64,7 @@ for k in ("tokenizer.ggml.model", "tokenizer.ggml.bos_token_id", "tokenizer.ggml
 runok(["scp-export", "-q", "--bidirectional", "--no-shift", "-o", dif, ck], "mark it bidirectional, no shift (HF export)")
 ckt = g.read_st(os.path.join(ck, "model.safetensors"))
 for form, path in (("hf", os.path.join(tmp, "hf")), ("gguf", os.path.join(tmp, "d.gguf"))):
-    runok(["scp-export", "-q", "-f", form, "-o", path, dif], "export the diffusion checkpoint as %s" % form)
+    runok(["scp-export", "-q", "--format", form, "-o", path, dif], "export the diffusion checkpoint as %s" % form)
     back = os.path.join(tmp, "back-" + form)
     runok(["scp-import", "-q", path, "-o", back], "scp-import the %s export" % form)
     ok(g.read_st(os.path.join(back, "model.safetensors")) == ckt, "%s round trip: all %d tensors bit-exact" % (form, len(ckt)))

@@ -93,9 +93,9 @@ if r.returncode == 0:
 if os.path.exists(os.path.join(os.path.dirname(run(["scp-import", "--version"]).args[0]), "scp-tokenize")) and r.returncode == 0:
     text = ("Once upon a time, in 2024, a café served 42 crêpes... Ünïcödé, 日本語のテキスト, emojis 🙂🙃 and\n"
             "  indented code: def f(x): return x**2  # it's done\n").encode()
-    ref = run(["scp-tokenize", "-t", os.path.join(QT, "tokenizer.json"), "-f", "ids", "-d", "file"], input=text)
-    a = run(["scp-tokenize", "-m", out, "-f", "ids", "-d", "file"], input=text + b"<|mask|>")
-    b = run(["scp-tokenize", "-m", out2, "-f", "ids", "-d", "file"], input=text + b"<|mask|>")
+    ref = run(["scp-tokenize", "-t", os.path.join(QT, "tokenizer.json"), "--format", "ids", "--doc", "file"], input=text)
+    a = run(["scp-tokenize", "-m", out, "--format", "ids", "--doc", "file"], input=text + b"<|mask|>")
+    b = run(["scp-tokenize", "-m", out2, "--format", "ids", "--doc", "file"], input=text + b"<|mask|>")
     ids = lambda p: [int(x) for x in p.stdout.split()] if p.returncode == 0 else [p.stderr]  # noqa: E731
     ok(ref.returncode == 0 and ids(a) == ids(ref) + [151669], "scp-tokenize -m on the HF import: the real tokenizer's ids, then 151669")
     ok(ref.returncode == 0 and ids(b) == ids(ref) + [151669], "scp-tokenize -m on the GGUF import: the same ids as the real tokenizer.json")

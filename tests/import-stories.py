@@ -152,7 +152,7 @@ def forward(ids):
 sp = sentencepiece.SentencePieceProcessor(model_file=SPM) if os.path.exists(SPM) else None
 if sp and os.path.exists(os.path.join(os.path.dirname(run(["scp-import", "--version"]).args[0]), "scp-tokenize")):
     for o in (out_bin, out_gguf):
-        r = run(["scp-tokenize", "-m", o, "-f", "ids"], input=b"Once upon a time<|mask|>\n")
+        r = run(["scp-tokenize", "-m", o, "--format", "ids"], input=b"Once upon a time<|mask|>\n")
         got = [int(x) for x in r.stdout.split()] if r.returncode == 0 else None
         ok(got == sp.encode("Once upon a time") + [512], "scp-tokenize -m on the %s import: SentencePiece's ids, then <|mask|> = 512"
            % ("llama2.c" if o == out_bin else "GGUF"))

@@ -151,26 +151,26 @@ def check_fraction(x, sched, what):
 check_fraction(x, 0, "linear schedule")
 for name, code in (("cosine", 1), ("poly2", 2)):
     out = os.path.join(T, "m-" + name)
-    ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "-s", "3", "-S", name, "-q", "-o", out).returncode == 0, "--schedule " + name)
+    ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "-s", "3", "--mask-schedule", name, "-q", "-o", out).returncode == 0, "--schedule " + name)
     hh, xx = read_masked(out)
     ok(hh["sched"] == code, "header records the %s schedule" % name)
     check_fraction(xx, code, name + " schedule")
 
 # ---- stratified and antithetic t across a batch; example i independent of how many are asked for -------------
 st = os.path.join(T, "strat")
-ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "-t", "stratified", "-B", "8", "-q", "-o", st).returncode == 0, "stratified, batch 8")
+ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "--t-sampler", "stratified", "-B", "8", "-q", "-o", st).returncode == 0, "stratified, batch 8")
 hs, xs = read_masked(st)
 full = (N // 8) * 8
 strata = np.floor((xs["t"][:full] - EPS) / (1 - EPS) * 8).astype(int).reshape(-1, 8)
 ok(all(sorted(row) == list(range(8)) for row in strata), "stratified: every batch of 8 has one t in each stratum (%d batches)" % (full // 8))
 check_fraction(xs, 0, "stratified t")
 an = os.path.join(T, "anti")
-ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "-t", "antithetic", "-B", "4", "-q", "-o", an).returncode == 0, "antithetic, batch 4")
+ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "--t-sampler", "antithetic", "-B", "4", "-q", "-o", an).returncode == 0, "antithetic, batch 4")
 ha, xa = read_masked(an)
 pairs = xa["t"][:(N // 2) * 2].reshape(-1, 2)
 ok(np.allclose(pairs.sum(1), 1 + EPS), "antithetic: pairs (t, 1 + eps - t)")
 part = os.path.join(T, "part")
-ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "-t", "stratified", "-B", "8", "-n", "50", "-j", "2", "-q", "-o", part).returncode == 0, "--max-seqs 50")
+ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "--t-sampler", "stratified", "-B", "8", "--max-seqs", "50", "-j", "2", "-q", "-o", part).returncode == 0, "--max-seqs 50")
 hp, xp = read_masked(part)
 ok(len(xp["idx"]) == 50 and all(np.array_equal(xp[k][:50], xs[k][:50]) for k in ("t", "noisy", "mask")),
    "example i is the same when fewer examples are asked for (a partial last batch included)")
@@ -206,13 +206,13 @@ json.dump({"model_type": "llama", "hidden_size": 64, "intermediate_size": 172, "
            "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 3072, "max_position_embeddings": 512,
            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "mask_token_id": 3001}, open(os.path.join(model, "config.json"), "w"))
 mo = os.path.join(T, "mo")
-r = sh("scp-remask", "-d", shards, "-m", model, "-n", "5", "-q", "-o", mo)
+r = sh("scp-remask", "-d", shards, "-m", model, "--max-seqs", "5", "-q", "-o", mo)
 ok(r.returncode == 0 and read_masked(mo)[0]["mask_id"] == 3001, "--model takes config.json's mask_token_id")
-r = run(["scp-remask", "-d", shards, "-M", str(MASK), "--show", "-n", "2"])
+r = run(["scp-remask", "-d", shards, "-M", str(MASK), "--show", "--max-seqs", "2"])
 out = r.stdout.decode()
 ok(r.returncode == 0 and out.count("== example") == 2 and "[[" in out and "t=" in out, "--show prints examples with masked spans marked")
 vo = os.path.join(T, "val")
-ok(sh("scp-remask", "-d", shards, "-p", "val", "-M", str(MASK), "-q", "-o", vo).returncode == 0 and
+ok(sh("scp-remask", "-d", shards, "--split", "val", "-M", str(MASK), "-q", "-o", vo).returncode == 0 and
    read_masked(vo)[0]["split"] == 1 and np.array_equal(read_masked(vo)[1]["idx"], np.arange(len(read_shards(shards, "val")[0]))),
    "--split val")
 # ---- a vocabulary past 16 bits: 4-byte tokens in the shards and the records --------------------------------------
@@ -230,10 +230,25 @@ ok(hb["tb"] == 4 and btok.max() >= 65536 and np.array_equal(xb["targets"], btok)
    (xb["noisy"][mb] == 100000).all() and np.array_equal(xb["noisy"][~mb], btok[~mb]),
    "4-byte records: ids past 65535 kept, noisy and mask consistent")
 
+# The deprecated spellings still work, each with a warning naming the new one, and give the same bytes.
+new, old = os.path.join(T, "new"), os.path.join(T, "old")
+ok(sh("scp-remask", "-d", shards, "-M", str(MASK), "--t-eps", "0.01", "--t-sampler", "stratified", "-B", "4",
+      "--mask-schedule", "cosine", "--max-seqs", "20", "--split", "val", "-q", "-o", new).returncode == 0, "new spellings")
+r = run(["scp-remask", "-d", shards, "-M", str(MASK), "-e", "0.01", "-t", "stratified", "-B", "4", "-S", "cosine",
+         "-n", "20", "-p", "val", "-q", "-o", old])
+warned = [w for w in r.stderr.decode().splitlines() if "deprecated" in w]
+ok(r.returncode == 0 and len(warned) == 5 and "use --t-eps" in warned[0] and "use --max-seqs" in warned[3]
+   and open(old, "rb").read() == open(new, "rb").read(),
+   "-e -t -S -n -p: 5 warnings, the same examples as --t-eps --t-sampler --mask-schedule --max-seqs --split")
+r = run(["scp-remask", "-d", shards, "-M", str(MASK), "--eps", "0.01", "--t-sampler", "stratified", "-B", "4",
+         "--schedule", "cosine", "--max-seqs", "20", "--split", "val", "-q", "-o", old])
+ok(r.returncode == 0 and r.stderr.decode().count("deprecated") == 2 and open(old, "rb").read() == open(new, "rb").read(),
+   "--eps and --schedule: 2 warnings, the same examples")
+
 # Binary output is refused on a terminal (a pseudo-terminal as standard output).
 import pty  # noqa: E402
 master, slave = pty.openpty()
-r = subprocess.run([os.path.join(BIN, "scp-remask"), "-d", shards, "-M", str(MASK), "-n", "3"], stdout=slave,
+r = subprocess.run([os.path.join(BIN, "scp-remask"), "-d", shards, "-M", str(MASK), "--max-seqs", "3"], stdout=slave,
                    stderr=subprocess.PIPE)
 os.close(slave)
 os.close(master)

@@ -79,8 +79,34 @@ fails_with 1 "already exists" "an existing output is not replaced without --forc
 check "--force replaces it" scp-shard -q -f -L 64 "$TMP/b.tok" -o "$TMP/s1"
 grep -q '"seq_len": 64' "$TMP/s1/manifest.json"
 ok $? "the replaced set is the new one"
-fails_with 2 "not both" "--val-fraction with --val-tokens is a usage error" scp-shard -v 0.1 -V 100 "$TMP/b.tok" -o "$TMP/x"
-fails_with 1 "would take" "a validation split of everything is refused" scp-shard -q -V 10G "$TMP/b.tok" -o "$TMP/x"
+fails_with 2 "not both" "--val-fraction with --val-tokens is a usage error" scp-shard -v 0.1 --val-tokens 100 "$TMP/b.tok" -o "$TMP/x"
+fails_with 1 "would take" "a validation split of everything is refused" scp-shard -q --val-tokens 10G "$TMP/b.tok" -o "$TMP/x"
+fails_with 2 "-V is --version" "-V N (the old --val-tokens letter) is a usage error, not a version and exit 0" \
+    scp-shard -q -V 100 "$TMP/b.tok" -o "$TMP/x"
+[ ! -e "$TMP/x" ]; ok $? "... and writes nothing"
+
+# --info and --verify are flags; the shard set is the operand, before or after them; -i is --info's old letter.
+scp-shard "$TMP/s1" --info >"$TMP/info2.json" && grep -q '"seq_len": 64' "$TMP/info2.json"
+ok $? "the shard set operand may come before --info"
+scp-shard -i "$TMP/s1" >"$TMP/info3.json" 2>"$TMP/i.err" && cmp -s "$TMP/info2.json" "$TMP/info3.json" &&
+    grep -q "warning: -i is deprecated.*use --info" "$TMP/i.err"
+ok $? "-i still works as --info, with a warning"
+check "-c is --verify" scp-shard -q -c "$TMP/s1"
+fails_with 2 "one shard set directory" "--info with two operands is a usage error" scp-shard --info "$TMP/s1" "$TMP/s2"
+fails_with 2 "one shard set directory" "--verify with -o is a usage error" scp-shard --verify "$TMP/s1" -o "$TMP/x"
+if [ -w /dev/full ]; then
+    fails_with 1 "<stdout>: write error" "--info to a full disk: exit 1 with a message" sh -c 'scp-shard --info "$1" >/dev/full' sh "$TMP/s1"
+fi
+
+# An output that would destroy an input is a usage error, and the input is left as it was.
+cp "$TMP/b.tok" "$TMP/in.tok"
+sum=$(cksum <"$TMP/in.tok")
+fails_with 2 "the output is the input" "-o onto an input stream is refused" scp-shard -q -f "$TMP/in.tok" -o "$TMP/in.tok"
+[ -f "$TMP/in.tok" ] && [ "$(cksum <"$TMP/in.tok")" = "$sum" ]; ok $? "... and the stream is untouched"
+mkdir -p "$TMP/holder" && cp "$TMP/b.tok" "$TMP/holder/b.tok"
+fails_with 2 "lies inside the output directory" "-o onto a directory holding an input is refused" \
+    scp-shard -q -f "$TMP/holder/b.tok" -o "$TMP/holder"
+cmp -s "$TMP/b.tok" "$TMP/holder/b.tok"; ok $? "... and the stream in it is untouched"
 fails_with 1 "not a shard set" "--verify of a directory that is not a shard set" scp-shard --verify "$TMP"
 
 done_testing

@@ -130,7 +130,7 @@ V = man["vocab_size"]
 json.dump({"model_type": "llama", "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 1,
            "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": V + 1, "max_position_embeddings": 512,
            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "mask_token_id": V}, open(os.path.join(model, "config.json"), "w"))
-r = run(["scp-remask", "-d", shards, "-m", model, "--show", "-n", "6"])
+r = run(["scp-remask", "-d", shards, "-m", model, "--show", "--max-seqs", "6"])
 shown = r.stdout.decode()
 ok(r.returncode == 0 and shown.count("== example") == 6 and "[[" in shown, "scp-remask --show --model: 6 examples with masked spans")
 if r.returncode:

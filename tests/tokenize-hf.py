@@ -73,7 +73,7 @@ with open(bad_lines, "wb") as f:
 
 def scp_ids(tok, mode, path, extra=()):
     fmt = ["--input-format", "jsonl"] if mode == "jsonl" else ["--input-format", "text", "--doc", "line"]
-    r = run(["scp-tokenize", "-t", tok, "-f", "ids", "-q", "-j", "2"] + fmt + list(extra) + [path])
+    r = run(["scp-tokenize", "-t", tok, "--format", "ids", "-q", "-j", "2"] + fmt + list(extra) + [path])
     if r.returncode != 0:
         diag(r.stderr.decode(errors="replace"))
     return r.stdout.decode().splitlines()
@@ -257,11 +257,11 @@ else:
     diag("python3-sentencepiece or tok512.model absent: SentencePiece-style tokenizer.json not checked")
 
 # --no-special: the special token written in the text is not its id.
-r = run(["scp-tokenize", "-t", QWEN, "-f", "ids", "-q", "-N", "-"], input=b"a<|endoftext|>b\n")
+r = run(["scp-tokenize", "-t", QWEN, "--format", "ids", "-q", "-N", "-"], input=b"a<|endoftext|>b\n")
 ids = r.stdout.decode().split()
 ok(r.returncode == 0 and "151643" not in ids and len(ids) > 3, "--no-special encodes <|endoftext|> as text: %s" % " ".join(ids))
-r = run(["scp-tokenize", "-t", QWEN, "-f", "ids", "-q", "-N", "-"], input=b"a<tool_call>b\n")
+r = run(["scp-tokenize", "-t", QWEN, "--format", "ids", "-q", "-N", "-"], input=b"a<tool_call>b\n")
 ok(r.stdout.decode().split() == ["64", "151657", "65"], "--no-special still matches non-special added tokens (<tool_call>): %s" % r.stdout.decode().strip())
-r = run(["scp-tokenize", "-t", QWEN, "-f", "ids", "-q", "-"], input=b"a<|endoftext|>b\n")
+r = run(["scp-tokenize", "-t", QWEN, "--format", "ids", "-q", "-"], input=b"a<|endoftext|>b\n")
 ok(r.stdout.decode().split() == ["64", "151643", "65"], "special tokens in text are recognised: %s" % r.stdout.decode().strip())
 done()

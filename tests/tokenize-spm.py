@@ -46,7 +46,7 @@ def paragraphs(text):
 
 
 def ids_of(tok, args, path=None, inp=None):
-    r = run(["scp-tokenize", "-t", tok, "-f", "ids", "-q"] + args + ([path] if path else ["-"]), input=inp)
+    r = run(["scp-tokenize", "-t", tok, "--format", "ids", "-q"] + args + ([path] if path else ["-"]), input=inp)
     if r.returncode != 0:
         diag(r.stderr.decode(errors="replace"))
     return [[int(x) for x in l.split()] for l in r.stdout.decode().splitlines()]
@@ -143,7 +143,7 @@ hc = stream_of(["-m", ck], "c.tok")
 ok(hc.get("hash") == hm.get("hash") and hc.get("vocab") == 513 and hc.get("mask") == 512 and hc.get("bos") == 1,
    "checkpoint dir (tokenizer.bin + <|mask|> 512): same hash, vocab 513, mask 512: %s" % hc)
 got = ids_of(ck, [], None, b"a <|mask|> b\n") if False else None
-r = run(["scp-tokenize", "-m", ck, "-f", "ids", "-q", "-"], input=b"Once<|mask|> upon\n")
+r = run(["scp-tokenize", "-m", ck, "--format", "ids", "-q", "-"], input=b"Once<|mask|> upon\n")
 ok(r.stdout.decode().split() == [str(x) for x in sp.encode("Once")] + ["512"] + [str(x) for x in sp.encode(" upon")],
    "<|mask|> in text encodes to 512: %s" % r.stdout.decode().strip())
 done()

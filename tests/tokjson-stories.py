@@ -60,7 +60,7 @@ def compare(docs, what):
     with open(jl, "w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps({"text": d}) + "\n")
-    a = run(["scp-tokenize", "-t", os.path.join(ck, "tokenizer.bin"), "-f", "ids", "-q", "-j", "2", "--input-format", "jsonl", jl])
+    a = run(["scp-tokenize", "-t", os.path.join(ck, "tokenizer.bin"), "--format", "ids", "-q", "-j", "2", "--input-format", "jsonl", jl])
     b = subprocess.run([NODE, os.path.join(SRCDIR, "tests", "tokenize-hf.js"), "hf", os.path.join(out, "tokenizer.json"), "jsonl", jl],
                        capture_output=True, env=ENV, timeout=300)
     if a.returncode or b.returncode:
@@ -90,7 +90,7 @@ compare(odd, "odd text")
 # The empty text: no tokens from either (scp-tokenize writes no line for a document of no bytes).
 jl = os.path.join(T, "empty.jsonl")
 open(jl, "w").write('{"text": ""}\n')
-a = run(["scp-tokenize", "-t", os.path.join(ck, "tokenizer.bin"), "-f", "ids", "-q", "--input-format", "jsonl", jl])
+a = run(["scp-tokenize", "-t", os.path.join(ck, "tokenizer.bin"), "--format", "ids", "-q", "--input-format", "jsonl", jl])
 b = subprocess.run([NODE, os.path.join(SRCDIR, "tests", "tokenize-hf.js"), "hf", os.path.join(out, "tokenizer.json"), "jsonl", jl],
                    capture_output=True, env=ENV, timeout=300)
 ok(a.returncode == 0 and b.returncode == 0 and a.stdout.split() == [] and b.stdout == b"\n", "the empty text: no tokens from either")

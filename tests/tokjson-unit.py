@@ -89,7 +89,7 @@ with open(jl, "w", encoding="utf-8") as f:
 
 
 def scp_ids(tok_args):
-    r = run(["scp-tokenize"] + tok_args + ["-f", "ids", "-q", "-j", "2", "--input-format", "jsonl", jl])
+    r = run(["scp-tokenize"] + tok_args + ["--format", "ids", "-q", "-j", "2", "--input-format", "jsonl", jl])
     if r.returncode:
         diag(r.stderr.decode(errors="replace"))
     return r.stdout.decode().split("\n")[:len(docs)]
