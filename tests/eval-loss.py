@@ -108,13 +108,13 @@ ok(abs(j["ppl"] - math.exp(j["nll"])) < 1e-9 * j["ppl"], "ppl = exp(nll)")
 ok(j["se"] is not None and 0 < j["se"] < 1, "a standard error over sequences")
 
 # The same sequences as windows of the token stream.
-r, jw = ev("ppl", "--model", ck, "--tokens", stream, "--seq-len", str(T), "--max-seqs", str(nseq))
+r, jw = ev("ppl", "--model", ck, "--stream", stream, "--seq-len", str(T), "--max-seqs", str(nseq))
 ok(jw is not None and jw["nll"] == j["nll"] and jw["tokens"] == j["tokens"], "windows of the stream = the shards' sequences")
-r, jo = ev("ppl", "--model", ck, "--tokens", stream, "--seq-len", str(T), "--stride", str(T // 2))
+r, jo = ev("ppl", "--model", ck, "--stream", stream, "--seq-len", str(T), "--stride", str(T // 2))
 want = (len(flat) - T) // (T // 2) + 1
 ok(jo is not None and jo["seqs"] == want and jo["tokens"] == want * (T - 1), "overlapping windows: %d of them" % want)
 seqs_o = [flat[i * (T // 2):i * (T // 2) + T] for i in range(min(want, 10))]
-r, jo10 = ev("ppl", "--model", ck, "--tokens", stream, "--seq-len", str(T), "--stride", str(T // 2), "--max-seqs", "10")
+r, jo10 = ev("ppl", "--model", ck, "--stream", stream, "--seq-len", str(T), "--stride", str(T // 2), "--max-seqs", "10")
 ok(jo10 is not None and abs(jo10["nll"] - torch_nll(ck, seqs_o)[0]) < 1e-5 * jo10["nll"],
    "overlapping windows scored each from its own prefix (PyTorch)")
 
@@ -169,7 +169,7 @@ r = run(["scp-eval", "elbo", "--model", nm, "--data", shards, "--split", "train"
 ok(r.returncode == 1 and b"mask_token_id" in r.stderr, "elbo without a mask token refused")
 with open(os.path.join(tmp, "bad.tok"), "wb") as f:
     f.write(open(stream, "rb").read()[:100])
-r = run(["scp-eval", "ppl", "--model", ck, "--tokens", os.path.join(tmp, "bad.tok"), "--seq-len", "8"])
+r = run(["scp-eval", "ppl", "--model", ck, "--stream", os.path.join(tmp, "bad.tok"), "--seq-len", "8"])
 ok(r.returncode == 1 and b"bad.tok" in r.stderr, "truncated token stream refused naming it")
 
 shutil.rmtree(tmp)
