@@ -266,6 +266,31 @@ for args in (["-p", "a"], ["-m", dif], ["-m", dif, "-p", "a", "--order", "best"]
              ["-m", dif, "-p", "a", "--prompts", pj]):
     r = run(["scp-eval", "generate"] + args)
     ok(r.returncode == 2, "generate %s: usage error, exit 2" % " ".join(args[-2:]))
+for sub, args in (("generate", ["-p", "a"]), ("choice", ["--tasks", pj])):
+    r = run(["scp-eval", sub, "-m", dif, "--backend", "nosuch"] + args)
+    ok(r.returncode == 2 and b"unknown backend 'nosuch'" in r.stderr and b"cpu-bf16" in r.stderr,
+       "%s --backend nosuch: exit 2 listing the backends" % sub)
+# the old spellings still work, with a warning
+r = run(["scp-eval", "generate", "-m", ck, "-p", "abab", "-n", "12", "--eos", "ignore", "-t", "1", "--jsonl"])
+legacy = [json.loads(l) for l in r.stdout.decode().splitlines()] if r.returncode == 0 else None
+new = gen(ck, "-p", "abab", "-n", 12, "--at-eos", "ignore")
+ok(legacy and new and legacy[0]["ids"] == new[0]["ids"] and b"--eos is deprecated" in r.stderr and b"use --at-eos" in r.stderr and
+   b"-t is deprecated" in r.stderr, "--eos and -t: the same sample as --at-eos and -j, with warnings")
+# BOS, the prompt and --length must fit the 128 positions (AR decoding: all but the last token)
+for model, args, want in ((ck, ["-n", "129"], b"--length: sequences of 130 tokens need 129 positions"),
+                          (ck, ["-n", "128"], b"the prompt and --length: sequences of"),
+                          (dif, ["-n", "127"], b"the prompt and --length: sequences of 129 tokens need 129"),
+                          (dif, ["-n", "100", "--suffix", "ab" * 30], b"the prompt, --length and the suffix: sequences of")):
+    r = run(["scp-eval", "generate", "-m", model, "-p", "ab", "-j", "1"] + args)
+    ok(r.returncode == 1 and want in r.stderr and b"max_position_embeddings 128" in r.stderr and not r.stdout,
+       "generate %s %s past the positions: exit 1 (%s)" % (os.path.basename(model), " ".join(args),
+                                                         r.stderr.decode().strip()))
+r = run(["scp-eval", "generate", "-m", ck, "-p", "ab", "-n", "100", "-j", "1", "--at-eos", "ignore", "--jsonl"])
+ok(r.returncode == 0 and len(json.loads(r.stdout)["ids"]) <= 128, "a sample within the positions")
+open(tasks, "w").write(json.dumps({"context": "ab" * 200, "choices": ["a", "b"], "gold": 0}) + "\n")
+r = run(["scp-eval", "choice", "-m", ck, "--tasks", tasks, "-j", "1"])
+ok(r.returncode == 1 and b"line 1" in r.stderr and b"max_position_embeddings 128" in r.stderr,
+   "a choice item past the positions: exit 1 naming the line (%s)" % r.stderr.decode().strip()[-120:])
 open(pj, "w").write('{"prompt": 3}\n')
 r = run(["scp-eval", "generate", "-m", dif, "--prompts", pj])
 ok(r.returncode == 1 and b"p.jsonl" in r.stderr, "a bad prompts line: exit 1 naming the file")

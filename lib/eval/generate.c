@@ -43,7 +43,8 @@ static int make_canvas(const scp_eval_model *em, const scp_gen_opts *o, const ch
     }
     for (int i = 0; i < length; i++) append(&s->ids, &s->n, cap, &o->mask_id, 1);
     if (suffix && encode(em->tok, suffix, &s->ids, &s->n, cap)) return -1;
-    return scp_eval_check_length(&em->m->cfg, em->path, s->n, 0, "the prompt, --length and the suffix");
+    return scp_eval_check_length(&em->m->cfg, em->path, s->n, 0,
+                                 suffix ? "the prompt, --length and the suffix" : "the prompt and --length");
 }
 
 int scp_gen_sample_make(const scp_eval_model *em, const scp_gen_opts *o, const char *prompt, const char *suffix,
