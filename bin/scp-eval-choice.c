@@ -68,7 +68,8 @@ static void choice_parse(int argc, char **argv, choice_args *a)
         case SCP_OPT_SAMPLES: a->co.samples = (int)scp_opt_int("--samples", optarg, 1, 1 << 20); break;
         case SCP_OPT_SEED: a->co.seed = (uint64_t)scp_opt_int("--seed", optarg, 0, INT64_MAX); break;
         case SCP_OPT_NORM:
-            if ((v = scp_choice_norm_parse(optarg)) < 0) scp_usage_error("--norm: '%s' is not none, tokens or bytes", optarg);
+            if ((v = scp_choice_norm_parse(optarg)) < 0)
+                scp_usage_error("--norm: '%s' is not none, tokens or bytes", optarg);
             a->co.norm = (scp_choice_norm)v;
             break;
         case SCP_OPT_MAX_ITEMS: a->max_items = scp_opt_count("--max-items", optarg, 1, INT64_MAX / 2); break;

@@ -156,8 +156,8 @@ static void print_sample(const gen_args *a, const char *prompt, const scp_gen_sa
     for (int i = 0; i < s->n_filled; i++) json_array_append_new(filled, json_integer(s->filled[i]));
     json_t *out = json_pack("{s:s, s:s%, s:s%, s:o, s:i, s:o, s:s, s:i, s:f}", "prompt", prompt, "text", s->text,
                             s->text_len, "completion", s->completion, s->completion_len, "ids", ids, "prompt_tokens",
-                            s->prompt_tokens, "filled", filled, "mode", a->em.ar ? "ar" : "diffusion", "steps", s->calls,
-                            "seconds", s->seconds);
+                            s->prompt_tokens, "filled", filled, "mode", a->em.ar ? "ar" : "diffusion", "steps",
+                            s->calls, "seconds", s->seconds);
     if (!out) scp_die("generate: the output is not valid UTF-8 (use the ids)");
     if (scp_json_print(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))) scp_die_last();
     json_decref(out);

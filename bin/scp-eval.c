@@ -36,10 +36,12 @@ static const subcmd subcmds[] = {
 
 _Noreturn static void top_usage(void)
 {
-    printf("Usage: %s SUBCOMMAND [OPTIONS]\nFigures and samples of a checkpoint: JSON (or text) on stdout.\n\nSubcommands:\n",
+    printf("Usage: %s SUBCOMMAND [OPTIONS]\n"
+           "Figures and samples of a checkpoint: JSON (or text) on stdout.\n\nSubcommands:\n",
            scp_progname());
     for (int i = 0; i < N_SUBCMDS; i++) printf("  %-9s %s\n", subcmds[i].name, subcmds[i].summary);
-    printf("\n'%s SUBCOMMAND --help' lists its options.\n  -h, --help     this help\n  -V, --version  version and features\n",
+    printf("\n'%s SUBCOMMAND --help' lists its options.\n"
+           "  -h, --help     this help\n  -V, --version  version and features\n",
            scp_progname());
     scp_cli_exit_stdout();
 }

@@ -17,7 +17,7 @@ int scp_choice_norm_parse(const char *s)
     return -1;
 }
 
-/* The first of keys that the item holds (as a string for get_str). */
+/* The value of the first of keys that the item holds as a string. */
 static const char *get_str(const json_t *j, const char *const *keys)
 {
     for (int i = 0; keys[i]; i++) {
@@ -27,6 +27,7 @@ static const char *get_str(const json_t *j, const char *const *keys)
     return NULL;
 }
 
+/* The value of the first of keys that the item holds. */
 static json_t *get_any(const json_t *j, const char *const *keys)
 {
     json_t *v = NULL;
@@ -88,8 +89,9 @@ out:
 int scp_choice_score_item(const scp_eval_model *em, const scp_choice_opts *o, const json_t *item, uint64_t index,
                           const char *what, scp_choice_item *out)
 {
-    static const char *const ctx_keys[] = {"context", "query", "ctx", NULL}, *const ch_keys[] = {"choices", "endings", NULL},
-                              *const gold_keys[] = {"gold", "label", "answer", NULL};
+    static const char *const ctx_keys[] = {"context", "query", "ctx", NULL};
+    static const char *const ch_keys[] = {"choices", "endings", NULL};
+    static const char *const gold_keys[] = {"gold", "label", "answer", NULL};
     memset(out, 0, sizeof *out);
     const char *ctx = get_str(item, ctx_keys);
     json_t *ch = get_any(item, ch_keys), *g = get_any(item, gold_keys);

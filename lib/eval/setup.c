@@ -54,7 +54,8 @@ void scp_eval_data_close(scp_eval_data *d)
     d->shards = NULL;
 }
 
-int scp_eval_loss_resolve(scp_eval_opts *eo, const scp_model *m, const char *model_dir, int mask_id, int shift, int elbo)
+int scp_eval_loss_resolve(scp_eval_opts *eo, const scp_model *m, const char *model_dir, int mask_id, int shift,
+                          int elbo)
 {
     eo->mask_id = mask_id >= 0 ? mask_id : m->cfg.mask_token_id;
     eo->shift = shift >= 0 ? shift : m->cfg.shift_logits;

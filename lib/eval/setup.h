@@ -43,7 +43,8 @@ void scp_eval_data_close(scp_eval_data *d);
 /* ppl and elbo: the mask token (mask_id, -1: config.json's mask_token_id) and the logit shift (shift, -1:
  * config.json's shift_logits) of eo from model m of checkpoint model_dir; elbo needs a mask token within the
  * embedding rows. 0, or -1 with a message. */
-int scp_eval_loss_resolve(scp_eval_opts *eo, const scp_model *m, const char *model_dir, int mask_id, int shift, int elbo);
+int scp_eval_loss_resolve(scp_eval_opts *eo, const scp_model *m, const char *model_dir, int mask_id, int shift,
+                          int elbo);
 
 /* generate and choice: a checkpoint with its tokenizer, read causally (ar) or as a diffusion model. */
 typedef enum { SCP_EVAL_AUTO, SCP_EVAL_AR, SCP_EVAL_DIFFUSION } scp_eval_mode;

@@ -55,8 +55,8 @@ int scp_train_configure_model(scp_model *m, const scp_train_opts *o, const char 
     int shift = o->shift >= 0 ? o->shift : cfg->shift_logits;
     if (o->objective == SCP_OBJ_MDM) {
         if (cfg->mask_token_id < 0)
-            return scp_error("%s: config.json has no mask_token_id: import the checkpoint with scp-import, which adds one",
-                             name);
+            return scp_error("%s: config.json has no mask_token_id: import the checkpoint with scp-import, which "
+                             "adds one", name);
         cfg->causal = o->attn == SCP_ATTN_CAUSAL;
         cfg->shift_logits = shift;
     } else {

@@ -95,7 +95,9 @@ int scp_train_open_data(scp_train_run *r)
     scp_source_shards(&r->src, r->train);
     if (r->src.n <= 0) return scp_error("%s: the train split has no sequences", o->data);
     /* The next-token loss never reads the logits of a sequence's last position. */
-    const char *model_name = r->resume_dir ? r->resume_dir : strncmp(o->init, "random:", 7) == 0 ? o->init + 7 : o->init;
+    const char *model_name = r->resume_dir                        ? r->resume_dir
+                             : strncmp(o->init, "random:", 7) == 0 ? o->init + 7
+                                                                   : o->init;
     if (scp_eval_check_length(cfg, model_name, r->src.T, o->objective == SCP_OBJ_AR, o->data)) return -1;
     if (o->eval_every && r->dist->rank == 0) {   /* rank 0 evaluates, the others wait at the next step */
         r->val = scp_shardset_open(o->data, "val");
@@ -289,8 +291,8 @@ static int save_checkpoint(scp_train_run *r)
     if (!scp_dist_same(d, m->weights, wb, "weight check") ||
         (!zlo && (!scp_dist_same(d, fm, wb, "moment check") || !scp_dist_same(d, fv, wb, "moment check")))) {
         if (d->rank == 0)
-            scp_warn("step %" PRId64 ": the ranks' weights or moments differ in the last bits: continuing from rank 0's",
-                     r->st.step);
+            scp_warn("step %" PRId64 ": the ranks' weights or moments differ in the last bits: continuing from "
+                     "rank 0's", r->st.step);
         scp_dist_bcast(d, m->weights, wb, 0, "weight broadcast");
         if (!zlo) {
             scp_dist_bcast(d, fm, wb, 0, "moment broadcast");
@@ -339,8 +341,8 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
         if (r0) {
             if (step_line(r, &si, dt, comm, wait)) return -1;
             double el = scp_now() - t_start;
-            scp_progress_update(&prog, st->step, "step %" PRId64 "/%" PRId64 " loss %.4f %.0f tok/s", st->step, r->total,
-                                si.loss, el > 0 ? (double)(st->tokens - tok_start) / el : 0.0);
+            scp_progress_update(&prog, st->step, "step %" PRId64 "/%" PRId64 " loss %.4f %.0f tok/s", st->step,
+                                r->total, si.loss, el > 0 ? (double)(st->tokens - tok_start) / el : 0.0);
             /* every N steps, and at the last step, so a run always ends with its held-out figure */
             if (r->val && (st->step % o->eval_every == 0 || st->step == r->total) && eval_line(r)) return -1;
         }
