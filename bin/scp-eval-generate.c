@@ -1,32 +1,20 @@
 /* scp-eval generate: text from a checkpoint, by iterative unmasking (diffusion checkpoints) or next-token
- * decoding (causal ones); the sampler is lib/eval/sampler.c. Text (or JSONL) on stdout. */
+ * decoding (causal ones); one sample is lib/eval/generate.c, the sampler lib/eval/sampler.c. Text (or JSONL) on
+ * stdout. */
 #include "scp-eval.h"
 
 #include "core/cli.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
-#include "model/model.h"
-#include "core/progress.h"
+#include "eval/generate.h"
 #include "eval/sampler.h"
 #include "tok/tokenizer.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-enum { O_PROMPTS = 256, O_SUFFIX, O_STEPS, O_BLOCK, O_ORDER, O_TEMP, O_TOP_K, O_TOP_P, O_EOS, O_JSONL, O_SHOW };
-
-static const struct option longopts[] = {
-    SCP_EVAL_MODEL_LONGOPTS, {"prompt", required_argument, 0, 'p'}, {"prompts", required_argument, 0, O_PROMPTS},
-    {"suffix", required_argument, 0, O_SUFFIX}, {"length", required_argument, 0, 'n'}, {"steps", required_argument, 0, O_STEPS},
-    {"block", required_argument, 0, O_BLOCK}, {"order", required_argument, 0, O_ORDER},
-    {"temperature", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOP_K},
-    {"top-p", required_argument, 0, O_TOP_P}, {"seed", required_argument, 0, 's'}, {"eos", required_argument, 0, O_EOS},
-    {"jsonl", no_argument, 0, O_JSONL}, {"show", no_argument, 0, O_SHOW},
-    {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
 
 _Noreturn static void usage(void)
 {
@@ -44,34 +32,97 @@ _Noreturn static void usage(void)
            "      --top-k K           sample among the K most likely tokens (default off)\n"
            "      --top-p P           nucleus sampling (default 1: off)\n"
            "  -s, --seed S            random seed (default 1)\n"
-           "      --eos stop|fill|ignore  stop: text ends at the first EOS (default); fill: generated positions\n"
-           "                          after a committed EOS become EOS (LLaDA); ignore: an ordinary token\n"
+           "      --at-eos stop|fill|ignore  stop: text ends at the first EOS (default); fill: generated\n"
+           "                          positions after a committed EOS become EOS (LLaDA); ignore: an ordinary token\n"
            "      --mode auto|ar|diffusion  (default auto: config.json is_causal decides)\n"
            "      --no-bos            do not put BOS before the prompt\n"
            "      --shift, --no-shift logit shift (default: config.json shift_logits)\n"
-           "      --mask-id ID        mask token (default: config.json mask_token_id)\n"
+           "  -M, --mask-id ID        mask token (default: config.json mask_token_id)\n"
            "      --jsonl             one JSON object per prompt (text, completion, ids, filled positions, steps,\n"
            "                          seconds)\n"
            "      --show              redraw the canvas on stderr as it fills in (a terminal only)\n"
-           "  -t, --threads N         threads (default: all cores)\n"
+           "  -j, --threads N         threads (default: all cores)\n"
            "      --backend NAME      compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "  -h, --help              this help\n"
            "  -V, --version           version and features\n",
            scp_progname());
-    exit(0);
+    scp_cli_exit_stdout();
 }
 
-typedef struct gen_ctx {
-    const scp_tokenizer *tok;
-    int32_t mask_id;
-    int show;
-} gen_ctx;
+static const scp_opt_id opt_ids[] = {
+    SCP_EVAL_MODEL_OPTS, SCP_OPT_PROMPT, SCP_OPT_PROMPTS, SCP_OPT_SUFFIX, SCP_OPT_LENGTH, SCP_OPT_STEPS, SCP_OPT_BLOCK,
+    SCP_OPT_ORDER, SCP_OPT_TEMPERATURE, SCP_OPT_TOP_K, SCP_OPT_TOP_P, SCP_OPT_SEED, SCP_OPT_AT_EOS, SCP_OPT_JSONL,
+    SCP_OPT_SHOW, SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
+static const scp_cli_alias old_spellings[] = {{"eos", 0, SCP_OPT_AT_EOS}, SCP_EVAL_OLD_THREADS, {NULL, 0, 0}};
+
+typedef struct gen_args {
+    const char *prompt, *prompts, *suffix;
+    int length, steps, jsonl, show;
+    scp_eval_model em;
+    scp_gen_opts o;
+} gen_args;
+
+static void gen_option(gen_args *a, int id, const char *arg)
+{
+    int v;
+    switch (id) {
+    case SCP_OPT_PROMPT: a->prompt = arg; break;
+    case SCP_OPT_PROMPTS: a->prompts = arg; break;
+    case SCP_OPT_SUFFIX: a->suffix = arg; break;
+    case SCP_OPT_LENGTH: a->length = (int)scp_opt_int("--length", arg, 0, 1 << 20); break;
+    case SCP_OPT_STEPS: a->steps = (int)scp_opt_int("--steps", arg, 1, 1 << 24); break;
+    case SCP_OPT_BLOCK: a->o.block = (int)scp_opt_int("--block", arg, 1, 1 << 20); break;
+    case SCP_OPT_ORDER:
+        if ((v = scp_unmask_order_from_name(arg)) < 0)
+            scp_usage_error("--order: '%s' is not low-confidence, margin, entropy or random", arg);
+        a->o.order = (scp_unmask_order)v;
+        break;
+    case SCP_OPT_TEMPERATURE: a->o.temperature = (float)scp_opt_double("--temperature", arg, 0, 100); break;
+    case SCP_OPT_TOP_K: a->o.top_k = (int)scp_opt_int("--top-k", arg, 0, INT32_MAX); break;
+    case SCP_OPT_TOP_P: a->o.top_p = (float)scp_opt_double("--top-p", arg, 1e-6, 1); break;
+    case SCP_OPT_SEED: a->o.seed = (uint64_t)scp_opt_int("--seed", arg, 0, INT64_MAX); break;
+    case SCP_OPT_AT_EOS:
+        if (!strcmp(arg, "stop")) a->o.eos = SCP_EOS_STOP;
+        else if (!strcmp(arg, "fill")) a->o.eos = SCP_EOS_FILL;
+        else if (!strcmp(arg, "ignore")) a->o.eos = SCP_EOS_IGNORE;
+        else scp_usage_error("--at-eos: '%s' is not stop, fill or ignore", arg);
+        break;
+    case SCP_OPT_JSONL: a->jsonl = 1; break;
+    case SCP_OPT_SHOW: a->show = 1; break;
+    case SCP_OPT_HELP: usage();
+    case SCP_OPT_VERSION: scp_cli_version();
+    default:
+        if (!scp_eval_model_option(&a->em, id, arg)) abort();   /* an id of opt_ids that nothing handles */
+    }
+}
+
+static void gen_parse(int argc, char **argv, gen_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->length = 64;
+    scp_eval_model_defaults(&a->em);
+    scp_gen_opts_default(&a->o);
+    scp_cli c;
+    scp_cli_begin(&c, opt_ids, old_spellings);
+    for (int id; (id = scp_cli_next(&c, argc, argv)) >= 0;) gen_option(a, id, optarg);
+    scp_cli_end(&c);
+    if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
+    if (!a->em.path) scp_usage_error("--model CKPT is required");
+    if (!a->prompt == !a->prompts) scp_usage_error("give one of --prompt TEXT or --prompts FILE");
+    if (a->prompts && a->suffix) scp_usage_error("--suffix goes with --prompt (put \"suffix\" in the JSONL lines)");
+}
 
 /* --show: decode runs of committed tokens, draw masks as a shaded block. */
+typedef struct gen_show {
+    const scp_tokenizer *tok;
+    int32_t mask_id;
+    int on;
+} gen_show;
+
 static void show_step(void *ud, const int32_t *canvas, int n, int step)
 {
-    gen_ctx *g = ud;
-    if (!g->show) return;
+    gen_show *g = ud;
+    if (!g->on) return;
     fprintf(stderr, "\033[H\033[2J[step %d]\n", step);
     for (int i = 0; i < n;) {
         if (canvas[i] == g->mask_id) {
@@ -91,91 +142,51 @@ static void show_step(void *ud, const int32_t *canvas, int n, int step)
     fflush(stderr);
 }
 
-static void append(int32_t **v, int *n, int *cap, const int32_t *x, int k)
+/* One sample on stdout: its text, or with --jsonl its JSON line. */
+static void print_sample(const gen_args *a, const char *prompt, const scp_gen_sample *s)
 {
-    if (*n + k > *cap) {
-        *cap = (*n + k) * 2 + 16;
-        *v = scp_xrealloc(*v, (size_t)*cap * sizeof **v);
+    if (!a->jsonl) {
+        fwrite(s->text, 1, s->text_len, stdout);
+        putchar('\n');
+        if (fflush(stdout) != 0 || ferror(stdout)) scp_die("<stdout>: write error");
+        return;
     }
-    memcpy(*v + *n, x, (size_t)k * sizeof **v);
-    *n += k;
-}
-
-static void encode(const scp_tokenizer *t, const char *text, int32_t **v, int *n, int *cap)
-{
-    int32_t *ids;
-    size_t k;
-    if (scp_tokenizer_encode(t, text, strlen(text), 1, &ids, &k)) scp_die_last();
-    append(v, n, cap, ids, (int)k);
-    free(ids);
+    json_t *ids = json_array(), *filled = json_array();
+    for (int i = 0; i < s->n; i++) json_array_append_new(ids, json_integer(s->ids[i]));
+    for (int i = 0; i < s->n_filled; i++) json_array_append_new(filled, json_integer(s->filled[i]));
+    json_t *out = json_pack("{s:s, s:s%, s:s%, s:o, s:i, s:o, s:s, s:i, s:f}", "prompt", prompt, "text", s->text,
+                            s->text_len, "completion", s->completion, s->completion_len, "ids", ids, "prompt_tokens",
+                            s->prompt_tokens, "filled", filled, "mode", a->em.ar ? "ar" : "diffusion", "steps",
+                            s->calls, "seconds", s->seconds);
+    if (!out) scp_die("generate: the output is not valid UTF-8 (use the ids)");
+    if (scp_json_print(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6))) scp_die_last();
+    json_decref(out);
 }
 
 int scp_eval_generate_main(int argc, char **argv)
 {
-    const char *prompt = NULL, *prompts = NULL, *suffix = NULL;
-    int length = 64, steps = 0, jsonl = 0, show = 0, c, v;
-    scp_eval_model em;
-    scp_eval_model_defaults(&em);
-    scp_gen_opts o;
-    scp_gen_opts_default(&o);
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "m:p:n:s:t:hV", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'p': prompt = optarg; break;
-        case O_PROMPTS: prompts = optarg; break;
-        case O_SUFFIX: suffix = optarg; break;
-        case 'n': length = (int)scp_opt_int("--length", optarg, 0, 1 << 20); break;
-        case O_STEPS: steps = (int)scp_opt_int("--steps", optarg, 1, 1 << 24); break;
-        case O_BLOCK: o.block = (int)scp_opt_int("--block", optarg, 1, 1 << 20); break;
-        case O_ORDER:
-            if ((v = scp_unmask_order_from_name(optarg)) < 0)
-                scp_usage_error("--order: '%s' is not low-confidence, margin, entropy or random", optarg);
-            o.order = (scp_unmask_order)v;
-            break;
-        case O_TEMP: o.temperature = (float)scp_opt_double("--temperature", optarg, 0, 100); break;
-        case O_TOP_K: o.top_k = (int)scp_opt_int("--top-k", optarg, 0, INT32_MAX); break;
-        case O_TOP_P: o.top_p = (float)scp_opt_double("--top-p", optarg, 1e-6, 1); break;
-        case 's': o.seed = (uint64_t)scp_opt_int("--seed", optarg, 0, INT64_MAX); break;
-        case O_EOS:
-            if (!strcmp(optarg, "stop")) o.eos = SCP_EOS_STOP;
-            else if (!strcmp(optarg, "fill")) o.eos = SCP_EOS_FILL;
-            else if (!strcmp(optarg, "ignore")) o.eos = SCP_EOS_IGNORE;
-            else scp_usage_error("--eos: '%s' is not stop, fill or ignore", optarg);
-            break;
-        case O_JSONL: jsonl = 1; break;
-        case O_SHOW: show = 1; break;
-        case 'h': usage();
-        case 'V': scp_cli_version();
-        default:
-            if (!scp_eval_model_option(&em, c, optarg)) scp_usage_error("unknown option");
-        }
-    }
-    if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
-    if (!em.path) scp_usage_error("--model CKPT is required");
-    if (!prompt == !prompts) scp_usage_error("give one of --prompt TEXT or --prompts FILE");
-    if (prompts && suffix) scp_usage_error("--suffix goes with --prompt (put \"suffix\" in the JSONL lines)");
+    gen_args a;
+    gen_parse(argc, argv, &a);
+    if (scp_eval_model_open(&a.em)) scp_die_last();
+    const scp_model_config *cfg = &a.em.m->cfg;
+    a.o.mask_id = a.em.mask_id;
+    a.o.eos_id = cfg->eos_token_id >= 0 ? cfg->eos_token_id : scp_tokenizer_eos_id(a.em.tok);
+    a.o.shift = a.em.shift;
+    a.o.attn = SCP_ATTN_BIDIRECTIONAL;
+    a.o.steps = a.steps ? a.steps : a.length > 0 ? a.length : 16;
+    /* BOS and --length alone must fit the positions, before any prompt is read. */
+    if (scp_eval_check_length(cfg, a.em.path, (int64_t)(a.em.bos >= 0) + a.length, a.em.ar, "--length")) scp_die_last();
+    gen_show g = {a.em.tok, a.o.mask_id, a.show && isatty(2)};
+    a.o.on_step = show_step;
+    a.o.ud = &g;
 
-    scp_eval_model_open(&em);
-    scp_model *m = em.m;
-    const scp_tokenizer *tok = em.tok;
-    int ar = em.ar, bos = em.bos;
-    o.mask_id = em.mask_id;
-    o.eos_id = m->cfg.eos_token_id >= 0 ? m->cfg.eos_token_id : scp_tokenizer_eos_id(tok);
-    o.shift = em.shift;
-    o.attn = SCP_ATTN_BIDIRECTIONAL;
-    if (!steps) steps = length > 0 ? length : 16;
-    o.steps = steps;
-    gen_ctx g = {tok, o.mask_id, show && isatty(2)};
-    o.on_step = show_step;
-    o.ud = &g;
-
-    FILE *pf = prompts ? scp_fopen_in(prompts) : NULL;
-    if (prompts && !pf) scp_die_last();
+    FILE *pf = a.prompts ? scp_fopen_in(a.prompts) : NULL;
+    if (a.prompts && !pf) scp_die_last();
     char *line = NULL;
     size_t lcap = 0;
     long lineno = 0;
     for (;;) {
-        const char *ptext = prompt, *stext = suffix;
+        const char *ptext = a.prompt, *stext = a.suffix;
         json_t *j = NULL;
         if (pf) {
             ssize_t r = getline(&line, &lcap, pf);
@@ -185,75 +196,21 @@ int scp_eval_generate_main(int argc, char **argv)
             char what[64];
             snprintf(what, sizeof what, "line %ld", lineno);
             j = scp_json_parse(line, (size_t)r, what);
-            if (!j || scp_json_get_str(j, "prompt", &ptext, prompts) < 0 || scp_json_get_str(j, "suffix", &stext, prompts) < 0)
-                scp_die("%s: %s", prompts, scp_last_error());
-            if (!ptext) scp_die("%s: line %ld has no \"prompt\" string", prompts, lineno);
+            if (!j || scp_json_get_str(j, "prompt", &ptext, a.prompts) < 0 ||
+                scp_json_get_str(j, "suffix", &stext, a.prompts) < 0)
+                scp_die("%s: %s", a.prompts, scp_last_error());
+            if (!ptext) scp_die("%s: line %ld has no \"prompt\" string", a.prompts, lineno);
         }
-        int32_t *ids = NULL;
-        int n = 0, cap = 0;
-        if (bos >= 0) append(&ids, &n, &cap, (int32_t *)&bos, 1);
-        encode(tok, ptext, &ids, &n, &cap);
-        int np = n, calls = 0;
-        json_t *filled = json_array();   /* the positions the model filled in */
-        double t0 = scp_now();
-        if (ar) {
-            for (int i = 0; i < n; i++)
-                if (ids[i] == o.mask_id) scp_die("%s: the prompt holds mask tokens, which a causal model cannot fill (use --mode diffusion)", em.path);
-            if (stext) scp_die("--suffix needs diffusion decoding (--mode diffusion)");
-            ids = scp_xrealloc(ids, (size_t)(n + length + 1) * sizeof *ids);
-            n = scp_generate_ar(m, &o, ids, n, length);
-            if (n < 0) scp_die_last();
-            calls = n - np;
-            for (int i = np; i < n; i++) json_array_append_new(filled, json_integer(i));
-        } else {
-            for (int i = 0; i < length; i++) append(&ids, &n, &cap, &o.mask_id, 1);
-            if (stext) encode(tok, stext, &ids, &n, &cap);
-            for (int i = 0; i < n; i++)
-                if (ids[i] == o.mask_id) json_array_append_new(filled, json_integer(i));
-            calls = scp_generate_diffusion(m, &o, ids, n);
-            if (calls < 0) scp_die_last();
-        }
-        double secs = scp_now() - t0;
-        if (g.show) fputs("\033[H\033[2J", stderr);
-        /* The text: stop cuts at the first EOS after the prompt. */
-        int end = n;
-        if (o.eos == SCP_EOS_STOP && o.eos_id >= 0)
-            for (int i = np; i < n; i++)
-                if (ids[i] == o.eos_id) {
-                    end = i;
-                    break;
-                }
-        if (!ar && stext && end < n) end = n;   /* infill keeps its suffix */
-        int gen_end = ar ? end : (np + length < end ? np + length : end);
-        size_t tl, cl;
-        char *text = scp_tokenizer_decode(tok, ids, (size_t)end, 1, &tl);
-        char *comp = scp_tokenizer_decode(tok, ids + np, (size_t)(gen_end > np ? gen_end - np : 0), 1, &cl);
-        if (!text || !comp) scp_die_last();
-        if (jsonl) {
-            json_t *ja = json_array();
-            for (int i = 0; i < n; i++) json_array_append_new(ja, json_integer(ids[i]));
-            json_t *out = json_pack("{s:s, s:s%, s:s%, s:o, s:i, s:O, s:s, s:i, s:f}", "prompt", ptext, "text", text, tl, "completion", comp, cl,
-                                    "ids", ja, "prompt_tokens", np, "filled", filled, "mode", ar ? "ar" : "diffusion", "steps", calls,
-                                    "seconds", secs);
-            if (!out) scp_die("generate: the output is not valid UTF-8 (use the ids)");
-            char *s = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
-            printf("%s\n", s);
-            free(s);
-            json_decref(out);
-        } else {
-            fwrite(text, 1, tl, stdout);
-            putchar('\n');
-        }
-        if (fflush(stdout) != 0 || ferror(stdout)) scp_die("<stdout>: write error");
-        free(text);
-        free(comp);
-        free(ids);
-        json_decref(filled);
+        scp_gen_sample s;
+        if (scp_gen_sample_make(&a.em, &a.o, ptext, stext, a.length, &s)) scp_die_last();
+        if (g.on) fputs("\033[H\033[2J", stderr);
+        print_sample(&a, ptext, &s);
+        scp_gen_sample_free(&s);
         json_decref(j);
         if (!pf) break;
     }
     free(line);
     if (pf) scp_fclose_in(pf);
-    scp_eval_model_close(&em);
+    scp_eval_model_close(&a.em);
     return 0;
 }

@@ -30,13 +30,13 @@ with open(sys.argv[2], "w") as f:
 PY
 ok $? "a 4-way next-sentence task from TinyStories (100 items)"
 check "import stories260K" scp-import -q "$A/models/stories260K.bin" --tokenizer "$A/models/tok512.bin" -o "$TMP/ck"
-scp-eval choice -m "$TMP/ck" --tasks "$TMP/tasks.jsonl" -t 1 > "$TMP/ar.json"
+scp-eval choice -m "$TMP/ck" --tasks "$TMP/tasks.jsonl" -j 1 > "$TMP/ar.json"
 ok $? "scp-eval choice (AR, summed log-likelihood)"
 fig() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 diag "stories260K AR, summed: accuracy $(fig "$TMP/ar.json" accuracy) +- $(fig "$TMP/ar.json" se) (chance $(fig "$TMP/ar.json" chance))"
 awk -v a="$(fig "$TMP/ar.json" accuracy)" 'BEGIN { exit !(a > 0.3) }'
 ok $? "summed: above chance (short distractors are favoured by sums, as in lm-eval's acc)"
-scp-eval choice -m "$TMP/ck" --tasks "$TMP/tasks.jsonl" -t 1 --norm tokens > "$TMP/arn.json"
+scp-eval choice -m "$TMP/ck" --tasks "$TMP/tasks.jsonl" -j 1 --norm tokens > "$TMP/arn.json"
 ok $? "scp-eval choice --norm tokens (AR, per-token log-likelihood)"
 acc=$(fig "$TMP/arn.json" accuracy); se=$(fig "$TMP/arn.json" se)
 diag "stories260K AR, per token: accuracy $acc +- $se over $(fig "$TMP/arn.json" items) items"
@@ -46,9 +46,9 @@ ok $? "per-token accuracy $acc is well above chance (>= 0.5, and 4 standard erro
 head -c 100000 "$A/corpora/tinystories_val.txt" > "$TMP/small.txt"
 scp-tokenize -q --model "$TMP/ck" --doc paragraph --bos -o "$TMP/s.tok" "$TMP/small.txt" &&
     scp-shard -q -L 64 -v 0.05 -o "$TMP/sh" "$TMP/s.tok" &&
-    scp-train -q --init "$TMP/ck" --data "$TMP/sh" -o "$TMP/run" --steps 10 --lr 2e-3 --batch-tokens 512 -t 1
+    scp-train -q --init "$TMP/ck" --data "$TMP/sh" -o "$TMP/run" --steps 10 --lr 2e-3 --batch-tokens 512 -j 1
 ok $? "a converted checkpoint: 10 steps of scp-train (mdm, bidirectional)"
-scp-eval choice -m "$TMP/run/latest" --tasks "$TMP/tasks.jsonl" --samples 8 --max-items 40 --norm tokens -t 1 > "$TMP/d.json"
+scp-eval choice -m "$TMP/run/latest" --tasks "$TMP/tasks.jsonl" --samples 8 --max-items 40 --norm tokens -j 1 > "$TMP/d.json"
 ok $? "scp-eval choice (diffusion bound, 8 samples, 40 items, per token)"
 dacc=$(fig "$TMP/d.json" accuracy)
 [ "$(fig "$TMP/d.json" mode)" = diffusion ] && awk -v a="$dacc" 'BEGIN { exit !(a >= 0 && a <= 1) }'

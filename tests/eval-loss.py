@@ -4,7 +4,8 @@
 - shards and token-stream windows give the same figure for the same sequences; overlapping windows count right;
 - a model whose logits are all zero scores ln V exactly (ppl) and ln V within its standard error (elbo);
 - the bound is deterministic in the seed, and a trained model's bound is lower than its init's;
-- usage errors exit 2, a model without a mask token cannot give a bound."""
+- usage errors exit 2 (an unknown backend too), a model without a mask token cannot give a bound, sequences beyond
+  max_position_embeddings are refused; the old spellings --tokens and -t still work, with a warning."""
 import json
 import math
 import os
@@ -108,13 +109,13 @@ ok(abs(j["ppl"] - math.exp(j["nll"])) < 1e-9 * j["ppl"], "ppl = exp(nll)")
 ok(j["se"] is not None and 0 < j["se"] < 1, "a standard error over sequences")
 
 # The same sequences as windows of the token stream.
-r, jw = ev("ppl", "--model", ck, "--tokens", stream, "--seq-len", str(T), "--max-seqs", str(nseq))
+r, jw = ev("ppl", "--model", ck, "--stream", stream, "--seq-len", str(T), "--max-seqs", str(nseq))
 ok(jw is not None and jw["nll"] == j["nll"] and jw["tokens"] == j["tokens"], "windows of the stream = the shards' sequences")
-r, jo = ev("ppl", "--model", ck, "--tokens", stream, "--seq-len", str(T), "--stride", str(T // 2))
+r, jo = ev("ppl", "--model", ck, "--stream", stream, "--seq-len", str(T), "--stride", str(T // 2))
 want = (len(flat) - T) // (T // 2) + 1
 ok(jo is not None and jo["seqs"] == want and jo["tokens"] == want * (T - 1), "overlapping windows: %d of them" % want)
 seqs_o = [flat[i * (T // 2):i * (T // 2) + T] for i in range(min(want, 10))]
-r, jo10 = ev("ppl", "--model", ck, "--tokens", stream, "--seq-len", str(T), "--stride", str(T // 2), "--max-seqs", "10")
+r, jo10 = ev("ppl", "--model", ck, "--stream", stream, "--seq-len", str(T), "--stride", str(T // 2), "--max-seqs", "10")
 ok(jo10 is not None and abs(jo10["nll"] - torch_nll(ck, seqs_o)[0]) < 1e-5 * jo10["nll"],
    "overlapping windows scored each from its own prefix (PyTorch)")
 
@@ -167,9 +168,30 @@ del cj["mask_token_id"]
 json.dump(cj, open(os.path.join(nm, "config.json"), "w"))
 r = run(["scp-eval", "elbo", "--model", nm, "--data", shards, "--split", "train"])
 ok(r.returncode == 1 and b"mask_token_id" in r.stderr, "elbo without a mask token refused")
+r = run(["scp-eval", "elbo", "--model", ck, "--data", shards, "--split", "train", "--backend", "nosuch"])
+ok(r.returncode == 2 and b"unknown backend 'nosuch'" in r.stderr and b"cpu-bf16" in r.stderr,
+   "--backend nosuch: exit 2 listing the backends")
+r = run(["scp-eval", "ppl", "--model", ck, "--tokens", stream, "--seq-len", str(T), "--max-seqs", str(nseq), "-t", "1"])
+ok(r.returncode == 0 and json.loads(r.stdout)["nll"] == jw["nll"] and b"--tokens is deprecated" in r.stderr and
+   b"use --stream" in r.stderr and b"-t is deprecated" in r.stderr,
+   "the old --tokens and -t: the same figure as --stream and -j, with warnings")
+# The sequences must fit the positions: all T for elbo, T - 1 for ppl (the last token is only predicted).
+for max_pos, sub, want in ((T - 1, "ppl", 0), (T - 1, "elbo", 1), (T - 2, "ppl", 1)):
+    short = os.path.join(tmp, "short%d" % max_pos)
+    if not os.path.exists(short):
+        shutil.copytree(os.path.realpath(ck), short)
+        cj = json.load(open(os.path.join(short, "config.json")))
+        cj["max_position_embeddings"] = max_pos
+        json.dump(cj, open(os.path.join(short, "config.json"), "w"))
+    r = run(["scp-eval", sub, "--model", short, "--data", shards, "--split", "train", "--max-seqs", "2", "-j", "1"])
+    if want:
+        ok(r.returncode == 1 and b"max_position_embeddings %d" % max_pos in r.stderr and not r.stdout,
+           "%s of %d-token sequences with %d positions: exit 1 (%s)" % (sub, T, max_pos, r.stderr.decode().strip()))
+    else:
+        ok(r.returncode == 0, "%s of %d-token sequences with %d positions: scored" % (sub, T, max_pos))
 with open(os.path.join(tmp, "bad.tok"), "wb") as f:
     f.write(open(stream, "rb").read()[:100])
-r = run(["scp-eval", "ppl", "--model", ck, "--tokens", os.path.join(tmp, "bad.tok"), "--seq-len", "8"])
+r = run(["scp-eval", "ppl", "--model", ck, "--stream", os.path.join(tmp, "bad.tok"), "--seq-len", "8"])
 ok(r.returncode == 1 and b"bad.tok" in r.stderr, "truncated token stream refused naming it")
 
 shutil.rmtree(tmp)

@@ -2,7 +2,7 @@
 # eval-stories260k.sh: the imported real stories260K reproduces its published causal NLL, 1.4034 nats/token
 # (within 0.001), on the reference protocol of ../shared/assets/README.md: paragraphs of tinystories_val.txt,
 # BOS before each, no EOS, concatenated, windows of 513 tokens every 512, the first 60 windows (30,720
-# predicted tokens). The windows come straight from the token stream (scp-eval ppl --tokens --stride).
+# predicted tokens). The windows come straight from the token stream (scp-eval ppl --stream --stride).
 # Needs the assets (skips without them) and scp-import, scp-tokenize.
 . "$SCP_SRCDIR/tests/lib.sh"
 need_assets models/stories260K.bin
@@ -18,7 +18,7 @@ check "import stories260K.bin with tok512.bin" scp-import -q "$A/models/stories2
 check "tokenize the validation text (SentencePiece model, paragraphs, BOS)" \
     scp-tokenize -q -t "$A/models/tok512.model" --doc paragraph --bos -o "$TMP/val.tok" "$A/corpora/tinystories_val.txt"
 check "scp-eval ppl on 60 windows of 513 every 512" \
-    sh -c "scp-eval ppl --model '$TMP/ck' --tokens '$TMP/val.tok' --seq-len 513 --stride 512 --max-seqs 60 > '$TMP/ppl.json'"
+    sh -c "scp-eval ppl --model '$TMP/ck' --stream '$TMP/val.tok' --seq-len 513 --stride 512 --max-seqs 60 > '$TMP/ppl.json'"
 # figure FILE KEY: a value of scp-eval's JSON output.
 figure() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 nll=$(figure "$TMP/ppl.json" nll)
@@ -31,7 +31,7 @@ ok $? "NLL $nll within 0.001 of the published 1.4034"
 # gives the same windows, so the same figure.
 check "tokenize with the checkpoint's tokenizer" \
     scp-tokenize -q --model "$TMP/ck" --doc paragraph --bos -o "$TMP/val2.tok" "$A/corpora/tinystories_val.txt"
-scp-eval ppl --model "$TMP/ck" --tokens "$TMP/val2.tok" --seq-len 513 --stride 512 --max-seqs 60 > "$TMP/ppl2.json"
+scp-eval ppl --model "$TMP/ck" --stream "$TMP/val2.tok" --seq-len 513 --stride 512 --max-seqs 60 > "$TMP/ppl2.json"
 [ "$(figure "$TMP/ppl2.json" nll)" = "$nll" ]
 ok $? "same figure from the checkpoint's tokenizer.bin ($(figure "$TMP/ppl2.json" nll))"
 done_testing

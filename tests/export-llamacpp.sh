@@ -49,7 +49,7 @@ for a in llama qwen2 qwen3 qwen3_moe; do
     [ "$(field "$out" arch)" = "$c" ]
     ok $? "$a: ... as architecture $c"
     [ "$a" = qwen3_moe ] && continue   # scp's model driver does not run MoE yet
-    ours=$(scp-eval generate -m "$TMP/ck_$a" -p "ab a" -n 4 --no-bos --eos ignore -t 1 --jsonl)
+    ours=$(scp-eval generate -m "$TMP/ck_$a" -p "ab a" -n 4 --no-bos --at-eos ignore -j 1 --jsonl)
     ids=$(field "$ours" ids)
     [ "$(field "$out" ids)" = "[2, 0]" ] && [ "$(/usr/bin/python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])[:2]))' "$ids")" = "[2, 0]" ]
     ok $? "$a: llama.cpp and scp tokenize the prompt alike ($(field "$out" ids))"
@@ -67,7 +67,7 @@ for a in llama qwen2; do
         total=$((total + 1))
         l=$(field "$(lcpp "$TMP/n_$a.gguf" "$p<|mask|>" first)" first)
         lc=$(field "$(lcpp "$TMP/c_$a.gguf" "$p<|mask|>" first)" first)
-        o=$(scp-eval generate -m "$TMP/ck_$a" --mode diffusion --no-shift -p "$p<|mask|>" -n 0 --steps 1 --no-bos -t 1 --jsonl |
+        o=$(scp-eval generate -m "$TMP/ck_$a" --mode diffusion --no-shift -p "$p<|mask|>" -n 0 --steps 1 --no-bos -j 1 --jsonl |
             /usr/bin/python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["ids"][o["filled"][0]])')
         [ -n "$l" ] && [ "$l" = "$o" ] && same=$((same + 1))
         [ "$l" != "$lc" ] && diff_causal=$((diff_causal + 1))
@@ -87,7 +87,7 @@ if [ -e "$SCP_ASSETS/models/stories260K.bin" ] && [ -e "$SCP_ASSETS/models/tok51
     case "$(field "$out" text)" in "$REF"*) r=0 ;; *) r=1 ;; esac
     ok $r "llama.cpp's greedy continuation is the published one: $(field "$out" text)"
     T="Once upon a time, there was a little girl named Lily. She loved to play outside."
-    ours=$(scp-eval generate -m "$TMP/s" -p "$T" -n 0 --no-bos -t 1 --jsonl)
+    ours=$(scp-eval generate -m "$TMP/s" -p "$T" -n 0 --no-bos -j 1 --jsonl)
     [ "$(field "$(lcpp "$TMP/s.gguf" "$T")" ids)" = "$(field "$ours" ids)" ]
     ok $? "llama.cpp's tokenizer on the exported vocabulary gives our ids"
     check "export the converted (bidirectional, no shift) checkpoint" scp-export -q --bidirectional --no-shift -o "$TMP/d.gguf" "$TMP/s"

@@ -6,7 +6,7 @@
   not); a one-token continuation's Monte-Carlo bound is exactly its masked log-probability;
 - diffusion sampling is deterministic for a seed and differs across seeds; every order, with and without
   --block, leaves a complete canvas (no mask) and keeps the prompt; infill changes only the masked positions;
-  --steps counts model calls; --eos fill pads after the first EOS; usage errors exit 2."""
+  --steps counts model calls; --at-eos fill pads after the first EOS; usage errors exit 2."""
 import atexit
 import json
 import math
@@ -80,7 +80,7 @@ def forward(ids, causal):
 
 
 def gen(model, *args):
-    r = run(["scp-eval", "generate", "-m", model, "-t", "1", "--jsonl"] + [str(a) for a in args])
+    r = run(["scp-eval", "generate", "-m", model, "-j", "1", "--jsonl"] + [str(a) for a in args])
     if r.returncode:
         diag("generate %s: exit %d: %s" % (" ".join(map(str, args)), r.returncode, r.stderr.decode()))
         return None
@@ -88,7 +88,7 @@ def gen(model, *args):
 
 
 # ---- AR greedy ---------------------------------------------------------------------------------------------
-out = gen(ck, "-p", "abab", "-n", 12, "--eos", "ignore")
+out = gen(ck, "-p", "abab", "-n", 12, "--at-eos", "ignore")
 ids = out[0]["ids"] if out else []
 np0 = out[0]["prompt_tokens"] if out else 0
 ref = list(ids[:np0])
@@ -99,8 +99,8 @@ for _ in range(12):
 ok(out is not None and out[0]["mode"] == "ar" and ids == ref and ids[0] == BOS,
    "AR greedy: BOS + prompt + 12 tokens equal the reference's argmax decoding")
 diag("AR ids %s" % ids)
-out2 = gen(ck, "-p", "abab", "-n", 12, "--temperature", "1", "-s", "4", "--eos", "ignore")
-out3 = gen(ck, "-p", "abab", "-n", 12, "--temperature", "1", "-s", "4", "--eos", "ignore")
+out2 = gen(ck, "-p", "abab", "-n", 12, "--temperature", "1", "-s", "4", "--at-eos", "ignore")
+out3 = gen(ck, "-p", "abab", "-n", 12, "--temperature", "1", "-s", "4", "--at-eos", "ignore")
 ok(out2 and out2[0]["ids"] == out3[0]["ids"] and len(out2[0]["ids"]) == np0 + 12, "AR sampling: same seed, same tokens")
 
 # ---- choice, AR ----------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ items = [("ab", ["a", "b", "abab"], 0), ("abba", ["ba", "ab"], 1), ("b", ["aab",
 with open(tasks, "w") as f:
     for ctx, ch, gold in items:
         f.write(json.dumps({"context": ctx, "choices": ch, "gold": gold}) + "\n")
-r = run(["scp-eval", "choice", "-m", ck, "--tasks", tasks, "--details", "-t", "1"])
+r = run(["scp-eval", "choice", "-m", ck, "--tasks", tasks, "--details", "-j", "1"])
 res = json.loads(r.stdout) if r.returncode == 0 else None
 if r.returncode:
     diag(r.stderr.decode())
@@ -162,7 +162,7 @@ for shift in (0, 1):
 # a one-token continuation: the bound is exact (l = 1 always, weight L / l = 1)
 t1 = os.path.join(tmp, "one.jsonl")
 open(t1, "w").write(json.dumps({"context": "abab", "choices": ["a", "b"], "gold": 0}) + "\n")
-r = run(["scp-eval", "choice", "-m", dif, "--tasks", t1, "--details", "--samples", "3", "--no-shift", "-t", "1"])
+r = run(["scp-eval", "choice", "-m", dif, "--tasks", t1, "--details", "--samples", "3", "--no-shift", "-j", "1"])
 if r.returncode == 0:
     d = json.loads(r.stdout)
     ctxi = gen(dif, "-p", "abab", "-n", 0)[0]["ids"]
@@ -176,8 +176,8 @@ if r.returncode == 0:
     ok(d["mode"] == "diffusion" and diff < 1e-4, "choice diffusion: a one-token continuation scores its masked log-probability (%.2e)" % diff)
 else:
     ok(False, "choice diffusion: %s" % r.stderr.decode())
-r1 = run(["scp-eval", "choice", "-m", dif, "--tasks", tasks, "--details", "--samples", "8", "-s", "3", "-t", "1"])
-r2 = run(["scp-eval", "choice", "-m", dif, "--tasks", tasks, "--details", "--samples", "8", "-s", "3", "-t", "1"])
+r1 = run(["scp-eval", "choice", "-m", dif, "--tasks", tasks, "--details", "--samples", "8", "-s", "3", "-j", "1"])
+r2 = run(["scp-eval", "choice", "-m", dif, "--tasks", tasks, "--details", "--samples", "8", "-s", "3", "-j", "1"])
 ok(r1.returncode == 0 and json.loads(r1.stdout)["details"] == json.loads(r2.stdout)["details"], "choice diffusion: deterministic for a seed")
 
 # ---- diffusion sampling properties ---------------------------------------------------------------------------
@@ -227,7 +227,7 @@ else:
     ok(False, "--suffix")
 # EOS fill: after the first committed EOS every later position is EOS. The random model rarely draws its EOS,
 # so a copy of it names as EOS a token its greedy canvas holds in the middle.
-g0 = gen(dif, "-p", "ab", "-n", 24, "--steps", 24, "--eos", "ignore")
+g0 = gen(dif, "-p", "ab", "-n", 24, "--steps", 24, "--at-eos", "ignore")
 ids0, npr = g0[0]["ids"], g0[0]["prompt_tokens"]
 tok_e = ids0[npr + 8]
 dif2 = os.path.join(tmp, "dif2")
@@ -235,37 +235,62 @@ shutil.copytree(dif, dif2)
 c2 = json.load(open(os.path.join(dif2, "config.json")))
 c2["eos_token_id"] = tok_e
 json.dump(c2, open(os.path.join(dif2, "config.json"), "w"))
-f = gen(dif2, "-p", "ab", "-n", 24, "--steps", 24, "--eos", "fill")
+f = gen(dif2, "-p", "ab", "-n", 24, "--steps", 24, "--at-eos", "fill")
 ids = f[0]["ids"] if f else []
 first = next((i for i in range(npr, len(ids)) if ids[i] == tok_e), None)
 diag("ignore: %s" % ids0)
 diag("fill:   %s" % ids)
 ok(f and first is not None and all(t == tok_e for t in ids[first:]) and MASK not in ids and ids0[first + 1:] != ids[first + 1:],
-   "--eos fill: EOS (id %d) from its first commit (position %s) to the end; without fill the tail differs" % (tok_e, first))
+   "--at-eos fill: EOS (id %d) from its first commit (position %s) to the end; without fill the tail differs" % (tok_e, first))
 # prompts from JSONL, text output
 pj = os.path.join(tmp, "p.jsonl")
 open(pj, "w").write('{"prompt": "ab"}\n\n{"prompt": "ba", "suffix": "a"}\n')
 o = gen(dif, "--prompts", pj, "-n", 4, "--steps", 2)
 ok(o and len(o) == 2 and o[1]["prompt"] == "ba", "--prompts: one JSON line per prompt")
-r = run(["scp-eval", "generate", "-m", dif, "-p", "ab", "-n", "4", "-t", "1", "--no-bos"])
+r = run(["scp-eval", "generate", "-m", dif, "-p", "ab", "-n", "4", "-j", "1", "--no-bos"])
 ok(r.returncode == 0 and r.stdout.decode().startswith("ab") and r.stdout.decode().endswith("\n"), "text output starts with the prompt")
 # --show redraws the canvas on a terminal (script(1) provides one) and stays silent otherwise
-r = run(["scp-eval", "generate", "-m", dif, "-p", "ab", "-n", "6", "--steps", "3", "--show", "-t", "1"])
+r = run(["scp-eval", "generate", "-m", dif, "-p", "ab", "-n", "6", "--steps", "3", "--show", "-j", "1"])
 ok(r.returncode == 0 and b"\033[2J" not in r.stderr, "--show draws nothing when stderr is not a terminal")
 if shutil.which("script"):
     import shlex
     import subprocess
     cmd = " ".join(shlex.quote(x) for x in [os.path.join(BIN, "scp-eval"), "generate", "-m", dif, "-p", "ab", "-n", "6", "--steps", "3",
-                                           "--show", "-t", "1"])
+                                           "--show", "-j", "1"])
     r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True)
     out = r.stdout.decode(errors="replace")
     ok(r.returncode == 0 and out.count("\033[2J") >= 3 and "[step 3]" in out and "\u2591" in out,
        "--show on a terminal: one redraw per step, masks drawn as shaded blocks")
 # usage errors and outside input
-for args in (["-p", "a"], ["-m", dif], ["-m", dif, "-p", "a", "--order", "best"], ["-m", dif, "-p", "a", "--eos", "x"],
+for args in (["-p", "a"], ["-m", dif], ["-m", dif, "-p", "a", "--order", "best"], ["-m", dif, "-p", "a", "--at-eos", "x"],
              ["-m", dif, "-p", "a", "--prompts", pj]):
     r = run(["scp-eval", "generate"] + args)
     ok(r.returncode == 2, "generate %s: usage error, exit 2" % " ".join(args[-2:]))
+for sub, args in (("generate", ["-p", "a"]), ("choice", ["--tasks", pj])):
+    r = run(["scp-eval", sub, "-m", dif, "--backend", "nosuch"] + args)
+    ok(r.returncode == 2 and b"unknown backend 'nosuch'" in r.stderr and b"cpu-bf16" in r.stderr,
+       "%s --backend nosuch: exit 2 listing the backends" % sub)
+# the old spellings still work, with a warning
+r = run(["scp-eval", "generate", "-m", ck, "-p", "abab", "-n", "12", "--eos", "ignore", "-t", "1", "--jsonl"])
+legacy = [json.loads(l) for l in r.stdout.decode().splitlines()] if r.returncode == 0 else None
+new = gen(ck, "-p", "abab", "-n", 12, "--at-eos", "ignore")
+ok(legacy and new and legacy[0]["ids"] == new[0]["ids"] and b"--eos is deprecated" in r.stderr and b"use --at-eos" in r.stderr and
+   b"-t is deprecated" in r.stderr, "--eos and -t: the same sample as --at-eos and -j, with warnings")
+# BOS, the prompt and --length must fit the 128 positions (AR decoding: all but the last token)
+for model, args, want in ((ck, ["-n", "129"], b"--length: sequences of 130 tokens need 129 positions"),
+                          (ck, ["-n", "128"], b"the prompt and --length: sequences of"),
+                          (dif, ["-n", "127"], b"the prompt and --length: sequences of 129 tokens need 129"),
+                          (dif, ["-n", "100", "--suffix", "ab" * 30], b"the prompt, --length and the suffix: sequences of")):
+    r = run(["scp-eval", "generate", "-m", model, "-p", "ab", "-j", "1"] + args)
+    ok(r.returncode == 1 and want in r.stderr and b"max_position_embeddings 128" in r.stderr and not r.stdout,
+       "generate %s %s past the positions: exit 1 (%s)" % (os.path.basename(model), " ".join(args),
+                                                         r.stderr.decode().strip()))
+r = run(["scp-eval", "generate", "-m", ck, "-p", "ab", "-n", "100", "-j", "1", "--at-eos", "ignore", "--jsonl"])
+ok(r.returncode == 0 and len(json.loads(r.stdout)["ids"]) <= 128, "a sample within the positions")
+open(tasks, "w").write(json.dumps({"context": "ab" * 200, "choices": ["a", "b"], "gold": 0}) + "\n")
+r = run(["scp-eval", "choice", "-m", ck, "--tasks", tasks, "-j", "1"])
+ok(r.returncode == 1 and b"line 1" in r.stderr and b"max_position_embeddings 128" in r.stderr,
+   "a choice item past the positions: exit 1 naming the line (%s)" % r.stderr.decode().strip()[-120:])
 open(pj, "w").write('{"prompt": 3}\n')
 r = run(["scp-eval", "generate", "-m", dif, "--prompts", pj])
 ok(r.returncode == 1 and b"p.jsonl" in r.stderr, "a bad prompts line: exit 1 naming the file")

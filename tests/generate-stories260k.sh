@@ -14,12 +14,12 @@ A=$SCP_ASSETS
 REF="Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
 
 check "import stories260K.bin with tok512.bin" scp-import -q "$A/models/stories260K.bin" --tokenizer "$A/models/tok512.bin" -o "$TMP/ck"
-scp-eval generate -m "$TMP/ck" -p "Once upon a time" -n 40 -t 1 > "$TMP/ar.txt" 2> "$TMP/ar.err"
+scp-eval generate -m "$TMP/ck" -p "Once upon a time" -n 40 -j 1 > "$TMP/ar.txt" 2> "$TMP/ar.err"
 ok $? "AR greedy generation runs"
 case "$(cat "$TMP/ar.txt")" in "$REF"*) r=0 ;; *) r=1 ;; esac
 ok $r "greedy continuation begins with the published one"
 diag "$(cat "$TMP/ar.txt")"
-scp-eval generate -m "$TMP/ck" -p "Once upon a time" -n 40 -t 1 --jsonl > "$TMP/ar.json"
+scp-eval generate -m "$TMP/ck" -p "Once upon a time" -n 40 -j 1 --jsonl > "$TMP/ar.json"
 # field FILE KEY: a value of the first JSON line.
 field() { /usr/bin/python3 -c 'import json,sys; v=json.loads(open(sys.argv[1]).readline())[sys.argv[2]]; print(json.dumps(v) if isinstance(v, list) else v)' "$1" "$2"; }
 [ "$(field "$TMP/ar.json" mode)" = ar ] && [ "$(field "$TMP/ar.json" text)" = "$(cat "$TMP/ar.txt")" ]
@@ -29,11 +29,11 @@ ok $? "--jsonl: mode ar, the same text"
 head -c 100000 "$A/corpora/tinystories_val.txt" > "$TMP/small.txt"
 check "tokenize some TinyStories with the checkpoint's tokenizer" scp-tokenize -q --model "$TMP/ck" --doc paragraph --bos -o "$TMP/s.tok" "$TMP/small.txt"
 check "shard it" scp-shard -q -L 64 -v 0.05 -o "$TMP/sh" "$TMP/s.tok"
-check "10 steps of scp-train (mdm, bidirectional)" scp-train -q --init "$TMP/ck" --data "$TMP/sh" -o "$TMP/run" --steps 10 --lr 2e-3 --batch-tokens 512 -t 1
+check "10 steps of scp-train (mdm, bidirectional)" scp-train -q --init "$TMP/ck" --data "$TMP/sh" -o "$TMP/run" --steps 10 --lr 2e-3 --batch-tokens 512 -j 1
 D=$TMP/run/latest
 grep -q '"is_causal": false' "$D/config.json"
 ok $? "the trained checkpoint is bidirectional"
-gen() { scp-eval generate -m "$D" -t 1 --jsonl "$@"; }
+gen() { scp-eval generate -m "$D" -j 1 --jsonl "$@"; }
 gen -p "Once upon a time" -n 24 --steps 12 --temperature 0.8 -s 11 > "$TMP/a.json" &&
     gen -p "Once upon a time" -n 24 --steps 12 --temperature 0.8 -s 11 > "$TMP/b.json" &&
     gen -p "Once upon a time" -n 24 --steps 12 --temperature 0.8 -s 12 > "$TMP/c.json"

@@ -45,6 +45,44 @@ r = train("--init", "random:" + cfg, "--data", shards, "-o", os.path.join(tmp, "
           "--attention", "bidirectional")
 ok(r.returncode == 2 and b"causal" in r.stderr, "ar with bidirectional attention: exit 2")
 
+# ---- usage errors: --resume with --force, an unknown backend, the old -t (a warning) ----
+r = train("--resume", "--force", "-o", os.path.join(tmp, "x"))
+ok(r.returncode == 2 and b"--resume" in r.stderr and b"--force" in r.stderr, "--resume --force: exit 2 (%s)" %
+   r.stderr.decode().strip()[-90:])
+r = train("--init", "random:" + cfg, "--data", shards, "-o", os.path.join(tmp, "x"), "--steps", "1", "--backend", "nosuch")
+ok(r.returncode == 2 and b"unknown backend 'nosuch'" in r.stderr and b"cpu-bf16" in r.stderr and
+   not os.path.exists(os.path.join(tmp, "x")), "--backend nosuch: exit 2 listing the backends (%s)" %
+   r.stderr.decode().strip().splitlines()[0])
+r = run(["scp-train", "-t", "1", "--init", "random:" + cfg, "--data", shards, "-o", os.path.join(tmp, "old-t"),
+         "--steps", "1", "-q"])
+ok(r.returncode == 0 and b"-t is deprecated" in r.stderr and b"-j/--threads" in r.stderr,
+   "-t still sets the threads, with a warning naming -j/--threads")
+
+# ---- a run directory that would destroy or swallow an input: exit 2, the input untouched ----
+cfg_dir = os.path.dirname(cfg)
+for desc, init, out, extra in (
+        ("the shard set itself", "random:" + cfg, shards, []),
+        ("inside the shard set", "random:" + cfg, os.path.join(shards, "run"), []),
+        ("the directory that holds the config", "random:" + cfg, cfg_dir, ["--force"]),
+        ("a directory holding the shard set", "random:" + cfg, tmp, [])):
+    before = sorted(os.listdir(shards)), sorted(os.listdir(cfg_dir))
+    r = train("--init", init, "--data", shards, "-o", out, "--steps", "1", *extra)
+    ok(r.returncode == 2 and b"-o: " in r.stderr and before == (sorted(os.listdir(shards)), sorted(os.listdir(cfg_dir))),
+       "-o %s%s: exit 2, inputs untouched (%s)" % (desc, " with --force" if extra else "",
+                                                    r.stderr.decode().strip().splitlines()[0]))
+
+# ---- max_position_embeddings must cover the shards' sequences (the next-token loss reads all but the last) ----
+for objective, max_pos, want in (("mdm", T - 1, 1), ("ar", T - 1, 0), ("ar", T - 2, 1), ("mdm", T, 0)):
+    short = td.write_config(os.path.join(tmp, "short%d" % max_pos, "config.json"), vocab=64, mask_id=63,
+                            max_position_embeddings=max_pos)
+    rd = os.path.join(tmp, "short-%s-%d" % (objective, max_pos))
+    r = train("--init", "random:" + short, "--data", shards, "-o", rd, "--steps", "1", "--objective", objective, "-q")
+    if want:
+        ok(r.returncode == 1 and b"max_position_embeddings %d" % max_pos in r.stderr and not os.path.exists(rd),
+           "%s, %d-token sequences, %d positions: refused (%s)" % (objective, T, max_pos, r.stderr.decode().strip()))
+    else:
+        ok(r.returncode == 0, "%s, %d-token sequences, %d positions: trains" % (objective, T, max_pos))
+
 # ---- a GPU backend where there is no GPU: one clear line, exit 1, no run directory left ----
 features = run(["scp-train", "--version"]).stdout
 ops = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.dirname(BIN)), "tests", "gpu", "cuda-ops")
@@ -140,6 +178,22 @@ for victim, cut in (("optimizer.safetensors", 200), ("trainer_state.json", 30), 
     r = train("--resume", "-o", rd, "--steps", "45")
     ok(r.returncode == 1 and victim.encode() in r.stderr, "resume from a truncated %s refused: %s" %
        (victim, r.stderr.decode().strip()[-120:]))
+
+# ---- a state that training cannot reach is refused naming the file ----
+for key, value, want in (("rng", ["0000000000000000"] * 4, b"all zero"), ("step", 2 ** 53 + 1, b"beyond 2^53"),
+                         ("cursor", 7, b"data cursor 7 is out of range")):
+    rd = os.path.join(tmp, "bad-" + key)
+    shutil.copytree(run1, rd, symlinks=True)
+    path = os.path.join(rd, "step-0000040", "trainer_state.json")
+    stj = json.load(open(path))
+    stj[key] = value
+    json.dump(stj, open(path, "w"))
+    r = train("--resume", "-o", rd, "--steps", "45")
+    ok(r.returncode == 1 and b"trainer_state.json" in r.stderr and want in r.stderr,
+       "resume from a state with %s %s refused: %s" % (key, value if key != "rng" else "0", r.stderr.decode().strip()[-100:]))
+stj = json.load(open(os.path.join(run1, "latest", "trainer_state.json")))
+ok(stj["options"]["data"] == shards and stj["options"]["init"] == "random:" + cfg and os.path.isabs(shards),
+   "trainer_state.json names init and data by absolute paths")
 
 # ---- frozen groups: --lr-attn 0 --lr-norm 0 leave those tensors bit for bit ----
 run2 = os.path.join(tmp, "run2")

@@ -1,10 +1,12 @@
 """train-resume.py: a run killed with SIGKILL at random moments (three times) and resumed each time ends with
 bit-identical weights, optimizer moments and per-step losses to the same run left alone; SIGTERM saves a
 checkpoint and exits 143, and the resumed run again matches. Annealed attention, micro-batches, warmup and
-a cosine schedule are on, so the trainer RNG, the data cursor and the schedule all have to come back exactly.
+a cosine schedule are on, so the trainer RNG, the data cursor and the schedule all have to come back exactly;
+a run started with relative paths resumes the same from another working directory.
 The same run on the device-resident driver path (cpu-mirror) with --recompute is bit-identical too; on bf16
 storage (cpu-bf16) it follows the fp32 losses closely, and resumes bit-identically after SIGTERM."""
 import filecmp
+import json
 import os
 import random
 import signal
@@ -101,6 +103,27 @@ ok(p.returncode == 143 and latest == "step-%07d" % steps_done,
 r = run(["scp-train", "--resume", "-o", rt, "-q"])
 ok(r.returncode == 0, "resume after SIGTERM")
 same_run(ref, rt, "SIGTERM")
+
+# ---- relative --init and --data, resumed from another working directory ----
+# trainer_state.json records them as absolute paths, so the resumed run finds them from anywhere.
+rel = os.path.join(tmp, "rel")
+rel_args = list(ARGS)
+rel_args[rel_args.index("--init") + 1] = "random:" + os.path.relpath(cfg, tmp)
+rel_args[rel_args.index("--data") + 1] = os.path.relpath(shards, tmp)
+p = subprocess.Popen([prog] + rel_args + ["-o", "rel"], cwd=tmp, stderr=subprocess.PIPE)
+while not os.path.exists(os.path.join(rel, "latest")) and p.poll() is None:
+    time.sleep(0.01)
+time.sleep(rng.uniform(0.02, 0.3) * dur)
+p.send_signal(signal.SIGTERM)
+p.communicate()
+diag("relative paths: exit %d after step %s" % (p.returncode, losses(rel)[-1][0]))
+saved = json.load(open(os.path.join(rel, "latest", "trainer_state.json")))["options"]
+ok(saved["init"].startswith("random:/") and os.path.samefile(saved["init"][7:], cfg) and
+   os.path.isabs(saved["data"]) and os.path.samefile(saved["data"], shards),
+   "relative --init and --data saved as absolute paths (%s, %s)" % (saved["init"], saved["data"]))
+r = run(["scp-train", "--resume", "-o", rel, "-q"], cwd="/")
+ok(r.returncode == 0, "resumed from / %s" % r.stderr.decode()[-200:])
+same_run(ref, rel, "relative paths resumed from another directory")
 
 # ---- bf16 storage ("cpu-bf16": the CPU kernels behind bf16 activations, fp32 master weights and moments) ----
 # Its losses follow the fp32 run's to bf16's precision, but not bitwise (or the storage would not round); and a

@@ -155,6 +155,87 @@ static void test_state(void)
     scp_train_opts_free(&o2);
 }
 
+/* Save s (and o) and load them back: the load's return code, its message in *msg. */
+static int state_round_trip(const scp_train_state *s, const scp_train_opts *o, const char **msg)
+{
+    char *path = scp_path_join(tmpdir, "trainer_state.json");
+    scp_train_opts o2;
+    scp_train_opts_default(&o2);
+    scp_train_state s2;
+    int rc = scp_train_state_save(path, s, o) ? -2 : scp_train_state_load(path, &s2, &o2);
+    *msg = scp_last_error();
+    scp_train_opts_free(&o2);
+    free(path);
+    return rc;
+}
+
+/* A state training cannot reach is refused naming the file and what is wrong with it. */
+static void test_state_plausible(void)
+{
+    scp_train_opts o;
+    scp_train_opts_default(&o);
+    scp_train_state good = {.step = 10, .adam_step = 9, .skipped = 1, .tokens = 40 * 64, .cursor = 40,
+                            .total_steps = 100, .world = 1};
+    scp_rng_init(&good.rng, 5, 1);
+    const char *msg;
+    tap_ok(state_round_trip(&good, &o, &msg) == 0, "a reachable state loads");
+    struct {
+        const char *what, *want;
+        int64_t step, adam_step, skipped, tokens, cursor, total;
+        int zero_rng;
+    } bad[] = {
+        {"step beyond 2^53", "'step' 9007199254740993 is beyond 2^53", ((int64_t)1 << 53) + 1, ((int64_t)1 << 53) + 1, 0,
+         INT64_MAX, (int64_t)1 << 60, 100, 0},
+        {"total_steps beyond 2^53", "'total_steps'", 10, 9, 1, 2560, 40, ((int64_t)1 << 53) + 1, 0},
+        {"steps neither applied nor skipped", "do not add up to 'step' 10", 10, 7, 1, 2560, 40, 100, 0},
+        {"cursor behind the steps", "data cursor 9 is out of range for 10 steps", 10, 9, 1, 2560, 9, 100, 0},
+        {"cursor beyond 2^24 sequences a step", "data cursor 167772161 is out of range", 10, 9, 1, INT64_MAX / 2,
+         10 * ((int64_t)1 << 24) + 1, 100, 0},
+        {"fewer tokens than sequences", "'tokens' 39 is fewer than the 40 sequences", 10, 9, 1, 39, 40, 100, 0},
+        {"an all-zero RNG state", "'rng' is all zero", 10, 9, 1, 2560, 40, 100, 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        scp_train_state s = good;
+        s.step = bad[i].step, s.adam_step = bad[i].adam_step, s.skipped = bad[i].skipped, s.tokens = bad[i].tokens;
+        s.cursor = bad[i].cursor, s.total_steps = bad[i].total;
+        if (bad[i].zero_rng) memset(&s.rng, 0, sizeof s.rng);
+        int rc = state_round_trip(&s, &o, &msg);
+        tap_ok(rc == -1 && strstr(msg, "trainer_state.json") && strstr(msg, bad[i].want), "%s refused: %s", bad[i].what,
+               msg);
+    }
+    /* Saved options are held to the command line's ranges. */
+    o.lr = 20;
+    tap_ok(state_round_trip(&good, &o, &msg) == -1 && strstr(msg, "trainer_state.json") && strstr(msg, "'lr' is 20"),
+           "an lr beyond the command line's range refused: %s", msg);
+    o.lr = 3e-4;
+    o.t_eps = 0;
+    tap_ok(state_round_trip(&good, &o, &msg) == -1 && strstr(msg, "'t_eps' is 0"), "t_eps 0 refused: %s", msg);
+    o.t_eps = 1e-3;
+    o.lr_mult[SCP_GROUP_EXPERT] = -1;
+    tap_ok(state_round_trip(&good, &o, &msg) == -1 && strstr(msg, "'lr_mult.expert'"), "a negative multiplier refused: %s",
+           msg);
+    o.lr_mult[SCP_GROUP_EXPERT] = 1;
+    free(o.backend);
+    o.backend = scp_xstrdup("tpu");
+    tap_ok(state_round_trip(&good, &o, &msg) == -1 && strstr(msg, "'backend'") && strstr(msg, "unknown backend 'tpu'"),
+           "an unknown backend refused: %s", msg);
+    /* JSON has no NaN or infinity: an overflowing number is refused by the reader, naming the file. */
+    char *path = scp_path_join(tmpdir, "trainer_state.json");
+    FILE *f = fopen(path, "w");
+    fputs("{\"format\": \"scp-trainer-state\", \"step\": 1, \"adam_step\": 1, \"skipped\": 0, \"tokens\": 64, "
+          "\"cursor\": 1, \"total_steps\": 5, \"rng\": [\"1\", \"2\", \"3\", \"4\"], \"options\": {\"lr\": 1e999}}",
+          f);
+    fclose(f);
+    scp_train_state s2;
+    scp_train_opts o2;
+    scp_train_opts_default(&o2);
+    int rc = scp_train_state_load(path, &s2, &o2);
+    tap_ok(rc == -1 && strstr(scp_last_error(), "trainer_state.json"), "an infinite lr refused: %s", scp_last_error());
+    free(path);
+    scp_train_opts_free(&o2);
+    scp_train_opts_free(&o);
+}
+
 static void test_optimizer(void)
 {
     /* A model struct with just the parameter table (no backend needed for the moments' file). */
@@ -373,6 +454,7 @@ int main(void)
     test_schedules();
     test_opts_json();
     test_state();
+    test_state_plausible();
     test_optimizer();
     test_rundir();
     test_batch();

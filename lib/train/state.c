@@ -4,6 +4,7 @@
 #include "core/io.h"
 #include "core/json.h"
 #include "formats/safetensors.h"
+#include "train/opts_set.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -53,6 +54,29 @@ int scp_train_state_save(const char *path, const scp_train_state *s, const scp_t
     return rc;
 }
 
+/* A state the trainer can reach: counts of steps within 2^53 (where doubles still count exactly), every step
+ * either applied or skipped, 1 to 2^24 sequences a step (the cursor) of at least one token each, and an RNG state
+ * that is not all zero (xoshiro256 never reaches it and would draw only zeros from it). */
+static int check_plausible(const scp_train_state *s, const char *path)
+{
+    const int64_t max_steps = (int64_t)1 << 53, max_batch = (int64_t)1 << 24;
+    if (s->step > max_steps) return scp_error("%s: 'step' %" PRId64 " is beyond 2^53", path, s->step);
+    if (s->total_steps > max_steps)
+        return scp_error("%s: 'total_steps' %" PRId64 " is beyond 2^53", path, s->total_steps);
+    if (s->adam_step + s->skipped != s->step)
+        return scp_error("%s: 'adam_step' %" PRId64 " and 'skipped' %" PRId64 " do not add up to 'step' %" PRId64, path,
+                         s->adam_step, s->skipped, s->step);
+    if (s->cursor < s->step || s->cursor / max_batch + (s->cursor % max_batch != 0) > s->step)
+        return scp_error("%s: the data cursor %" PRId64 " is out of range for %" PRId64
+                         " steps (1 to 2^24 sequences a step)", path, s->cursor, s->step);
+    if (s->tokens < s->cursor)
+        return scp_error("%s: 'tokens' %" PRId64 " is fewer than the %" PRId64 " sequences consumed", path, s->tokens,
+                         s->cursor);
+    if (!(s->rng.s[0] | s->rng.s[1] | s->rng.s[2] | s->rng.s[3]))
+        return scp_error("%s: the RNG state 'rng' is all zero, which the generator never reaches", path);
+    return 0;
+}
+
 int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o)
 {
     json_t *j = scp_json_load(path);
@@ -96,13 +120,14 @@ int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o
         scp_error("%s: 'world_size' must be at least 1", path);
         goto out;
     }
+    if (check_plausible(s, path)) goto out;
     if (o) {
         json_t *oj = json_object_get(j, "options");
         if (!oj) {
             scp_error("%s: missing key 'options'", path);
             goto out;
         }
-        if (scp_train_opts_from_json(o, oj, path)) goto out;
+        if (scp_train_opts_from_json(o, oj, path) || scp_train_opts_check(o, path)) goto out;
     }
     rc = 0;
 out:

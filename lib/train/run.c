@@ -1,0 +1,368 @@
+/* train/run.c: one scp-train run: its set-up (model, data, batches, optimizer state, run directory) and the loop
+ * of steps with their metrics lines, evaluations and checkpoints. */
+#include "train/run.h"
+#include "core/error.h"
+#include "core/io.h"
+#include "core/progress.h"
+#include "data/source.h"
+#include "eval/setup.h"
+#include "train/init.h"
+#include "train/run_checkpoint.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void scp_train_run_init(scp_train_run *r, scp_train_opts *o, scp_dist *d, const char *rundir)
+{
+    memset(r, 0, sizeof *r);
+    r->o = o;
+    r->dist = d;
+    r->rundir = rundir;
+}
+
+void scp_train_run_free(scp_train_run *r)
+{
+    if (r->tr_open) scp_trainer_free(&r->tr);
+    if (r->mt_open) scp_metrics_close(&r->mt);
+    scp_train_moments_free(&r->mo);
+    free(r->tok_dir);
+    free(r->resume_dir);
+    if (r->val) scp_shardset_close(r->val);
+    if (r->train) scp_shardset_close(r->train);
+    if (r->m) scp_model_free(r->m);
+    r->tr_open = r->mt_open = 0;
+    r->tok_dir = r->resume_dir = NULL;
+    r->val = r->train = NULL;
+    r->m = NULL;
+}
+
+int scp_train_resume_options(scp_train_run *r)
+{
+    if (!scp_is_dir(r->rundir)) return scp_error("%s: no such run directory to resume", r->rundir);
+    if (r->dist->rank == 0) scp_run_clean_stale(r->rundir);
+    r->resume_dir = scp_run_latest(r->rundir);
+    if (!r->resume_dir) return -1;
+    char *sp = scp_path_join(r->resume_dir, "trainer_state.json");
+    scp_train_opts_free(r->o);
+    scp_train_opts_default(r->o);
+    int rc = scp_train_state_load(sp, &r->st, r->o);
+    free(sp);
+    return rc;
+}
+
+int scp_train_check_rundir(const char *rundir, int force)
+{
+    if (force || !scp_file_exists(rundir)) return 0;
+    char *l = scp_path_join(rundir, "latest");
+    int has = scp_file_exists(l);
+    free(l);
+    if (has) return scp_error("%s: a run is already there (--resume to continue it, --force to start over)", rundir);
+    return 0;
+}
+
+int scp_train_open_model(scp_train_run *r)
+{
+    const scp_train_opts *o = r->o;
+    r->m = scp_train_load_model(o, r->resume_dir, &r->tok_dir);
+    if (!r->m) return -1;
+    scp_model_set_recompute(r->m, r->recompute);
+    if ((o->aux_loss > 0 || o->z_loss > 0) && r->m->cfg.num_experts == 0 && !r->quiet)
+        scp_warn("--aux-loss and --z-loss apply to mixture-of-experts models only: this %s model has no router",
+                 scp_arch_name(r->m->cfg.arch));
+    /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). */
+    scp_dist_bcast(r->dist, r->m->weights, (size_t)r->m->n_weights * sizeof *r->m->weights, 0, "weight broadcast");
+    scp_model_weights_changed(r->m);
+    r->shift = scp_train_configure_model(r->m, o, r->resume_dir ? r->resume_dir : o->init);
+    return r->shift < 0 ? -1 : 0;
+}
+
+int scp_train_open_data(scp_train_run *r)
+{
+    const scp_train_opts *o = r->o;
+    const scp_model_config *cfg = &r->m->cfg;
+    r->train = scp_shardset_open(o->data, "train");
+    if (!r->train) return -1;
+    r->data_hash = scp_shardset_tokenizer_hash(r->train);
+    if (r->resume_dir && r->st.data_hash != r->data_hash)
+        return scp_error("%s: tokenizer hash %016" PRIx64 " differs from the one the run started with (%016" PRIx64 ")",
+                         o->data, r->data_hash, r->st.data_hash);
+    if (!r->resume_dir && scp_train_check_tokenizer(r->tok_dir, r->data_hash, o->data, r->quiet)) return -1;
+    if (scp_shardset_vocab_size(r->train) > cfg->vocab_size)
+        return scp_error("%s: vocabulary of %d ids does not fit the model's %d embedding rows", o->data,
+                         scp_shardset_vocab_size(r->train), cfg->vocab_size);
+    scp_source_shards(&r->src, r->train);
+    if (r->src.n <= 0) return scp_error("%s: the train split has no sequences", o->data);
+    /* The next-token loss never reads the logits of a sequence's last position. */
+    const char *model_name = r->resume_dir                        ? r->resume_dir
+                             : strncmp(o->init, "random:", 7) == 0 ? o->init + 7
+                                                                   : o->init;
+    if (scp_eval_check_length(cfg, model_name, r->src.T, o->objective == SCP_OBJ_AR, o->data)) return -1;
+    if (o->eval_every && r->dist->rank == 0) {   /* rank 0 evaluates, the others wait at the next step */
+        int has_val = scp_shardset_has_split(o->data, "val");
+        if (has_val < 0) return -1;
+        if (!has_val) {
+            if (!r->quiet) scp_warn("%s: no val split: --eval-every ignored", o->data);
+        } else {
+            /* A val shard the manifest lists is missing or damaged: an error, not "no val split". */
+            if (!(r->val = scp_shardset_open(o->data, "val"))) return -1;
+            scp_source_shards(&r->vsrc, r->val);
+        }
+    }
+    return 0;
+}
+
+int scp_train_batches_plan(const scp_train_opts *o, int T, int world, scp_train_batches *b)
+{
+    memset(b, 0, sizeof *b);
+    int64_t batch_tokens = o->batch_tokens ? o->batch_tokens : 8LL * T;
+    if (batch_tokens / T > (1 << 24))
+        return scp_error("--batch-tokens %" PRId64 ": more than 2^24 sequences per step", batch_tokens);
+    b->B = (int)(batch_tokens / T);
+    if (b->B < 1) b->B = 1;
+    b->rounded = (int64_t)b->B * T != batch_tokens;
+    if (b->B < world)
+        return scp_error("--batch-tokens: %d sequences per step cannot be shared by %d ranks", b->B, world);
+    b->micro = o->micro_batch > 0 && o->micro_batch < b->B ? o->micro_batch : b->B;
+    b->total = o->steps;
+    if (!b->total && o->tokens) b->total = (o->tokens + (int64_t)b->B * T - 1) / ((int64_t)b->B * T);
+    return 0;
+}
+
+int scp_train_plan(scp_train_run *r)
+{
+    scp_train_batches b;
+    int T = r->src.T;
+    if (scp_train_batches_plan(r->o, T, r->dist->world, &b)) return -1;
+    if (!r->quiet && b.rounded) {
+        int64_t bt = r->o->batch_tokens ? r->o->batch_tokens : 8LL * T;
+        scp_warn("--batch-tokens %" PRId64 " is not a whole number of %d-token sequences: using %d sequences (%" PRId64
+                 " tokens)", bt, T, b.B, (int64_t)b.B * T);
+    }
+    r->B = b.B;
+    r->micro = b.micro;
+    r->total = b.total;
+    return 0;
+}
+
+int scp_train_open_optimizer(scp_train_run *r)
+{
+    scp_dist *d = r->dist;
+    scp_train_state *st = &r->st;
+    scp_model_alloc_grads(r->m);
+    if (r->zero && d->world == 1 && !r->quiet) scp_warn("--zero 1 with one rank: nothing to shard");
+    scp_train_moments_init(&r->mo, r->m, r->zero, d->rank, d->world);
+    if (r->resume_dir) {
+        /* Checkpoints hold the full moments (gathered on rank 0 under ZeRO-1): any rank count can resume. */
+        char *op = scp_path_join(r->resume_dir, "optimizer.safetensors");
+        int rc = scp_train_moments_load(&r->mo, r->m, op);
+        free(op);
+        if (rc) return -1;
+        if (d->rank == 0 && scp_metrics_truncate(r->rundir, st->step)) return -1;
+        if (!st->world) st->world = 1;   /* saved before data parallelism */
+        if (!r->quiet && st->world != d->world)
+            scp_warn("%s was saved by %" PRId64 " rank%s, resuming with %d: weights, optimizer state and data "
+                     "position carry over (the global batch is the same), but sums over ranks round differently, "
+                     "so the run is not bit-identical to one that kept %" PRId64,
+                     r->resume_dir, st->world, st->world == 1 ? "" : "s", d->world, st->world);
+    } else {
+        scp_rng_init(&st->rng, r->o->seed, 0x747261696e6572ull);   /* "trainer" */
+        st->data_hash = r->data_hash;
+    }
+    st->total_steps = r->total;
+    return 0;
+}
+
+int scp_train_start(scp_train_run *r)
+{
+    scp_train_opts *o = r->o;
+    scp_dist *d = r->dist;
+    int r0 = d->rank == 0;
+    if (!r->resume_dir && r0) {
+        /* Created only now that the model and the data are known good: a refused run leaves nothing behind. */
+        if (r->force && scp_file_exists(r->rundir) && scp_rm_rf(r->rundir)) return -1;
+        if (scp_mkdir_p(r->rundir)) return -1;
+        scp_run_clean_stale(r->rundir);
+    }
+    if (r0) {
+        if (scp_metrics_open(&r->mt, r->rundir)) return -1;
+        r->mt_open = 1;
+    }
+    free(o->out);
+    o->out = scp_xstrdup(r->rundir);
+
+    if (!r->quiet)
+        scp_warn("%s %s, %d params (%" PRId64 " weights), %" PRId64 " sequences of %d; %d per step (micro %d), "
+                 "steps %" PRId64 " to %" PRId64,
+                 scp_objective_name(o->objective), r->resume_dir ? "resumed" : "from init", r->m->n_params,
+                 r->m->n_weights, r->src.n, r->src.T, r->B, r->micro, r->st.step, r->total);
+    if (!r->quiet && d->world > 1)
+        scp_warn("data parallel: %d ranks (%s%s), %d-%d sequences per rank per step, ZeRO-%d, timeout %.0f s", d->world,
+                 scp_dist_library(), d->nccl ? ", gradients by NCCL" : "", r->B / d->world,
+                 (r->B + d->world - 1) / d->world, r->mo.zlo ? 1 : 0, d->timeout);
+
+    const scp_model_config *cfg = &r->m->cfg;
+    scp_trainer_init(&r->tr, r->m, o, &r->st, &r->src, r->B, r->micro, r->mo.m, r->mo.v, cfg->mask_token_id, r->shift);
+    r->tr_open = 1;
+    scp_trainer_set_dist(&r->tr, d, r->mo.zlo);
+    scp_dist_watchdog_start(d);
+    scp_eval_opts *eo = &r->eo;
+    scp_eval_opts_default(eo);
+    eo->max_seqs = o->eval_seqs;
+    eo->batch = r->micro;
+    eo->doc_mask = o->doc_mask;
+    eo->samples = o->eval_samples;
+    eo->seed = o->seed;
+    eo->eps = o->t_eps;
+    eo->sched = o->mask_schedule;
+    eo->mask_id = cfg->mask_token_id;
+    eo->shift = r->shift;
+    eo->attn = o->attn == SCP_ATTN_CAUSAL ? SCP_ATTN_CAUSAL : SCP_ATTN_BIDIRECTIONAL;
+    return 0;
+}
+
+/* ---- the loop ------------------------------------------------------------------------------------------- */
+
+/* {"GROUP": rate} for the groups the model has. */
+static json_t *lr_json(const scp_model *m, const double *glr)
+{
+    int present[SCP_GROUP_COUNT] = {0};
+    for (int i = 0; i < m->n_params; i++) present[m->desc[i].group] = 1;
+    json_t *j = json_object();
+    for (int g = 0; g < SCP_GROUP_COUNT; g++)
+        if (present[g]) json_object_set_new(j, scp_group_name((scp_group)g), json_real(glr[g]));
+    return j;
+}
+
+/* An evaluation line on the val split: the diffusion bound (mdm) or the next-token NLL (ar). */
+static int eval_line(scp_train_run *r)
+{
+    scp_eval_result er;
+    scp_objective obj = r->o->objective;
+    const char *key = obj == SCP_OBJ_MDM ? "elbo" : "nll";
+    if ((obj == SCP_OBJ_MDM ? scp_eval_elbo(r->m, &r->vsrc, &r->eo, &er) : scp_eval_ppl(r->m, &r->vsrc, &r->eo, &er)))
+        return -1;
+    json_t *j = json_object();
+    json_object_set_new(j, "step", json_integer(r->st.step));
+    json_object_set_new(j, "tokens", json_integer(r->st.tokens));
+    json_object_set_new(j, "eval", json_string("val"));
+    json_object_set_new(j, key, json_real(er.nll));
+    json_object_set_new(j, "se", isfinite(er.se) ? json_real(er.se) : json_null());
+    json_object_set_new(j, "seqs", json_integer(er.seqs));
+    if (scp_metrics_write(&r->mt, j)) return -1;
+    if (!r->quiet) scp_warn("step %" PRId64 ": val %s %.4f (se %.4f)", r->st.step, key, er.nll, er.se);
+    return 0;
+}
+
+/* The metrics line of the step just made (rank 0). */
+static int step_line(scp_train_run *r, const scp_step_info *si, double dt, double comm, double wait)
+{
+    const scp_train_state *st = &r->st;
+    json_t *j = json_object();
+    json_object_set_new(j, "step", json_integer(st->step));
+    json_object_set_new(j, "tokens", json_integer(st->tokens));
+    json_object_set_new(j, "loss", isfinite(si->loss) ? json_real(si->loss) : json_null());
+    json_object_set_new(j, "lr", lr_json(r->m, r->tr.glr));
+    json_object_set_new(j, "grad_norm", isfinite(si->grad_norm) ? json_real(si->grad_norm) : json_null());
+    if (r->o->objective == SCP_OBJ_MDM) json_object_set_new(j, "masked_fraction", json_real(si->masked_fraction));
+    json_object_set_new(j, "tokens_per_s", json_real(dt > 0 ? (double)r->B * r->src.T / dt : 0.0));
+    json_object_set_new(j, "skipped", json_integer(st->skipped));
+    scp_metrics_moe(j, si->n_experts, si->expert_load, si->aux_loss, si->z_loss);
+    if (r->dist->world > 1) {   /* seconds all-reducing, and waiting at the step barrier for the slowest rank */
+        json_object_set_new(j, "comm_s", json_real(comm));
+        json_object_set_new(j, "wait_s", json_real(wait));
+    }
+    return scp_metrics_write(&r->mt, j);
+}
+
+/* A checkpoint, written by rank 0. With ZeRO-1 rank 0 first gathers the full moments, so a checkpoint never
+ * depends on the rank count. Collective: every rank calls it at the same step. */
+static int save_checkpoint(scp_train_run *r)
+{
+    scp_dist *d = r->dist;
+    scp_model *m = r->m;
+    const int64_t *zlo = r->mo.zlo;
+    float *fm = r->mo.m, *fv = r->mo.v;
+    r->st.world = d->world;
+    scp_model_sync_host(m);   /* a device backend's weights and moments come down */
+    /* Rank 0's state stands for every rank's: check that the ranks still agree bit for bit (MPI does not promise
+     * identical all-reduce results on every rank), and if not, continue from rank 0's. */
+    size_t wb = (size_t)m->n_weights * sizeof *m->weights;
+    if (!scp_dist_same(d, m->weights, wb, "weight check") ||
+        (!zlo && (!scp_dist_same(d, fm, wb, "moment check") || !scp_dist_same(d, fv, wb, "moment check")))) {
+        if (d->rank == 0)
+            scp_warn("step %" PRId64 ": the ranks' weights or moments differ in the last bits: continuing from "
+                     "rank 0's", r->st.step);
+        scp_dist_bcast(d, m->weights, wb, 0, "weight broadcast");
+        if (!zlo) {
+            scp_dist_bcast(d, fm, wb, 0, "moment broadcast");
+            scp_dist_bcast(d, fv, wb, 0, "moment broadcast");
+        }
+        scp_model_weights_changed(m);
+    }
+    if (zlo) {
+        fm = fv = NULL;
+        if (d->rank == 0) {
+            fm = scp_xmalloc((size_t)m->n_weights * sizeof *fm);
+            fv = scp_xmalloc((size_t)m->n_weights * sizeof *fv);
+        }
+        scp_dist_gather_f32(d, fm, r->mo.m, zlo, "ZeRO-1 optimizer gather");
+        scp_dist_gather_f32(d, fv, r->mo.v, zlo, "ZeRO-1 optimizer gather");
+    }
+    int rc = d->rank == 0 ? scp_train_save_checkpoint(r->rundir, m, fm, fv, &r->st, r->o, r->tok_dir) : 0;
+    if (zlo) {
+        free(fm);
+        free(fv);
+    }
+    return rc;
+}
+
+int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
+{
+    scp_dist *d = r->dist;
+    scp_train_state *st = &r->st;
+    const scp_train_opts *o = r->o;
+    int r0 = d->rank == 0;
+    if (r->val && st->step == 0 && eval_line(r)) return -1;
+
+    scp_progress prog;
+    scp_progress_init(&prog, r->total);
+    int64_t saved_at = r->resume_dir ? st->step : -1;
+    double t_start = scp_now();
+    int64_t tok_start = st->tokens;
+    int stop = 0;   /* the signal that stops the run, seen by any rank (all ranks stop at the same step) */
+    scp_dist_take_comm_time(d, NULL);
+    while (st->step < r->total && !stop) {
+        double t0 = scp_now();
+        scp_step_info si;
+        if (scp_trainer_step(&r->tr, &si)) return -1;
+        double dt = scp_now() - t0, wait = 0, comm = scp_dist_take_comm_time(d, &wait);
+        stop = scp_dist_any(d, *stop_signal, "stop flag");
+        if (r0) {
+            if (step_line(r, &si, dt, comm, wait)) return -1;
+            double el = scp_now() - t_start;
+            scp_progress_update(&prog, st->step, "step %" PRId64 "/%" PRId64 " loss %.4f %.0f tok/s", st->step,
+                                r->total, si.loss, el > 0 ? (double)(st->tokens - tok_start) / el : 0.0);
+            /* every N steps, and at the last step, so a run always ends with its held-out figure */
+            if (r->val && (st->step % o->eval_every == 0 || st->step == r->total) && eval_line(r)) return -1;
+        }
+        if (o->save_every && st->step % o->save_every == 0 && st->step < r->total) {
+            if (save_checkpoint(r)) return -1;
+            saved_at = st->step;
+        }
+    }
+    if (r0) scp_progress_end(&prog);
+    if (saved_at != st->step && save_checkpoint(r)) return -1;
+    if (r->mt_open) {
+        scp_metrics_close(&r->mt);
+        r->mt_open = 0;
+    }
+    if (!r->quiet) {
+        double el = scp_now() - t_start;
+        scp_warn("%s at step %" PRId64 " (%" PRId64 " skipped), %.0f tokens/s; checkpoint %s/latest",
+                 stop ? "interrupted" : "done", st->step, st->skipped,
+                 el > 0 ? (double)(st->tokens - tok_start) / el : 0.0, r->rundir);
+    }
+    return stop;
+}

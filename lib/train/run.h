@@ -1,0 +1,91 @@
+/* train/run.h: one scp-train run, from its options to its last checkpoint (man 1 scp-train, man 5 scp-run).
+ *
+ * The program fills scp_train_opts from its command line (train/opts_set.h) and calls, in order:
+ *   scp_train_resume_options   --resume: the options and the state saved in RUNDIR's latest checkpoint
+ *   scp_train_check_rundir     a new run, on rank 0: RUNDIR holds no run unless --force
+ *   scp_train_open_model       the model (the same weights on every rank), set up for the objective
+ *   scp_train_open_data        the train split (and the val split for evaluations), checked against the model
+ *   scp_train_plan             sequences per step and per micro-batch, and the steps (a failure is a usage error)
+ *   scp_train_open_optimizer   gradients, AdamW's moments; the trainer state of a new run
+ *   scp_train_start            the run directory, metrics.jsonl and the trainer
+ *   scp_train_loop             the steps, their metrics lines, evaluations and checkpoints
+ *   scp_train_run_free
+ * Each returns 0 (scp_train_loop: the stop signal) or -1 with a message (core/error.h). Under several ranks every
+ * rank makes the same calls; rank 0 alone writes the run directory. */
+#ifndef SCP_TRAIN_RUN_H
+#define SCP_TRAIN_RUN_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "data/batch.h"
+#include "data/shard.h"
+#include "dist/dist.h"
+#include "eval/loss.h"
+#include "model/model.h"
+#include "train/metrics.h"
+#include "train/moments.h"
+#include "train/opts.h"
+#include "train/state.h"
+#include "train/step.h"
+
+typedef struct scp_train_run {
+    /* set by the caller (scp_train_run_init, then the flags) */
+    scp_train_opts *o;
+    scp_dist *dist;
+    const char *rundir;
+    int force;                 /* a new run replaces RUNDIR */
+    int quiet;                 /* no summary lines on stderr */
+    int zero;                  /* ZeRO stage: 1 shards AdamW's moments across the ranks */
+    int recompute;             /* activation recomputation */
+    /* the run */
+    scp_train_state st;
+    char *resume_dir;          /* the checkpoint resumed from; NULL for a new run */
+    char *tok_dir;             /* the directory the checkpoints' tokenizer files come from; NULL: none */
+    scp_model *m;
+    int shift;                 /* the logit shift in use */
+    scp_shardset *train, *val; /* val: only on rank 0 with evaluations, NULL otherwise */
+    scp_seq_source src, vsrc;
+    uint64_t data_hash;        /* tokenizer hash of the train split */
+    int B, micro;              /* sequences per step and per micro-batch */
+    int64_t total;             /* the step the run ends at */
+    scp_train_moments mo;
+    scp_metrics mt;            /* rank 0 */
+    int mt_open, tr_open;
+    scp_trainer tr;
+    scp_eval_opts eo;          /* the evaluation lines */
+} scp_train_run;
+
+void scp_train_run_init(scp_train_run *r, scp_train_opts *o, scp_dist *d, const char *rundir);
+void scp_train_run_free(scp_train_run *r);
+
+/* --resume: r->o becomes the options saved in the newest complete checkpoint of r->rundir, r->st its state and
+ * r->resume_dir its directory; rank 0 first removes what killed writers left behind. The program then applies its
+ * command line again over the saved options. */
+int scp_train_resume_options(scp_train_run *r);
+/* A new run: RUNDIR may exist, but not with a run in it (a `latest` link) unless force. */
+int scp_train_check_rundir(const char *rundir, int force);
+
+int scp_train_open_model(scp_train_run *r);
+int scp_train_open_data(scp_train_run *r);
+
+/* Sequences per step: o->batch_tokens (0: 8 sequences) rounded down to whole T-token sequences, at least one;
+ * per micro-batch: o->micro_batch when it is smaller, else the whole step; the last step: o->steps, or o->tokens
+ * rounded up to whole steps. */
+typedef struct scp_train_batches {
+    int B, micro;
+    int64_t total;
+    int rounded;               /* batch_tokens was not a whole number of sequences */
+} scp_train_batches;
+/* -1 with a message (a usage error) when a step would hold more than 2^24 sequences or fewer than `world`. */
+int scp_train_batches_plan(const scp_train_opts *o, int T, int world, scp_train_batches *b);
+int scp_train_plan(scp_train_run *r);
+
+int scp_train_open_optimizer(scp_train_run *r);
+int scp_train_start(scp_train_run *r);
+/* The steps from r->st.step to r->total. *stop_signal is set by the program's SIGINT/SIGTERM handler: every rank
+ * stops after the step in which any rank saw it. A checkpoint is saved at the end. Returns the signal that
+ * stopped the run, 0 when it ran to the end, -1 on an error. */
+int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal);
+
+#endif
