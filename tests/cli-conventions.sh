@@ -1,7 +1,9 @@
 #!/bin/sh
 # cli-conventions.sh: every program keeps the command-line conventions of scp(7): --help and --version on
 # stdout with exit 0, an unknown option is a usage error (exit 2), every long option in --help is documented
-# in the program's man page, and every man page renders without warnings.
+# in the program's man page, every man page renders without warnings, and the programs share one option
+# vocabulary (lib/core/options.def): an option line of any --help pairs a letter with the long option the
+# vocabulary gives it, and no letter or long option means two things across the programs.
 . "${SCP_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 
 # The programs: scp-NAME without an extension (object files scp-NAME.o sit beside them); the directory's own
@@ -34,6 +36,24 @@ for p in $progs; do
     [ -z "$undocumented" ]
     ok $? "every option in $name --help is in its man page${undocumented:+ (missing:$undocumented)}"
 done
+# The vocabulary check: every option line of every --help (scp-eval's subcommands too) against options.def, and
+# across the programs. It is run first on planted faults, so that it is known to fail where it must.
+mkdir -p "$TMP/helps"
+for p in $progs; do "$p" --help >"$TMP/helps/$(basename "$p")" 2>/dev/null; done
+for sub in ppl elbo generate choice; do
+    "$SCP_BIN/scp-eval" "$sub" --help >"$TMP/helps/scp-eval-$sub" 2>/dev/null
+done
+vocab_check() { /usr/bin/python3 "$SCP_SRCDIR/tests/cli_vocab.py" "$@"; }
+mkdir -p "$TMP/planted"
+printf '  -t, --threads N   x\n  -d, --dtype T   y\n      --no-such-thing   z\n' >"$TMP/planted/prog-a"
+printf '  -j, --threads N   x\n' >"$TMP/planted/prog-b"
+vocab_check "$SCP_SRCDIR/lib/core/options.def" "$TMP/planted" >"$TMP/planted.out"; r=$?
+[ $r -eq 1 ] && grep -q -- '--threads has letter' "$TMP/planted.out" && grep -q -- '-d, --dtype, options.def' "$TMP/planted.out" &&
+    grep -q -- '--no-such-thing is not in' "$TMP/planted.out"
+ok $? "the vocabulary check finds planted contradictions ($(wc -l <"$TMP/planted.out") lines)"
+vocab_check "$SCP_SRCDIR/lib/core/options.def" "$TMP/helps" >"$TMP/vocab.out"
+ok $? "every --help agrees with options.def: a letter or long option means one thing in every program"
+sed 's/^/#   /' "$TMP/vocab.out" | head -20
 for m in "$SCP_SRCDIR"/man/*.[157]; do
     [ -f "$m" ] || continue
     LC_ALL=C groff -ww -z -man "$m" 2>"$TMP/groff"
