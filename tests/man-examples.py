@@ -11,10 +11,8 @@ steps as the AR checkpoint and converted as the diffusion one; the names of real
 they are absent. Two section-5 pages show files rather than commands: their listings are compared with the
 files the programs write.
 
-An example passes when it exits 0, prints what its transcript shows, and warns about no deprecated spelling.
-One that stops on an option this build does not have, from the suite's renamed spellings (PENDING), is
-reported as TODO with the option's name; the rest of its block is then skipped, not failed. Anything else
-fails."""
+An example passes when it exits 0, prints what its transcript shows, and warns about no deprecated spelling;
+anything else fails, and the rest of its block is skipped."""
 import atexit
 import glob
 import gzip
@@ -32,9 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from testlib import ASSETS, BIN, SRCDIR, diag, tmpdir  # noqa: E402
 
 TOOLS = os.path.join(SRCDIR, "tools")
-# Spellings of lib/core/options.def that programs take on as they move to the suite's one vocabulary. An example
-# that stops on one of these as an unknown option is a TODO until the program accepts it.
-PENDING = {"-j", "--t-eps", "--mask-schedule", "--stream", "--at-eos"}
 TIMEOUT = 300
 
 tmp = tmpdir()
@@ -50,16 +45,15 @@ ENV.pop("MAKEFLAGS", None)
 # ---- TAP ---------------------------------------------------------------------------------------------------
 N = 0
 FAILED = 0
-TODOS = []
 
 
 def tap(good, desc, directive=None):
-    """One result; directive is "SKIP why" or "TODO why". A TODO that fails does not fail the test."""
+    """One result; directive is "SKIP why"."""
     global N, FAILED
     N += 1
     desc = desc.replace("#", "(hash)")
     print("%s %d - %s%s" % ("ok" if good else "not ok", N, desc, " # " + directive if directive else ""), flush=True)
-    if not good and not (directive or "").startswith("TODO"):
+    if not good:
         FAILED += 1
     return good
 
@@ -371,19 +365,6 @@ def setup_page(page, d):
 
 
 # ---- running -----------------------------------------------------------------------------------------------
-UNKNOWN = [re.compile(r"unrecognized option '(--?[\w-]+)"), re.compile(r"unknown option '?(--?[\w-]+)"),
-           re.compile(r"invalid option -- '(\w)'"), re.compile(r"unknown option -(\w)")]
-
-
-def unknown_option(err):
-    for rx in UNKNOWN:
-        m = rx.search(err)
-        if m:
-            o = m.group(1)
-            return o if o.startswith("-") else "-" + o
-    return None
-
-
 def programs_of(cmd):
     """The commands a shell line runs: the first word of the line and after each |, &&, || and ;."""
     words = []
@@ -451,17 +432,12 @@ def run_page(page, path):
                 bad.append("output differs from the page")
             if re.search(r"is deprecated", err):
                 bad.append("a deprecated spelling")
-            opt = unknown_option(err) if rc != 0 else None
             if not bad:
                 ok(True, "%s (%.1f s)" % (desc, secs))
                 continue
-            if opt in PENDING:
-                tap(False, desc, "TODO %s is not an option of this build yet (a renamed spelling)" % opt)
-                TODOS.append("%s: %s" % (page, opt))
-            else:
-                ok(False, "%s: %s" % (desc, ", ".join(bad)))
-                if "output differs from the page" in bad:
-                    diag("expected:\n" + show("\n".join(expected), 40) + "\ngot:\n" + show(out, 40))
+            ok(False, "%s: %s" % (desc, ", ".join(bad)))
+            if "output differs from the page" in bad:
+                diag("expected:\n" + show("\n".join(expected), 40) + "\ngot:\n" + show(out, 40))
             diag("stderr:\n" + show(err))
             stop = "an earlier example of this block did not run"
 
@@ -581,8 +557,6 @@ def main():
     for p in pages:
         run_page(os.path.basename(p), p)
     diag("examples ran in %.1f s" % (time.time() - t0))
-    if TODOS:
-        diag("examples waiting for an option of the suite's vocabulary: " + ", ".join(TODOS))
     done()
 
 

@@ -1,4 +1,4 @@
-"""train-mpi-fail.py: rank failure in a 2-rank run (issue 7). One rank killed with SIGKILL mid-run: the job
+"""train-mpi-fail.py: rank failure in a 2-rank run. One rank killed with SIGKILL mid-run: the job
 (mpirun and the surviving rank) exits non-zero within 60 s naming rank 1, no checkpoint is left half-written,
 and `--resume` under mpirun -np 2 continues from the last complete checkpoint to the same final weights as an
 uninterrupted 2-rank run (bit for bit). One rank that hangs (SIGSTOP, which MPI cannot see): rank 0 gives up

@@ -1,4 +1,4 @@
-"""train-mpi.py: data-parallel scp-train (issue 7) on the CPU: `mpirun -np 2` for 20 steps matches one process
+"""train-mpi.py: data-parallel scp-train on the CPU: `mpirun -np 2` for 20 steps matches one process
 with the same --batch-tokens (losses and final weights and moments to 1e-5 relative) for the masked-diffusion
 objective, annealed attention with micro-batches, and the next-token objective (its 1/targets weight is a
 global count); ZeRO-1 gives bit-identical weights and moments to plain data parallelism; only rank 0 writes

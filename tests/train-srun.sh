@@ -1,5 +1,5 @@
 #!/bin/sh
-# train-srun.sh: data-parallel scp-train started by Slurm (issue 7): `srun -n 2 --mpi=pmix` on a private one-node
+# train-srun.sh: data-parallel scp-train started by Slurm: `srun -n 2 --mpi=pmix` on a private one-node
 # cluster matches one process with the same --batch-tokens for 20 steps (losses, final weights and AdamW moments
 # to 1e-5 relative), on the jobs tests/train-mpi.py runs with mpirun; only rank 0 writes; without PMI the job
 # stops instead of running two single-process copies. The test starts its own munged, slurmctld and slurmd in

@@ -23,7 +23,7 @@ double scp_mask_weight(scp_mask_schedule s, double t);
 int scp_mask_sequence(uint64_t seed, uint64_t index, double t, scp_mask_schedule sched, int T, const int32_t *tokens,
                       int prompt_len, int32_t mask_id, int32_t *noisy, uint8_t *mask);
 
-/* Added with the implementation. As scp_mask_sequence, but positions with keep[i] != 0 (keep: T, or NULL) are
+/* As scp_mask_sequence, but positions with keep[i] != 0 (keep: T, or NULL) are
  * never masked either: per-document prompts, padding. The randomness of a position is the same as above. */
 int scp_mask_sequence_keep(uint64_t seed, uint64_t index, double t, scp_mask_schedule sched, int T, const int32_t *tokens,
                            const uint8_t *keep, int prompt_len, int32_t mask_id, int32_t *noisy, uint8_t *mask);

@@ -34,7 +34,7 @@ int scp_shardset_pad_id(const scp_shardset *s);
  * of the data (a final partial sequence) hold pad_id (or eos when no pad) with doc = -1. Thread-safe. */
 int scp_shardset_get(const scp_shardset *s, int64_t i, int32_t *tokens, int32_t *doc);
 
-/* Added with the implementation (man 5 scp-shards). Note: scp_shardset_pad_id gives the token found at padding
+/* Man 5 scp-shards. scp_shardset_pad_id gives the token found at padding
  * positions: the stream's pad id, else its eos id, else 0 (doc = -1 tells padding apart in every case).
  * Where a sequence came from: */
 typedef struct scp_doc_segment {

@@ -1,6 +1,6 @@
 /* formats/checkpoint.h: write a checkpoint directory (scp-checkpoint(5)): a Hugging Face model directory,
  * config.json (HF keys plus the SCP keys) + model.safetensors + the tokenizer files, written all or nothing
- * (a temporary directory renamed into place). Used by scp-import, and later by scp-train and scp-export. */
+ * (a temporary directory renamed into place). Used by scp-import, scp-train and scp-export. */
 #ifndef SCP_CHECKPOINT_H
 #define SCP_CHECKPOINT_H
 

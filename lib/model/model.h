@@ -1,4 +1,4 @@
-/* model/model.h: the Llama-family decoder (llama, qwen2, qwen3; qwen3_moe later) as one driver over a backend's
+/* model/model.h: the Llama-family decoder (llama, qwen2, qwen3, qwen3_moe) as one driver over a backend's
  * table of operations (lib/model/backend.h): weights, forward, backward, optimizer step.
  *
  * Parameters live in one contiguous fp32 array in the order of the parameter table (formats/model_config.h), so that
