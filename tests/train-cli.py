@@ -47,7 +47,7 @@ ok(r.returncode == 2 and b"causal" in r.stderr, "ar with bidirectional attention
 
 # ---- a GPU backend where there is no GPU: one clear line, exit 1, no run directory left ----
 features = run(["scp-train", "--version"]).stdout
-ops = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.dirname(BIN)), "tests", "gpu", "cuda-ops")
+ops = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.dirname(BIN)), "tests", "backend-ops")
 gpus = run([ops, "--devices"]).stdout.strip() if os.access(ops, os.X_OK) else b"?"
 nogpu = os.path.join(tmp, "run-nogpu")
 if b"cuda=no" in features:
@@ -61,7 +61,7 @@ elif gpus == b"0":
            not os.path.exists(nogpu), "--backend %s without a GPU: exit 1, says so, no run directory (%s)"
            % (be, r.stderr.decode().strip()))
 else:
-    diag("a GPU is here (or cuda-ops is not built): the no-GPU message is not checked")
+    diag("a GPU is here (or backend-ops is not built): the no-GPU message is not checked")
 
 # ---- a masked-diffusion run: warmup + cosine, eval lines, checkpoints ----
 run1 = os.path.join(tmp, "run1")
