@@ -4,7 +4,7 @@
 
 #include "core/cli.h"
 #include "core/error.h"
-#include "model/backend_names.h"
+#include "model/backend.h"
 
 #include <stdint.h>
 #include <string.h>

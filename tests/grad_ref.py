@@ -85,13 +85,13 @@ def bf16_weights(P):
 
 
 def skip_without_gpu(backends, helper):
-    """Skip the whole test (77) when one of `backends` is CUDA and tests/gpu/cuda-ops, beside `helper` in its
+    """Skip the whole test (77) when one of `backends` is CUDA and tests/backend-ops, beside `helper` in its
     build directory, sees no device."""
     if not any(b.startswith("cuda") for b in backends):
         return
     builddir = os.path.dirname(os.path.dirname(helper))
     try:
-        r = subprocess.run([os.path.join(builddir, "tests", "gpu", "cuda-ops"), "--devices"], capture_output=True)
+        r = subprocess.run([os.path.join(builddir, "tests", "backend-ops"), "--devices"], capture_output=True)
         n = int(r.stdout or 0)
     except (OSError, ValueError):
         n = 0

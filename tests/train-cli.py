@@ -85,7 +85,7 @@ for objective, max_pos, want in (("mdm", T - 1, 1), ("ar", T - 1, 0), ("ar", T -
 
 # ---- a GPU backend where there is no GPU: one clear line, exit 1, no run directory left ----
 features = run(["scp-train", "--version"]).stdout
-ops = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.dirname(BIN)), "tests", "gpu", "cuda-ops")
+ops = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.dirname(BIN)), "tests", "backend-ops")
 gpus = run([ops, "--devices"]).stdout.strip() if os.access(ops, os.X_OK) else b"?"
 nogpu = os.path.join(tmp, "run-nogpu")
 if b"cuda=no" in features:
@@ -99,7 +99,7 @@ elif gpus == b"0":
            not os.path.exists(nogpu), "--backend %s without a GPU: exit 1, says so, no run directory (%s)"
            % (be, r.stderr.decode().strip()))
 else:
-    diag("a GPU is here (or cuda-ops is not built): the no-GPU message is not checked")
+    diag("a GPU is here (or backend-ops is not built): the no-GPU message is not checked")
 
 # ---- a masked-diffusion run: warmup + cosine, eval lines, checkpoints ----
 run1 = os.path.join(tmp, "run1")

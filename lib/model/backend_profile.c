@@ -86,8 +86,9 @@ const scp_backend *scp_backend_profiled(const scp_backend *b, void (*sync)(void)
     prof.attention_fwd = p_att_f, prof.attention_bwd = p_att_b, prof.swiglu_fwd = p_sw_f, prof.swiglu_bwd = p_sw_b;
     prof.embedding_fwd = p_emb_f, prof.embedding_bwd = p_emb_b, prof.gather_rows = p_gather;
     prof.scatter_rows = p_scatter, prof.crossentropy = p_ce, prof.adamw = p_adamw;
-    if (b->attention_decode) prof.attention_decode = p_att_d;
-    if (b->moe_route) {   /* NULL stays NULL: the driver refuses MoE on such a backend */
+    /* the entries of the capabilities b has (the others stay NULL, and the caps say so) */
+    if (scp_backend_has(b, SCP_BACKEND_CAP_DECODE)) prof.attention_decode = p_att_d;
+    if (scp_backend_has(b, SCP_BACKEND_CAP_MOE)) {
         prof.moe_route = p_route, prof.moe_route_bwd = p_route_b;
         prof.moe_combine = p_comb, prof.moe_combine_bwd = p_comb_b;
     }

@@ -93,11 +93,6 @@ static void *ws_alloc(workspace *w, const scp_backend *be, size_t bytes)
     return be->alloc(bytes);
 }
 
-static size_t attn_state_floats(const scp_backend *be, int B, int H, int T)
-{
-    return be->attn_state_floats ? be->attn_state_floats(B, H, T) : (size_t)B * H * T * T;
-}
-
 /* (Re)allocate the activation buffers when a batch is larger than any seen before, or when more layer slots
  * are needed (see layer_acts): every layer keeps its activations only when a backward pass needs them and
  * recomputation is off; a forward-only caller (eval, generation) holds one slot, reused layer after layer. */
@@ -115,7 +110,7 @@ static void ws_reserve(scp_model *m, int B, int T, int slots)
     int capB = w->capB, capT = w->capT;
     size_t M = (size_t)capB * capT, L = (size_t)w->L, P = (size_t)slots, D = (size_t)w->D, S = (size_t)w->S;
     size_t I = (size_t)w->I, f = sizeof(float), a = be->act_size;   /* a: bytes of an activation (model/backend.h) */
-    w->att_floats = attn_state_floats(be, capB, w->H, capT);
+    w->att_floats = be->attn_state_floats(capB, w->H, capT);
     w->resid = ws_alloc(w, be, (L + 1) * M * D * a);
     w->resid2 = ws_alloc(w, be, P * M * D * a);
     w->ln1 = ws_alloc(w, be, P * M * D * a);
@@ -184,11 +179,7 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend)
 {
     const scp_backend *be = scp_backend_find(backend);
     if (!be) return NULL;
-    if (be->act_size != sizeof(float) && (be->act_size != 2 || be->host_memory)) {   /* a backend's own bug */
-        scp_error("backend '%s': activation storage of %zu bytes is not supported", be->name, be->act_size);
-        return NULL;
-    }
-    if (cfg->num_experts > 0 && !be->moe_route) {
+    if (cfg->num_experts > 0 && !scp_backend_has(be, SCP_BACKEND_CAP_MOE)) {
         scp_error("%s model with %d experts: backend '%s' has no mixture-of-experts operations yet (use cpu)",
                   scp_arch_name(cfg->arch), cfg->num_experts, be->name);
         return NULL;
@@ -505,7 +496,7 @@ static layer_acts acts_of(const scp_model *m, int slot, int B, int T)
         .slot = slot, .ln1 = AT(w->ln1, s * M * D), .rstd1 = w->rstd1 + s * M, .qkv = AT(w->qkv, s * M * S),
         .qkv_raw = w->qkv_raw ? AT(w->qkv_raw, s * M * S) : NULL,
         .qk_rstd = w->qk_rstd ? w->qk_rstd + s * M * (size_t)(w->H + w->KV) : NULL,
-        .att = w->att + s * attn_state_floats(m->backend, B, w->H, T), .atty = AT(w->atty, s * M * (size_t)w->qd),
+        .att = w->att + s * m->backend->attn_state_floats(B, w->H, T), .atty = AT(w->atty, s * M * (size_t)w->qd),
         .x2 = AT(w->resid2, s * M * D), .ln2 = AT(w->ln2, s * M * D), .rstd2 = w->rstd2 + s * M,
         .gateup = AT(w->gateup, s * M * 2 * I), .hmlp = AT(w->hmlp, s * M * I),
     };
@@ -829,7 +820,7 @@ int scp_model_logits(scp_model *m, const scp_batch *b, float *logits)
  * The prompt runs as one causal forward whose q|k|v rows (after q/k norm and RoPE) are copied into the cache,
  * layer by layer; each new token then runs the layers on its one row, attending through attention_decode to
  * the cached rows and its own. The sums are those of a full forward, in another order. */
-int scp_model_can_decode(const scp_model *m) { return m->backend->attention_decode != NULL; }
+int scp_model_can_decode(const scp_model *m) { return scp_backend_has(m->backend, SCP_BACKEND_CAP_DECODE); }
 
 void scp_model_decode_end(scp_model *m)
 {

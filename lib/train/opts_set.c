@@ -3,7 +3,7 @@
 #include "core/cli.h"
 #include "core/error.h"
 #include "core/io.h"
-#include "model/backend_names.h"
+#include "model/backend.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -3,7 +3,7 @@
 # 8 minutes on an H100 or H200, ending with a short table:
 #   build   configure and make in build-gpu (nvcc, -j16), or use a build-gpu-pre carried from a machine with the
 #           C libraries (see --prepare) when this one cannot configure
-#   (1)     tests/gpu/cuda-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
+#   (1)     tests/backend-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
 #           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
 #           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below)
@@ -41,11 +41,11 @@ if [ "${1:-}" = --prepare ]; then
     # every kernel in it, take half the room.
     ../configure -q --without-blas NVCCFLAGS="-O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a" &&
         make -j"${JOBS:-2}" >/dev/null &&
-        make -j"${JOBS:-2}" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes >/dev/null || exit 1
+        make -j"${JOBS:-2}" tests/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes >/dev/null || exit 1
     make tests/moe-helper tests/grad-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist-nccl-smoke >/dev/null || exit 1; fi
     mkdir -p libs
-    for b in bin/* tests/gpu/cuda-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper tests/grad-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+    for b in bin/* tests/backend-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper tests/grad-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
         grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
             -e 'ld-linux' -e 'libstdc++' -e 'libgcc_s' -e 'libz\.so' -e 'libudev' -e 'libicu' -e 'libxml2' -e 'libacl' -e 'libbz2' -e 'liblz4' -e 'liblzma' -e 'libzstd' -e 'libnettle' | while read -r l; do cp -L "$l" libs/; done
     find bin tests bench lib -name '*.o' -delete
@@ -82,10 +82,10 @@ if [ "${PREBUILT:-0}" = 1 ]; then
 elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
 mkdir -p "$build"
 if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
-    make -j"$jobs" tests/gpu/cuda-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes tests/moe-helper \
+    make -j"$jobs" tests/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes tests/moe-helper \
         tests/grad-helper >>"$out/build.log" 2>&1); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
-elif [ -x "$root/build-gpu-pre/tests/gpu/cuda-ops" ]; then
+elif [ -x "$root/build-gpu-pre/tests/backend-ops" ]; then
     build=$root/build-gpu-pre
     if [ "${PREBUILT:-0}" = 1 ]; then mode="prebuilt (PREBUILT=1)"; else mode="prebuilt (configure here failed: see build.log)"; fi
     # its copies of the C libraries first, then CUDA's (the toolkit's, else the python packages' nvidia/*/lib)
@@ -117,7 +117,7 @@ run() {
     row "$name" "$st" "$pass ok, $fail not ok, rc $rc, $(($(date +%s) - t0)) s"
 }
 if [ "$mode" != FAILED ]; then
-    run cuda-ops "${T_OPS:-150}" "$build/tests/gpu/cuda-ops"
+    run backend-ops "${T_OPS:-150}" "$build/tests/backend-ops" --backend cuda-fp32 --backend cuda
     run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
     # The same on the fp32-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
     run train-stories260k-fp32 "${T_TRAIN32:-150}" env SCP_GPU_BACKEND=cuda-fp32 sh "$root/tests/gpu/train-stories260k.sh"
@@ -161,7 +161,7 @@ echo
 echo "== summary ($(elapsed) s)"
 grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,13p'
 grep '^# bf16 storage' "$out/gemm.log" 2>/dev/null
-grep -h -e 'rel err' "$out"/cuda-ops.log 2>/dev/null | sed 's/^[a-z ]*[0-9]* - //' |
+grep -h -e 'rel err' "$out"/backend-ops.log 2>/dev/null | sed 's/^[a-z ]*[0-9]* - //' |
     awk '{ for (i = 1; i <= NF; i++) if ($i == "err") { v = $(i + 1); if (v + 0 > w + 0 || v == "-nan" || v == "nan") { w = v; what = $0 } } }
          END { if (what != "") print "worst op parity: " what }'
 cat "$summary"

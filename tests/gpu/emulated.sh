@@ -1,12 +1,12 @@
 #!/bin/sh
-# emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/gpu/cuda-ops against the
+# emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/backend-ops against the
 # CPU reference, where there is no GPU. lib/model/cuda/*.cu are compiled by the C++ compiler against a small SIMT
 # emulator (tests/gpu/emu/: one fiber per CUDA thread, real barriers behind __syncthreads and the warp
 # shuffles, NaN-filled dynamic shared memory, launch geometry and shared-memory size checked, a plain GEMM with
 # cuBLAS's argument checks in place of cuBLAS). It catches indexing, tiling, masking, reduction-order and
 # synchronisation mistakes and the row-major to column-major GEMM mapping; it cannot see timing, the memory
 # model or faults of the real cuBLAS (misaligned vector accesses it does catch: UBSan's alignment check, below):
-# that is tests/gpu/cuda-ops on a GPU. Skips (77) without g++
+# that is tests/backend-ops on a GPU. Skips (77) without g++
 # and in sanitizer builds.
 . "$SCP_SRCDIR/tests/lib.sh"
 cxx=${CXX_FOR_EMU:-g++}
@@ -35,18 +35,18 @@ for f in "$src"/lib/model/cuda/*.cu; do
     objs="$objs $TMP/$b.o"
 done
 "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -c "$src/tests/gpu/emu/emu.cc" -o "$TMP/emu.o" &&
-    $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/gpu/cuda-ops.c" -o "$TMP/ops.o" &&
+    $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/backend-ops.c" -o "$TMP/ops.o" &&
     # shellcheck disable=SC2086
-    "$cxx" $san -pthread -o "$TMP/cuda-ops-emu" "$TMP/ops.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
-        2>"$TMP/ld.err" || { echo "not ok 1 - the emulated cuda-ops links"; sed 's/^/# /' "$TMP/ld.err" | head -30; echo "1..1"; exit 1; }
-[ -n "${EMU_KEEP:-}" ] && cp "$TMP/cuda-ops-emu" "$EMU_KEEP"
+    "$cxx" $san -pthread -o "$TMP/backend-ops-emu" "$TMP/ops.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
+        2>"$TMP/ld.err" || { echo "not ok 1 - the emulated backend-ops links"; sed 's/^/# /' "$TMP/ld.err" | head -30; echo "1..1"; exit 1; }
+[ -n "${EMU_KEEP:-}" ] && cp "$TMP/backend-ops-emu" "$EMU_KEEP"
 # The op-by-op parity (TAP), then whole training steps of a small Qwen3-shaped model through the table
 # (bench/gpu/scp-step --tiny: every entry in lib/model/model.c's order, chunked LM head, AdamW) against cpu-ref.
-"$TMP/cuda-ops-emu" --small >"$TMP/ops.tap"
+"$TMP/backend-ops-emu" --backend cuda-fp32 --backend cuda --small >"$TMP/ops.tap"
 ops_rc=$?
 grep -v '^1\.\.' "$TMP/ops.tap"
 n=$(grep -c '^\(not \)\{0,1\}ok ' "$TMP/ops.tap")
-if [ "$ops_rc" -ne 0 ]; then n=$((n + 1)); echo "not ok $n - the emulated cuda-ops exited with status $ops_rc"; fi
+if [ "$ops_rc" -ne 0 ]; then n=$((n + 1)); echo "not ok $n - the emulated backend-ops exited with status $ops_rc"; fi
 $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp-step.c" -o "$TMP/step.o" &&
     # shellcheck disable=SC2086
     "$cxx" $san -pthread -o "$TMP/scp-step-emu" "$TMP/step.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
@@ -93,14 +93,14 @@ while read -r st what; do
 done <"$TMP/step.tap"
 # Whole models through the driver on the emulated tables, against PyTorch autograd: grad-check.py's dense
 # models and moe-grad-check.py's qwen3_moe ones, their helpers linked with the emulated kernels (in a build
-# directory of their own, beside a cuda-ops that reports the emulator's one device). "cuda-fp32" against float64
+# directory of their own, beside a backend-ops that reports the emulator's one device). "cuda-fp32" against float64
 # (the emulator's GEMMs do not round to bf16, so fp32 tolerances hold), "cuda-bf16" against float64 with scp's
 # bf16 roundings (grad-check-bf16.sh's reference). Where libscp was built with CUDA (its scp_backend_find hands
 # out the tables).
 gfail=0
 if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
-    mkdir -p "$TMP/bd/tests/gpu"
-    cp "$TMP/cuda-ops-emu" "$TMP/bd/tests/gpu/cuda-ops"
+    mkdir -p "$TMP/bd/tests"
+    cp "$TMP/backend-ops-emu" "$TMP/bd/tests/backend-ops"
     for h in grad-helper moe-helper; do
         $cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/$h.c" -o "$TMP/$h.o" &&
             # shellcheck disable=SC2086

@@ -16,7 +16,7 @@ case $gpu in cuda | cuda-bf16 | cuda-fp32) ;; *) echo "SCP_GPU_BACKEND: cuda, cu
 if [ "${SCP_GPU_DRYRUN:-0}" = 1 ]; then
     [ "$gpu" = cuda-fp32 ] && gpu=cpu-ref || gpu=cpu-bf16
 else
-    n=$("$SCP_BUILDDIR/tests/gpu/cuda-ops" --devices 2>/dev/null || echo 0)
+    n=$("$SCP_BUILDDIR/tests/backend-ops" --devices 2>/dev/null || echo 0)
     [ "${n:-0}" -gt 0 ] || skip_all "no CUDA device"
 fi
 need_assets models/stories260K.bin

@@ -2,7 +2,7 @@
  * bits, act_size 2); each entry widens the bf16 it reads into fp32 scratch, runs the fp32 kernel of cpu.h and
  * rounds what it wrote back to bf16 (to nearest even, scp_f32_to_bf16). That is the contract a bf16 device
  * backend ("cuda") keeps, one rounding per stored output, so this backend is its reference on the CPU:
- * tests/gpu/cuda-ops.c compares the two entry by entry, and the driver's 2-byte element arithmetic, its fp32
+ * tests/backend-ops.c compares the two entry by entry, and the driver's 2-byte element arithmetic, its fp32
  * master weights and bf16 compute copy (model/model.c) are exercised on any machine. It declares device memory
  * (host_memory 0), like "cpu-mirror". Slow by design (a copy per argument per call): a test backend. */
 #include <stdlib.h>
@@ -32,11 +32,11 @@ static void narrow(scp_act *p, float *f, size_t n)
     free(f);
 }
 
-static void to_act(scp_act *dst, const float *src, size_t n) { scp_convert_from_f32(dst, SCP_BF16, src, n); }
-static void from_act(float *dst, const scp_act *src, size_t n) { scp_convert_to_f32(dst, src, SCP_BF16, n); }
+static void bf16_to_act(scp_act *dst, const float *src, size_t n) { scp_convert_from_f32(dst, SCP_BF16, src, n); }
+static void bf16_from_act(float *dst, const scp_act *src, size_t n) { scp_convert_to_f32(dst, src, SCP_BF16, n); }
 
-static void matmul_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const scp_act *bias,
-                       int M, int K, int N, float beta)
+static void bf16_matmul_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const scp_act *bias,
+                            int M, int K, int N, float beta)
 {
     size_t no = span((size_t)M, (size_t)N, (size_t)ldo);
     float *o = widen(out, no), *x = widen(inp, span((size_t)M, (size_t)K, (size_t)ldi));
@@ -46,8 +46,8 @@ static void matmul_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const
     free(x), free(wf), free(b);
 }
 
-static void matmul_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w, int M, int K, int N,
-                           float beta)
+static void bf16_matmul_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w, int M, int K,
+                                int N, float beta)
 {
     size_t ni = span((size_t)M, (size_t)K, (size_t)ldi);
     float *di = widen(dinp, ni), *d = widen(dout, span((size_t)M, (size_t)N, (size_t)ldo)), *wf = widen(w, (size_t)N * K);
@@ -56,16 +56,16 @@ static void matmul_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo,
     free(d), free(wf);
 }
 
-static void matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int ldo, const scp_act *inp, int ldi, int M,
-                         int K, int N)
+static void bf16_matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int ldo, const scp_act *inp, int ldi, int M,
+                              int K, int N)
 {
     float *d = widen(dout, span((size_t)M, (size_t)N, (size_t)ldo)), *x = widen(inp, span((size_t)M, (size_t)K, (size_t)ldi));
     scp_cpu_matmul_bwd_w(dw, dbias, d, ldo, x, ldi, M, K, N);
     free(d), free(x);
 }
 
-static void rmsnorm_fwd(scp_act *out, float *rstd, const scp_act *x, const scp_act *w, int N, int G, int C, int ld,
-                        float eps)
+static void bf16_rmsnorm_fwd(scp_act *out, float *rstd, const scp_act *x, const scp_act *w, int N, int G, int C, int ld,
+                             float eps)
 {
     size_t n = span((size_t)N, (size_t)G * C, (size_t)ld);
     float *o = widen(out, n), *xf = widen(x, n), *wf = widen(w, (size_t)C);
@@ -74,8 +74,8 @@ static void rmsnorm_fwd(scp_act *out, float *rstd, const scp_act *x, const scp_a
     free(xf), free(wf);
 }
 
-static void rmsnorm_bwd(scp_act *dx, float *dw, const scp_act *dout, const scp_act *x, const scp_act *w,
-                        const float *rstd, int N, int G, int C, int ld, int accumulate)
+static void bf16_rmsnorm_bwd(scp_act *dx, float *dw, const scp_act *dout, const scp_act *x, const scp_act *w,
+                             const float *rstd, int N, int G, int C, int ld, int accumulate)
 {
     size_t n = span((size_t)N, (size_t)G * C, (size_t)ld);
     float *d = widen(dx, n), *dof = widen(dout, n), *xf = widen(x, n), *wf = widen(w, (size_t)C);
@@ -84,7 +84,7 @@ static void rmsnorm_bwd(scp_act *dx, float *dw, const scp_act *dout, const scp_a
     free(dof), free(xf), free(wf);
 }
 
-static void rope(scp_act *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, int inverse)
+static void bf16_rope(scp_act *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, int inverse)
 {
     size_t n = span((size_t)N, (size_t)G * hd, (size_t)ld);
     float *xf = widen(x, n);
@@ -129,8 +129,8 @@ static act_block qkv_widen(const scp_act *q, const scp_act *k, const scp_act *v,
 /* The fp32 copy of the range that starts at p, inside the block. */
 static float *block_part(const act_block *b, const scp_act *p) { return b->f + ((const char *)p - b->lo) / 2; }
 
-static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
-                          const scp_attn_args *a)
+static void bf16_attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                               const scp_attn_args *a)
 {
     size_t no = (size_t)a->B * a->T * a->H * a->hd;
     float *o = widen(out, no);
@@ -140,8 +140,8 @@ static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_
     free(in.f);
 }
 
-static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
-                          const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+static void bf16_attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
+                               const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
 {
     size_t no = (size_t)a->B * a->T * a->H * a->hd;
     float *d = widen(dout, no);
@@ -152,8 +152,8 @@ static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *
     free(d), free(in.f);
 }
 
-static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
-                             int hd, int ld, float scale)
+static void bf16_attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H,
+                                  int KV, int hd, int ld, float scale)
 {
     size_t no = (size_t)H * hd, nkv = span((size_t)n, (size_t)KV * hd, (size_t)ld);
     const scp_act *p[2] = {k, v};
@@ -165,7 +165,7 @@ static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, c
     free(qf), free(kv.f);
 }
 
-static void swiglu_fwd(scp_act *h, const scp_act *gateup, int M, int I)
+static void bf16_swiglu_fwd(scp_act *h, const scp_act *gateup, int M, int I)
 {
     size_t n = (size_t)M * I;
     float *hf = widen(h, n), *g = widen(gateup, 2 * n);
@@ -174,7 +174,7 @@ static void swiglu_fwd(scp_act *h, const scp_act *gateup, int M, int I)
     free(g);
 }
 
-static void swiglu_bwd(scp_act *dgateup, const scp_act *dh, const scp_act *gateup, int M, int I)
+static void bf16_swiglu_bwd(scp_act *dgateup, const scp_act *dh, const scp_act *gateup, int M, int I)
 {
     size_t n = (size_t)M * I;
     float *dg = widen(dgateup, 2 * n), *d = widen(dh, n), *g = widen(gateup, 2 * n);
@@ -184,36 +184,36 @@ static void swiglu_bwd(scp_act *dgateup, const scp_act *dh, const scp_act *gateu
 }
 
 /* The table lookup needs no arithmetic: rows are copied as bf16 bits (what widening and rounding would give). */
-static void embedding_fwd(scp_act *out, const int32_t *ids, const scp_act *table, int M, int C)
+static void bf16_embedding_fwd(scp_act *out, const int32_t *ids, const scp_act *table, int M, int C)
 {
     uint16_t *o = (uint16_t *)(void *)out;
     const uint16_t *t = (const uint16_t *)(const void *)table;
     for (int r = 0; r < M; r++) memcpy(o + (size_t)r * C, t + (size_t)ids[r] * C, (size_t)C * sizeof *o);
 }
 
-static void embedding_bwd(float *dtable, const scp_act *dout, const int32_t *ids, int M, int C, int V)
+static void bf16_embedding_bwd(float *dtable, const scp_act *dout, const int32_t *ids, int M, int C, int V)
 {
     float *d = widen(dout, (size_t)M * C);
     scp_cpu_embedding_bwd(dtable, d, ids, M, C, V);
     free(d);
 }
 
-static void gather_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+static void bf16_gather_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
 {
     uint16_t *d = (uint16_t *)(void *)dst;
     const uint16_t *s = (const uint16_t *)(const void *)src;
     for (int r = 0; r < n; r++) memcpy(d + (size_t)r * C, s + (size_t)rows[r] * C, (size_t)C * sizeof *d);
 }
 
-static void scatter_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+static void bf16_scatter_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
 {
     uint16_t *d = (uint16_t *)(void *)dst;
     const uint16_t *s = (const uint16_t *)(const void *)src;
     for (int r = 0; r < n; r++) memcpy(d + (size_t)rows[r] * C, s + (size_t)r * C, (size_t)C * sizeof *d);
 }
 
-static double crossentropy(scp_act *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
-                           int backward)
+static double bf16_crossentropy(scp_act *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
+                                int backward)
 {
     size_t n = (size_t)N * V;
     float *l = widen(logits, n);
@@ -223,17 +223,17 @@ static double crossentropy(scp_act *logits, float *nll, const int32_t *target, c
     return s;
 }
 
-static void moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const scp_act *logits, int M,
-                      int E, int k, int norm)
+static void bf16_moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const scp_act *logits,
+                           int M, int E, int k, int norm)
 {
     float *l = widen(logits, (size_t)M * E);
     scp_cpu_moe_route(probs, idx, weight, lse, psum, l, M, E, k, norm);
     free(l);
 }
 
-static void moe_route_bwd(scp_act *dlogits, const float *dweight, const float *probs, const float *lse,
-                          const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E, int k,
-                          int norm)
+static void bf16_moe_route_bwd(scp_act *dlogits, const float *dweight, const float *probs, const float *lse,
+                               const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E,
+                               int k, int norm)
 {
     size_t n = (size_t)M * E;
     float *d = widen(dlogits, n);
@@ -241,8 +241,8 @@ static void moe_route_bwd(scp_act *dlogits, const float *dweight, const float *p
     narrow(dlogits, d, n);
 }
 
-static void moe_combine(scp_act *out, const scp_act *y, const float *weight, const int32_t *pos, int M, int k, int D,
-                        float beta)
+static void bf16_moe_combine(scp_act *out, const scp_act *y, const float *weight, const int32_t *pos, int M, int k,
+                             int D, float beta)
 {
     size_t n = (size_t)M * D;
     float *o = widen(out, n), *yf = widen(y, n * k);
@@ -251,8 +251,8 @@ static void moe_combine(scp_act *out, const scp_act *y, const float *weight, con
     free(yf);
 }
 
-static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, const scp_act *y, const float *weight,
-                            const int32_t *pos, int M, int k, int D)
+static void bf16_moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, const scp_act *y,
+                                 const float *weight, const int32_t *pos, int M, int k, int D)
 {
     size_t n = (size_t)M * D;
     float *dyf = widen(dy, n * k), *d = widen(dout, n), *yf = widen(y, n * k);
@@ -261,39 +261,24 @@ static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, co
     free(d), free(yf);
 }
 
+/* ---- the table: an entry per line of model/backend_ops.def ---- */
+/* Entries on bytes and float arrays, which bf16 storage does not change: the fp32 backends' functions. */
+#define bf16_alloc scp_cpu_alloc
+#define bf16_free scp_cpu_free
+#define bf16_zero_bytes scp_cpu_zero_bytes
+#define bf16_copy_bytes scp_cpu_copy_bytes
+#define bf16_upload scp_cpu_copy_bytes
+#define bf16_download scp_cpu_copy_bytes
+#define bf16_attn_state_floats scp_cpu_attn_state_floats
+#define bf16_adamw scp_cpu_adamw
+#define bf16_sumsq scp_cpu_sumsq
+#define bf16_scale scp_cpu_scale
+
+#define SCP_BACKEND_OP(cap, ret, op, params) .op = bf16_##op,
 const scp_backend scp_backend_cpu_bf16 = {
     .name = "cpu-bf16",
-    .alloc = scp_cpu_alloc,
-    .free = free,
-    .zero_bytes = scp_cpu_zero_bytes,
-    .copy_bytes = scp_cpu_copy_bytes,
-    .upload = scp_cpu_copy_bytes,
-    .download = scp_cpu_copy_bytes,
-    .to_act = to_act,
-    .from_act = from_act,
-    .matmul_fwd = matmul_fwd,
-    .matmul_bwd_inp = matmul_bwd_inp,
-    .matmul_bwd_w = matmul_bwd_w,
-    .rmsnorm_fwd = rmsnorm_fwd,
-    .rmsnorm_bwd = rmsnorm_bwd,
-    .rope = rope,
-    .attention_fwd = attention_fwd,
-    .attention_bwd = attention_bwd,
-    .swiglu_fwd = swiglu_fwd,
-    .swiglu_bwd = swiglu_bwd,
-    .embedding_fwd = embedding_fwd,
-    .embedding_bwd = embedding_bwd,
-    .gather_rows = gather_rows,
-    .scatter_rows = scatter_rows,
-    .crossentropy = crossentropy,
-    .adamw = scp_cpu_adamw,
-    .sumsq = scp_cpu_sumsq,
-    .scale = scp_cpu_scale,
-    .host_memory = 0,
-    .moe_route = moe_route,
-    .moe_route_bwd = moe_route_bwd,
-    .moe_combine = moe_combine,
-    .moe_combine_bwd = moe_combine_bwd,
+    .caps = SCP_BACKEND_CAP_ALL,
     .act_size = 2,
-    .attention_decode = attention_decode,
+    .host_memory = 0,
+#include "model/backend_ops.def"
 };

@@ -164,13 +164,16 @@ SCP_INLINE float scp_exp_sum(float *p, float mx, int n)
     return scp_lanes_sum(acc);
 }
 
-/* matmul.c */
-/* backend_cpu.c: workspace memory (64-byte aligned, zeroed; dies on exhaustion) and byte copies, shared by
- * the fp32 tables and "cpu-bf16" (backend_bf16.c). */
+/* backend_cpu.c: workspace memory (64-byte aligned, zeroed; dies on exhaustion), byte copies and the size of
+ * the attention state (the (B, H, T, T) probabilities), shared by the fp32 tables and "cpu-bf16"
+ * (backend_bf16.c). */
 void *scp_cpu_alloc(size_t bytes);
+void scp_cpu_free(void *p);
 void scp_cpu_zero_bytes(void *x, size_t bytes);
 void scp_cpu_copy_bytes(void *dst, const void *src, size_t bytes);
+size_t scp_cpu_attn_state_floats(int B, int H, int T);
 
+/* matmul.c */
 void scp_cpu_matmul_fwd(float *out, int ldo, const float *inp, int ldi, const float *w, const float *bias, int M, int K,
                         int N, float beta);
 void scp_cpu_matmul_bwd_inp(float *dinp, int ldi, const float *dout, int ldo, const float *w, int M, int K, int N, float beta);

@@ -1,7 +1,7 @@
 // backend_cuda.cu: the CUDA backend's two tables, "cuda-fp32" (fp32 activations) and "cuda" (bf16 activations):
 // device memory, host <-> device copies, the three matmuls through cuBLAS (row-major shapes of lib/model/backend.h
 // mapped onto column-major GEMMs without copies), and the kernels of norm.cu, pointwise.cu, attention.cu and
-// moe.cu instantiated for each storage type.
+// moe.cu instantiated for each storage type, filled in from the entry list of lib/model/backend_ops.def.
 #include "model/cuda/backend_cuda.h"
 #include "model/cuda/cuda_internal.h"
 
@@ -179,150 +179,140 @@ static void cuda_matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int 
     if (dbias) scp_cuda_colsum_add<T>(dbias, (const T *)dout, ldo, M, N);
 }
 
-// The flash-style attention keeps the log-sum-exp of each query row (attention.cu), not the probabilities.
-static size_t cuda_attn_state_floats(int B, int H, int T) { return (size_t)B * H * T; }
-
-// The table's entries over T: scp_act is T (the launchers of norm.cu, pointwise.cu, attention.cu, moe.cu).
+// ---- the table ---------------------------------------------------------------------------------------------
+// Every entry of lib/model/backend_ops.def over the storage type T (scp_act is T): the memory entries and
+// matmuls above, the launchers of norm.cu, pointwise.cu, attention.cu and moe.cu.
 #define A_(p) ((T *)(p))
 #define C_(p) ((const T *)(p))
-template <typename T> static void to_act(scp_act *d, const float *s, size_t n) { scp_cuda_to_act<T>(A_(d), s, n); }
-template <typename T> static void from_act(float *d, const scp_act *s, size_t n) { scp_cuda_from_act<T>(d, C_(s), n); }
-template <typename T>
-static void rmsnorm_fwd(scp_act *out, float *rstd, const scp_act *x, const scp_act *w, int N, int G, int C, int ld,
-                        float eps)
-{
-    scp_cuda_rmsnorm_fwd<T>(A_(out), rstd, C_(x), C_(w), N, G, C, ld, eps);
-}
-template <typename T>
-static void rmsnorm_bwd(scp_act *dx, float *dw, const scp_act *dout, const scp_act *x, const scp_act *w,
-                        const float *rstd, int N, int G, int C, int ld, int accumulate)
-{
-    scp_cuda_rmsnorm_bwd<T>(A_(dx), dw, C_(dout), C_(x), C_(w), rstd, N, G, C, ld, accumulate);
-}
-template <typename T>
-static void rope(scp_act *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, int inverse)
-{
-    scp_cuda_rope<T>(A_(x), cos, sin, N, T_, G, hd, ld, inverse);
-}
-template <typename T>
-static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
-                          const scp_attn_args *a)
-{
-    scp_cuda_attention_fwd<T>(A_(out), att, C_(q), C_(k), C_(v), a);
-}
-template <typename T>
-static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
-                          const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
-{
-    scp_cuda_attention_bwd<T>(A_(dq), A_(dk), A_(dv), C_(dout), att, C_(q), C_(k), C_(v), a);
-}
-template <typename T> static void swiglu_fwd(scp_act *h, const scp_act *gu, int M, int I)
-{
-    scp_cuda_swiglu_fwd<T>(A_(h), C_(gu), M, I);
-}
-template <typename T> static void swiglu_bwd(scp_act *dgu, const scp_act *dh, const scp_act *gu, int M, int I)
-{
-    scp_cuda_swiglu_bwd<T>(A_(dgu), C_(dh), C_(gu), M, I);
-}
-template <typename T> static void embedding_fwd(scp_act *out, const int32_t *ids, const scp_act *table, int M, int C)
-{
-    scp_cuda_embedding_fwd<T>(A_(out), ids, C_(table), M, C);
-}
-template <typename T>
-static void embedding_bwd(float *dtable, const scp_act *dout, const int32_t *ids, int M, int C, int V)
-{
-    scp_cuda_embedding_bwd<T>(dtable, C_(dout), ids, M, C, V);
-}
-template <typename T> static void gather_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
-{
-    scp_cuda_gather_rows<T>(A_(dst), C_(src), rows, n, C);
-}
-template <typename T> static void scatter_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
-{
-    scp_cuda_scatter_rows<T>(A_(dst), C_(src), rows, n, C);
-}
-template <typename T>
-static double crossentropy(scp_act *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
-                           int backward)
-{
-    return scp_cuda_crossentropy<T>(A_(logits), nll, target, weight, N, V, backward);
-}
-template <typename T>
-static void moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const scp_act *logits, int M,
-                      int E, int k, int norm)
-{
-    scp_cuda_moe_route<T>(probs, idx, weight, lse, psum, C_(logits), M, E, k, norm);
-}
-template <typename T>
-static void moe_route_bwd(scp_act *dlogits, const float *dweight, const float *probs, const float *lse,
-                          const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E, int k,
-                          int norm)
-{
-    scp_cuda_moe_route_bwd<T>(A_(dlogits), dweight, probs, lse, idx, weight, dprob, zscale, M, E, k, norm);
-}
-template <typename T>
-static void moe_combine(scp_act *out, const scp_act *y, const float *weight, const int32_t *pos, int M, int k, int D,
-                        float beta)
-{
-    scp_cuda_moe_combine<T>(A_(out), C_(y), weight, pos, M, k, D, beta);
-}
-template <typename T>
-static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, const scp_act *y, const float *weight,
-                            const int32_t *pos, int M, int k, int D)
-{
-    scp_cuda_moe_combine_bwd<T>(A_(dy), dweight, C_(dout), C_(y), weight, pos, M, k, D);
-}
-template <typename T>
-static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV,
-                             int hd, int ld, float scale)
-{
-    scp_cuda_attention_decode<T>(A_(out), C_(q), C_(k), C_(v), n, H, KV, hd, ld, scale);
-}
+template <typename T> struct cuda_entries {
+    static void *alloc(size_t bytes) { return cuda_alloc(bytes); }
+    static void free(void *p) { cuda_free(p); }
+    static void zero_bytes(void *x, size_t bytes) { cuda_zero(x, bytes); }
+    static void copy_bytes(void *dst, const void *src, size_t bytes) { cuda_copy(dst, src, bytes); }
+    static void upload(void *dst, const void *host, size_t n) { cuda_upload(dst, host, n); }
+    static void download(void *host, const void *src, size_t n) { cuda_download(host, src, n); }
+    static void to_act(scp_act *d, const float *s, size_t n) { scp_cuda_to_act<T>(A_(d), s, n); }
+    static void from_act(float *d, const scp_act *s, size_t n) { scp_cuda_from_act<T>(d, C_(s), n); }
+    static void matmul_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const scp_act *bias,
+                           int M, int K, int N, float beta)
+    {
+        cuda_matmul_fwd<T>(out, ldo, inp, ldi, w, bias, M, K, N, beta);
+    }
+    static void matmul_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w, int M, int K,
+                               int N, float beta)
+    {
+        cuda_matmul_bwd_inp<T>(dinp, ldi, dout, ldo, w, M, K, N, beta);
+    }
+    static void matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int ldo, const scp_act *inp, int ldi, int M,
+                             int K, int N)
+    {
+        cuda_matmul_bwd_w<T>(dw, dbias, dout, ldo, inp, ldi, M, K, N);
+    }
+    static void rmsnorm_fwd(scp_act *out, float *rstd, const scp_act *x, const scp_act *w, int N, int G, int C, int ld,
+                            float eps)
+    {
+        scp_cuda_rmsnorm_fwd<T>(A_(out), rstd, C_(x), C_(w), N, G, C, ld, eps);
+    }
+    static void rmsnorm_bwd(scp_act *dx, float *dw, const scp_act *dout, const scp_act *x, const scp_act *w,
+                            const float *rstd, int N, int G, int C, int ld, int accumulate)
+    {
+        scp_cuda_rmsnorm_bwd<T>(A_(dx), dw, C_(dout), C_(x), C_(w), rstd, N, G, C, ld, accumulate);
+    }
+    static void rope(scp_act *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, int inverse)
+    {
+        scp_cuda_rope<T>(A_(x), cos, sin, N, T_, G, hd, ld, inverse);
+    }
+    static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                              const scp_attn_args *a)
+    {
+        scp_cuda_attention_fwd<T>(A_(out), att, C_(q), C_(k), C_(v), a);
+    }
+    static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
+                              const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+    {
+        scp_cuda_attention_bwd<T>(A_(dq), A_(dk), A_(dv), C_(dout), att, C_(q), C_(k), C_(v), a);
+    }
+    // The flash-style attention keeps the log-sum-exp of each query row (attention.cu), not the probabilities.
+    static size_t attn_state_floats(int B, int H, int T_) { return (size_t)B * H * T_; }
+    static void swiglu_fwd(scp_act *h, const scp_act *gu, int M, int I) { scp_cuda_swiglu_fwd<T>(A_(h), C_(gu), M, I); }
+    static void swiglu_bwd(scp_act *dgu, const scp_act *dh, const scp_act *gu, int M, int I)
+    {
+        scp_cuda_swiglu_bwd<T>(A_(dgu), C_(dh), C_(gu), M, I);
+    }
+    static void embedding_fwd(scp_act *out, const int32_t *ids, const scp_act *table, int M, int C)
+    {
+        scp_cuda_embedding_fwd<T>(A_(out), ids, C_(table), M, C);
+    }
+    static void embedding_bwd(float *dtable, const scp_act *dout, const int32_t *ids, int M, int C, int V)
+    {
+        scp_cuda_embedding_bwd<T>(dtable, C_(dout), ids, M, C, V);
+    }
+    static void gather_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+    {
+        scp_cuda_gather_rows<T>(A_(dst), C_(src), rows, n, C);
+    }
+    static void scatter_rows(scp_act *dst, const scp_act *src, const int32_t *rows, int n, int C)
+    {
+        scp_cuda_scatter_rows<T>(A_(dst), C_(src), rows, n, C);
+    }
+    static double crossentropy(scp_act *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
+                               int backward)
+    {
+        return scp_cuda_crossentropy<T>(A_(logits), nll, target, weight, N, V, backward);
+    }
+    static void adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+                      float eps, float wd, float bc1, float bc2)
+    {
+        scp_cuda_adamw(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2);
+    }
+    static double sumsq(const float *x, size_t n) { return scp_cuda_sumsq(x, n); }
+    static void scale(float *x, size_t n, float s) { scp_cuda_scale(x, n, s); }
+    static void moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const scp_act *logits,
+                          int M, int E, int k, int norm)
+    {
+        scp_cuda_moe_route<T>(probs, idx, weight, lse, psum, C_(logits), M, E, k, norm);
+    }
+    static void moe_route_bwd(scp_act *dlogits, const float *dweight, const float *probs, const float *lse,
+                              const int32_t *idx, const float *weight, const float *dprob, float zscale, int M, int E,
+                              int k, int norm)
+    {
+        scp_cuda_moe_route_bwd<T>(A_(dlogits), dweight, probs, lse, idx, weight, dprob, zscale, M, E, k, norm);
+    }
+    static void moe_combine(scp_act *out, const scp_act *y, const float *weight, const int32_t *pos, int M, int k,
+                            int D, float beta)
+    {
+        scp_cuda_moe_combine<T>(A_(out), C_(y), weight, pos, M, k, D, beta);
+    }
+    static void moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout, const scp_act *y,
+                                const float *weight, const int32_t *pos, int M, int k, int D)
+    {
+        scp_cuda_moe_combine_bwd<T>(A_(dy), dweight, C_(dout), C_(y), weight, pos, M, k, D);
+    }
+    static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H,
+                                 int KV, int hd, int ld, float scale)
+    {
+        scp_cuda_attention_decode<T>(A_(out), C_(q), C_(k), C_(v), n, H, KV, hd, ld, scale);
+    }
+};
 #undef A_
 #undef C_
 
-// The two tables, positional in lib/model/backend.h's order.
-#define SCP_CUDA_TABLE(NAME, T)                                                                                 \
-    {                                                                                                           \
-        /* .name = */ NAME,                                                                                     \
-        /* .alloc = */ cuda_alloc,                                                                              \
-        /* .free = */ cuda_free,                                                                                \
-        /* .zero_bytes = */ cuda_zero,                                                                          \
-        /* .copy_bytes = */ cuda_copy,                                                                          \
-        /* .upload = */ cuda_upload,                                                                            \
-        /* .download = */ cuda_download,                                                                        \
-        /* .to_act = */ to_act<T>,                                                                              \
-        /* .from_act = */ from_act<T>,                                                                          \
-        /* .matmul_fwd = */ cuda_matmul_fwd<T>,                                                                 \
-        /* .matmul_bwd_inp = */ cuda_matmul_bwd_inp<T>,                                                         \
-        /* .matmul_bwd_w = */ cuda_matmul_bwd_w<T>,                                                             \
-        /* .rmsnorm_fwd = */ rmsnorm_fwd<T>,                                                                    \
-        /* .rmsnorm_bwd = */ rmsnorm_bwd<T>,                                                                    \
-        /* .rope = */ rope<T>,                                                                                  \
-        /* .attention_fwd = */ attention_fwd<T>,                                                                \
-        /* .attention_bwd = */ attention_bwd<T>,                                                                \
-        /* .swiglu_fwd = */ swiglu_fwd<T>,                                                                      \
-        /* .swiglu_bwd = */ swiglu_bwd<T>,                                                                      \
-        /* .embedding_fwd = */ embedding_fwd<T>,                                                                \
-        /* .embedding_bwd = */ embedding_bwd<T>,                                                                \
-        /* .gather_rows = */ gather_rows<T>,                                                                    \
-        /* .scatter_rows = */ scatter_rows<T>,                                                                  \
-        /* .crossentropy = */ crossentropy<T>,                                                                  \
-        /* .adamw = */ scp_cuda_adamw,                                                                          \
-        /* .sumsq = */ scp_cuda_sumsq,                                                                          \
-        /* .scale = */ scp_cuda_scale,                                                                          \
-        /* .host_memory = */ 0,                                                                                 \
-        /* .attn_state_floats = */ cuda_attn_state_floats,                                                      \
-        /* .act_size = */ sizeof(T),                                                                            \
-        /* .moe_route = */ moe_route<T>,                                                                        \
-        /* .moe_route_bwd = */ moe_route_bwd<T>,                                                                \
-        /* .moe_combine = */ moe_combine<T>,                                                                    \
-        /* .moe_combine_bwd = */ moe_combine_bwd<T>,                                                            \
-        /* .attention_decode = */ attention_decode<T>,                                                          \
-    }
+// The table of storage type T: each entry assigned by name from the list of lib/model/backend_ops.def, so that
+// an entry cuda_entries lacks does not compile and the struct's order is the compiler's business.
+template <typename T> static constexpr scp_backend cuda_table(const char *name)
+{
+    scp_backend b{};
+    b.name = name;
+    b.caps = SCP_BACKEND_CAP_ALL;
+    b.act_size = sizeof(T);
+    b.host_memory = 0;
+#define SCP_BACKEND_OP(cap, ret, op, params) b.op = cuda_entries<T>::op;
+#include "model/backend_ops.def"
+    return b;
+}
 
-extern "C" const scp_backend scp_backend_cuda_fp32 = SCP_CUDA_TABLE("cuda-fp32", float);
-extern "C" const scp_backend scp_backend_cuda_bf16 = SCP_CUDA_TABLE("cuda", bf16);
+extern "C" const scp_backend scp_backend_cuda_fp32 = cuda_table<float>("cuda-fp32");
+extern "C" const scp_backend scp_backend_cuda_bf16 = cuda_table<bf16>("cuda");
 
 extern "C" const scp_backend *scp_cuda_backend_named(const char *name)
 {

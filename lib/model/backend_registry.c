@@ -1,0 +1,140 @@
+/* model/backend_registry.c: the backends by name (the --backend option), whether each can run here, and the
+ * check of a table before anything runs on it. The CPU tables are linked in; the CUDA ones are asked for by
+ * name through cuda_table() alone, and the GPUs through cuda_devices(). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "model/backend.h"
+#include "core/error.h"
+#ifdef HAVE_CUDA
+#include "model/cuda/backend_cuda.h"
+#include "model/cuda/cuda_device.h"
+#endif
+
+typedef struct registered {
+    const char *name;
+    const char *alias;          /* another name for it, or NULL */
+    const scp_backend *table;   /* a CPU table; NULL for a CUDA one (cuda_table) */
+} registered;
+
+static const registered backends[] = {
+    {"cpu", NULL, &scp_backend_cpu},
+    {"cpu-ref", NULL, &scp_backend_cpu_ref},
+    {"cpu-mirror", NULL, &scp_backend_cpu_mirror},
+    {"cpu-bf16", NULL, &scp_backend_cpu_bf16},
+    {"cuda", "cuda-bf16", NULL},
+    {"cuda-fp32", NULL, NULL},
+};
+#define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
+
+#define NO_CUDA "this build has no CUDA backend (configure found no nvcc and cuBLAS)"
+
+/* The CUDA table of a registered name ("cuda" or "cuda-fp32"); NULL where CUDA is not built. */
+static const scp_backend *cuda_table(const char *name)
+{
+#ifdef HAVE_CUDA
+    return scp_cuda_backend_named(name);
+#else
+    (void)name;
+    return NULL;
+#endif
+}
+
+/* The GPUs the CUDA runtime sees: 0 without CUDA, a driver or a device. */
+static int cuda_devices(void)
+{
+#ifdef HAVE_CUDA
+    return scp_cuda_device_count();
+#else
+    return 0;
+#endif
+}
+
+static const registered *lookup(const char *name)
+{
+    for (int i = 0; i < N_BACKENDS; i++)
+        if (strcmp(name, backends[i].name) == 0 || (backends[i].alias && strcmp(name, backends[i].alias) == 0))
+            return &backends[i];
+    return NULL;
+}
+
+static const scp_backend *table_of(const registered *r) { return r->table ? r->table : cuda_table(r->name); }
+
+const char *scp_backend_missing(const scp_backend *be)
+{
+    if (!be->name) return "name";
+    if (be->caps & ~(unsigned)SCP_BACKEND_CAP_ALL) return "caps";
+    if (be->act_size != 4 && be->act_size != 2) return "act_size";
+    if (be->host_memory != 0 && be->host_memory != 1) return "host_memory";
+    if (be->act_size == 2 && be->host_memory) return "host_memory";   /* the driver uses fp32 host arrays in place */
+#define SCP_BACKEND_OP(cap, ret, op, params) \
+    if (!be->op && scp_backend_has(be, SCP_BACKEND_CAP_##cap)) return #op;
+#include "model/backend_ops.def"
+    return NULL;
+}
+
+/* A table that lacks an entry it owes is a bug in its backend, not a condition to report. */
+static const scp_backend *checked(const scp_backend *be)
+{
+    const char *missing = scp_backend_missing(be);
+    if (missing) {
+        fprintf(stderr, "backend '%s': incomplete table (%s) (model/backend_ops.def)\n", be->name ? be->name : "?",
+                missing);
+        abort();
+    }
+    return be;
+}
+
+int scp_backend_check_name(const char *name)
+{
+    if (lookup(name)) return 0;
+    char list[256] = "";
+    size_t n = 0;
+    for (int i = 0; i < N_BACKENDS; i++)
+        n += (size_t)snprintf(list + n, n < sizeof list ? sizeof list - n : 0, "%s%s%s%s%s", n ? ", " : "",
+                              backends[i].name, backends[i].alias ? " (also " : "",
+                              backends[i].alias ? backends[i].alias : "", backends[i].alias ? ")" : "");
+    return scp_error("unknown backend '%s' (the backends: %s)", name, list);
+}
+
+const scp_backend *scp_backend_find(const char *name)
+{
+    if (!name) name = "cpu";
+    const registered *r = lookup(name);
+    if (!r) {
+        char list[256] = "";
+        size_t n = 0;
+        for (int i = 0; i < N_BACKENDS; i++) {
+            if (!table_of(&backends[i])) continue;   /* not built */
+            n += (size_t)snprintf(list + n, n < sizeof list ? sizeof list - n : 0, "%s%s%s%s%s", n ? ", " : "",
+                                  backends[i].name, backends[i].alias ? " (also " : "",
+                                  backends[i].alias ? backends[i].alias : "", backends[i].alias ? ")" : "");
+        }
+        scp_error("unknown backend '%s' (available: %s)", name, list);
+        return NULL;
+    }
+    const scp_backend *be = table_of(r);
+    if (!be) {
+        scp_error("backend '%s': " NO_CUDA, name);
+        return NULL;
+    }
+    return checked(be);
+}
+
+const char *scp_backend_registered(int i) { return i >= 0 && i < N_BACKENDS ? backends[i].name : NULL; }
+
+int scp_backend_usable(const char *name, char *why, size_t why_len)
+{
+    const registered *r = lookup(name);
+    const char *reason = NULL;
+    if (!r)
+        reason = "not a registered backend";
+    else if (!table_of(r))
+        reason = NO_CUDA;
+    else if (!r->table && cuda_devices() == 0)
+        reason = "no CUDA device";
+    if (why && why_len) snprintf(why, why_len, "%s", reason ? reason : "");
+    return reason == NULL;
+}
