@@ -10,7 +10,8 @@
  * usage: cuda-ops [--backend NAME]   (default: both CUDA tables; "cuda-fp32" or "cuda" (= "cuda-bf16") one;
  *                                      "cpu" runs the same checks on the fast CPU backend, a dry run of this
  *                                      harness on a machine without a GPU). Exits 77 (skip) when CUDA is not
- *                                      built or there is no GPU.
+ *                                      built, its plugin cannot be loaded (model/cuda_plugin.h) or there is
+ *                                      no GPU.
  *        cuda-ops ... --small            fewer and smaller cases (for the emulator, tests/gpu/emulated.sh)
  *        cuda-ops --devices              prints the number of usable CUDA devices (0 without CUDA), for scripts. */
 #include <math.h>
@@ -22,11 +23,9 @@
 #include "config.h"
 #include "model/backend.h"
 #include "core/dtype.h"
+#include "core/error.h"
 #include "../tap.h"
-#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
-#include "model/cuda/backend_cuda.h"
-#include "model/cuda/cuda_device.h"
-#endif
+#include "model/cuda_plugin.h"   /* the CUDA tables, or the emulated ones linked in (tests/gpu/emulated.sh) */
 
 static const scp_backend *X;                     /* under test */
 static int small;                                /* --small: fewer and smaller cases, for the emulator */
@@ -656,37 +655,34 @@ static void run_table(const scp_backend *x)
 int main(int argc, char **argv)
 {
     const char *name = "all";
-    if (argc == 2 && strcmp(argv[1], "--devices") == 0) {
-#ifdef HAVE_CUDA  /* not the emulator: scripts ask this to decide whether a GPU is there */
-        printf("%d\n", scp_cuda_device_count());
-#else
-        printf("0\n");
-#endif
+    if (argc == 2 && strcmp(argv[1], "--devices") == 0) {   /* scripts ask this to decide whether a GPU is there */
+        printf("%d\n", scp_cuda_plugin_devices());
         return 0;
     }
     if (argc >= 2 && strcmp(argv[argc - 1], "--small") == 0) small = 1, argc--;
     if (argc == 3 && strcmp(argv[1], "--backend") == 0) name = argv[2];
     int all = strcmp(name, "all") == 0;
     if (all || strncmp(name, "cuda", 4) == 0) {
-#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)
-        if (scp_cuda_device_count() == 0) {
+        const scp_cuda_plugin *cuda = scp_cuda_plugin_load();
+        if (!cuda) {
+            printf("1..0 # SKIP %s\n", scp_last_error());
+            return 77;
+        }
+        if (cuda->device_count() == 0) {
             printf("1..0 # SKIP no CUDA device\n");
             return 77;
         }
         char desc[256];
-        scp_cuda_device_describe(0, desc, sizeof desc);
+        cuda->device_describe(0, desc, sizeof desc);
         tap_diag("device: %s", desc);
-        const scp_backend *one = all ? NULL : scp_cuda_backend_named(name);
-        if (all || one == &scp_backend_cuda_fp32) run_table(&scp_backend_cuda_fp32);
-        if (all || one == &scp_backend_cuda_bf16) run_table(&scp_backend_cuda_bf16);
+        const scp_backend *fp32 = cuda->backend_named("cuda-fp32"), *bf16 = cuda->backend_named("cuda-bf16");
+        const scp_backend *one = all ? NULL : cuda->backend_named(name);
+        if (all || one == fp32) run_table(fp32);
+        if (all || one == bf16) run_table(bf16);
         if (!all && !one) {
             fprintf(stderr, "cuda-ops: unknown backend '%s'\n", name);
             return 2;
         }
-#else
-        printf("1..0 # SKIP built without CUDA\n");
-        return 77;
-#endif
     } else {
         const scp_backend *x = scp_backend_find(name);
         if (!x) {

@@ -11,7 +11,7 @@
 #include "model/cpu/cpu.h"
 #include "core/error.h"
 #ifdef HAVE_CUDA
-#include "model/cuda/backend_cuda.h"
+#include "model/cuda_plugin.h"
 #endif
 
 void *scp_cpu_alloc(size_t bytes)
@@ -210,8 +210,7 @@ const scp_backend *scp_backend_find(const char *name)
     if (strcmp(name, "cpu-mirror") == 0) return &scp_backend_cpu_mirror;
     if (strcmp(name, "cpu-bf16") == 0) return &scp_backend_cpu_bf16;
 #ifdef HAVE_CUDA
-    const scp_backend *cuda = scp_cuda_backend_named(name);
-    if (cuda) return cuda;
+    if (strncmp(name, "cuda", 4) == 0) return scp_cuda_plugin_backend(name);   /* loads the plugin */
 #define BACKENDS "cpu, cpu-ref, cpu-mirror, cpu-bf16, cuda (also cuda-bf16), cuda-fp32"
 #else
     if (strncmp(name, "cuda", 4) == 0) {  /* cuda, cuda-bf16, cuda-fp32 */
