@@ -27,10 +27,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "tap.h"
-#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
-#include "model/cuda/backend_cuda.h"
-#include "model/cuda/cuda_device.h"
-#endif
+#include "model/cuda_plugin.h"   /* the CUDA tables, or the emulated ones linked in (tests/gpu/emulated.sh) */
 
 static const scp_backend *X;                     /* under test */
 static int small;                                /* --small: fewer and smaller cases, for the emulator */
@@ -735,7 +732,7 @@ static const scp_backend *table_here(const char *name, char *why, size_t why_len
 #ifdef SCP_CUDA_EMU
     if (strncmp(name, "cuda", 4) == 0) {
         snprintf(why, why_len, "not a CUDA table");
-        const scp_backend *t = scp_cuda_backend_named(name);
+        const scp_backend *t = scp_cuda_plugin_backend(name);
         return t && scp_backend_missing(t) == NULL ? t : NULL;
     }
 #endif
@@ -746,11 +743,7 @@ static const scp_backend *table_here(const char *name, char *why, size_t why_len
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--devices") == 0) {
-#ifdef HAVE_CUDA  /* not the emulator: scripts ask this to decide whether a GPU is there */
-        printf("%d\n", scp_cuda_device_count());
-#else
-        printf("0\n");
-#endif
+        printf("%d\n", scp_cuda_plugin_devices());   /* scripts ask this to decide whether a GPU is there */
         return 0;
     }
     const char *names[16];
@@ -786,12 +779,10 @@ int main(int argc, char **argv)
             tap_skip("%s: %s", names[i], why[i]);
             continue;
         }
-#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)
         if (strncmp(table[i]->name, "cuda", 4) == 0) {
             char desc[256];
-            if (scp_cuda_device_describe(0, desc, sizeof desc) == 0) tap_diag("device: %s", desc);
+            if (scp_cuda_plugin_describe(0, desc, sizeof desc) == 0) tap_diag("device: %s", desc);
         }
-#endif
         run_table(table[i], table, i);
     }
     return tap_done();

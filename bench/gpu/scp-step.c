@@ -27,10 +27,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include <jansson.h>
-#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)  /* SCP_CUDA_EMU: tests/gpu/emulated.sh */
-#include "model/cuda/backend_cuda.h"
-#include "model/cuda/cuda_device.h"
-#endif
+#include "model/cuda_plugin.h"   /* the CUDA tables, or the emulated ones linked in (tests/gpu/emulated.sh) */
 
 static double now(void)
 {
@@ -339,14 +336,12 @@ int main(int argc, char **argv)
     if (tiny) m.L = 2, m.D = 64, m.H = 4, m.KV = 2, m.hd = 16, m.I = 128, m.V = 1000, m.B = 2, m.T = 64, m.CH = 64;
     char dev[256] = "cpu";
     if (strncmp(bname, "cuda", 4) == 0) {
-#if defined(HAVE_CUDA) || defined(SCP_CUDA_EMU)
-        if (scp_cuda_device_count() == 0) scp_die("no CUDA device");
-        scp_cuda_device_describe(0, dev, sizeof dev);
-        if (!(base = scp_cuda_backend_named(bname))) scp_die("unknown backend '%s' (cuda, cuda-bf16 or cuda-fp32)", bname);
+        const scp_cuda_plugin *cuda = scp_cuda_plugin_load();
+        if (!cuda) scp_die_last();
+        if (cuda->device_count() == 0) scp_die("no CUDA device");
+        cuda->device_describe(0, dev, sizeof dev);
+        if (!(base = cuda->backend_named(bname))) scp_die("unknown backend '%s' (cuda, cuda-bf16 or cuda-fp32)", bname);
         is_cuda = 1;
-#else
-        scp_die("built without CUDA");
-#endif
     } else if (!(base = scp_backend_find(bname)))
         scp_die_last();
     esz = base->act_size;

@@ -76,7 +76,11 @@ void scp_die(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     scp_cleanup_run();
-    exit(1);
+    /* _exit, after flushing what was written: exit() runs the libraries' destructors, which may wait for their
+     * threads; one stuck retrying an allocation that cannot succeed (OpenBLAS's do) would hold the process
+     * forever, and other threads still at work when scp_die runs in one of them would race the teardown. */
+    fflush(NULL);
+    _exit(1);
 }
 
 void scp_die_last(void)

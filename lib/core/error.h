@@ -29,7 +29,8 @@ const char *scp_progname(void);
 
 /* Print "prog: message" on stderr. */
 void scp_warn(const char *fmt, ...) SCP_PRINTF(1, 2);
-/* Print "prog: message", remove registered temporaries, exit 1. */
+/* Print "prog: message", remove registered temporaries, exit 1 at once: stdio is flushed, atexit handlers and the
+ * libraries' destructors do not run (other threads cannot hold the exit up). */
 _Noreturn void scp_die(const char *fmt, ...) SCP_PRINTF(1, 2);
 /* Same with the last recorded message. */
 _Noreturn void scp_die_last(void);

@@ -3,6 +3,10 @@
 
 #include "dist/dist.h"
 #include "core/error.h"
+#ifdef HAVE_NCCL
+#include "dist/nccl.h"
+#include "model/cuda_plugin.h"
+#endif
 
 #include <limits.h>
 #include <pthread.h>
@@ -212,9 +216,7 @@ void scp_dist_finish(scp_dist *d)
         pthread_join(wd.th, NULL);
         wd.running = 0;
     }
-#ifdef HAVE_NCCL
-    if (d->nccl) scp_dist_nccl_free(d);
-#endif
+    scp_dist_nccl_free(d);
 #ifdef HAVE_MPI
     if (d->mpi) {
         MPI_Finalize();
@@ -559,25 +561,50 @@ void scp_dist_step_sync(scp_dist *d, int64_t step)
 #endif
 }
 
-#ifndef HAVE_NCCL
-/* ---- without NCCL: GPU ranks cannot all-reduce (configure says so) ---------------------------------- */
+/* ---- NCCL: in the CUDA plugin (dist/nccl.h), loaded by the first communicator ---------------------------- */
+#ifdef HAVE_NCCL
+static const scp_nccl_functions *nccl;   /* set by the first scp_dist_nccl_init that finds them */
+#endif
+
 int scp_dist_nccl_init(scp_dist *d)
 {
+#ifdef HAVE_NCCL
+    if (!nccl) {
+        const scp_nccl_functions *(*entry)(const char *, size_t);
+        *(void **)&entry = scp_cuda_plugin_symbol(SCP_NCCL_ENTRY);
+        if (!entry) return scp_error_prefix("rank %d: NCCL", d->rank);
+        if (!(nccl = entry(PACKAGE_VERSION, sizeof(scp_dist))))
+            return scp_error("rank %d: NCCL: the CUDA plugin was built from other sources than this program", d->rank);
+    }
+    return nccl->init(d);
+#else
     (void)d;
     return scp_error("this scp-train was built without NCCL (configure --with-nccl, needs CUDA and MPI)");
+#endif
 }
 
+/* A communicator exists only through scp_dist_nccl_init, which found the functions. */
 int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream)
 {
-    (void)d, (void)dev, (void)n, (void)stream;
-    return scp_error("built without NCCL");
+#ifdef HAVE_NCCL
+    if (d->nccl) return nccl->allreduce_f32(d, dev, n, stream);
+#endif
+    (void)dev, (void)n, (void)stream;
+    return scp_error("rank %d: NCCL all-reduce before scp_dist_nccl_init", d->rank);
 }
 
 int scp_dist_nccl_wait(scp_dist *d)
 {
-    (void)d;
-    return scp_error("built without NCCL");
+#ifdef HAVE_NCCL
+    if (d->nccl) return nccl->wait(d);
+#endif
+    return 0;
 }
 
-void scp_dist_nccl_free(scp_dist *d) { d->nccl = NULL; }
+void scp_dist_nccl_free(scp_dist *d)
+{
+#ifdef HAVE_NCCL
+    if (d->nccl) nccl->free(d);
 #endif
+    d->nccl = NULL;
+}

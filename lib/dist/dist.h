@@ -80,9 +80,10 @@ void scp_dist_shards(int64_t n, int w, int align, int64_t *lo);
  * receives the seconds spent waiting at the step barrier. */
 double scp_dist_take_comm_time(scp_dist *d, double *wait);
 
-/* ---- NCCL (dist/nccl.c, built with HAVE_NCCL): GPU ranks --------------------------------------------- */
+/* ---- NCCL (dist/nccl.c, built with HAVE_NCCL into the CUDA plugin, model/cuda_plugin.h): GPU ranks ------ */
 /* One communicator over all ranks, bootstrapped through MPI (rank 0's ncclUniqueId broadcast with MPI_Bcast);
- * selects CUDA device local_rank % devices first. -1 with a message when NCCL or CUDA fails. */
+ * selects CUDA device local_rank % devices first. -1 with a message when the plugin cannot be loaded, or NCCL or
+ * CUDA fails. */
 int scp_dist_nccl_init(scp_dist *d);
 /* In-place sum of n floats in device memory on the communicator's stream, bucketed; asynchronous: the caller
  * synchronises with scp_dist_nccl_wait before it reads the result. `stream` is the cudaStream_t the values

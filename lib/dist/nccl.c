@@ -1,18 +1,21 @@
 /* dist/nccl.c: the NCCL communicator of GPU ranks (dist/dist.h), bootstrapped through MPI: rank 0 creates the
  * ncclUniqueId and MPI_Bcast hands it to every rank, then ncclCommInitRank. Built only with HAVE_NCCL (which
- * configure sets only with CUDA and MPI). All-reduces take device pointers and run on a stream of their own,
+ * configure sets only with CUDA and MPI), into the CUDA plugin (model/cuda_plugin.h), through which dist.c
+ * calls it (dist/nccl.h). All-reduces take device pointers and run on a stream of their own,
  * so that the CUDA backend can hand over each layer's gradients as soon as the backward pass has produced them
  * and keep computing the next layer while NCCL reduces (overlap); scp_dist_nccl_wait joins before the
  * optimizer step. */
 #include "config.h"
 
 #include "dist/dist.h"
+#include "dist/nccl.h"
 #include "core/error.h"
 
 #include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* Bucket size of one ncclAllReduce: big enough to reach ring bandwidth (NCCL's own default buffers are
@@ -37,7 +40,7 @@ typedef struct nccl_state {
         if (e_ != cudaSuccess) return scp_error("rank %d: %s: %s", d->rank, what, cudaGetErrorString(e_));     \
     } while (0)
 
-int scp_dist_nccl_init(scp_dist *d)
+static int nccl_init(scp_dist *d)
 {
     if (d->nccl) return 0;
     int ndev = 0;
@@ -56,7 +59,7 @@ int scp_dist_nccl_init(scp_dist *d)
     return 0;
 }
 
-int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream)
+static int nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream)
 {
     nccl_state *s = d->nccl;
     if (!s) return scp_error("rank %d: NCCL all-reduce before scp_dist_nccl_init", d->rank);
@@ -74,7 +77,7 @@ int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream
     return 0;
 }
 
-int scp_dist_nccl_wait(scp_dist *d)
+static int nccl_wait(scp_dist *d)
 {
     nccl_state *s = d->nccl;
     if (!s) return 0;
@@ -106,7 +109,7 @@ int scp_dist_nccl_wait(scp_dist *d)
     return 0;
 }
 
-void scp_dist_nccl_free(scp_dist *d)
+static void nccl_free(scp_dist *d)
 {
     nccl_state *s = d->nccl;
     if (!s) return;
@@ -115,4 +118,10 @@ void scp_dist_nccl_free(scp_dist *d)
     cudaStreamDestroy(s->stream);
     free(s);
     d->nccl = NULL;
+}
+
+const scp_nccl_functions *scp_nccl_plugin_entry(const char *version, size_t dist_size)
+{
+    static const scp_nccl_functions f = {nccl_init, nccl_allreduce_f32, nccl_wait, nccl_free};
+    return strcmp(version, PACKAGE_VERSION) == 0 && dist_size == sizeof(scp_dist) ? &f : NULL;
 }

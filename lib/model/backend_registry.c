@@ -8,10 +8,7 @@
 #include "config.h"
 #include "model/backend.h"
 #include "core/error.h"
-#ifdef HAVE_CUDA
-#include "model/cuda/backend_cuda.h"
-#include "model/cuda/cuda_device.h"
-#endif
+#include "model/cuda_plugin.h"
 
 typedef struct registered {
     const char *name;
@@ -29,24 +26,19 @@ static const registered backends[] = {
 };
 #define N_BACKENDS ((int)(sizeof backends / sizeof backends[0]))
 
-#define NO_CUDA "this build has no CUDA backend (configure found no nvcc and cuBLAS)"
 
-/* The CUDA table of a registered name ("cuda" or "cuda-fp32"); NULL where CUDA is not built. */
-static const scp_backend *cuda_table(const char *name)
+/* The CUDA table of a registered name ("cuda" or "cuda-fp32"), from the plugin (loaded on the first call); NULL
+ * with the plugin's message where CUDA is not built or the plugin cannot be loaded. */
+static const scp_backend *cuda_table(const char *name) { return scp_cuda_plugin_backend(name); }
+
+/* The GPUs the CUDA runtime sees: 0 without CUDA, its plugin, a driver or a device. */
+static int cuda_devices(void) { return scp_cuda_plugin_devices(); }
+
+/* Whether configure built the CUDA plugin: the list of an unknown name's alternatives says so without loading it. */
+static int cuda_built(void)
 {
 #ifdef HAVE_CUDA
-    return scp_cuda_backend_named(name);
-#else
-    (void)name;
-    return NULL;
-#endif
-}
-
-/* The GPUs the CUDA runtime sees: 0 without CUDA, a driver or a device. */
-static int cuda_devices(void)
-{
-#ifdef HAVE_CUDA
-    return scp_cuda_device_count();
+    return 1;
 #else
     return 0;
 #endif
@@ -107,7 +99,7 @@ const scp_backend *scp_backend_find(const char *name)
         char list[256] = "";
         size_t n = 0;
         for (int i = 0; i < N_BACKENDS; i++) {
-            if (!table_of(&backends[i])) continue;   /* not built */
+            if (!backends[i].table && !cuda_built()) continue;   /* not built */
             n += (size_t)snprintf(list + n, n < sizeof list ? sizeof list - n : 0, "%s%s%s%s%s", n ? ", " : "",
                                   backends[i].name, backends[i].alias ? " (also " : "",
                                   backends[i].alias ? backends[i].alias : "", backends[i].alias ? ")" : "");
@@ -116,10 +108,7 @@ const scp_backend *scp_backend_find(const char *name)
         return NULL;
     }
     const scp_backend *be = table_of(r);
-    if (!be) {
-        scp_error("backend '%s': " NO_CUDA, name);
-        return NULL;
-    }
+    if (!be) return NULL;   /* the plugin's message: CUDA not built, or the plugin cannot be loaded */
     return checked(be);
 }
 
@@ -132,7 +121,7 @@ int scp_backend_usable(const char *name, char *why, size_t why_len)
     if (!r)
         reason = "not a registered backend";
     else if (!table_of(r))
-        reason = NO_CUDA;
+        reason = scp_last_error();   /* CUDA not built, or its plugin cannot be loaded */
     else if (!r->table && cuda_devices() == 0)
         reason = "no CUDA device";
     if (why && why_len) snprintf(why, why_len, "%s", reason ? reason : "");

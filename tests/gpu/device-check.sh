@@ -45,14 +45,15 @@ if [ "${1:-}" = --prepare ]; then
     make tests/moe-helper tests/grad-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist-nccl-smoke >/dev/null || exit 1; fi
     mkdir -p libs
-    for b in bin/* tests/backend-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper tests/grad-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+    for b in bin/* lib/libscp-cuda.so tests/backend-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper \
+        tests/grad-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
         grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
             -e 'ld-linux' -e 'libstdc++' -e 'libgcc_s' -e 'libz\.so' -e 'libudev' -e 'libicu' -e 'libxml2' -e 'libacl' -e 'libbz2' -e 'liblz4' -e 'liblzma' -e 'libzstd' -e 'libnettle' | while read -r l; do cp -L "$l" libs/; done
     find bin tests bench lib -name '*.o' -delete
     rm -f lib/libscp.a
-    find bin tests bench -type f -perm -u+x ! -name '*.sh' ! -name '*.py' -exec strip --strip-unneeded {} + 2>/dev/null
+    find bin tests bench lib -type f -perm -u+x ! -name '*.sh' ! -name '*.py' -exec strip --strip-unneeded {} + 2>/dev/null
     du -sh . libs
-    # Every binary holds all the kernels: xz finds the repeats, and 50 MB of binaries travel as about 3 MB.
+    # The kernels are in the CUDA plugin, lib/libscp-cuda.so (model/cuda_plugin.h); xz shrinks what travels.
     cd .. && tar cJf build-gpu-pre.tar.xz build-gpu-pre && ls -la build-gpu-pre.tar.xz || exit 1
     echo "build-gpu-pre.tar.xz ready: carry it with the autotools files (see the header of $0)"
     exit 0
@@ -98,6 +99,9 @@ fi
 tail -5 "$out/build.log" 2>/dev/null
 row build "$mode" "$(elapsed) s"
 export SCP_BIN=$build/bin SCP_SRCDIR=$root SCP_BUILDDIR=$build
+# The CUDA plugin of this build (model/cuda_plugin.h): a prebuilt tree was configured in another folder, so its
+# programs would not find it as their build tree's.
+export SCP_PLUGIN_DIR=$build/lib
 export SCP_ASSETS=${SCP_ASSETS:-$root/../shared/assets}
 
 # run NAME LIMIT_S CMD...: a TAP test with a time limit; its log in $out, its counts in the summary.

@@ -14,8 +14,8 @@ command -v "$cxx" >/dev/null 2>&1 || skip_all "no C++ compiler ($cxx) for the em
 mkvar() { sed -n "s/^$1 = //p" "$SCP_BUILDDIR/Makefile" | head -1; }
 cc=$(mkvar CC)
 cflags="$(mkvar CFLAGS) $(mkvar OPENMP_CFLAGS)"
-# the libraries libscp needs (as LDADD in Makefile.am, less MPI, NCCL and CUDA: the emulator stands in for CUDA)
-libs="$(mkvar JANSSON_LIBS) $(mkvar ZLIB_LIBS) $(mkvar LIBARCHIVE_LIBS) $(mkvar PCRE2_LIBS) $(mkvar UTF8PROC_LIBS) $(mkvar BLAS_LIBS) $(mkvar OPENMP_CFLAGS) $(mkvar LDFLAGS) -lm"
+# the libraries libscp needs (as LDADD in Makefile.am, less MPI: the emulator stands in for CUDA)
+libs="$(mkvar JANSSON_LIBS) $(mkvar ZLIB_LIBS) $(mkvar LIBARCHIVE_LIBS) $(mkvar PCRE2_LIBS) $(mkvar UTF8PROC_LIBS) $(mkvar BLAS_LIBS) $(mkvar OPENMP_CFLAGS) $(mkvar LDFLAGS) $(mkvar LIBS) -lm"
 # Misaligned vector accesses fault on the GPU but not on x86: the kernels are built with UBSan's alignment check
 # (the emulator's float2/float4/uint4/__nv_bfloat162 carry CUDA's alignments), which stops at the first one.
 san="-fsanitize=alignment -fno-sanitize-recover=alignment"
@@ -34,6 +34,11 @@ for f in "$src"/lib/model/cuda/*.cu; do
     fi
     objs="$objs $TMP/$b.o"
 done
+# The plugin's table of functions, linked in: libscp's plugin loader (lib/model/cuda_plugin.c) then hands out the
+# emulated tables instead of loading libscp-cuda.so.
+$cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/lib/model/cuda/plugin.c" -o "$TMP/plugin.o" 2>"$TMP/cc.err" ||
+    { echo "not ok 1 - lib/model/cuda/plugin.c compiles"; sed 's/^/# /' "$TMP/cc.err" | head -30; echo "1..1"; exit 1; }
+objs="$objs $TMP/plugin.o"
 "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -c "$src/tests/gpu/emu/emu.cc" -o "$TMP/emu.o" &&
     $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/backend-ops.c" -o "$TMP/ops.o" &&
     # shellcheck disable=SC2086
@@ -60,7 +65,7 @@ $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp
 "$TMP/scp-step-emu" --backend cpu-bf16 --tiny --steps 1 >"$TMP/ref16.json" 2>>"$TMP/step.err"
 # The same steps through the model driver (lib/model/model.c's device-resident path: weights, gradients and AdamW
 # moments in emulated device memory, gradient norm and clipping there), where libscp was built with CUDA (its
-# scp_backend_find then hands out the emulated table).
+# scp_backend_find then asks the plugin loader, which hands out the emulated table).
 drv=
 if grep -q 'define HAVE_CUDA 1' "$SCP_BUILDDIR/config.h"; then
     drv=1

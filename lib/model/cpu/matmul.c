@@ -4,9 +4,7 @@
 #include "config.h"
 #include "model/cpu/cpu.h"
 
-#ifdef HAVE_CBLAS
-#include <cblas.h>
-#endif
+#include "model/cpu/blas.h"
 
 /* Start out as beta * out + bias (or leave it for sgemm's beta when there is no bias). Returns the beta that
  * sgemm must use afterwards. */
@@ -99,7 +97,7 @@ void scp_cpu_matmul_bwd_w_blocked(float *dw, float *dbias, const float *dout, in
 
 /* ---- the fast entries ------------------------------------------------------------------------------------ */
 /* With CBLAS the work is split over OpenMP threads here, each running a one-threaded sgemm on its share of the
- * rows (scp_set_threads keeps OpenBLAS itself at one thread): OpenBLAS's own threads spin after each call and
+ * rows (blas.c loads OpenBLAS without threads of its own): OpenBLAS's own threads spin after each call and
  * fight the OpenMP threads of the next operation for the cores, which costs more than it saves on the small
  * matrices of a small model (and badly so on a loaded machine). Each output row is computed by one call, so the
  * result is the same for a fixed thread count. */
@@ -120,14 +118,15 @@ void scp_cpu_matmul_fwd(float *out, int ldo, const float *inp, int ldi, const fl
                         int N, float beta)
 {
 #ifdef HAVE_CBLAS
+    scp_cpu_blas_ready(scp_cpu_threads());
     beta = bias_init(out, ldo, bias, M, N, beta);
     int nt = threads_for(M);
 #pragma omp parallel num_threads(nt)
     {
         int lo, n = chunk(M, nt, scp_cpu_thread_id(), &lo);
         if (n > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, N, K, 1.0f, inp + (size_t)lo * ldi, ldi, w, K, beta,
-                        out + (size_t)lo * ldo, ldo);
+            scp_cpu_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, N, K, 1.0f, inp + (size_t)lo * ldi, ldi, w, K,
+                          beta, out + (size_t)lo * ldo, ldo);
     }
 #else
     scp_cpu_matmul_fwd_blocked(out, ldo, inp, ldi, w, bias, M, K, N, beta);
@@ -137,13 +136,14 @@ void scp_cpu_matmul_fwd(float *out, int ldo, const float *inp, int ldi, const fl
 void scp_cpu_matmul_bwd_inp(float *dinp, int ldi, const float *dout, int ldo, const float *w, int M, int K, int N, float beta)
 {
 #ifdef HAVE_CBLAS
+    scp_cpu_blas_ready(scp_cpu_threads());
     int nt = threads_for(M);
 #pragma omp parallel num_threads(nt)
     {
         int lo, n = chunk(M, nt, scp_cpu_thread_id(), &lo);
         if (n > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, K, N, 1.0f, dout + (size_t)lo * ldo, ldo, w, K, beta,
-                        dinp + (size_t)lo * ldi, ldi);
+            scp_cpu_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, K, N, 1.0f, dout + (size_t)lo * ldo, ldo, w,
+                          K, beta, dinp + (size_t)lo * ldi, ldi);
     }
 #else
     scp_cpu_matmul_bwd_inp_blocked(dinp, ldi, dout, ldo, w, M, K, N, beta);
@@ -153,14 +153,15 @@ void scp_cpu_matmul_bwd_inp(float *dinp, int ldi, const float *dout, int ldo, co
 void scp_cpu_matmul_bwd_w(float *dw, float *dbias, const float *dout, int ldo, const float *inp, int ldi, int M, int K, int N)
 {
 #ifdef HAVE_CBLAS
+    scp_cpu_blas_ready(scp_cpu_threads());
     /* split over the rows of dW, so that each sum over the M tokens stays inside one call */
     int nt = threads_for(N);
 #pragma omp parallel num_threads(nt)
     {
         int lo, n = chunk(N, nt, scp_cpu_thread_id(), &lo);
         if (n > 0)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, K, M, 1.0f, dout + lo, ldo, inp, ldi, 1.0f,
-                        dw + (size_t)lo * K, K);
+            scp_cpu_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, K, M, 1.0f, dout + lo, ldo, inp, ldi, 1.0f,
+                          dw + (size_t)lo * K, K);
     }
     bias_grad(dbias, dout, ldo, M, N);
 #else

@@ -1,0 +1,24 @@
+/* dist/nccl.h: the NCCL communicator of GPU ranks as the CUDA plugin (model/cuda_plugin.h) holds it
+ * (dist/nccl.c): dist.c finds its entry point through the plugin loader and calls dist/dist.h's scp_dist_nccl_*
+ * through the functions it returns. */
+#ifndef SCP_NCCL_H
+#define SCP_NCCL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dist/dist.h"
+
+typedef struct scp_nccl_functions {
+    int (*init)(scp_dist *d);
+    int (*allreduce_f32)(scp_dist *d, float *dev, int64_t n, void *stream);
+    int (*wait)(scp_dist *d);
+    void (*free)(scp_dist *d);
+} scp_nccl_functions;
+
+/* The functions, or NULL when `version` (PACKAGE_VERSION) or `dist_size` (sizeof(scp_dist)) are not those the
+ * plugin was built with. */
+#define SCP_NCCL_ENTRY "scp_nccl_plugin_entry"
+const scp_nccl_functions *scp_nccl_plugin_entry(const char *version, size_t dist_size);
+
+#endif
