@@ -598,6 +598,7 @@ int scp_dist_nccl_wait(scp_dist *d)
 #ifdef HAVE_NCCL
     if (d->nccl) return nccl->wait(d);
 #endif
+    (void)d;
     return 0;
 }
 

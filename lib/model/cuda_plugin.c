@@ -20,13 +20,13 @@ static const scp_cuda_plugin *plugin;
 static void *handle;     /* of the loaded plugin; NULL for one linked in */
 static char why[PATH_MAX + 1024];   /* why it could not be loaded */
 
+#ifdef HAVE_CUDA
 static const scp_plugin_host host = {
     .verror = scp_verror,
     .die_last = scp_die_last,
     .xcalloc = scp_xcalloc,
 };
 
-#ifdef HAVE_CUDA
 /* Whether `bytes` more of address space fit under the limit (ulimit -v) now: a mapping that reserves nothing. */
 static int address_space_left(size_t bytes)
 {
