@@ -52,7 +52,12 @@ static const registered *lookup(const char *name)
     return NULL;
 }
 
-static const scp_backend *table_of(const registered *r) { return r->table ? r->table : cuda_table(r->name); }
+/* The table of a registered backend; `asked` is the name it was asked by (an alias is passed on as it is, so that
+ * the plugin's messages name what the user wrote). */
+static const scp_backend *table_of(const registered *r, const char *asked)
+{
+    return r->table ? r->table : cuda_table(asked);
+}
 
 const char *scp_backend_missing(const scp_backend *be)
 {
@@ -107,7 +112,7 @@ const scp_backend *scp_backend_find(const char *name)
         scp_error("unknown backend '%s' (available: %s)", name, list);
         return NULL;
     }
-    const scp_backend *be = table_of(r);
+    const scp_backend *be = table_of(r, name);
     if (!be) return NULL;   /* the plugin's message: CUDA not built, or the plugin cannot be loaded */
     return checked(be);
 }
@@ -120,7 +125,7 @@ int scp_backend_usable(const char *name, char *why, size_t why_len)
     const char *reason = NULL;
     if (!r)
         reason = "not a registered backend";
-    else if (!table_of(r))
+    else if (!table_of(r, name))
         reason = scp_last_error();   /* CUDA not built, or its plugin cannot be loaded */
     else if (!r->table && cuda_devices() == 0)
         reason = "no CUDA device";
