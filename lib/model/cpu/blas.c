@@ -15,8 +15,9 @@
 
 __typeof__(cblas_sgemm) *scp_cpu_sgemm;
 
-/* OpenBLAS's working buffers (BUFFER_SIZE, 128 MiB on x86-64 and arm64, plus a page), taken and given back by its
- * sgemm; NULL for a BLAS without them. */
+/* OpenBLAS's working buffers, taken and given back by its sgemm; NULL for a BLAS without them. Their size is
+ * OpenBLAS's BUFFER_SIZE (128 MiB in its default builds for x86-64) plus a page: a build with larger buffers
+ * would pass the check below with too little room. */
 static void *(*blas_memory_alloc)(int);
 static void (*blas_memory_free)(void *);
 #define BLAS_BUFFER_BYTES (((size_t)128 << 20) + ((size_t)64 << 10))
