@@ -45,8 +45,11 @@ if [ "${1:-}" = --prepare ]; then
     make tests/moe-helper tests/grad-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist-nccl-smoke >/dev/null || exit 1; fi
     mkdir -p libs
+    # bench/step links the CBLAS that the programs load on their first matrix product (lib/model/cpu/blas.h), so
+    # that its library and what it needs are carried too.
+    make bench/step >/dev/null || exit 1
     for b in bin/* lib/libscp-cuda.so tests/backend-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper \
-        tests/grad-helper; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+        tests/grad-helper bench/step; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
         grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
             -e 'ld-linux' -e 'libstdc++' -e 'libgcc_s' -e 'libz\.so' -e 'libudev' -e 'libicu' -e 'libxml2' -e 'libacl' -e 'libbz2' -e 'liblz4' -e 'liblzma' -e 'libzstd' -e 'libnettle' | while read -r l; do cp -L "$l" libs/; done
     find bin tests bench lib -name '*.o' -delete
