@@ -395,3 +395,18 @@ int64_t scp_param_count(const scp_model_config *c)
     free(t);
     return s;
 }
+
+int scp_param_units(const scp_param_desc *t, int n, int L, int64_t *lo)
+{
+    /* The table runs embeddings, layer 0 .. L - 1, then the tail: a unit starts where the layer index changes. */
+    int64_t off = 0;
+    int u = 0;
+    lo[0] = 0;
+    for (int i = 0; i < n; i++) {
+        int unit = t[i].layer >= 0 ? 1 + t[i].layer : (i == 0 || t[i - 1].layer < 0) && u == 0 ? 0 : L + 1;
+        while (u < unit) lo[++u] = off;
+        off += t[i].numel;
+    }
+    while (u < L + 2) lo[++u] = off;
+    return L + 2;
+}

@@ -116,5 +116,10 @@ typedef struct scp_param_desc {
  * Returns the count; *out is freshly allocated. */
 int scp_param_table(const scp_model_config *c, scp_param_desc **out);
 int64_t scp_param_count(const scp_model_config *c);
+/* The units of a parameter table of L layers, the pieces that sharded training (dist/fsdp.h) gathers and
+ * reduces one at a time: unit 0 the embeddings, unit 1 + l layer l, unit L + 1 the final norm with the LM
+ * head. lo (L + 3 entries) receives their boundaries in the flat parameter vector (parameters in table
+ * order, each numel floats); unit u is [lo[u], lo[u + 1]). Returns the unit count, L + 2. */
+int scp_param_units(const scp_param_desc *t, int n, int L, int64_t *lo);
 
 #endif

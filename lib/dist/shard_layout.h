@@ -1,0 +1,32 @@
+/* dist/shard_layout.h: how sharded training (ZeRO-2 and ZeRO-3, dist/fsdp.h) cuts the parameter vector across
+ * ranks, as FSDP does: unit by unit (formats/model_config.h scp_param_units: the embeddings, each layer, the final
+ * norm with the LM head), every unit split into `world` equal pieces of per[u] floats, per[u] = ceil(n_u / world)
+ * rounded up to a multiple of 16 floats (64-byte rows). Rank r owns piece r of every unit: floats
+ * [lo_u + r per[u], lo_u + (r + 1) per[u]) clipped to the unit, so the last pieces may be short or empty. A
+ * rank's shard is its pieces one after another, each padded to per[u] (the padding stays zero): the gathered
+ * unit is then world * per[u] floats with rank r's piece at r * per[u], which equal-sized collectives (NCCL's
+ * all-gather and reduce-scatter) need.
+ *
+ * The planner (scp-train --plan) and the allocations of dist/fsdp.c both size from this layout. */
+#ifndef SCP_SHARD_LAYOUT_H
+#define SCP_SHARD_LAYOUT_H
+
+#include <stdint.h>
+
+typedef struct scp_shard_layout {
+    int units, world, rank;
+    int64_t *unit_lo;     /* (units + 1) unit u is [unit_lo[u], unit_lo[u + 1]) of the parameter vector */
+    int64_t *per;         /* (units) floats of each rank's piece of unit u, padding included */
+    int64_t *shard_off;   /* (units + 1) where unit u's piece starts in a rank's shard; shard_off[units] is the
+                             shard's length in floats (the same on every rank) */
+    int64_t max_unit;     /* floats of the largest gathered unit, world * per[u] */
+    int64_t max_layer;    /* floats of the largest gathered layer unit (units 1 .. units - 2) */
+} scp_shard_layout;
+
+/* The layout of `units` units with boundaries unit_lo (units + 1 entries) over world ranks, seen from rank. */
+void scp_shard_layout_init(scp_shard_layout *s, const int64_t *unit_lo, int units, int world, int rank);
+void scp_shard_layout_free(scp_shard_layout *s);
+/* The part of unit u that rank r owns, [*a, *b) in parameter-vector coordinates (*a == *b: none). */
+void scp_shard_piece(const scp_shard_layout *s, int u, int r, int64_t *a, int64_t *b);
+
+#endif
