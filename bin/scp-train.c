@@ -79,7 +79,9 @@ _Noreturn static void usage(void)
            "      --backend NAME       compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "      --recompute          keep one layer's activations, recompute the rest in backward\n"
            "Data parallel (under mpirun or srun; see DISTRIBUTED in the manual):\n"
-           "      --zero 0|1           1: shard the AdamW moments across the ranks (ZeRO-1; default 0)\n"
+           "      --zero 0|1|2|3       shard across the ranks: 1 the AdamW moments, 2 also the gradients, 3 also\n"
+           "                           the weights (ZeRO-1/2/3; default 0)\n"
+           "      --keep-gathered      ZeRO-3: keep each layer's gathered weights from its forward to its backward\n"
            "      --dist-timeout S     seconds a rank waits for the others before stopping the job (default 600)\n"
            "  -q, --quiet              no summary lines on stderr\n"
            "  -h, --help               this help\n"
@@ -97,7 +99,7 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES, SCP_OPT_SEED,
-    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_DIST_TIMEOUT, SCP_OPT_QUIET,
+    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_DIST_TIMEOUT, SCP_OPT_QUIET,
     SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
 static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
 
@@ -105,7 +107,7 @@ static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NUL
  * of a new run or over the options a resumed run saved. */
 typedef struct cli_args {
     const char *out;
-    int resume, force, quiet, zero, recompute;
+    int resume, force, quiet, zero, keep_gathered, recompute;
     double dist_timeout;   /* seconds, 0: the default */
     int n;
     scp_opt_id *ids;       /* (n) training options */
@@ -126,7 +128,8 @@ static void parse_args(int argc, char **argv, cli_args *a)
         case SCP_OPT_FORCE: a->force = 1; break;
         case SCP_OPT_QUIET: a->quiet = 1; break;
         case SCP_OPT_RECOMPUTE: a->recompute = 1; break;
-        case SCP_OPT_ZERO: a->zero = (int)scp_opt_int("--zero", optarg, 0, 1); break;
+        case SCP_OPT_ZERO: a->zero = (int)scp_opt_int("--zero", optarg, 0, 3); break;
+        case SCP_OPT_KEEP_GATHERED: a->keep_gathered = 1; break;
         case SCP_OPT_DIST_TIMEOUT: a->dist_timeout = scp_opt_double("--dist-timeout", optarg, 1, 1e7); break;
         case SCP_OPT_HELP: usage();
         case SCP_OPT_VERSION: scp_cli_version();
@@ -182,6 +185,8 @@ int main(int argc, char **argv)
     scp_train_run run;
     scp_train_run_init(&run, &o, &dist, a.out);
     run.force = a.force, run.quiet = a.quiet, run.zero = a.zero, run.recompute = a.recompute;
+    run.keep_gathered = a.keep_gathered;
+    if (a.keep_gathered && a.zero != 3) scp_usage_error("--keep-gathered applies to --zero 3");
 
     if (a.resume) {
         /* The saved options, then whatever this command line sets again. */

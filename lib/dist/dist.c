@@ -419,19 +419,19 @@ int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char 
     return 0;
 }
 
-int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what)
+int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, const int64_t *lo, const char *what)
 {
     if (d->world <= 1) {
-        if (full != part) memcpy(full, part, (size_t)(lo[1] - lo[0]) * sizeof *full);
+        if (full + lo[0] != part) memcpy(full + lo[0], part, (size_t)(lo[1] - lo[0]) * sizeof *full);
         return 0;
     }
 #ifdef HAVE_MPI
     double t0 = coll_begin(d, what);
-    /* Point to point in pieces: no int counts to overflow, and rank 0 takes the shards one after another. */
-    if (d->rank == 0) {
-        memcpy(full + lo[0], part, (size_t)(lo[1] - lo[0]) * sizeof *full);
-        for (int r = 1; r < d->world; r++)
-            for (int64_t off = lo[r]; off < lo[r + 1]; off += DIST_CHUNK) {
+    /* Point to point in pieces: no int counts to overflow, and the root takes the shards one after another. */
+    if (d->rank == root) {
+        memcpy(full + lo[root], part, (size_t)(lo[root + 1] - lo[root]) * sizeof *full);
+        for (int r = 0; r < d->world; r++)
+            for (int64_t off = lo[r]; r != root && off < lo[r + 1]; off += DIST_CHUNK) {
                 int c = (int)(lo[r + 1] - off < DIST_CHUNK ? lo[r + 1] - off : DIST_CHUNK);
                 MPI_Request rq;
                 MPI_Irecv(full + off, c, MPI_FLOAT, r, TAG_GATHER, MPI_COMM_WORLD, &rq);
@@ -442,13 +442,74 @@ int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64
         for (int64_t off = a; off < b; off += DIST_CHUNK) {
             int c = (int)(b - off < DIST_CHUNK ? b - off : DIST_CHUNK);
             MPI_Request rq;
-            MPI_Isend(part + (off - a), c, MPI_FLOAT, 0, TAG_GATHER, MPI_COMM_WORLD, &rq);
+            MPI_Isend(part + (off - a), c, MPI_FLOAT, root, TAG_GATHER, MPI_COMM_WORLD, &rq);
             finish(d, &rq, 1, what);
         }
     }
     coll_end(d, t0, (lo[d->rank + 1] - lo[d->rank]) * (int64_t)sizeof *full);
 #else
-    (void)full, (void)part, (void)lo, (void)what;
+    (void)root, (void)what;
+#endif
+    return 0;
+}
+
+int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what)
+{
+    return scp_dist_gather_to(d, 0, full, part, lo, what);
+}
+
+#ifdef HAVE_MPI
+/* Pieces of sharded units are whole multiples of 16 elements (dist/shard_layout.h): counted in 32-byte blocks,
+ * a piece of up to 64 GiB fits MPI's int count. */
+static MPI_Datatype piece_type(int64_t bytes, int64_t *count)
+{
+    static MPI_Datatype block = MPI_DATATYPE_NULL;
+    if (bytes % 32 != 0) {
+        *count = bytes;
+        return MPI_BYTE;
+    }
+    if (block == MPI_DATATYPE_NULL) {
+        MPI_Type_contiguous(32, MPI_BYTE, &block);
+        MPI_Type_commit(&block);
+    }
+    *count = bytes / 32;
+    return block;
+}
+#endif
+
+int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const char *what)
+{
+    if (d->world <= 1) return 0;
+#ifdef HAVE_MPI
+    int64_t count;
+    MPI_Datatype t = piece_type(piece_bytes, &count);
+    if (count > INT_MAX) return scp_error("%s: a piece of %lld bytes is too large to gather", what, (long long)piece_bytes);
+    double t0 = coll_begin(d, what);
+    MPI_Request rq;
+    MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, (int)count, t, MPI_COMM_WORLD, &rq);
+    finish(d, &rq, 1, what);
+    coll_end(d, t0, piece_bytes * (d->world - 1));
+#else
+    (void)buf, (void)piece_bytes, (void)what;
+#endif
+    return 0;
+}
+
+int scp_dist_reduce_scatter_f32(scp_dist *d, const float *x, float *out, int64_t piece, const char *what)
+{
+    if (d->world <= 1) {
+        memcpy(out, x, (size_t)piece * sizeof *out);
+        return 0;
+    }
+#ifdef HAVE_MPI
+    if (piece > INT_MAX) return scp_error("%s: a piece of %lld floats is too large to reduce", what, (long long)piece);
+    double t0 = coll_begin(d, what);
+    MPI_Request rq;
+    MPI_Ireduce_scatter_block(x, out, (int)piece, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
+    finish(d, &rq, 1, what);
+    coll_end(d, t0, piece * (int64_t)sizeof *out * (d->world - 1));
+#else
+    (void)x, (void)out, (void)piece, (void)what;
 #endif
     return 0;
 }

@@ -65,6 +65,15 @@ int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char 
 /* Rank 0 receives every rank's shard of x into full (n floats, only read on rank 0; shard r is
  * full[lo[r] .. lo[r + 1]) ), the others send theirs from part (their own shard, lo[rank] .. lo[rank + 1]). */
 int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what);
+/* The same with any root: rank root receives every rank's share into full (shares of n = lo[world] floats), rank r
+ * sends lo[r + 1] - lo[r] floats from part. */
+int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, const int64_t *lo, const char *what);
+/* Equal pieces (sharded units, dist/shard_layout.h): buf holds world pieces of piece_bytes, rank r's at
+ * r * piece_bytes; each rank has written its own, and afterwards every rank holds all of them. */
+int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);
+/* x (world * piece floats) is this rank's contribution to every piece; out (piece floats) receives the sum over
+ * ranks of piece `rank` (MPI_Reduce_scatter_block). One rank: a copy. */
+int scp_dist_reduce_scatter_f32(scp_dist *d, const float *x, float *out, int64_t piece, const char *what);
 /* 1 if buf (bytes) is bit-identical on every rank (a 64-bit hash compared by all-reduce min and max). */
 int scp_dist_same(scp_dist *d, const void *buf, size_t bytes, const char *what);
 

@@ -43,6 +43,9 @@ static void ws_free(const scp_backend *be, workspace *w)
     if (w->dv) be->free(w->dv);
     free(w->lix);
     free(w->layer_lo);
+    free(w->unit_lo);
+    free(w->unit_w);
+    free(w->unit_g);
     scp_moe_free(w->moe);
     free(w);
 }
@@ -84,6 +87,8 @@ static workspace *ws_new(const scp_model *m)
         if (m->desc[i].kind == SCP_P_FINAL_NORM) w->final_norm = m->offset[i];
     }
     if (w->lm_head < 0) w->lm_head = w->embed;   /* tied: both uses read (and add gradients into) one matrix */
+    w->unit_lo = scp_xmalloc(sizeof *w->unit_lo * (size_t)(w->L + 3));
+    w->units = scp_param_units(m->desc, m->n_params, w->L, w->unit_lo);
     return w;
 }
 
@@ -175,7 +180,7 @@ static void blas_one_thread(void)
     if (openblas_set_num_threads) openblas_set_num_threads(1);
 }
 
-scp_model *scp_model_new(const scp_model_config *cfg, const char *backend)
+static scp_model *model_new(const scp_model_config *cfg, const char *backend, int with_weights)
 {
     const scp_backend *be = scp_backend_find(backend);
     if (!be) return NULL;
@@ -202,6 +207,7 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend)
     m->n_weights = off;
     m->backend = be;
     m->ctx = ws_new(m);
+    if (!with_weights) return m;
     if (be->host_memory) {
         m->weights = be->alloc((size_t)off * sizeof(float));
     } else {
@@ -212,6 +218,63 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend)
         w->weights_dirty = 1;
     }
     return m;
+}
+
+scp_model *scp_model_new(const scp_model_config *cfg, const char *backend) { return model_new(cfg, backend, 1); }
+
+scp_model *scp_model_new_shell(const scp_model_config *cfg, const char *backend) { return model_new(cfg, backend, 0); }
+
+int scp_model_set_param_provider(scp_model *m, const scp_param_provider *p)
+{
+    workspace *w = m->ctx;
+    free(w->unit_w);
+    free(w->unit_g);
+    w->unit_w = NULL, w->unit_g = NULL;
+    memset(&w->prov, 0, sizeof w->prov);
+    if (p) {
+        w->prov = *p;
+        if (p->acquire) w->unit_w = scp_xcalloc((size_t)w->units, sizeof *w->unit_w);
+        if (p->grads) w->unit_g = scp_xcalloc((size_t)w->units, sizeof *w->unit_g);
+    }
+    return w->units;
+}
+
+/* Unit u's weights held from the provider for the pass `backward` (nothing without a weight provider). */
+static void hold_weights(scp_model *m, int u, int backward)
+{
+    workspace *w = m->ctx;
+    if (w->unit_w && !w->unit_w[u]) w->unit_w[u] = w->prov.acquire(w->prov.ctx, u, backward);
+}
+
+static void drop_weights(scp_model *m, int u, int backward)
+{
+    workspace *w = m->ctx;
+    if (!w->unit_w || !w->unit_w[u]) return;
+    w->prov.release(w->prov.ctx, u, backward);
+    w->unit_w[u] = NULL;
+}
+
+/* The units outside the layers, held from the start of a forward to the end of its use. */
+static void drop_outer_weights(scp_model *m)
+{
+    workspace *w = m->ctx;
+    drop_weights(m, w->units - 1, 0);
+    drop_weights(m, 0, 0);
+}
+
+/* Unit u's gradient buffer from the provider, and its hand-back once the backward has made it. */
+static void take_grads(scp_model *m, int u)
+{
+    workspace *w = m->ctx;
+    if (w->unit_g && !w->unit_g[u]) w->unit_g[u] = w->prov.grads(w->prov.ctx, u);
+}
+
+static void give_grads(scp_model *m, int u)
+{
+    workspace *w = m->ctx;
+    if (!w->unit_g || !w->unit_g[u]) return;
+    w->prov.grads_done(w->prov.ctx, u);
+    w->unit_g[u] = NULL;
 }
 
 void scp_model_free(scp_model *m)
@@ -240,23 +303,24 @@ int scp_model_find(const scp_model *m, const char *name)
     return -1;
 }
 
+void scp_param_init_random(const scp_param_desc *d, int i, uint64_t seed, float std, float *p)
+{
+    int norm = d->kind == SCP_P_ATTN_NORM || d->kind == SCP_P_MLP_NORM || d->kind == SCP_P_FINAL_NORM ||
+               d->kind == SCP_P_QNORM || d->kind == SCP_P_KNORM;
+    if (norm) {
+        for (int64_t k = 0; k < d->numel; k++) p[k] = 1.0f;
+    } else if (d->ndim == 1) {
+        memset(p, 0, (size_t)d->numel * sizeof *p);
+    } else {
+        scp_rng r;
+        scp_rng_init(&r, seed, (uint64_t)i);   /* one stream per tensor: independent of the table's sizes */
+        for (int64_t k = 0; k < d->numel; k++) p[k] = (float)(std * scp_rng_normal(&r));
+    }
+}
+
 void scp_model_init_random(scp_model *m, uint64_t seed, float std)
 {
-    for (int i = 0; i < m->n_params; i++) {
-        const scp_param_desc *d = &m->desc[i];
-        float *p = m->weights + m->offset[i];
-        int norm = d->kind == SCP_P_ATTN_NORM || d->kind == SCP_P_MLP_NORM || d->kind == SCP_P_FINAL_NORM ||
-                   d->kind == SCP_P_QNORM || d->kind == SCP_P_KNORM;
-        if (norm) {
-            for (int64_t k = 0; k < d->numel; k++) p[k] = 1.0f;
-        } else if (d->ndim == 1) {
-            memset(p, 0, (size_t)d->numel * sizeof *p);
-        } else {
-            scp_rng r;
-            scp_rng_init(&r, seed, (uint64_t)i);   /* one stream per tensor: independent of the table's sizes */
-            for (int64_t k = 0; k < d->numel; k++) p[k] = (float)(std * scp_rng_normal(&r));
-        }
-    }
+    for (int i = 0; i < m->n_params; i++) scp_param_init_random(&m->desc[i], i, seed, std, m->weights + m->offset[i]);
     scp_model_weights_changed(m);
 }
 
@@ -657,11 +721,15 @@ static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, in
         aa->mask = w->mask;
     }
 
+    hold_weights(m, 0, 0);
     be->embedding_fwd(w->resid, w->ids, W(w->embed), M, D);
     for (int l = 0; l < w->L; l++) {
         layer_acts A = acts_of(m, keep ? l : 0, B, T);
+        hold_weights(m, 1 + l, 0);
         layer_forward(m, l, &A, aa, 1);
+        drop_weights(m, 1 + l, 0);
     }
+    hold_weights(m, w->units - 1, 0);
     be->rmsnorm_fwd(w->lnf, w->rstdf, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), M, 1, D, D, eps);
 }
 
@@ -674,13 +742,21 @@ static void backward_body(scp_model *m, const scp_batch *b, const scp_attn_args 
     be->zero_bytes(w->dresid, (size_t)M * D * be->act_size);
     be->rmsnorm_bwd(w->dresid, G(w->final_norm), w->dln, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), w->rstdf,
                     M, 1, D, D, 1);
+    give_grads(m, w->units - 1);
+    drop_weights(m, w->units - 1, 1);
     for (int l = w->L - 1; l >= 0; l--) {
         layer_acts A = acts_of(m, w->recompute ? 0 : l, B, T);
+        hold_weights(m, 1 + l, 1);
+        take_grads(m, 1 + l);
         if (w->recompute) layer_forward(m, l, &A, aa, 0);
         layer_backward(m, l, &A, aa);
+        give_grads(m, 1 + l);
+        drop_weights(m, 1 + l, 1);
         if (w->hook_armed) w->grad_hook(w->hook_ctx, DG(m), w->layer_lo[l], w->layer_lo[l + 1] - w->layer_lo[l]);
     }
     be->embedding_bwd(G(w->embed), w->dresid, w->ids, M, D, w->V);
+    give_grads(m, 0);
+    drop_weights(m, 0, 1);
     if (w->hook_armed) {   /* what lies outside the layers: embeddings before them, final norm and LM head after */
         w->grad_hook(w->hook_ctx, DG(m), w->layer_lo[w->L], m->n_weights - w->layer_lo[w->L]);
         w->grad_hook(w->hook_ctx, DG(m), 0, w->layer_lo[0]);
@@ -705,18 +781,22 @@ void scp_model_arm_grad_hook(scp_model *m)
 double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *token_nll)
 {
     if (check_batch(m, b, 1) < 0) return NAN;
-    if (backward) {
+    workspace *w = m->ctx;
+    if (backward && !w->unit_g) {
         scp_model_alloc_grads(m);
         sync_grads_to_device(m);
     }
     sync_weights_to_device(m);
-    workspace *w = m->ctx;
     const int keep = backward && !w->recompute;   /* every layer keeps its activations for the backward */
     ws_reserve(m, b->B, b->T, keep ? m->cfg.num_layers : 1);
     const scp_backend *be = m->backend;
     const int M = b->B * b->T, D = w->D, V = w->V;
     scp_attn_args aa;
     forward_body(m, b, &aa, keep);
+    if (backward) {   /* the LM head's gradients come first, the embeddings' last: both units for the whole backward */
+        take_grads(m, w->units - 1);
+        take_grads(m, 0);
+    }
 
     /* Only rows with a target reach the vocabulary projection: a masked-diffusion batch scores only its masked
      * positions, so the largest matmul of a small model shrinks by the unmasked fraction. */
@@ -762,7 +842,9 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
     }
     if (backward) {
         backward_body(m, b, &aa);
-        if (on_device(m)) w->grads_on_dev = 1;   /* they stay there: scp_model_sync_host */
+        if (on_device(m) && !w->unit_g) w->grads_on_dev = 1;   /* they stay there: scp_model_sync_host */
+    } else {
+        drop_outer_weights(m);
     }
     free(rows);
     free(tgt);
@@ -808,6 +890,7 @@ int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows,
         x = w->sel;
     }
     project_rows(m, x, n, logits);
+    drop_outer_weights(m);
     return 0;
 }
 
@@ -849,6 +932,7 @@ int scp_model_decode_start(scp_model *m, const int32_t *ids, int n, int capacity
     w->kv_fill = 0;
     w->kv_len = n;
     project_rows(m, AT(w->lnf, (size_t)(n - 1) * w->D), 1, logits);
+    drop_outer_weights(m);
     return 0;
 }
 
@@ -866,5 +950,6 @@ int scp_model_decode_next(scp_model *m, int32_t id, float *logits)
     w->kv_pos = -1;
     w->kv_len++;
     project_rows(m, w->lnf, 1, logits);
+    drop_outer_weights(m);
     return 0;
 }

@@ -41,6 +41,8 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend);
 scp_model *scp_model_load(const char *ckpt_dir, const char *backend);
 /* Random initialisation (normal(0, std) for matrices, 1 for norm weights, 0 for biases), deterministic in seed. */
 void scp_model_init_random(scp_model *m, uint64_t seed, float std);
+/* The same values for parameter i of the table alone (desc its entry), into p (numel floats). */
+void scp_param_init_random(const scp_param_desc *d, int i, uint64_t seed, float std, float *p);
 /* Write config.json and model.safetensors (dtype F32 or BF16) into dir, which must exist. Atomic per file;
  * the caller makes the directory itself atomic (scp_dir_begin/commit) and copies tokenizer files. */
 int scp_model_save(const scp_model *m, const char *dir, scp_dtype dtype);
@@ -120,6 +122,31 @@ void scp_model_set_recompute(scp_model *m, int on);
 typedef void (*scp_grad_hook)(void *ctx, float *grads, int64_t off, int64_t n);
 void scp_model_set_grad_hook(scp_model *m, scp_grad_hook fn, void *ctx);
 void scp_model_arm_grad_hook(scp_model *m);
+
+/* Parameters held outside the model (sharded training, dist/fsdp.h). The parameter vector is cut into units
+ * (formats/model_config.h scp_param_units: unit 0 the embeddings, 1 + l layer l, L + 1 the final norm with the
+ * LM head). The driver asks for a unit's weights just before it reads them and gives them back when it is done
+ * (each layer's twice a training step: for the forward and again for the backward; units 0 and L + 1 from the
+ * start of the forward to the end of the backward), and takes a gradient buffer for each unit before its
+ * backward, announcing when the unit's gradient of this backward is complete. With a gradient provider the
+ * backward never touches m->grads (scp_model_grad_norm and the other whole-vector functions do not apply). */
+typedef struct scp_param_provider {
+    void *ctx;
+    /* Unit u's weights in the backend's storage type and memory (its floats in table order), valid until
+     * release(u); `backward` says which pass asks. NULL acquire: the model reads its own weight vector. */
+    const void *(*acquire)(void *ctx, int u, int backward);
+    void (*release)(void *ctx, int u, int backward);
+    /* A zeroed fp32 buffer in backend memory for unit u's gradient, into which the backward adds; grads_done(u)
+     * when the unit's gradient of this backward is complete (the provider reduces it and takes the buffer back).
+     * NULL grads: the backward adds into the model's gradient vector. */
+    float *(*grads)(void *ctx, int u);
+    void (*grads_done)(void *ctx, int u);
+} scp_param_provider;
+/* Install p (copied), or remove it with NULL. Returns the unit count. */
+int scp_model_set_param_provider(scp_model *m, const scp_param_provider *p);
+/* A model of cfg without its weight vector (m->weights NULL), for a weight provider: the parameter table and the
+ * workspace only, so that no rank ever holds every weight. */
+scp_model *scp_model_new_shell(const scp_model_config *cfg, const char *backend);
 
 /* Whether query i of sequence bi sees key j under b's attention mode and doc mask (the rule the model applies;
  * anneal draws come from scp_mix3(anneal_seed, bi, i << 32 | j)). Exported for tests and tools. */

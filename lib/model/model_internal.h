@@ -31,6 +31,14 @@ typedef struct workspace {
     scp_act *kv;
     int kv_cap, kv_len, kv_fill, kv_pos;
     int64_t *layer_lo;      /* (L + 1): layer l's parameters are [layer_lo[l], layer_lo[l + 1]) */
+    /* Parameters held by a provider (scp_model_set_param_provider, sharded training): the units' boundaries
+     * (formats/model_config.h scp_param_units), and while the driver holds a unit, the base of its weights
+     * (unit_w, with a weight provider) and of its gradient buffer (unit_g); NULL when not held. */
+    scp_param_provider prov;
+    int units;
+    int64_t *unit_lo;       /* (units + 1) */
+    const scp_act **unit_w; /* (units), NULL array when the model keeps its own weights */
+    float **unit_g;         /* (units), NULL array when the model keeps its own gradients */
     size_t att_floats;      /* attention state per layer slot for capB, capT (model/backend.h attn_state_floats) */
     int64_t bytes;          /* what they take */
     int logit_rows;         /* rows of logits computed at a time (the logits buffer holds that many) */
@@ -115,10 +123,40 @@ static inline scp_act *scp_act_at(const scp_model *m, const scp_act *p, size_t n
 #define DW(m) ((m)->backend->host_memory ? (m)->weights : ((workspace *)(m)->ctx)->dweights)
 #define CW(m) (((workspace *)(m)->ctx)->cweights ? ((workspace *)(m)->ctx)->cweights : (scp_act *)(void *)DW(m))
 #define DG(m) ((m)->backend->host_memory ? (m)->grads : ((workspace *)(m)->ctx)->dgrads)
-#define W(off) AT(CW(m), (off))
-#define G(off) (DG(m) + (off))
+
+/* The unit holding parameter-vector offset off (binary search over the units' boundaries). */
+static inline int scp_unit_of(const workspace *w, int64_t off)
+{
+    int lo = 0, hi = w->units - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (w->unit_lo[mid] <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Weights the kernels read at offset off, and the gradients the backward adds into: the model's own vectors,
+ * or the buffers of the unit a provider handed over (a unit the driver does not hold is a driver bug). */
+static inline scp_act *scp_weight_at(const scp_model *m, int64_t off)
+{
+    const workspace *w = m->ctx;
+    if (!w->unit_w) return scp_act_at(m, CW(m), (size_t)off);
+    int u = scp_unit_of(w, off);
+    return scp_act_at(m, w->unit_w[u], (size_t)(off - w->unit_lo[u]));
+}
+
+static inline float *scp_grad_at(const scp_model *m, int64_t off)
+{
+    const workspace *w = m->ctx;
+    if (!w->unit_g) return DG(m) + off;
+    int u = scp_unit_of(w, off);
+    return w->unit_g[u] + (off - w->unit_lo[u]);
+}
+#define W(off) scp_weight_at(m, (off))
+#define G(off) scp_grad_at(m, (off))
 #define OPT(off) ((off) >= 0 ? W(off) : NULL)
-#define OPTG(off) ((off) >= 0 ? DG(m) + (off) : NULL)
+#define OPTG(off) ((off) >= 0 ? G(off) : NULL)
 
 /* model/moe.c: the mixture-of-experts step that replaces the dense MLP of a qwen3_moe layer. */
 struct scp_moe *scp_moe_new(const scp_model *m);

@@ -8,6 +8,7 @@
 #include "core/json.h"
 #include "model/model.h"
 #include "formats/safetensors.h"
+#include "formats/st_set.h"
 
 /* Tensors a HF checkpoint may carry that are not parameters. */
 static int ignorable(const scp_model *m, const char *name)
@@ -54,36 +55,6 @@ static int load_file(scp_model *m, const char *path, const char *shown, char *fo
     return rc;
 }
 
-/* The shard file names of model.safetensors.index.json, in first-seen order. */
-static int index_files(const char *path, char ***files, int *nf)
-{
-    json_t *j = scp_json_load(path);
-    if (!j) return -1;
-    json_t *map = json_object_get(j, "weight_map");
-    if (!json_is_object(map)) {
-        json_decref(j);
-        return scp_error("%s: no weight_map object", path);
-    }
-    *files = NULL, *nf = 0;
-    const char *key;
-    json_t *val;
-    json_object_foreach(map, key, val) {
-        const char *fn = json_string_value(val);
-        if (!fn || strchr(fn, '/') || strcmp(fn, "..") == 0) {
-            json_decref(j);
-            return scp_error("%s: weight_map entry '%s' is not a file name", path, key);
-        }
-        int seen = 0;
-        for (int k = 0; k < *nf && !seen; k++) seen = strcmp((*files)[k], fn) == 0;
-        if (!seen) {
-            *files = scp_xrealloc(*files, (size_t)(*nf + 1) * sizeof **files);
-            (*files)[(*nf)++] = scp_xstrdup(fn);
-        }
-    }
-    json_decref(j);
-    return 0;
-}
-
 scp_model *scp_model_load(const char *dir, const char *backend)
 {
     scp_model_config cfg;
@@ -105,7 +76,7 @@ scp_model *scp_model_load(const char *dir, const char *backend)
         char **files = NULL;
         int nf = 0;
         missing_in = index;
-        rc = index_files(index, &files, &nf);
+        rc = scp_st_index_files(index, &files, &nf);
         for (int k = 0; rc == 0 && k < nf; k++) {
             char *p = scp_path_join(dir, files[k]);
             rc = load_file(m, p, p, found);

@@ -10,43 +10,60 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Random weights of the shape config.json at config_path describes. */
-static scp_model *random_model(const scp_train_opts *o, const char *config_path)
+/* Where a run's model comes from (see scp_train_load_model): the config.json to shape it, the checkpoint to read
+ * its weights from (NULL: random), the directory of its tokenizer files; all freshly allocated. */
+static void resolve(const scp_train_opts *o, const char *resume_dir, char **config, char **weights, char **tok_dir)
 {
-    scp_model_config cfg;
-    if (scp_config_load(&cfg, config_path)) return NULL;
-    scp_model *m = scp_model_new(&cfg, o->backend);
-    scp_config_free(&cfg);
-    if (m) scp_model_init_random(m, o->seed, (float)o->init_std);
-    return m;
-}
-
-scp_model *scp_train_load_model(const scp_train_opts *o, const char *resume_dir, char **tok_dir)
-{
-    scp_model *m;
-    *tok_dir = NULL;
-    if (resume_dir) {
-        m = scp_model_load(resume_dir, o->backend);
-        *tok_dir = scp_xstrdup(resume_dir);
-    } else if (strncmp(o->init, "random:", 7) == 0) {
-        m = random_model(o, o->init + 7);
+    const char *dir = resume_dir ? resume_dir : strncmp(o->init, "random:", 7) == 0 ? NULL : o->init;
+    if (dir) {
+        *config = scp_path_join(dir, "config.json");
+        *weights = resume_dir || !o->init_random ? scp_xstrdup(dir) : NULL;
+        *tok_dir = scp_xstrdup(dir);
+    } else {
+        *config = scp_xstrdup(o->init + 7);
+        *weights = NULL;
         char *cp = scp_xstrdup(o->init + 7);
         *tok_dir = scp_xstrdup(dirname(cp));
         free(cp);
-    } else if (o->init_random) {
-        char *cp = scp_path_join(o->init, "config.json");
-        m = random_model(o, cp);
-        free(cp);
-        *tok_dir = scp_xstrdup(o->init);
-    } else {
-        m = scp_model_load(o->init, o->backend);
-        *tok_dir = scp_xstrdup(o->init);
     }
+}
+
+/* The model of config.json at config (a shell without weights when shell != 0), NULL with a message. */
+static scp_model *model_of_config(const char *config, const char *backend, int shell)
+{
+    scp_model_config cfg;
+    if (scp_config_load(&cfg, config)) return NULL;
+    scp_model *m = shell ? scp_model_new_shell(&cfg, backend) : scp_model_new(&cfg, backend);
+    scp_config_free(&cfg);
+    return m;
+}
+
+static scp_model *load(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir, int shell)
+{
+    char *config, *weights;
+    resolve(o, resume_dir, &config, &weights, tok_dir);
+    scp_model *m;
+    if (shell) m = model_of_config(config, o->backend, 1);
+    else if (weights) m = scp_model_load(weights, o->backend);
+    else if ((m = model_of_config(config, o->backend, 0))) scp_model_init_random(m, o->seed, (float)o->init_std);
+    free(config);
+    if (weights_dir) *weights_dir = weights;
+    else free(weights);
     if (!m || !scp_tokenizer_in_dir(*tok_dir)) {
         free(*tok_dir);
         *tok_dir = NULL;
     }
     return m;
+}
+
+scp_model *scp_train_load_model(const scp_train_opts *o, const char *resume_dir, char **tok_dir)
+{
+    return load(o, resume_dir, tok_dir, NULL, 0);
+}
+
+scp_model *scp_train_load_shell(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir)
+{
+    return load(o, resume_dir, tok_dir, weights_dir, 1);
 }
 
 int scp_train_configure_model(scp_model *m, const scp_train_opts *o, const char *name)

@@ -14,6 +14,9 @@
  * *tok_dir: the directory whose tokenizer files the run's checkpoints carry (the checkpoint, or CONFIG's
  * directory), or NULL when it holds none. NULL with a message on error. */
 scp_model *scp_train_load_model(const scp_train_opts *o, const char *resume_dir, char **tok_dir);
+/* The same model as a shell without weights (model/model.h scp_model_new_shell), for ZeRO-3: *weights_dir is the
+ * checkpoint whose weights the run starts from (freshly allocated), or NULL for random weights. */
+scp_model *scp_train_load_shell(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir);
 
 /* Set the model's attention and logit shift for the objective: masked diffusion needs config.json's
  * mask_token_id (`name` names the checkpoint in the message) and takes o->attn (causal or not) and o->shift (-1:

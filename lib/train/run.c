@@ -8,6 +8,7 @@
 #include "eval/setup.h"
 #include "train/init.h"
 #include "train/run_checkpoint.h"
+#include "train/sharded.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -27,6 +28,8 @@ void scp_train_run_free(scp_train_run *r)
     if (r->tr_open) scp_trainer_free(&r->tr);
     if (r->mt_open) scp_metrics_close(&r->mt);
     scp_train_moments_free(&r->mo);
+    scp_fsdp_free(&r->fsdp);
+    free(r->weights_dir);
     free(r->tok_dir);
     free(r->resume_dir);
     if (r->val) scp_shardset_close(r->val);
@@ -65,15 +68,22 @@ int scp_train_check_rundir(const char *rundir, int force)
 int scp_train_open_model(scp_train_run *r)
 {
     const scp_train_opts *o = r->o;
-    r->m = scp_train_load_model(o, r->resume_dir, &r->tok_dir);
+    /* ZeRO-3: no rank holds every weight; the shards are filled in scp_train_open_optimizer */
+    r->m = r->zero == 3 ? scp_train_load_shell(o, r->resume_dir, &r->tok_dir, &r->weights_dir)
+                        : scp_train_load_model(o, r->resume_dir, &r->tok_dir);
     if (!r->m) return -1;
+    if (r->zero >= 2 && !r->m->backend->host_memory)
+        return scp_error("--zero %d: the sharded state is reduced with MPI on host memory; backend '%s' keeps its "
+                         "buffers on the device (use --zero 0 or 1 there)", r->zero, r->m->backend->name);
     scp_model_set_recompute(r->m, r->recompute);
     if ((o->aux_loss > 0 || o->z_loss > 0) && r->m->cfg.num_experts == 0 && !r->quiet)
         scp_warn("--aux-loss and --z-loss apply to mixture-of-experts models only: this %s model has no router",
                  scp_arch_name(r->m->cfg.arch));
     /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). */
-    scp_dist_bcast(r->dist, r->m->weights, (size_t)r->m->n_weights * sizeof *r->m->weights, 0, "weight broadcast");
-    scp_model_weights_changed(r->m);
+    if (r->m->weights) {
+        scp_dist_bcast(r->dist, r->m->weights, (size_t)r->m->n_weights * sizeof *r->m->weights, 0, "weight broadcast");
+        scp_model_weights_changed(r->m);
+    }
     r->shift = scp_train_configure_model(r->m, o, r->resume_dir ? r->resume_dir : o->init);
     return r->shift < 0 ? -1 : 0;
 }
@@ -99,7 +109,8 @@ int scp_train_open_data(scp_train_run *r)
                              : strncmp(o->init, "random:", 7) == 0 ? o->init + 7
                                                                    : o->init;
     if (scp_eval_check_length(cfg, model_name, r->src.T, o->objective == SCP_OBJ_AR, o->data)) return -1;
-    if (o->eval_every && r->dist->rank == 0) {   /* rank 0 evaluates, the others wait at the next step */
+    /* Rank 0 evaluates, the others wait at the next step; under ZeRO-3 every rank takes part in the forward. */
+    if (o->eval_every && (r->dist->rank == 0 || r->zero == 3)) {
         int has_val = scp_shardset_has_split(o->data, "val");
         if (has_val < 0) return -1;
         if (!has_val) {
@@ -140,6 +151,15 @@ int scp_train_plan(scp_train_run *r)
         scp_warn("--batch-tokens %" PRId64 " is not a whole number of %d-token sequences: using %d sequences (%" PRId64
                  " tokens)", bt, T, b.B, (int64_t)b.B * T);
     }
+    if (r->zero >= 2 && r->dist->world > 1) {
+        /* Sharded gradients are reduced after every micro-batch's backward, a collective: every rank must run
+         * the same number of them. */
+        int few = b.B / r->dist->world, many = (b.B + r->dist->world - 1) / r->dist->world;
+        if ((few + b.micro - 1) / b.micro != (many + b.micro - 1) / b.micro)
+            return scp_error("--zero %d: %d sequences per step over %d ranks gives %d or %d per rank, which make "
+                             "different numbers of %d-sequence micro-batches: choose a batch or --micro-batch where "
+                             "every rank makes the same number", r->zero, b.B, r->dist->world, few, many, b.micro);
+    }
     r->B = b.B;
     r->micro = b.micro;
     r->total = b.total;
@@ -150,14 +170,26 @@ int scp_train_open_optimizer(scp_train_run *r)
 {
     scp_dist *d = r->dist;
     scp_train_state *st = &r->st;
-    scp_model_alloc_grads(r->m);
-    if (r->zero && d->world == 1 && !r->quiet) scp_warn("--zero 1 with one rank: nothing to shard");
-    scp_train_moments_init(&r->mo, r->m, r->zero, d->rank, d->world);
+    if (r->zero && d->world == 1 && !r->quiet) scp_warn("--zero %d with one rank: nothing to shard", r->zero);
+    if (r->zero >= 2) {
+        scp_fsdp_init(&r->fsdp, r->m, d, r->zero, r->keep_gathered);
+        if (r->zero == 3 && r->weights_dir && scp_sharded_load_weights(&r->fsdp, r->weights_dir)) return -1;
+        if (r->zero == 3 && !r->weights_dir) scp_sharded_random_weights(&r->fsdp, r->o->seed, (float)r->o->init_std);
+    } else {
+        scp_model_alloc_grads(r->m);
+        scp_train_moments_init(&r->mo, r->m, r->zero, d->rank, d->world);
+    }
     if (r->resume_dir) {
-        /* Checkpoints hold the full moments (gathered on rank 0 under ZeRO-1): any rank count can resume. */
-        char *op = scp_path_join(r->resume_dir, "optimizer.safetensors");
-        int rc = scp_train_moments_load(&r->mo, r->m, op);
-        free(op);
+        /* Checkpoints hold the full moments (gathered, or in shards every rank reads its pieces of): any rank count
+         * can resume. */
+        int rc;
+        if (r->zero >= 2) {
+            rc = scp_sharded_load_moments(&r->fsdp, r->resume_dir);
+        } else {
+            char *op = scp_path_join(r->resume_dir, "optimizer.safetensors");
+            rc = scp_train_moments_load(&r->mo, r->m, op);
+            free(op);
+        }
         if (rc) return -1;
         if (d->rank == 0 && scp_metrics_truncate(r->rundir, st->step)) return -1;
         if (!st->world) st->world = 1;   /* saved before data parallelism */
@@ -200,12 +232,13 @@ int scp_train_start(scp_train_run *r)
     if (!r->quiet && d->world > 1)
         scp_warn("data parallel: %d ranks (%s%s), %d-%d sequences per rank per step, ZeRO-%d, timeout %.0f s", d->world,
                  scp_dist_library(), d->nccl ? ", gradients by NCCL" : "", r->B / d->world,
-                 (r->B + d->world - 1) / d->world, r->mo.zlo ? 1 : 0, d->timeout);
+                 (r->B + d->world - 1) / d->world, r->zero, d->timeout);
 
     const scp_model_config *cfg = &r->m->cfg;
     scp_trainer_init(&r->tr, r->m, o, &r->st, &r->src, r->B, r->micro, r->mo.m, r->mo.v, cfg->mask_token_id, r->shift);
     r->tr_open = 1;
-    scp_trainer_set_dist(&r->tr, d, r->mo.zlo);
+    if (r->zero >= 2) scp_trainer_set_fsdp(&r->tr, &r->fsdp);
+    else scp_trainer_set_dist(&r->tr, d, r->mo.zlo);
     scp_dist_watchdog_start(d);
     scp_eval_opts *eo = &r->eo;
     scp_eval_opts_default(eo);
@@ -243,6 +276,7 @@ static int eval_line(scp_train_run *r)
     const char *key = obj == SCP_OBJ_MDM ? "elbo" : "nll";
     if ((obj == SCP_OBJ_MDM ? scp_eval_elbo(r->m, &r->vsrc, &r->eo, &er) : scp_eval_ppl(r->m, &r->vsrc, &r->eo, &er)))
         return -1;
+    if (r->dist->rank != 0) return 0;   /* ZeRO-3: the other ranks took part in the forward */
     json_t *j = json_object();
     json_object_set_new(j, "step", json_integer(r->st.step));
     json_object_set_new(j, "tokens", json_integer(r->st.tokens));
@@ -278,8 +312,11 @@ static int step_line(scp_train_run *r, const scp_step_info *si, double dt, doubl
 
 /* A checkpoint, written by rank 0. With ZeRO-1 rank 0 first gathers the full moments, so a checkpoint never
  * depends on the rank count. Collective: every rank calls it at the same step. */
+static int save_sharded_checkpoint(scp_train_run *r);
+
 static int save_checkpoint(scp_train_run *r)
 {
+    if (r->zero >= 2) return save_sharded_checkpoint(r);
     scp_dist *d = r->dist;
     scp_model *m = r->m;
     const int64_t *zlo = r->mo.zlo;
@@ -318,6 +355,26 @@ static int save_checkpoint(scp_train_run *r)
     return rc;
 }
 
+/* A ZeRO-2/3 checkpoint (train/sharded.h): rank 0 makes the temporary directory and tells the others its name,
+ * every rank writes its shard files into it, rank 0 adds the rest and commits it. Collective. */
+static int save_sharded_checkpoint(scp_train_run *r)
+{
+    scp_dist *d = r->dist;
+    r->st.world = d->world;
+    char *name = scp_run_ckpt_name(r->st.step), *final = scp_path_join(r->rundir, name), *tmp = NULL;
+    char path[4096] = "";
+    if (d->rank == 0 && (tmp = scp_dir_begin(final))) snprintf(path, sizeof path, "%s", tmp);
+    scp_dist_bcast(d, path, sizeof path, 0, "checkpoint directory");
+    int rc = path[0] ? scp_sharded_save(&r->fsdp, path) : -1;
+    if (d->rank == 0) rc = scp_train_finish_checkpoint(r->rundir, name, final, tmp, rc, &r->m->cfg, &r->st, r->o,
+                                                       r->tok_dir);
+    rc = scp_dist_any(d, rc != 0, "checkpoint commit") ? -1 : 0;
+    free(tmp);
+    free(name);
+    free(final);
+    return rc;
+}
+
 int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
 {
     scp_dist *d = r->dist;
@@ -344,9 +401,9 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
             double el = scp_now() - t_start;
             scp_progress_update(&prog, st->step, "step %" PRId64 "/%" PRId64 " loss %.4f %.0f tok/s", st->step,
                                 r->total, si.loss, el > 0 ? (double)(st->tokens - tok_start) / el : 0.0);
-            /* every N steps, and at the last step, so a run always ends with its held-out figure */
-            if (r->val && (st->step % o->eval_every == 0 || st->step == r->total) && eval_line(r)) return -1;
         }
+        /* every N steps, and at the last step, so a run always ends with its held-out figure */
+        if (r->val && (st->step % o->eval_every == 0 || st->step == r->total) && eval_line(r)) return -1;
         if (o->save_every && st->step % o->save_every == 0 && st->step < r->total) {
             if (save_checkpoint(r)) return -1;
             saved_at = st->step;

@@ -23,6 +23,7 @@
 #include "dist/dist.h"
 #include "eval/loss.h"
 #include "model/model.h"
+#include "dist/fsdp.h"
 #include "train/metrics.h"
 #include "train/moments.h"
 #include "train/opts.h"
@@ -36,7 +37,9 @@ typedef struct scp_train_run {
     const char *rundir;
     int force;                 /* a new run replaces RUNDIR */
     int quiet;                 /* no summary lines on stderr */
-    int zero;                  /* ZeRO stage: 1 shards AdamW's moments across the ranks */
+    int zero;                  /* ZeRO stage: 1 shards AdamW's moments across the ranks, 2 also the gradients,
+                                  3 also the weights (dist/zero.h, dist/fsdp.h) */
+    int keep_gathered;         /* ZeRO-3: a layer's gathered weights live from its forward to its backward */
     int recompute;             /* activation recomputation */
     /* the run */
     scp_train_state st;
@@ -44,12 +47,15 @@ typedef struct scp_train_run {
     char *tok_dir;             /* the directory the checkpoints' tokenizer files come from; NULL: none */
     scp_model *m;
     int shift;                 /* the logit shift in use */
-    scp_shardset *train, *val; /* val: only on rank 0 with evaluations, NULL otherwise */
+    scp_shardset *train, *val; /* val: with evaluations, on rank 0 (on every rank under ZeRO-3, whose forward
+                                  needs them all), NULL otherwise */
     scp_seq_source src, vsrc;
     uint64_t data_hash;        /* tokenizer hash of the train split */
     int B, micro;              /* sequences per step and per micro-batch */
     int64_t total;             /* the step the run ends at */
-    scp_train_moments mo;
+    scp_train_moments mo;      /* ZeRO-0/1 */
+    scp_fsdp fsdp;             /* ZeRO-2/3: the sharded gradients, moments and (3) weights */
+    char *weights_dir;         /* ZeRO-3: the checkpoint the weights are read from, NULL: random */
     scp_metrics mt;            /* rank 0 */
     int mt_open, tr_open;
     scp_trainer tr;

@@ -2,23 +2,22 @@
 #include "train/run_checkpoint.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "formats/model_config.h"
 
 #include <stdlib.h>
 
-int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const float *opt_m, const float *opt_v,
-                              const scp_train_state *s, const scp_train_opts *o, const char *tok_dir)
+int scp_train_finish_checkpoint(const char *rundir, const char *name, const char *final, char *tmp, int rc,
+                                const scp_model_config *cfg, const scp_train_state *s, const scp_train_opts *o,
+                                const char *tok_dir)
 {
-    char *name = scp_run_ckpt_name(s->step), *final = scp_path_join(rundir, name);
-    char *tmp = scp_dir_begin(final);
-    int rc = tmp ? 0 : -1;
     char *p;
-    if (rc == 0 && scp_model_save(m, tmp, SCP_F32)) rc = -1;
-    if (rc == 0 && tok_dir && scp_copy_tokenizer_files(tok_dir, tmp) < 0) rc = -1;
-    if (rc == 0) {
-        p = scp_path_join(tmp, "optimizer.safetensors");
-        rc = scp_optimizer_save(p, m, opt_m, opt_v);
+    if (!tmp) rc = -1;
+    if (rc == 0 && cfg) {
+        p = scp_path_join(tmp, "config.json");
+        rc = scp_config_save(cfg, p);
         free(p);
     }
+    if (rc == 0 && tok_dir && scp_copy_tokenizer_files(tok_dir, tmp) < 0) rc = -1;
     if (rc == 0) {
         p = scp_path_join(tmp, "trainer_state.json");
         rc = scp_train_state_save(p, s, o);
@@ -31,6 +30,22 @@ int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const floa
     }
     if (rc == 0) rc = scp_run_set_latest(rundir, name);
     if (rc == 0) rc = scp_run_prune(rundir, o->keep);
+    return rc;
+}
+
+int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const float *opt_m, const float *opt_v,
+                              const scp_train_state *s, const scp_train_opts *o, const char *tok_dir)
+{
+    char *name = scp_run_ckpt_name(s->step), *final = scp_path_join(rundir, name);
+    char *tmp = scp_dir_begin(final);
+    int rc = tmp ? 0 : -1;
+    if (rc == 0 && scp_model_save(m, tmp, SCP_F32)) rc = -1;
+    if (rc == 0) {
+        char *p = scp_path_join(tmp, "optimizer.safetensors");
+        rc = scp_optimizer_save(p, m, opt_m, opt_v);
+        free(p);
+    }
+    rc = scp_train_finish_checkpoint(rundir, name, final, tmp, rc, NULL, s, o, tok_dir);
     free(tmp);
     free(name);
     free(final);

@@ -13,4 +13,11 @@
 int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const float *opt_m, const float *opt_v,
                               const scp_train_state *s, const scp_train_opts *o, const char *tok_dir);
 
+/* The end of any checkpoint whose weights and moments are in tmp (scp_dir_begin(final)): config.json (when cfg is
+ * not NULL), the tokenizer files, trainer_state.json, then the rename to final, `latest` and the pruning of old
+ * checkpoints. rc != 0 (the weights could not be written) or tmp NULL: tmp is removed and -1 returned. */
+int scp_train_finish_checkpoint(const char *rundir, const char *name, const char *final, char *tmp, int rc,
+                                const scp_model_config *cfg, const scp_train_state *s, const scp_train_opts *o,
+                                const char *tok_dir);
+
 #endif

@@ -4,6 +4,7 @@
 #include "core/io.h"
 #include "core/json.h"
 #include "formats/safetensors.h"
+#include "formats/st_set.h"
 #include "train/opts_set.h"
 
 #include <dirent.h>
@@ -155,31 +156,27 @@ int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m,
 
 int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float *opt_v)
 {
-    scp_st_file f;
-    if (scp_st_open(&f, path)) return -1;
-    for (int i = 0; i < m->n_params; i++) {
+    /* path is DIR/BASE.safetensors: that file, or the shards of DIR/BASE.safetensors.index.json */
+    const char *slash = strrchr(path, '/'), *file = slash ? slash + 1 : path;
+    size_t fl = strlen(file), sl = strlen(".safetensors");
+    char *dir = slash ? scp_xasprintf("%.*s", (int)(slash - path), path) : scp_xstrdup(".");
+    char *base = fl > sl && strcmp(file + fl - sl, ".safetensors") == 0 ? scp_xasprintf("%.*s", (int)(fl - sl), file)
+                                                                        : scp_xstrdup(file);
+    scp_st_set s;
+    int rc = scp_st_set_open(&s, dir, base);
+    free(dir);
+    free(base);
+    if (rc) return -1;
+    for (int i = 0; i < m->n_params && rc == 0; i++) {
         const scp_param_desc *d = &m->desc[i];
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 2 && rc == 0; k++) {
             char name[160];
             snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", d->name);
-            const scp_tensor_info *t = scp_st_find(&f, name);
-            char s1[64], s2[64];
-            if (!t) {
-                scp_st_close(&f);
-                return scp_error("%s: tensor '%s' is missing", path, name);
-            }
-            if (t->dtype != SCP_F32 || t->ndim != d->ndim || t->shape[0] != d->shape[0] ||
-                (d->ndim == 2 && t->shape[1] != d->shape[1])) {
-                scp_error("%s: tensor '%s' is %s %s, the model needs F32 %s", path, name, scp_dtype_name(t->dtype),
-                          scp_shape_str(s1, sizeof s1, t->ndim, t->shape), scp_shape_str(s2, sizeof s2, d->ndim, d->shape));
-                scp_st_close(&f);
-                return -1;
-            }
-            memcpy((k ? opt_v : opt_m) + m->offset[i], t->data, t->nbytes);
+            rc = scp_st_set_read_f32(&s, name, d->ndim, d->shape, (k ? opt_v : opt_m) + m->offset[i]);
         }
     }
-    scp_st_close(&f);
-    return 0;
+    scp_st_set_close(&s);
+    return rc;
 }
 
 /* ---- run directory ---------------------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
 /* train/step.c: one optimizer step: batch, forward/backward over micro-batches, clipping, AdamW. */
 #include "train/step.h"
 #include "model/backend.h"
+#include "dist/fsdp.h"
 #include "dist/zero.h"
 #include "core/error.h"
 #include "data/mask.h"
@@ -49,6 +50,15 @@ void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo)
     t->zero_lo = t->dist && d->world > 1 ? zero_lo : NULL;
     t->nccl = t->dist && t->dist->nccl && !t->m->backend->host_memory;
     scp_model_set_grad_hook(t->m, t->nccl ? nccl_hook : NULL, t);
+}
+
+void scp_trainer_set_fsdp(scp_trainer *t, scp_fsdp *f)
+{
+    t->fsdp = f;
+    t->dist = f->d->world > 1 ? f->d : NULL;
+    t->zero_lo = NULL;
+    t->nccl = 0;
+    scp_model_set_grad_hook(t->m, NULL, NULL);
 }
 
 void scp_trainer_free(scp_trainer *t)
@@ -115,7 +125,8 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     for (int k = 0; k < n_micro; k++) t->aseeds[k] = attn == SCP_ATTN_ANNEAL ? scp_rng_u64(&st->rng) : 0;
 
     scp_model *m = t->m;
-    scp_model_zero_grad(m);
+    if (t->fsdp) scp_fsdp_zero_grad(t->fsdp);
+    else scp_model_zero_grad(m);
     scp_model_moe_reset_stats(m);
     double loss = 0;
     for (int r0 = 0; r0 < nb; r0 += t->micro) {
@@ -133,7 +144,9 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         scp_dist_step_sync(d, st->step);
         if (scp_dist_allreduce_sum_f64(d, sums, 5, "loss all-reduce")) return -1;
         if (E && moe_load_allreduce(d, t->moe_load, E)) return -1;
-        if (t->nccl) {   /* queued layer by layer during the backward: wait for the last */
+        if (t->fsdp) {
+            /* reduce-scattered unit by unit during each backward */
+        } else if (t->nccl) {   /* queued layer by layer during the backward: wait for the last */
             if (t->nccl_failed || scp_dist_nccl_wait(d)) return -1;
         } else {
             if (scp_dist_allreduce_sum_f32(d, scp_model_host_grads(m), m->n_weights, "gradient all-reduce")) return -1;
@@ -145,16 +158,25 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     info->expert_load = t->moe_load;
     info->aux_loss = sums[3];
     info->z_loss = sums[4];
-    double gnorm = scp_model_grad_norm(m);
+    double gnorm;
+    if (!t->fsdp) gnorm = scp_model_grad_norm(m);
+    else if (scp_fsdp_grad_norm(t->fsdp, &gnorm)) return -1;
     int skip = !isfinite(loss) || !isfinite(gnorm);
     scp_group_lr(o, st->step, st->total_steps, t->glr);
     if (skip) {
         st->skipped++;
     } else {
-        if (o->clip > 0 && gnorm > o->clip) scp_model_scale_grads(m, (float)(o->clip / gnorm));
+        if (o->clip > 0 && gnorm > o->clip) {
+            if (t->fsdp) scp_fsdp_scale_grads(t->fsdp, (float)(o->clip / gnorm));
+            else scp_model_scale_grads(m, (float)(o->clip / gnorm));
+        }
         scp_param_lr(m->desc, m->n_params, t->glr, t->plr);
         st->adam_step++;
-        if (t->zero_lo) {
+        if (t->fsdp) {
+            if (scp_fsdp_adamw(t->fsdp, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
+                               (float)o->weight_decay, st->adam_step))
+                return -1;
+        } else if (t->zero_lo) {
             if (scp_zero_adamw(m, d, t->zero_lo, t->opt_m, t->opt_v, t->plr, (float)o->beta1, (float)o->beta2,
                                (float)o->adam_eps, (float)o->weight_decay, st->adam_step))
                 return -1;

@@ -37,6 +37,9 @@ typedef struct scp_trainer {
     int nccl;                     /* the gradients are all-reduced by NCCL on the device, layer by layer */
     int nccl_failed;              /* an all-reduce could not be queued (its message is scp_last_error) */
     int64_t *moe_load;            /* (experts) MoE: assignments per expert of the last step, summed over layers */
+    /* ZeRO-2/3 (dist/fsdp.h): the gradients are reduce-scattered unit by unit during each backward and the
+     * update, norm and clipping run on this rank's shards; opt_m/opt_v are then unused. NULL otherwise. */
+    struct scp_fsdp *fsdp;
 } scp_trainer;
 
 typedef struct scp_step_info {
@@ -62,6 +65,8 @@ void scp_trainer_free(scp_trainer *t);
  * (model/model.h, the gradient hook), overlapping the backward of the layers below; otherwise with MPI after the
  * backward. */
 void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo);
+/* Make the trainer step the sharded state f (ZeRO-2/3; f's provider is installed on the model), over f's ranks. */
+void scp_trainer_set_fsdp(scp_trainer *t, struct scp_fsdp *f);
 /* One step at st->step (advances step, cursor, tokens, and adam_step or skipped). -1 on a data error. */
 int scp_trainer_step(scp_trainer *t, scp_step_info *info);
 

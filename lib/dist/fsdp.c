@@ -1,0 +1,223 @@
+/* dist/fsdp.c: ZeRO-2 and ZeRO-3, the sharded gradients, moments and (stage 3) weights of dist/fsdp.h. */
+#include "dist/fsdp.h"
+#include "core/error.h"
+#include "model/backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the driver's callbacks (model/model.h scp_param_provider) ----------------------------------------------- */
+static void held(scp_fsdp *f, int64_t bytes)
+{
+    f->gathered_bytes += bytes;
+    if (f->gathered_bytes > f->peak_gathered_bytes) f->peak_gathered_bytes = f->gathered_bytes;
+}
+
+/* Unit u's weights in the storage type: each rank rounds its fp32 piece into its slot of a world * per[u]
+ * buffer, then the slots are all-gathered. */
+static const void *acquire(void *ctx, int u, int backward)
+{
+    scp_fsdp *f = ctx;
+    (void)backward;
+    if (f->gathered[u]) return f->gathered[u];   /* kept since the forward */
+    const scp_backend *be = f->m->backend;
+    const scp_shard_layout *L = &f->lay;
+    int64_t per = L->per[u], bytes = per * L->world * (int64_t)be->act_size;
+    char *buf = be->alloc((size_t)bytes);
+    held(f, bytes);
+    be->to_act((scp_act *)(void *)(buf + (size_t)(L->rank * per) * be->act_size), f->master + L->shard_off[u],
+               (size_t)per);
+    if (scp_dist_allgather_pieces(f->d, buf, per * (int64_t)be->act_size, "ZeRO-3 weight all-gather")) f->failed = 1;
+    f->gathered[u] = buf;
+    return buf;
+}
+
+static void release(void *ctx, int u, int backward)
+{
+    scp_fsdp *f = ctx;
+    if (f->keep && !backward && u > 0 && u < f->lay.units - 1) return;   /* the backward asks for it again */
+    f->m->backend->free(f->gathered[u]);
+    f->gathered_bytes -= f->lay.per[u] * f->lay.world * (int64_t)f->m->backend->act_size;
+    f->gathered[u] = NULL;
+}
+
+static float *grads(void *ctx, int u)
+{
+    scp_fsdp *f = ctx;
+    int64_t bytes = f->lay.per[u] * f->lay.world * (int64_t)sizeof(float);
+    f->gbuf[u] = f->m->backend->alloc((size_t)bytes);   /* zeroed; the padding past the unit stays zero */
+    held(f, bytes);
+    return f->gbuf[u];
+}
+
+/* The unit's gradient of this micro-batch, summed over ranks piece by piece, added to this rank's shard. */
+static void grads_done(void *ctx, int u)
+{
+    scp_fsdp *f = ctx;
+    const scp_shard_layout *L = &f->lay;
+    int64_t per = L->per[u];
+    if (scp_dist_reduce_scatter_f32(f->d, f->gbuf[u], f->piece, per, "ZeRO gradient reduce-scatter")) f->failed = 1;
+    float *g = f->grad + L->shard_off[u];
+    for (int64_t k = 0; k < per; k++) g[k] += f->piece[k];
+    f->m->backend->free(f->gbuf[u]);
+    f->gathered_bytes -= per * L->world * (int64_t)sizeof(float);
+    f->gbuf[u] = NULL;
+}
+
+/* ---- set-up ---------------------------------------------------------------------------------------------- */
+void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep)
+{
+    memset(f, 0, sizeof *f);
+    f->m = m, f->d = d, f->stage = stage, f->keep = keep && stage == 3;
+    const scp_model_config *c = &m->cfg;
+    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(c->num_layers + 3));
+    int units = scp_param_units(m->desc, m->n_params, c->num_layers, lo);
+    scp_shard_layout_init(&f->lay, lo, units, d->world, d->rank);
+    free(lo);
+    const scp_backend *be = m->backend;
+    size_t S = (size_t)f->lay.shard_off[units] * sizeof(float);
+    if (stage == 3) f->master = be->alloc(S ? S : 1);
+    f->grad = be->alloc(S ? S : 1);
+    f->mom_m = be->alloc(S ? S : 1);
+    f->mom_v = be->alloc(S ? S : 1);
+    int64_t maxper = 1;
+    for (int u = 0; u < units; u++) maxper = f->lay.per[u] > maxper ? f->lay.per[u] : maxper;
+    f->piece = scp_xmalloc((size_t)maxper * sizeof *f->piece);
+    f->gathered = scp_xcalloc((size_t)units, sizeof *f->gathered);
+    f->gbuf = scp_xcalloc((size_t)units, sizeof *f->gbuf);
+    scp_param_provider p = {.ctx = f, .grads = grads, .grads_done = grads_done};
+    if (stage == 3) p.acquire = acquire, p.release = release;
+    scp_model_set_param_provider(m, &p);
+}
+
+void scp_fsdp_free(scp_fsdp *f)
+{
+    if (!f->m) return;
+    const scp_backend *be = f->m->backend;
+    for (int u = 0; u < f->lay.units; u++) {
+        if (f->gathered[u]) be->free(f->gathered[u]);
+        if (f->gbuf[u]) be->free(f->gbuf[u]);
+    }
+    scp_model_set_param_provider(f->m, NULL);
+    if (f->master) be->free(f->master);
+    be->free(f->grad);
+    be->free(f->mom_m);
+    be->free(f->mom_v);
+    free(f->piece);
+    free(f->gathered);
+    free(f->gbuf);
+    scp_shard_layout_free(&f->lay);
+    memset(f, 0, sizeof *f);
+}
+
+/* ---- parameters and their pieces ------------------------------------------------------------------------- */
+/* The unit of parameter i (a parameter never straddles units). */
+static int unit_of_param(const scp_fsdp *f, int i)
+{
+    int64_t s = f->m->offset[i];
+    int u = 0;
+    while (u + 1 < f->lay.units && f->lay.unit_lo[u + 1] <= s) u++;
+    return u;
+}
+
+static float *vec_of(scp_fsdp *f, scp_fsdp_vec which)
+{
+    return which == SCP_FSDP_EXP_AVG ? f->mom_m : which == SCP_FSDP_EXP_AVG_SQ ? f->mom_v : f->master;
+}
+
+void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *data)
+{
+    int64_t s = f->m->offset[i], e = s + f->m->desc[i].numel;
+    if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {   /* every rank holds every weight */
+        memcpy(f->m->weights + s, data, (size_t)(e - s) * sizeof *data);
+        scp_model_weights_changed(f->m);
+        return;
+    }
+    int u = unit_of_param(f, i);
+    int64_t a, b;
+    scp_shard_piece(&f->lay, u, f->lay.rank, &a, &b);
+    int64_t x = s > a ? s : a, y = e < b ? e : b;
+    if (x < y) memcpy(vec_of(f, which) + f->lay.shard_off[u] + (x - a), data + (x - s), (size_t)(y - x) * sizeof *data);
+}
+
+int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, float *out)
+{
+    int64_t s = f->m->offset[i], e = s + f->m->desc[i].numel;
+    if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {
+        if (f->d->rank == root) memcpy(out, f->m->weights + s, (size_t)(e - s) * sizeof *out);
+        return 0;
+    }
+    const scp_shard_layout *L = &f->lay;
+    int u = unit_of_param(f, i), W = L->world;
+    /* Rank r's share of the tensor is [lo[r], lo[r + 1]) of it: the pieces in rank order, clipped to [s, e). */
+    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(W + 1));
+    for (int r = 0; r <= W; r++) {
+        int64_t x = L->unit_lo[u] + (int64_t)r * L->per[u];
+        lo[r] = (x < s ? s : x > e ? e : x) - s;
+    }
+    int64_t a, b;
+    scp_shard_piece(L, u, L->rank, &a, &b);
+    int64_t x = s > a ? s : a;
+    const float *part = vec_of(f, which) + L->shard_off[u] + (x > b ? 0 : x - a);
+    int rc = scp_dist_gather_to(f->d, root, out, part, lo, "sharded checkpoint gather");
+    free(lo);
+    return rc;
+}
+
+/* ---- the step ------------------------------------------------------------------------------------------- */
+void scp_fsdp_zero_grad(scp_fsdp *f)
+{
+    f->m->backend->zero_bytes(f->grad, (size_t)f->lay.shard_off[f->lay.units] * sizeof(float));
+}
+
+int scp_fsdp_grad_norm(scp_fsdp *f, double *norm)
+{
+    double ss = f->m->backend->sumsq(f->grad, (size_t)f->lay.shard_off[f->lay.units]);
+    if (scp_dist_allreduce_sum_f64(f->d, &ss, 1, "gradient norm all-reduce")) return -1;
+    *norm = sqrt(ss);
+    return f->failed ? -1 : 0;
+}
+
+void scp_fsdp_scale_grads(scp_fsdp *f, float s)
+{
+    f->m->backend->scale(f->grad, (size_t)f->lay.shard_off[f->lay.units], s);
+}
+
+int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float eps, float weight_decay,
+                   int64_t step)
+{
+    scp_model *m = f->m;
+    const scp_backend *be = m->backend;
+    const scp_shard_layout *L = &f->lay;
+    /* The bias corrections of scp_model_adamw, so that a piece gets the floats the whole vector would. */
+    float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
+    for (int i = 0; i < m->n_params; i++) {
+        if (lr[i] == 0.0f) continue;   /* a frozen group */
+        int u = unit_of_param(f, i);
+        int64_t s = m->offset[i], e = s + m->desc[i].numel, a, b;
+        scp_shard_piece(L, u, L->rank, &a, &b);
+        int64_t x = s > a ? s : a, y = e < b ? e : b;
+        if (x >= y) continue;
+        int64_t k = L->shard_off[u] + (x - a);
+        float *p = f->stage == 3 ? f->master + k : m->weights + x;
+        be->adamw(p, f->grad + k, f->mom_m + k, f->mom_v + k, (size_t)(y - x), lr[i], beta1, beta2, eps,
+                  m->desc[i].decay ? weight_decay : 0.0f, bc1, bc2);
+    }
+    if (f->stage == 2) {   /* every rank's updated pieces to every rank, unit by unit */
+        int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(L->world + 1));
+        int rc = 0;
+        for (int u = 0; u < L->units && rc == 0; u++) {
+            int64_t n = L->unit_lo[u + 1] - L->unit_lo[u];
+            for (int r = 0; r <= L->world; r++) {
+                int64_t x = (int64_t)r * L->per[u];
+                lo[r] = x < n ? x : n;
+            }
+            rc = scp_dist_allgather_f32(f->d, m->weights + L->unit_lo[u], lo, "ZeRO-2 weight all-gather");
+        }
+        free(lo);
+        scp_model_weights_changed(m);
+        if (rc) return -1;
+    }
+    return f->failed ? -1 : 0;
+}

@@ -1,0 +1,70 @@
+/* dist/fsdp.h: sharded training state, ZeRO-2 and ZeRO-3 (scp-train --zero 2|3), as DeepSpeed and FSDP do it.
+ *
+ * The parameter vector is cut into units and every unit into world equal pieces (dist/shard_layout.h); rank r
+ * owns piece r of every unit. Both stages keep only this rank's pieces of the gradients and of AdamW's moments:
+ * the backward hands each unit's gradient over as soon as it is made (model/model.h, scp_param_provider), the
+ * unit is reduce-scattered (summed over ranks, each rank receiving its piece) and added to the rank's gradient
+ * shard, so gradients of one unit at a time exist whole. AdamW updates this rank's pieces only.
+ *   - Stage 2: every rank still holds all fp32 weights (m->weights); after AdamW the updated pieces are
+ *     all-gathered unit by unit.
+ *   - Stage 3: the fp32 master weights are sharded too (master). The driver asks for a unit's weights just before
+ *     its forward and again before its backward: the ranks convert their pieces to the backend's storage type
+ *     and all-gather them into a buffer that lives while the unit is in use (with `keep`, a layer's buffer lives
+ *     from its forward to its backward: fewer gathers, more memory).
+ * AdamW is elementwise, so the update of a piece is the arithmetic of the whole-vector update; what differs from
+ * one process is only the order of the gradient sums (over ranks, then over micro-batches), which is fixed for a
+ * given world size: runs are bit-reproducible at a fixed world size. The gradient norm is the square root of the
+ * sum over ranks of each shard's sum of squares.
+ *
+ * Memory: the shard arrays (dist/shard_layout.h: the same sizes the planner uses) and the gathered buffers live in
+ * the backend's memory; the collectives are the MPI ones of dist/dist.h, so the backend must keep its buffers in
+ * host memory. */
+#ifndef SCP_DIST_FSDP_H
+#define SCP_DIST_FSDP_H
+
+#include <stdint.h>
+
+#include "dist/dist.h"
+#include "dist/shard_layout.h"
+#include "model/model.h"
+
+typedef struct scp_fsdp {
+    scp_shard_layout lay;
+    scp_model *m;
+    scp_dist *d;
+    int stage;             /* 2 or 3 */
+    int keep;              /* stage 3: a layer's gathered weights live from its forward to its backward */
+    float *master;         /* (S) stage 3: this rank's pieces of the fp32 weights; NULL at stage 2 */
+    float *grad;           /* (S) reduced gradients of this rank's pieces, summed over micro-batches */
+    float *mom_m, *mom_v;  /* (S) AdamW's moments of this rank's pieces */
+    void **gathered;       /* (units) stage 3: a unit's gathered weights while the driver holds them */
+    float **gbuf;          /* (units) a unit's gradient buffer during its backward */
+    float *piece;          /* (largest per) the reduce-scatter's result, added into grad */
+    int failed;            /* a collective inside the driver's callbacks failed (its message: scp_last_error) */
+    int64_t gathered_bytes, peak_gathered_bytes;   /* gathered weights and gradient buffers held, and their peak */
+} scp_fsdp;
+
+/* Shard model m over d's ranks at `stage` (2 or 3) and install the provider on m. At stage 3, m is a shell
+ * (scp_model_new_shell) and the caller fills the master pieces with scp_fsdp_set_param; at stage 2 the weights
+ * are m's own. Moments start at zero. */
+void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep);
+void scp_fsdp_free(scp_fsdp *f);
+
+/* The vectors a shard holds, for loading and checkpoints. */
+typedef enum { SCP_FSDP_WEIGHTS, SCP_FSDP_EXP_AVG, SCP_FSDP_EXP_AVG_SQ } scp_fsdp_vec;
+/* Copy this rank's part of parameter i from data (its numel floats, host memory) into vector `which`. */
+void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *data);
+/* Parameter i of vector `which` gathered whole on rank root into out (numel floats; read on root only).
+ * Collective: every rank calls it. */
+int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, float *out);
+
+/* One training step's share: zero the gradient shard (before the first micro-batch); the global gradient norm
+ * (collective); scale the gradients; AdamW on this rank's pieces with the per-parameter rates lr (n_params), then,
+ * at stage 2, the weights all-gathered. -1 with a message when a collective failed. */
+void scp_fsdp_zero_grad(scp_fsdp *f);
+int scp_fsdp_grad_norm(scp_fsdp *f, double *norm);
+void scp_fsdp_scale_grads(scp_fsdp *f, float s);
+int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float eps, float weight_decay,
+                   int64_t step);
+
+#endif

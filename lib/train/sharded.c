@@ -1,0 +1,129 @@
+/* train/sharded.c: loading and saving the sharded state of ZeRO-2/3 (train/sharded.h). */
+#include "train/sharded.h"
+#include "core/error.h"
+#include "formats/st_set.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int scp_sharded_load_weights(scp_fsdp *f, const char *dir)
+{
+    scp_st_set s;
+    if (scp_st_set_open(&s, dir, "model")) return -1;
+    const scp_model *m = f->m;
+    int rc = 0;
+    float *buf = NULL;
+    for (int i = 0; i < m->n_params && rc == 0; i++) {
+        const scp_param_desc *d = &m->desc[i];
+        buf = scp_xrealloc(buf, (size_t)d->numel * sizeof *buf);
+        rc = scp_st_set_read_f32(&s, d->name, d->ndim, d->shape, buf);
+        if (rc == 0) scp_fsdp_set_param(f, SCP_FSDP_WEIGHTS, i, buf);
+    }
+    free(buf);
+    scp_st_set_close(&s);
+    return rc;
+}
+
+void scp_sharded_random_weights(scp_fsdp *f, uint64_t seed, float std)
+{
+    const scp_model *m = f->m;
+    float *buf = NULL;
+    for (int i = 0; i < m->n_params; i++) {
+        buf = scp_xrealloc(buf, (size_t)m->desc[i].numel * sizeof *buf);
+        scp_param_init_random(&m->desc[i], i, seed, std, buf);
+        scp_fsdp_set_param(f, SCP_FSDP_WEIGHTS, i, buf);
+    }
+    free(buf);
+}
+
+static const char *const moment_prefix[2] = {"exp_avg", "exp_avg_sq"};
+
+int scp_sharded_load_moments(scp_fsdp *f, const char *dir)
+{
+    scp_st_set s;
+    if (scp_st_set_open(&s, dir, "optimizer")) return -1;
+    const scp_model *m = f->m;
+    int rc = 0;
+    float *buf = NULL;
+    for (int i = 0; i < m->n_params && rc == 0; i++) {
+        const scp_param_desc *d = &m->desc[i];
+        buf = scp_xrealloc(buf, (size_t)d->numel * sizeof *buf);
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            char name[160];
+            snprintf(name, sizeof name, "%s.%s", moment_prefix[k], d->name);
+            rc = scp_st_set_read_f32(&s, name, d->ndim, d->shape, buf);
+            if (rc == 0) scp_fsdp_set_param(f, k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG, i, buf);
+        }
+    }
+    free(buf);
+    scp_st_set_close(&s);
+    return rc;
+}
+
+/* File of each parameter: table order, file k taking the tensors that start in the k-th n-th of the bytes. */
+static int *deal_files(const scp_model *m, int files)
+{
+    int *file_of = scp_xmalloc(sizeof *file_of * (size_t)m->n_params);
+    for (int i = 0; i < m->n_params; i++) {
+        int k = (int)((double)m->offset[i] * files / (double)m->n_weights);
+        file_of[i] = k < files ? k : files - 1;
+    }
+    return file_of;
+}
+
+/* Gather and write one vector set: base "model" (the weights) or "optimizer" (both moments). */
+static int save_set(scp_fsdp *f, const char *tmpdir, const char *base, const int *file_of)
+{
+    const scp_model *m = f->m;
+    scp_dist *d = f->d;
+    int me = d->rank, world = d->world, optimizer = strcmp(base, "model") != 0;
+    scp_st_writer *w = scp_st_writer_new();
+    scp_st_set_metadata(w, "format", optimizer ? "scp-adamw" : "pt");
+    int rc = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const scp_param_desc *pd = &m->desc[i];
+        for (int k = 0; k < (optimizer ? 2 : 1); k++) {
+            scp_fsdp_vec which = optimizer ? (k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG) : SCP_FSDP_WEIGHTS;
+            float *out = file_of[i] == me ? scp_xmalloc((size_t)pd->numel * sizeof *out) : NULL;
+            if (scp_fsdp_gather_param(f, which, i, file_of[i], out)) rc = -1;
+            if (!out) continue;
+            char name[160];
+            if (optimizer) snprintf(name, sizeof name, "%s.%s", moment_prefix[k], pd->name);
+            else snprintf(name, sizeof name, "%s", pd->name);
+            scp_st_add_owned(w, name, SCP_F32, pd->ndim, pd->shape, out);
+        }
+    }
+    char *fn = scp_st_shard_name(base, me + 1, world), *path = scp_xasprintf("%s/%s", tmpdir, fn);
+    if (rc == 0) rc = scp_st_write(w, path);
+    scp_st_writer_free(w);
+    free(fn);
+    free(path);
+    if (rc == 0 && me == 0) {   /* the index: every tensor's file */
+        int n = m->n_params * (optimizer ? 2 : 1);
+        char **names = scp_xmalloc(sizeof *names * (size_t)n);
+        int *fo = scp_xmalloc(sizeof *fo * (size_t)n);
+        for (int i = 0, j = 0; i < m->n_params; i++)
+            for (int k = 0; k < (optimizer ? 2 : 1); k++, j++) {
+                names[j] = optimizer ? scp_xasprintf("%s.%s", moment_prefix[k], m->desc[i].name)
+                                     : scp_xstrdup(m->desc[i].name);
+                fo[j] = file_of[i];
+            }
+        rc = scp_st_index_write(tmpdir, base, world, (const char *const *)names, fo, n,
+                                (int64_t)m->n_weights * (optimizer ? 2 : 1) * (int64_t)sizeof(float));
+        for (int j = 0; j < n; j++) free(names[j]);
+        free(names);
+        free(fo);
+    }
+    return rc;
+}
+
+int scp_sharded_save(scp_fsdp *f, const char *tmpdir)
+{
+    int *file_of = deal_files(f->m, f->d->world);
+    int rc = save_set(f, tmpdir, "model", file_of);
+    if (save_set(f, tmpdir, "optimizer", file_of)) rc = -1;
+    free(file_of);
+    /* every rank's file must be there before rank 0 commits the directory */
+    return scp_dist_any(f->d, rc != 0, "checkpoint write") ? -1 : 0;
+}

@@ -1,0 +1,28 @@
+/* train/sharded.h: a run's sharded state under ZeRO-2/3 (dist/fsdp.h): filling the shards from a checkpoint or a
+ * random init, and writing a checkpoint that no rank holds whole.
+ *
+ * A sharded checkpoint is a Hugging Face sharded checkpoint: model-0000k-of-0000n.safetensors with
+ * model.safetensors.index.json, and the moments alike (optimizer-0000k-of-0000n.safetensors with
+ * optimizer.safetensors.index.json, tensors exp_avg.NAME and exp_avg_sq.NAME), n the world size. Tensors are
+ * dealt to the files in table order, each file taking about 1/n of the bytes; rank k - 1 gathers the tensors of
+ * file k from the ranks' pieces and writes it, all ranks at once, into the checkpoint's temporary directory
+ * (which therefore must be on a file system every rank sees). Any reader of HF directories reads the model, and
+ * any world size, or one process, resumes from it. */
+#ifndef SCP_TRAIN_SHARDED_H
+#define SCP_TRAIN_SHARDED_H
+
+#include <stdint.h>
+
+#include "dist/fsdp.h"
+
+/* This rank's pieces of the weights from checkpoint directory dir (model.safetensors or its shards). */
+int scp_sharded_load_weights(scp_fsdp *f, const char *dir);
+/* This rank's pieces of scp_model_init_random's weights for seed and std. */
+void scp_sharded_random_weights(scp_fsdp *f, uint64_t seed, float std);
+/* This rank's pieces of the moments from dir (optimizer.safetensors or its shards). */
+int scp_sharded_load_moments(scp_fsdp *f, const char *dir);
+/* Write model and optimizer shards into tmpdir (every rank its file). Collective; 0 on every rank when every
+ * rank succeeded, else -1 (messages on the ranks that failed). */
+int scp_sharded_save(scp_fsdp *f, const char *tmpdir);
+
+#endif
