@@ -6,6 +6,7 @@
 #include "core/progress.h"
 #include "data/source.h"
 #include "eval/setup.h"
+#include "model/backend.h"
 #include "train/init.h"
 #include "train/run_checkpoint.h"
 #include "train/sharded.h"
