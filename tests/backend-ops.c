@@ -624,7 +624,14 @@ static void test_adamw_norm(size_t n)
     XOP(scale)(xg, n, 0.37f);
     float *gg = fetch(xg, n);
     cmp("scale", gg, g, n, 0);
-    free(p), free(g), free(m), free(v), free(rp), free(rm), free(rv), free(gp), free(gm), free(gv), free(gg);
+    float *a = randv(n, 1), *xa = dev(a, n * 4);
+    R->add(g, a, n);   /* y += x is exact elementwise: the same bits on every backend */
+    XOP(add)(xg, xa, n);
+    float *ga = fetch(xg, n);
+    cmp("add", ga, g, n, 0);
+    free(p), free(g), free(m), free(v), free(rp), free(rm), free(rv), free(gp), free(gm), free(gv), free(gg), free(ga);
+    free(a);
+    xfree(xa);
     xfree(xp), xfree(xg), xfree(xm), xfree(xv);
 }
 

@@ -514,6 +514,39 @@ int scp_dist_reduce_scatter_f32(scp_dist *d, const float *x, float *out, int64_t
     return 0;
 }
 
+int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
+                       const char *what)
+{
+    if (d->world <= 1) {
+        if (send_bytes[0] != recv_bytes[0]) return scp_error("%s: %lld bytes sent to itself, %lld expected", what,
+                                                             (long long)send_bytes[0], (long long)recv_bytes[0]);
+        memcpy(recv, send, (size_t)send_bytes[0]);
+        return 0;
+    }
+#ifdef HAVE_MPI
+    int W = d->world, rc = 0;
+    int *sc = scp_xmalloc(sizeof *sc * (size_t)W * 4), *sd = sc + W, *rcnt = sc + 2 * W, *rd = sc + 3 * W;
+    int64_t so = 0, ro = 0;
+    for (int r = 0; r < W; r++) {
+        if (send_bytes[r] > INT_MAX || recv_bytes[r] > INT_MAX || so > INT_MAX || ro > INT_MAX) rc = -1;
+        sc[r] = (int)send_bytes[r], sd[r] = (int)so, rcnt[r] = (int)recv_bytes[r], rd[r] = (int)ro;
+        so += send_bytes[r], ro += recv_bytes[r];
+    }
+    if (rc == 0) {
+        double t0 = coll_begin(d, what);
+        MPI_Request rq;
+        MPI_Ialltoallv(send, sc, sd, MPI_BYTE, recv, rcnt, rd, MPI_BYTE, MPI_COMM_WORLD, &rq);
+        finish(d, &rq, 1, what);
+        coll_end(d, t0, so);
+    }
+    free(sc);
+    if (rc) return scp_error("%s: more than 2 GiB in one all-to-all", what);
+#else
+    (void)send, (void)send_bytes, (void)recv, (void)recv_bytes, (void)what;
+#endif
+    return 0;
+}
+
 static inline uint64_t hash_bytes(const void *buf, size_t bytes)
 {
     /* FNV-1a over 64-bit words, then the tail: only equality matters, and it runs at memory speed. */
@@ -652,6 +685,34 @@ int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream
 #endif
     (void)dev, (void)n, (void)stream;
     return scp_error("rank %d: NCCL all-reduce before scp_dist_nccl_init", d->rank);
+}
+
+int scp_dist_nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
+{
+#ifdef HAVE_NCCL
+    if (nccl && d->nccl) return nccl->allgather_pieces(d, dev, piece_bytes);
+#endif
+    (void)dev, (void)piece_bytes;
+    return scp_error("rank %d: NCCL all-gather without a communicator", d->rank);
+}
+
+int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece)
+{
+#ifdef HAVE_NCCL
+    if (nccl && d->nccl) return nccl->reduce_scatter_f32(d, dev, out, piece);
+#endif
+    (void)dev, (void)out, (void)piece;
+    return scp_error("rank %d: NCCL reduce-scatter without a communicator", d->rank);
+}
+
+int scp_dist_nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
+                            const int64_t *recv_bytes)
+{
+#ifdef HAVE_NCCL
+    if (nccl && d->nccl) return nccl->alltoallv(d, send, send_bytes, recv, recv_bytes);
+#endif
+    (void)send, (void)send_bytes, (void)recv, (void)recv_bytes;
+    return scp_error("rank %d: NCCL all-to-all without a communicator", d->rank);
 }
 
 int scp_dist_nccl_wait(scp_dist *d)

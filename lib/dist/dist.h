@@ -74,6 +74,10 @@ int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const
 /* x (world * piece floats) is this rank's contribution to every piece; out (piece floats) receives the sum over
  * ranks of piece `rank` (MPI_Reduce_scatter_block). One rank: a copy. */
 int scp_dist_reduce_scatter_f32(scp_dist *d, const float *x, float *out, int64_t piece, const char *what);
+/* All-to-all with sizes: send holds world blocks one after another, block r (send_bytes[r] bytes) for rank r;
+ * recv receives block r from rank r (recv_bytes[r] bytes) at the sum of the sizes before it. */
+int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
+                       const char *what);
 /* 1 if buf (bytes) is bit-identical on every rank (a 64-bit hash compared by all-reduce min and max). */
 int scp_dist_same(scp_dist *d, const void *buf, size_t bytes, const char *what);
 
@@ -101,6 +105,11 @@ int scp_dist_nccl_init(scp_dist *d);
  * model/model.h, armed by lib/train/step.c) so that the reduction of layer l overlaps the backward of layer l - 1. */
 int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream);
 int scp_dist_nccl_wait(scp_dist *d);
+/* The collectives of dist/coll.h on device memory, complete on return (see there). */
+int scp_dist_nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes);
+int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece);
+int scp_dist_nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
+                            const int64_t *recv_bytes);
 void scp_dist_nccl_free(scp_dist *d);
 
 #endif

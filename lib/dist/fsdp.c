@@ -1,5 +1,6 @@
 /* dist/fsdp.c: ZeRO-2 and ZeRO-3, the sharded gradients, moments and (stage 3) weights of dist/fsdp.h. */
 #include "dist/fsdp.h"
+#include "dist/coll.h"
 #include "core/error.h"
 #include "model/backend.h"
 
@@ -28,7 +29,8 @@ static const void *acquire(void *ctx, int u, int backward)
     held(f, bytes);
     be->to_act((scp_act *)(void *)(buf + (size_t)(L->rank * per) * be->act_size), f->master + L->shard_off[u],
                (size_t)per);
-    if (scp_dist_allgather_pieces(f->d, buf, per * (int64_t)be->act_size, "ZeRO-3 weight all-gather")) f->failed = 1;
+    if (L->world > 1 && f->coll->allgather_pieces(f->d, buf, per * (int64_t)be->act_size, "ZeRO-3 weight all-gather"))
+        f->failed = 1;
     f->gathered[u] = buf;
     return buf;
 }
@@ -56,11 +58,15 @@ static void grads_done(void *ctx, int u)
 {
     scp_fsdp *f = ctx;
     const scp_shard_layout *L = &f->lay;
+    const scp_backend *be = f->m->backend;
     int64_t per = L->per[u];
-    if (scp_dist_reduce_scatter_f32(f->d, f->gbuf[u], f->piece, per, "ZeRO gradient reduce-scatter")) f->failed = 1;
-    float *g = f->grad + L->shard_off[u];
-    for (int64_t k = 0; k < per; k++) g[k] += f->piece[k];
-    f->m->backend->free(f->gbuf[u]);
+    const float *mine = f->gbuf[u];   /* one rank: the whole unit is its piece */
+    if (L->world > 1) {
+        if (f->coll->reduce_scatter_f32(f->d, f->gbuf[u], f->piece, per, "ZeRO gradient reduce-scatter")) f->failed = 1;
+        mine = f->piece;
+    }
+    be->add(f->grad + L->shard_off[u], mine, (size_t)per);
+    be->free(f->gbuf[u]);
     f->gathered_bytes -= per * L->world * (int64_t)sizeof(float);
     f->gbuf[u] = NULL;
 }
@@ -83,7 +89,8 @@ void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep)
     f->mom_v = be->alloc(S ? S : 1);
     int64_t maxper = 1;
     for (int u = 0; u < units; u++) maxper = f->lay.per[u] > maxper ? f->lay.per[u] : maxper;
-    f->piece = scp_xmalloc((size_t)maxper * sizeof *f->piece);
+    f->piece = be->alloc((size_t)maxper * sizeof *f->piece);
+    f->coll = scp_coll_for(d);
     f->gathered = scp_xcalloc((size_t)units, sizeof *f->gathered);
     f->gbuf = scp_xcalloc((size_t)units, sizeof *f->gbuf);
     scp_param_provider p = {.ctx = f, .grads = grads, .grads_done = grads_done};
@@ -104,7 +111,7 @@ void scp_fsdp_free(scp_fsdp *f)
     be->free(f->grad);
     be->free(f->mom_m);
     be->free(f->mom_v);
-    free(f->piece);
+    be->free(f->piece);
     free(f->gathered);
     free(f->gbuf);
     scp_shard_layout_free(&f->lay);
@@ -130,6 +137,7 @@ void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *dat
 {
     int64_t s = f->m->offset[i], e = s + f->m->desc[i].numel;
     if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {   /* every rank holds every weight */
+        scp_model_sync_host(f->m);
         memcpy(f->m->weights + s, data, (size_t)(e - s) * sizeof *data);
         scp_model_weights_changed(f->m);
         return;
@@ -138,13 +146,16 @@ void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *dat
     int64_t a, b;
     scp_shard_piece(&f->lay, u, f->lay.rank, &a, &b);
     int64_t x = s > a ? s : a, y = e < b ? e : b;
-    if (x < y) memcpy(vec_of(f, which) + f->lay.shard_off[u] + (x - a), data + (x - s), (size_t)(y - x) * sizeof *data);
+    if (x < y)
+        f->m->backend->upload(vec_of(f, which) + f->lay.shard_off[u] + (x - a), data + (x - s),
+                              (size_t)(y - x) * sizeof *data);
 }
 
 int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, float *out)
 {
     int64_t s = f->m->offset[i], e = s + f->m->desc[i].numel;
     if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {
+        scp_model_sync_host(f->m);
         if (f->d->rank == root) memcpy(out, f->m->weights + s, (size_t)(e - s) * sizeof *out);
         return 0;
     }
@@ -158,9 +169,12 @@ int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, floa
     }
     int64_t a, b;
     scp_shard_piece(L, u, L->rank, &a, &b);
-    int64_t x = s > a ? s : a;
-    const float *part = vec_of(f, which) + L->shard_off[u] + (x > b ? 0 : x - a);
+    /* This rank's share comes down from the backend's memory; the gather runs over MPI on the host. */
+    int64_t x = s > a ? s : a, y = e < b ? e : b, n = y > x ? y - x : 0;
+    float *part = scp_xmalloc((size_t)(n ? n : 1) * sizeof *part);
+    if (n) f->m->backend->download(part, vec_of(f, which) + L->shard_off[u] + (x - a), (size_t)n * sizeof *part);
     int rc = scp_dist_gather_to(f->d, root, out, part, lo, "sharded checkpoint gather");
+    free(part);
     free(lo);
     return rc;
 }
@@ -192,6 +206,7 @@ int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float
     const scp_shard_layout *L = &f->lay;
     /* The bias corrections of scp_model_adamw, so that a piece gets the floats the whole vector would. */
     float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
+    float *master = f->stage == 3 ? f->master : scp_model_master(m);
     for (int i = 0; i < m->n_params; i++) {
         if (lr[i] == 0.0f) continue;   /* a frozen group */
         int u = unit_of_param(f, i);
@@ -200,24 +215,25 @@ int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float
         int64_t x = s > a ? s : a, y = e < b ? e : b;
         if (x >= y) continue;
         int64_t k = L->shard_off[u] + (x - a);
-        float *p = f->stage == 3 ? f->master + k : m->weights + x;
+        float *p = f->stage == 3 ? master + k : master + x;
         be->adamw(p, f->grad + k, f->mom_m + k, f->mom_v + k, (size_t)(y - x), lr[i], beta1, beta2, eps,
                   m->desc[i].decay ? weight_decay : 0.0f, bc1, bc2);
     }
-    if (f->stage == 2) {   /* every rank's updated pieces to every rank, unit by unit */
-        int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(L->world + 1));
+    if (f->stage == 2 && L->world > 1) {
+        /* Every rank's updated pieces to every rank, unit by unit, through a padded buffer of world equal pieces
+         * (the last ones run past the unit). */
+        float *buf = be->alloc((size_t)L->max_unit * sizeof *buf);
         int rc = 0;
         for (int u = 0; u < L->units && rc == 0; u++) {
-            int64_t n = L->unit_lo[u + 1] - L->unit_lo[u];
-            for (int r = 0; r <= L->world; r++) {
-                int64_t x = (int64_t)r * L->per[u];
-                lo[r] = x < n ? x : n;
-            }
-            rc = scp_dist_allgather_f32(f->d, m->weights + L->unit_lo[u], lo, "ZeRO-2 weight all-gather");
+            int64_t a, b, per = L->per[u];
+            scp_shard_piece(L, u, L->rank, &a, &b);
+            if (b > a) be->copy_bytes(buf + (size_t)(L->rank * per), master + a, (size_t)(b - a) * sizeof *buf);
+            rc = f->coll->allgather_pieces(f->d, buf, per * (int64_t)sizeof *buf, "ZeRO-2 weight all-gather");
+            be->copy_bytes(master + L->unit_lo[u], buf, (size_t)(L->unit_lo[u + 1] - L->unit_lo[u]) * sizeof *buf);
         }
-        free(lo);
-        scp_model_weights_changed(m);
+        be->free(buf);
         if (rc) return -1;
     }
+    if (f->stage == 2) scp_model_master_changed(m);
     return f->failed ? -1 : 0;
 }

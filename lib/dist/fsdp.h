@@ -17,8 +17,9 @@
  * sum over ranks of each shard's sum of squares.
  *
  * Memory: the shard arrays (dist/shard_layout.h: the same sizes the planner uses) and the gathered buffers live in
- * the backend's memory; the collectives are the MPI ones of dist/dist.h, so the backend must keep its buffers in
- * host memory. */
+ * the backend's memory and are only touched through the backend's entries and the collectives of dist/coll.h
+ * (NCCL on GPU ranks, MPI otherwise), so one code serves CPU and GPU ranks; loading and checkpoints move one
+ * tensor at a time through the host. */
 #ifndef SCP_DIST_FSDP_H
 #define SCP_DIST_FSDP_H
 
@@ -40,6 +41,7 @@ typedef struct scp_fsdp {
     void **gathered;       /* (units) stage 3: a unit's gathered weights while the driver holds them */
     float **gbuf;          /* (units) a unit's gradient buffer during its backward */
     float *piece;          /* (largest per) the reduce-scatter's result, added into grad */
+    const struct scp_coll *coll;   /* the transport (dist/coll.h): NCCL on GPU ranks, else MPI */
     int failed;            /* a collective inside the driver's callbacks failed (its message: scp_last_error) */
     int64_t gathered_bytes, peak_gathered_bytes;   /* gathered weights and gradient buffers held, and their peak */
 } scp_fsdp;

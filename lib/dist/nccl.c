@@ -109,6 +109,55 @@ static int nccl_wait(scp_dist *d)
     return 0;
 }
 
+/* Order the communicator's stream after the work queued on the legacy default stream (where the CUDA backend
+ * computes), so that NCCL reads what the kernels wrote. */
+static int after_compute(scp_dist *d, nccl_state *s)
+{
+    CUDA_TRY(cudaEventRecord(s->ready, cudaStreamLegacy), "cudaEventRecord");
+    CUDA_TRY(cudaStreamWaitEvent(s->stream, s->ready, 0), "cudaStreamWaitEvent");
+    return 0;
+}
+
+static int nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return scp_error("rank %d: NCCL all-gather before scp_dist_nccl_init", d->rank);
+    if (after_compute(d, s)) return -1;
+    char *buf = dev;
+    NCCL_TRY(ncclAllGather(buf + (size_t)d->rank * (size_t)piece_bytes, buf, (size_t)piece_bytes, ncclUint8, s->comm,
+                           s->stream), "ncclAllGather");
+    d->comm_bytes += piece_bytes * (d->world - 1);
+    return nccl_wait(d);
+}
+
+static int nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return scp_error("rank %d: NCCL reduce-scatter before scp_dist_nccl_init", d->rank);
+    if (after_compute(d, s)) return -1;
+    NCCL_TRY(ncclReduceScatter(dev, out, (size_t)piece, ncclFloat32, ncclSum, s->comm, s->stream), "ncclReduceScatter");
+    d->comm_bytes += piece * (int64_t)sizeof *out * (d->world - 1);
+    return nccl_wait(d);
+}
+
+static int nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
+                          const int64_t *recv_bytes)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return scp_error("rank %d: NCCL all-to-all before scp_dist_nccl_init", d->rank);
+    if (after_compute(d, s)) return -1;
+    const char *sp = send;
+    char *rp = recv;
+    NCCL_TRY(ncclGroupStart(), "ncclGroupStart");
+    for (int r = 0; r < d->world; r++) {
+        NCCL_TRY(ncclSend(sp, (size_t)send_bytes[r], ncclUint8, r, s->comm, s->stream), "ncclSend");
+        NCCL_TRY(ncclRecv(rp, (size_t)recv_bytes[r], ncclUint8, r, s->comm, s->stream), "ncclRecv");
+        sp += send_bytes[r], rp += recv_bytes[r];
+    }
+    NCCL_TRY(ncclGroupEnd(), "ncclGroupEnd");
+    return nccl_wait(d);
+}
+
 static void nccl_free(scp_dist *d)
 {
     nccl_state *s = d->nccl;
@@ -122,6 +171,7 @@ static void nccl_free(scp_dist *d)
 
 const scp_nccl_functions *scp_nccl_plugin_entry(const char *version, size_t dist_size)
 {
-    static const scp_nccl_functions f = {nccl_init, nccl_allreduce_f32, nccl_wait, nccl_free};
+    static const scp_nccl_functions f = {nccl_init,        nccl_allreduce_f32,      nccl_wait,     nccl_free,
+                                         nccl_allgather_pieces, nccl_reduce_scatter_f32, nccl_alltoallv};
     return strcmp(version, PACKAGE_VERSION) == 0 && dist_size == sizeof(scp_dist) ? &f : NULL;
 }

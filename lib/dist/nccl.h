@@ -14,6 +14,10 @@ typedef struct scp_nccl_functions {
     int (*allreduce_f32)(scp_dist *d, float *dev, int64_t n, void *stream);
     int (*wait)(scp_dist *d);
     void (*free)(scp_dist *d);
+    /* The collectives of dist/coll.h on device memory, each complete (joined) on return. */
+    int (*allgather_pieces)(scp_dist *d, void *dev, int64_t piece_bytes);
+    int (*reduce_scatter_f32)(scp_dist *d, const float *dev, float *out, int64_t piece);
+    int (*alltoallv)(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes);
 } scp_nccl_functions;
 
 /* The functions, or NULL when `version` (PACKAGE_VERSION) or `dist_size` (sizeof(scp_dist)) are not those the

@@ -403,6 +403,20 @@ static void sync_grads_to_device(scp_model *m)
     w->grads_dirty = 0;
 }
 
+float *scp_model_master(scp_model *m)
+{
+    sync_weights_to_device(m);
+    return DW(m);
+}
+
+void scp_model_master_changed(scp_model *m)
+{
+    workspace *w = m->ctx;
+    if (!on_device(m)) return;
+    remake_compute_weights(m);
+    w->weights_on_dev = 1;
+}
+
 void scp_model_alloc_grads(scp_model *m)
 {
     if (m->grads) return;

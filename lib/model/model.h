@@ -98,6 +98,11 @@ void scp_model_sync_host(const scp_model *m);
 float *scp_model_host_grads(scp_model *m);
 void scp_model_weights_changed(scp_model *m);
 void scp_model_grads_changed(scp_model *m);
+/* The backend's fp32 master weights (device memory on a device backend; m->weights on the CPU), brought up to
+ * date; after writing them in place, scp_model_master_changed remakes the compute copy the kernels read and marks
+ * the host copy stale (dist/fsdp.c updates its pieces of them). */
+float *scp_model_master(scp_model *m);
+void scp_model_master_changed(scp_model *m);
 void scp_model_zero_grad(scp_model *m);
 /* Global L2 norm of the gradients; NaN/Inf propagate (the trainer skips such steps). */
 double scp_model_grad_norm(const scp_model *m);

@@ -6,7 +6,6 @@
 #include "core/progress.h"
 #include "data/source.h"
 #include "eval/setup.h"
-#include "model/backend.h"
 #include "train/init.h"
 #include "train/run_checkpoint.h"
 #include "train/sharded.h"
@@ -73,9 +72,6 @@ int scp_train_open_model(scp_train_run *r)
     r->m = r->zero == 3 ? scp_train_load_shell(o, r->resume_dir, &r->tok_dir, &r->weights_dir)
                         : scp_train_load_model(o, r->resume_dir, &r->tok_dir);
     if (!r->m) return -1;
-    if (r->zero >= 2 && !r->m->backend->host_memory)
-        return scp_error("--zero %d: the sharded state is reduced with MPI on host memory; backend '%s' keeps its "
-                         "buffers on the device (use --zero 0 or 1 there)", r->zero, r->m->backend->name);
     scp_model_set_recompute(r->m, r->recompute);
     if ((o->aux_loss > 0 || o->z_loss > 0) && r->m->cfg.num_experts == 0 && !r->quiet)
         scp_warn("--aux-loss and --z-loss apply to mixture-of-experts models only: this %s model has no router",

@@ -273,6 +273,7 @@ static void bf16_moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dou
 #define bf16_adamw scp_cpu_adamw
 #define bf16_sumsq scp_cpu_sumsq
 #define bf16_scale scp_cpu_scale
+#define bf16_add scp_cpu_add
 
 #define SCP_BACKEND_OP(cap, ret, op, params) .op = bf16_##op,
 const scp_backend scp_backend_cpu_bf16 = {

@@ -52,6 +52,7 @@ static void f32_download(void *host, const void *src, size_t n) { memcpy(host, s
 #define f32_adamw scp_cpu_adamw
 #define f32_sumsq scp_cpu_sumsq
 #define f32_scale scp_cpu_scale
+#define f32_add scp_cpu_add
 
 /* ---- fp32 storage: the scp_act arrays are float arrays, handed to the kernels (cpu.h) as they are ---- */
 #define F(p) ((float *)(void *)(p))

@@ -223,6 +223,7 @@ double scp_cpu_crossentropy_ref(float *logits, float *nll, const int32_t *target
 void scp_cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
                    float wd, float bc1, float bc2);
 double scp_cpu_sumsq(const float *x, size_t n);
+void scp_cpu_add(float *y, const float *x, size_t n);
 void scp_cpu_scale(float *x, size_t n, float s);
 
 /* moe.c (shared by "cpu" and "cpu-ref") */

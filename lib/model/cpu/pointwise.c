@@ -165,3 +165,9 @@ void scp_cpu_scale(float *x, size_t n, float s)
 #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
+
+void scp_cpu_add(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}

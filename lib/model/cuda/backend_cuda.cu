@@ -267,6 +267,7 @@ template <typename T> struct cuda_entries {
     }
     static double sumsq(const float *x, size_t n) { return scp_cuda_sumsq(x, n); }
     static void scale(float *x, size_t n, float s) { scp_cuda_scale(x, n, s); }
+    static void add(float *y, const float *x, size_t n) { scp_cuda_add(y, x, n); }
     static void moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const scp_act *logits,
                           int M, int E, int k, int norm)
     {

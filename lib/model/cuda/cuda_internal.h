@@ -159,6 +159,7 @@ void scp_cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, floa
                     float eps, float wd, float bc1, float bc2);
 double scp_cuda_sumsq(const float *x, size_t n);
 void scp_cuda_scale(float *x, size_t n, float s);
+void scp_cuda_add(float *y, const float *x, size_t n);
 
 /* attention.cu */
 template <typename T>

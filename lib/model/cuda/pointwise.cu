@@ -307,6 +307,18 @@ void scp_cuda_scale(float *x, size_t n, float s)
     SCP_LAUNCHED();
 }
 
+__global__ void add_kernel(float *y, const float *x, size_t n)
+{
+    GRID_STRIDE(i, n) y[i] += x[i];
+}
+
+void scp_cuda_add(float *y, const float *x, size_t n)
+{
+    if (n == 0) return;
+    add_kernel<<<scp_cuda_blocks(n, 256), 256>>>(y, x, n);
+    SCP_LAUNCHED();
+}
+
 // ---- packing to bf16, and conversions of activation storage ----------------------------------------------
 // Rows whose width is a multiple of 4: a block per row (grid-stride), 4 columns per thread, float4 loads where
 // src and ld allow them (vec), bf16x2 stores. Other widths: one element per thread, grid-stride.
