@@ -187,6 +187,9 @@ int main(int argc, char **argv)
     run.force = a.force, run.quiet = a.quiet, run.zero = a.zero, run.recompute = a.recompute;
     run.keep_gathered = a.keep_gathered;
     if (a.keep_gathered && a.zero != 3) scp_usage_error("--keep-gathered applies to --zero 3");
+    if (a.zero >= 2 && !dist.mpi)
+        scp_usage_error("--zero %d shards the training state across MPI ranks: start scp-train with mpirun or srun "
+                        "(mpirun -np 1 for a single rank)", a.zero);
 
     if (a.resume) {
         /* The saved options, then whatever this command line sets again. */

@@ -207,6 +207,10 @@ bad = run(2, MODELS["dense"] + ["--data", shards, "--steps", "2", "--batch-token
                                 "--zero", "2", "--threads", "1", "-q"], os.path.join(tmp, "bad"))
 ok(bad.returncode != 0 and "same number" in bad.stderr,
    "--zero 2 with 9 sequences over 2 ranks in micro-batches of 2 (5 and 4 rows: 3 and 2 micro-batches): refused")
+u = subprocess.run([mt.PROG] + MODELS["dense"] + COMMON + ["--zero", "3", "-o", os.path.join(tmp, "z3one")],
+                   capture_output=True, text=True)
+ok(u.returncode == 2 and "mpirun" in u.stderr and not os.path.exists(os.path.join(tmp, "z3one")),
+   "--zero 3 without a launcher: a usage error that says to start it with mpirun or srun, nothing written")
 u = subprocess.run([mt.PROG] + MODELS["dense"] + COMMON + ["--zero", "4", "-o", os.path.join(tmp, "z4")],
                    capture_output=True, text=True)
 ok(u.returncode == 2 and "--zero" in u.stderr, "--zero 4: a usage error")
