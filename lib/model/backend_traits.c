@@ -52,3 +52,23 @@ int scp_backend_traits_find(const char *name, scp_backend_traits *t)
     if (scp_backend_traits_known(name, t) == 0) return 0;
     return -1;   /* scp_backend_find's message */
 }
+
+static size_t round256(size_t n) { return (n + 255) / 256 * 256; }
+
+size_t scp_backend_scratch_bytes(const scp_backend_traits *t, int B, int T, int H, int KV, int hd)
+{
+    if (strncmp(t->name, "cuda", 4) != 0) return 0;
+    const size_t rows = (size_t)B * T, nq = rows * H * hd * 2, nk = rows * KV * hd * 2, tt = (size_t)H * T * T;
+    const int bf16 = t->act_size == 2;
+    /* attention_gemm.cu scratch_bytes: bf16 copies of q, k, v, dout (fp32 storage only), the scores S and
+     * probabilities P of one sequence, and where H != KV (bf16 storage) an fp32 dK or dV of one sequence. */
+    size_t copies = round256(nq) + 2 * round256(nk) + round256(nq);
+    size_t gemm_fp32 = copies + round256(tt * 4) + round256(tt * 2);
+    int gemm = hd % 16 == 0 && hd <= 128 && T <= 6096 && gemm_fp32 <= ((size_t)2 << 30);
+    size_t n;
+    if (gemm)
+        n = bf16 ? round256(tt * 4) + round256(tt * 2) + (H != KV ? round256((size_t)T * KV * hd * 4) : 0) : gemm_fp32;
+    else   /* attention_tc.cu tc_operands: packed operands (fp32 storage) and D (B, H, T) fp32 */
+        n = (bf16 ? 0 : copies) + round256(rows * H * 4);
+    return ((size_t)32 << 20) + n + n / 4;
+}

@@ -28,5 +28,12 @@ int scp_backend_traits_find(const char *name, scp_backend_traits *t);
 /* The known traits of a CUDA backend's name ("cuda", "cuda-bf16", "cuda-fp32"), whether or not its plugin loads;
  * -1 for any other name. */
 int scp_backend_traits_known(const char *name, scp_backend_traits *t);
+/* Backend memory a CUDA backend takes besides the buffers the driver allocates, for a training pass of B
+ * sequences of T tokens with H query heads, KV key/value heads of hd: cuBLAS's fixed 32 MiB workspace and the
+ * scratch of the attention backward (lib/model/cuda/attention_gemm.cu: the (H, T, T) fp32 scores and bf16
+ * probabilities of one sequence where that path fits its 2 GiB budget, else the flash kernels' (B, H, T) row
+ * statistics and packed bf16 operands), with the quarter the scratch grows by (backend_cuda.cu scp_cuda_scratch).
+ * An estimate written from those sources, which a C program cannot ask. 0 for the CPU backends. */
+size_t scp_backend_scratch_bytes(const scp_backend_traits *t, int B, int T, int H, int KV, int hd);
 
 #endif
