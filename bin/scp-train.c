@@ -17,6 +17,7 @@
 #include "train/opts.h"
 #include "train/opts_set.h"
 #include "train/run.h"
+#include "scp-train.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ _Noreturn static void usage(void)
 {
     printf("Usage: %s --init CKPT --data SHARDS -o RUNDIR [OPTIONS]\n"
            "       %s --resume -o RUNDIR [OPTIONS]\n"
+           "       %s --plan --init CKPT --seq-len N [--world N] [--gpu-memory BYTES] [OPTIONS]\n"
            "Continue pretraining a checkpoint as a masked diffusion model (or with the next-token loss).\n"
            "\n"
            "Model and data:\n"
@@ -83,11 +85,17 @@ _Noreturn static void usage(void)
            "                           the weights (ZeRO-1/2/3; default 0)\n"
            "      --keep-gathered      ZeRO-3: keep each layer's gathered weights from its forward to its backward\n"
            "      --dist-timeout S     seconds a rank waits for the others before stopping the job (default 600)\n"
+           "Memory plan (see PLANNING in the manual):\n"
+           "      --plan               print the bytes per rank the run would take, as JSON, and exit\n"
+           "                           (reads config.json only; no --data or -o needed)\n"
+           "  -L, --seq-len N          tokens per sequence of the plan (default: those of --data)\n"
+           "      --world N            ranks of the plan (default: the launcher's, else 1)\n"
+           "      --gpu-memory BYTES   memory per GPU (k, M, G suffixes): the plan says whether it fits\n"
            "  -q, --quiet              no summary lines on stderr\n"
            "  -h, --help               this help\n"
            "  -V, --version            version and features\n"
            "SIGINT or SIGTERM: the current step ends, a checkpoint is saved, exit status 130 or 143.\n",
-           scp_progname(), scp_progname());
+           scp_progname(), scp_progname(), scp_progname());
     scp_cli_exit_stdout();
 }
 
@@ -99,8 +107,9 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES, SCP_OPT_SEED,
-    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_DIST_TIMEOUT, SCP_OPT_QUIET,
-    SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
+    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_DIST_TIMEOUT,
+    SCP_OPT_PLAN, SCP_OPT_SEQ_LEN, SCP_OPT_WORLD, SCP_OPT_GPU_MEMORY, SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION,
+    SCP_OPT_END};
 static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
 
 /* The command line: the program's own flags, and the training options in their order, applied to the defaults
@@ -109,6 +118,8 @@ typedef struct cli_args {
     const char *out;
     int resume, force, quiet, zero, keep_gathered, recompute;
     double dist_timeout;   /* seconds, 0: the default */
+    int plan;              /* --plan: the memory plan instead of the run (bin/scp-train-plan.c) */
+    scp_train_plan_args pa;   /* its --world, --seq-len, --gpu-memory */
     int n;
     scp_opt_id *ids;       /* (n) training options */
     const char **vals;     /* (n) their values */
@@ -131,6 +142,10 @@ static void parse_args(int argc, char **argv, cli_args *a)
         case SCP_OPT_ZERO: a->zero = (int)scp_opt_int("--zero", optarg, 0, 3); break;
         case SCP_OPT_KEEP_GATHERED: a->keep_gathered = 1; break;
         case SCP_OPT_DIST_TIMEOUT: a->dist_timeout = scp_opt_double("--dist-timeout", optarg, 1, 1e7); break;
+        case SCP_OPT_PLAN: a->plan = 1; break;
+        case SCP_OPT_SEQ_LEN: a->pa.seq_len = (int)scp_opt_int("--seq-len", optarg, 1, 1 << 30); break;
+        case SCP_OPT_WORLD: a->pa.world = (int)scp_opt_int("--world", optarg, 1, 1 << 20); break;
+        case SCP_OPT_GPU_MEMORY: a->pa.gpu_memory = scp_opt_count("--gpu-memory", optarg, 1, (int64_t)1 << 50); break;
         case SCP_OPT_HELP: usage();
         case SCP_OPT_VERSION: scp_cli_version();
         default:
@@ -140,6 +155,21 @@ static void parse_args(int argc, char **argv, cli_args *a)
     }
     scp_cli_end(&c);
     if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
+    a->pa.zero = a->zero, a->pa.recompute = a->recompute, a->pa.quiet = a->quiet;
+    a->pa.keep_gathered = a->keep_gathered;
+    if (a->plan) return;
+    if (a->pa.seq_len) scp_usage_error("--seq-len is for --plan: a run takes its sequence length from --data");
+    if (a->pa.world) scp_usage_error("--world is for --plan: a run has the ranks its launcher starts");
+    if (a->pa.gpu_memory) scp_usage_error("--gpu-memory is for --plan");
+}
+
+/* --plan sizes a run without joining one, so it is looked for before MPI would start under a launcher (an
+ * abbreviation such as --pla is found by the parser after MPI started, and plans the same). */
+static int asks_plan(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--plan") == 0) return 1;
+    return 0;
 }
 
 static void apply_args(const cli_args *a, scp_train_opts *o)
@@ -171,13 +201,21 @@ int main(int argc, char **argv)
     scp_cli_init(argc, argv);
     /* MPI first (it may take its own arguments out of argv); one rank without a launcher. */
     scp_dist dist;
-    if (scp_dist_init(&dist, &argc, &argv)) scp_die_last();
+    if (asks_plan(argc, argv)) scp_dist_single(&dist);
+    else if (scp_dist_init(&dist, &argc, &argv)) scp_die_last();
     int r0 = dist.rank == 0;
     cli_args a;
     parse_args(argc, argv, &a);
     scp_train_opts o;
     scp_train_opts_default(&o);
     apply_args(&a, &o);
+    if (a.plan) {
+        if (a.resume) scp_usage_error("--plan sizes a new run from --init, not a --resume");
+        int rc = scp_train_print_plan(&o, &a.pa);
+        scp_dist_finish(&dist);
+        if (rc) scp_die_last();
+        scp_cli_exit_stdout();
+    }
     if (a.dist_timeout > 0) dist.timeout = a.dist_timeout;
     if (!r0) a.quiet = 1;   /* rank 0 speaks for the run; any rank still reports its own errors */
     if (!a.out) scp_usage_error("-o RUNDIR is required");

@@ -1,7 +1,7 @@
 /* unit-backend.c: the backend registry and the table contract of model/backend.h: the registered names and
  * aliases, what a build without CUDA says, the check of a table (scp_backend_missing) on complete tables and on
  * broken copies, cpu-ref's choice of reference loops, capabilities asked by the driver and kept by the
- * profiling wrapper. (The numbers of every entry: tests/backend-ops.) */
+ * profiling wrapper, the traits the memory planner sizes from (the CUDA ones known without the plugin). (The numbers of every entry: tests/backend-ops.) */
 #include "tap.h"
 
 #include <stdlib.h>
@@ -12,6 +12,7 @@
 #include "core/json.h"
 #include "model/backend.h"
 #include "model/backend_profile.h"
+#include "model/backend_traits.h"
 #include "model/model.h"
 
 static void test_registry(void)
@@ -135,11 +136,45 @@ static void test_capabilities(void)
     scp_model_free(m);
 }
 
+/* The traits of every registered name: its table's where it loads here; for a CUDA name the known ones, which
+ * must equal the table's wherever the plugin loads (a CUDA build), and stand in for it where it does not. */
+static void test_traits(void)
+{
+    for (int i = 0; scp_backend_registered(i); i++) {
+        const char *name = scp_backend_registered(i);
+        scp_backend_traits t, k;
+        int found = scp_backend_traits_find(name, &t) == 0, known = scp_backend_traits_known(name, &k) == 0;
+        const scp_backend *be = scp_backend_find(name);
+        if (be) {
+            int same = found && t.from_table && t.act_size == be->act_size && t.host_memory == be->host_memory &&
+                       t.attn_state_floats(2, 3, 5) == be->attn_state_floats(2, 3, 5) && strcmp(t.name, be->name) == 0;
+            int known_same = !known || (k.act_size == be->act_size && k.host_memory == be->host_memory &&
+                                        k.attn_state_floats(2, 3, 5) == be->attn_state_floats(2, 3, 5) &&
+                                        k.attn_state_floats(1, 16, 4096) == be->attn_state_floats(1, 16, 4096) &&
+                                        strcmp(k.name, be->name) == 0);
+            tap_ok(same && known_same, "%s: traits from its table (act_size %zu, host memory %d)%s", name,
+                   be->act_size, be->host_memory, known ? ", equal to the known CUDA traits" : "");
+        } else {
+            tap_ok(found && known && !t.from_table && t.host_memory == 0 && t.act_size == k.act_size &&
+                       t.attn_state_floats(2, 3, 5) == 30,
+                   "%s: no table here, the known traits (act_size %zu, device memory, (B, H, T) attention state)",
+                   name, t.act_size);
+        }
+    }
+    scp_backend_traits t;
+    int alias = scp_backend_traits_find("cuda-bf16", &t) == 0 && t.act_size == 2 && strcmp(t.name, "cuda") == 0;
+    tap_ok(alias && scp_backend_traits_find("cpu-fast", &t) < 0 && strstr(scp_last_error(), "unknown backend") &&
+               scp_backend_traits_known("cpu", &t) < 0,
+           "cuda-bf16 has cuda's traits; an unknown name is refused (%s); cpu has no known traits but its table",
+           scp_last_error());
+}
+
 int main(void)
 {
     test_registry();
     test_reference_table();
     test_missing();
     test_capabilities();
+    test_traits();
     return tap_done();
 }

@@ -14,6 +14,7 @@
 #include "core/io.h"
 #include "core/json.h"
 #include "model/model.h"
+#include "model/workspace_size.h"
 #include "core/rng.h"
 #include "formats/safetensors.h"
 
@@ -385,6 +386,49 @@ static void test_recompute_and_hook(void)
     }
 }
 
+/* The workspace a training step allocates is the account of model/workspace_size.h (which the memory planner adds
+ * up): the same bytes, with every layer's activations or one slot under recomputation, dense and MoE, fp32 and
+ * bf16 storage, host and device memory. */
+static void test_workspace_account(void)
+{
+    const char *archs[3] = {"llama", "qwen3", "qwen3_moe"}, *bes[3] = {"cpu", "cpu-mirror", "cpu-bf16"};
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++)
+            for (int rc = 0; rc < 2; rc++) {
+                json_t *j = small_config(archs[i], 0);
+                if (i == 2) {
+                    json_object_set_new(j, "num_experts", json_integer(4));
+                    json_object_set_new(j, "num_experts_per_tok", json_integer(2));
+                    json_object_set_new(j, "moe_intermediate_size", json_integer(8));
+                }
+                scp_model_config c;
+                scp_config_from_json(&c, j, "test config");
+                json_decref(j);
+                scp_model *m = scp_model_new(&c, bes[k]);
+                scp_model_init_random(m, 7, 0.2f);
+                scp_model_set_recompute(m, rc);
+                ex e;
+                scp_batch b = make_batch(&e, 3, 16, 53, SCP_ATTN_BIDIRECTIONAL, 0, 5);
+                scp_model_zero_grad(m);
+                scp_model_step(m, &b, 1, NULL);
+                scp_backend_traits tr;
+                scp_backend_traits_of(m->backend, &tr);
+                scp_ws_sizes z;
+                scp_workspace_size(&c, &tr, 3, 16, rc ? 1 : c.num_layers, 0, &z);
+                /* a few sizes from their shapes: one slot is (M = 48 rows) x width x element bytes */
+                size_t a = tr.act_size, P = rc ? 1 : 2, per_slot_qkv = 48 * (4 + 2 * 2) * 6 * a;
+                int shapes = z.qkv == P * per_slot_qkv && z.resid == 3 * 48 * 24 * a && z.mask == 3 * 16 * 16 &&
+                             (i == 0 ? z.qkv_raw == 0 && z.qk_rstd == 0 : z.qk_rstd == P * 48 * 6 * 4) &&
+                             (i == 2 ? z.moe_x == 48 * 2 * 24 * a && z.hmlp == P * 48 * 16 * a && z.host_bytes > 0
+                                     : z.moe_x == 0 && z.host_bytes == 0);
+                tap_ok(shapes && (int64_t)z.backend_bytes == scp_model_workspace_bytes(m),
+                       "%s on %s%s: the step's workspace is the account's %zu bytes (model %lld)", archs[i], bes[k],
+                       rc ? ", recompute" : "", z.backend_bytes, (long long)scp_model_workspace_bytes(m));
+                scp_model_free(m);
+                scp_config_free(&c);
+            }
+}
+
 static void test_logit_chunks(void)
 {
     scp_model *a = small_model("llama", 1, "cpu"), *c = small_model("llama", 1, "cpu");
@@ -536,6 +580,7 @@ int main(void)
     test_determinism();
     test_mirror();
     test_recompute_and_hook();
+    test_workspace_account();
     test_logit_chunks();
     test_io();
     test_attention_empty_row();

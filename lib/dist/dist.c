@@ -156,6 +156,21 @@ static const char *env_first(const char *a, const char *b, const char *c)
 }
 #endif
 
+void scp_dist_launcher(int *world, int *rank)
+{
+    *world = 1, *rank = 0;
+#ifdef HAVE_MPI
+    if (!launched()) return;
+    /* OpenMPI's mpirun, then PMI (MPICH's hydra), then srun's task count within a step (PMIx gives no size). */
+    const char *w = env_first("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", NULL);
+    const char *r = env_first("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK");
+    if (!w && getenv("SLURM_STEP_ID")) w = getenv("SLURM_NTASKS");
+    if (!r) r = getenv("SLURM_PROCID");
+    if (w && atoi(w) > 0) *world = atoi(w);
+    if (r && atoi(r) >= 0 && atoi(r) < *world) *rank = atoi(r);
+#endif
+}
+
 int scp_dist_init(scp_dist *d, int *argc, char ***argv)
 {
     scp_dist_single(d);
@@ -336,6 +351,12 @@ int scp_dist_allreduce_sum_f32(scp_dist *d, float *x, int64_t n, const char *wha
     (void)x, (void)n, (void)what;
 #endif
     return 0;
+}
+
+int64_t scp_dist_allreduce_temp_bytes(int64_t n, int world)
+{
+    if (world <= 1) return 0;
+    return (n < DIST_CHUNK ? n : DIST_CHUNK) * (int64_t)sizeof(float);
 }
 
 int scp_dist_allreduce_sum_f64(scp_dist *d, double *x, int n, const char *what)

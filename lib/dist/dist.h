@@ -42,6 +42,11 @@ typedef struct scp_dist {
 void scp_dist_single(scp_dist *d);
 /* Start MPI when launched by mpirun/srun (see above), else single. -1 with a message on failure. */
 int scp_dist_init(scp_dist *d, int *argc, char ***argv);
+/* The world and this process's rank that a launcher gave it, read from the environment it sees in
+ * scp_dist_init without starting MPI (OMPI_COMM_WORLD_SIZE and _RANK, PMI_SIZE and PMI_RANK, SLURM_NTASKS and
+ * SLURM_PROCID within an srun step); 1 and 0 without a launcher, with SCP_DIST=none, or in a build without MPI
+ * (which always runs one process). For scp-train --plan, which sizes a run without joining one. */
+void scp_dist_launcher(int *world, int *rank);
 /* Start the watchdog thread (no-op for one rank). */
 void scp_dist_watchdog_start(scp_dist *d);
 /* MPI_Finalize (after a barrier), stop the watchdog. */
@@ -53,6 +58,10 @@ const char *scp_dist_library(void);
 
 /* In-place sum over ranks of x (n floats; bucketed so that any n works past INT_MAX). */
 int scp_dist_allreduce_sum_f32(scp_dist *d, float *x, int64_t n, const char *what);
+/* Host memory the MPI library takes besides x while scp_dist_allreduce_sum_f32 sums n floats over `world` ranks:
+ * OpenMPI's non-blocking all-reduce (libnbc) works on a temporary as large as the piece in flight, and the pieces
+ * are at most 2^28 floats. 0 for one rank. (Measured against the resident set by tests/train-plan.py.) */
+int64_t scp_dist_allreduce_temp_bytes(int64_t n, int world);
 /* In-place sum of n doubles (losses, token counts: exact integers below 2^53). */
 int scp_dist_allreduce_sum_f64(scp_dist *d, double *x, int n, const char *what);
 /* 1 if flag is non-zero on any rank (e.g. a stop signal seen by one rank). */

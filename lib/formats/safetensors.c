@@ -240,14 +240,14 @@ static int cmp_wname(const void *a, const void *b)
     return strcmp(((const wtensor *)a)->name, ((const wtensor *)b)->name);
 }
 
-int scp_st_write(scp_st_writer *w, const char *path)
+/* The 8-byte length, the JSON header of w's tensors in their current order and its padding, into a new output. */
+static scp_out *write_header(const scp_st_writer *w, const char *path)
 {
-    qsort(w->t, (size_t)w->n, sizeof *w->t, cmp_wname);
     json_t *h = json_object();
     if (w->meta) json_object_set(h, "__metadata__", w->meta);
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
-        wtensor *t = &w->t[i];
+        const wtensor *t = &w->t[i];
         json_t *e = json_object(), *sh = json_array();
         for (int d = 0; d < t->ndim; d++) json_array_append_new(sh, json_integer(t->shape[d]));
         json_object_set_new(e, "dtype", json_string(scp_dtype_name(t->dtype)));
@@ -266,17 +266,69 @@ int scp_st_write(scp_st_writer *w, const char *path)
     uint8_t lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     scp_out *out = scp_out_open(path, 1);
-    if (!out) {
-        free(hs);
-        return -1;
+    if (out && (scp_write_all(out->f, lenb, 8, path) || scp_write_all(out->f, hs, hl, path) ||
+                scp_write_all(out->f, "        ", padded - hl, path))) {
+        scp_out_abort(out);
+        out = NULL;
     }
-    int rc = scp_write_all(out->f, lenb, 8, path) || scp_write_all(out->f, hs, hl, path) ||
-             scp_write_all(out->f, "        ", padded - hl, path);
     free(hs);
+    return out;
+}
+
+int scp_st_write(scp_st_writer *w, const char *path)
+{
+    qsort(w->t, (size_t)w->n, sizeof *w->t, cmp_wname);
+    scp_out *out = write_header(w, path);
+    if (!out) return -1;
+    int rc = 0;
     for (int i = 0; i < w->n && !rc; i++) rc = scp_write_all(out->f, w->t[i].data, w->t[i].nbytes, path);
     if (rc) {
         scp_out_abort(out);
         return -1;
     }
     return scp_out_commit(out);
+}
+
+struct scp_st_stream {
+    scp_out *out;
+    const scp_st_writer *w;
+    char *path;
+    int next;      /* the tensor whose bytes come next */
+    int failed;
+};
+
+scp_st_stream *scp_st_stream_begin(const scp_st_writer *w, const char *path)
+{
+    scp_out *out = write_header(w, path);
+    if (!out) return NULL;
+    scp_st_stream *s = scp_xcalloc(1, sizeof *s);
+    s->out = out, s->w = w, s->path = scp_xstrdup(path);
+    return s;
+}
+
+int scp_st_stream_put(scp_st_stream *s, const void *data)
+{
+    if (s->failed) return -1;
+    if (s->next >= s->w->n) {
+        s->failed = 1;
+        return scp_error("%s: more tensors written than declared (%d)", s->path, s->w->n);
+    }
+    if (scp_write_all(s->out->f, data, s->w->t[s->next].nbytes, s->path)) s->failed = 1;
+    s->next++;
+    return s->failed ? -1 : 0;
+}
+
+int scp_st_stream_end(scp_st_stream *s, int ok)
+{
+    int rc;
+    if (ok && !s->failed && s->next != s->w->n) scp_error("%s: %d of %d tensors written", s->path, s->next, s->w->n);
+    if (!ok || s->failed || s->next != s->w->n) {
+        scp_out_abort(s->out);
+        rc = -1;
+    } else {
+        rc = scp_out_commit(s->out);
+    }
+    free(s->path);
+    free(s);
+    return rc;
 }

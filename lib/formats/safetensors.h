@@ -53,4 +53,13 @@ void scp_st_set_metadata(scp_st_writer *w, const char *key, const char *value);
 /* Tensors are written in name order (HF convention, stable bytes). Atomic. */
 int scp_st_write(scp_st_writer *w, const char *path);
 
+/* Streaming, for a file whose tensors never exist all at once: the tensors added to w (data may be NULL) are
+ * declared in the header in the order added, then their bytes are given one tensor at a time in that order
+ * (scp_st_stream_put, nbytes of the declared shape); scp_st_stream_end(s, ok) commits the file when ok and every
+ * tensor came, else removes it (-1). w must outlive the stream. */
+typedef struct scp_st_stream scp_st_stream;
+scp_st_stream *scp_st_stream_begin(const scp_st_writer *w, const char *path);
+int scp_st_stream_put(scp_st_stream *s, const void *data);
+int scp_st_stream_end(scp_st_stream *s, int ok);
+
 #endif

@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "model/model.h"
 #include "model/model_internal.h"
+#include "model/workspace_size.h"
 #include "core/rng.h"
 
 /* ---- construction ----------------------------------------------------------------------------------------- */
@@ -100,7 +101,8 @@ static void *ws_alloc(workspace *w, const scp_backend *be, size_t bytes)
 
 /* (Re)allocate the activation buffers when a batch is larger than any seen before, or when more layer slots
  * are needed (see layer_acts): every layer keeps its activations only when a backward pass needs them and
- * recomputation is off; a forward-only caller (eval, generation) holds one slot, reused layer after layer. */
+ * recomputation is off; a forward-only caller (eval, generation) holds one slot, reused layer after layer. The
+ * sizes are model/workspace_size.h's, the account the memory planner adds up. */
 static void ws_reserve(scp_model *m, int B, int T, int slots)
 {
     workspace *w = m->ctx;
@@ -112,53 +114,19 @@ static void ws_reserve(scp_model *m, int B, int T, int slots)
     w->bytes = 0;
     w->capB = B > w->capB ? B : w->capB;
     w->capT = T > w->capT ? T : w->capT;
-    int capB = w->capB, capT = w->capT;
-    size_t M = (size_t)capB * capT, L = (size_t)w->L, P = (size_t)slots, D = (size_t)w->D, S = (size_t)w->S;
-    size_t I = (size_t)w->I, f = sizeof(float), a = be->act_size;   /* a: bytes of an activation (model/backend.h) */
-    w->att_floats = be->attn_state_floats(capB, w->H, capT);
-    w->resid = ws_alloc(w, be, (L + 1) * M * D * a);
-    w->resid2 = ws_alloc(w, be, P * M * D * a);
-    w->ln1 = ws_alloc(w, be, P * M * D * a);
-    w->ln2 = ws_alloc(w, be, P * M * D * a);
-    w->rstd1 = ws_alloc(w, be, P * M * f);
-    w->rstd2 = ws_alloc(w, be, P * M * f);
-    w->qkv = ws_alloc(w, be, P * M * S * a);
-    if (m->cfg.qk_norm) {
-        w->qkv_raw = ws_alloc(w, be, P * M * S * a);
-        w->qk_rstd = ws_alloc(w, be, P * M * (size_t)(w->H + w->KV) * f);
-    }
-    w->att = ws_alloc(w, be, P * w->att_floats * f);
-    w->atty = ws_alloc(w, be, P * M * w->qd * a);
-    w->gateup = ws_alloc(w, be, P * M * 2 * I * a);
-    w->hmlp = ws_alloc(w, be, P * M * I * a);
-    w->lnf = ws_alloc(w, be, M * D * a);
-    w->rstdf = ws_alloc(w, be, M * f);
-    w->sel = ws_alloc(w, be, M * D * a);
-    /* The vocabulary projection runs in chunks of rows, 64 MB of logits at a time on the CPU and 256 MB on a
-     * device (at least 64 rows, so that the matmul stays efficient): a 151,936-word vocabulary does not need
-     * (B T, V) floats at once. */
-    size_t lr = ((size_t)1 << (be->host_memory ? 24 : 26)) / (size_t)w->V;
-    lr = lr < 64 ? 64 : lr;
+    int capT = w->capT;
+    size_t f = sizeof(float);
     const char *env = getenv("SCP_LOGIT_ROWS");   /* for tests: force small chunks */
-    if (env && atoi(env) > 0) lr = (size_t)atoi(env);
-    w->logit_rows = (int)(lr < M ? lr : M);
-    w->logits = ws_alloc(w, be, (size_t)w->logit_rows * w->V * a);
-    w->nll = ws_alloc(w, be, M * f);
-    w->wsel = ws_alloc(w, be, M * f);
-    w->ids = ws_alloc(w, be, M * sizeof(int32_t));
-    w->rows = ws_alloc(w, be, M * sizeof(int32_t));
-    w->tsel = ws_alloc(w, be, M * sizeof(int32_t));
-    w->mask = ws_alloc(w, be, (size_t)capB * capT * capT);
-    w->cos = ws_alloc(w, be, (size_t)capT * (w->hd / 2) * f);
-    w->sin = ws_alloc(w, be, (size_t)capT * (w->hd / 2) * f);
-    w->dresid = ws_alloc(w, be, M * D * a);
-    w->dln = ws_alloc(w, be, M * D * a);
-    w->dqkv = ws_alloc(w, be, M * S * a);
-    w->datty = ws_alloc(w, be, M * w->qd * a);
-    w->dgateup = ws_alloc(w, be, M * 2 * I * a);
-    w->dh = ws_alloc(w, be, M * I * a);
-    w->dsel = ws_alloc(w, be, M * D * a);
-    if (w->moe) scp_moe_reserve(m, M, P);
+    scp_backend_traits tr;
+    scp_backend_traits_of(be, &tr);
+    scp_ws_sizes z;
+    scp_workspace_size(&m->cfg, &tr, w->capB, capT, slots, env && atoi(env) > 0 ? atoi(env) : 0, &z);
+    w->att_floats = z.att_floats;
+    w->logit_rows = z.logit_rows;
+#define WS_ALLOC(b) w->b = z.b ? ws_alloc(w, be, z.b) : NULL;
+    SCP_WS_BUFFERS(WS_ALLOC)
+#undef WS_ALLOC
+    if (w->moe) scp_moe_reserve(m, &z);
     /* RoPE tables for positions 0..capT-1 (double, then fp32). */
     int half = w->hd / 2;
     double *inv = scp_xmalloc((size_t)half * sizeof *inv);

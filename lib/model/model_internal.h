@@ -161,8 +161,9 @@ static inline float *scp_grad_at(const scp_model *m, int64_t off)
 /* model/moe.c: the mixture-of-experts step that replaces the dense MLP of a qwen3_moe layer. */
 struct scp_moe *scp_moe_new(const scp_model *m);
 void scp_moe_free(struct scp_moe *x);
-/* Allocate the MoE buffers of the workspace for M rows and `slots` layer slots (from ws_reserve). */
-void scp_moe_reserve(scp_model *m, size_t M, size_t slots);
+/* The MoE step's host scratch for the workspace sizes z (from ws_reserve, which allocated its backend buffers). */
+struct scp_ws_sizes;
+void scp_moe_reserve(scp_model *m, const struct scp_ws_sizes *z);
 /* xout (M, D) = x2 + moe(ln2) of layer l into the activations A (as mlp_forward), and its backward (as
  * mlp_backward: w->dln = d loss / d ln2 from w->dresid, weight gradients added, the router's included). */
 void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *xout, int to_output);

@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "model/model_internal.h"
 #include "model/moe.h"
+#include "model/workspace_size.h"
 
 struct scp_moe {
     int L, E, k, Ie, D, norm;
@@ -69,39 +70,19 @@ void scp_moe_free(struct scp_moe *x)
     free(x);
 }
 
-static void *walloc(workspace *w, const scp_backend *be, size_t bytes)
+/* ws_reserve allocated the MoE buffers of the workspace; the host scratch of the permutation comes here, sized by
+ * the same account (model/workspace_size.h). */
+void scp_moe_reserve(scp_model *m, const scp_ws_sizes *z)
 {
-    w->bytes += (int64_t)bytes;
-    return be->alloc(bytes);
-}
-
-void scp_moe_reserve(scp_model *m, size_t M, size_t slots)
-{
-    workspace *w = m->ctx;
-    struct scp_moe *x = w->moe;
-    const scp_backend *be = m->backend;
-    size_t E = (size_t)x->E, k = (size_t)x->k, D = (size_t)x->D, N = M * k, P = slots, f = sizeof(float), a = be->act_size;
-    w->moe_probs = walloc(w, be, P * M * E * f);
-    w->moe_w = walloc(w, be, P * M * k * f);
-    w->moe_lse = walloc(w, be, P * M * f);
-    w->moe_idx = walloc(w, be, P * M * k * sizeof(int32_t));
-    w->moe_tok = walloc(w, be, P * N * sizeof(int32_t));
-    w->moe_pos = walloc(w, be, P * N * sizeof(int32_t));
-    w->moe_logits = walloc(w, be, M * E * a);
-    w->moe_psum = walloc(w, be, E * f);
-    w->moe_dprob = walloc(w, be, E * f);
-    w->moe_x = walloc(w, be, N * D * a);
-    w->moe_dy = walloc(w, be, N * D * a);
-    w->moe_dw = walloc(w, be, M * k * f);
+    struct scp_moe *x = ((workspace *)m->ctx)->moe;
     free(x->counts), free(x->h_idx), free(x->h_tok), free(x->h_pos), free(x->h_lse);
-    x->counts = scp_xcalloc(P * E, sizeof *x->counts);
-    x->h_idx = scp_xmalloc(N * sizeof *x->h_idx);
-    x->h_tok = scp_xmalloc(N * sizeof *x->h_tok);
-    x->h_pos = scp_xmalloc(N * sizeof *x->h_pos);
-    x->h_lse = scp_xmalloc(M * sizeof *x->h_lse);
-    x->capM = M, x->slots = P;
+    x->counts = scp_xcalloc(1, z->moe_counts);
+    x->h_idx = scp_xmalloc(z->moe_h_idx);
+    x->h_tok = scp_xmalloc(z->moe_h_tok);
+    x->h_pos = scp_xmalloc(z->moe_h_pos);
+    x->h_lse = scp_xmalloc(z->moe_h_lse);
+    x->capM = (size_t)z->B * (size_t)z->T, x->slots = (size_t)z->slots;
 }
-
 
 /* One layer's slot views of the MoE buffers. */
 typedef struct moe_acts {

@@ -72,45 +72,55 @@ static int *deal_files(const scp_model *m, int files)
     return file_of;
 }
 
-/* Gather and write one vector set: base "model" (the weights) or "optimizer" (both moments). */
+/* Gather and write one vector set: base "model" (the weights) or "optimizer" (both moments). The file of each
+ * rank is streamed: its tensors are declared, then gathered one at a time in table order (every rank takes part
+ * in every gather) and appended, so a rank holds one tensor of it at a time. */
 static int save_set(scp_fsdp *f, const char *tmpdir, const char *base, const int *file_of)
 {
     const scp_model *m = f->m;
     scp_dist *d = f->d;
-    int me = d->rank, world = d->world, optimizer = strcmp(base, "model") != 0;
+    int me = d->rank, world = d->world, optimizer = strcmp(base, "model") != 0, vecs = optimizer ? 2 : 1;
+    char name[160];
     scp_st_writer *w = scp_st_writer_new();
     scp_st_set_metadata(w, "format", optimizer ? "scp-adamw" : "pt");
-    int rc = 0;
+    int64_t largest = 1;
     for (int i = 0; i < m->n_params; i++) {
+        if (file_of[i] != me) continue;
         const scp_param_desc *pd = &m->desc[i];
-        for (int k = 0; k < (optimizer ? 2 : 1); k++) {
-            scp_fsdp_vec which = optimizer ? (k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG) : SCP_FSDP_WEIGHTS;
-            float *out = file_of[i] == me ? scp_xmalloc((size_t)pd->numel * sizeof *out) : NULL;
-            if (scp_fsdp_gather_param(f, which, i, file_of[i], out)) rc = -1;
-            if (!out) continue;
-            char name[160];
+        largest = pd->numel > largest ? pd->numel : largest;
+        for (int k = 0; k < vecs; k++) {
             if (optimizer) snprintf(name, sizeof name, "%s.%s", moment_prefix[k], pd->name);
             else snprintf(name, sizeof name, "%s", pd->name);
-            scp_st_add_owned(w, name, SCP_F32, pd->ndim, pd->shape, out);
+            scp_st_add(w, name, SCP_F32, pd->ndim, pd->shape, NULL);
         }
     }
     char *fn = scp_st_shard_name(base, me + 1, world), *path = scp_xasprintf("%s/%s", tmpdir, fn);
-    if (rc == 0) rc = scp_st_write(w, path);
+    scp_st_stream *st = scp_st_stream_begin(w, path);
+    int rc = st ? 0 : -1;
+    float *out = scp_xmalloc((size_t)largest * sizeof *out);
+    for (int i = 0; i < m->n_params; i++)
+        for (int k = 0; k < vecs; k++) {
+            scp_fsdp_vec which = optimizer ? (k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG) : SCP_FSDP_WEIGHTS;
+            if (scp_fsdp_gather_param(f, which, i, file_of[i], out)) rc = -1;
+            if (file_of[i] == me && st && rc == 0 && scp_st_stream_put(st, out)) rc = -1;
+        }
+    if (st && scp_st_stream_end(st, rc == 0)) rc = -1;
+    free(out);
     scp_st_writer_free(w);
     free(fn);
     free(path);
     if (rc == 0 && me == 0) {   /* the index: every tensor's file */
-        int n = m->n_params * (optimizer ? 2 : 1);
+        int n = m->n_params * vecs;
         char **names = scp_xmalloc(sizeof *names * (size_t)n);
         int *fo = scp_xmalloc(sizeof *fo * (size_t)n);
         for (int i = 0, j = 0; i < m->n_params; i++)
-            for (int k = 0; k < (optimizer ? 2 : 1); k++, j++) {
+            for (int k = 0; k < vecs; k++, j++) {
                 names[j] = optimizer ? scp_xasprintf("%s.%s", moment_prefix[k], m->desc[i].name)
                                      : scp_xstrdup(m->desc[i].name);
                 fo[j] = file_of[i];
             }
         rc = scp_st_index_write(tmpdir, base, world, (const char *const *)names, fo, n,
-                                (int64_t)m->n_weights * (optimizer ? 2 : 1) * (int64_t)sizeof(float));
+                                (int64_t)m->n_weights * vecs * (int64_t)sizeof(float));
         for (int j = 0; j < n; j++) free(names[j]);
         free(names);
         free(fo);
