@@ -17,10 +17,9 @@ static void held(scp_fsdp *f, int64_t bytes)
 
 /* Unit u's weights in the storage type: each rank rounds its fp32 piece into its slot of a world * per[u]
  * buffer, then the slots are all-gathered. */
-static const void *acquire(void *ctx, int u, int backward)
+static const void *acquire(void *ctx, int u)
 {
     scp_fsdp *f = ctx;
-    (void)backward;
     if (f->gathered[u]) return f->gathered[u];   /* kept since the forward */
     const scp_backend *be = f->m->backend;
     const scp_shard_layout *L = &f->lay;
@@ -35,10 +34,10 @@ static const void *acquire(void *ctx, int u, int backward)
     return buf;
 }
 
-static void release(void *ctx, int u, int backward)
+static void release(void *ctx, int u, int again)
 {
     scp_fsdp *f = ctx;
-    if (f->keep && !backward && u > 0 && u < f->lay.units - 1) return;   /* the backward asks for it again */
+    if (f->keep && again) return;   /* the backward asks for it again */
     f->m->backend->free(f->gathered[u]);
     f->gathered_bytes -= f->lay.per[u] * f->lay.world * (int64_t)f->m->backend->act_size;
     f->gathered[u] = NULL;

@@ -207,18 +207,19 @@ int scp_model_set_param_provider(scp_model *m, const scp_param_provider *p)
     return w->units;
 }
 
-/* Unit u's weights held from the provider for the pass `backward` (nothing without a weight provider). */
-static void hold_weights(scp_model *m, int u, int backward)
+/* Unit u's weights held from the provider (nothing without a weight provider), and given back; `again`: the
+ * backward of the same batch will ask for them again. */
+static void hold_weights(scp_model *m, int u)
 {
     workspace *w = m->ctx;
-    if (w->unit_w && !w->unit_w[u]) w->unit_w[u] = w->prov.acquire(w->prov.ctx, u, backward);
+    if (w->unit_w && !w->unit_w[u]) w->unit_w[u] = w->prov.acquire(w->prov.ctx, u);
 }
 
-static void drop_weights(scp_model *m, int u, int backward)
+static void drop_weights(scp_model *m, int u, int again)
 {
     workspace *w = m->ctx;
     if (!w->unit_w || !w->unit_w[u]) return;
-    w->prov.release(w->prov.ctx, u, backward);
+    w->prov.release(w->prov.ctx, u, again);
     w->unit_w[u] = NULL;
 }
 
@@ -680,8 +681,9 @@ static void layer_backward(scp_model *m, int l, const layer_acts *A, const scp_a
 }
 
 /* Everything before the logits: fills the workspace's activations (slot l for layer l when `keep`, else slot
- * 0 for every layer); returns the attention arguments. */
-static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, int keep)
+ * 0 for every layer); returns the attention arguments. `backward`: a backward of this batch follows (the
+ * weight provider is told that each layer will be asked for again). */
+static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, int keep, int backward)
 {
     workspace *w = m->ctx;
     const scp_backend *be = m->backend;
@@ -703,15 +705,15 @@ static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, in
         aa->mask = w->mask;
     }
 
-    hold_weights(m, 0, 0);
+    hold_weights(m, 0);
     be->embedding_fwd(w->resid, w->ids, W(w->embed), M, D);
     for (int l = 0; l < w->L; l++) {
         layer_acts A = acts_of(m, keep ? l : 0, B, T);
-        hold_weights(m, 1 + l, 0);
+        hold_weights(m, 1 + l);
         layer_forward(m, l, &A, aa, 1);
-        drop_weights(m, 1 + l, 0);
+        drop_weights(m, 1 + l, backward);
     }
-    hold_weights(m, w->units - 1, 0);
+    hold_weights(m, w->units - 1);
     be->rmsnorm_fwd(w->lnf, w->rstdf, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), M, 1, D, D, eps);
 }
 
@@ -725,20 +727,20 @@ static void backward_body(scp_model *m, const scp_batch *b, const scp_attn_args 
     be->rmsnorm_bwd(w->dresid, G(w->final_norm), w->dln, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), w->rstdf,
                     M, 1, D, D, 1);
     give_grads(m, w->units - 1);
-    drop_weights(m, w->units - 1, 1);
+    drop_weights(m, w->units - 1, 0);
     for (int l = w->L - 1; l >= 0; l--) {
         layer_acts A = acts_of(m, w->recompute ? 0 : l, B, T);
-        hold_weights(m, 1 + l, 1);
+        hold_weights(m, 1 + l);
         take_grads(m, 1 + l);
         if (w->recompute) layer_forward(m, l, &A, aa, 0);
         layer_backward(m, l, &A, aa);
         give_grads(m, 1 + l);
-        drop_weights(m, 1 + l, 1);
+        drop_weights(m, 1 + l, 0);
         if (w->hook_armed) w->grad_hook(w->hook_ctx, DG(m), w->layer_lo[l], w->layer_lo[l + 1] - w->layer_lo[l]);
     }
     be->embedding_bwd(G(w->embed), w->dresid, w->ids, M, D, w->V);
     give_grads(m, 0);
-    drop_weights(m, 0, 1);
+    drop_weights(m, 0, 0);
     if (w->hook_armed) {   /* what lies outside the layers: embeddings before them, final norm and LM head after */
         w->grad_hook(w->hook_ctx, DG(m), w->layer_lo[w->L], m->n_weights - w->layer_lo[w->L]);
         w->grad_hook(w->hook_ctx, DG(m), 0, w->layer_lo[0]);
@@ -774,7 +776,7 @@ double scp_model_step(scp_model *m, const scp_batch *b, int backward, float *tok
     const scp_backend *be = m->backend;
     const int M = b->B * b->T, D = w->D, V = w->V;
     scp_attn_args aa;
-    forward_body(m, b, &aa, keep);
+    forward_body(m, b, &aa, keep, backward);
     if (backward) {   /* the LM head's gradients come first, the embeddings' last: both units for the whole backward */
         take_grads(m, w->units - 1);
         take_grads(m, 0);
@@ -862,7 +864,7 @@ int scp_model_logits_rows(scp_model *m, const scp_batch *b, const int32_t *rows,
     ws_reserve(m, b->B, b->T, 1);
     workspace *w = m->ctx;
     scp_attn_args aa;
-    forward_body(m, b, &aa, 0);
+    forward_body(m, b, &aa, 0, 0);
     /* Only the rows asked for reach the vocabulary projection (its matmul, D V per row, is the largest of a
      * model with a large vocabulary): gathered into `sel` first, as the training step does. */
     const scp_act *x = w->lnf;
@@ -910,7 +912,7 @@ int scp_model_decode_start(scp_model *m, const int32_t *ids, int n, int capacity
     }
     scp_attn_args aa;
     w->kv_fill = 1;
-    forward_body(m, &b, &aa, 0);
+    forward_body(m, &b, &aa, 0, 0);
     w->kv_fill = 0;
     w->kv_len = n;
     project_rows(m, AT(w->lnf, (size_t)(n - 1) * w->D), 1, logits);
@@ -928,7 +930,7 @@ int scp_model_decode_next(scp_model *m, int32_t id, float *logits)
     sync_weights_to_device(m);
     scp_attn_args aa;
     w->kv_pos = w->kv_len;   /* layer_forward: the one row at this position, against the cache */
-    forward_body(m, &b, &aa, 0);
+    forward_body(m, &b, &aa, 0, 0);
     w->kv_pos = -1;
     w->kv_len++;
     project_rows(m, w->lnf, 1, logits);

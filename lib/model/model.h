@@ -138,9 +138,10 @@ void scp_model_arm_grad_hook(scp_model *m);
 typedef struct scp_param_provider {
     void *ctx;
     /* Unit u's weights in the backend's storage type and memory (its floats in table order), valid until
-     * release(u); `backward` says which pass asks. NULL acquire: the model reads its own weight vector. */
-    const void *(*acquire)(void *ctx, int u, int backward);
-    void (*release)(void *ctx, int u, int backward);
+     * release(u); `again` says that the backward of the same batch will acquire them again (a provider may keep
+     * them meanwhile). NULL acquire: the model reads its own weight vector. */
+    const void *(*acquire)(void *ctx, int u);
+    void (*release)(void *ctx, int u, int again);
     /* A zeroed fp32 buffer in backend memory for unit u's gradient, into which the backward adds; grads_done(u)
      * when the unit's gradient of this backward is complete (the provider reduces it and takes the buffer back).
      * NULL grads: the backward adds into the model's gradient vector. */
