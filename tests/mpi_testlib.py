@@ -68,11 +68,9 @@ def max_rel(a, b):
     return max([abs(x - y) / max(abs(x), 1e-30) for x, y in zip(a, b)] + [0.0])
 
 
-def tensors_rel(a, b):
-    """Largest per-tensor ||a - b|| / ||a|| over two safetensors files (same names)."""
+def dicts_rel(ta, tb):
+    """Largest per-tensor ||a - b|| / ||a|| over two {name: array} dicts (inf unless the names agree)."""
     import numpy as np
-    ta, _ = td.st_read(a)
-    tb, _ = td.st_read(b)
     if set(ta) != set(tb):
         return float("inf")
     worst = 0.0
@@ -80,3 +78,8 @@ def tensors_rel(a, b):
         x, y = ta[k].astype(np.float64), tb[k].astype(np.float64)
         worst = max(worst, float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-30)))
     return worst
+
+
+def tensors_rel(a, b):
+    """Largest per-tensor ||a - b|| / ||a|| over two safetensors files (same names)."""
+    return dicts_rel(td.st_read(a)[0], td.st_read(b)[0])

@@ -49,15 +49,7 @@ def tensors(rundir, base):
     return out
 
 
-def rel(a, b):
-    import numpy as np
-    if set(a) != set(b):
-        return float("inf")
-    worst = 0.0
-    for k in a:
-        x, y = a[k].astype(np.float64), b[k].astype(np.float64)
-        worst = max(worst, float(np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-30)))
-    return worst
+rel = mt.dicts_rel
 
 
 def steps(rundir):

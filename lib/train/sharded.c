@@ -7,23 +7,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-int scp_sharded_load_weights(scp_fsdp *f, const char *dir)
+static const char *const moment_prefix[2] = {"exp_avg", "exp_avg_sq"};
+
+/* This rank's pieces of every tensor of DIR/BASE (one file or an index's shards): base "model" fills the weights,
+ * "optimizer" both moments. */
+static int load_set(scp_fsdp *f, const char *dir, const char *base)
 {
     scp_st_set s;
-    if (scp_st_set_open(&s, dir, "model")) return -1;
+    if (scp_st_set_open(&s, dir, base)) return -1;
     const scp_model *m = f->m;
-    int rc = 0;
+    int optimizer = strcmp(base, "model") != 0, rc = 0;
     float *buf = NULL;
     for (int i = 0; i < m->n_params && rc == 0; i++) {
         const scp_param_desc *d = &m->desc[i];
         buf = scp_xrealloc(buf, (size_t)d->numel * sizeof *buf);
-        rc = scp_st_set_read_f32(&s, d->name, d->ndim, d->shape, buf);
-        if (rc == 0) scp_fsdp_set_param(f, SCP_FSDP_WEIGHTS, i, buf);
+        for (int k = 0; k < (optimizer ? 2 : 1) && rc == 0; k++) {
+            char name[160];
+            if (optimizer) snprintf(name, sizeof name, "%s.%s", moment_prefix[k], d->name);
+            else snprintf(name, sizeof name, "%s", d->name);
+            rc = scp_st_set_read_f32(&s, name, d->ndim, d->shape, buf);
+            scp_fsdp_vec which = optimizer ? (k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG) : SCP_FSDP_WEIGHTS;
+            if (rc == 0) scp_fsdp_set_param(f, which, i, buf);
+        }
     }
     free(buf);
     scp_st_set_close(&s);
     return rc;
 }
+
+int scp_sharded_load_weights(scp_fsdp *f, const char *dir) { return load_set(f, dir, "model"); }
+
+int scp_sharded_load_moments(scp_fsdp *f, const char *dir) { return load_set(f, dir, "optimizer"); }
 
 void scp_sharded_random_weights(scp_fsdp *f, uint64_t seed, float std)
 {
@@ -35,30 +49,6 @@ void scp_sharded_random_weights(scp_fsdp *f, uint64_t seed, float std)
         scp_fsdp_set_param(f, SCP_FSDP_WEIGHTS, i, buf);
     }
     free(buf);
-}
-
-static const char *const moment_prefix[2] = {"exp_avg", "exp_avg_sq"};
-
-int scp_sharded_load_moments(scp_fsdp *f, const char *dir)
-{
-    scp_st_set s;
-    if (scp_st_set_open(&s, dir, "optimizer")) return -1;
-    const scp_model *m = f->m;
-    int rc = 0;
-    float *buf = NULL;
-    for (int i = 0; i < m->n_params && rc == 0; i++) {
-        const scp_param_desc *d = &m->desc[i];
-        buf = scp_xrealloc(buf, (size_t)d->numel * sizeof *buf);
-        for (int k = 0; k < 2 && rc == 0; k++) {
-            char name[160];
-            snprintf(name, sizeof name, "%s.%s", moment_prefix[k], d->name);
-            rc = scp_st_set_read_f32(&s, name, d->ndim, d->shape, buf);
-            if (rc == 0) scp_fsdp_set_param(f, k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG, i, buf);
-        }
-    }
-    free(buf);
-    scp_st_set_close(&s);
-    return rc;
 }
 
 /* File of each parameter: table order, file k taking the tensors that start in the k-th n-th of the bytes. */

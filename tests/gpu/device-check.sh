@@ -8,6 +8,7 @@
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
 #           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below)
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
+#   (4)     tests/gpu/zero-nccl.py: --zero 2 and 3 through NCCL on one GPU against the unsharded run
 #   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown
 #
 #   sh tests/gpu/device-check.sh              run from the repository root; logs go to $OUT/logs.tgz when set
@@ -129,6 +130,8 @@ if [ "$mode" != FAILED ]; then
     # The same on the fp32-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
     run train-stories260k-fp32 "${T_TRAIN32:-150}" env SCP_GPU_BACKEND=cuda-fp32 sh "$root/tests/gpu/train-stories260k.sh"
     nccl_lib=${NCCL_LIB:-$("$PYTHON" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)}
+    # The sharded state (--zero 2, 3) through NCCL on one GPU (needs MPI, NCCL and mpirun there)
+    run zero-nccl 120 "$PYTHON" "$root/tests/gpu/zero-nccl.py"
     if [ -x "$build/tests/dist-nccl-smoke" ]; then
         (LD_LIBRARY_PATH=${nccl_lib:+$nccl_lib:}${LD_LIBRARY_PATH:-}; export LD_LIBRARY_PATH
          run nccl-smoke 60 "$build/tests/dist-nccl-smoke")
