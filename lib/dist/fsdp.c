@@ -8,13 +8,52 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the driver's callbacks (model/model.h scp_param_provider) ----------------------------------------------- */
-static void held(scp_fsdp *f, int64_t bytes)
+/* ---- buffers ---------------------------------------------------------------------------------------------- */
+/* The buffers units are gathered into and their gradients made in live from their first use to scp_fsdp_trim,
+ * so that a step does not allocate and fault in fresh memory for every unit. Slot 0 holds the embeddings' unit,
+ * which the driver holds through the whole step; slot 1 the tail's (final norm, LM head) and, one after another,
+ * every layer's: the driver gives the tail back before the first layer's backward and takes it after the last
+ * layer's forward. With keep, whose layers are all held at the end of a forward, layer l's weights have slot
+ * 2 + l of their own (its gradients still share slot 1). */
+static int pool_slot(const scp_fsdp *f, int u, int weights)
 {
-    f->gathered_bytes += bytes;
-    if (f->gathered_bytes > f->peak_gathered_bytes) f->peak_gathered_bytes = f->gathered_bytes;
+    if (u == 0) return 0;
+    if (u == f->lay.units - 1 || !(weights && f->keep)) return 1;
+    return 1 + u;
 }
 
+static int64_t pool_floats(const scp_fsdp *f, int slot)
+{
+    const scp_shard_layout *L = &f->lay;
+    int64_t tail = L->per[L->units - 1] * L->world;
+    if (slot == 0) return L->per[0] * L->world;
+    if (slot == 1) return tail > L->max_layer ? tail : L->max_layer;
+    return L->per[slot - 1] * L->world;
+}
+
+static void *pooled(scp_fsdp *f, void **pool, int slot, size_t elem)
+{
+    if (!pool[slot]) {
+        int64_t bytes = pool_floats(f, slot) * (int64_t)elem;
+        pool[slot] = f->m->backend->alloc((size_t)bytes);
+        f->pool_bytes += bytes;
+    }
+    return pool[slot];
+}
+
+void scp_fsdp_trim(scp_fsdp *f)
+{
+    const scp_backend *be = f->m->backend;
+    for (int k = 0; k < f->pool_slots; k++) {
+        if (f->wpool[k]) be->free(f->wpool[k]);
+        if (f->gpool[k]) be->free(f->gpool[k]);
+        f->wpool[k] = f->gpool[k] = NULL;
+    }
+    for (int u = 0; u < f->lay.units; u++) f->gathered[u] = NULL;
+    f->pool_bytes = 0;
+}
+
+/* ---- the driver's callbacks (model/model.h scp_param_provider) ----------------------------------------------- */
 /* Unit u's weights in the storage type: each rank rounds its fp32 piece into its slot of a world * per[u]
  * buffer, then the slots are all-gathered. */
 static const void *acquire(void *ctx, int u)
@@ -23,9 +62,8 @@ static const void *acquire(void *ctx, int u)
     if (f->gathered[u]) return f->gathered[u];   /* kept since the forward */
     const scp_backend *be = f->m->backend;
     const scp_shard_layout *L = &f->lay;
-    int64_t per = L->per[u], bytes = per * L->world * (int64_t)be->act_size;
-    char *buf = be->alloc((size_t)bytes);
-    held(f, bytes);
+    int64_t per = L->per[u];
+    char *buf = pooled(f, f->wpool, pool_slot(f, u, 1), be->act_size);
     be->to_act((scp_act *)(void *)(buf + (size_t)(L->rank * per) * be->act_size), f->master + L->shard_off[u],
                (size_t)per);
     if (L->world > 1 && f->coll->allgather_pieces(f->d, buf, per * (int64_t)be->act_size, "ZeRO-3 weight all-gather"))
@@ -38,18 +76,17 @@ static void release(void *ctx, int u, int again)
 {
     scp_fsdp *f = ctx;
     if (f->keep && again) return;   /* the backward asks for it again */
-    f->m->backend->free(f->gathered[u]);
-    f->gathered_bytes -= f->lay.per[u] * f->lay.world * (int64_t)f->m->backend->act_size;
     f->gathered[u] = NULL;
 }
 
 static float *grads(void *ctx, int u)
 {
     scp_fsdp *f = ctx;
-    int64_t bytes = f->lay.per[u] * f->lay.world * (int64_t)sizeof(float);
-    f->gbuf[u] = f->m->backend->alloc((size_t)bytes);   /* zeroed; the padding past the unit stays zero */
-    held(f, bytes);
-    return f->gbuf[u];
+    float *g = pooled(f, f->gpool, pool_slot(f, u, 0), sizeof(float));
+    /* zeroed, the padding past the unit too (it is reduced with the rest and must add nothing) */
+    f->m->backend->zero_bytes(g, (size_t)(f->lay.per[u] * f->lay.world) * sizeof(float));
+    f->gbuf[u] = g;
+    return g;
 }
 
 /* The unit's gradient of this micro-batch, summed over ranks piece by piece, added to this rank's shard. */
@@ -65,8 +102,6 @@ static void grads_done(void *ctx, int u)
         mine = f->piece;
     }
     be->add(f->grad + L->shard_off[u], mine, (size_t)per);
-    be->free(f->gbuf[u]);
-    f->gathered_bytes -= per * L->world * (int64_t)sizeof(float);
     f->gbuf[u] = NULL;
 }
 
@@ -92,6 +127,9 @@ void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep)
     f->coll = scp_coll_for(d);
     f->gathered = scp_xcalloc((size_t)units, sizeof *f->gathered);
     f->gbuf = scp_xcalloc((size_t)units, sizeof *f->gbuf);
+    f->pool_slots = f->keep ? 1 + units : 2;
+    f->wpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->wpool);
+    f->gpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->gpool);
     scp_param_provider p = {.ctx = f, .grads = grads, .grads_done = grads_done};
     if (stage == 3) p.acquire = acquire, p.release = release;
     scp_model_set_param_provider(m, &p);
@@ -101,10 +139,9 @@ void scp_fsdp_free(scp_fsdp *f)
 {
     if (!f->m) return;
     const scp_backend *be = f->m->backend;
-    for (int u = 0; u < f->lay.units; u++) {
-        if (f->gathered[u]) be->free(f->gathered[u]);
-        if (f->gbuf[u]) be->free(f->gbuf[u]);
-    }
+    scp_fsdp_trim(f);
+    free(f->wpool);
+    free(f->gpool);
     scp_model_set_param_provider(f->m, NULL);
     if (f->master) be->free(f->master);
     be->free(f->grad);
@@ -221,16 +258,15 @@ int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float
     if (f->stage == 2 && L->world > 1) {
         /* Every rank's updated pieces to every rank, unit by unit, through a padded buffer of world equal pieces
          * (the last ones run past the unit). */
-        float *buf = be->alloc((size_t)L->max_unit * sizeof *buf);
         int rc = 0;
         for (int u = 0; u < L->units && rc == 0; u++) {
             int64_t a, b, per = L->per[u];
+            float *buf = pooled(f, f->gpool, pool_slot(f, u, 0), sizeof *buf);   /* the unit's gradient buffer, free now */
             scp_shard_piece(L, u, L->rank, &a, &b);
             if (b > a) be->copy_bytes(buf + (size_t)(L->rank * per), master + a, (size_t)(b - a) * sizeof *buf);
             rc = f->coll->allgather_pieces(f->d, buf, per * (int64_t)sizeof *buf, "ZeRO-2 weight all-gather");
             be->copy_bytes(master + L->unit_lo[u], buf, (size_t)(L->unit_lo[u + 1] - L->unit_lo[u]) * sizeof *buf);
         }
-        be->free(buf);
         if (rc) return -1;
     }
     if (f->stage == 2) scp_model_master_changed(m);

@@ -38,12 +38,15 @@ typedef struct scp_fsdp {
     float *master;         /* (S) stage 3: this rank's pieces of the fp32 weights; NULL at stage 2 */
     float *grad;           /* (S) reduced gradients of this rank's pieces, summed over micro-batches */
     float *mom_m, *mom_v;  /* (S) AdamW's moments of this rank's pieces */
-    void **gathered;       /* (units) stage 3: a unit's gathered weights while the driver holds them */
+    void **gathered;       /* (units) stage 3: a unit's gathered weights while valid (held, or kept) */
     float **gbuf;          /* (units) a unit's gradient buffer during its backward */
+    void **wpool;          /* (pool_slots) the buffers units are gathered into (fsdp.c, "buffers") */
+    void **gpool;          /* (pool_slots) the buffers unit gradients are made in (float) */
+    int pool_slots;
+    int64_t pool_bytes;    /* what the pools hold */
     float *piece;          /* (largest per) the reduce-scatter's result, added into grad */
     const struct scp_coll *coll;   /* the transport (dist/coll.h): NCCL on GPU ranks, else MPI */
     int failed;            /* a collective inside the driver's callbacks failed (its message: scp_last_error) */
-    int64_t gathered_bytes, peak_gathered_bytes;   /* gathered weights and gradient buffers held, and their peak */
 } scp_fsdp;
 
 /* Shard model m over d's ranks at `stage` (2 or 3) and install the provider on m. At stage 3, m is a shell
@@ -51,6 +54,9 @@ typedef struct scp_fsdp {
  * are m's own. Moments start at zero. */
 void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep);
 void scp_fsdp_free(scp_fsdp *f);
+/* Free the buffers units are gathered into and their gradients made in (they come back at the next step): before
+ * a checkpoint, whose own buffers then take their place. */
+void scp_fsdp_trim(scp_fsdp *f);
 
 /* The vectors a shard holds, for loading and checkpoints. */
 typedef enum { SCP_FSDP_WEIGHTS, SCP_FSDP_EXP_AVG, SCP_FSDP_EXP_AVG_SQ } scp_fsdp_vec;

@@ -358,6 +358,7 @@ static int save_sharded_checkpoint(scp_train_run *r)
 {
     scp_dist *d = r->dist;
     r->st.world = d->world;
+    scp_fsdp_trim(&r->fsdp);   /* the step's unit buffers make room for the checkpoint's */
     char *name = scp_run_ckpt_name(r->st.step), *final = scp_path_join(r->rundir, name), *tmp = NULL;
     char path[4096] = "";
     if (d->rank == 0 && (tmp = scp_dir_begin(final))) snprintf(path, sizeof path, "%s", tmp);
