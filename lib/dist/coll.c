@@ -13,7 +13,7 @@ static int nccl_allgather(scp_dist *d, void *buf, int64_t piece_bytes, const cha
     return scp_dist_nccl_allgather_pieces(d, buf, piece_bytes);
 }
 
-static int nccl_reduce_scatter(scp_dist *d, const float *x, float *out, int64_t piece, const char *what)
+static int nccl_reduce_scatter(scp_dist *d, float *x, float *out, int64_t piece, const char *what)
 {
     (void)what;
     return scp_dist_nccl_reduce_scatter_f32(d, x, out, piece);

@@ -18,9 +18,9 @@ typedef struct scp_coll {
     int (*allreduce_f32)(scp_dist *d, float *x, int64_t n, const char *what);
     /* buf holds world pieces of piece_bytes; each rank has written its own; afterwards all ranks hold all. */
     int (*allgather_pieces)(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);
-    /* x (world * piece floats): this rank's contribution to every piece; out (piece floats): the sum over ranks
-     * of piece `rank`. */
-    int (*reduce_scatter_f32)(scp_dist *d, const float *x, float *out, int64_t piece, const char *what);
+    /* x (world * piece floats): this rank's contribution to every piece, and scratch (used up); out (piece
+     * floats): the sum over ranks of piece `rank`. */
+    int (*reduce_scatter_f32)(scp_dist *d, float *x, float *out, int64_t piece, const char *what);
     /* send: world blocks back to back, block r (send_bytes[r]) for rank r; recv: block r from rank r
      * (recv_bytes[r]) at the sum of the sizes before it. */
     int (*alltoallv)(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,

@@ -28,6 +28,7 @@
 #define TAG_PING 7703
 #define TAG_PONG 7704
 #define TAG_GATHER 7711
+#define TAG_RING 7712
 /* Non-root ranks give up this much later than rank 0, so that rank 0, which can name the missing ranks,
  * normally speaks first; the watchdog thread (a backstop for an MPI call that never returns) later still. */
 #define GRACE_S 10.0
@@ -479,56 +480,65 @@ int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64
     return scp_dist_gather_to(d, 0, full, part, lo, what);
 }
 
+/* ---- rings over equal pieces: the collectives of the sharded state ------------------------------------------ */
 #ifdef HAVE_MPI
-/* Pieces of sharded units are whole multiples of 16 elements (dist/shard_layout.h): counted in 32-byte blocks,
- * a piece of up to 64 GiB fits MPI's int count. */
-static MPI_Datatype piece_type(int64_t bytes, int64_t *count)
+/* One step of a ring: send `bytes` from src to the next rank while receiving as many from the previous into dst,
+ * in pieces that keep MPI's int counts small. */
+static void ring_step(scp_dist *d, const void *src, void *dst, int64_t bytes, const char *what)
 {
-    static MPI_Datatype block = MPI_DATATYPE_NULL;
-    if (bytes % 32 != 0) {
-        *count = bytes;
-        return MPI_BYTE;
+    int next = (d->rank + 1) % d->world, prev = (d->rank + d->world - 1) % d->world;
+    for (int64_t off = 0; off < bytes; off += DIST_CHUNK) {
+        int c = (int)(bytes - off < DIST_CHUNK ? bytes - off : DIST_CHUNK);
+        MPI_Request rq[2];
+        MPI_Irecv((char *)dst + off, c, MPI_BYTE, prev, TAG_RING, MPI_COMM_WORLD, &rq[0]);
+        MPI_Isend((const char *)src + off, c, MPI_BYTE, next, TAG_RING, MPI_COMM_WORLD, &rq[1]);
+        finish(d, rq, 2, what);
     }
-    if (block == MPI_DATATYPE_NULL) {
-        MPI_Type_contiguous(32, MPI_BYTE, &block);
-        MPI_Type_commit(&block);
-    }
-    *count = bytes / 32;
-    return block;
 }
 #endif
 
+/* Rings rather than MPI_Allgather and MPI_Reduce_scatter_block: the same bytes on the wire (w - 1 pieces in and
+ * out of each rank), no temporary memory beyond one piece (which MPI's algorithms take on some ranks and not
+ * others, up to a copy of the whole buffer), and a summation order fixed by the rank count. */
 int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const char *what)
 {
     if (d->world <= 1) return 0;
 #ifdef HAVE_MPI
-    int64_t count;
-    MPI_Datatype t = piece_type(piece_bytes, &count);
-    if (count > INT_MAX) return scp_error("%s: a piece of %lld bytes is too large to gather", what, (long long)piece_bytes);
     double t0 = coll_begin(d, what);
-    MPI_Request rq;
-    MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, (int)count, t, MPI_COMM_WORLD, &rq);
-    finish(d, &rq, 1, what);
-    coll_end(d, t0, piece_bytes * (d->world - 1));
+    int W = d->world, r = d->rank;
+    char *b = buf;
+    /* step s: pass on piece r - s (this rank's, then the ones just received), take piece r - s - 1 */
+    for (int s = 0; s < W - 1; s++) {
+        int give = (r - s + W) % W, take = (r - s - 1 + 2 * W) % W;
+        ring_step(d, b + (size_t)give * (size_t)piece_bytes, b + (size_t)take * (size_t)piece_bytes, piece_bytes,
+                  what);
+    }
+    coll_end(d, t0, piece_bytes * (W - 1));
 #else
     (void)buf, (void)piece_bytes, (void)what;
 #endif
     return 0;
 }
 
-int scp_dist_reduce_scatter_f32(scp_dist *d, const float *x, float *out, int64_t piece, const char *what)
+int scp_dist_reduce_scatter_f32(scp_dist *d, float *x, float *out, int64_t piece, const char *what)
 {
     if (d->world <= 1) {
         memcpy(out, x, (size_t)piece * sizeof *out);
         return 0;
     }
 #ifdef HAVE_MPI
-    if (piece > INT_MAX) return scp_error("%s: a piece of %lld floats is too large to reduce", what, (long long)piece);
     double t0 = coll_begin(d, what);
-    MPI_Request rq;
-    MPI_Ireduce_scatter_block(x, out, (int)piece, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
-    finish(d, &rq, 1, what);
-    coll_end(d, t0, piece * (int64_t)sizeof *out * (d->world - 1));
+    int W = d->world, r = d->rank;
+    /* step s: send piece r - s - 1 (summed over s + 1 ranks so far) to the next rank, receive piece r - s - 2 from
+     * the previous into out and add it in; after w - 1 steps piece r holds every rank's sum. */
+    for (int s = 0; s < W - 1; s++) {
+        int give = (r - s - 1 + 2 * W) % W, take = (r - s - 2 + 2 * W) % W;
+        ring_step(d, x + (size_t)give * (size_t)piece, out, piece * (int64_t)sizeof *out, what);
+        float *acc = x + (size_t)take * (size_t)piece;
+        for (int64_t k = 0; k < piece; k++) acc[k] += out[k];
+    }
+    memcpy(out, x + (size_t)r * (size_t)piece, (size_t)piece * sizeof *out);
+    coll_end(d, t0, piece * (int64_t)sizeof *out * (W - 1));
 #else
     (void)x, (void)out, (void)piece, (void)what;
 #endif

@@ -80,9 +80,9 @@ int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, co
 /* Equal pieces (sharded units, dist/shard_layout.h): buf holds world pieces of piece_bytes, rank r's at
  * r * piece_bytes; each rank has written its own, and afterwards every rank holds all of them. */
 int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);
-/* x (world * piece floats) is this rank's contribution to every piece; out (piece floats) receives the sum over
- * ranks of piece `rank` (MPI_Reduce_scatter_block). One rank: a copy. */
-int scp_dist_reduce_scatter_f32(scp_dist *d, const float *x, float *out, int64_t piece, const char *what);
+/* x (world * piece floats) is this rank's contribution to every piece, and scratch (its contents are used up);
+ * out (piece floats) receives the sum over ranks of piece `rank`. One rank: a copy. */
+int scp_dist_reduce_scatter_f32(scp_dist *d, float *x, float *out, int64_t piece, const char *what);
 /* All-to-all with sizes: send holds world blocks one after another, block r (send_bytes[r] bytes) for rank r;
  * recv receives block r from rank r (recv_bytes[r] bytes) at the sum of the sizes before it. */
 int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
