@@ -84,6 +84,7 @@ _Noreturn static void usage(void)
            "      --zero 0|1|2|3       shard across the ranks: 1 the AdamW moments, 2 also the gradients, 3 also\n"
            "                           the weights (ZeRO-1/2/3; default 0)\n"
            "      --keep-gathered      ZeRO-3: keep each layer's gathered weights from its forward to its backward\n"
+           "      --reduce-dtype f32|bf16  ZeRO-2/3: sum the gradients across the ranks in this type (default f32)\n"
            "      --dist-timeout S     seconds a rank waits for the others before stopping the job (default 600)\n"
            "Memory plan (see PLANNING in the manual):\n"
            "      --plan               print the bytes per rank the run would take, as JSON, and exit\n"
@@ -107,7 +108,7 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES, SCP_OPT_SEED,
-    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_DIST_TIMEOUT,
+    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_REDUCE_DTYPE, SCP_OPT_DIST_TIMEOUT,
     SCP_OPT_PLAN, SCP_OPT_SEQ_LEN, SCP_OPT_WORLD, SCP_OPT_GPU_MEMORY, SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION,
     SCP_OPT_END};
 static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
@@ -116,7 +117,7 @@ static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NUL
  * of a new run or over the options a resumed run saved. */
 typedef struct cli_args {
     const char *out;
-    int resume, force, quiet, zero, keep_gathered, recompute;
+    int resume, force, quiet, zero, keep_gathered, reduce_bf16, recompute;
     double dist_timeout;   /* seconds, 0: the default */
     int plan;              /* --plan: the memory plan instead of the run (bin/scp-train-plan.c) */
     scp_train_plan_args pa;   /* its --world, --seq-len, --gpu-memory */
@@ -141,6 +142,11 @@ static void parse_args(int argc, char **argv, cli_args *a)
         case SCP_OPT_RECOMPUTE: a->recompute = 1; break;
         case SCP_OPT_ZERO: a->zero = (int)scp_opt_int("--zero", optarg, 0, 3); break;
         case SCP_OPT_KEEP_GATHERED: a->keep_gathered = 1; break;
+        case SCP_OPT_REDUCE_DTYPE:
+            if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
+                scp_usage_error("--reduce-dtype: 'f32' or 'bf16', not '%s'", optarg);
+            a->reduce_bf16 = strcmp(optarg, "bf16") == 0;
+            break;
         case SCP_OPT_DIST_TIMEOUT: a->dist_timeout = scp_opt_double("--dist-timeout", optarg, 1, 1e7); break;
         case SCP_OPT_PLAN: a->plan = 1; break;
         case SCP_OPT_SEQ_LEN: a->pa.seq_len = (int)scp_opt_int("--seq-len", optarg, 1, 1 << 30); break;
@@ -156,7 +162,7 @@ static void parse_args(int argc, char **argv, cli_args *a)
     scp_cli_end(&c);
     if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
     a->pa.zero = a->zero, a->pa.recompute = a->recompute, a->pa.quiet = a->quiet;
-    a->pa.keep_gathered = a->keep_gathered;
+    a->pa.keep_gathered = a->keep_gathered, a->pa.reduce_bf16 = a->reduce_bf16;
     if (a->plan) return;
     if (a->pa.seq_len) scp_usage_error("--seq-len is for --plan: a run takes its sequence length from --data");
     if (a->pa.world) scp_usage_error("--world is for --plan: a run has the ranks its launcher starts");
@@ -223,7 +229,8 @@ int main(int argc, char **argv)
     scp_train_run run;
     scp_train_run_init(&run, &o, &dist, a.out);
     run.force = a.force, run.quiet = a.quiet, run.zero = a.zero, run.recompute = a.recompute;
-    run.keep_gathered = a.keep_gathered;
+    run.keep_gathered = a.keep_gathered, run.reduce_bf16 = a.reduce_bf16;
+    if (a.reduce_bf16 && a.zero < 2) scp_usage_error("--reduce-dtype bf16 applies to --zero 2 and 3");
     if (a.keep_gathered && a.zero != 3) scp_usage_error("--keep-gathered applies to --zero 3");
     if (a.zero >= 2 && !dist.mpi)
         scp_usage_error("--zero %d shards the training state across MPI ranks: start scp-train with mpirun or srun "

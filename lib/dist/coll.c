@@ -19,6 +19,12 @@ static int nccl_reduce_scatter(scp_dist *d, float *x, float *out, int64_t piece,
     return scp_dist_nccl_reduce_scatter_f32(d, x, out, piece);
 }
 
+static int nccl_reduce_scatter_bf16(scp_dist *d, uint16_t *x, uint16_t *out, int64_t piece, const char *what)
+{
+    (void)what;
+    return scp_dist_nccl_reduce_scatter_bf16(d, x, out, piece);
+}
+
 static int nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
                           const int64_t *recv_bytes, const char *what)
 {
@@ -27,7 +33,8 @@ static int nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_byt
 }
 
 static const scp_coll coll_mpi = {"mpi", scp_dist_allreduce_sum_f32, scp_dist_allgather_pieces,
-                                  scp_dist_reduce_scatter_f32, scp_dist_alltoallv};
-static const scp_coll coll_nccl = {"nccl", nccl_allreduce, nccl_allgather, nccl_reduce_scatter, nccl_alltoallv};
+                                  scp_dist_reduce_scatter_f32, scp_dist_reduce_scatter_bf16, scp_dist_alltoallv};
+static const scp_coll coll_nccl = {"nccl", nccl_allreduce, nccl_allgather, nccl_reduce_scatter,
+                                   nccl_reduce_scatter_bf16, nccl_alltoallv};
 
 const scp_coll *scp_coll_for(const scp_dist *d) { return d->nccl ? &coll_nccl : &coll_mpi; }

@@ -21,6 +21,8 @@ typedef struct scp_coll {
     /* x (world * piece floats): this rank's contribution to every piece, and scratch (used up); out (piece
      * floats): the sum over ranks of piece `rank`. */
     int (*reduce_scatter_f32)(scp_dist *d, float *x, float *out, int64_t piece, const char *what);
+    /* The same in bf16 (uint16_t bit patterns), the partial sums rounded to bf16 as they travel. */
+    int (*reduce_scatter_bf16)(scp_dist *d, uint16_t *x, uint16_t *out, int64_t piece, const char *what);
     /* send: world blocks back to back, block r (send_bytes[r]) for rank r; recv: block r from rank r
      * (recv_bytes[r]) at the sum of the sizes before it. */
     int (*alltoallv)(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "dist/dist.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #ifdef HAVE_NCCL
 #include "dist/nccl.h"
@@ -545,6 +546,30 @@ int scp_dist_reduce_scatter_f32(scp_dist *d, float *x, float *out, int64_t piece
     return 0;
 }
 
+int scp_dist_reduce_scatter_bf16(scp_dist *d, uint16_t *x, uint16_t *out, int64_t piece, const char *what)
+{
+    if (d->world <= 1) {
+        memcpy(out, x, (size_t)piece * sizeof *out);
+        return 0;
+    }
+#ifdef HAVE_MPI
+    double t0 = coll_begin(d, what);
+    int W = d->world, r = d->rank;
+    /* the ring of scp_dist_reduce_scatter_f32; each partial sum rounded to bf16, as it travels in bf16 */
+    for (int s = 0; s < W - 1; s++) {
+        int give = (r - s - 1 + 2 * W) % W, take = (r - s - 2 + 2 * W) % W;
+        ring_step(d, x + (size_t)give * (size_t)piece, out, piece * (int64_t)sizeof *out, what);
+        uint16_t *acc = x + (size_t)take * (size_t)piece;
+        for (int64_t k = 0; k < piece; k++) acc[k] = scp_f32_to_bf16(scp_bf16_to_f32(acc[k]) + scp_bf16_to_f32(out[k]));
+    }
+    memcpy(out, x + (size_t)r * (size_t)piece, (size_t)piece * sizeof *out);
+    coll_end(d, t0, piece * (int64_t)sizeof *out * (W - 1));
+#else
+    (void)x, (void)out, (void)piece, (void)what;
+#endif
+    return 0;
+}
+
 int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
                        const char *what)
 {
@@ -731,6 +756,15 @@ int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, 
 {
 #ifdef HAVE_NCCL
     if (nccl && d->nccl) return nccl->reduce_scatter_f32(d, dev, out, piece);
+#endif
+    (void)dev, (void)out, (void)piece;
+    return scp_error("rank %d: NCCL reduce-scatter without a communicator", d->rank);
+}
+
+int scp_dist_nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece)
+{
+#ifdef HAVE_NCCL
+    if (nccl && d->nccl) return nccl->reduce_scatter_bf16(d, dev, out, piece);
 #endif
     (void)dev, (void)out, (void)piece;
     return scp_error("rank %d: NCCL reduce-scatter without a communicator", d->rank);

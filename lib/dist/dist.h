@@ -83,6 +83,8 @@ int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const
 /* x (world * piece floats) is this rank's contribution to every piece, and scratch (its contents are used up);
  * out (piece floats) receives the sum over ranks of piece `rank`. One rank: a copy. */
 int scp_dist_reduce_scatter_f32(scp_dist *d, float *x, float *out, int64_t piece, const char *what);
+/* The same in bf16 (uint16_t bit patterns): the partial sums are rounded to bf16 as they travel. */
+int scp_dist_reduce_scatter_bf16(scp_dist *d, uint16_t *x, uint16_t *out, int64_t piece, const char *what);
 /* All-to-all with sizes: send holds world blocks one after another, block r (send_bytes[r] bytes) for rank r;
  * recv receives block r from rank r (recv_bytes[r] bytes) at the sum of the sizes before it. */
 int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
@@ -117,6 +119,7 @@ int scp_dist_nccl_wait(scp_dist *d);
 /* The collectives of dist/coll.h on device memory, complete on return (see there). */
 int scp_dist_nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes);
 int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece);
+int scp_dist_nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece);
 int scp_dist_nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
                             const int64_t *recv_bytes);
 void scp_dist_nccl_free(scp_dist *d);

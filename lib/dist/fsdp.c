@@ -1,6 +1,7 @@
 /* dist/fsdp.c: ZeRO-2 and ZeRO-3, the sharded gradients, moments and (stage 3) weights of dist/fsdp.h. */
 #include "dist/fsdp.h"
 #include "dist/coll.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "model/backend.h"
 
@@ -47,7 +48,8 @@ void scp_fsdp_trim(scp_fsdp *f)
     for (int k = 0; k < f->pool_slots; k++) {
         if (f->wpool[k]) be->free(f->wpool[k]);
         if (f->gpool[k]) be->free(f->gpool[k]);
-        f->wpool[k] = f->gpool[k] = NULL;
+        if (f->hpool[k]) be->free(f->hpool[k]);
+        f->wpool[k] = f->gpool[k] = f->hpool[k] = NULL;
     }
     for (int u = 0; u < f->lay.units; u++) f->gathered[u] = NULL;
     f->pool_bytes = 0;
@@ -95,9 +97,18 @@ static void grads_done(void *ctx, int u)
     scp_fsdp *f = ctx;
     const scp_shard_layout *L = &f->lay;
     const scp_backend *be = f->m->backend;
-    int64_t per = L->per[u];
+    int64_t per = L->per[u], n = per * L->world;
     const float *mine = f->gbuf[u];   /* one rank: the whole unit is its piece */
-    if (L->world > 1) {
+    if (L->world > 1 && f->reduce_bf16) {
+        /* rounded to bf16, summed in bf16 over the ranks, widened again for this rank's fp32 shard */
+        uint16_t *h = pooled(f, f->hpool, pool_slot(f, u, 0), sizeof *h);
+        if (be->act_size == 2) be->to_act((scp_act *)(void *)h, f->gbuf[u], (size_t)n);
+        else scp_convert_from_f32(h, SCP_BF16, f->gbuf[u], (size_t)n);
+        if (f->coll->reduce_scatter_bf16(f->d, h, f->hpiece, per, "ZeRO gradient reduce-scatter (bf16)")) f->failed = 1;
+        if (be->act_size == 2) be->from_act(f->piece, (const scp_act *)(const void *)f->hpiece, (size_t)per);
+        else scp_convert_to_f32(f->piece, f->hpiece, SCP_BF16, (size_t)per);
+        mine = f->piece;
+    } else if (L->world > 1) {
         if (f->coll->reduce_scatter_f32(f->d, f->gbuf[u], f->piece, per, "ZeRO gradient reduce-scatter")) f->failed = 1;
         mine = f->piece;
     }
@@ -106,9 +117,13 @@ static void grads_done(void *ctx, int u)
 }
 
 /* ---- set-up ---------------------------------------------------------------------------------------------- */
-void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep)
+int scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep, int reduce_bf16)
 {
     memset(f, 0, sizeof *f);
+    /* bf16 reduction converts the gradients with the backend's bf16 storage entries, or on the host */
+    if (reduce_bf16 && m->backend->act_size != 2 && !m->backend->host_memory)
+        return scp_error("--reduce-dtype bf16: backend '%s' keeps fp32 buffers in device memory, where nothing "
+                         "converts them to bf16 (use a bf16 backend, or f32)", m->backend->name);
     f->m = m, f->d = d, f->stage = stage, f->keep = keep && stage == 3;
     const scp_model_config *c = &m->cfg;
     int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(c->num_layers + 3));
@@ -130,9 +145,13 @@ void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep)
     f->pool_slots = f->keep ? 1 + units : 2;
     f->wpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->wpool);
     f->gpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->gpool);
+    f->hpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->hpool);
+    f->reduce_bf16 = reduce_bf16;
+    if (reduce_bf16) f->hpiece = be->alloc((size_t)maxper * sizeof(uint16_t));
     scp_param_provider p = {.ctx = f, .grads = grads, .grads_done = grads_done};
     if (stage == 3) p.acquire = acquire, p.release = release;
     scp_model_set_param_provider(m, &p);
+    return 0;
 }
 
 void scp_fsdp_free(scp_fsdp *f)
@@ -142,6 +161,8 @@ void scp_fsdp_free(scp_fsdp *f)
     scp_fsdp_trim(f);
     free(f->wpool);
     free(f->gpool);
+    free(f->hpool);
+    if (f->hpiece) be->free(f->hpiece);
     scp_model_set_param_provider(f->m, NULL);
     if (f->master) be->free(f->master);
     be->free(f->grad);

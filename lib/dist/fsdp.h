@@ -42,7 +42,10 @@ typedef struct scp_fsdp {
     float **gbuf;          /* (units) a unit's gradient buffer during its backward */
     void **wpool;          /* (pool_slots) the buffers units are gathered into (fsdp.c, "buffers") */
     void **gpool;          /* (pool_slots) the buffers unit gradients are made in (float) */
+    void **hpool;          /* (pool_slots) bf16 copies of the unit gradients, with reduce_bf16 */
     int pool_slots;
+    int reduce_bf16;       /* the unit gradients are summed over the ranks in bf16 */
+    uint16_t *hpiece;      /* (largest per) the bf16 reduce-scatter's result */
     int64_t pool_bytes;    /* what the pools hold */
     float *piece;          /* (largest per) the reduce-scatter's result, added into grad */
     const struct scp_coll *coll;   /* the transport (dist/coll.h): NCCL on GPU ranks, else MPI */
@@ -51,8 +54,9 @@ typedef struct scp_fsdp {
 
 /* Shard model m over d's ranks at `stage` (2 or 3) and install the provider on m. At stage 3, m is a shell
  * (scp_model_new_shell) and the caller fills the master pieces with scp_fsdp_set_param; at stage 2 the weights
- * are m's own. Moments start at zero. */
-void scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep);
+ * are m's own. Moments start at zero. reduce_bf16: the unit gradients are rounded to bf16 and summed over the
+ * ranks in bf16 (half the bytes; the shards stay fp32). -1 with a message when the backend cannot convert. */
+int scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep, int reduce_bf16);
 void scp_fsdp_free(scp_fsdp *f);
 /* Free the buffers units are gathered into and their gradients made in (they come back at the next step): before
  * a checkpoint, whose own buffers then take their place. */

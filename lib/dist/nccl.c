@@ -140,6 +140,16 @@ static int nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, in
     return nccl_wait(d);
 }
 
+static int nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return scp_error("rank %d: NCCL reduce-scatter before scp_dist_nccl_init", d->rank);
+    if (after_compute(d, s)) return -1;
+    NCCL_TRY(ncclReduceScatter(dev, out, (size_t)piece, ncclBfloat16, ncclSum, s->comm, s->stream), "ncclReduceScatter");
+    d->comm_bytes += piece * (int64_t)sizeof *out * (d->world - 1);
+    return nccl_wait(d);
+}
+
 static int nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
                           const int64_t *recv_bytes)
 {
@@ -171,7 +181,8 @@ static void nccl_free(scp_dist *d)
 
 const scp_nccl_functions *scp_nccl_plugin_entry(const char *version, size_t dist_size)
 {
-    static const scp_nccl_functions f = {nccl_init,        nccl_allreduce_f32,      nccl_wait,     nccl_free,
-                                         nccl_allgather_pieces, nccl_reduce_scatter_f32, nccl_alltoallv};
+    static const scp_nccl_functions f = {nccl_init,          nccl_allreduce_f32,       nccl_wait,      nccl_free,
+                                         nccl_allgather_pieces, nccl_reduce_scatter_f32, nccl_reduce_scatter_bf16,
+                                         nccl_alltoallv};
     return strcmp(version, PACKAGE_VERSION) == 0 && dist_size == sizeof(scp_dist) ? &f : NULL;
 }

@@ -17,6 +17,7 @@ typedef struct scp_nccl_functions {
     /* The collectives of dist/coll.h on device memory, each complete (joined) on return. */
     int (*allgather_pieces)(scp_dist *d, void *dev, int64_t piece_bytes);
     int (*reduce_scatter_f32)(scp_dist *d, const float *dev, float *out, int64_t piece);
+    int (*reduce_scatter_bf16)(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece);
     int (*alltoallv)(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes);
 } scp_nccl_functions;
 

@@ -77,8 +77,10 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
         p->grads = f * (S + G);
         p->optimizer = 2 * f * S;
         p->buffers += f * piece;   /* this rank's piece of one unit's gradient, out of the reduce-scatter */
+        /* bf16 reduction: a bf16 copy of the unit gradients held (G) and its piece */
+        if (o->reduce_bf16 && w > 1) p->buffers += 2 * (G + piece);
         /* Sharded collectives move whole gathered units, w pieces of per[u]: w - 1 pieces per rank. */
-        int64_t rs = (int64_t)(w - 1) * f * S;
+        int64_t rs = (int64_t)(w - 1) * (o->reduce_bf16 ? 2 : f) * S;
         if (z == 2)
             p->comm_bytes = p->passes * rs + (int64_t)(w - 1) * f * S;   /* + the weights' all-gather after AdamW */
         else   /* each layer gathered for the forward and again for the backward (once when kept), the outer
@@ -105,6 +107,7 @@ json_t *scp_memplan_json(const scp_memplan *p, const scp_memplan_opts *o, const 
     json_object_set_new(j, "micro_batch", json_integer(p->rows_per_pass));
     json_object_set_new(j, "micro_batches", json_integer(p->passes));
     json_object_set_new(j, "recompute", json_boolean(o->recompute));
+    if (o->zero >= 2) json_object_set_new(j, "reduce_dtype", json_string(o->reduce_bf16 ? "bf16" : "f32"));
     json_object_set_new(j, "shard_floats", json_integer(p->shard));
     json_object_set_new(r, "weights", json_integer(p->weights));
     json_object_set_new(r, "master", json_integer(p->master));

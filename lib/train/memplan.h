@@ -34,6 +34,7 @@ typedef struct scp_memplan_opts {
     int batch, micro;      /* sequences per optimizer step and per forward/backward (scp_train_batches_plan) */
     int recompute;         /* activation recomputation: one layer slot */
     int keep_gathered;     /* zero 3: every layer's gathered weights held from its forward to its backward */
+    int reduce_bf16;       /* zero 2, 3: gradients reduced in bf16 (half the bytes, a bf16 copy of the units) */
 } scp_memplan_opts;
 
 typedef struct scp_memplan {

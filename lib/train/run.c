@@ -169,7 +169,7 @@ int scp_train_open_optimizer(scp_train_run *r)
     scp_train_state *st = &r->st;
     if (r->zero && d->world == 1 && !r->quiet) scp_warn("--zero %d with one rank: nothing to shard", r->zero);
     if (r->zero >= 2) {
-        scp_fsdp_init(&r->fsdp, r->m, d, r->zero, r->keep_gathered);
+        if (scp_fsdp_init(&r->fsdp, r->m, d, r->zero, r->keep_gathered, r->reduce_bf16)) return -1;
         if (r->zero == 3 && r->weights_dir && scp_sharded_load_weights(&r->fsdp, r->weights_dir)) return -1;
         if (r->zero == 3 && !r->weights_dir) scp_sharded_random_weights(&r->fsdp, r->o->seed, (float)r->o->init_std);
     } else {
