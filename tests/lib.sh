@@ -1,6 +1,7 @@
 # lib.sh: TAP helpers for command-line tests. Source it: . "$SCP_SRCDIR/tests/lib.sh"
 # Programs are found in $SCP_BIN (set by make check; defaults to ./bin); real assets in $SCP_ASSETS.
-: "${SCP_SRCDIR:=$(cd "$(dirname "$0")/.." && pwd)}"
+# The tests that source it sit one folder below tests/ (tests/core/, tests/gpu/, ...).
+: "${SCP_SRCDIR:=$(cd "$(dirname "$0")/../.." && pwd)}"
 : "${SCP_BIN:=$SCP_SRCDIR/bin}"
 : "${SCP_ASSETS:=$SCP_SRCDIR/../shared/assets}"
 PATH="$SCP_BIN:$PATH"

@@ -60,7 +60,7 @@ const char *scp_dist_library(void);
 int scp_dist_allreduce_sum_f32(scp_dist *d, float *x, int64_t n, const char *what);
 /* Host memory the MPI library takes besides x while scp_dist_allreduce_sum_f32 sums n floats over `world` ranks:
  * OpenMPI's non-blocking all-reduce (libnbc) works on a temporary as large as the piece in flight, and the pieces
- * are at most 2^28 floats. 0 for one rank. (Measured against the resident set by tests/train-plan.py.) */
+ * are at most 2^28 floats. 0 for one rank. (Measured against the resident set by tests/train/train-plan.py.) */
 int64_t scp_dist_allreduce_temp_bytes(int64_t n, int world);
 /* In-place sum of n doubles (losses, token counts: exact integers below 2^53). */
 int scp_dist_allreduce_sum_f64(scp_dist *d, double *x, int n, const char *what);

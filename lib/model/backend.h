@@ -20,7 +20,7 @@
  * gradients is said per entry. All entries are deterministic for a fixed thread count (no atomics, reductions
  * in a fixed order), which exact resume relies on.
  *
- * Checks: tests/backend-ops runs every entry of every registered backend usable on the machine against the
+ * Checks: tests/model/backend-ops runs every entry of every registered backend usable on the machine against the
  * reference of its storage type ("cpu-ref" for fp32, "cpu-bf16" for bf16, itself checked against "cpu-ref"). */
 #ifndef SCP_BACKEND_H
 #define SCP_BACKEND_H

@@ -22,7 +22,7 @@ typedef struct scp_backend_traits {
 void scp_backend_traits_of(const scp_backend *be, scp_backend_traits *t);
 /* The traits of a --backend name (NULL: cpu): from its table where scp_backend_find gives one here, else, for a
  * CUDA name whose plugin is not built or does not load on this machine, the traits the CUDA tables have (see
- * backend_traits.c; tests/unit-backend compares them with the tables where the plugin loads). -1 with a message
+ * backend_traits.c; tests/model/unit-backend compares them with the tables where the plugin loads). -1 with a message
  * for a name that is not a registered backend. */
 int scp_backend_traits_find(const char *name, scp_backend_traits *t);
 /* The known traits of a CUDA backend's name ("cuda", "cuda-bf16", "cuda-fp32"), whether or not its plugin loads;

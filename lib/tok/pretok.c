@@ -3,7 +3,7 @@
  * Hugging Face tokenizers runs its Split/ByteLevel regexes with Oniguruma. The three patterns real byte-level
  * models use (GPT-2's, Qwen2/Qwen3's, Llama 3's) are implemented here by hand as the leftmost-first
  * alternation the regex engine performs; any other pattern goes through PCRE2 (UTF + UCP + JIT), with \s widened
- * to Oniguruma's (Unicode White_Space, which includes U+0085). tests/unit-tokenizer checks the hand-written
+ * to Oniguruma's (Unicode White_Space, which includes U+0085). tests/tok/unit-tokenizer checks the hand-written
  * splitters against PCRE2 on the same text. */
 #include "tok/tok_internal.h"
 #include "core/error.h"

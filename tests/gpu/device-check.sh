@@ -3,7 +3,7 @@
 # 8 minutes on an H100 or H200, ending with a short table:
 #   build   configure and make in build-gpu (nvcc, -j16), or use a build-gpu-pre carried from a machine with the
 #           C libraries (see --prepare) when this one cannot configure
-#   (1)     tests/backend-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
+#   (1)     tests/model/backend-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
 #           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
 #           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below)
@@ -42,15 +42,16 @@ if [ "${1:-}" = --prepare ]; then
     # every kernel in it, take half the room.
     ../configure -q --without-blas NVCCFLAGS="-O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a" &&
         make -j"${JOBS:-2}" >/dev/null &&
-        make -j"${JOBS:-2}" tests/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes >/dev/null || exit 1
-    make tests/moe-helper tests/grad-helper >/dev/null || exit 1
-    if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist-nccl-smoke >/dev/null || exit 1; fi
+        make -j"${JOBS:-2}" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes \
+            >/dev/null || exit 1
+    make tests/model/moe-helper tests/model/grad-helper >/dev/null || exit 1
+    if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist/dist-nccl-smoke >/dev/null || exit 1; fi
     mkdir -p libs
     # bench/step links the CBLAS that the programs load on their first matrix product (lib/model/cpu/blas.h), so
     # that its library and what it needs are carried too.
     make bench/step >/dev/null || exit 1
-    for b in bin/* lib/libscp-cuda.so tests/backend-ops tests/gpu/logits-dump tests/dist-nccl-smoke tests/moe-helper \
-        tests/grad-helper bench/step; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
+    for b in bin/* lib/libscp-cuda.so tests/model/backend-ops tests/gpu/logits-dump tests/dist/dist-nccl-smoke \
+        tests/model/moe-helper tests/model/grad-helper bench/step; do [ -x "$b" ] && ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
         grep -v -e '/usr/local/cuda' -e 'libc\.so' -e 'libm\.so' -e 'libpthread' -e 'libdl\.so' -e 'librt\.so' \
             -e 'ld-linux' -e 'libstdc++' -e 'libgcc_s' -e 'libz\.so' -e 'libudev' -e 'libicu' -e 'libxml2' -e 'libacl' -e 'libbz2' -e 'liblz4' -e 'liblzma' -e 'libzstd' -e 'libnettle' | while read -r l; do cp -L "$l" libs/; done
     find bin tests bench lib -name '*.o' -delete
@@ -87,10 +88,10 @@ if [ "${PREBUILT:-0}" = 1 ]; then
 elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
 mkdir -p "$build"
 if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
-    make -j"$jobs" tests/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes tests/moe-helper \
-        tests/grad-helper >>"$out/build.log" 2>&1); then
+    make -j"$jobs" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes \
+        tests/model/moe-helper tests/model/grad-helper >>"$out/build.log" 2>&1); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
-elif [ -x "$root/build-gpu-pre/tests/backend-ops" ]; then
+elif [ -x "$root/build-gpu-pre/tests/model/backend-ops" ]; then
     build=$root/build-gpu-pre
     if [ "${PREBUILT:-0}" = 1 ]; then mode="prebuilt (PREBUILT=1)"; else mode="prebuilt (configure here failed: see build.log)"; fi
     # its copies of the C libraries first, then CUDA's (the toolkit's, else the python packages' nvidia/*/lib)
@@ -125,30 +126,30 @@ run() {
     row "$name" "$st" "$pass ok, $fail not ok, rc $rc, $(($(date +%s) - t0)) s"
 }
 if [ "$mode" != FAILED ]; then
-    run backend-ops "${T_OPS:-150}" "$build/tests/backend-ops" --backend cuda-fp32 --backend cuda
+    run backend-ops "${T_OPS:-150}" "$build/tests/model/backend-ops" --backend cuda-fp32 --backend cuda
     run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
     # The same on the fp32-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
     run train-stories260k-fp32 "${T_TRAIN32:-150}" env SCP_GPU_BACKEND=cuda-fp32 sh "$root/tests/gpu/train-stories260k.sh"
     nccl_lib=${NCCL_LIB:-$("$PYTHON" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)}
     # The sharded state (--zero 2, 3) through NCCL on one GPU (needs MPI, NCCL and mpirun there)
     run zero-nccl 120 "$PYTHON" "$root/tests/gpu/zero-nccl.py"
-    if [ -x "$build/tests/dist-nccl-smoke" ]; then
+    if [ -x "$build/tests/dist/dist-nccl-smoke" ]; then
         (LD_LIBRARY_PATH=${nccl_lib:+$nccl_lib:}${LD_LIBRARY_PATH:-}; export LD_LIBRARY_PATH
-         run nccl-smoke 60 "$build/tests/dist-nccl-smoke")
+         run nccl-smoke 60 "$build/tests/dist/dist-nccl-smoke")
     else
         row nccl-smoke "not built" "no NCCL in this build"
     fi
     [ "${SKIP_HF:-0}" = 1 ] || run hf-logits "${T_HF:-120}" "$PYTHON" "$root/tests/gpu/hf-logits.py"
     # MoE (qwen3_moe) on the GPU: loss, logits, expert loads and every gradient of small random configurations
-    # against a float64 PyTorch reference, with bf16 tolerances (tests/moe-grad-check.py)
+    # against a float64 PyTorch reference, with bf16 tolerances (tests/model/moe-grad-check.py)
     (SCP_MOE_BACKENDS=cuda-fp32 SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL
-     run moe-grad-cuda-fp32 "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
+     run moe-grad-cuda-fp32 "${T_MOE:-90}" "$PYTHON" "$root/tests/model/moe-grad-check.py")
     # The dense models of grad-check.py on cuda (bf16 storage), against float64 PyTorch with scp's bf16 roundings
     # (grad-check-bf16.sh's reference; their head sizes take the fp32 attention kernels, as the reference does)
-    run grad-check-cuda "${T_GRAD:-60}" env SCP_TEST_BACKEND=cuda "$PYTHON" "$root/tests/grad-check.py"
+    run grad-check-cuda "${T_GRAD:-60}" env SCP_TEST_BACKEND=cuda "$PYTHON" "$root/tests/model/grad-check.py"
     # ... and the MoE ones, against the reference with scp's bf16 roundings (moe-grad-check-bf16.sh's)
     (SCP_MOE_BACKENDS=cuda; export SCP_MOE_BACKENDS
-     run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/moe-grad-check.py")
+     run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/model/moe-grad-check.py")
     if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
     echo "== bench ($(elapsed) s)"
     PYTHON=$PYTHON timeout "${T_BENCH:-260}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1

@@ -1,12 +1,12 @@
 #!/bin/sh
-# emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/backend-ops against the
+# emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/model/backend-ops against the
 # CPU reference, where there is no GPU. lib/model/cuda/*.cu are compiled by the C++ compiler against a small SIMT
 # emulator (tests/gpu/emu/: one fiber per CUDA thread, real barriers behind __syncthreads and the warp
 # shuffles, NaN-filled dynamic shared memory, launch geometry and shared-memory size checked, a plain GEMM with
 # cuBLAS's argument checks in place of cuBLAS). It catches indexing, tiling, masking, reduction-order and
 # synchronisation mistakes and the row-major to column-major GEMM mapping; it cannot see timing, the memory
 # model or faults of the real cuBLAS (misaligned vector accesses it does catch: UBSan's alignment check, below):
-# that is tests/backend-ops on a GPU. Skips (77) without g++
+# that is tests/model/backend-ops on a GPU. Skips (77) without g++
 # and in sanitizer builds.
 . "$SCP_SRCDIR/tests/lib.sh"
 cxx=${CXX_FOR_EMU:-g++}
@@ -40,7 +40,7 @@ $cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/lib/model/cuda/plugin.c" -o 
     { echo "not ok 1 - lib/model/cuda/plugin.c compiles"; sed 's/^/# /' "$TMP/cc.err" | head -30; echo "1..1"; exit 1; }
 objs="$objs $TMP/plugin.o"
 "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -c "$src/tests/gpu/emu/emu.cc" -o "$TMP/emu.o" &&
-    $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/backend-ops.c" -o "$TMP/ops.o" &&
+    $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/model/backend-ops.c" -o "$TMP/ops.o" &&
     # shellcheck disable=SC2086
     "$cxx" $san -pthread -o "$TMP/backend-ops-emu" "$TMP/ops.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
         2>"$TMP/ld.err" || { echo "not ok 1 - the emulated backend-ops links"; sed 's/^/# /' "$TMP/ld.err" | head -30; echo "1..1"; exit 1; }
@@ -104,19 +104,19 @@ done <"$TMP/step.tap"
 # out the tables).
 gfail=0
 if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
-    mkdir -p "$TMP/bd/tests"
-    cp "$TMP/backend-ops-emu" "$TMP/bd/tests/backend-ops"
+    mkdir -p "$TMP/bd/tests/model"
+    cp "$TMP/backend-ops-emu" "$TMP/bd/tests/model/backend-ops"
     for h in grad-helper moe-helper; do
-        $cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/$h.c" -o "$TMP/$h.o" &&
+        $cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/model/$h.c" -o "$TMP/$h.o" &&
             # shellcheck disable=SC2086
-            "$cxx" $san -pthread -o "$TMP/bd/tests/$h" "$TMP/$h.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
+            "$cxx" $san -pthread -o "$TMP/bd/tests/model/$h" "$TMP/$h.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
                 2>"$TMP/ld.err" || sed 's/^/# /' "$TMP/ld.err" | head -10
     done
     [ -n "${EMU_KEEP_BUILD:-}" ] && mkdir -p "$EMU_KEEP_BUILD" && cp -r "$TMP/bd/." "$EMU_KEEP_BUILD"   # for debugging
     for run in "SCP_TEST_BACKEND=cuda-fp32 grad-check.py" "SCP_TEST_BACKEND=cuda-bf16 grad-check.py" \
         "SCP_MOE_BACKENDS=cuda-fp32 moe-grad-check.py" "SCP_MOE_BACKENDS=cuda-bf16 moe-grad-check.py"; do
         # shellcheck disable=SC2086
-        env SCP_BUILDDIR="$TMP/bd" ${run% *} /usr/bin/python3 "$src/tests/${run#* }" >"$TMP/g.tap" 2>&1
+        env SCP_BUILDDIR="$TMP/bd" ${run% *} /usr/bin/python3 "$src/tests/model/${run#* }" >"$TMP/g.tap" 2>&1
         grc=$?
         while read -r line; do
             case $line in

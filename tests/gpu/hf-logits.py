@@ -25,7 +25,7 @@ gpu16 = "cpu-bf16" if dry else "cuda"
 BACKENDS = (("cpu", 1e-4), (gpu, 2e-2 if gpu == "cuda-fp32" else 1e-4), (gpu16, 5e-2))
 if not dry:
     try:
-        n = int(subprocess.run([os.path.join(BUILD, "tests", "backend-ops"), "--devices"], capture_output=True).stdout or 0)
+        n = int(subprocess.run([os.path.join(BUILD, "tests", "model", "backend-ops"), "--devices"], capture_output=True).stdout or 0)
     except (OSError, ValueError):
         n = 0
     if n == 0:

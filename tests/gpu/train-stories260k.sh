@@ -16,7 +16,7 @@ case $gpu in cuda | cuda-bf16 | cuda-fp32) ;; *) echo "SCP_GPU_BACKEND: cuda, cu
 if [ "${SCP_GPU_DRYRUN:-0}" = 1 ]; then
     [ "$gpu" = cuda-fp32 ] && gpu=cpu-ref || gpu=cpu-bf16
 else
-    n=$("$SCP_BUILDDIR/tests/backend-ops" --devices 2>/dev/null || echo 0)
+    n=$("$SCP_BUILDDIR/tests/model/backend-ops" --devices 2>/dev/null || echo 0)
     [ "${n:-0}" -gt 0 ] || skip_all "no CUDA device"
 fi
 need_assets models/stories260K.bin
@@ -81,7 +81,7 @@ case $gpu in cuda*)
     # shellcheck disable=SC2086
     check "20 steps with --backend $gpu --recompute" scp-train $common --backend "$gpu" --recompute -o "$TMP/run-recompute"
     ok "$(same_run recompute && echo 0 || echo 1)" "--recompute: bitwise the same losses and final weights"
-    if [ -x "$SCP_BUILDDIR/tests/dist-nccl-smoke" ]; then
+    if [ -x "$SCP_BUILDDIR/tests/dist/dist-nccl-smoke" ]; then
         # shellcheck disable=SC2086
         check "20 steps with gradients through NCCL during the backward" \
             env SCP_NCCL_ONE_RANK=1 scp-train $common --backend "$gpu" -o "$TMP/run-nccl"

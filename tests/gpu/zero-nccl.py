@@ -16,7 +16,7 @@ import mpi_testlib as mt  # noqa: E402
 
 BUILD = os.environ.get("SCP_BUILDDIR", ".")
 try:
-    gpus = int(subprocess.run([os.path.join(BUILD, "tests", "backend-ops"), "--devices"], capture_output=True).stdout or 0)
+    gpus = int(subprocess.run([os.path.join(BUILD, "tests", "model", "backend-ops"), "--devices"], capture_output=True).stdout or 0)
 except (OSError, ValueError):
     gpus = 0
 if gpus == 0:

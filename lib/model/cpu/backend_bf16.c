@@ -2,7 +2,7 @@
  * bits, act_size 2); each entry widens the bf16 it reads into fp32 scratch, runs the fp32 kernel of cpu.h and
  * rounds what it wrote back to bf16 (to nearest even, scp_f32_to_bf16). That is the contract a bf16 device
  * backend ("cuda") keeps, one rounding per stored output, so this backend is its reference on the CPU:
- * tests/backend-ops.c compares the two entry by entry, and the driver's 2-byte element arithmetic, its fp32
+ * tests/model/backend-ops.c compares the two entry by entry, and the driver's 2-byte element arithmetic, its fp32
  * master weights and bf16 compute copy (model/model.c) are exercised on any machine. It declares device memory
  * (host_memory 0), like "cpu-mirror". Slow by design (a copy per argument per call): a test backend. */
 #include <stdlib.h>
