@@ -184,6 +184,21 @@ ok(x.returncode == 0 and y.returncode == 0 and numbers(bz2) == numbers(bz3) and 
    rel(tensors(bz2, "model"), tensors(bz3, "model")) == 0.0,
    "cpu-bf16, 2 ranks, 20 steps: ZeRO-2 and ZeRO-3 bit-identical (the same bf16 copies of the same masters)")
 
+# ---- bf16 reduction: the unit gradients rounded to bf16 and summed in bf16 over the ranks ----
+hb = os.path.join(tmp, "reduce-bf16")
+if ok(run(2, MODELS["dense"] + COMMON + ["--zero", "3", "--reduce-dtype", "bf16"], hb).returncode == 0,
+      "--reduce-dtype bf16, 2 ranks, --zero 3 completes"):
+    z = os.path.join(tmp, "dense-np2-z3")
+    dl = mt.max_rel(mt.losses(z), mt.losses(hb))
+    dw = rel(tensors(z, "model"), tensors(hb, "model"))
+    ok(0 < dw <= 2e-2 and dl <= 1e-3, "--reduce-dtype bf16: not the f32 reduction's bits (weights %.1e apart), within "
+       "bf16's reach of it after 20 steps (losses %.1e <= 1e-3, weights <= 2e-2)" % (dw, dl))
+u = subprocess.run(mt.mpi_cmd(mpirun, 2, MODELS["dense"] + COMMON + ["--zero", "1", "--reduce-dtype", "bf16", "-o",
+                                                                      os.path.join(tmp, "rb1")]),
+                   capture_output=True, text=True)
+ok(u.returncode == 2 and "--reduce-dtype bf16 applies to --zero 2 and 3" in u.stderr,
+   "--reduce-dtype bf16 with --zero 1: a usage error")
+
 # ---- options that must not change the arithmetic ----
 base = MODELS["dense"] + COMMON + ["--zero", "3"]
 rc, kg = os.path.join(tmp, "recompute"), os.path.join(tmp, "keep")
