@@ -83,3 +83,13 @@ def dicts_rel(ta, tb):
 def tensors_rel(a, b):
     """Largest per-tensor ||a - b|| / ||a|| over two safetensors files (same names)."""
     return dicts_rel(td.st_read(a)[0], td.st_read(b)[0])
+
+
+def run_tensors(rundir, base):
+    """Every tensor of rundir/latest's BASE.safetensors or of its shards (BASE-0000k-of-0000n.safetensors)."""
+    d = os.path.join(rundir, "latest")
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if f.startswith(base) and f.endswith(".safetensors"):
+            out.update(td.st_read(os.path.join(d, f))[0])
+    return out

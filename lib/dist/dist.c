@@ -521,53 +521,57 @@ int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const
     return 0;
 }
 
-int scp_dist_reduce_scatter_f32(scp_dist *d, float *x, float *out, int64_t piece, const char *what)
+/* acc (n elements) += in, in fp32, or in bf16 rounding each sum to bf16 (as a sum that travels in bf16 is). */
+static void add_f32(void *acc, const void *in, int64_t n)
 {
+    float *a = acc;
+    const float *x = in;
+    for (int64_t k = 0; k < n; k++) a[k] += x[k];
+}
+
+static void add_bf16(void *acc, const void *in, int64_t n)
+{
+    uint16_t *a = acc;
+    const uint16_t *x = in;
+    for (int64_t k = 0; k < n; k++) a[k] = scp_f32_to_bf16(scp_bf16_to_f32(a[k]) + scp_bf16_to_f32(x[k]));
+}
+
+/* The reduce-scatter ring over pieces of `piece` elements of `elem` bytes, summed by `add`. */
+static int reduce_scatter(scp_dist *d, void *x, void *out, int64_t piece, size_t elem,
+                          void (*add)(void *, const void *, int64_t), const char *what)
+{
+    size_t bytes = (size_t)piece * elem;
     if (d->world <= 1) {
-        memcpy(out, x, (size_t)piece * sizeof *out);
+        memcpy(out, x, bytes);
         return 0;
     }
 #ifdef HAVE_MPI
     double t0 = coll_begin(d, what);
     int W = d->world, r = d->rank;
+    char *b = x;
     /* step s: send piece r - s - 1 (summed over s + 1 ranks so far) to the next rank, receive piece r - s - 2 from
      * the previous into out and add it in; after w - 1 steps piece r holds every rank's sum. */
     for (int s = 0; s < W - 1; s++) {
         int give = (r - s - 1 + 2 * W) % W, take = (r - s - 2 + 2 * W) % W;
-        ring_step(d, x + (size_t)give * (size_t)piece, out, piece * (int64_t)sizeof *out, what);
-        float *acc = x + (size_t)take * (size_t)piece;
-        for (int64_t k = 0; k < piece; k++) acc[k] += out[k];
+        ring_step(d, b + (size_t)give * bytes, out, (int64_t)bytes, what);
+        add(b + (size_t)take * bytes, out, piece);
     }
-    memcpy(out, x + (size_t)r * (size_t)piece, (size_t)piece * sizeof *out);
-    coll_end(d, t0, piece * (int64_t)sizeof *out * (W - 1));
+    memcpy(out, b + (size_t)r * bytes, bytes);
+    coll_end(d, t0, (int64_t)bytes * (W - 1));
 #else
-    (void)x, (void)out, (void)piece, (void)what;
+    (void)add, (void)what;
 #endif
     return 0;
 }
 
+int scp_dist_reduce_scatter_f32(scp_dist *d, float *x, float *out, int64_t piece, const char *what)
+{
+    return reduce_scatter(d, x, out, piece, sizeof *x, add_f32, what);
+}
+
 int scp_dist_reduce_scatter_bf16(scp_dist *d, uint16_t *x, uint16_t *out, int64_t piece, const char *what)
 {
-    if (d->world <= 1) {
-        memcpy(out, x, (size_t)piece * sizeof *out);
-        return 0;
-    }
-#ifdef HAVE_MPI
-    double t0 = coll_begin(d, what);
-    int W = d->world, r = d->rank;
-    /* the ring of scp_dist_reduce_scatter_f32; each partial sum rounded to bf16, as it travels in bf16 */
-    for (int s = 0; s < W - 1; s++) {
-        int give = (r - s - 1 + 2 * W) % W, take = (r - s - 2 + 2 * W) % W;
-        ring_step(d, x + (size_t)give * (size_t)piece, out, piece * (int64_t)sizeof *out, what);
-        uint16_t *acc = x + (size_t)take * (size_t)piece;
-        for (int64_t k = 0; k < piece; k++) acc[k] = scp_f32_to_bf16(scp_bf16_to_f32(acc[k]) + scp_bf16_to_f32(out[k]));
-    }
-    memcpy(out, x + (size_t)r * (size_t)piece, (size_t)piece * sizeof *out);
-    coll_end(d, t0, piece * (int64_t)sizeof *out * (W - 1));
-#else
-    (void)x, (void)out, (void)piece, (void)what;
-#endif
-    return 0;
+    return reduce_scatter(d, x, out, piece, sizeof *x, add_bf16, what);
 }
 
 int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,

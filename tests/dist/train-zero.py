@@ -39,14 +39,7 @@ def run(n, args, out):
     return r
 
 
-def tensors(rundir, base):
-    """Every tensor of rundir/latest's BASE.safetensors or of its shards."""
-    d = os.path.join(rundir, "latest")
-    out = {}
-    for f in sorted(os.listdir(d)):
-        if f.startswith(base) and f.endswith(".safetensors"):
-            out.update(td.st_read(os.path.join(d, f))[0])
-    return out
+tensors = mt.run_tensors
 
 
 rel = mt.dicts_rel

@@ -42,13 +42,7 @@ def train(backend, zero, out, steps="20"):
     return r.returncode == 0
 
 
-def tensors(rundir, base):
-    d = os.path.join(rundir, "latest")
-    out = {}
-    for f in sorted(os.listdir(d)):
-        if f.startswith(base) and f.endswith(".safetensors"):
-            out.update(td.st_read(os.path.join(d, f))[0])
-    return out
+tensors = mt.run_tensors
 
 
 def compare(a, b, what, n):
