@@ -66,7 +66,7 @@ int main(int argc, char **argv)
 typedef struct loss_args {
     const char *model, *backend;
     scp_eval_source_spec src;
-    int threads, shift, mask_id;
+    int threads, shift, mask_id, quiet;
     scp_eval_opts eo;
 } loss_args;
 
@@ -74,7 +74,7 @@ static const scp_opt_id loss_ids[] = {
     SCP_OPT_MODEL, SCP_OPT_DATA, SCP_OPT_SPLIT, SCP_OPT_STREAM, SCP_OPT_SEQ_LEN, SCP_OPT_STRIDE, SCP_OPT_MAX_SEQS,
     SCP_OPT_BATCH, SCP_OPT_DOC_MASK, SCP_OPT_SAMPLES, SCP_OPT_SEED, SCP_OPT_T_EPS, SCP_OPT_MASK_SCHEDULE,
     SCP_OPT_SHIFT, SCP_OPT_NO_SHIFT, SCP_OPT_ATTENTION, SCP_OPT_MASK_ID, SCP_OPT_THREADS, SCP_OPT_BACKEND,
-    SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
+    SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
 static const scp_cli_alias loss_old[] = {{"tokens", 0, SCP_OPT_STREAM}, SCP_EVAL_OLD_THREADS, {NULL, 0, 0}};
 
 _Noreturn static void loss_usage(int elbo)
@@ -107,7 +107,8 @@ _Noreturn static void loss_usage(int elbo)
                "      --attention bidirectional|causal  (default bidirectional)\n"
                "  -M, --mask-id ID       mask token (default: config.json mask_token_id)\n");
     else
-        printf("  -s, --seed S           accepted for symmetry with elbo (ppl draws nothing)\n");
+        printf("  -s, --seed S           accepted for symmetry with elbo (ppl draws nothing)\n"
+               "  -q, --quiet            no warning that the model was trained bidirectionally\n");
     printf("  -j, --threads N        threads (default: all cores)\n"
            "      --backend NAME     compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "  -h, --help             this help\n"
@@ -156,6 +157,7 @@ static void loss_option(loss_args *a, int id, const char *arg, int elbo)
     case SCP_OPT_MASK_ID: a->mask_id = (int)scp_opt_int("--mask-id", arg, 0, INT32_MAX); break;
     case SCP_OPT_THREADS: a->threads = (int)scp_opt_int("--threads", arg, 0, 4096); break;
     case SCP_OPT_BACKEND: a->backend = scp_eval_backend_option(arg); break;
+    case SCP_OPT_QUIET: a->quiet = 1; break;
     case SCP_OPT_HELP: loss_usage(elbo);
     case SCP_OPT_VERSION: scp_cli_version();
     }
@@ -174,6 +176,7 @@ static void loss_parse(int argc, char **argv, int elbo, loss_args *a)
     scp_cli_begin(&c, loss_ids, loss_old);
     for (int id; (id = scp_cli_next(&c, argc, argv)) >= 0;) {
         if (!elbo && elbo_only(id)) scp_usage_error("%s is an option of 'elbo', not of 'ppl'", argv[optind - 1]);
+        if (elbo && id == SCP_OPT_QUIET) scp_usage_error("%s is an option of 'ppl', not of 'elbo'", argv[optind - 1]);
         loss_option(a, id, optarg, elbo);
     }
     scp_cli_end(&c);
@@ -192,6 +195,11 @@ static int run_loss(int argc, char **argv, int elbo)
     scp_set_threads(a.threads);
     scp_model *m = scp_model_load(a.model, a.backend);
     if (!m) scp_die_last();
+    /* A masked-diffusion model never learnt to predict from a prefix alone: its causal NLL is a figure of a
+     * model it was not trained to be, usually far worse than its diffusion bound. */
+    if (!elbo && !m->cfg.causal && !a.quiet)
+        scp_warn("%s was trained bidirectionally (config.json: is_causal false), but ppl scores it causally, each "
+                 "token from its prefix: scp-eval elbo gives its masked-diffusion bound", a.model);
     /* ppl reads the logits of every position but the last; elbo's bidirectional model sees every position. */
     scp_eval_data d;
     if (scp_eval_data_open(&d, &a.src, m, a.model, !elbo)) scp_die_last();

@@ -17,8 +17,10 @@
 #include "train/opts.h"
 #include "train/opts_set.h"
 #include "train/run.h"
+#include "train/schedule.h"
 #include "scp-train.h"
 
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +186,74 @@ static void apply_args(const cli_args *a, scp_train_opts *o)
         if (scp_train_opts_set(o, a->ids[i], a->vals[i])) abort();   /* an id of opt_ids that nothing handles */
 }
 
+/* The last index of a->ids holding id, or -1. */
+static int last_arg(const cli_args *a, scp_opt_id id)
+{
+    int at = -1;
+    for (int i = 0; i < a->n; i++)
+        if (a->ids[i] == id) at = i;
+    return at;
+}
+
+/* --steps and --tokens both given: the last one sets the run's length (so that a resumed run's command line can
+ * replace either one it saved), which a user who gave both cannot guess. */
+static void warn_length(const cli_args *a, int64_t total)
+{
+    int s = last_arg(a, SCP_OPT_STEPS), t = last_arg(a, SCP_OPT_TOKENS);
+    if (a->quiet || s < 0 || t < 0) return;
+    int used = s > t ? s : t;
+    scp_warn("--steps %s and --tokens %s both set the run's length: the last one given, --%s %s, is used (%" PRId64
+             " steps)", a->vals[s], a->vals[t], s > t ? "steps" : "tokens", a->vals[used], total);
+}
+
+/* The options that shape the learning rate of a step (train/schedule.h). */
+static const scp_opt_id schedule_ids[] = {
+    SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_BATCH_TOKENS, SCP_OPT_SCHEDULE, SCP_OPT_WARMUP, SCP_OPT_LR,
+    SCP_OPT_LR_ATTN, SCP_OPT_LR_MLP, SCP_OPT_LR_EMBED, SCP_OPT_LR_NORM, SCP_OPT_LR_ROUTER, SCP_OPT_MIN_LR,
+    SCP_OPT_DECAY_FRAC};
+
+static int shapes_schedule(scp_opt_id id)
+{
+    for (size_t i = 0; i < sizeof schedule_ids / sizeof *schedule_ids; i++)
+        if (schedule_ids[i] == id) return 1;
+    return 0;
+}
+
+/* A resumed run whose command line changes its schedule jumps to another rate at the step it resumes at, which
+ * the loss shows only steps later: say so, with the options that changed it. `saved` holds the saved options
+ * (their numbers only: its strings may have been freed by the command line), `saved_total` the saved length. */
+static void warn_schedule_change(const cli_args *a, const scp_train_opts *saved, int64_t saved_total,
+                                 const scp_train_opts *o, int64_t total, int64_t step)
+{
+    if (a->quiet) return;
+    double before[SCP_GROUP_COUNT], after[SCP_GROUP_COUNT];
+    scp_group_lr(saved, step, saved_total, before);
+    scp_group_lr(o, step, total, after);
+    double b = scp_lr_at(saved, step, saved_total), f = scp_lr_at(o, step, total);
+    char what[32] = "lr";
+    if (b == f) {
+        /* the base rate is the same: a group's multiplier changed */
+        int g = 0;
+        while (g < SCP_GROUP_COUNT && before[g] == after[g]) g++;
+        if (g == SCP_GROUP_COUNT) return;
+        snprintf(what, sizeof what, "%s lr", scp_group_name((scp_group)g));
+        b = before[g], f = after[g];
+    }
+    char opts[512] = "";
+    size_t len = 0;
+    for (int i = 0; i < a->n; i++) {
+        if (!shapes_schedule(a->ids[i]) || last_arg(a, a->ids[i]) != i) continue;
+        /* only the options that set a value other than the saved one */
+        scp_train_opts one = *saved;
+        if (scp_train_opts_set(&one, a->ids[i], a->vals[i]) || !memcmp(&one, saved, sizeof one)) continue;
+        int w = snprintf(opts + len, sizeof opts - len, "%s%s%s%s", len ? ", " : "", scp_opt_name(a->ids[i]),
+                         a->vals[i] ? " " : "", a->vals[i] ? a->vals[i] : "");
+        if (w < 0 || (size_t)w >= sizeof opts - len) break;
+        len += (size_t)w;
+    }
+    scp_warn("--resume: the schedule changes at step %" PRId64 ": %s %.3g -> %.3g (%s)", step, what, b, f, opts);
+}
+
 static volatile sig_atomic_t stop_signal;
 
 static void on_stop(int sig)
@@ -236,9 +306,13 @@ int main(int argc, char **argv)
         scp_usage_error("--zero %d shards the training state across MPI ranks: start scp-train with mpirun or srun "
                         "(mpirun -np 1 for a single rank)", a.zero);
 
+    scp_train_opts saved;   /* a resumed run's options before this command line (their numbers) */
+    int64_t saved_total = 0;
     if (a.resume) {
         /* The saved options, then whatever this command line sets again. */
         if (scp_train_resume_options(&run)) scp_die_last();
+        saved = o;
+        saved_total = run.st.total_steps;
         apply_args(&a, &o);
     } else {
         if (!o.init) scp_usage_error("--init CKPT is required (or --resume)");
@@ -267,6 +341,8 @@ int main(int argc, char **argv)
 
     if (scp_train_open_model(&run) || scp_train_open_data(&run)) scp_die_last();
     if (scp_train_plan(&run)) scp_usage_error("%s", scp_last_error());
+    warn_length(&a, run.total);
+    if (a.resume) warn_schedule_change(&a, &saved, saved_total, &o, run.total, run.st.step);
     if (scp_train_open_optimizer(&run) || scp_train_start(&run)) scp_die_last();
     signal(SIGINT, on_stop);
     signal(SIGTERM, on_stop);

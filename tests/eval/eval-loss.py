@@ -5,7 +5,8 @@
 - a model whose logits are all zero scores ln V exactly (ppl) and ln V within its standard error (elbo);
 - the bound is deterministic in the seed, and a trained model's bound is lower than its init's;
 - usage errors exit 2 (an unknown backend too), a model without a mask token cannot give a bound, sequences beyond
-  max_position_embeddings are refused; the old spellings --tokens and -t still work, with a warning."""
+  max_position_embeddings are refused; the old spellings --tokens and -t still work, with a warning;
+- ppl of a checkpoint trained bidirectionally (is_causal false) warns that it scores it causally, unless -q."""
 import json
 import math
 import os
@@ -189,6 +190,28 @@ for max_pos, sub, want in ((T - 1, "ppl", 0), (T - 1, "elbo", 1), (T - 2, "ppl",
            "%s of %d-token sequences with %d positions: exit 1 (%s)" % (sub, T, max_pos, r.stderr.decode().strip()))
     else:
         ok(r.returncode == 0, "%s of %d-token sequences with %d positions: scored" % (sub, T, max_pos))
+# A masked-diffusion checkpoint (scp-train writes is_causal false) scored by ppl: a warning pointing to elbo; the
+# same weights marked causal, and -q, score without one.
+warn = ("scp-eval ppl: %s was trained bidirectionally (config.json: is_causal false), but ppl scores it causally, "
+        "each token from its prefix: scp-eval elbo gives its masked-diffusion bound" % ck).encode()
+ok(json.load(open(os.path.join(ck, "config.json")))["is_causal"] is False, "the trained checkpoint says is_causal false")
+r = run(["scp-eval", "ppl", "--model", ck, "--data", shards, "--split", "train", "--max-seqs", "2", "-j", "1"])
+ok(r.returncode == 0 and warn in r.stderr and json.loads(r.stdout)["nll"] > 0,
+   "ppl of a diffusion checkpoint: scored, with the warning (%s)" % r.stderr.decode().strip()[:160])
+r = run(["scp-eval", "ppl", "--model", ck, "--data", shards, "--split", "train", "--max-seqs", "2", "-j", "1", "-q"])
+ok(r.returncode == 0 and b"bidirectionally" not in r.stderr, "-q: no warning")
+causal = os.path.join(tmp, "causal")
+shutil.copytree(os.path.realpath(ck), causal)
+cj = json.load(open(os.path.join(causal, "config.json")))
+cj["is_causal"] = True
+json.dump(cj, open(os.path.join(causal, "config.json"), "w"))
+r = run(["scp-eval", "ppl", "--model", causal, "--data", shards, "--split", "train", "--max-seqs", "2", "-j", "1"])
+ok(r.returncode == 0 and b"bidirectionally" not in r.stderr, "ppl of a causal checkpoint: no warning")
+r = run(["scp-eval", "elbo", "--model", ck, "--data", shards, "--split", "train", "--max-seqs", "2", "-j", "1"])
+ok(r.returncode == 0 and b"bidirectionally" not in r.stderr, "elbo of the diffusion checkpoint: no warning")
+r = run(["scp-eval", "elbo", "--model", ck, "--data", shards, "-q"])
+ok(r.returncode == 2 and b"-q is an option of 'ppl', not of 'elbo'" in r.stderr, "elbo -q: exit 2 (%s)" %
+   r.stderr.decode().strip())
 with open(os.path.join(tmp, "bad.tok"), "wb") as f:
     f.write(open(stream, "rb").read()[:100])
 r = run(["scp-eval", "ppl", "--model", ck, "--stream", os.path.join(tmp, "bad.tok"), "--seq-len", "8"])
