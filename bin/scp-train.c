@@ -87,6 +87,8 @@ _Noreturn static void usage(void)
            "                           the weights (ZeRO-1/2/3; default 0)\n"
            "      --keep-gathered      ZeRO-3: keep each layer's gathered weights from its forward to its backward\n"
            "      --reduce-dtype f32|bf16  ZeRO-2/3: sum the gradients across the ranks in this type (default f32)\n"
+           "      --expert-parallel P  split each MoE layer's experts over groups of P ranks; tokens travel to their\n"
+           "                           experts by all-to-all (default 1: every rank holds every expert)\n"
            "      --dist-timeout S     seconds a rank waits for the others before stopping the job (default 600)\n"
            "Memory plan (see PLANNING in the manual):\n"
            "      --plan               print the bytes per rank the run would take, as JSON, and exit\n"
@@ -110,7 +112,8 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES, SCP_OPT_SEED,
-    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_REDUCE_DTYPE, SCP_OPT_DIST_TIMEOUT,
+    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_REDUCE_DTYPE,
+    SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT,
     SCP_OPT_PLAN, SCP_OPT_SEQ_LEN, SCP_OPT_WORLD, SCP_OPT_GPU_MEMORY, SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION,
     SCP_OPT_END};
 static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
@@ -120,6 +123,7 @@ static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NUL
 typedef struct cli_args {
     const char *out;
     int resume, force, quiet, zero, keep_gathered, reduce_bf16, recompute;
+    int expert_parallel;   /* ranks per expert group, 0: the option was not given */
     double dist_timeout;   /* seconds, 0: the default */
     int plan;              /* --plan: the memory plan instead of the run (bin/scp-train-plan.c) */
     scp_train_plan_args pa;   /* its --world, --seq-len, --gpu-memory */
@@ -144,6 +148,9 @@ static void parse_args(int argc, char **argv, cli_args *a)
         case SCP_OPT_RECOMPUTE: a->recompute = 1; break;
         case SCP_OPT_ZERO: a->zero = (int)scp_opt_int("--zero", optarg, 0, 3); break;
         case SCP_OPT_KEEP_GATHERED: a->keep_gathered = 1; break;
+        case SCP_OPT_EXPERT_PARALLEL:
+            a->expert_parallel = (int)scp_opt_int("--expert-parallel", optarg, 1, 1 << 20);
+            break;
         case SCP_OPT_REDUCE_DTYPE:
             if (strcmp(optarg, "f32") && strcmp(optarg, "bf16"))
                 scp_usage_error("--reduce-dtype: 'f32' or 'bf16', not '%s'", optarg);
@@ -305,6 +312,13 @@ int main(int argc, char **argv)
     if (a.zero >= 2 && !dist.mpi)
         scp_usage_error("--zero %d shards the training state across MPI ranks: start scp-train with mpirun or srun "
                         "(mpirun -np 1 for a single rank)", a.zero);
+    run.expert_parallel = a.expert_parallel > 1 ? a.expert_parallel : 1;
+    if (run.expert_parallel > 1 && dist.world % run.expert_parallel)
+        scp_usage_error("--expert-parallel %d must divide the %d ranks into expert groups", run.expert_parallel,
+                        dist.world);
+    if (run.expert_parallel > 1 && a.zero)
+        scp_usage_error("--expert-parallel runs with --zero 0: the experts are already split over the group, and "
+                        "ZeRO's sharding of the rest is not combined with it");
 
     scp_train_opts saved;   /* a resumed run's options before this command line (their numbers) */
     int64_t saved_total = 0;

@@ -35,6 +35,11 @@
 #define GRACE_S 10.0
 #define WATCHDOG_EXTRA_S 60.0
 
+#ifdef HAVE_MPI
+/* The communicator of d's collectives: a group's own, or all ranks. */
+static MPI_Comm comm_of(const scp_dist *d) { return d->comm ? *(MPI_Comm *)d->comm : MPI_COMM_WORLD; }
+#endif
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -72,8 +77,41 @@ double scp_dist_take_comm_time(scp_dist *d, double *wait)
 void scp_dist_single(scp_dist *d)
 {
     memset(d, 0, sizeof *d);
-    d->world = d->local_size = 1;
+    d->world = d->local_size = d->world_size = 1;
     d->timeout = 600;
+}
+
+int scp_dist_group(const scp_dist *d, int color, int key, scp_dist *group)
+{
+    *group = *d;
+    group->mpi = 0;
+    group->nccl = NULL;
+    group->comm = NULL;
+    group->comm_seconds = group->wait_seconds = 0;
+    group->comm_bytes = 0;
+    if (d->world <= 1) return 0;
+#ifdef HAVE_MPI
+    MPI_Comm *c = scp_xmalloc(sizeof *c);
+    if (MPI_Comm_split(comm_of(d), color, key, c) != MPI_SUCCESS) {
+        free(c);
+        return scp_error("MPI_Comm_split failed");
+    }
+    group->comm = c;
+    MPI_Comm_rank(*c, &group->rank);
+    MPI_Comm_size(*c, &group->world);
+#else
+    (void)color, (void)key;
+#endif
+    return 0;
+}
+
+void scp_dist_group_free(scp_dist *group)
+{
+#ifdef HAVE_MPI
+    if (group->comm) MPI_Comm_free((MPI_Comm *)group->comm);
+#endif
+    free(group->comm);
+    group->comm = NULL;
 }
 
 /* ---- watchdog: a blocking collective must return within the timeout ------------------------------------ */
@@ -186,6 +224,7 @@ int scp_dist_init(scp_dist *d, int *argc, char ***argv)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->world);
+    d->world_rank = d->rank, d->world_size = d->world;
     MPI_Comm node;
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
     MPI_Comm_rank(node, &d->local_rank);
@@ -246,7 +285,7 @@ _Noreturn void scp_dist_abort(scp_dist *d, int code)
 {
     scp_cleanup_run();
 #ifdef HAVE_MPI
-    if (d->world > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    if (d->world_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
 #else
     (void)d;
 #endif
@@ -261,7 +300,7 @@ _Noreturn void scp_dist_abort(scp_dist *d, int code)
 #ifdef HAVE_MPI
 static void answer_pings(scp_dist *d)
 {
-    if (d->rank == 0) return;
+    if (d->world_rank == 0) return;
     int flag = 0;
     MPI_Iprobe(0, TAG_PING, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
     if (!flag) return;
@@ -276,10 +315,11 @@ static void nap_us(long us)
     nanosleep(&ts, NULL);
 }
 
-/* Rank 0, after a timeout in `what`: ping every rank, name those that do not answer, stop the job. */
+/* Rank 0 of all ranks, after a timeout in `what` (in any group): ping every rank, name those that do not answer,
+ * stop the job. */
 _Noreturn static void name_and_abort(scp_dist *d, const char *what)
 {
-    int W = d->world;
+    int W = d->world_size;
     long long ping = (long long)d->step, *pong = scp_xcalloc((size_t)W, sizeof *pong);
     MPI_Request *rq = scp_xmalloc(sizeof *rq * 2 * (size_t)W);
     for (int r = 1; r < W; r++) {
@@ -315,7 +355,7 @@ _Noreturn static void name_and_abort(scp_dist *d, const char *what)
  * for the first 10 ms (data is moving), then naps 50 us between tests (waiting for a slower rank). */
 static void finish(scp_dist *d, MPI_Request *rq, int n, const char *what)
 {
-    double t0 = now_s(), deadline = t0 + d->timeout + (d->rank ? GRACE_S : 0.0);
+    double t0 = now_s(), deadline = t0 + d->timeout + (d->world_rank ? GRACE_S : 0.0);
     for (long k = 0;; k++) {
         int flag = 0;
         MPI_Testall(n, rq, &flag, MPI_STATUSES_IGNORE);
@@ -324,9 +364,9 @@ static void finish(scp_dist *d, MPI_Request *rq, int n, const char *what)
             answer_pings(d);
             double t = now_s();
             if (t > deadline) {
-                if (d->rank == 0) name_and_abort(d, what);
+                if (d->world_rank == 0) name_and_abort(d, what);
                 scp_warn("rank %d: %s at step %lld did not complete within %.0f s and rank 0 did not stop the job "
-                         "(rank 0 died or hangs?): stopping all ranks", d->rank, what, (long long)d->step,
+                         "(rank 0 died or hangs?): stopping all ranks", d->world_rank, what, (long long)d->step,
                          d->timeout + GRACE_S);
                 scp_dist_abort(d, 1);
             }
@@ -345,7 +385,7 @@ int scp_dist_allreduce_sum_f32(scp_dist *d, float *x, int64_t n, const char *wha
     for (int64_t off = 0; off < n; off += DIST_CHUNK) {
         int c = (int)(n - off < DIST_CHUNK ? n - off : DIST_CHUNK);
         MPI_Request rq;
-        MPI_Iallreduce(MPI_IN_PLACE, x + off, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &rq);
+        MPI_Iallreduce(MPI_IN_PLACE, x + off, c, MPI_FLOAT, MPI_SUM, comm_of(d), &rq);
         finish(d, &rq, 1, what);
     }
     coll_end(d, t0, n * (int64_t)sizeof *x);
@@ -367,7 +407,7 @@ int scp_dist_allreduce_sum_f64(scp_dist *d, double *x, int n, const char *what)
 #ifdef HAVE_MPI
     double t0 = coll_begin(d, what);
     MPI_Request rq;
-    MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &rq);
+    MPI_Iallreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, comm_of(d), &rq);
     finish(d, &rq, 1, what);
     coll_end(d, t0, n * (int64_t)sizeof *x);
 #else
@@ -383,7 +423,7 @@ int scp_dist_any(scp_dist *d, int flag, const char *what)
     int v = flag;
     double t0 = coll_begin(d, what);
     MPI_Request rq;
-    MPI_Iallreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &rq);
+    MPI_Iallreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MAX, comm_of(d), &rq);
     finish(d, &rq, 1, what);
     coll_end(d, t0, 0);
     return v;
@@ -401,7 +441,7 @@ int scp_dist_bcast(scp_dist *d, void *buf, size_t bytes, int root, const char *w
     for (size_t off = 0; off < bytes; off += (size_t)DIST_CHUNK) {
         int c = (int)(bytes - off < (size_t)DIST_CHUNK ? bytes - off : (size_t)DIST_CHUNK);
         MPI_Request rq;
-        MPI_Ibcast((char *)buf + off, c, MPI_BYTE, root, MPI_COMM_WORLD, &rq);
+        MPI_Ibcast((char *)buf + off, c, MPI_BYTE, root, comm_of(d), &rq);
         finish(d, &rq, 1, what);
     }
     coll_end(d, t0, (int64_t)bytes);
@@ -421,7 +461,7 @@ int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char 
         int *cnt = scp_xmalloc(sizeof *cnt * (size_t)d->world), *dsp = scp_xmalloc(sizeof *dsp * (size_t)d->world);
         for (int r = 0; r < d->world; r++) cnt[r] = (int)(lo[r + 1] - lo[r]), dsp[r] = (int)lo[r];
         MPI_Request rq;
-        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, dsp, MPI_FLOAT, MPI_COMM_WORLD, &rq);
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, dsp, MPI_FLOAT, comm_of(d), &rq);
         finish(d, &rq, 1, what);
         free(cnt);
         free(dsp);
@@ -431,7 +471,7 @@ int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char 
             for (int64_t off = lo[r]; off < lo[r + 1]; off += DIST_CHUNK) {
                 int c = (int)(lo[r + 1] - off < DIST_CHUNK ? lo[r + 1] - off : DIST_CHUNK);
                 MPI_Request rq;
-                MPI_Ibcast(x + off, c, MPI_FLOAT, r, MPI_COMM_WORLD, &rq);
+                MPI_Ibcast(x + off, c, MPI_FLOAT, r, comm_of(d), &rq);
                 finish(d, &rq, 1, what);
             }
     }
@@ -457,7 +497,7 @@ int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, co
             for (int64_t off = lo[r]; r != root && off < lo[r + 1]; off += DIST_CHUNK) {
                 int c = (int)(lo[r + 1] - off < DIST_CHUNK ? lo[r + 1] - off : DIST_CHUNK);
                 MPI_Request rq;
-                MPI_Irecv(full + off, c, MPI_FLOAT, r, TAG_GATHER, MPI_COMM_WORLD, &rq);
+                MPI_Irecv(full + off, c, MPI_FLOAT, r, TAG_GATHER, comm_of(d), &rq);
                 finish(d, &rq, 1, what);
             }
     } else {
@@ -465,7 +505,7 @@ int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, co
         for (int64_t off = a; off < b; off += DIST_CHUNK) {
             int c = (int)(b - off < DIST_CHUNK ? b - off : DIST_CHUNK);
             MPI_Request rq;
-            MPI_Isend(part + (off - a), c, MPI_FLOAT, root, TAG_GATHER, MPI_COMM_WORLD, &rq);
+            MPI_Isend(part + (off - a), c, MPI_FLOAT, root, TAG_GATHER, comm_of(d), &rq);
             finish(d, &rq, 1, what);
         }
     }
@@ -491,8 +531,8 @@ static void ring_step(scp_dist *d, const void *src, void *dst, int64_t bytes, co
     for (int64_t off = 0; off < bytes; off += DIST_CHUNK) {
         int c = (int)(bytes - off < DIST_CHUNK ? bytes - off : DIST_CHUNK);
         MPI_Request rq[2];
-        MPI_Irecv((char *)dst + off, c, MPI_BYTE, prev, TAG_RING, MPI_COMM_WORLD, &rq[0]);
-        MPI_Isend((const char *)src + off, c, MPI_BYTE, next, TAG_RING, MPI_COMM_WORLD, &rq[1]);
+        MPI_Irecv((char *)dst + off, c, MPI_BYTE, prev, TAG_RING, comm_of(d), &rq[0]);
+        MPI_Isend((const char *)src + off, c, MPI_BYTE, next, TAG_RING, comm_of(d), &rq[1]);
         finish(d, rq, 2, what);
     }
 }
@@ -595,7 +635,7 @@ int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes,
     if (rc == 0) {
         double t0 = coll_begin(d, what);
         MPI_Request rq;
-        MPI_Ialltoallv(send, sc, sd, MPI_BYTE, recv, rcnt, rd, MPI_BYTE, MPI_COMM_WORLD, &rq);
+        MPI_Ialltoallv(send, sc, sd, MPI_BYTE, recv, rcnt, rd, MPI_BYTE, comm_of(d), &rq);
         finish(d, &rq, 1, what);
         coll_end(d, t0, so);
     }
@@ -628,8 +668,8 @@ int scp_dist_same(scp_dist *d, const void *buf, size_t bytes, const char *what)
     uint64_t h = hash_bytes(buf, bytes), mx = h, mn = h;
     double t0 = coll_begin(d, what);
     MPI_Request rq[2];
-    MPI_Iallreduce(MPI_IN_PLACE, &mx, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD, &rq[0]);
-    MPI_Iallreduce(MPI_IN_PLACE, &mn, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD, &rq[1]);
+    MPI_Iallreduce(MPI_IN_PLACE, &mx, 1, MPI_UINT64_T, MPI_MAX, comm_of(d), &rq[0]);
+    MPI_Iallreduce(MPI_IN_PLACE, &mn, 1, MPI_UINT64_T, MPI_MIN, comm_of(d), &rq[1]);
     finish(d, rq, 2, what);
     coll_end(d, t0, 0);
     return mx == mn;

@@ -36,6 +36,10 @@ typedef struct scp_dist {
     double wait_seconds;      /* of which in scp_dist_step_sync: waiting for the slowest rank, not moving data */
     int64_t comm_bytes;       /* payload bytes all-reduced or gathered, same period */
     void *nccl;               /* NCCL communicator state (dist/nccl.c), NULL when not in use */
+    /* A group of ranks (scp_dist_group): rank and world above are within the group, the collectives run over the
+     * group's MPI communicator (comm, owned), and failures are still detected and named over all ranks. */
+    void *comm;               /* NULL: all ranks */
+    int world_rank, world_size;   /* this process among all ranks */
 } scp_dist;
 
 /* The one-rank identity, for programs and tests that never start MPI. */
@@ -91,6 +95,12 @@ int scp_dist_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes,
                        const char *what);
 /* 1 if buf (bytes) is bit-identical on every rank (a 64-bit hash compared by all-reduce min and max). */
 int scp_dist_same(scp_dist *d, const void *buf, size_t bytes, const char *what);
+
+/* The ranks of d with the same color, as a dist of their own (MPI_Comm_split: ranked by key, then by rank in d).
+ * Collective over d. The group's collectives keep d's timeout and failure detection, and its messages name ranks
+ * by their place among all ranks. Free with scp_dist_group_free. */
+int scp_dist_group(const scp_dist *d, int color, int key, scp_dist *group);
+void scp_dist_group_free(scp_dist *group);
 
 /* Bounded step barrier naming missing ranks (see above). Returns 0, or does not return (aborts the job). */
 void scp_dist_step_sync(scp_dist *d, int64_t step);

@@ -319,14 +319,22 @@ void scp_rope_inv_freq(const scp_model_config *c, double *inv_freq)
 }
 
 /* ---- the parameter table ---------------------------------------------------------------------------- */
-static void add(scp_param_desc *t, int *n, scp_param_kind kind, scp_group g, int layer, int expert, int64_t rows,
-                int64_t cols, int decay, const char *fmt, ...) __attribute__((format(printf, 10, 11)));
+/* The table being made: t[0 .. n) so far; `index` counts every tensor of the full table, the ones another
+ * expert-parallel rank holds included. */
+typedef struct table_maker {
+    scp_param_desc *t;
+    int n, index;
+} table_maker;
 
-static void add(scp_param_desc *t, int *n, scp_param_kind kind, scp_group g, int layer, int expert, int64_t rows,
+static void add(table_maker *tm, scp_param_kind kind, scp_group g, int layer, int expert, int64_t rows,
+                int64_t cols, int decay, const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+
+static void add(table_maker *tm, scp_param_kind kind, scp_group g, int layer, int expert, int64_t rows,
                 int64_t cols, int decay, const char *fmt, ...)
 {
-    scp_param_desc *d = &t[(*n)++];
+    scp_param_desc *d = &tm->t[tm->n++];
     memset(d, 0, sizeof *d);
+    d->index = tm->index++;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(d->name, sizeof d->name, fmt, ap);
@@ -345,45 +353,56 @@ static void add(scp_param_desc *t, int *n, scp_param_kind kind, scp_group g, int
 int scp_param_table(const scp_model_config *c, scp_param_desc **out)
 {
     int per_layer = 13 + 1 + 3 * c->num_experts;
-    scp_param_desc *t = scp_xcalloc((size_t)(3 + c->num_layers * per_layer), sizeof *t);
-    int n = 0;
+    table_maker tm = {scp_xcalloc((size_t)(3 + c->num_layers * per_layer), sizeof *tm.t), 0, 0};
+    int e_lo = 0, e_hi = c->num_experts;
+    if (c->expert_ranks > 1) scp_expert_range(c->num_experts, c->expert_ranks, c->expert_rank, &e_lo, &e_hi);
     int64_t D = c->hidden_size, hd = c->head_dim, qd = (int64_t)c->num_heads * hd, kvd = (int64_t)c->num_kv_heads * hd;
-    add(t, &n, SCP_P_EMBED, SCP_GROUP_EMBED, -1, -1, c->vocab_size, D, 1, "model.embed_tokens.weight");
+    add(&tm, SCP_P_EMBED, SCP_GROUP_EMBED, -1, -1, c->vocab_size, D, 1, "model.embed_tokens.weight");
     for (int l = 0; l < c->num_layers; l++) {
         const char *p = "model.layers";
-        add(t, &n, SCP_P_ATTN_NORM, SCP_GROUP_NORM, l, -1, D, 0, 0, "%s.%d.input_layernorm.weight", p, l);
-        add(t, &n, SCP_P_Q, SCP_GROUP_ATTN, l, -1, qd, D, 1, "%s.%d.self_attn.q_proj.weight", p, l);
-        if (c->qkv_bias) add(t, &n, SCP_P_QB, SCP_GROUP_ATTN, l, -1, qd, 0, 0, "%s.%d.self_attn.q_proj.bias", p, l);
-        add(t, &n, SCP_P_K, SCP_GROUP_ATTN, l, -1, kvd, D, 1, "%s.%d.self_attn.k_proj.weight", p, l);
-        if (c->qkv_bias) add(t, &n, SCP_P_KB, SCP_GROUP_ATTN, l, -1, kvd, 0, 0, "%s.%d.self_attn.k_proj.bias", p, l);
-        add(t, &n, SCP_P_V, SCP_GROUP_ATTN, l, -1, kvd, D, 1, "%s.%d.self_attn.v_proj.weight", p, l);
-        if (c->qkv_bias) add(t, &n, SCP_P_VB, SCP_GROUP_ATTN, l, -1, kvd, 0, 0, "%s.%d.self_attn.v_proj.bias", p, l);
-        add(t, &n, SCP_P_O, SCP_GROUP_ATTN, l, -1, D, qd, 1, "%s.%d.self_attn.o_proj.weight", p, l);
-        if (c->o_bias) add(t, &n, SCP_P_OB, SCP_GROUP_ATTN, l, -1, D, 0, 0, "%s.%d.self_attn.o_proj.bias", p, l);
+        add(&tm, SCP_P_ATTN_NORM, SCP_GROUP_NORM, l, -1, D, 0, 0, "%s.%d.input_layernorm.weight", p, l);
+        add(&tm, SCP_P_Q, SCP_GROUP_ATTN, l, -1, qd, D, 1, "%s.%d.self_attn.q_proj.weight", p, l);
+        if (c->qkv_bias) add(&tm, SCP_P_QB, SCP_GROUP_ATTN, l, -1, qd, 0, 0, "%s.%d.self_attn.q_proj.bias", p, l);
+        add(&tm, SCP_P_K, SCP_GROUP_ATTN, l, -1, kvd, D, 1, "%s.%d.self_attn.k_proj.weight", p, l);
+        if (c->qkv_bias) add(&tm, SCP_P_KB, SCP_GROUP_ATTN, l, -1, kvd, 0, 0, "%s.%d.self_attn.k_proj.bias", p, l);
+        add(&tm, SCP_P_V, SCP_GROUP_ATTN, l, -1, kvd, D, 1, "%s.%d.self_attn.v_proj.weight", p, l);
+        if (c->qkv_bias) add(&tm, SCP_P_VB, SCP_GROUP_ATTN, l, -1, kvd, 0, 0, "%s.%d.self_attn.v_proj.bias", p, l);
+        add(&tm, SCP_P_O, SCP_GROUP_ATTN, l, -1, D, qd, 1, "%s.%d.self_attn.o_proj.weight", p, l);
+        if (c->o_bias) add(&tm, SCP_P_OB, SCP_GROUP_ATTN, l, -1, D, 0, 0, "%s.%d.self_attn.o_proj.bias", p, l);
         if (c->qk_norm) {
-            add(t, &n, SCP_P_QNORM, SCP_GROUP_ATTN, l, -1, hd, 0, 0, "%s.%d.self_attn.q_norm.weight", p, l);
-            add(t, &n, SCP_P_KNORM, SCP_GROUP_ATTN, l, -1, hd, 0, 0, "%s.%d.self_attn.k_norm.weight", p, l);
+            add(&tm, SCP_P_QNORM, SCP_GROUP_ATTN, l, -1, hd, 0, 0, "%s.%d.self_attn.q_norm.weight", p, l);
+            add(&tm, SCP_P_KNORM, SCP_GROUP_ATTN, l, -1, hd, 0, 0, "%s.%d.self_attn.k_norm.weight", p, l);
         }
-        add(t, &n, SCP_P_MLP_NORM, SCP_GROUP_NORM, l, -1, D, 0, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+        add(&tm, SCP_P_MLP_NORM, SCP_GROUP_NORM, l, -1, D, 0, 0, "%s.%d.post_attention_layernorm.weight", p, l);
         if (c->num_experts) {
             int64_t I = c->moe_intermediate_size;
-            add(t, &n, SCP_P_ROUTER, SCP_GROUP_ROUTER, l, -1, c->num_experts, D, 1, "%s.%d.mlp.gate.weight", p, l);
+            add(&tm, SCP_P_ROUTER, SCP_GROUP_ROUTER, l, -1, c->num_experts, D, 1, "%s.%d.mlp.gate.weight", p, l);
             for (int e = 0; e < c->num_experts; e++) {
-                add(t, &n, SCP_P_EXP_GATE, SCP_GROUP_EXPERT, l, e, I, D, 1, "%s.%d.mlp.experts.%d.gate_proj.weight", p, l, e);
-                add(t, &n, SCP_P_EXP_UP, SCP_GROUP_EXPERT, l, e, I, D, 1, "%s.%d.mlp.experts.%d.up_proj.weight", p, l, e);
-                add(t, &n, SCP_P_EXP_DOWN, SCP_GROUP_EXPERT, l, e, D, I, 1, "%s.%d.mlp.experts.%d.down_proj.weight", p, l, e);
+                if (e < e_lo || e >= e_hi) {   /* another rank's */
+                    tm.index += 3;
+                    continue;
+                }
+                add(&tm, SCP_P_EXP_GATE, SCP_GROUP_EXPERT, l, e, I, D, 1, "%s.%d.mlp.experts.%d.gate_proj.weight", p, l, e);
+                add(&tm, SCP_P_EXP_UP, SCP_GROUP_EXPERT, l, e, I, D, 1, "%s.%d.mlp.experts.%d.up_proj.weight", p, l, e);
+                add(&tm, SCP_P_EXP_DOWN, SCP_GROUP_EXPERT, l, e, D, I, 1, "%s.%d.mlp.experts.%d.down_proj.weight", p, l, e);
             }
         } else {
             int64_t I = c->intermediate_size;
-            add(t, &n, SCP_P_GATE, SCP_GROUP_MLP, l, -1, I, D, 1, "%s.%d.mlp.gate_proj.weight", p, l);
-            add(t, &n, SCP_P_UP, SCP_GROUP_MLP, l, -1, I, D, 1, "%s.%d.mlp.up_proj.weight", p, l);
-            add(t, &n, SCP_P_DOWN, SCP_GROUP_MLP, l, -1, D, I, 1, "%s.%d.mlp.down_proj.weight", p, l);
+            add(&tm, SCP_P_GATE, SCP_GROUP_MLP, l, -1, I, D, 1, "%s.%d.mlp.gate_proj.weight", p, l);
+            add(&tm, SCP_P_UP, SCP_GROUP_MLP, l, -1, I, D, 1, "%s.%d.mlp.up_proj.weight", p, l);
+            add(&tm, SCP_P_DOWN, SCP_GROUP_MLP, l, -1, D, I, 1, "%s.%d.mlp.down_proj.weight", p, l);
         }
     }
-    add(t, &n, SCP_P_FINAL_NORM, SCP_GROUP_NORM, -1, -1, D, 0, 0, "model.norm.weight");
-    if (!c->tie_word_embeddings) add(t, &n, SCP_P_LM_HEAD, SCP_GROUP_EMBED, -1, -1, c->vocab_size, D, 1, "lm_head.weight");
-    *out = t;
-    return n;
+    add(&tm, SCP_P_FINAL_NORM, SCP_GROUP_NORM, -1, -1, D, 0, 0, "model.norm.weight");
+    if (!c->tie_word_embeddings) add(&tm, SCP_P_LM_HEAD, SCP_GROUP_EMBED, -1, -1, c->vocab_size, D, 1, "lm_head.weight");
+    *out = tm.t;
+    return tm.n;
+}
+
+void scp_expert_range(int E, int ranks, int rank, int *lo, int *hi)
+{
+    *lo = (int)((int64_t)E * rank / ranks);
+    *hi = (int)((int64_t)E * (rank + 1) / ranks);
 }
 
 int64_t scp_param_count(const scp_model_config *c)

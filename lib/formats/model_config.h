@@ -36,6 +36,10 @@ typedef struct scp_model_config {
     int mask_token_id;          /* -1: none yet */
     int causal;                 /* attention causal (AR checkpoint) or bidirectional (diffusion) */
     int shift_logits;           /* position i predicts token i+1 (RND1, Dream) or token i (LLaDA) */
+    /* Expert parallelism (set by the trainer, never read from or written to config.json): the model of one rank
+     * of an expert group of expert_ranks ranks holds the experts [expert_rank * E / expert_ranks, (expert_rank +
+     * 1) * E / expert_ranks) of every layer, and its parameter table lists only those. 0 or 1: every expert. */
+    int expert_ranks, expert_rank;
     json_t *raw;                /* the original object, so unknown keys survive a round trip */
 } scp_model_config;
 
@@ -110,10 +114,12 @@ typedef struct scp_param_desc {
     int64_t shape[2];      /* HF layout: Linear weights are (out, in) */
     int64_t numel;
     int decay;             /* weight decay applies (not to norms and biases) */
+    int index;             /* position in the table of every expert (the same as in this table without expert
+                              parallelism): the random initialisation's stream */
 } scp_param_desc;
 
-/* The parameter table of a config, in a fixed order (embeddings, layers in order, final norm, lm_head).
- * Returns the count; *out is freshly allocated. */
+/* The parameter table of a config, in a fixed order (embeddings, layers in order, final norm, lm_head); with
+ * expert_ranks > 1 only this rank's experts. Returns the count; *out is freshly allocated. */
 int scp_param_table(const scp_model_config *c, scp_param_desc **out);
 int64_t scp_param_count(const scp_model_config *c);
 /* The units of a parameter table of L layers, the pieces that sharded training (dist/fsdp.h) gathers and
@@ -121,5 +127,7 @@ int64_t scp_param_count(const scp_model_config *c);
  * head. lo (L + 3 entries) receives their boundaries in the flat parameter vector (parameters in table
  * order, each numel floats); unit u is [lo[u], lo[u + 1]). Returns the unit count, L + 2. */
 int scp_param_units(const scp_param_desc *t, int n, int L, int64_t *lo);
+/* The experts of a layer that rank `rank` of an expert group of `ranks` holds: [*lo, *hi) of E. */
+void scp_expert_range(int E, int ranks, int rank, int *lo, int *hi);
 
 #endif

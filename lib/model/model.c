@@ -47,6 +47,7 @@ static void ws_free(const scp_backend *be, workspace *w)
     free(w->unit_lo);
     free(w->unit_w);
     free(w->unit_g);
+    scp_moe_release(be, w->moe);
     scp_moe_free(w->moe);
     free(w);
 }
@@ -289,7 +290,8 @@ void scp_param_init_random(const scp_param_desc *d, int i, uint64_t seed, float 
 
 void scp_model_init_random(scp_model *m, uint64_t seed, float std)
 {
-    for (int i = 0; i < m->n_params; i++) scp_param_init_random(&m->desc[i], i, seed, std, m->weights + m->offset[i]);
+    for (int i = 0; i < m->n_params; i++)
+        scp_param_init_random(&m->desc[i], m->desc[i].index, seed, std, m->weights + m->offset[i]);
     scp_model_weights_changed(m);
 }
 

@@ -41,11 +41,14 @@ scp_model *scp_model_new(const scp_model_config *cfg, const char *backend);
 scp_model *scp_model_load(const char *ckpt_dir, const char *backend);
 /* Random initialisation (normal(0, std) for matrices, 1 for norm weights, 0 for biases), deterministic in seed. */
 void scp_model_init_random(scp_model *m, uint64_t seed, float std);
-/* The same values for parameter i of the table alone (desc its entry), into p (numel floats). */
+/* The same values for one parameter alone (d its entry, i its index: d->index), into p (numel floats). */
 void scp_param_init_random(const scp_param_desc *d, int i, uint64_t seed, float std, float *p);
 /* Write config.json and model.safetensors (dtype F32 or BF16) into dir, which must exist. Atomic per file;
  * the caller makes the directory itself atomic (scp_dir_begin/commit) and copies tokenizer files. */
 int scp_model_save(const scp_model *m, const char *dir, scp_dtype dtype);
+/* scp_model_load of one rank's part under expert parallelism: its config's expert_ranks and expert_rank set
+ * (formats/model_config.h), the experts it holds read, the others' tensors passed over. */
+scp_model *scp_model_load_experts(const char *dir, const char *backend, int expert_ranks, int expert_rank);
 void scp_model_free(scp_model *m);
 float *scp_model_param(scp_model *m, int i);           /* weights + offset[i] */
 int scp_model_find(const scp_model *m, const char *name);  /* parameter index, -1 if absent */
@@ -153,6 +156,21 @@ int scp_model_set_param_provider(scp_model *m, const scp_param_provider *p);
 /* A model of cfg without its weight vector (m->weights NULL), for a weight provider: the parameter table and the
  * workspace only, so that no rank ever holds every weight. */
 scp_model *scp_model_new_shell(const scp_model_config *cfg, const char *backend);
+
+/* Expert parallelism (scp-train --expert-parallel, dist/expert.h): the model of a config with expert_ranks = P > 1
+ * holds the experts of its place expert_rank in a group of P ranks (formats/model_config.h), and every MoE layer
+ * sends each token's rows to the ranks that hold its chosen experts and takes their outputs back (model/moe.c),
+ * through alltoallv over the group: send holds P blocks, block p (send_bytes[p]) for the group's rank p; recv
+ * receives block q (recv_bytes[q]) from rank q, blocks back to back; complete on return, 0 or -1 with a message.
+ * Every rank of the group runs the same layers at the same time (the all-to-alls are collective). */
+typedef struct scp_expert_exchange {
+    void *ctx;
+    int (*alltoallv)(void *ctx, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
+                     const char *what);
+} scp_expert_exchange;
+void scp_model_set_expert_exchange(scp_model *m, const scp_expert_exchange *x);
+/* 1 (once) when an exchange of the steps since the last call failed: their results are void. */
+int scp_model_expert_exchange_failed(scp_model *m);
 
 /* Whether query i of sequence bi sees key j under b's attention mode and doc mask (the rule the model applies;
  * anneal draws come from scp_mix3(anneal_seed, bi, i << 32 | j)). Exported for tests and tools. */

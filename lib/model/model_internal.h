@@ -161,6 +161,8 @@ static inline float *scp_grad_at(const scp_model *m, int64_t off)
 /* model/moe.c: the mixture-of-experts step that replaces the dense MLP of a qwen3_moe layer. */
 struct scp_moe *scp_moe_new(const scp_model *m);
 void scp_moe_free(struct scp_moe *x);
+/* Its buffers in the backend's memory (before scp_moe_free, which has no backend). */
+void scp_moe_release(const scp_backend *be, struct scp_moe *x);
 /* The MoE step's host scratch for the workspace sizes z (from ws_reserve, which allocated its backend buffers). */
 struct scp_ws_sizes;
 void scp_moe_reserve(scp_model *m, const struct scp_ws_sizes *z);

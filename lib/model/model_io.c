@@ -1,5 +1,6 @@
 /* model/model_io.c: a checkpoint directory <-> scp_model: config.json (formats/model_config.c) and model.safetensors (or the
  * shards named by model.safetensors.index.json, as large HF models ship), in HF tensor names and layouts. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,10 @@ static int ignorable(const scp_model *m, const char *name)
     const char *suf = "rotary_emb.inv_freq";
     if (n >= strlen(suf) && strcmp(name + n - strlen(suf), suf) == 0) return 1;
     if (m->cfg.tie_word_embeddings && strcmp(name, "lm_head.weight") == 0) return 1;   /* a copy of the embedding */
+    int l, e, len = 0;   /* another expert-parallel rank's expert */
+    if (m->cfg.expert_ranks > 1 && sscanf(name, "model.layers.%d.mlp.experts.%d.%n", &l, &e, &len) == 2 && len > 0 &&
+        l >= 0 && l < m->cfg.num_layers && e >= 0 && e < m->cfg.num_experts)
+        return 1;
     return 0;
 }
 
@@ -55,13 +60,16 @@ static int load_file(scp_model *m, const char *path, const char *shown, char *fo
     return rc;
 }
 
-scp_model *scp_model_load(const char *dir, const char *backend)
+scp_model *scp_model_load(const char *dir, const char *backend) { return scp_model_load_experts(dir, backend, 1, 0); }
+
+scp_model *scp_model_load_experts(const char *dir, const char *backend, int expert_ranks, int expert_rank)
 {
     scp_model_config cfg;
     char *cpath = scp_path_join(dir, "config.json");
     int rc = scp_config_load(&cfg, cpath);
     free(cpath);
     if (rc < 0) return NULL;
+    cfg.expert_ranks = expert_ranks, cfg.expert_rank = expert_rank;
     scp_model *m = scp_model_new(&cfg, backend);
     scp_config_free(&cfg);
     if (!m) {

@@ -11,7 +11,16 @@
  * the dense MLP's buffers; y is made again by the backward.
  * Backward: the combine gives dy and d weight; the experts as the dense MLP per expert; dln = the gather's
  * backward (a combine with weight 1); d weight flows through the routing (renormalisation, softmax) into the
- * router's logits, with the load-balancing and z losses (model/moe.h) added there, never through the choice. */
+ * router's logits, with the load-balancing and z losses (model/moe.h) added there, never through the choice.
+ *
+ * Expert parallelism (model/model.h scp_expert_exchange): a rank holds El = E / P of the experts, those of its
+ * place j in an expert group of P ranks. The routing and the sorted rows are this rank's as above; the rows of
+ * each peer's experts (a contiguous run of the sorted rows, experts being sorted) go to that peer by all-to-all,
+ * the counts first, and every rank runs its own experts on the rows it receives, (P, El) blocks in the order
+ * peer then expert, kept per layer slot with their gate|up and h. The outputs go back to their senders by the
+ * reverse all-to-all, into the sorted layout the combine reads. Backward: the owners make y again and send it
+ * back (the combine's backward needs it where the routing weights are), the weighted dy goes to the owners, and
+ * the inputs' gradients come back: five all-to-alls of N D rows per layer and step, three of them backward. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,8 +33,19 @@
 
 struct scp_moe {
     int L, E, k, Ie, D, norm;
+    int P, El, e0;                /* expert group size (1 without expert parallelism), experts held, the first */
     int64_t *router;              /* (L) offset of mlp.gate.weight (E, D) */
-    int64_t *gate, *up, *down;    /* (L, E) offsets of the experts' (Ie, D), (Ie, D), (D, Ie) */
+    int64_t *gate, *up, *down;    /* (L, El) offsets of the held experts' (Ie, D), (Ie, D), (D, Ie) */
+    scp_expert_exchange xc;       /* the all-to-all over the expert group (P > 1) */
+    int64_t *send_b, *recv_b;     /* (P) bytes of one all-to-all */
+    int *rcnt;                    /* (slots, P, El) rows each peer sent for each held expert */
+    /* Rows received from the group, per layer slot (kept for backward) and as scratch; grown to the largest
+     * count seen (the routing decides it: up to P M min(k, El) rows). */
+    scp_act **ex_x, **ex_gu, **ex_h;   /* (slots): (R, D) inputs, (R, 2 Ie) gate|up, (R, Ie) h */
+    size_t *ex_cap;                    /* (slots) rows they hold */
+    scp_act *ex_y, *ex_dh, *ex_dgu;    /* (R, D) outputs, then their gradients, then the inputs'; (R, Ie); (R, 2 Ie) */
+    size_t ex_scap;
+    int failed;                   /* an exchange failed (its message: scp_last_error) */
     size_t capM, slots;
     int *counts;                  /* (slots, E) assignments per expert of the batch in each slot */
     int32_t *h_idx, *h_tok, *h_pos;   /* (capM k) host copies for the permutation */
@@ -41,14 +61,19 @@ struct scp_moe *scp_moe_new(const scp_model *m)
     struct scp_moe *x = scp_xcalloc(1, sizeof *x);
     x->L = c->num_layers, x->E = c->num_experts, x->k = c->num_experts_per_tok, x->Ie = c->moe_intermediate_size;
     x->D = c->hidden_size, x->norm = c->norm_topk_prob;
-    size_t LE = (size_t)x->L * x->E;
+    x->P = c->expert_ranks > 1 ? c->expert_ranks : 1;
+    int e_hi = x->E;
+    x->e0 = 0;
+    if (x->P > 1) scp_expert_range(x->E, x->P, c->expert_rank, &x->e0, &e_hi);
+    x->El = e_hi - x->e0;
+    size_t LE = (size_t)x->L * x->El;
     x->router = scp_xmalloc((size_t)x->L * sizeof *x->router);
     x->gate = scp_xmalloc(LE * sizeof *x->gate);
     x->up = scp_xmalloc(LE * sizeof *x->up);
     x->down = scp_xmalloc(LE * sizeof *x->down);
     for (int i = 0; i < m->n_params; i++) {
         const scp_param_desc *d = &m->desc[i];
-        size_t le = (size_t)d->layer * x->E + (size_t)d->expert;
+        size_t le = (size_t)d->layer * x->El + (size_t)(d->expert - x->e0);
         if (d->kind == SCP_P_ROUTER) x->router[d->layer] = m->offset[i];
         else if (d->kind == SCP_P_EXP_GATE) x->gate[le] = m->offset[i];
         else if (d->kind == SCP_P_EXP_UP) x->up[le] = m->offset[i];
@@ -58,7 +83,27 @@ struct scp_moe *scp_moe_new(const scp_model *m)
     x->h_dprob = scp_xmalloc((size_t)x->E * sizeof *x->h_dprob);
     x->load = scp_xcalloc((size_t)x->E, sizeof *x->load);
     x->share = 1.0;
+    x->send_b = scp_xcalloc((size_t)x->P, sizeof *x->send_b);
+    x->recv_b = scp_xcalloc((size_t)x->P, sizeof *x->recv_b);
     return x;
+}
+
+/* The received rows' buffers: free them all (the model is freed, or the slots change). */
+static void ex_release(const scp_backend *be, struct scp_moe *x)
+{
+    for (size_t s = 0; x->ex_cap && s < x->slots; s++) be->free(x->ex_x[s]), be->free(x->ex_gu[s]), be->free(x->ex_h[s]);
+    if (x->ex_scap) be->free(x->ex_y), be->free(x->ex_dh), be->free(x->ex_dgu);
+    free(x->ex_x), free(x->ex_gu), free(x->ex_h), free(x->ex_cap), free(x->rcnt);
+    x->ex_x = x->ex_gu = x->ex_h = NULL;
+    x->ex_y = x->ex_dh = x->ex_dgu = NULL;
+    x->ex_cap = NULL;
+    x->rcnt = NULL;
+    x->ex_scap = 0;
+}
+
+void scp_moe_release(const scp_backend *be, struct scp_moe *x)
+{
+    if (x) ex_release(be, x);
 }
 
 void scp_moe_free(struct scp_moe *x)
@@ -66,7 +111,7 @@ void scp_moe_free(struct scp_moe *x)
     if (!x) return;
     free(x->router), free(x->gate), free(x->up), free(x->down), free(x->counts);
     free(x->h_idx), free(x->h_tok), free(x->h_pos), free(x->h_lse), free(x->h_psum), free(x->h_dprob);
-    free(x->load);
+    free(x->load), free(x->send_b), free(x->recv_b);
     free(x);
 }
 
@@ -75,6 +120,7 @@ void scp_moe_free(struct scp_moe *x)
 void scp_moe_reserve(scp_model *m, const scp_ws_sizes *z)
 {
     struct scp_moe *x = ((workspace *)m->ctx)->moe;
+    ex_release(m->backend, x);
     free(x->counts), free(x->h_idx), free(x->h_tok), free(x->h_pos), free(x->h_lse);
     x->counts = scp_xcalloc(1, z->moe_counts);
     x->h_idx = scp_xmalloc(z->moe_h_idx);
@@ -82,6 +128,34 @@ void scp_moe_reserve(scp_model *m, const scp_ws_sizes *z)
     x->h_pos = scp_xmalloc(z->moe_h_pos);
     x->h_lse = scp_xmalloc(z->moe_h_lse);
     x->capM = (size_t)z->B * (size_t)z->T, x->slots = (size_t)z->slots;
+    if (x->P > 1) {
+        x->rcnt = scp_xcalloc(x->slots * (size_t)x->P * (size_t)x->El, sizeof *x->rcnt);
+        x->ex_x = scp_xcalloc(x->slots, sizeof *x->ex_x);
+        x->ex_gu = scp_xcalloc(x->slots, sizeof *x->ex_gu);
+        x->ex_h = scp_xcalloc(x->slots, sizeof *x->ex_h);
+        x->ex_cap = scp_xcalloc(x->slots, sizeof *x->ex_cap);
+    }
+}
+
+/* *buf made (rows, width) in the storage type, its contents not kept. */
+static void remake(const scp_backend *be, scp_act **buf, size_t rows, size_t width)
+{
+    if (*buf) be->free(*buf);
+    *buf = be->alloc((rows ? rows : 1) * width * be->act_size);
+}
+
+/* Room for R received rows in slot s and in the scratch. */
+static void ex_reserve(const scp_backend *be, struct scp_moe *x, int s, size_t R)
+{
+    size_t D = (size_t)x->D, I = (size_t)x->Ie;
+    if (R > x->ex_cap[s] || !x->ex_x[s]) {
+        remake(be, &x->ex_x[s], R, D), remake(be, &x->ex_gu[s], R, 2 * I), remake(be, &x->ex_h[s], R, I);
+        x->ex_cap[s] = R ? R : 1;
+    }
+    if (R > x->ex_scap || !x->ex_y) {
+        remake(be, &x->ex_y, R, D), remake(be, &x->ex_dh, R, I), remake(be, &x->ex_dgu, R, 2 * I);
+        x->ex_scap = R ? R : 1;
+    }
 }
 
 /* One layer's slot views of the MoE buffers. */
@@ -103,7 +177,7 @@ static moe_acts moe_acts_of(const workspace *w, const layer_acts *A, int M)
     return a;
 }
 
-/* out (n, 2 Ie) = u (n, D) [Wg; Wu]^T for expert e of layer l (one matmul when gate and up are adjacent). */
+/* out (n, 2 Ie) = u (n, D) [Wg; Wu]^T for held expert le = l El + e (one matmul when gate and up are adjacent). */
 static void expert_gateup(scp_model *m, const struct scp_moe *x, size_t le, scp_act *out, const scp_act *u, int n)
 {
     const scp_backend *be = m->backend;
@@ -116,17 +190,100 @@ static void expert_gateup(scp_model *m, const struct scp_moe *x, size_t le, scp_
     }
 }
 
-/* The experts' outputs before the weights, y (N, D) = h We_d^T on each expert's rows, into the scratch w->moe_x
- * (the gathered inputs are spent by then). Not kept per layer: the backward makes them again (a third of the
- * experts' forward FLOPs, for N D floats a layer). */
-static void expert_down(scp_model *m, const struct scp_moe *x, int l, const layer_acts *A, const int *cnt)
+/* The held experts of layer l on rows in blocks: rows[b] rows for held expert b % El, blocks one after another
+ * (E blocks without expert parallelism, (P, El) with it). gu (R, 2 Ie) and h (R, Ie) from xin (R, D). */
+static void experts_forward(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *xin,
+                            scp_act *gu, scp_act *h)
 {
-    workspace *w = m->ctx;
-    const int D = x->D, E = x->E, I = x->Ie;
-    for (int e = 0, o = 0; e < E; o += cnt[e], e++)
-        if (cnt[e])
-            m->backend->matmul_fwd(AT(w->moe_x, (size_t)o * D), D, AT(A->hmlp, (size_t)o * I), I,
-                                   W(x->down[(size_t)l * E + e]), NULL, cnt[e], I, D, 0.0f);
+    const int D = x->D, I = x->Ie, nb = x->P * x->El;
+    int R = 0;
+    for (int b = 0; b < nb; R += rows[b], b++)
+        if (rows[b])
+            expert_gateup(m, x, (size_t)l * x->El + b % x->El, AT(gu, (size_t)R * 2 * I), AT(xin, (size_t)R * D), rows[b]);
+    m->backend->swiglu_fwd(h, gu, R, I);
+}
+
+/* The experts' outputs before the weights, y (R, D) = h We_d^T block by block. Not kept per layer: the backward
+ * makes them again (a third of the experts' forward FLOPs, for R D elements a layer). */
+static void experts_down(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *h, scp_act *y)
+{
+    const int D = x->D, I = x->Ie, nb = x->P * x->El;
+    for (int b = 0, o = 0; b < nb; o += rows[b], b++)
+        if (rows[b])
+            m->backend->matmul_fwd(AT(y, (size_t)o * D), D, AT(h, (size_t)o * I), I,
+                                   W(x->down[(size_t)l * x->El + b % x->El]), NULL, rows[b], I, D, 0.0f);
+}
+
+/* Backward through the down projections: dh (R, Ie) from dy (R, D), and their weight gradients. */
+static void experts_down_bwd(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *dy,
+                             const scp_act *h, scp_act *dh)
+{
+    const scp_backend *be = m->backend;
+    const int D = x->D, I = x->Ie, nb = x->P * x->El;
+    for (int b = 0, o = 0; b < nb; o += rows[b], b++) {
+        if (!rows[b]) continue;
+        size_t le = (size_t)l * x->El + b % x->El;
+        const scp_act *dyb = AT(dy, (size_t)o * D);
+        be->matmul_bwd_inp(AT(dh, (size_t)o * I), I, dyb, D, W(x->down[le]), rows[b], I, D, 0.0f);
+        be->matmul_bwd_w(G(x->down[le]), NULL, dyb, D, AT(h, (size_t)o * I), I, rows[b], I, D);
+    }
+}
+
+/* Backward through gate|up: dx (R, D) from dgu (R, 2 Ie) and the inputs xin, and their weight gradients. */
+static void experts_gateup_bwd(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *dgu_all,
+                               const scp_act *xin, scp_act *dx_all)
+{
+    const scp_backend *be = m->backend;
+    const int D = x->D, I = x->Ie, nb = x->P * x->El;
+    for (int b = 0, o = 0; b < nb; o += rows[b], b++) {
+        if (!rows[b]) continue;
+        size_t le = (size_t)l * x->El + b % x->El;
+        const int n = rows[b];
+        const scp_act *dgu = AT(dgu_all, (size_t)o * 2 * I), *xe = AT(xin, (size_t)o * D);
+        scp_act *dx = AT(dx_all, (size_t)o * D);
+        if (x->up[le] == x->gate[le] + (int64_t)I * D) {
+            be->matmul_bwd_w(G(x->gate[le]), NULL, dgu, 2 * I, xe, D, n, D, 2 * I);
+            be->matmul_bwd_inp(dx, D, dgu, 2 * I, W(x->gate[le]), n, D, 2 * I, 0.0f);
+        } else {
+            be->matmul_bwd_w(G(x->gate[le]), NULL, dgu, 2 * I, xe, D, n, D, I);
+            be->matmul_bwd_w(G(x->up[le]), NULL, AT(dgu, I), 2 * I, xe, D, n, D, I);
+            be->matmul_bwd_inp(dx, D, dgu, 2 * I, W(x->gate[le]), n, D, I, 0.0f);
+            be->matmul_bwd_inp(dx, D, AT(dgu, I), 2 * I, W(x->up[le]), n, D, I, 1.0f);
+        }
+    }
+}
+
+/* ---- the exchange over the expert group ---- */
+/* Byte counts of the rows of each peer: to[p] the sorted rows of peer p's experts (cnt, E), from[q] what peer q
+ * sends (rc, (P, El)); *R receives the rows received. */
+static void exchange_sizes(struct scp_moe *x, const int *cnt, const int *rc, size_t row_bytes, int *R)
+{
+    *R = 0;
+    for (int p = 0; p < x->P; p++) {
+        int64_t to = 0, from = 0;
+        for (int e = 0; e < x->El; e++) to += cnt[p * x->El + e], from += rc[p * x->El + e];
+        x->send_b[p] = to * (int64_t)row_bytes;
+        x->recv_b[p] = from * (int64_t)row_bytes;
+        *R += (int)from;
+    }
+}
+
+/* Rows to their owners (forward = 1: send_b out, recv_b in) or back (forward = 0). A failure is kept in
+ * x->failed, and the step goes on with whatever the buffers hold (the caller checks, and discards it). */
+static void exchange(struct scp_moe *x, const void *out, void *in, int forward, const char *what)
+{
+    if (x->failed) return;
+    if (forward ? x->xc.alltoallv(x->xc.ctx, out, x->send_b, in, x->recv_b, what)
+                : x->xc.alltoallv(x->xc.ctx, out, x->recv_b, in, x->send_b, what))
+        x->failed = 1;
+}
+
+/* The counts: rc (P, El) receives the rows each peer routes to the held experts, from this rank's cnt (E). */
+static void exchange_counts(struct scp_moe *x, const int *cnt, int *rc)
+{
+    for (int p = 0; p < x->P; p++) x->send_b[p] = x->recv_b[p] = (int64_t)x->El * (int64_t)sizeof(int);
+    exchange(x, cnt, rc, 1, "expert count all-to-all");
+    if (x->failed) memset(rc, 0, (size_t)x->P * (size_t)x->El * sizeof *rc);
 }
 
 void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *xout, int to_output)
@@ -134,7 +291,7 @@ void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *x
     workspace *w = m->ctx;
     struct scp_moe *x = w->moe;
     const scp_backend *be = m->backend;
-    const int D = x->D, E = x->E, k = x->k, I = x->Ie, N = M * k;
+    const int D = x->D, E = x->E, k = x->k, N = M * k;
     moe_acts a = moe_acts_of(w, A, M);
 
     be->matmul_fwd(w->moe_logits, E, A->ln2, D, W(x->router[l]), NULL, M, D, E, 0.0f);
@@ -159,15 +316,24 @@ void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *x
     free(next);
     be->upload(a.pos, x->h_pos, (size_t)N * sizeof(int32_t));
     be->upload(a.tok, x->h_tok, (size_t)N * sizeof(int32_t));
-
-    /* Each expert on its own rows. */
     be->gather_rows(w->moe_x, A->ln2, a.tok, N, D);
-    for (int e = 0, o = 0; e < E; o += cnt[e], e++)
-        if (cnt[e])
-            expert_gateup(m, x, (size_t)l * E + e, AT(A->gateup, (size_t)o * 2 * I), AT(w->moe_x, (size_t)o * D), cnt[e]);
-    be->swiglu_fwd(A->hmlp, A->gateup, N, I);
-    if (!to_output) return;   /* a rerun for backward: y is made again there; the statistics were counted */
-    expert_down(m, x, l, A, cnt);
+
+    if (x->P == 1) {   /* every expert here, on its own rows */
+        experts_forward(m, x, l, cnt, w->moe_x, A->gateup, A->hmlp);
+        if (!to_output) return;   /* a rerun for backward: y is made again there; the statistics were counted */
+        experts_down(m, x, l, cnt, A->hmlp, w->moe_x);
+    } else {   /* the rows to the experts' owners, the held experts on what comes, the outputs back */
+        int s = A->slot, R;
+        int *rc = x->rcnt + (size_t)s * x->P * x->El;
+        exchange_counts(x, cnt, rc);
+        exchange_sizes(x, cnt, rc, (size_t)D * be->act_size, &R);
+        ex_reserve(be, x, s, (size_t)R);
+        exchange(x, w->moe_x, x->ex_x[s], 1, "expert dispatch all-to-all");
+        experts_forward(m, x, l, rc, x->ex_x[s], x->ex_gu[s], x->ex_h[s]);
+        if (!to_output) return;   /* every rank of the group reruns this layer together */
+        experts_down(m, x, l, rc, x->ex_h[s], x->ex_y);
+        exchange(x, x->ex_y, w->moe_x, 0, "expert combine all-to-all");
+    }
     be->copy_bytes(xout, A->x2, (size_t)M * D * be->act_size);
     be->moe_combine(xout, w->moe_x, a.wt, a.pos, M, k, D, 1.0f);
 
@@ -193,39 +359,33 @@ void scp_moe_backward(scp_model *m, int l, const layer_acts *A, int M)
     moe_acts a = moe_acts_of(w, A, M);
     const int *cnt = a.cnt;
 
-    expert_down(m, x, l, A, cnt);
-    be->moe_combine_bwd(w->moe_dy, w->moe_dw, w->dresid, w->moe_x, a.wt, a.pos, M, k, D);
-    for (int e = 0, o = 0; e < E; o += cnt[e], e++) {
-        if (!cnt[e]) continue;
-        size_t le = (size_t)l * E + e;
-        const scp_act *dy = AT(w->moe_dy, (size_t)o * D);
-        be->matmul_bwd_inp(AT(w->dh, (size_t)o * I), I, dy, D, W(x->down[le]), cnt[e], I, D, 0.0f);
-        be->matmul_bwd_w(G(x->down[le]), NULL, dy, D, AT(A->hmlp, (size_t)o * I), I, cnt[e], I, D);
-    }
-    be->swiglu_bwd(w->dgateup, w->dh, A->gateup, N, I);
-    be->gather_rows(w->moe_x, A->ln2, a.tok, N, D);   /* the scratch held another layer's rows */
-    for (int e = 0, o = 0; e < E; o += cnt[e], e++) {
-        if (!cnt[e]) continue;
-        size_t le = (size_t)l * E + e;
-        const scp_act *dgu = AT(w->dgateup, (size_t)o * 2 * I), *xe = AT(w->moe_x, (size_t)o * D);
-        scp_act *dx = AT(w->moe_dy, (size_t)o * D);   /* this expert's dy is spent: its rows take dx */
-        if (x->up[le] == x->gate[le] + (int64_t)I * D) {
-            be->matmul_bwd_w(G(x->gate[le]), NULL, dgu, 2 * I, xe, D, cnt[e], D, 2 * I);
-            be->matmul_bwd_inp(dx, D, dgu, 2 * I, W(x->gate[le]), cnt[e], D, 2 * I, 0.0f);
-        } else {
-            be->matmul_bwd_w(G(x->gate[le]), NULL, dgu, 2 * I, xe, D, cnt[e], D, I);
-            be->matmul_bwd_w(G(x->up[le]), NULL, AT(dgu, I), 2 * I, xe, D, cnt[e], D, I);
-            be->matmul_bwd_inp(dx, D, dgu, 2 * I, W(x->gate[le]), cnt[e], D, I, 0.0f);
-            be->matmul_bwd_inp(dx, D, AT(dgu, I), 2 * I, W(x->up[le]), cnt[e], D, I, 1.0f);
-        }
+    if (x->P == 1) {
+        experts_down(m, x, l, cnt, A->hmlp, w->moe_x);
+        be->moe_combine_bwd(w->moe_dy, w->moe_dw, w->dresid, w->moe_x, a.wt, a.pos, M, k, D);
+        experts_down_bwd(m, x, l, cnt, w->moe_dy, A->hmlp, w->dh);
+        be->swiglu_bwd(w->dgateup, w->dh, A->gateup, N, I);
+        be->gather_rows(w->moe_x, A->ln2, a.tok, N, D);   /* the scratch held y */
+        experts_gateup_bwd(m, x, l, cnt, w->dgateup, w->moe_x, w->moe_dy);   /* each block's dy is spent: dx */
+    } else {
+        int s = A->slot, R;
+        const int *rc = x->rcnt + (size_t)s * x->P * x->El;
+        exchange_sizes(x, cnt, rc, (size_t)D * be->act_size, &R);
+        experts_down(m, x, l, rc, x->ex_h[s], x->ex_y);
+        exchange(x, x->ex_y, w->moe_x, 0, "expert output all-to-all");
+        be->moe_combine_bwd(w->moe_dy, w->moe_dw, w->dresid, w->moe_x, a.wt, a.pos, M, k, D);
+        exchange(x, w->moe_dy, x->ex_y, 1, "expert gradient dispatch all-to-all");
+        experts_down_bwd(m, x, l, rc, x->ex_y, x->ex_h[s], x->ex_dh);
+        be->swiglu_bwd(x->ex_dgu, x->ex_dh, x->ex_gu[s], R, I);
+        experts_gateup_bwd(m, x, l, rc, x->ex_dgu, x->ex_x[s], x->ex_y);
+        exchange(x, x->ex_y, w->moe_dy, 0, "expert gradient combine all-to-all");
     }
     be->moe_combine(w->dln, w->moe_dy, NULL, a.pos, M, k, D, 0.0f);
 
     /* The router: d weight through the routing, plus the auxiliary losses' gradients on probs and logits. */
     const float *dprob = NULL;
     if (x->aux_coef != 0.0) {
-        double s = x->aux_coef * x->share / x->L * E / M;
-        for (int e = 0; e < E; e++) x->h_dprob[e] = (float)(s * cnt[e] / N);
+        double sc = x->aux_coef * x->share / x->L * E / M;
+        for (int e = 0; e < E; e++) x->h_dprob[e] = (float)(sc * cnt[e] / N);
         be->upload(w->moe_dprob, x->h_dprob, (size_t)E * sizeof(float));
         dprob = w->moe_dprob;
     }
@@ -246,6 +406,20 @@ void scp_model_moe_set_share(scp_model *m, double share)
 {
     struct scp_moe *x = ((workspace *)m->ctx)->moe;
     if (x) x->share = share;
+}
+
+void scp_model_set_expert_exchange(scp_model *m, const scp_expert_exchange *xc)
+{
+    struct scp_moe *x = ((workspace *)m->ctx)->moe;
+    if (x) x->xc = *xc;
+}
+
+int scp_model_expert_exchange_failed(scp_model *m)
+{
+    struct scp_moe *x = ((workspace *)m->ctx)->moe;
+    if (!x || !x->failed) return 0;
+    x->failed = 0;
+    return 1;
 }
 
 void scp_model_moe_reset_stats(scp_model *m)

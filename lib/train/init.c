@@ -28,24 +28,28 @@ static void resolve(const scp_train_opts *o, const char *resume_dir, char **conf
     }
 }
 
-/* The model of config.json at config (a shell without weights when shell != 0), NULL with a message. */
-static scp_model *model_of_config(const char *config, const char *backend, int shell)
+/* The model of config.json at config (a shell without weights when shell != 0), holding the experts of place
+ * ep_rank of ep_ranks (formats/model_config.h), NULL with a message. */
+static scp_model *model_of_config(const char *config, const char *backend, int shell, int ep_ranks, int ep_rank)
 {
     scp_model_config cfg;
     if (scp_config_load(&cfg, config)) return NULL;
+    cfg.expert_ranks = ep_ranks, cfg.expert_rank = ep_rank;
     scp_model *m = shell ? scp_model_new_shell(&cfg, backend) : scp_model_new(&cfg, backend);
     scp_config_free(&cfg);
     return m;
 }
 
-static scp_model *load(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir, int shell)
+static scp_model *load(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir, int shell,
+                       int ep_ranks, int ep_rank)
 {
     char *config, *weights;
     resolve(o, resume_dir, &config, &weights, tok_dir);
     scp_model *m;
-    if (shell) m = model_of_config(config, o->backend, 1);
-    else if (weights) m = scp_model_load(weights, o->backend);
-    else if ((m = model_of_config(config, o->backend, 0))) scp_model_init_random(m, o->seed, (float)o->init_std);
+    if (shell) m = model_of_config(config, o->backend, 1, ep_ranks, ep_rank);
+    else if (weights) m = scp_model_load_experts(weights, o->backend, ep_ranks, ep_rank);
+    else if ((m = model_of_config(config, o->backend, 0, ep_ranks, ep_rank)))
+        scp_model_init_random(m, o->seed, (float)o->init_std);
     free(config);
     if (weights_dir) *weights_dir = weights;
     else free(weights);
@@ -58,12 +62,18 @@ static scp_model *load(const scp_train_opts *o, const char *resume_dir, char **t
 
 scp_model *scp_train_load_model(const scp_train_opts *o, const char *resume_dir, char **tok_dir)
 {
-    return load(o, resume_dir, tok_dir, NULL, 0);
+    return load(o, resume_dir, tok_dir, NULL, 0, 1, 0);
+}
+
+scp_model *scp_train_load_experts(const scp_train_opts *o, const char *resume_dir, int ep_ranks, int ep_rank,
+                                  char **tok_dir)
+{
+    return load(o, resume_dir, tok_dir, NULL, 0, ep_ranks, ep_rank);
 }
 
 scp_model *scp_train_load_shell(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir)
 {
-    return load(o, resume_dir, tok_dir, weights_dir, 1);
+    return load(o, resume_dir, tok_dir, weights_dir, 1, 1, 0);
 }
 
 int scp_train_configure_model(scp_model *m, const scp_train_opts *o, const char *name)

@@ -21,6 +21,7 @@ void scp_train_run_init(scp_train_run *r, scp_train_opts *o, scp_dist *d, const 
     r->o = o;
     r->dist = d;
     r->rundir = rundir;
+    r->expert_parallel = 1;
 }
 
 void scp_train_run_free(scp_train_run *r)
@@ -29,6 +30,7 @@ void scp_train_run_free(scp_train_run *r)
     if (r->mt_open) scp_metrics_close(&r->mt);
     scp_train_moments_free(&r->mo);
     scp_fsdp_free(&r->fsdp);
+    scp_expert_par_free(&r->ep);
     free(r->weights_dir);
     free(r->tok_dir);
     free(r->resume_dir);
@@ -68,16 +70,28 @@ int scp_train_check_rundir(const char *rundir, int force)
 int scp_train_open_model(scp_train_run *r)
 {
     const scp_train_opts *o = r->o;
-    /* ZeRO-3: no rank holds every weight; the shards are filled in scp_train_open_optimizer */
-    r->m = r->zero == 3 ? scp_train_load_shell(o, r->resume_dir, &r->tok_dir, &r->weights_dir)
-                        : scp_train_load_model(o, r->resume_dir, &r->tok_dir);
+    int P = r->expert_parallel;
+    if (P > 1 && r->dist->nccl)
+        return scp_error("--expert-parallel %d: GPU ranks exchange tokens over NCCL communicators of their expert "
+                         "groups, which this build does not make; CPU ranks (and --backend cpu-bf16) run it", P);
+    if (P > 1 && scp_expert_par_init(&r->ep, r->dist, P)) return -1;
+    /* ZeRO-3: no rank holds every weight; the shards are filled in scp_train_open_optimizer. Expert parallelism:
+     * each rank holds the experts of its place. */
+    if (r->zero == 3) r->m = scp_train_load_shell(o, r->resume_dir, &r->tok_dir, &r->weights_dir);
+    else if (P > 1) r->m = scp_train_load_experts(o, r->resume_dir, P, r->ep.place, &r->tok_dir);
+    else r->m = scp_train_load_model(o, r->resume_dir, &r->tok_dir);
     if (!r->m) return -1;
+    if (P > 1 && (r->m->cfg.num_experts == 0 || r->m->cfg.num_experts % P))
+        return scp_error("--expert-parallel %d: the model has %d experts per layer, which %s", P,
+                         r->m->cfg.num_experts, r->m->cfg.num_experts ? "P must divide" : "a qwen3_moe model has");
+    if (P > 1) scp_expert_par_attach(&r->ep, r->m);
     scp_model_set_recompute(r->m, r->recompute);
     if ((o->aux_loss > 0 || o->z_loss > 0) && r->m->cfg.num_experts == 0 && !r->quiet)
         scp_warn("--aux-loss and --z-loss apply to mixture-of-experts models only: this %s model has no router",
                  scp_arch_name(r->m->cfg.arch));
-    /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). */
-    if (r->m->weights) {
+    /* Every rank starts from rank 0's weights (a random init is the same everywhere; this makes sure). Under expert
+     * parallelism the ranks hold different experts, drawn or read alike. */
+    if (r->m->weights && P == 1) {
         scp_dist_bcast(r->dist, r->m->weights, (size_t)r->m->n_weights * sizeof *r->m->weights, 0, "weight broadcast");
         scp_model_weights_changed(r->m);
     }
@@ -107,7 +121,7 @@ int scp_train_open_data(scp_train_run *r)
                                                                    : o->init;
     if (scp_eval_check_length(cfg, model_name, r->src.T, o->objective == SCP_OBJ_AR, o->data)) return -1;
     /* Rank 0 evaluates, the others wait at the next step; under ZeRO-3 every rank takes part in the forward. */
-    if (o->eval_every && (r->dist->rank == 0 || r->zero == 3)) {
+    if (o->eval_every && (r->dist->rank == 0 || r->zero == 3 || r->expert_parallel > 1)) {
         int has_val = scp_shardset_has_split(o->data, "val");
         if (has_val < 0) return -1;
         if (!has_val) {
@@ -236,6 +250,7 @@ int scp_train_start(scp_train_run *r)
     r->tr_open = 1;
     if (r->zero >= 2) scp_trainer_set_fsdp(&r->tr, &r->fsdp);
     else scp_trainer_set_dist(&r->tr, d, r->mo.zlo);
+    if (r->expert_parallel > 1) scp_trainer_set_experts(&r->tr, &r->ep);
     scp_dist_watchdog_start(d);
     scp_eval_opts *eo = &r->eo;
     scp_eval_opts_default(eo);
@@ -273,7 +288,8 @@ static int eval_line(scp_train_run *r)
     const char *key = obj == SCP_OBJ_MDM ? "elbo" : "nll";
     if ((obj == SCP_OBJ_MDM ? scp_eval_elbo(r->m, &r->vsrc, &r->eo, &er) : scp_eval_ppl(r->m, &r->vsrc, &r->eo, &er)))
         return -1;
-    if (r->dist->rank != 0) return 0;   /* ZeRO-3: the other ranks took part in the forward */
+    if (scp_model_expert_exchange_failed(r->m)) return -1;
+    if (r->dist->rank != 0) return 0;   /* ZeRO-3, experts: the other ranks took part in the forward */
     json_t *j = json_object();
     json_object_set_new(j, "step", json_integer(r->st.step));
     json_object_set_new(j, "tokens", json_integer(r->st.tokens));
@@ -313,7 +329,7 @@ static int save_sharded_checkpoint(scp_train_run *r);
 
 static int save_checkpoint(scp_train_run *r)
 {
-    if (r->zero >= 2) return save_sharded_checkpoint(r);
+    if (r->zero >= 2 || r->expert_parallel > 1) return save_sharded_checkpoint(r);
     scp_dist *d = r->dist;
     scp_model *m = r->m;
     const int64_t *zlo = r->mo.zlo;
@@ -352,18 +368,46 @@ static int save_checkpoint(scp_train_run *r)
     return rc;
 }
 
-/* A ZeRO-2/3 checkpoint (train/sharded.h): rank 0 makes the temporary directory and tells the others its name,
- * every rank writes its shard files into it, rank 0 adds the rest and commits it. Collective. */
+/* Expert parallelism's tensors for a sharded checkpoint: this rank's weights and moments, an expert from a rank
+ * of its place (dist/expert.h). */
+static int expert_gather(void *ctx, int vec, int i, int root, float *out)
+{
+    scp_train_run *r = ctx;
+    const float *v = vec == 0 ? r->m->weights : vec == 1 ? r->mo.m : r->mo.v;
+    return scp_expert_par_gather_param(&r->ep, v, i, root, out);
+}
+
+/* The ranks holding the same parameters agree bit for bit, or continue from the lowest rank's (see
+ * save_checkpoint). */
+static void expert_agree(scp_train_run *r)
+{
+    scp_model *m = r->m;
+    float *vec[3] = {m->weights, r->mo.m, r->mo.v};
+    int same = 1;
+    for (int k = 0; k < 3; k++) same &= scp_expert_par_same(&r->ep, vec[k], m->n_weights, "checkpoint check");
+    if (same) return;
+    if (r->dist->rank == 0)
+        scp_warn("step %" PRId64 ": the ranks' weights or moments differ in the last bits: continuing from those of "
+                 "the first expert group", r->st.step);
+    for (int k = 0; k < 3; k++)
+        scp_dist_bcast(&r->ep.replicas, vec[k], (size_t)m->n_weights * sizeof *vec[k], 0, "checkpoint agreement");
+    scp_model_weights_changed(m);
+}
+
+/* A ZeRO-2/3 or expert-parallel checkpoint (train/sharded.h): rank 0 makes the temporary directory and tells the
+ * others its name, every rank writes its shard files into it, rank 0 adds the rest and commits it. Collective. */
 static int save_sharded_checkpoint(scp_train_run *r)
 {
     scp_dist *d = r->dist;
     r->st.world = d->world;
-    scp_fsdp_trim(&r->fsdp);   /* the step's unit buffers make room for the checkpoint's */
+    if (r->zero >= 2) scp_fsdp_trim(&r->fsdp);   /* the step's unit buffers make room for the checkpoint's */
+    else expert_agree(r);
     char *name = scp_run_ckpt_name(r->st.step), *final = scp_path_join(r->rundir, name), *tmp = NULL;
     char path[4096] = "";
     if (d->rank == 0 && (tmp = scp_dir_begin(final))) snprintf(path, sizeof path, "%s", tmp);
     scp_dist_bcast(d, path, sizeof path, 0, "checkpoint directory");
-    int rc = path[0] ? scp_sharded_save(&r->fsdp, path) : -1;
+    scp_ckpt_source es = {r->ep.full, r->ep.n_full, d, r, expert_gather};
+    int rc = !path[0] ? -1 : r->zero >= 2 ? scp_sharded_save(&r->fsdp, path) : scp_sharded_save_source(&es, path);
     if (d->rank == 0) rc = scp_train_finish_checkpoint(r->rundir, name, final, tmp, rc, &r->m->cfg, &r->st, r->o,
                                                        r->tok_dir);
     rc = scp_dist_any(d, rc != 0, "checkpoint commit") ? -1 : 0;

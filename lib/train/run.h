@@ -23,6 +23,7 @@
 #include "dist/dist.h"
 #include "eval/loss.h"
 #include "model/model.h"
+#include "dist/expert.h"
 #include "dist/fsdp.h"
 #include "train/metrics.h"
 #include "train/moments.h"
@@ -42,6 +43,7 @@ typedef struct scp_train_run {
     int keep_gathered;         /* ZeRO-3: a layer's gathered weights live from its forward to its backward */
     int reduce_bf16;           /* ZeRO-2/3: the gradients are summed over the ranks in bf16 */
     int recompute;             /* activation recomputation */
+    int expert_parallel;       /* ranks per expert group (dist/expert.h); 1: none */
     /* the run */
     scp_train_state st;
     char *resume_dir;          /* the checkpoint resumed from; NULL for a new run */
@@ -56,6 +58,7 @@ typedef struct scp_train_run {
     int64_t total;             /* the step the run ends at */
     scp_train_moments mo;      /* ZeRO-0/1 */
     scp_fsdp fsdp;             /* ZeRO-2/3: the sharded gradients, moments and (3) weights */
+    scp_expert_par ep;         /* expert parallelism: the groups, the gradient sums */
     char *weights_dir;         /* ZeRO-3: the checkpoint the weights are read from, NULL: random */
     scp_metrics mt;            /* rank 0 */
     int mt_open, tr_open;

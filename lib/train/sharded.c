@@ -45,19 +45,23 @@ void scp_sharded_random_weights(scp_fsdp *f, uint64_t seed, float std)
     float *buf = NULL;
     for (int i = 0; i < m->n_params; i++) {
         buf = scp_xrealloc(buf, (size_t)m->desc[i].numel * sizeof *buf);
-        scp_param_init_random(&m->desc[i], i, seed, std, buf);
+        scp_param_init_random(&m->desc[i], m->desc[i].index, seed, std, buf);
         scp_fsdp_set_param(f, SCP_FSDP_WEIGHTS, i, buf);
     }
     free(buf);
 }
 
 /* File of each parameter: table order, file k taking the tensors that start in the k-th n-th of the bytes. */
-static int *deal_files(const scp_model *m, int files)
+static int *deal_files(const scp_ckpt_source *src, int files, int64_t *total)
 {
-    int *file_of = scp_xmalloc(sizeof *file_of * (size_t)m->n_params);
-    for (int i = 0; i < m->n_params; i++) {
-        int k = (int)((double)m->offset[i] * files / (double)m->n_weights);
+    int *file_of = scp_xmalloc(sizeof *file_of * (size_t)(src->n ? src->n : 1));
+    *total = 0;
+    for (int i = 0; i < src->n; i++) *total += src->desc[i].numel;
+    int64_t off = 0;
+    for (int i = 0; i < src->n; i++) {
+        int k = (int)((double)off * files / (double)*total);
         file_of[i] = k < files ? k : files - 1;
+        off += src->desc[i].numel;
     }
     return file_of;
 }
@@ -65,19 +69,19 @@ static int *deal_files(const scp_model *m, int files)
 /* Gather and write one vector set: base "model" (the weights) or "optimizer" (both moments). The file of each
  * rank is streamed: its tensors are declared, then gathered one at a time in table order (every rank takes part
  * in every gather) and appended, so a rank holds one tensor of it at a time. */
-static int save_set(scp_fsdp *f, const char *tmpdir, const char *base, const int *file_of)
+static int save_set(const scp_ckpt_source *src, const char *tmpdir, const char *base, const int *file_of,
+                    int64_t total)
 {
-    const scp_model *m = f->m;
-    scp_dist *d = f->d;
+    scp_dist *d = src->d;
     int me = d->rank, world = d->world, optimizer = strcmp(base, "model") != 0, vecs = optimizer ? 2 : 1;
     char name[160];
     scp_st_writer *w = scp_st_writer_new();
     scp_st_set_metadata(w, "format", optimizer ? "scp-adamw" : "pt");
     int64_t largest = 1;
-    for (int i = 0; i < m->n_params; i++) {
-        if (file_of[i] != me) continue;
-        const scp_param_desc *pd = &m->desc[i];
+    for (int i = 0; i < src->n; i++) {
+        const scp_param_desc *pd = &src->desc[i];
         largest = pd->numel > largest ? pd->numel : largest;
+        if (file_of[i] != me) continue;
         for (int k = 0; k < vecs; k++) {
             if (optimizer) snprintf(name, sizeof name, "%s.%s", moment_prefix[k], pd->name);
             else snprintf(name, sizeof name, "%s", pd->name);
@@ -88,10 +92,9 @@ static int save_set(scp_fsdp *f, const char *tmpdir, const char *base, const int
     scp_st_stream *st = scp_st_stream_begin(w, path);
     int rc = st ? 0 : -1;
     float *out = scp_xmalloc((size_t)largest * sizeof *out);
-    for (int i = 0; i < m->n_params; i++)
+    for (int i = 0; i < src->n; i++)
         for (int k = 0; k < vecs; k++) {
-            scp_fsdp_vec which = optimizer ? (k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG) : SCP_FSDP_WEIGHTS;
-            if (scp_fsdp_gather_param(f, which, i, file_of[i], out)) rc = -1;
+            if (src->gather(src->ctx, optimizer ? 1 + k : 0, i, file_of[i], out)) rc = -1;
             if (file_of[i] == me && st && rc == 0 && scp_st_stream_put(st, out)) rc = -1;
         }
     if (st && scp_st_stream_end(st, rc == 0)) rc = -1;
@@ -100,17 +103,17 @@ static int save_set(scp_fsdp *f, const char *tmpdir, const char *base, const int
     free(fn);
     free(path);
     if (rc == 0 && me == 0) {   /* the index: every tensor's file */
-        int n = m->n_params * vecs;
+        int n = src->n * vecs;
         char **names = scp_xmalloc(sizeof *names * (size_t)n);
         int *fo = scp_xmalloc(sizeof *fo * (size_t)n);
-        for (int i = 0, j = 0; i < m->n_params; i++)
+        for (int i = 0, j = 0; i < src->n; i++)
             for (int k = 0; k < vecs; k++, j++) {
-                names[j] = optimizer ? scp_xasprintf("%s.%s", moment_prefix[k], m->desc[i].name)
-                                     : scp_xstrdup(m->desc[i].name);
+                names[j] = optimizer ? scp_xasprintf("%s.%s", moment_prefix[k], src->desc[i].name)
+                                     : scp_xstrdup(src->desc[i].name);
                 fo[j] = file_of[i];
             }
         rc = scp_st_index_write(tmpdir, base, world, (const char *const *)names, fo, n,
-                                (int64_t)m->n_weights * vecs * (int64_t)sizeof(float));
+                                total * vecs * (int64_t)sizeof(float));
         for (int j = 0; j < n; j++) free(names[j]);
         free(names);
         free(fo);
@@ -118,12 +121,25 @@ static int save_set(scp_fsdp *f, const char *tmpdir, const char *base, const int
     return rc;
 }
 
-int scp_sharded_save(scp_fsdp *f, const char *tmpdir)
+int scp_sharded_save_source(const scp_ckpt_source *src, const char *tmpdir)
 {
-    int *file_of = deal_files(f->m, f->d->world);
-    int rc = save_set(f, tmpdir, "model", file_of);
-    if (save_set(f, tmpdir, "optimizer", file_of)) rc = -1;
+    int64_t total;
+    int *file_of = deal_files(src, src->d->world, &total);
+    int rc = save_set(src, tmpdir, "model", file_of, total);
+    if (save_set(src, tmpdir, "optimizer", file_of, total)) rc = -1;
     free(file_of);
     /* every rank's file must be there before rank 0 commits the directory */
-    return scp_dist_any(f->d, rc != 0, "checkpoint write") ? -1 : 0;
+    return scp_dist_any(src->d, rc != 0, "checkpoint write") ? -1 : 0;
+}
+
+static int fsdp_gather(void *ctx, int vec, int i, int root, float *out)
+{
+    static const scp_fsdp_vec which[3] = {SCP_FSDP_WEIGHTS, SCP_FSDP_EXP_AVG, SCP_FSDP_EXP_AVG_SQ};
+    return scp_fsdp_gather_param(ctx, which[vec], i, root, out);
+}
+
+int scp_sharded_save(scp_fsdp *f, const char *tmpdir)
+{
+    scp_ckpt_source src = {f->m->desc, f->m->n_params, f->d, f, fsdp_gather};
+    return scp_sharded_save_source(&src, tmpdir);
 }

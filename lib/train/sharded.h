@@ -25,4 +25,16 @@ int scp_sharded_load_moments(scp_fsdp *f, const char *dir);
  * rank succeeded, else -1 (messages on the ranks that failed). */
 int scp_sharded_save(scp_fsdp *f, const char *tmpdir);
 
+/* Where a sharded checkpoint's tensors come from, whatever holds them: the table of the checkpoint (desc, n),
+ * and gather(ctx, vec, i, root, out), which brings entry i of vector vec (0 the weights, 1 and 2 AdamW's first
+ * and second moments) whole onto rank root (out, numel floats, given on every rank). Collective over d. */
+typedef struct scp_ckpt_source {
+    const scp_param_desc *desc;
+    int n;
+    scp_dist *d;
+    void *ctx;
+    int (*gather)(void *ctx, int vec, int i, int root, float *out);
+} scp_ckpt_source;
+int scp_sharded_save_source(const scp_ckpt_source *src, const char *tmpdir);
+
 #endif

@@ -1,6 +1,7 @@
 /* train/step.c: one optimizer step: batch, forward/backward over micro-batches, clipping, AdamW. */
 #include "train/step.h"
 #include "model/backend.h"
+#include "dist/expert.h"
 #include "dist/fsdp.h"
 #include "dist/zero.h"
 #include "core/error.h"
@@ -56,6 +57,15 @@ void scp_trainer_set_fsdp(scp_trainer *t, scp_fsdp *f)
 {
     t->fsdp = f;
     t->dist = f->d->world > 1 ? f->d : NULL;
+    t->zero_lo = NULL;
+    t->nccl = 0;
+    scp_model_set_grad_hook(t->m, NULL, NULL);
+}
+
+void scp_trainer_set_experts(scp_trainer *t, scp_expert_par *ep)
+{
+    t->ep = ep;
+    t->dist = ep->d->world > 1 ? ep->d : NULL;
     t->zero_lo = NULL;
     t->nccl = 0;
     scp_model_set_grad_hook(t->m, NULL, NULL);
@@ -146,6 +156,8 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         if (E && moe_load_allreduce(d, t->moe_load, E)) return -1;
         if (t->fsdp) {
             /* reduce-scattered unit by unit during each backward */
+        } else if (t->ep) {
+            if (scp_expert_par_reduce_grads(t->ep)) return -1;
         } else if (t->nccl) {   /* queued layer by layer during the backward: wait for the last */
             if (t->nccl_failed || scp_dist_nccl_wait(d)) return -1;
         } else {
@@ -159,8 +171,13 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     info->aux_loss = sums[3];
     info->z_loss = sums[4];
     double gnorm;
-    if (!t->fsdp) gnorm = scp_model_grad_norm(m);
-    else if (scp_fsdp_grad_norm(t->fsdp, &gnorm)) return -1;
+    if (t->fsdp) {
+        if (scp_fsdp_grad_norm(t->fsdp, &gnorm)) return -1;
+    } else if (t->ep) {
+        if (scp_expert_par_grad_norm(t->ep, &gnorm)) return -1;
+    } else {
+        gnorm = scp_model_grad_norm(m);
+    }
     int skip = !isfinite(loss) || !isfinite(gnorm);
     scp_group_lr(o, st->step, st->total_steps, t->glr);
     if (skip) {

@@ -40,6 +40,9 @@ typedef struct scp_trainer {
     /* ZeRO-2/3 (dist/fsdp.h): the gradients are reduce-scattered unit by unit during each backward and the
      * update, norm and clipping run on this rank's shards; opt_m/opt_v are then unused. NULL otherwise. */
     struct scp_fsdp *fsdp;
+    /* Expert parallelism (dist/expert.h): the gradients are summed over the ranks that hold them after the
+     * backward, and the norm counts every expert once. NULL otherwise. */
+    struct scp_expert_par *ep;
 } scp_trainer;
 
 typedef struct scp_step_info {
@@ -67,6 +70,8 @@ void scp_trainer_free(scp_trainer *t);
 void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo);
 /* Make the trainer step the sharded state f (ZeRO-2/3; f's provider is installed on the model), over f's ranks. */
 void scp_trainer_set_fsdp(scp_trainer *t, struct scp_fsdp *f);
+/* Make the trainer a rank of the expert groups ep (the model attached to ep), over all of ep's ranks. */
+void scp_trainer_set_experts(scp_trainer *t, struct scp_expert_par *ep);
 /* One step at st->step (advances step, cursor, tokens, and adam_step or skipped). -1 on a data error. */
 int scp_trainer_step(scp_trainer *t, scp_step_info *info);
 
