@@ -172,6 +172,7 @@ static void parse_args(int argc, char **argv, cli_args *a)
     if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
     a->pa.zero = a->zero, a->pa.recompute = a->recompute, a->pa.quiet = a->quiet;
     a->pa.keep_gathered = a->keep_gathered, a->pa.reduce_bf16 = a->reduce_bf16;
+    a->pa.expert_parallel = a->expert_parallel;
     if (a->plan) return;
     if (a->pa.seq_len) scp_usage_error("--seq-len is for --plan: a run takes its sequence length from --data");
     if (a->pa.world) scp_usage_error("--world is for --plan: a run has the ranks its launcher starts");

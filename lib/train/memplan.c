@@ -32,8 +32,13 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
         return scp_error("plan: %d ranks, %d sequences per step, %d per pass, %d tokens each", o->world, o->batch,
                          o->micro, o->T);
     if (scp_backend_traits_find(o->backend, &p->be)) return -1;
-    const int w = o->world, z = o->zero;
-    const int64_t n = scp_param_count(c), f = sizeof(float), a = (int64_t)p->be.act_size;
+    const int w = o->world, z = o->zero, E = o->expert_parallel > 1 ? o->expert_parallel : 1;
+    if (E > 1 && (z != 0 || w % E || c->num_experts == 0 || c->num_experts % E))
+        return scp_error("expert parallelism over %d ranks: needs --zero 0, a world it divides (%d ranks) and a "
+                         "qwen3_moe model whose experts it divides (%d)", E, w, c->num_experts);
+    scp_model_config held = *c;   /* the rank's own parameters: under expert parallelism, its place's experts */
+    held.expert_ranks = E, held.expert_rank = 0;
+    const int64_t n = scp_param_count(&held), f = sizeof(float), a = (int64_t)p->be.act_size;
     const int64_t c_copy = a == f ? 0 : a;   /* bytes per weight of the compute copy: none where it is the master */
     p->params = n;
 
@@ -45,6 +50,22 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
     p->activations = (int64_t)p->ws.backend_bytes + (p->be.host_memory ? (int64_t)p->ws.host_bytes : 0);
     p->buffers = (int64_t)scp_backend_scratch_bytes(&p->be, p->rows_per_pass, o->T, c->num_heads, c->num_kv_heads,
                                                     c->head_dim);
+    int64_t expert = 0;   /* floats of the held experts */
+    if (E > 1) {
+        scp_param_desc *t;
+        int nt = scp_param_table(&held, &t);
+        for (int i = 0; i < nt; i++) expert += t[i].expert >= 0 ? t[i].numel : 0;
+        free(t);
+        /* the rows received per layer under balanced routing, kept per slot and as scratch (model/moe.c) */
+        int64_t R = (int64_t)p->rows_per_pass * o->T * c->num_experts_per_tok;
+        int64_t slots = o->recompute ? 1 : c->num_layers;
+        p->activations += a * (c->hidden_size + 3 * (int64_t)c->moe_intermediate_size) * R * (slots + 1);
+        /* per MoE layer and pass the rows leaving the rank (E - 1 of E): dispatch and combine forward, the outputs
+         * again, the gradients out and back in the backward, and the dispatch again where the layer is rerun */
+        p->all_to_all_bytes = (int64_t)p->passes * c->num_layers * (5 + (o->recompute ? 1 : 0)) * R * (E - 1) / E *
+                              c->hidden_size * a;
+    }
+    p->expert_params = expert;
 
     if (z <= 1) {
         int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(w + 1));
@@ -55,7 +76,9 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
         p->weights = c_copy * n;
         p->grads = f * n;
         p->optimizer = 2 * f * p->shard;
-        p->comm_bytes = ring(w, 2, (double)(f * n)) + (z == 1 ? ring(w, 1, (double)(f * n)) : 0);
+        /* the gradients summed over all ranks; a held expert's over its world / E replicas */
+        p->comm_bytes = ring(w, 2, (double)(f * (n - expert))) + ring(w / E, 2, (double)(f * expert)) +
+                        (z == 1 ? ring(w, 1, (double)(f * n)) : 0) + p->all_to_all_bytes;
         /* CPU ranks all-reduce the gradients with MPI in host memory, which is then the backend's memory */
         if (p->be.host_memory) p->buffers += scp_dist_allreduce_temp_bytes(n, w);
     } else {
@@ -118,6 +141,11 @@ json_t *scp_memplan_json(const scp_memplan *p, const scp_memplan_opts *o, const 
     json_object_set_new(r, "total", json_integer(p->total));
     json_object_set_new(j, "per_rank", r);
     json_object_set_new(j, "comm_bytes_per_step", json_integer(p->comm_bytes));
+    if (o->expert_parallel > 1) {
+        json_object_set_new(j, "expert_parallel", json_integer(o->expert_parallel));
+        json_object_set_new(j, "expert_params", json_integer(p->expert_params));
+        json_object_set_new(j, "all_to_all_bytes_per_step", json_integer(p->all_to_all_bytes));
+    }
     if (gpu_memory > 0) {
         json_object_set_new(j, "gpu_memory", json_integer(gpu_memory));
         json_object_set_new(j, "fits", json_boolean(p->total <= gpu_memory));

@@ -16,7 +16,12 @@
  *   zero 3   4 S             a G                      4 S + 4 G      8 S
  * where c = a on a backend with bf16 storage (its kernels read a rounded copy of the master) and 0 with fp32
  * storage (they read the master itself). A device backend (host_memory 0) counts its device memory; its host
- * copies of the weights, gradients and moments are not counted. */
+ * copies of the weights, gradients and moments are not counted.
+ *
+ * Expert parallelism over groups of E ranks (zero 0): n is the rank's own parameters (its place's experts and
+ * the rest), and the activations add the rows the rank's experts receive, counted as balanced routing sends
+ * them (R = M k per layer: the tokens of a pass times the experts chosen per token), kept per layer slot with
+ * their gate|up and h, (D + 3 Ie) a R, and as scratch of the same size (model/moe.c). */
 #ifndef SCP_TRAIN_MEMPLAN_H
 #define SCP_TRAIN_MEMPLAN_H
 
@@ -35,6 +40,7 @@ typedef struct scp_memplan_opts {
     int recompute;         /* activation recomputation: one layer slot */
     int keep_gathered;     /* zero 3: every layer's gathered weights held from its forward to its backward */
     int reduce_bf16;       /* zero 2, 3: gradients reduced in bf16 (half the bytes, a bf16 copy of the units) */
+    int expert_parallel;   /* ranks per expert group (dist/expert.h), 0 or 1: none; with zero 0 only */
 } scp_memplan_opts;
 
 typedef struct scp_memplan {
@@ -49,6 +55,8 @@ typedef struct scp_memplan {
     /* bytes per rank */
     int64_t weights, master, grads, optimizer, activations, buffers, total;
     int64_t comm_bytes;       /* sent by one rank per optimizer step (as much is received) */
+    int64_t all_to_all_bytes; /* of which by the experts' all-to-alls (expert parallelism) */
+    int64_t expert_params;    /* expert parallelism: the experts' floats this rank holds */
 } scp_memplan;
 
 /* The plan; -1 with a message for an unknown backend or a stage outside 0 .. 3. */
