@@ -317,9 +317,9 @@ int main(int argc, char **argv)
     if (run.expert_parallel > 1 && dist.world % run.expert_parallel)
         scp_usage_error("--expert-parallel %d must divide the %d ranks into expert groups", run.expert_parallel,
                         dist.world);
-    if (run.expert_parallel > 1 && a.zero)
-        scp_usage_error("--expert-parallel runs with --zero 0: the experts are already split over the group, and "
-                        "ZeRO's sharding of the rest is not combined with it");
+    if (run.expert_parallel > 1 && a.zero == 1)
+        scp_usage_error("--expert-parallel with --zero 1: ZeRO-1's cut of the whole vector knows no expert groups "
+                        "(use --zero 0, 2 or 3)");
 
     scp_train_opts saved;   /* a resumed run's options before this command line (their numbers) */
     int64_t saved_total = 0;

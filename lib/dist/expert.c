@@ -85,7 +85,6 @@ void scp_expert_par_attach(scp_expert_par *ep, scp_model *m)
 int scp_expert_par_reduce_grads(scp_expert_par *ep)
 {
     scp_model *m = ep->m;
-    if (scp_model_expert_exchange_failed(m)) return -1;
     float *g = scp_model_host_grads(m);
     int rc = 0;
     for (int k = 0; k < ep->runs && rc == 0; k++) {
@@ -114,14 +113,25 @@ int scp_expert_par_grad_norm(scp_expert_par *ep, double *norm)
     return rc;
 }
 
+int scp_expert_par_locate(const scp_expert_par *ep, int i, int *place)
+{
+    const scp_param_desc *pd = &ep->full[i];
+    *place = -1;
+    if (pd->expert < 0) return ep->local_of[i];
+    int per = ep->m->cfg.num_experts / ep->P;
+    *place = pd->expert / per;
+    /* the full table lists a layer's experts one after another, three tensors each */
+    return ep->local_of[i + 3 * per * (ep->place - *place)];
+}
+
 int scp_expert_par_gather_param(scp_expert_par *ep, const float *vec, int i, int root, float *out)
 {
     const scp_param_desc *pd = &ep->full[i];
     const scp_model *m = ep->m;
     scp_dist *d = ep->d;
-    int li = ep->local_of[i];
+    int place, li = scp_expert_par_locate(ep, i, &place);
     /* Entries every rank holds come from root's own copy; an expert from the rank of its place in group 0. */
-    int src = pd->expert < 0 ? root : pd->expert / (m->cfg.num_experts / ep->P);
+    int src = place < 0 ? root : place;
     if (src == root) {
         if (d->rank == root) memcpy(out, vec + m->offset[li], (size_t)pd->numel * sizeof *out);
         return 0;

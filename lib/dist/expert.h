@@ -50,6 +50,10 @@ void scp_expert_par_free(scp_expert_par *ep);
  * the global norm (every expert once) into *norm. -1 with a message when a collective or an exchange failed. */
 int scp_expert_par_reduce_grads(scp_expert_par *ep);
 int scp_expert_par_grad_norm(scp_expert_par *ep, double *norm);
+/* Entry i of the full table: the index of the corresponding entry in this rank's table (for an expert of another
+ * place, the one in the same position: the places' tables are alike), and *place the place holding it (-1 when
+ * every rank does). */
+int scp_expert_par_locate(const scp_expert_par *ep, int i, int *place);
 /* Entry i of the full table out of vector vec (n_weights floats of this rank's model: its weights or a
  * moment), whole on rank root (out read there only, and given on every rank). Collective. */
 int scp_expert_par_gather_param(scp_expert_par *ep, const float *vec, int i, int root, float *out);

@@ -19,18 +19,29 @@
 static int pool_slot(const scp_fsdp *f, int u, int weights)
 {
     if (u == 0) return 0;
-    if (u == f->lay.units - 1 || !(weights && f->keep)) return 1;
-    return 1 + u;
+    if (u == f->lay.units - 1) return 1;
+    if (weights && f->keep) return 1 + u;
+    return f->unit_expert[u] ? f->xslot : 1;
 }
+
+/* Floats of a unit gathered over its group. */
+static int64_t gathered_floats(const scp_shard_layout *L, int u) { return L->per[u] * L->world_of[u]; }
 
 static int64_t pool_floats(const scp_fsdp *f, int slot)
 {
     const scp_shard_layout *L = &f->lay;
-    int64_t tail = L->per[L->units - 1] * L->world;
-    if (slot == 0) return L->per[0] * L->world;
-    if (slot == 1) return tail > L->max_layer ? tail : L->max_layer;
-    return L->per[slot - 1] * L->world;
+    if (slot == 0) return gathered_floats(L, 0);
+    if (slot >= 2 && slot != f->xslot) return gathered_floats(L, slot - 1);
+    /* slot 1: the tail and every layer's unit (without its experts); xslot: every layer's experts */
+    int64_t most = slot == 1 ? gathered_floats(L, L->units - 1) : 0;
+    for (int u = 1; u < L->units - 1; u++)
+        if (f->unit_expert[u] == (slot == f->xslot) && gathered_floats(L, u) > most) most = gathered_floats(L, u);
+    return most;
 }
+
+/* The group unit u is cut over, and its transport. */
+static scp_dist *dist_of(const scp_fsdp *f, int u) { return f->unit_expert[u] ? f->replicas : f->d; }
+static const scp_coll *coll_of(const scp_fsdp *f, int u) { return f->unit_expert[u] ? f->rcoll : f->coll; }
 
 static void *pooled(scp_fsdp *f, void **pool, int slot, size_t elem)
 {
@@ -66,9 +77,10 @@ static const void *acquire(void *ctx, int u)
     const scp_shard_layout *L = &f->lay;
     int64_t per = L->per[u];
     char *buf = pooled(f, f->wpool, pool_slot(f, u, 1), be->act_size);
-    be->to_act((scp_act *)(void *)(buf + (size_t)(L->rank * per) * be->act_size), f->master + L->shard_off[u],
+    be->to_act((scp_act *)(void *)(buf + (size_t)(L->rank_of[u] * per) * be->act_size), f->master + L->shard_off[u],
                (size_t)per);
-    if (L->world > 1 && f->coll->allgather_pieces(f->d, buf, per * (int64_t)be->act_size, "ZeRO-3 weight all-gather"))
+    if (L->world_of[u] > 1 && coll_of(f, u)->allgather_pieces(dist_of(f, u), buf, per * (int64_t)be->act_size,
+                                                                "ZeRO-3 weight all-gather"))
         f->failed = 1;
     f->gathered[u] = buf;
     return buf;
@@ -86,7 +98,7 @@ static float *grads(void *ctx, int u)
     scp_fsdp *f = ctx;
     float *g = pooled(f, f->gpool, pool_slot(f, u, 0), sizeof(float));
     /* zeroed, the padding past the unit too (it is reduced with the rest and must add nothing) */
-    f->m->backend->zero_bytes(g, (size_t)(f->lay.per[u] * f->lay.world) * sizeof(float));
+    f->m->backend->zero_bytes(g, (size_t)gathered_floats(&f->lay, u) * sizeof(float));
     f->gbuf[u] = g;
     return g;
 }
@@ -97,19 +109,21 @@ static void grads_done(void *ctx, int u)
     scp_fsdp *f = ctx;
     const scp_shard_layout *L = &f->lay;
     const scp_backend *be = f->m->backend;
-    int64_t per = L->per[u], n = per * L->world;
+    int64_t per = L->per[u], n = gathered_floats(L, u);
     const float *mine = f->gbuf[u];   /* one rank: the whole unit is its piece */
-    if (L->world > 1 && f->reduce_bf16) {
+    scp_dist *d = dist_of(f, u);
+    const scp_coll *coll = coll_of(f, u);
+    if (L->world_of[u] > 1 && f->reduce_bf16) {
         /* rounded to bf16, summed in bf16 over the ranks, widened again for this rank's fp32 shard */
         uint16_t *h = pooled(f, f->hpool, pool_slot(f, u, 0), sizeof *h);
         if (be->act_size == 2) be->to_act((scp_act *)(void *)h, f->gbuf[u], (size_t)n);
         else scp_convert_from_f32(h, SCP_BF16, f->gbuf[u], (size_t)n);
-        if (f->coll->reduce_scatter_bf16(f->d, h, f->hpiece, per, "ZeRO gradient reduce-scatter (bf16)")) f->failed = 1;
+        if (coll->reduce_scatter_bf16(d, h, f->hpiece, per, "ZeRO gradient reduce-scatter (bf16)")) f->failed = 1;
         if (be->act_size == 2) be->from_act(f->piece, (const scp_act *)(const void *)f->hpiece, (size_t)per);
         else scp_convert_to_f32(f->piece, f->hpiece, SCP_BF16, (size_t)per);
         mine = f->piece;
-    } else if (L->world > 1) {
-        if (f->coll->reduce_scatter_f32(f->d, f->gbuf[u], f->piece, per, "ZeRO gradient reduce-scatter")) f->failed = 1;
+    } else if (L->world_of[u] > 1) {
+        if (coll->reduce_scatter_f32(d, f->gbuf[u], f->piece, per, "ZeRO gradient reduce-scatter")) f->failed = 1;
         mine = f->piece;
     }
     be->add(f->grad + L->shard_off[u], mine, (size_t)per);
@@ -119,6 +133,12 @@ static void grads_done(void *ctx, int u)
 /* ---- set-up ---------------------------------------------------------------------------------------------- */
 int scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep, int reduce_bf16)
 {
+    return scp_fsdp_init_experts(f, m, d, NULL, stage, keep, reduce_bf16);
+}
+
+int scp_fsdp_init_experts(scp_fsdp *f, scp_model *m, scp_dist *d, scp_dist *replicas, int stage, int keep,
+                          int reduce_bf16)
+{
     memset(f, 0, sizeof *f);
     /* bf16 reduction converts the gradients with the backend's bf16 storage entries, or on the host */
     if (reduce_bf16 && m->backend->act_size != 2 && !m->backend->host_memory)
@@ -126,10 +146,23 @@ int scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep, i
                          "converts them to bf16 (use a bf16 backend, or f32)", m->backend->name);
     f->m = m, f->d = d, f->stage = stage, f->keep = keep && stage == 3;
     const scp_model_config *c = &m->cfg;
-    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(c->num_layers + 3));
-    int units = scp_param_units(m->desc, m->n_params, c->num_layers, lo);
-    scp_shard_layout_init(&f->lay, lo, units, d->world, d->rank);
+    int split = c->expert_ranks > 1;
+    if (split && !replicas) return scp_error("an expert-parallel model sharded without its expert groups");
+    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(2 * c->num_layers + 3));
+    int units = scp_param_units_split(m->desc, m->n_params, c->num_layers, split, lo);
+    f->unit_expert = scp_xcalloc((size_t)units, 1);
+    int *world_of = scp_xmalloc(sizeof *world_of * (size_t)units), *rank_of = scp_xmalloc(sizeof *rank_of * (size_t)units);
+    for (int u = 0; u < units; u++) {
+        f->unit_expert[u] = split && u > 0 && u < units - 1 && u % 2 == 0;   /* 2 + 2 l: layer l's experts */
+        world_of[u] = f->unit_expert[u] ? replicas->world : d->world;
+        rank_of[u] = f->unit_expert[u] ? replicas->rank : d->rank;
+    }
+    scp_shard_layout_init_groups(&f->lay, lo, units, d->world, d->rank, world_of, rank_of);
     free(lo);
+    free(world_of);
+    free(rank_of);
+    f->replicas = replicas;
+    f->rcoll = replicas ? scp_coll_for(replicas) : NULL;
     const scp_backend *be = m->backend;
     size_t S = (size_t)f->lay.shard_off[units] * sizeof(float);
     if (stage == 3) f->master = be->alloc(S ? S : 1);
@@ -142,7 +175,8 @@ int scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep, i
     f->coll = scp_coll_for(d);
     f->gathered = scp_xcalloc((size_t)units, sizeof *f->gathered);
     f->gbuf = scp_xcalloc((size_t)units, sizeof *f->gbuf);
-    f->pool_slots = f->keep ? 1 + units : 2;
+    f->xslot = f->keep ? units : 2;   /* keep: slots 2 .. units - 1 are the layers' own (1 + u) */
+    f->pool_slots = f->xslot + 1;
     f->wpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->wpool);
     f->gpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->gpool);
     f->hpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->hpool);
@@ -171,6 +205,7 @@ void scp_fsdp_free(scp_fsdp *f)
     be->free(f->piece);
     free(f->gathered);
     free(f->gbuf);
+    free(f->unit_expert);
     scp_shard_layout_free(&f->lay);
     memset(f, 0, sizeof *f);
 }
@@ -201,7 +236,7 @@ void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *dat
     }
     int u = unit_of_param(f, i);
     int64_t a, b;
-    scp_shard_piece(&f->lay, u, f->lay.rank, &a, &b);
+    scp_shard_piece(&f->lay, u, f->lay.rank_of[u], &a, &b);
     int64_t x = s > a ? s : a, y = e < b ? e : b;
     if (x < y)
         f->m->backend->upload(vec_of(f, which) + f->lay.shard_off[u] + (x - a), data + (x - s),
@@ -210,24 +245,48 @@ void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *dat
 
 int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, float *out)
 {
+    return scp_fsdp_gather_param_of(f, which, i, 0, 1, root, out);
+}
+
+int scp_fsdp_gather_param_of(scp_fsdp *f, scp_fsdp_vec which, int i, int place, int places, int root, float *out)
+{
     int64_t s = f->m->offset[i], e = s + f->m->desc[i].numel;
+    int u = unit_of_param(f, i);
     if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {
+        /* every rank holds its weights; an expert of another place comes from the rank of its place in the first
+         * group (dist/expert.h) */
+        int src = f->unit_expert[u] ? place : root;
         scp_model_sync_host(f->m);
-        if (f->d->rank == root) memcpy(out, f->m->weights + s, (size_t)(e - s) * sizeof *out);
-        return 0;
+        if (src == root) {
+            if (f->d->rank == root) memcpy(out, f->m->weights + s, (size_t)(e - s) * sizeof *out);
+            return 0;
+        }
+        int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(f->d->world + 1));
+        for (int r = 0; r <= f->d->world; r++) lo[r] = r <= src ? 0 : e - s;
+        int rc = scp_dist_gather_to(f->d, root, out, f->d->rank == src ? f->m->weights + s : out, lo,
+                                    "sharded checkpoint gather");
+        free(lo);
+        return rc;
     }
     const scp_shard_layout *L = &f->lay;
-    int u = unit_of_param(f, i), W = L->world;
-    /* Rank r's share of the tensor is [lo[r], lo[r + 1]) of it: the pieces in rank order, clipped to [s, e). */
+    int W = f->d->world;
+    /* Rank r's share of the tensor is [lo[r], lo[r + 1]) of it: the pieces in rank order, clipped to [s, e); an
+     * expert unit's pieces are those of its place's ranks, rank r being rank r / places of that group. */
     int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(W + 1));
-    for (int r = 0; r <= W; r++) {
-        int64_t x = L->unit_lo[u] + (int64_t)r * L->per[u];
-        lo[r] = (x < s ? s : x > e ? e : x) - s;
+    lo[0] = 0;
+    for (int r = 0; r < W; r++) {
+        int piece = r, holds = 1;
+        if (f->unit_expert[u]) piece = r / places, holds = r % places == place;
+        int64_t x = L->unit_lo[u] + (int64_t)piece * L->per[u], y = x + L->per[u];
+        x = x < s ? s : x > e ? e : x;
+        y = y < s ? s : y > e ? e : y;
+        lo[r + 1] = lo[r] + (holds ? y - x : 0);
     }
+    int me = f->d->rank, mine = !f->unit_expert[u] || me % places == place;
     int64_t a, b;
-    scp_shard_piece(L, u, L->rank, &a, &b);
+    scp_shard_piece(L, u, L->rank_of[u], &a, &b);
     /* This rank's share comes down from the backend's memory; the gather runs over MPI on the host. */
-    int64_t x = s > a ? s : a, y = e < b ? e : b, n = y > x ? y - x : 0;
+    int64_t x = s > a ? s : a, y = e < b ? e : b, n = mine && y > x ? y - x : 0;
     float *part = scp_xmalloc((size_t)(n ? n : 1) * sizeof *part);
     if (n) f->m->backend->download(part, vec_of(f, which) + L->shard_off[u] + (x - a), (size_t)n * sizeof *part);
     int rc = scp_dist_gather_to(f->d, root, out, part, lo, "sharded checkpoint gather");
@@ -268,7 +327,7 @@ int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float
         if (lr[i] == 0.0f) continue;   /* a frozen group */
         int u = unit_of_param(f, i);
         int64_t s = m->offset[i], e = s + m->desc[i].numel, a, b;
-        scp_shard_piece(L, u, L->rank, &a, &b);
+        scp_shard_piece(L, u, L->rank_of[u], &a, &b);
         int64_t x = s > a ? s : a, y = e < b ? e : b;
         if (x >= y) continue;
         int64_t k = L->shard_off[u] + (x - a);
@@ -277,15 +336,16 @@ int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float
                   m->desc[i].decay ? weight_decay : 0.0f, bc1, bc2);
     }
     if (f->stage == 2 && L->world > 1) {
-        /* Every rank's updated pieces to every rank, unit by unit, through a padded buffer of world equal pieces
-         * (the last ones run past the unit). */
+        /* Every rank's updated pieces to every rank of the unit's group, unit by unit, through a padded buffer of
+         * equal pieces (the last ones run past the unit). */
         int rc = 0;
         for (int u = 0; u < L->units && rc == 0; u++) {
             int64_t a, b, per = L->per[u];
+            if (L->world_of[u] == 1) continue;
             float *buf = pooled(f, f->gpool, pool_slot(f, u, 0), sizeof *buf);   /* the unit's gradient buffer, free now */
-            scp_shard_piece(L, u, L->rank, &a, &b);
-            if (b > a) be->copy_bytes(buf + (size_t)(L->rank * per), master + a, (size_t)(b - a) * sizeof *buf);
-            rc = f->coll->allgather_pieces(f->d, buf, per * (int64_t)sizeof *buf, "ZeRO-2 weight all-gather");
+            scp_shard_piece(L, u, L->rank_of[u], &a, &b);
+            if (b > a) be->copy_bytes(buf + (size_t)(L->rank_of[u] * per), master + a, (size_t)(b - a) * sizeof *buf);
+            rc = coll_of(f, u)->allgather_pieces(dist_of(f, u), buf, per * (int64_t)sizeof *buf, "ZeRO-2 weight all-gather");
             be->copy_bytes(master + L->unit_lo[u], buf, (size_t)(L->unit_lo[u + 1] - L->unit_lo[u]) * sizeof *buf);
         }
         if (rc) return -1;

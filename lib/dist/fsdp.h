@@ -49,6 +49,12 @@ typedef struct scp_fsdp {
     int64_t pool_bytes;    /* what the pools hold */
     float *piece;          /* (largest per) the reduce-scatter's result, added into grad */
     const struct scp_coll *coll;   /* the transport (dist/coll.h): NCCL on GPU ranks, else MPI */
+    /* Expert parallelism (dist/expert.h): the expert units (formats/model_config.h scp_param_units_split) are
+     * cut over the ranks holding the same experts, `replicas`, the other units over d. NULL: every unit over d. */
+    scp_dist *replicas;
+    const struct scp_coll *rcoll;
+    char *unit_expert;     /* (units) unit u is an expert unit */
+    int xslot;             /* the pool slot of an expert unit's buffers (held beside its layer's) */
     int failed;            /* a collective inside the driver's callbacks failed (its message: scp_last_error) */
 } scp_fsdp;
 
@@ -57,6 +63,11 @@ typedef struct scp_fsdp {
  * are m's own. Moments start at zero. reduce_bf16: the unit gradients are rounded to bf16 and summed over the
  * ranks in bf16 (half the bytes; the shards stay fp32). -1 with a message when the backend cannot convert. */
 int scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep, int reduce_bf16);
+/* The same for a model of an expert-parallel rank (its config's expert_ranks > 1): the expert units are cut over
+ * replicas, the ranks holding the same experts (one per expert group: the ranks of d with the same rank modulo
+ * the group size, in rank order). */
+int scp_fsdp_init_experts(scp_fsdp *f, scp_model *m, scp_dist *d, scp_dist *replicas, int stage, int keep,
+                          int reduce_bf16);
 void scp_fsdp_free(scp_fsdp *f);
 /* Free the buffers units are gathered into and their gradients made in (they come back at the next step): before
  * a checkpoint, whose own buffers then take their place. */
@@ -69,6 +80,10 @@ void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *dat
 /* Parameter i of vector `which` gathered whole on rank root into out (numel floats; read on root only).
  * Collective: every rank calls it. */
 int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, float *out);
+/* Under expert parallelism with groups of `places` ranks: the parameter of place `place` whose entry on this rank
+ * is i (the ranks' tables list their own experts in the same positions): for an expert, the ranks of that place
+ * hold its pieces and the others send nothing; otherwise as scp_fsdp_gather_param. */
+int scp_fsdp_gather_param_of(scp_fsdp *f, scp_fsdp_vec which, int i, int place, int places, int root, float *out);
 
 /* One training step's share: zero the gradient shard (before the first micro-batch); the global gradient norm
  * (collective); scale the gradients; AdamW on this rank's pieces with the per-parameter rates lr (n_params), then,

@@ -9,19 +9,32 @@
 
 void scp_shard_layout_init(scp_shard_layout *s, const int64_t *unit_lo, int units, int world, int rank)
 {
+    scp_shard_layout_init_groups(s, unit_lo, units, world, rank, NULL, NULL);
+}
+
+void scp_shard_layout_init_groups(scp_shard_layout *s, const int64_t *unit_lo, int units, int world, int rank,
+                                  const int *world_of, const int *rank_of)
+{
     memset(s, 0, sizeof *s);
     s->units = units, s->world = world, s->rank = rank;
+    s->world_of = scp_xmalloc(sizeof *s->world_of * (size_t)units);
+    s->rank_of = scp_xmalloc(sizeof *s->rank_of * (size_t)units);
+    for (int u = 0; u < units; u++) {
+        s->world_of[u] = world_of ? world_of[u] : world;
+        s->rank_of[u] = rank_of ? rank_of[u] : rank;
+    }
     s->unit_lo = scp_xmalloc(sizeof *s->unit_lo * (size_t)(units + 1));
     s->per = scp_xmalloc(sizeof *s->per * (size_t)units);
     s->shard_off = scp_xmalloc(sizeof *s->shard_off * (size_t)(units + 1));
     memcpy(s->unit_lo, unit_lo, sizeof *s->unit_lo * (size_t)(units + 1));
     s->shard_off[0] = 0;
     for (int u = 0; u < units; u++) {
-        int64_t n = unit_lo[u + 1] - unit_lo[u], per = (n + world - 1) / world;
+        int w = s->world_of[u];
+        int64_t n = unit_lo[u + 1] - unit_lo[u], per = (n + w - 1) / w;
         per = (per + PIECE_ALIGN - 1) / PIECE_ALIGN * PIECE_ALIGN;
         s->per[u] = per;
         s->shard_off[u + 1] = s->shard_off[u] + per;
-        int64_t gathered = per * world;
+        int64_t gathered = per * w;
         if (gathered > s->max_unit) s->max_unit = gathered;
         if (u > 0 && u < units - 1 && gathered > s->max_layer) s->max_layer = gathered;
     }
@@ -32,6 +45,8 @@ void scp_shard_layout_free(scp_shard_layout *s)
     free(s->unit_lo);
     free(s->per);
     free(s->shard_off);
+    free(s->world_of);
+    free(s->rank_of);
     memset(s, 0, sizeof *s);
 }
 

@@ -15,16 +15,24 @@
 
 typedef struct scp_shard_layout {
     int units, world, rank;
+    /* (units) the group each unit is cut over: its ranks and this rank's place in it. world and rank above
+     * for every unit, except under expert parallelism, whose expert units (formats/model_config.h
+     * scp_param_units_split) are cut over the world / E ranks that hold the same experts (dist/expert.h). */
+    int *world_of, *rank_of;
     int64_t *unit_lo;     /* (units + 1) unit u is [unit_lo[u], unit_lo[u + 1]) of the parameter vector */
     int64_t *per;         /* (units) floats of each rank's piece of unit u, padding included */
     int64_t *shard_off;   /* (units + 1) where unit u's piece starts in a rank's shard; shard_off[units] is the
                              shard's length in floats (the same on every rank) */
-    int64_t max_unit;     /* floats of the largest gathered unit, world * per[u] */
+    int64_t max_unit;     /* floats of the largest gathered unit, world_of[u] * per[u] */
     int64_t max_layer;    /* floats of the largest gathered layer unit (units 1 .. units - 2) */
 } scp_shard_layout;
 
 /* The layout of `units` units with boundaries unit_lo (units + 1 entries) over world ranks, seen from rank. */
 void scp_shard_layout_init(scp_shard_layout *s, const int64_t *unit_lo, int units, int world, int rank);
+/* The same with unit u cut over the world_of[u] ranks of a group, in which this rank is rank_of[u] (arrays of
+ * `units`; NULL: world and rank). */
+void scp_shard_layout_init_groups(scp_shard_layout *s, const int64_t *unit_lo, int units, int world, int rank,
+                                  const int *world_of, const int *rank_of);
 void scp_shard_layout_free(scp_shard_layout *s);
 /* The part of unit u that rank r owns, [*a, *b) in parameter-vector coordinates (*a == *b: none). */
 void scp_shard_piece(const scp_shard_layout *s, int u, int r, int64_t *a, int64_t *b);

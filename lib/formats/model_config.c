@@ -415,17 +415,22 @@ int64_t scp_param_count(const scp_model_config *c)
     return s;
 }
 
-int scp_param_units(const scp_param_desc *t, int n, int L, int64_t *lo)
+int scp_param_units(const scp_param_desc *t, int n, int L, int64_t *lo) { return scp_param_units_split(t, n, L, 0, lo); }
+
+int scp_param_units_split(const scp_param_desc *t, int n, int L, int split, int64_t *lo)
 {
-    /* The table runs embeddings, layer 0 .. L - 1, then the tail: a unit starts where the layer index changes. */
+    /* The table runs embeddings, layer 0 .. L - 1 (each with its experts last), then the tail: a unit starts
+     * where the layer index changes, and with split where a layer's experts start. */
+    int per_layer = split ? 2 : 1, tail = 1 + L * per_layer;
     int64_t off = 0;
     int u = 0;
     lo[0] = 0;
     for (int i = 0; i < n; i++) {
-        int unit = t[i].layer >= 0 ? 1 + t[i].layer : (i == 0 || t[i - 1].layer < 0) && u == 0 ? 0 : L + 1;
+        int unit = t[i].layer >= 0 ? 1 + t[i].layer * per_layer + (split && t[i].expert >= 0)
+                   : (i == 0 || t[i - 1].layer < 0) && u == 0 ? 0 : tail;
         while (u < unit) lo[++u] = off;
         off += t[i].numel;
     }
-    while (u < L + 2) lo[++u] = off;
-    return L + 2;
+    while (u < tail + 1) lo[++u] = off;
+    return tail + 1;
 }

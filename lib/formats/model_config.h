@@ -127,6 +127,10 @@ int64_t scp_param_count(const scp_model_config *c);
  * head. lo (L + 3 entries) receives their boundaries in the flat parameter vector (parameters in table
  * order, each numel floats); unit u is [lo[u], lo[u + 1]). Returns the unit count, L + 2. */
 int scp_param_units(const scp_param_desc *t, int n, int L, int64_t *lo);
+/* The same with split != 0 (the table of an expert-parallel rank, whose experts are sharded over other ranks than
+ * the rest): every layer is two units, 1 + 2 l its attention, norms and router, 2 + 2 l its experts, and the final
+ * norm with the LM head is unit 2 L + 1. lo has 2 L + 3 entries; returns 2 L + 2. */
+int scp_param_units_split(const scp_param_desc *t, int n, int L, int split, int64_t *lo);
 /* The experts of a layer that rank `rank` of an expert group of `ranks` holds: [*lo, *hi) of E. */
 void scp_expert_range(int E, int ranks, int rank, int *lo, int *hi);
 

@@ -89,8 +89,10 @@ static workspace *ws_new(const scp_model *m)
         if (m->desc[i].kind == SCP_P_FINAL_NORM) w->final_norm = m->offset[i];
     }
     if (w->lm_head < 0) w->lm_head = w->embed;   /* tied: both uses read (and add gradients into) one matrix */
-    w->unit_lo = scp_xmalloc(sizeof *w->unit_lo * (size_t)(w->L + 3));
-    w->units = scp_param_units(m->desc, m->n_params, w->L, w->unit_lo);
+    int split = c->expert_ranks > 1;   /* expert parallelism: a layer's experts are a unit of their own */
+    w->unit_lo = scp_xmalloc(sizeof *w->unit_lo * (size_t)(2 * w->L + 3));
+    w->units = scp_param_units_split(m->desc, m->n_params, w->L, split, w->unit_lo);
+    w->layer_units = split ? 2 : 1;
     return w;
 }
 
@@ -224,6 +226,20 @@ static void drop_weights(scp_model *m, int u, int again)
     w->unit_w[u] = NULL;
 }
 
+/* The units of layer l (model/model.h: one, or two under expert parallelism) held, given back, their gradient
+ * buffers taken and handed back. */
+static void hold_layer(scp_model *m, int l)
+{
+    const workspace *w = m->ctx;
+    for (int k = 0; k < w->layer_units; k++) hold_weights(m, 1 + l * w->layer_units + k);
+}
+
+static void drop_layer(scp_model *m, int l, int again)
+{
+    const workspace *w = m->ctx;
+    for (int k = 0; k < w->layer_units; k++) drop_weights(m, 1 + l * w->layer_units + k, again);
+}
+
 /* The units outside the layers, held from the start of a forward to the end of its use. */
 static void drop_outer_weights(scp_model *m)
 {
@@ -245,6 +261,18 @@ static void give_grads(scp_model *m, int u)
     if (!w->unit_g || !w->unit_g[u]) return;
     w->prov.grads_done(w->prov.ctx, u);
     w->unit_g[u] = NULL;
+}
+
+static void take_layer_grads(scp_model *m, int l)
+{
+    const workspace *w = m->ctx;
+    for (int k = 0; k < w->layer_units; k++) take_grads(m, 1 + l * w->layer_units + k);
+}
+
+static void give_layer_grads(scp_model *m, int l)
+{
+    const workspace *w = m->ctx;
+    for (int k = w->layer_units - 1; k >= 0; k--) give_grads(m, 1 + l * w->layer_units + k);
 }
 
 void scp_model_free(scp_model *m)
@@ -711,9 +739,9 @@ static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, in
     be->embedding_fwd(w->resid, w->ids, W(w->embed), M, D);
     for (int l = 0; l < w->L; l++) {
         layer_acts A = acts_of(m, keep ? l : 0, B, T);
-        hold_weights(m, 1 + l);
+        hold_layer(m, l);
         layer_forward(m, l, &A, aa, 1);
-        drop_weights(m, 1 + l, backward);
+        drop_layer(m, l, backward);
     }
     hold_weights(m, w->units - 1);
     be->rmsnorm_fwd(w->lnf, w->rstdf, AT(w->resid, (size_t)w->L * M * D), W(w->final_norm), M, 1, D, D, eps);
@@ -732,12 +760,12 @@ static void backward_body(scp_model *m, const scp_batch *b, const scp_attn_args 
     drop_weights(m, w->units - 1, 0);
     for (int l = w->L - 1; l >= 0; l--) {
         layer_acts A = acts_of(m, w->recompute ? 0 : l, B, T);
-        hold_weights(m, 1 + l);
-        take_grads(m, 1 + l);
+        hold_layer(m, l);
+        take_layer_grads(m, l);
         if (w->recompute) layer_forward(m, l, &A, aa, 0);
         layer_backward(m, l, &A, aa);
-        give_grads(m, 1 + l);
-        drop_weights(m, 1 + l, 0);
+        give_layer_grads(m, l);
+        drop_layer(m, l, 0);
         if (w->hook_armed) w->grad_hook(w->hook_ctx, DG(m), w->layer_lo[l], w->layer_lo[l + 1] - w->layer_lo[l]);
     }
     be->embedding_bwd(G(w->embed), w->dresid, w->ids, M, D, w->V);

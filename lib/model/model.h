@@ -133,7 +133,8 @@ void scp_model_arm_grad_hook(scp_model *m);
 
 /* Parameters held outside the model (sharded training, dist/fsdp.h). The parameter vector is cut into units
  * (formats/model_config.h scp_param_units: unit 0 the embeddings, 1 + l layer l, L + 1 the final norm with the
- * LM head). The driver asks for a unit's weights just before it reads them and gives them back when it is done
+ * LM head; under expert parallelism scp_param_units_split: 1 + 2 l and 2 + 2 l layer l without and with its
+ * experts, held together, and 2 L + 1 the final norm with the LM head). The driver asks for a unit's weights just before it reads them and gives them back when it is done
  * (each layer's twice a training step: for the forward and again for the backward; units 0 and L + 1 from the
  * start of the forward to the end of the backward), and takes a gradient buffer for each unit before its
  * backward, announcing when the unit's gradient of this backward is complete. With a gradient provider the

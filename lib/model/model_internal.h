@@ -36,6 +36,7 @@ typedef struct workspace {
      * (unit_w, with a weight provider) and of its gradient buffer (unit_g); NULL when not held. */
     scp_param_provider prov;
     int units;
+    int layer_units;        /* units per layer: 1, or 2 under expert parallelism (its experts apart) */
     int64_t *unit_lo;       /* (units + 1) */
     const scp_act **unit_w; /* (units), NULL array when the model keeps its own weights */
     float **unit_g;         /* (units), NULL array when the model keeps its own gradients */

@@ -65,10 +65,10 @@ scp_model *scp_train_load_model(const scp_train_opts *o, const char *resume_dir,
     return load(o, resume_dir, tok_dir, NULL, 0, 1, 0);
 }
 
-scp_model *scp_train_load_experts(const scp_train_opts *o, const char *resume_dir, int ep_ranks, int ep_rank,
-                                  char **tok_dir)
+scp_model *scp_train_load_part(const scp_train_opts *o, const char *resume_dir, int ep_ranks, int ep_rank, int shell,
+                               char **tok_dir, char **weights_dir)
 {
-    return load(o, resume_dir, tok_dir, NULL, 0, ep_ranks, ep_rank);
+    return load(o, resume_dir, tok_dir, shell ? weights_dir : NULL, shell, ep_ranks, ep_rank);
 }
 
 scp_model *scp_train_load_shell(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir)

@@ -15,9 +15,10 @@
  * directory), or NULL when it holds none. NULL with a message on error. */
 scp_model *scp_train_load_model(const scp_train_opts *o, const char *resume_dir, char **tok_dir);
 /* The part of that model one rank holds under expert parallelism: the experts of place ep_rank in a group of
- * ep_ranks (formats/model_config.h expert_ranks), random ones drawn as in the whole model. */
-scp_model *scp_train_load_experts(const scp_train_opts *o, const char *resume_dir, int ep_ranks, int ep_rank,
-                                  char **tok_dir);
+ * ep_ranks (formats/model_config.h expert_ranks), random ones drawn as in the whole model; with shell != 0 as
+ * scp_train_load_shell (*weights_dir set). */
+scp_model *scp_train_load_part(const scp_train_opts *o, const char *resume_dir, int ep_ranks, int ep_rank, int shell,
+                               char **tok_dir, char **weights_dir);
 /* The same model as a shell without weights (model/model.h scp_model_new_shell), for ZeRO-3: *weights_dir is the
  * checkpoint whose weights the run starts from (freshly allocated), or NULL for random weights. */
 scp_model *scp_train_load_shell(const scp_train_opts *o, const char *resume_dir, char **tok_dir, char **weights_dir);

@@ -77,8 +77,8 @@ int scp_train_open_model(scp_train_run *r)
     if (P > 1 && scp_expert_par_init(&r->ep, r->dist, P)) return -1;
     /* ZeRO-3: no rank holds every weight; the shards are filled in scp_train_open_optimizer. Expert parallelism:
      * each rank holds the experts of its place. */
-    if (r->zero == 3) r->m = scp_train_load_shell(o, r->resume_dir, &r->tok_dir, &r->weights_dir);
-    else if (P > 1) r->m = scp_train_load_experts(o, r->resume_dir, P, r->ep.place, &r->tok_dir);
+    if (P > 1) r->m = scp_train_load_part(o, r->resume_dir, P, r->ep.place, r->zero == 3, &r->tok_dir, &r->weights_dir);
+    else if (r->zero == 3) r->m = scp_train_load_shell(o, r->resume_dir, &r->tok_dir, &r->weights_dir);
     else r->m = scp_train_load_model(o, r->resume_dir, &r->tok_dir);
     if (!r->m) return -1;
     if (P > 1 && (r->m->cfg.num_experts == 0 || r->m->cfg.num_experts % P))
@@ -183,7 +183,9 @@ int scp_train_open_optimizer(scp_train_run *r)
     scp_train_state *st = &r->st;
     if (r->zero && d->world == 1 && !r->quiet) scp_warn("--zero %d with one rank: nothing to shard", r->zero);
     if (r->zero >= 2) {
-        if (scp_fsdp_init(&r->fsdp, r->m, d, r->zero, r->keep_gathered, r->reduce_bf16)) return -1;
+        if (scp_fsdp_init_experts(&r->fsdp, r->m, d, r->expert_parallel > 1 ? &r->ep.replicas : NULL, r->zero,
+                                  r->keep_gathered, r->reduce_bf16))
+            return -1;
         if (r->zero == 3 && r->weights_dir && scp_sharded_load_weights(&r->fsdp, r->weights_dir)) return -1;
         if (r->zero == 3 && !r->weights_dir) scp_sharded_random_weights(&r->fsdp, r->o->seed, (float)r->o->init_std);
     } else {
@@ -369,10 +371,15 @@ static int save_checkpoint(scp_train_run *r)
 }
 
 /* Expert parallelism's tensors for a sharded checkpoint: this rank's weights and moments, an expert from a rank
- * of its place (dist/expert.h). */
+ * of its place (dist/expert.h); with ZeRO-2/3 from the pieces of the ranks holding them. */
 static int expert_gather(void *ctx, int vec, int i, int root, float *out)
 {
     scp_train_run *r = ctx;
+    if (r->zero >= 2) {
+        static const scp_fsdp_vec which[3] = {SCP_FSDP_WEIGHTS, SCP_FSDP_EXP_AVG, SCP_FSDP_EXP_AVG_SQ};
+        int place, li = scp_expert_par_locate(&r->ep, i, &place);
+        return scp_fsdp_gather_param_of(&r->fsdp, which[vec], li, place < 0 ? 0 : place, r->ep.P, root, out);
+    }
     const float *v = vec == 0 ? r->m->weights : vec == 1 ? r->mo.m : r->mo.v;
     return scp_expert_par_gather_param(&r->ep, v, i, root, out);
 }
@@ -407,7 +414,7 @@ static int save_sharded_checkpoint(scp_train_run *r)
     if (d->rank == 0 && (tmp = scp_dir_begin(final))) snprintf(path, sizeof path, "%s", tmp);
     scp_dist_bcast(d, path, sizeof path, 0, "checkpoint directory");
     scp_ckpt_source es = {r->ep.full, r->ep.n_full, d, r, expert_gather};
-    int rc = !path[0] ? -1 : r->zero >= 2 ? scp_sharded_save(&r->fsdp, path) : scp_sharded_save_source(&es, path);
+    int rc = !path[0] ? -1 : r->expert_parallel > 1 ? scp_sharded_save_source(&es, path) : scp_sharded_save(&r->fsdp, path);
     if (d->rank == 0) rc = scp_train_finish_checkpoint(r->rundir, name, final, tmp, rc, &r->m->cfg, &r->st, r->o,
                                                        r->tok_dir);
     rc = scp_dist_any(d, rc != 0, "checkpoint commit") ? -1 : 0;

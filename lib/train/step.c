@@ -146,6 +146,7 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         scp_model_moe_set_share(m, (double)n / B);   /* MoE losses: each micro-batch weighs its share */
         loss += scp_model_step(m, &v, 1, NULL);
     }
+    if (t->ep && scp_model_expert_exchange_failed(m)) return -1;
     double sums[5] = {loss, 0, 0, 0, 0};   /* loss, masked and maskable positions, MoE aux and z losses */
     int E = scp_model_moe_stats(m, t->moe_load, &sums[3], &sums[4]);
     for (int r = 0; r < nb; r++) sums[1] += b->n_scored[r], sums[2] += b->n_len[r];

@@ -1,7 +1,8 @@
 """train-ep.py: expert parallelism (--expert-parallel P) on CPU ranks against one process with the same global batch
 and micro-batches, for a qwen3_moe model of 4 experts (top-2) with the load-balancing and z losses on: P = 1, 2 and
-4, and 2 expert groups of 2 (4 ranks, P = 2), 20 steps: step losses, auxiliary and z losses and expert loads, final
-weights and AdamW moments within 1e-5 relative of one process; --recompute bit-identical; the checkpoint is a
+4, and 2 expert groups of 2 (4 ranks, P = 2), with the rest whole (--zero 0) and sharded (--zero 2 and 3), 20
+steps: step losses, auxiliary and z losses and expert loads, final weights and AdamW moments within 1e-5 relative
+of one process; ZeRO-2 and ZeRO-3 bit-identical; --recompute bit-identical; the checkpoint is a
 Hugging Face sharded checkpoint of every expert that scp-eval reads; a run resumed from its own checkpoint ends bit
 for bit where the uninterrupted run ends, and the checkpoint resumes in one process and on 2 ranks; a rank that
 hangs mid-exchange is named and the job stopped within the bound, a killed rank stops the job; bad combinations are
@@ -76,6 +77,19 @@ for n, p in ((2, 1), (2, 2), (4, 4), (4, 2)):
           "mpirun -np %d --expert-parallel %d (%s) completes" % (n, p, groups)):
         compare(ref, out, "mpirun -np %d --expert-parallel %d" % (n, p))
 
+# on top of ZeRO-2/3: attention, norms, routers and embeddings sharded over all ranks, each expert over the ranks of
+# its place (one per group)
+for n, p, z in ((4, 2, 2), (4, 2, 3), (4, 4, 3)):
+    out = os.path.join(tmp, "np%d-ep%d-z%d" % (n, p, z))
+    if ok(run(n, COMMON + ["--expert-parallel", str(p), "--zero", str(z)], out).returncode == 0,
+          "mpirun -np %d --expert-parallel %d --zero %d completes" % (n, p, z)):
+        compare(ref, out, "mpirun -np %d --expert-parallel %d --zero %d" % (n, p, z))
+z2, z3 = os.path.join(tmp, "np4-ep2-z2"), os.path.join(tmp, "np4-ep2-z3")
+fs = [f for f in sorted(os.listdir(os.path.join(z3, "latest"))) if f.endswith(".safetensors")]
+ok(len(fs) == 8 and numbers(z2) == numbers(z3) and
+   all(filecmp.cmp(os.path.join(z2, "latest", f), os.path.join(z3, "latest", f), shallow=False) for f in fs),
+   "2 groups of 2: ZeRO-2 and ZeRO-3 bit-identical (losses, loads, weights, moments)")
+
 # the tokens of a layer's rerun (--recompute) go to their experts again: the same arithmetic
 rc = os.path.join(tmp, "recompute")
 if ok(run(4, COMMON + ["--expert-parallel", "2", "--recompute"], rc).returncode == 0,
@@ -132,6 +146,13 @@ if ok(a.returncode == 0, "4 ranks, 2 expert groups: resumed from the step-10 che
     ok(len(fs) == 8 and all(filecmp.cmp(os.path.join(src, "latest", f), os.path.join(r4, "latest", f),
                                         shallow=False) for f in fs) and numbers(r4) == numbers(src),
        "resumed on 4 ranks: every shard file and every step's metrics bit-identical to the uninterrupted run")
+r3 = os.path.join(tmp, "resume-z3")
+resumable(z3, r3)
+a = run(4, ["--resume", "--expert-parallel", "2", "--zero", "3", "--threads", "1"], r3)
+if ok(a.returncode == 0, "4 ranks, 2 expert groups, ZeRO-3: resumed from the step-10 checkpoint"):
+    ok(all(filecmp.cmp(os.path.join(z3, "latest", f), os.path.join(r3, "latest", f), shallow=False) for f in fs)
+       and numbers(r3) == numbers(z3), "resumed under ZeRO-3: every shard file and every step's metrics "
+       "bit-identical to the uninterrupted run")
 b = run(2, ["--resume", "--expert-parallel", "2", "--threads", "1"], r2)
 c = run(0, ["--resume", "--threads", "1"], r1)
 if ok(b.returncode == 0 and c.returncode == 0 and "saved by 4 ranks, resuming with 1" in c.stderr,
@@ -201,7 +222,7 @@ def usage(n, args, what, needle):
 
 
 usage(2, COMMON + ["--expert-parallel", "4"], "--expert-parallel 4 on 2 ranks", "must divide the 2 ranks")
-usage(4, COMMON + ["--expert-parallel", "4", "--zero", "1"], "--expert-parallel with --zero 1", "--zero 0")
+usage(4, COMMON + ["--expert-parallel", "4", "--zero", "1"], "--expert-parallel with --zero 1", "ZeRO-1")
 usage(2, [a if a != "random:" + moe else "random:" + dense for a in COMMON] + ["--expert-parallel", "2"],
       "--expert-parallel on a dense model", "qwen3_moe")
 cfg3 = td.write_config(os.path.join(tmp, "moe3", "config.json"), vocab=64, mask_id=63, model_type="qwen3_moe",
