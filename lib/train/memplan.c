@@ -8,14 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The unit layout of config c over `world` ranks, seen from rank 0 (every rank's shard has the same length). */
-static void layout_of(const scp_model_config *c, int world, scp_shard_layout *s)
+/* The unit layout of config c over `world` ranks, seen from rank 0 (every rank's shard has the same length); under
+ * expert parallelism over groups of E, its experts' units over the world / E ranks of each place. */
+static void layout_of(const scp_model_config *c, int world, int E, scp_shard_layout *s)
 {
     scp_param_desc *t;
-    int n = scp_param_table(c, &t);
-    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(c->num_layers + 3));
-    int units = scp_param_units(t, n, c->num_layers, lo);
-    scp_shard_layout_init(s, lo, units, world, 0);
+    int n = scp_param_table(c, &t), split = E > 1;
+    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(2 * c->num_layers + 3));
+    int units = scp_param_units_split(t, n, c->num_layers, split, lo);
+    int *world_of = scp_xmalloc(sizeof *world_of * (size_t)units), *rank_of = scp_xcalloc((size_t)units, sizeof *rank_of);
+    for (int u = 0; u < units; u++) world_of[u] = split && u > 0 && u < units - 1 && u % 2 == 0 ? world / E : world;
+    scp_shard_layout_init_groups(s, lo, units, world, 0, world_of, rank_of);
+    free(world_of);
+    free(rank_of);
     free(lo);
     free(t);
 }
@@ -33,9 +38,9 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
                          o->micro, o->T);
     if (scp_backend_traits_find(o->backend, &p->be)) return -1;
     const int w = o->world, z = o->zero, E = o->expert_parallel > 1 ? o->expert_parallel : 1;
-    if (E > 1 && (z != 0 || w % E || c->num_experts == 0 || c->num_experts % E))
-        return scp_error("expert parallelism over %d ranks: needs --zero 0, a world it divides (%d ranks) and a "
-                         "qwen3_moe model whose experts it divides (%d)", E, w, c->num_experts);
+    if (E > 1 && (z == 1 || w % E || c->num_experts == 0 || c->num_experts % E))
+        return scp_error("expert parallelism over %d ranks: needs --zero 0, 2 or 3, a world it divides (%d ranks) "
+                         "and a qwen3_moe model whose experts it divides (%d)", E, w, c->num_experts);
     scp_model_config held = *c;   /* the rank's own parameters: under expert parallelism, its place's experts */
     held.expert_ranks = E, held.expert_rank = 0;
     const int64_t n = scp_param_count(&held), f = sizeof(float), a = (int64_t)p->be.act_size;
@@ -50,11 +55,17 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
     p->activations = (int64_t)p->ws.backend_bytes + (p->be.host_memory ? (int64_t)p->ws.host_bytes : 0);
     p->buffers = (int64_t)scp_backend_scratch_bytes(&p->be, p->rows_per_pass, o->T, c->num_heads, c->num_kv_heads,
                                                     c->head_dim);
-    int64_t expert = 0;   /* floats of the held experts */
+    int64_t expert = 0, run = 0, longest = n;   /* floats of the held experts; the longest run (dist/expert.h) */
     if (E > 1) {
         scp_param_desc *t;
         int nt = scp_param_table(&held, &t);
-        for (int i = 0; i < nt; i++) expert += t[i].expert >= 0 ? t[i].numel : 0;
+        longest = 0;
+        for (int i = 0; i < nt; i++) {
+            expert += t[i].expert >= 0 ? t[i].numel : 0;
+            /* the gradients are all-reduced in runs of experts and of the rest, one collective each */
+            run = i > 0 && (t[i].expert >= 0) == (t[i - 1].expert >= 0) ? run + t[i].numel : t[i].numel;
+            longest = run > longest ? run : longest;
+        }
         free(t);
         /* the rows received per layer under balanced routing, kept per slot and as scratch (model/moe.c) */
         int64_t R = (int64_t)p->rows_per_pass * o->T * c->num_experts_per_tok;
@@ -80,36 +91,52 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
         p->comm_bytes = ring(w, 2, (double)(f * (n - expert))) + ring(w / E, 2, (double)(f * expert)) +
                         (z == 1 ? ring(w, 1, (double)(f * n)) : 0) + p->all_to_all_bytes;
         /* CPU ranks all-reduce the gradients with MPI in host memory, which is then the backend's memory */
-        if (p->be.host_memory) p->buffers += scp_dist_allreduce_temp_bytes(n, w);
+        if (p->be.host_memory) p->buffers += scp_dist_allreduce_temp_bytes(longest, w);
     } else {
         scp_shard_layout s;
-        layout_of(c, w, &s);
+        layout_of(&held, w, E, &s);
         /* Held at once during a backward (model/model.c): the embeddings' unit throughout, with first the final
-         * norm's and LM head's unit, then one layer's (the former is given back before the layers start). */
-        int64_t tail = (int64_t)w * s.per[s.units - 1];
-        int64_t S = s.shard_off[s.units], G = (int64_t)w * s.per[0] + (tail > s.max_layer ? tail : s.max_layer);
-        int64_t piece = 0, outer;
-        for (int u = 0; u < s.units; u++) piece = s.per[u] > piece ? s.per[u] : piece;
-        outer = s.per[0] + s.per[s.units - 1];
+         * norm's and LM head's unit, then one layer's units (the former is given back before the layers start),
+         * in the buffers dist/fsdp.c keeps for them: one for the embeddings, one for the final norm and LM head
+         * and each layer in turn, and under expert parallelism one for each layer's experts. */
+        int U = s.units, lu = E > 1 ? 2 : 1;
+        int64_t S = s.shard_off[U], piece = 0, gathered = 0, layer = 0, experts = 0, rs = 0, ag_outer = 0;
+        for (int u = 0; u < U; u++) {
+            int64_t g = s.per[u] * s.world_of[u], sent = (int64_t)(s.world_of[u] - 1) * s.per[u];
+            piece = s.per[u] > piece ? s.per[u] : piece;
+            gathered += g;
+            rs += sent;   /* floats a rank sends reducing (or gathering) every unit once */
+            if (u == 0 || u == U - 1) ag_outer += sent;
+        }
+        for (int l = 0; l < c->num_layers; l++) {
+            int64_t g = s.per[1 + l * lu] * s.world_of[1 + l * lu];
+            layer = g > layer ? g : layer;
+            if (lu == 2) {
+                g = s.per[2 + l * lu] * s.world_of[2 + l * lu];
+                experts = g > experts ? g : experts;
+            }
+        }
+        int64_t tail = s.per[U - 1] * s.world_of[U - 1];
+        int64_t G = s.per[0] * s.world_of[0] + (tail > layer ? tail : layer) + experts;
         scp_shard_layout_free(&s);
         p->shard = S;
         p->gathered = G;
         p->master = f * (z == 2 ? n : S);
-        /* zero 3 with keep_gathered: at the end of the forward every unit is gathered, w * S floats */
-        p->weights = z == 2 ? c_copy * n : a * (o->keep_gathered ? (int64_t)w * S : G);
+        /* zero 3 with keep_gathered: at the end of the forward every unit is gathered */
+        p->weights = z == 2 ? c_copy * n : a * (o->keep_gathered ? gathered : G);
         p->grads = f * (S + G);
         p->optimizer = 2 * f * S;
         p->buffers += f * piece;   /* this rank's piece of one unit's gradient, out of the reduce-scatter */
         /* bf16 reduction: a bf16 copy of the unit gradients held (G) and its piece */
         if (o->reduce_bf16 && w > 1) p->buffers += 2 * (G + piece);
-        /* Sharded collectives move whole gathered units, w pieces of per[u]: w - 1 pieces per rank. */
-        int64_t rs = (int64_t)(w - 1) * (o->reduce_bf16 ? 2 : f) * S;
+        /* Sharded collectives move whole gathered units, world_of[u] pieces of per[u]: all but one per rank. */
+        int64_t rsb = (o->reduce_bf16 ? 2 : f) * rs;
         if (z == 2)
-            p->comm_bytes = p->passes * rs + (int64_t)(w - 1) * f * S;   /* + the weights' all-gather after AdamW */
+            p->comm_bytes = p->passes * rsb + f * rs;   /* + the weights' all-gather after AdamW */
         else   /* each layer gathered for the forward and again for the backward (once when kept), the outer
                   units once */
-            p->comm_bytes = p->passes * (rs + (int64_t)(w - 1) * a * (o->keep_gathered ? S : 2 * S - outer));
-
+            p->comm_bytes = p->passes * (rsb + a * (o->keep_gathered ? rs : 2 * rs - ag_outer));
+        p->comm_bytes += p->all_to_all_bytes;
     }
     p->total = p->weights + p->master + p->grads + p->optimizer + p->activations + p->buffers;
     return 0;

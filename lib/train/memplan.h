@@ -18,8 +18,9 @@
  * storage (they read the master itself). A device backend (host_memory 0) counts its device memory; its host
  * copies of the weights, gradients and moments are not counted.
  *
- * Expert parallelism over groups of E ranks (zero 0): n is the rank's own parameters (its place's experts and
- * the rest), and the activations add the rows the rank's experts receive, counted as balanced routing sends
+ * Expert parallelism over groups of E ranks: n is the rank's own parameters (its place's experts and the rest),
+ * the units are scp_param_units_split's with the experts' cut over world / E ranks (dist/fsdp.h), and the
+ * activations add the rows the rank's experts receive, counted as balanced routing sends
  * them (R = M k per layer: the tokens of a pass times the experts chosen per token), kept per layer slot with
  * their gate|up and h, (D + 3 Ie) a R, and as scratch of the same size (model/moe.c). */
 #ifndef SCP_TRAIN_MEMPLAN_H
@@ -40,7 +41,7 @@ typedef struct scp_memplan_opts {
     int recompute;         /* activation recomputation: one layer slot */
     int keep_gathered;     /* zero 3: every layer's gathered weights held from its forward to its backward */
     int reduce_bf16;       /* zero 2, 3: gradients reduced in bf16 (half the bytes, a bf16 copy of the units) */
-    int expert_parallel;   /* ranks per expert group (dist/expert.h), 0 or 1: none; with zero 0 only */
+    int expert_parallel;   /* ranks per expert group (dist/expert.h), 0 or 1: none; not with zero 1 */
 } scp_memplan_opts;
 
 typedef struct scp_memplan {

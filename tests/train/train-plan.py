@@ -123,6 +123,34 @@ ok(c2[3]["comm_bytes_per_step"] > c2[2]["comm_bytes_per_step"] and c2[2]["per_ra
    < c2[0]["per_rank"]["total"] and c2[3]["per_rank"]["total"] < c2[2]["per_rank"]["total"],
    "each stage holds less and zero 3 sends more (totals %s)" % [c2[z]["per_rank"]["total"] for z in range(4)])
 
+# Expert parallelism: a rank holds its place's experts and the rest; the expert units sharded over the world / E
+# ranks of its place at stage 3; the all-to-all counted in the bytes sent.
+moe = paths["qwen3-moe"]
+with open(moe) as f:
+    mc = json.load(f)
+nm = count(mc)
+Ex, D_, Ie_, L_ = mc["num_experts"], mc["hidden_size"], mc["moe_intermediate_size"], mc["num_hidden_layers"]
+expert_floats = Ex * 3 * Ie_ * D_ * L_
+EPA = ["--seq-len", "32", "--batch-tokens", "256", "--world", "4", "--expert-parallel", "2"]
+e0, e3 = plan(moe, *EPA), plan(moe, *EPA, "--zero", "3")
+m0 = plan(moe, "--seq-len", "32", "--batch-tokens", "256", "--world", "4")
+rows_out = (256 // 32 // 4) * 32 * mc["num_experts_per_tok"] // 2   # a rank's M k rows, half of them to its peer
+ok(e0 is not None and e0["params"] == nm - expert_floats // 2 and e0["expert_params"] == expert_floats // 2 and
+   e0["per_rank"]["optimizer"] == 8 * e0["params"] and
+   e0["all_to_all_bytes_per_step"] == L_ * 5 * rows_out * D_ * 4 and
+   e0["comm_bytes_per_step"] < m0["comm_bytes_per_step"] + e0["all_to_all_bytes_per_step"],
+   "--expert-parallel 2 of 4 ranks: params %s = %d less half the %d expert floats, moments 8 of each; the "
+   "all-to-all 5 L M k/2 D 4 = %s bytes" % (e0 and e0["params"], nm, expert_floats, e0 and e0["all_to_all_bytes_per_step"]))
+floor = (e0["params"] - e0["expert_params"]) / 4 + e0["expert_params"] / 2
+units = 2 * L_ + 2
+ok(e3 is not None and floor <= e3["shard_floats"] < floor + 16 * units and
+   e3["per_rank"]["master"] == 4 * e3["shard_floats"],
+   "... at stage 3: a shard of %s floats, the rest over 4 ranks and the experts over 2 (%d, + at most 16 a unit "
+   "of padding)" % (e3 and e3["shard_floats"], floor))
+r = subprocess.run([PROG] + ["--plan", "--init", "random:" + moe, "--zero", "1"] + EPA, capture_output=True, text=True)
+ok(r.returncode == 1 and "--zero 0, 2 or 3" in r.stderr, "--expert-parallel with --zero 1: not planned (%s)" %
+   r.stderr.strip()[:120])
+
 # --gpu-memory: fits at the total exactly, not a byte below; suffixes and exponents as other counts.
 tot = p0["per_rank"]["total"]
 yes, no = plan(cfg, "--seq-len", "32", "--gpu-memory", str(tot)), plan(cfg, "--seq-len", "32", "--gpu-memory", str(tot - 1))
@@ -193,11 +221,12 @@ with open(WRAP, "w") as f:   # the peak resident set of the command it runs, int
             "sys.exit(os.waitstatus_to_exitcode(st))\n")
 
 
-def measured(cfg, launch, zero, ranks):
+def measured(cfg, launch, zero, ranks, extra=()):
     """Peak resident set of each rank of a 2-step run, bytes; None on failure."""
     out, pre = os.path.join(tmp, "run"), os.path.join(tmp, "hwm")
     shutil.rmtree(out, ignore_errors=True)
-    args = launch + ["/usr/bin/python3", WRAP, pre, PROG, "--init", "random:" + cfg, "-o", out, "--zero", str(zero)] + TRAIN
+    args = launch + ["/usr/bin/python3", WRAP, pre, PROG, "--init", "random:" + cfg, "-o", out, "--zero", str(zero)] + \
+        TRAIN + list(extra)
     r = subprocess.run(args, capture_output=True, text=True)
     if r.returncode != 0:
         diag(r.stderr[-1200:])
@@ -205,14 +234,15 @@ def measured(cfg, launch, zero, ranks):
     return [int(open("%s.%d" % (pre, k)).read()) for k in range(ranks)], r.stderr
 
 
-def compare(label, zero, world, launch, rank):
-    (big_rss, err), (tiny_rss, _) = measured(big, launch, zero, world), measured(tiny, launch, zero, world)
+def compare(label, zero, world, launch, rank, models=None, extra=()):
+    bg, tn = models or (big, tiny)
+    (big_rss, err), (tiny_rss, _) = measured(bg, launch, zero, world, extra), measured(tn, launch, zero, world, extra)
     if big_rss is None or tiny_rss is None:
         ok(False, "%s: the training runs" % label)
         return
     got = big_rss[rank] - tiny_rss[rank]
-    want = plan(big, *PLAN, "--zero", str(zero), "--world", str(world))["per_rank"]["total"] - \
-        plan(tiny, *PLAN, "--zero", str(zero), "--world", str(world))["per_rank"]["total"]
+    want = plan(bg, *PLAN, "--zero", str(zero), "--world", str(world), *extra)["per_rank"]["total"] - \
+        plan(tn, *PLAN, "--zero", str(zero), "--world", str(world), *extra)["per_rank"]["total"]
     diag("%s: peak resident set %d and %d bytes, plans %d" % (label, big_rss[rank], tiny_rss[rank], want))
     ok(abs(got - want) <= 0.10 * want, "%s: measured %.1f MiB above the 10k-parameter run, planned %.1f MiB (%+.1f%%)"
        % (label, got / 2 ** 20, want / 2 ** 20, 100.0 * (got - want) / want))
@@ -233,6 +263,16 @@ else:
         compare("zero 1, rank 1 of mpirun -np 2", 1, 2, [mpirun, "-np", "2", "--oversubscribe"], 1)
         for z in (2, 3):
             compare("zero %d, rank 1 of mpirun -np 2" % z, z, 2, [mpirun, "-np", "2", "--oversubscribe"], 1)
+        # expert parallelism: a 10.6M-parameter qwen3_moe model of 8 experts, half of them on each rank
+        moe_big = td.write_config(os.path.join(tmp, "moe-big", "config.json"), vocab=4096, hidden=256, layers=4,
+                                  heads=4, kv_heads=2, inter=0, mask_id=4095, model_type="qwen3_moe", num_experts=8,
+                                  num_experts_per_tok=2, moe_intermediate_size=512)
+        moe_tiny = td.write_config(os.path.join(tmp, "moe-tiny", "config.json"), vocab=64, mask_id=63,
+                                   model_type="qwen3_moe", head_dim=8, num_experts=2, num_experts_per_tok=1,
+                                   moe_intermediate_size=8)
+        for z in (0, 3):
+            compare("--expert-parallel 2, zero %d, rank 1 of mpirun -np 2" % z, z, 2,
+                    [mpirun, "-np", "2", "--oversubscribe"], 1, (moe_big, moe_tiny), ["--expert-parallel", "2"])
 
 # ---- the manual's table is the planner's ------------------------------------------------------------------------
 r = subprocess.run(["/usr/bin/python3", os.path.join(SRCDIR, "bench", "plan-table"), BIN], capture_output=True, text=True)
