@@ -105,7 +105,7 @@ static void choice_parse(int argc, char **argv, choice_args *a)
     if (!a->em.path) scp_usage_error("--model CKPT is required");
     if (!a->tasks) scp_usage_error("--tasks FILE is required");
     if (a->num_shots >= 0 && !a->shots) scp_usage_error("--num-shots needs --shots FILE");
-    if (a->shots && a->num_shots == -1 && strcmp(a->shots, "-") == 0 && strcmp(a->tasks, "-") == 0)
+    if (a->shots && strcmp(a->shots, "-") == 0 && strcmp(a->tasks, "-") == 0)
         scp_usage_error("--shots and --tasks cannot both be standard input");
 }
 
