@@ -6,33 +6,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const norm_names[] = {"none", "tokens", "bytes"};
+static const char *const norm_names[] = {"none", "tokens", "bytes", "chars"};
 
 const char *scp_choice_norm_name(scp_choice_norm n) { return norm_names[n]; }
 
 int scp_choice_norm_parse(const char *s)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (strcmp(s, norm_names[i]) == 0) return i;
     return -1;
 }
 
-/* The value of the first of keys that the item holds as a string. */
-static const char *get_str(const json_t *j, const char *const *keys)
+int scp_choice_argmax(const double *x, int n)
 {
-    for (int i = 0; keys[i]; i++) {
-        json_t *v = json_object_get(j, keys[i]);
-        if (json_is_string(v)) return json_string_value(v);
-    }
-    return NULL;
+    int best = 0;
+    for (int k = 1; k < n; k++)
+        if (x[k] > x[best]) best = k;
+    return best;
 }
 
-/* The value of the first of keys that the item holds. */
-static json_t *get_any(const json_t *j, const char *const *keys)
+int64_t scp_choice_chars(const char *s)
 {
-    json_t *v = NULL;
-    for (int i = 0; keys[i] && !v; i++) v = json_object_get(j, keys[i]);
-    return v;
+    int64_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
 }
 
 static int encode(const scp_tokenizer *t, const char *s, int32_t **ids, size_t *n)
@@ -86,42 +83,41 @@ out:
     return rc;
 }
 
-int scp_choice_score_item(const scp_eval_model *em, const scp_choice_opts *o, const json_t *item, uint64_t index,
-                          const char *what, scp_choice_item *out)
+int scp_choice_score_item(const scp_eval_model *em, const scp_choice_opts *o, const char *context,
+                          const scp_choice_doc *d, uint64_t index, const char *what, scp_choice_item *out)
 {
-    static const char *const ctx_keys[] = {"context", "query", "ctx", NULL};
-    static const char *const ch_keys[] = {"choices", "endings", NULL};
-    static const char *const gold_keys[] = {"gold", "label", "answer", NULL};
     memset(out, 0, sizeof *out);
-    const char *ctx = get_str(item, ctx_keys);
-    json_t *ch = get_any(item, ch_keys), *g = get_any(item, gold_keys);
-    size_t nch = json_array_size(ch);
-    if (!ctx) return scp_error("%s: no \"context\" string", what);
-    if (!json_is_array(ch) || nch < 2) return scp_error("%s: \"choices\" must be a list of at least two strings", what);
-    if (!json_is_integer(g) || json_integer_value(g) < 0 || (size_t)json_integer_value(g) >= nch)
-        return scp_error("%s: \"gold\" must be an index into the %zu choices", what, nch);
-    out->gold = (int)json_integer_value(g);
     int32_t *cids;
     size_t nc;
-    if (encode(em->tok, ctx, &cids, &nc)) return -1;
-    out->n_choices = (int)nch;
-    out->scores = scp_xmalloc(nch * sizeof *out->scores);
-    for (size_t k = 0; k < nch; k++) {
-        const char *cont = json_string_value(json_array_get(ch, k));
+    if (encode(em->tok, context, &cids, &nc)) return -1;
+    const int n = d->n_choices;
+    out->gold = d->gold;
+    out->n_choices = n;
+    out->context_tokens = (int64_t)nc;
+    out->logliks = scp_xmalloc((size_t)n * sizeof *out->logliks);
+    out->scores = scp_xmalloc((size_t)n * sizeof *out->scores);
+    out->chars = scp_xmalloc((size_t)n * sizeof *out->chars);
+    for (int k = 0; k < n; k++) {
+        char *cont = scp_xasprintf("%s%s", d->delimiter, d->choices[k]);
         double ll;
         size_t ncont;
-        if (!cont || !*cont) {
-            scp_error("%s: choice %zu is not a non-empty string", what, k);
-            goto fail;
-        }
-        if (score_choice(em, o, ctx, cids, nc, cont, k, index, what, &ll, &ncont)) goto fail;
+        int rc = score_choice(em, o, context, cids, nc, cont, (size_t)k, index, what, &ll, &ncont);
+        size_t bytes = strlen(cont);
+        free(cont);
+        if (rc) goto fail;
+        out->logliks[k] = ll;
+        out->chars[k] = scp_choice_chars(d->choices[k]);
         out->scores[k] = o->norm == SCP_CHOICE_NORM_TOKENS  ? ll / (double)ncont
-                         : o->norm == SCP_CHOICE_NORM_BYTES ? ll / (double)strlen(cont)
+                         : o->norm == SCP_CHOICE_NORM_BYTES ? ll / (double)bytes
+                         : o->norm == SCP_CHOICE_NORM_CHARS ? ll / (double)out->chars[k]
                                                             : ll;
     }
     free(cids);
-    for (int k = 1; k < out->n_choices; k++)
-        if (out->scores[k] > out->scores[out->pred]) out->pred = k;
+    double *per_char = scp_xmalloc((size_t)n * sizeof *per_char);
+    for (int k = 0; k < n; k++) per_char[k] = out->logliks[k] / (double)out->chars[k];
+    out->pred = scp_choice_argmax(out->scores, n);
+    out->pred_norm = scp_choice_argmax(per_char, n);
+    free(per_char);
     return 0;
 fail:
     free(cids);
@@ -131,6 +127,8 @@ fail:
 
 void scp_choice_item_free(scp_choice_item *it)
 {
+    free(it->logliks);
     free(it->scores);
+    free(it->chars);
     memset(it, 0, sizeof *it);
 }

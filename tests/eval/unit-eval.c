@@ -160,7 +160,8 @@ static void test_loss_resolve(void)
 static void test_choice_norm(void)
 {
     tap_ok(scp_choice_norm_parse("none") == SCP_CHOICE_NORM_NONE && scp_choice_norm_parse("tokens") == SCP_CHOICE_NORM_TOKENS &&
-               scp_choice_norm_parse("bytes") == SCP_CHOICE_NORM_BYTES && scp_choice_norm_parse("chars") == -1 &&
+               scp_choice_norm_parse("bytes") == SCP_CHOICE_NORM_BYTES &&
+               scp_choice_norm_parse("chars") == SCP_CHOICE_NORM_CHARS && scp_choice_norm_parse("words") == -1 &&
                strcmp(scp_choice_norm_name(SCP_CHOICE_NORM_BYTES), "bytes") == 0,
            "choice normalisations by name");
 }
