@@ -7,7 +7,8 @@ small random models generated here (tests/importgen.py) against scp's own forwar
   padding keys masked by attention_mask leave the other positions' logits as they are;
 - diffusion_generate gives scp-eval generate's canvas token for token: greedy with the low-confidence, margin and
   entropy orders, blocks, shift on and off, sampling with temperature, top-k, top-p and a seed (the module draws
-  scp's random numbers), the random order, infill (masks in the prompt, a suffix) and --at-eos fill;
+  scp's random numbers), the random order, infill (masks in the prompt, a suffix) and --at-eos fill; ar_generate
+  gives scp-eval generate's next-token decoding of the causal exports, greedy and sampled;
 - with transformers installed, AutoConfig, AutoModel and AutoModelForMaskedLM with trust_remote_code load the
   export and give the same logits; without it those checks are skipped (the GPU machine's device-check.sh runs
   them)."""
@@ -70,7 +71,8 @@ def export(name, arch, tied, flags, keys, seed):
         rng = np.random.default_rng(seed)
         for l in range(c["num_hidden_layers"]):
             for p, n in (("q", 32), ("k", 16), ("v", 16), ("o", 32)):
-                t["model.layers.%d.self_attn.%s_proj.bias" % (l, p)] = ("F32", (n,), rng.standard_normal(n).astype("<f4").tobytes())
+                b = rng.standard_normal(n).astype("<f4").tobytes()
+                t["model.layers.%d.self_attn.%s_proj.bias" % (l, p)] = ("F32", (n,), b)
     # the scales of a trained model: matrices 1 / sqrt(fan-in), norm weights near 1, small biases. Standard normal
     # weights everywhere would saturate every softmax and blow the residual stream up, where float32 rounding
     # alone passes 1e-4 and a wrong attention mask hardly shows.
@@ -145,7 +147,15 @@ for k, (name, arch, tied, flags, keys) in enumerate(MODELS):
     d_raw, d_out = float(np.abs(raw - ref).max()), float(np.abs(out - want).max())
     ok(d_raw <= 1e-4 and d_out <= 1e-4 and model.config.is_causal == causal and model.config.shift_logits == shift,
        "%s (%s, %s): logits equal scp's, max |diff| %.2e unshifted, %.2e as returned (shift %s)"
-       % (name, "causal" if causal else "bidirectional", "tied" if tied else "untied", d_raw, d_out, "on" if shift else "off"))
+       % (name, "causal" if causal else "bidirectional", "tied" if tied else "untied", d_raw, d_out,
+          "on" if shift else "off"))
+    if name == "llama-bias-rope":
+        base = mod.SCPModel.from_pretrained(ex).float().eval()   # what AutoModel loads: no LM head
+        with torch.no_grad():
+            h1 = base(input_ids=torch.tensor([ids])).last_hidden_state
+            h2 = model.model(input_ids=torch.tensor([ids])).last_hidden_state
+        ok(float((h1 - h2).abs().max()) == 0.0 and not hasattr(base, "lm_head"),
+           "%s: SCPModel.from_pretrained loads the network without its head (hidden states equal)" % name)
     if name == "qwen3_moe":
         # two rows, the second right-padded: its real positions see only its real keys
         short = ids[:15]
@@ -155,7 +165,8 @@ for k, (name, arch, tied, flags, keys) in enumerate(MODELS):
                          attention_mask=torch.tensor([[1] * 23, [1] * 15 + [0] * 8])).logits
         d1, d0 = float((both[1, :15] - alone).abs().max()), float((both[0] - torch.from_numpy(out)).abs().max())
         ok(d1 < 1e-4 and d0 < 1e-4,
-           "%s: attention_mask hides the padding keys (padded row = the row alone: %.2e, full row %.2e)" % (name, d1, d0))
+           "%s: attention_mask hides the padding keys (padded row = the row alone: %.2e, full row %.2e)"
+           % (name, d1, d0))
 
 # ---- diffusion_generate against scp-eval generate ----------------------------------------------------------------
 
@@ -198,7 +209,8 @@ for name in ("qwen3-tied", "qwen2", "qwen3_moe"):
     shift = bool(model.config.shift_logits)
     tag = "%s (shift %s)" % (name, "on" if shift else "off")
     compare(model, ex, tag + ", greedy low-confidence, 12 steps", "ab", 12, ["--steps", 12], dict(steps=12))
-    compare(model, ex, tag + ", greedy margin, --block 4, 6 steps", "abab", 12, ["--steps", 6, "--block", 4, "--order", "margin"],
+    compare(model, ex, tag + ", greedy margin, --block 4, 6 steps", "abab", 12,
+            ["--steps", 6, "--block", 4, "--order", "margin"],
             dict(steps=6, block=4, order="margin"))
     compare(model, ex, tag + ", greedy entropy, 5 steps", "ba", 10, ["--steps", 5, "--order", "entropy"],
             dict(steps=5, order="entropy"))
@@ -225,6 +237,23 @@ for name in ("qwen3-tied", "qwen2", "qwen3_moe"):
             json.dump(c2, open(os.path.join(ex2, "config.json"), "w"))
             compare(model, ex2, tag + ", --at-eos fill (EOS %d)" % tok_e, "ab", 16, ["--steps", 16, "--at-eos", "fill"],
                     dict(steps=16, at_eos="fill", eos_token_id=tok_e))
+
+# ---- ar_generate against scp-eval generate --mode ar (the causal exports) -----------------------------------------
+for name in ("llama-tied-causal", "qwen3-causal"):
+    if name not in exports:
+        continue
+    ck, ex = exports[name]
+    model = mod.SCPForMaskedLM.from_pretrained(ex).float().eval()
+    for args, kw in ((["--at-eos", "ignore"], dict(at_eos="ignore")),
+                     (["--temperature", 0.9, "--top-k", 8, "--top-p", 0.95, "-s", 4, "--at-eos", "ignore"],
+                      dict(temperature=0.9, top_k=8, top_p=0.95, seed=4, at_eos="ignore"))):
+        o = gen(ex, "-p", "abab", "-n", 10, *args)
+        if o is None:
+            ok(False, "%s: scp-eval generate --mode ar %s" % (name, " ".join(map(str, args))))
+            continue
+        got = model.ar_generate(torch.tensor(o["ids"][:o["prompt_tokens"]]), length=10, **kw)[0].tolist()
+        ok(o["mode"] == "ar" and got == o["ids"] and len(got) == o["prompt_tokens"] + 10,
+           "%s: ar_generate continues as scp-eval generate does (%s)" % (name, " ".join(map(str, args))))
 
 # ---- transformers: AutoModel with trust_remote_code ------------------------------------------------------------
 if transformers is None:

@@ -14,7 +14,8 @@ forward() returns masked-LM logits (B, T, V): logits[:, i] score the token at po
 network's own outputs are moved one place right (position 0 keeps its own), so that an argmax at a masked position
 is that position's prediction whatever the checkpoint's convention; forward(..., shift_logits=False) gives the
 unshifted outputs. diffusion_generate() is scp-eval generate's sampler (lib/eval/sampler.c), draw for draw: the
-same schedule, orders, blocks, temperature, top-k, top-p, EOS handling and random numbers for a seed.
+same schedule, orders, blocks, temperature, top-k, top-p, EOS handling and random numbers for a seed;
+ar_generate() its next-token decoding for causal checkpoints.
 
 The file depends on torch alone when transformers is missing: the model then derives from torch.nn.Module and
 from_pretrained reads config.json and model.safetensors itself, so that the same code runs without transformers."""
@@ -98,7 +99,10 @@ if not HAVE_TRANSFORMERS:
             if t["dtype"] not in dtypes:
                 raise ValueError("%s: tensor %s has dtype %s (F32, F16 or BF16 expected)" % (path, name, t["dtype"]))
             lo, hi = t["data_offsets"]
-            raw = torch.frombuffer(data, dtype=torch.uint8, count=hi - lo, offset=lo) if hi > lo else torch.empty(0, dtype=torch.uint8)
+            if hi > lo:
+                raw = torch.frombuffer(data, dtype=torch.uint8, count=hi - lo, offset=lo)
+            else:
+                raw = torch.empty(0, dtype=torch.uint8)
             out[name] = raw.view(dtypes[t["dtype"]]).reshape(t["shape"]).clone()
         return out
 
@@ -135,7 +139,10 @@ if not HAVE_TRANSFORMERS:
             model = cls(config)
             state = {}
             index = os.path.join(path, "model.safetensors.index.json")
-            files = sorted(set(json.load(open(index))["weight_map"].values())) if os.path.exists(index) else ["model.safetensors"]
+            files = ["model.safetensors"]
+            if os.path.exists(index):   # the sharded form
+                with open(index) as f:
+                    files = sorted(set(json.load(f)["weight_map"].values()))
             for fn in files:
                 state.update(_read_safetensors(os.path.join(path, fn)))
             own = model.state_dict()
@@ -170,7 +177,8 @@ class SCPConfig(PretrainedConfig):
                  rms_norm_eps=1e-6, rope_theta=10000.0, rope_scaling=None, attention_bias=False,
                  num_experts=0, num_experts_per_tok=0, moe_intermediate_size=0, norm_topk_prob=False,
                  mask_token_id=None, is_causal=True, shift_logits=True, tie_word_embeddings=False, **kwargs):
-        arch = kwargs.pop("model_type", None) or kwargs.pop("scp_arch", None) or "llama"
+        arch = kwargs.pop("model_type", None)
+        arch = kwargs.pop("scp_arch", None) or arch or "llama"
         if arch not in ARCHS:
             raise ValueError("model_type %r is not one of %s" % (arch, ", ".join(ARCHS)))
         self.scp_arch = arch
@@ -481,7 +489,8 @@ def confidence(p, tok, order, u2):
 
 class SCPForMaskedLM(SCPPreTrainedModel):
     # transformers 5 maps each tied parameter to its source; 4 lists them
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"} if TRANSFORMERS_MAJOR >= 5 else ["lm_head.weight"]
+    _tied_weights_keys = ({"lm_head.weight": "model.embed_tokens.weight"} if TRANSFORMERS_MAJOR >= 5
+                          else ["lm_head.weight"])
 
     def __init__(self, config):
         super().__init__(config)
@@ -562,6 +571,42 @@ class SCPForMaskedLM(SCPPreTrainedModel):
                        callback)
             out.append(canvas)
         return torch.tensor(out, dtype=torch.long, device=rows.device)
+
+    @torch.no_grad()
+    def ar_generate(self, input_ids, length=64, temperature=0.0, top_k=0, top_p=1.0, seed=1, at_eos="stop",
+                    mask_token_id=None, eos_token_id=None):
+        """scp-eval generate's next-token decoding (--mode ar, the default for causal checkpoints): each row of
+        input_ids (B, n) or (n,) continued by up to `length` tokens drawn from the last position's logits under
+        causal attention (the mask token never drawn), stopping after an EOS unless at_eos is "ignore".
+        temperature, top_k, top_p and seed as in diffusion_generate, with scp's random streams. Returns a list of
+        1-d long tensors, one per row (the EOS, when drawn, included)."""
+        if at_eos not in ("stop", "fill", "ignore"):
+            raise ValueError("at_eos %r is not stop, fill or ignore" % at_eos)
+        c = self.config
+        mask = c.mask_token_id if mask_token_id is None else mask_token_id
+        eos = c.eos_token_id if eos_token_id is None else eos_token_id
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+        temperature = float(torch.tensor(temperature, dtype=torch.float32))
+        top_p = float(torch.tensor(top_p, dtype=torch.float32))
+        rows = torch.as_tensor(input_ids)
+        rows = rows[None] if rows.dim() == 1 else rows
+        out = []
+        for row in rows.tolist():
+            if not row:
+                raise ValueError("an autoregressive prompt needs at least one token (give BOS or text)")
+            ids = list(row)
+            for t in range(length):
+                x = torch.tensor([ids], dtype=torch.long, device=self.device)
+                last = self.forward(input_ids=x, shift_logits=False, causal=True, return_dict=False)[0][0, -1]
+                u = ScpRng(seed, (t << 32) | len(ids)).uniform()
+                p = sampling_distribution(last.float().cpu(), temperature, top_k, top_p, mask)
+                tok = pick_token(p, temperature, u)
+                ids.append(tok)
+                if tok == eos and at_eos != "ignore":
+                    break
+            out.append(torch.tensor(ids, dtype=torch.long, device=rows.device))
+        return out
 
     def _fill(self, canvas, mask, eos, shift, steps, block, order, temperature, top_k, top_p, seed, at_eos, causal,
               callback):
