@@ -1,5 +1,6 @@
 /* convert/export.c: open a checkpoint for export, and the Hugging Face directory form (convert/export_gguf.c: GGUF). */
 #include "convert/export.h"
+#include "convert/hf_modeling.h"
 #include "formats/checkpoint.h"
 #include "core/error.h"
 #include "core/io.h"
@@ -82,6 +83,20 @@ static const void *as_dtype(const scp_tensor_info *t, scp_dtype dt, void **owned
     return *owned = o;
 }
 
+/* transformers loads the model through the modeling code written beside it (trust_remote_code): auto_map names
+ * its classes, architectures the masked-LM head. */
+static void set_auto_map(json_t *raw)
+{
+    json_t *m = json_object();
+    json_object_set_new(m, "AutoConfig", json_string("modeling_scp.SCPConfig"));
+    json_object_set_new(m, "AutoModel", json_string("modeling_scp.SCPModel"));
+    json_object_set_new(m, "AutoModelForMaskedLM", json_string("modeling_scp.SCPForMaskedLM"));
+    json_object_set_new(raw, "auto_map", m);
+    json_t *a = json_array();
+    json_array_append_new(a, json_string("SCPForMaskedLM"));
+    json_object_set_new(raw, "architectures", a);
+}
+
 int scp_export_hf(const scp_export_src *s, const scp_export_opts *o, const char *out_dir)
 {
     scp_dtype dt = o->dtype == SCP_DTYPE_INVALID ? SCP_F32 : o->dtype;
@@ -91,6 +106,7 @@ int scp_export_hf(const scp_export_src *s, const scp_export_opts *o, const char 
     if (o->causal >= 0) c.causal = o->causal;
     if (o->shift >= 0) c.shift_logits = o->shift;
     json_object_set_new(c.raw, "torch_dtype", json_string(scp_torch_dtype_name(dt)));
+    set_auto_map(c.raw);
     scp_st_writer *w = scp_st_writer_new();
     for (int i = 0; i < s->n; i++) {
         void *owned;
@@ -98,7 +114,7 @@ int scp_export_hf(const scp_export_src *s, const scp_export_opts *o, const char 
         if (owned) scp_st_add_owned(w, s->desc[i].name, dt, s->desc[i].ndim, s->desc[i].shape, owned);
         else scp_st_add(w, s->desc[i].name, dt, s->desc[i].ndim, s->desc[i].shape, data);
     }
-    scp_ckpt_file files[16];
+    scp_ckpt_file files[20];   /* the tokenizer files, tokenizer.json and its config, the modeling code */
     char *paths[16];
     int nf = 0;
     /* a tokenizer.bin gets a tokenizer.json (and a completed tokenizer_config.json) beside it */
@@ -128,6 +144,7 @@ int scp_export_hf(const scp_export_src *s, const scp_export_opts *o, const char 
         files[nf++] = (scp_ckpt_file){.name = "tokenizer.json", .data = tok_json, .len = strlen(tok_json)};
         files[nf++] = (scp_ckpt_file){.name = "tokenizer_config.json", .json = tok_cfg};
     }
+    files[nf++] = (scp_ckpt_file){.name = SCP_HF_MODELING_FILE, .data = scp_hf_modeling_py, .len = scp_hf_modeling_py_len};
     int rc = scp_checkpoint_write(out_dir, o->replace, &c, w, files, nf);
     for (int i = 0; i < ncopy; i++) free(paths[i]);
     free(tok_json);

@@ -4,7 +4,8 @@
  * against the parameter table, then written as
  *   - a Hugging Face directory: config.json with the SCP diffusion keys (mask_token_id, is_causal,
  *     shift_logits), model.safetensors in F32 or BF16 (tensors already in that type are copied bit for bit),
- *     the tokenizer files as the checkpoint carries them;
+ *     the tokenizer files as the checkpoint carries them, and modeling_scp.py (convert/hf_modeling.h), which
+ *     config.json's auto_map names so that transformers loads the model with trust_remote_code;
  *   - a GGUF v3 file for llama.cpp: the architecture its diffusion runner expects (llada for Llama, dream for
  *     Qwen2, rnd1 for Qwen3-MoE; the plain llama/qwen2/qwen3/qwen3moe for causal checkpoints), the metadata
  *     keys {arch}.attention.causal, diffusion.shift_logits, tokenizer.ggml.mask_token_id, F32/F16/BF16

@@ -8,6 +8,8 @@
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
 #           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below)
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
+#           and tests/convert/export-hf-modeling.py: scp-export --format hf loaded by AutoModelForMaskedLM with
+#           trust_remote_code, its logits against scp's (where that python3 has transformers)
 #   (4)     tests/gpu/zero-nccl.py: --zero 2 and 3 through NCCL on one GPU against the unsharded run
 #   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown
 #
@@ -140,6 +142,14 @@ if [ "$mode" != FAILED ]; then
         row nccl-smoke "not built" "no NCCL in this build"
     fi
     [ "${SKIP_HF:-0}" = 1 ] || run hf-logits "${T_HF:-120}" "$PYTHON" "$root/tests/gpu/hf-logits.py"
+    # The modeling code of scp-export --format hf through transformers' AutoModel classes (trust_remote_code), which
+    # the CPU suite skips where transformers is missing: only where this python3 has it.
+    if [ "${SKIP_HF:-0}" = 1 ]; then :
+    elif "$PYTHON" -c 'import numpy, torch, transformers' >/dev/null 2>&1; then
+        run hf-modeling "${T_HF:-120}" "$PYTHON" "$root/tests/convert/export-hf-modeling.py"
+    else
+        row hf-modeling skipped "no transformers in $PYTHON"
+    fi
     # MoE (qwen3_moe) on the GPU: loss, logits, expert loads and every gradient of small random configurations
     # against a float64 PyTorch reference, with bf16 tolerances (tests/model/moe-grad-check.py)
     (SCP_MOE_BACKENDS=cuda-fp32 SCP_MOE_TOL=3e-2; export SCP_MOE_BACKENDS SCP_MOE_TOL

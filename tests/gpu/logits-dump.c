@@ -1,9 +1,11 @@
-/* logits-dump.c: the C side of tests/gpu/hf-logits.py. Loads a checkpoint on a backend and writes the causal
- * logits (T, V) of one sequence of ids as raw little-endian float32.
+/* logits-dump.c: the C side of tests/gpu/hf-logits.py and tests/convert/export-hf-modeling.py. Loads a
+ * checkpoint on a backend and writes the logits (T, V) of one sequence of ids as raw little-endian float32: causal
+ * attention, or every key visible with --bidirectional. No logit shift: row i is the network's output at i.
  *
- * usage: logits-dump CKPT BACKEND OUT.f32 ID... */
+ * usage: logits-dump [--bidirectional] CKPT BACKEND OUT.f32 ID... */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "model/model.h"
@@ -11,8 +13,14 @@
 int main(int argc, char **argv)
 {
     scp_set_progname(argv[0]);
+    scp_attn_mode attn = SCP_ATTN_CAUSAL;
+    if (argc > 1 && !strcmp(argv[1], "--bidirectional")) {
+        attn = SCP_ATTN_BIDIRECTIONAL;
+        argv[1] = argv[0];
+        argc--, argv++;
+    }
     if (argc < 5) {
-        fprintf(stderr, "usage: logits-dump CKPT BACKEND OUT.f32 ID...\n");
+        fprintf(stderr, "usage: logits-dump [--bidirectional] CKPT BACKEND OUT.f32 ID...\n");
         return 2;
     }
     scp_model *m = scp_model_load(argv[1], argv[2]);
@@ -21,7 +29,7 @@ int main(int argc, char **argv)
     int32_t *ids = scp_xmalloc(sizeof(int32_t) * T), *tg = scp_xmalloc(sizeof(int32_t) * T);
     for (int i = 0; i < T; i++) ids[i] = atoi(argv[4 + i]), tg[i] = -1;
     float *logits = scp_xmalloc(sizeof(float) * T * V);
-    scp_batch b = {.B = 1, .T = T, .input = ids, .target = tg, .attn = SCP_ATTN_CAUSAL};
+    scp_batch b = {.B = 1, .T = T, .input = ids, .target = tg, .attn = attn};
     if (scp_model_logits(m, &b, logits)) scp_die_last();
     FILE *f = fopen(argv[3], "wb");
     if (!f || fwrite(logits, sizeof(float), (size_t)T * V, f) != (size_t)T * V || fclose(f))
