@@ -18,6 +18,7 @@
 #include "train/opts_set.h"
 #include "train/run.h"
 #include "train/schedule.h"
+#include "train/watch.h"
 #include "scp-train.h"
 
 #include <inttypes.h>
@@ -72,8 +73,10 @@ _Noreturn static void usage(void)
            "      --tokens N           or tokens (k, M, G suffixes)\n"
            "      --no-shuffle         visit the sequences in order (default: shuffled per epoch)\n"
            "Checkpoints and evaluation:\n"
-           "      --save-every N       checkpoint every N steps (default: only at the end)\n"
+           "      --save-every N|Ns    checkpoint every N steps, or every N seconds (e.g. 600s), and at the end\n"
+           "                           (default 1800s; 0: only at the end)\n"
            "      --keep N             keep the newest N checkpoints (default: all)\n"
+           "      --keep-best          keep the checkpoint of the lowest val loss as RUNDIR/best (never pruned)\n"
            "      --eval-every N       diffusion bound (mdm) or NLL (ar) on the val split every N steps and at the end\n"
            "      --eval-seqs N        val sequences per evaluation (default 16)\n"
            "      --eval-samples N     noise levels per val sequence (default 4)\n"
@@ -96,7 +99,9 @@ _Noreturn static void usage(void)
            "  -L, --seq-len N          tokens per sequence of the plan (default: those of --data)\n"
            "      --world N            ranks of the plan (default: the launcher's, else 1)\n"
            "      --gpu-memory BYTES   memory per GPU (k, M, G suffixes): the plan says whether it fits\n"
-           "  -q, --quiet              no summary lines on stderr\n"
+           "      --log-every N|Ns     a plain line on stderr every N steps or N seconds: step, loss, tokens/s,\n"
+           "                           ETA, epoch, peak memory (default: 30s when stderr is not a terminal; 0: none)\n"
+           "  -q, --quiet              no summary lines on stderr (nor the default log line)\n"
            "  -h, --help               this help\n"
            "  -V, --version            version and features\n"
            "SIGINT or SIGTERM: the current step ends, a checkpoint is saved, exit status 130 or 143.\n",
@@ -111,11 +116,10 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_LR_EMBED, SCP_OPT_LR_NORM, SCP_OPT_LR_ROUTER, SCP_OPT_AUX_LOSS, SCP_OPT_Z_LOSS, SCP_OPT_BETA1,
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
-    SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES, SCP_OPT_SEED,
-    SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED, SCP_OPT_REDUCE_DTYPE,
-    SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT,
-    SCP_OPT_PLAN, SCP_OPT_SEQ_LEN, SCP_OPT_WORLD, SCP_OPT_GPU_MEMORY, SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION,
-    SCP_OPT_END};
+    SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_KEEP_BEST, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES,
+    SCP_OPT_SEED, SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED,
+    SCP_OPT_REDUCE_DTYPE, SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT, SCP_OPT_PLAN, SCP_OPT_SEQ_LEN, SCP_OPT_WORLD,
+    SCP_OPT_GPU_MEMORY, SCP_OPT_LOG_EVERY, SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
 static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
 
 /* The command line: the program's own flags, and the training options in their order, applied to the defaults
@@ -125,6 +129,9 @@ typedef struct cli_args {
     int resume, force, quiet, zero, keep_gathered, reduce_bf16, recompute;
     int expert_parallel;   /* ranks per expert group, 0: the option was not given */
     double dist_timeout;   /* seconds, 0: the default */
+    int log_given;         /* --log-every: */
+    int64_t log_every;     /* its steps */
+    double log_every_s;    /* or its seconds */
     int plan;              /* --plan: the memory plan instead of the run (bin/scp-train-plan.c) */
     scp_train_plan_args pa;   /* its --world, --seq-len, --gpu-memory */
     int n;
@@ -158,6 +165,10 @@ static void parse_args(int argc, char **argv, cli_args *a)
             break;
         case SCP_OPT_DIST_TIMEOUT: a->dist_timeout = scp_opt_double("--dist-timeout", optarg, 1, 1e7); break;
         case SCP_OPT_PLAN: a->plan = 1; break;
+        case SCP_OPT_LOG_EVERY:
+            scp_opt_interval("--log-every", optarg, INT64_MAX / 2, 1e9, &a->log_every, &a->log_every_s);
+            a->log_given = 1;
+            break;
         case SCP_OPT_SEQ_LEN: a->pa.seq_len = (int)scp_opt_int("--seq-len", optarg, 1, 1 << 30); break;
         case SCP_OPT_WORLD: a->pa.world = (int)scp_opt_int("--world", optarg, 1, 1 << 20); break;
         case SCP_OPT_GPU_MEMORY: a->pa.gpu_memory = scp_opt_count("--gpu-memory", optarg, 1, (int64_t)1 << 50); break;
@@ -308,6 +319,9 @@ int main(int argc, char **argv)
     scp_train_run_init(&run, &o, &dist, a.out);
     run.force = a.force, run.quiet = a.quiet, run.zero = a.zero, run.recompute = a.recompute;
     run.keep_gathered = a.keep_gathered, run.reduce_bf16 = a.reduce_bf16;
+    /* Without a terminal (a batch job's log) the progress line is not drawn: a plain line stands in for it. */
+    run.log_every = a.log_every, run.log_every_s = a.log_every_s;
+    if (!a.log_given && !a.quiet && !isatty(STDERR_FILENO)) run.log_every_s = SCP_TRAIN_LOG_SECONDS;
     if (a.reduce_bf16 && a.zero < 2) scp_usage_error("--reduce-dtype bf16 applies to --zero 2 and 3");
     if (a.keep_gathered && a.zero != 3) scp_usage_error("--keep-gathered applies to --zero 3");
     if (a.zero >= 2 && !dist.mpi)

@@ -78,3 +78,24 @@ int64_t scp_opt_count(const char *opt, const char *arg, int64_t min, int64_t max
     if (v < (double)min || v > (double)max) scp_usage_error("%s: %s is out of range [%lld, %lld]", opt, arg, (long long)min, (long long)max);
     return (int64_t)v;
 }
+
+void scp_opt_interval(const char *opt, const char *arg, int64_t max_steps, double max_seconds, int64_t *steps,
+                      double *seconds)
+{
+    size_t n = strlen(arg);
+    *steps = 0;
+    *seconds = 0;
+    if (n > 1 && arg[n - 1] == 's') {
+        char *num = scp_xasprintf("%.*s", (int)(n - 1), arg);
+        char *end;
+        errno = 0;
+        double v = strtod(num, &end);
+        int bad = errno || end == num || *end || !isfinite(v);
+        free(num);
+        if (bad) scp_usage_error("%s: '%s' is not a step count N or a number of seconds Ns", opt, arg);
+        if (v < 0 || v > max_seconds) scp_usage_error("%s: %s is out of range [0, %gs]", opt, arg, max_seconds);
+        *seconds = v;
+        return;
+    }
+    *steps = scp_opt_count(opt, arg, 0, max_steps);
+}

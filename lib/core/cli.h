@@ -19,5 +19,9 @@ int64_t scp_opt_int(const char *opt, const char *arg, int64_t min, int64_t max);
 double scp_opt_double(const char *opt, const char *arg, double min, double max);
 /* Accepts suffixes k, M, G (powers of 1000) for counts such as --tokens 10M. */
 int64_t scp_opt_count(const char *opt, const char *arg, int64_t min, int64_t max);
+/* An interval of steps or of wall-clock time: "N" is N steps (a count as above, 0 to max_steps), "Ns" N seconds
+ * (a number, fractions allowed, 0 to max_seconds). Sets the one given and zeroes the other; "0" zeroes both. */
+void scp_opt_interval(const char *opt, const char *arg, int64_t max_steps, double max_seconds, int64_t *steps,
+                      double *seconds);
 
 #endif

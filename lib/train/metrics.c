@@ -94,3 +94,33 @@ int scp_metrics_truncate(const char *rundir, int64_t step)
     free(path);
     return rc;
 }
+
+int scp_metrics_eval_at(const char *rundir, int64_t step, const char *key, double *out)
+{
+    char *path = scp_path_join(rundir, "metrics.jsonl"), *buf;
+    size_t len;
+    int rc = 1;
+    if (!scp_file_exists(path)) {
+        free(path);
+        return 1;
+    }
+    if (scp_read_file(path, &buf, &len)) {
+        free(path);
+        return -1;
+    }
+    for (char *p = buf, *nl; p < buf + len && (nl = memchr(p, '\n', (size_t)(buf + len - p))); p = nl + 1) {
+        json_error_t err;
+        int oom;
+        json_t *j = scp_json_loadb(p, (size_t)(nl - p), 0, &err, &oom);
+        json_t *st = j ? json_object_get(j, "step") : NULL, *v = j ? json_object_get(j, key) : NULL;
+        if (st && json_is_integer(st) && json_integer_value(st) == step && json_object_get(j, "eval") && v &&
+            json_is_number(v)) {
+            *out = json_number_value(v);
+            rc = 0;
+        }
+        json_decref(j);
+    }
+    free(buf);
+    free(path);
+    return rc;
+}

@@ -20,6 +20,9 @@ int scp_metrics_write(scp_metrics *m, json_t *line);
 void scp_metrics_close(scp_metrics *m);
 /* Keep only complete lines whose "step" is <= step (atomic rewrite); absent file is fine. */
 int scp_metrics_truncate(const char *rundir, int64_t step);
+/* The figure `key` ("elbo", "nll") of the val evaluation line at `step` into *out (the last such line): 0, or 1
+ * when there is none (or no file), -1 with a message when the file cannot be read. */
+int scp_metrics_eval_at(const char *rundir, int64_t step, const char *key, double *out);
 /* The MoE keys of a step line (nothing when E is 0): "expert_load" (E counts: assignments per expert summed over
  * layers), "load_max_mean" (the largest count over the mean: 1 is perfect balance, E / k total collapse),
  * "aux_loss" and "z_loss" (without their coefficients). */

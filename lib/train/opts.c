@@ -41,6 +41,7 @@ void scp_train_opts_default(scp_train_opts *o)
     o->decay_frac = 0.2;
     o->batch_tokens = 0;   /* 0: 8 sequences */
     o->shuffle = 1;
+    o->save_seconds = SCP_TRAIN_SAVE_SECONDS;
     o->eval_seqs = 16;
     o->eval_samples = 4;
     o->seed = 1;
@@ -103,7 +104,9 @@ json_t *scp_train_opts_to_json(const scp_train_opts *o)
     json_object_set_new(j, "tokens", json_integer(o->tokens));
     json_object_set_new(j, "shuffle", json_boolean(o->shuffle));
     json_object_set_new(j, "save_every", json_integer(o->save_every));
+    json_object_set_new(j, "save_seconds", json_real(o->save_seconds));
     json_object_set_new(j, "keep", json_integer(o->keep));
+    json_object_set_new(j, "keep_best", json_boolean(o->keep_best));
     json_object_set_new(j, "eval_every", json_integer(o->eval_every));
     json_object_set_new(j, "eval_seqs", json_integer(o->eval_seqs));
     json_object_set_new(j, "eval_samples", json_integer(o->eval_samples));
@@ -222,7 +225,10 @@ int scp_train_opts_from_json(scp_train_opts *o, const json_t *j, const char *wha
         get_b(j, "shuffle", &o->shuffle, what) || get_i64(j, "save_every", &o->save_every, what) ||
         get_int(j, "keep", &o->keep, what) || get_i64(j, "eval_every", &o->eval_every, what) ||
         get_int(j, "eval_seqs", &o->eval_seqs, what) || get_int(j, "eval_samples", &o->eval_samples, what) || get_int(j, "threads", &o->threads, what) ||
-        get_s(j, "backend", &o->backend, what))
+        get_s(j, "backend", &o->backend, what) || get_d(j, "save_seconds", &o->save_seconds, what) ||
+        get_b(j, "keep_best", &o->keep_best, what))
         return -1;
+    /* A state written before checkpoints by time: its --save-every N alone set the interval. */
+    if (!json_object_get(j, "save_seconds") && o->save_every) o->save_seconds = 0;
     return 0;
 }

@@ -14,6 +14,9 @@
 #include "model/model.h"
 #include "formats/model_config.h"
 
+/* The checkpoint interval of a run given no --save-every: 30 minutes of wall time. */
+#define SCP_TRAIN_SAVE_SECONDS 1800.0
+
 typedef enum scp_lr_kind { SCP_LR_CONSTANT, SCP_LR_COSINE, SCP_LR_WSD } scp_lr_kind;
 
 typedef struct scp_train_opts {
@@ -48,8 +51,11 @@ typedef struct scp_train_opts {
     int64_t steps, tokens;      /* bound (tokens converted to steps when steps is 0) */
     int shuffle;                /* data order shuffled per epoch from the seed */
 
-    int64_t save_every;         /* 0: only at the end */
+    int64_t save_every;         /* checkpoint every N steps (0: none by steps) */
+    double save_seconds;        /* and every N seconds of the run's wall time (0: none by time); a run given no
+                                   --save-every saves every 1800 s, so that a killed job keeps most of its work */
     int keep;                   /* keep the newest N checkpoints (0: all) */
+    int keep_best;              /* RUNDIR/best: the checkpoint of the lowest val loss, never pruned */
     int64_t eval_every;         /* 0: never */
     int eval_seqs;              /* sequences of the val split per evaluation */
     int eval_samples;           /* noise levels per sequence for the diffusion bound */

@@ -58,6 +58,7 @@ static const numeric_opt numeric[] = {
     COUNT(STEPS, "steps", steps, 1, BIG, 1),
     COUNT(TOKENS, "tokens", tokens, 1, BIG, 1),
     COUNT(SAVE_EVERY, "save_every", save_every, 0, BIG, 0),
+    {SCP_OPT_END, "save_seconds", V_REAL, OFF(save_seconds), 0, 1e9, 0, 0, 0},
     INT(KEEP, "keep", keep, 0, 1 << 30, 0),
     COUNT(EVAL_EVERY, "eval_every", eval_every, 0, BIG, 0),
     INT(EVAL_SEQS, "eval_seqs", eval_seqs, 1, 1 << 30, 0),
@@ -90,6 +91,10 @@ static int set_numeric(scp_train_opts *o, scp_opt_id id, const char *arg)
 int scp_train_opts_set(scp_train_opts *o, scp_opt_id id, const char *arg)
 {
     int v;
+    if (id == SCP_OPT_SAVE_EVERY) {   /* N steps or Ns seconds: the one given replaces the default interval */
+        scp_opt_interval("--save-every", arg, BIG, 1e9, &o->save_every, &o->save_seconds);
+        return 0;
+    }
     if (set_numeric(o, id, arg)) {
         /* --lr-mlp covers the experts; the last of --steps and --tokens wins (also over the one saved by a
          * resumed run). */
@@ -134,6 +139,7 @@ int scp_train_opts_set(scp_train_opts *o, scp_opt_id id, const char *arg)
         o->schedule = (scp_lr_kind)v;
         break;
     case SCP_OPT_NO_SHUFFLE: o->shuffle = 0; break;
+    case SCP_OPT_KEEP_BEST: o->keep_best = 1; break;
     case SCP_OPT_SEED: o->seed = (uint64_t)scp_opt_int("--seed", arg, 0, INT64_MAX); break;
     case SCP_OPT_BACKEND:
         if (scp_backend_check_name(arg)) scp_usage_error("--backend: %s", scp_last_error());

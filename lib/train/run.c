@@ -3,12 +3,14 @@
 #include "train/run.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "core/peak_memory.h"
 #include "core/progress.h"
 #include "data/source.h"
 #include "eval/setup.h"
 #include "train/init.h"
 #include "train/run_checkpoint.h"
 #include "train/sharded.h"
+#include "train/watch.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -132,6 +134,9 @@ int scp_train_open_data(scp_train_run *r)
             scp_source_shards(&r->vsrc, r->val);
         }
     }
+    if (o->keep_best && !r->quiet && (!o->eval_every || (r->dist->rank == 0 && !r->val)))
+        scp_warn("--keep-best needs evaluations on a val split (--eval-every and a shard set with one): no best "
+                 "checkpoint will be kept");
     return 0;
 }
 
@@ -236,12 +241,24 @@ int scp_train_start(scp_train_run *r)
     }
     free(o->out);
     o->out = scp_xstrdup(r->rundir);
+    r->best_loss = INFINITY;
+    int64_t best_step;
+    if (r0 && r->resume_dir && o->keep_best && (best_step = scp_run_best_step(r->rundir)) >= 0 &&
+        scp_metrics_eval_at(r->rundir, best_step, o->objective == SCP_OBJ_MDM ? "elbo" : "nll", &r->best_loss) < 0)
+        return -1;
 
     if (!r->quiet)
         scp_warn("%s %s, %d params (%" PRId64 " weights), %" PRId64 " sequences of %d; %d per step (micro %d), "
                  "steps %" PRId64 " to %" PRId64,
                  scp_objective_name(o->objective), r->resume_dir ? "resumed" : "from init", r->m->n_params,
                  r->m->n_weights, r->src.n, r->src.T, r->B, r->micro, r->st.step, r->total);
+    if (!r->quiet) {
+        char when[64] = "at the end only", kept[48] = "";
+        if (o->save_every) snprintf(when, sizeof when, "every %" PRId64 " steps and at the end", o->save_every);
+        else if (o->save_seconds) snprintf(when, sizeof when, "every %g s and at the end", o->save_seconds);
+        if (o->keep) snprintf(kept, sizeof kept, ", the newest %d kept", o->keep);
+        scp_warn("checkpoints %s%s%s", when, kept, o->keep_best ? ", the lowest val loss kept as best" : "");
+    }
     if (!r->quiet && d->world > 1)
         scp_warn("data parallel: %d ranks (%s%s), %d-%d sequences per rank per step, ZeRO-%d, timeout %.0f s", d->world,
                  scp_dist_library(), d->nccl ? ", gradients by NCCL" : "", r->B / d->world,
@@ -282,8 +299,8 @@ static json_t *lr_json(const scp_model *m, const double *glr)
     return j;
 }
 
-/* An evaluation line on the val split: the diffusion bound (mdm) or the next-token NLL (ar). */
-static int eval_line(scp_train_run *r)
+/* An evaluation line on the val split: the diffusion bound (mdm) or the next-token NLL (ar), also into *loss. */
+static int eval_line(scp_train_run *r, double *loss)
 {
     scp_eval_result er;
     scp_objective obj = r->o->objective;
@@ -292,9 +309,11 @@ static int eval_line(scp_train_run *r)
         return -1;
     if (scp_model_expert_exchange_failed(r->m)) return -1;
     if (r->dist->rank != 0) return 0;   /* ZeRO-3, experts: the other ranks took part in the forward */
+    *loss = er.nll;
     json_t *j = json_object();
     json_object_set_new(j, "step", json_integer(r->st.step));
     json_object_set_new(j, "tokens", json_integer(r->st.tokens));
+    json_object_set_new(j, "epoch", json_real(scp_train_epoch(r->st.cursor, r->src.n)));
     json_object_set_new(j, "eval", json_string("val"));
     json_object_set_new(j, key, json_real(er.nll));
     json_object_set_new(j, "se", isfinite(er.se) ? json_real(er.se) : json_null());
@@ -317,6 +336,8 @@ static int step_line(scp_train_run *r, const scp_step_info *si, double dt, doubl
     if (r->o->objective == SCP_OBJ_MDM) json_object_set_new(j, "masked_fraction", json_real(si->masked_fraction));
     json_object_set_new(j, "tokens_per_s", json_real(dt > 0 ? (double)r->B * r->src.T / dt : 0.0));
     json_object_set_new(j, "skipped", json_integer(st->skipped));
+    json_object_set_new(j, "epoch", json_real(scp_train_epoch(st->cursor, r->src.n)));
+    json_object_set_new(j, "peak_rss_bytes", json_integer(scp_peak_rss_bytes()));
     scp_metrics_moe(j, si->n_experts, si->expert_load, si->aux_loss, si->z_loss);
     if (r->dist->world > 1) {   /* seconds all-reducing, and waiting at the step barrier for the slowest rank */
         json_object_set_new(j, "comm_s", json_real(comm));
@@ -430,12 +451,17 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
     scp_train_state *st = &r->st;
     const scp_train_opts *o = r->o;
     int r0 = d->rank == 0;
-    if (r->val && st->step == 0 && eval_line(r)) return -1;
+    double vloss = NAN;
+    /* step 0 is the init, which no checkpoint of the run holds: it is not a candidate for --keep-best */
+    if (r->val && st->step == 0 && eval_line(r, &vloss)) return -1;
 
     scp_progress prog;
     scp_progress_init(&prog, r->total);
-    int64_t saved_at = r->resume_dir ? st->step : -1;
-    double t_start = scp_now();
+    scp_train_watch watch;
+    scp_train_watch_init(&watch, r->log_every, r->log_every_s, r->total, r->src.n, r->B, st->step, st->cursor,
+                         st->tokens);
+    int64_t saved_at = r->resume_dir ? st->step : -1, best_at = -1;
+    double t_start = scp_now(), t_saved = t_start;
     int64_t tok_start = st->tokens;
     int stop = 0;   /* the signal that stops the run, seen by any rank (all ranks stop at the same step) */
     scp_dist_take_comm_time(d, NULL);
@@ -450,16 +476,30 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
             double el = scp_now() - t_start;
             scp_progress_update(&prog, st->step, "step %" PRId64 "/%" PRId64 " loss %.4f %.0f tok/s", st->step,
                                 r->total, si.loss, el > 0 ? (double)(st->tokens - tok_start) / el : 0.0);
+            scp_train_watch_step(&watch, st->step, st->cursor, st->tokens, si.loss, r->quiet);
         }
         /* every N steps, and at the last step, so a run always ends with its held-out figure */
-        if (r->val && (st->step % o->eval_every == 0 || st->step == r->total) && eval_line(r)) return -1;
-        if (o->save_every && st->step % o->save_every == 0 && st->step < r->total) {
+        int eval_step = o->eval_every && (st->step % o->eval_every == 0 || st->step == r->total);
+        vloss = NAN;
+        if (r->val && eval_step && eval_line(r, &vloss)) return -1;
+        /* Rank 0 holds the figure and the clock; a checkpoint is collective, so every rank follows its word. */
+        int best = o->keep_best && eval_step && scp_dist_any(d, r0 && vloss < r->best_loss, "best checkpoint");
+        int clock = o->save_seconds > 0 &&
+                    scp_dist_any(d, r0 && scp_now() - t_saved >= o->save_seconds, "checkpoint clock");
+        if (best) {
+            r->best_loss = vloss;
+            best_at = st->step;
+        }
+        if ((best || clock || (o->save_every && st->step % o->save_every == 0)) && st->step < r->total) {
             if (save_checkpoint(r)) return -1;
             saved_at = st->step;
+            t_saved = scp_now();
+            if (best && r0 && scp_train_mark_best(r->rundir, st->step, o->keep)) return -1;
         }
     }
     if (r0) scp_progress_end(&prog);
     if (saved_at != st->step && save_checkpoint(r)) return -1;
+    if (best_at == st->step && r0 && scp_train_mark_best(r->rundir, st->step, o->keep)) return -1;
     if (r->mt_open) {
         scp_metrics_close(&r->mt);
         r->mt_open = 0;

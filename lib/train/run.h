@@ -44,6 +44,8 @@ typedef struct scp_train_run {
     int reduce_bf16;           /* ZeRO-2/3: the gradients are summed over the ranks in bf16 */
     int recompute;             /* activation recomputation */
     int expert_parallel;       /* ranks per expert group (dist/expert.h); 1: none */
+    int64_t log_every;         /* the plain log line (train/watch.h) every N steps, */
+    double log_every_s;        /* or every N seconds; both 0: none */
     /* the run */
     scp_train_state st;
     char *resume_dir;          /* the checkpoint resumed from; NULL for a new run */
@@ -64,6 +66,7 @@ typedef struct scp_train_run {
     int mt_open, tr_open;
     scp_trainer tr;
     scp_eval_opts eo;          /* the evaluation lines */
+    double best_loss;          /* --keep-best: the val loss of RUNDIR/best (rank 0; infinite: none yet) */
 } scp_train_run;
 
 void scp_train_run_init(scp_train_run *r, scp_train_opts *o, scp_dist *d, const char *rundir);

@@ -51,3 +51,11 @@ int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const floa
     free(final);
     return rc;
 }
+
+int scp_train_mark_best(const char *rundir, int64_t step, int keep)
+{
+    char *name = scp_run_ckpt_name(step);
+    int rc = scp_run_set_best(rundir, name);
+    free(name);
+    return rc ? rc : scp_run_prune(rundir, keep);
+}

@@ -20,4 +20,8 @@ int scp_train_finish_checkpoint(const char *rundir, const char *name, const char
                                 const scp_model_config *cfg, const scp_train_state *s, const scp_train_opts *o,
                                 const char *tok_dir);
 
+/* --keep-best: RUNDIR/best names the checkpoint of `step` (already written), and the one it named before is
+ * pruned like any other when it falls beyond `keep`. */
+int scp_train_mark_best(const char *rundir, int64_t step, int keep);
+
 #endif

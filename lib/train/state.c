@@ -185,10 +185,11 @@ char *scp_run_ckpt_name(int64_t step)
     return scp_xasprintf("step-%07" PRId64, step);
 }
 
-int scp_run_set_latest(const char *rundir, const char *name)
+/* RUNDIR/link -> name, replaced atomically. */
+static int set_link(const char *rundir, const char *link, const char *name)
 {
-    char *tmp = scp_xasprintf("%s/latest.tmp-%ld", rundir, (long)getpid());
-    char *dst = scp_path_join(rundir, "latest");
+    char *tmp = scp_xasprintf("%s/%s.tmp-%ld", rundir, link, (long)getpid());
+    char *dst = scp_path_join(rundir, link);
     unlink(tmp);
     int rc = 0;
     if (symlink(name, tmp) != 0) rc = scp_error("%s: cannot create link: %s", tmp, strerror(errno));
@@ -202,6 +203,10 @@ int scp_run_set_latest(const char *rundir, const char *name)
     return rc;
 }
 
+int scp_run_set_latest(const char *rundir, const char *name) { return set_link(rundir, "latest", name); }
+
+int scp_run_set_best(const char *rundir, const char *name) { return set_link(rundir, "best", name); }
+
 /* step-N with only digits after "step-": a complete checkpoint name (temporaries carry a suffix). */
 static int ckpt_step(const char *name, int64_t *step)
 {
@@ -213,6 +218,17 @@ static int ckpt_step(const char *name, int64_t *step)
     }
     *step = v;
     return 1;
+}
+
+int64_t scp_run_best_step(const char *rundir)
+{
+    char *link = scp_path_join(rundir, "best"), target[256];
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    free(link);
+    if (n <= 0) return -1;
+    target[n] = 0;
+    int64_t step;
+    return ckpt_step(target, &step) ? step : -1;
 }
 
 typedef struct { int64_t step; char *name; } ckpt_ent;
@@ -283,7 +299,9 @@ int scp_run_prune(const char *rundir, int keep)
     int n = list_ckpts(rundir, &e);
     if (n < 0) return -1;
     int rc = 0;
+    int64_t best = scp_run_best_step(rundir);
     for (int i = 0; i < n - keep; i++) {
+        if (e[i].step == best) continue;
         char *p = scp_path_join(rundir, e[i].name);
         if (scp_rm_rf(p)) rc = -1;
         free(p);
@@ -299,7 +317,8 @@ void scp_run_clean_stale(const char *rundir)
     struct dirent *de;
     while ((de = readdir(d))) {
         if (!strstr(de->d_name, ".tmp-") && !strstr(de->d_name, ".old-")) continue;
-        if (strncmp(de->d_name, "step-", 5) && strncmp(de->d_name, "latest", 6) && strncmp(de->d_name, "metrics.jsonl", 13))
+        if (strncmp(de->d_name, "step-", 5) && strncmp(de->d_name, "latest", 6) && strncmp(de->d_name, "best", 4) &&
+            strncmp(de->d_name, "metrics.jsonl", 13))
             continue;
         char *p = scp_path_join(rundir, de->d_name);
         scp_rm_rf(p);

@@ -6,6 +6,7 @@
  *   step-NNNNNNN/          a checkpoint: config.json, model.safetensors (F32), tokenizer files,
  *                          optimizer.safetensors, trainer_state.json
  *   latest -> step-NNNNNNN a symbolic link to the newest complete checkpoint
+ *   best -> step-NNNNNNN   --keep-best: a symbolic link to the checkpoint of the lowest val loss
  * Checkpoints are written under a temporary name and renamed, and `latest` is replaced by rename, so a
  * process killed at any moment leaves only complete checkpoints under their final names. */
 #ifndef SCP_TRAIN_STATE_H
@@ -47,12 +48,17 @@ int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float
 char *scp_run_ckpt_name(int64_t step);
 /* Point RUNDIR/latest at the checkpoint `name` (atomic replace). */
 int scp_run_set_latest(const char *rundir, const char *name);
+/* Point RUNDIR/best at the checkpoint `name` (atomic replace). */
+int scp_run_set_best(const char *rundir, const char *name);
+/* The step of the checkpoint RUNDIR/best names; -1 when there is no such link. */
+int64_t scp_run_best_step(const char *rundir);
 /* The newest complete checkpoint directory of a run (via `latest`, else the highest step-N with a
  * trainer_state.json), freshly allocated; NULL with a message when there is none. */
 char *scp_run_latest(const char *rundir);
-/* Remove step-N checkpoints beyond the newest `keep` (keep <= 0: none removed). */
+/* Remove step-N checkpoints beyond the newest `keep` (keep <= 0: none removed), except the one `best` names. */
 int scp_run_prune(const char *rundir, int keep);
-/* Remove leftovers of killed writers (step-N.tmp-PID, step-N.old-PID, latest.tmp-PID, metrics.jsonl.tmp-PID). */
+/* Remove leftovers of killed writers (step-N.tmp-PID, step-N.old-PID, latest.tmp-PID, best.tmp-PID,
+ * metrics.jsonl.tmp-PID). */
 void scp_run_clean_stale(const char *rundir);
 /* Copy the tokenizer files found in src_dir (tokenizer.json, tokenizer_config.json, tokenizer.bin, ...) to
  * dst_dir. Returns the number copied, -1 on error. */

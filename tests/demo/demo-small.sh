@@ -58,11 +58,16 @@ mask = json.load(open(os.path.join(d, "base", "config.json")))["mask_token_id"]
 for p in ("scp/latest/config.json", "export/hf/config.json"):
     c = json.load(open(os.path.join(d, p)))
     assert c["is_causal"] is False and c["mask_token_id"] == mask, (p, c)
-assert json.load(open(os.path.join(d, "ar/latest/config.json")))["is_causal"] is True
+assert json.load(open(os.path.join(d, "ar/best/config.json")))["is_causal"] is True
+# The "before" model is the AR run's checkpoint of the lowest val NLL (--keep-best), step 0 (the init) aside.
+ev = [json.loads(l) for l in open(os.path.join(d, "ar", "metrics.jsonl")) if '"eval"' in l]
+low = min((e["nll"], e["step"]) for e in ev if e["step"] > 0)[1]
+best = os.readlink(os.path.join(d, "ar", "best"))
+assert best == "step-%07d" % low, (best, low)
 print("figures ok")
 EOF
 r=$?
-ok $r "figures: AR NLL below uniform, SCP lowers the bound, val losses fall, export bidirectional"
+ok $r "figures: AR NLL below uniform, SCP lowers the bound, val losses fall, export bidirectional, ar/best lowest"
 [ $r -eq 0 ] || sed 's/^/# /' "$TMP/figs.out"
 
 head -c 4 "$D/export/scp-demo.gguf" | grep -q GGUF

@@ -51,11 +51,11 @@ r=$?
 ok $r "SCP lowers the held-out diffusion bound beyond noise; per-expert load in every step line"
 sed 's/^/# /' "$TMP/figs.out"
 
-# --recompute: the same losses, bit for bit (tokens_per_s aside).
+# --recompute: the same losses, bit for bit (tokens_per_s and peak_rss_bytes aside).
 for rc in "" --recompute; do
     scp-train --init ar/latest -o "rc$rc" --objective mdm --steps 3 --lr 2e-3 --aux-loss 0.01 --z-loss 0.001 \
         --eval-every 0 $rc $COMMON 2>>"$TMP/err" || echo "run failed" >>"$TMP/err"
-    sed 's/"tokens_per_s":[^,]*,//' "rc$rc/metrics.jsonl" >"rc$rc.lines"
+    sed -e 's/"tokens_per_s":[^,]*,//' -e 's/,"peak_rss_bytes":[0-9]*//' "rc$rc/metrics.jsonl" >"rc$rc.lines"
 done
 cmp -s rc.lines rc--recompute.lines && [ "$(wc -l <rc.lines)" -eq 3 ]
 ok $? "--recompute gives bitwise the same step losses, loads and gradient norms"
@@ -82,7 +82,9 @@ R="--objective mdm --lr 2e-3 --aux-loss 0.01 --z-loss 0.001 --eval-every 0 --mic
 scp-train --init ar/latest -o ra --steps 4 $R $COMMON 2>>"$TMP/err" &&
     scp-train --init ar/latest -o rb --steps 2 $R $COMMON 2>>"$TMP/err" &&
     scp-train --resume -o rb --steps 4 -q 2>>"$TMP/err"
-for d in ra rb; do sed 's/"tokens_per_s":[^,]*,//' "$d/metrics.jsonl" >"$d.lines"; done
+for d in ra rb; do
+    sed -e 's/"tokens_per_s":[^,]*,//' -e 's/,"peak_rss_bytes":[0-9]*//' "$d/metrics.jsonl" >"$d.lines"
+done
 cmp -s ra.lines rb.lines && [ "$(wc -l <ra.lines)" -eq 4 ] && grep -q '"aux_loss": 0.01' rb/latest/trainer_state.json
 ok $? "a resumed MoE run continues bit for bit (losses, loads, auxiliary losses)"
 

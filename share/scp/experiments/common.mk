@@ -5,6 +5,11 @@
 EXP_HERE := $(dir $(lastword $(MAKEFILE_LIST)))
 include $(EXP_HERE)../demo/Makefile
 .DEFAULT_GOAL := results
+# The experiments start from the AR run's last checkpoint, as their result tables were made (the demo's own
+# "before" model is its best on val, ar/best).
+ifeq ($(strip $(MODEL)),)
+AR_CKPT = ar/latest
+endif
 
 EXP_TABLE = $(T)scp-exp-table
 # Options every experiment run shares; each run adds its objective, budget, batch, rates and seed.
