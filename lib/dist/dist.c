@@ -99,6 +99,7 @@ int scp_dist_group(const scp_dist *d, int color, int key, scp_dist *group)
     group->comm = c;
     MPI_Comm_rank(*c, &group->rank);
     MPI_Comm_size(*c, &group->world);
+    if (d->nccl && scp_dist_nccl_split(d, color, key, group)) return -1;   /* GPU ranks: the group's NCCL too */
 #else
     (void)color, (void)key;
 #endif
@@ -107,6 +108,7 @@ int scp_dist_group(const scp_dist *d, int color, int key, scp_dist *group)
 
 void scp_dist_group_free(scp_dist *group)
 {
+    if (group->nccl) scp_dist_nccl_free(group);
 #ifdef HAVE_MPI
     if (group->comm) MPI_Comm_free((MPI_Comm *)group->comm);
 #endif
@@ -822,6 +824,15 @@ int scp_dist_nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_b
 #endif
     (void)send, (void)send_bytes, (void)recv, (void)recv_bytes;
     return scp_error("rank %d: NCCL all-to-all without a communicator", d->rank);
+}
+
+int scp_dist_nccl_split(const scp_dist *parent, int color, int key, scp_dist *group)
+{
+#ifdef HAVE_NCCL
+    if (nccl && parent->nccl) return nccl->split(parent, color, key, group);
+#endif
+    (void)color, (void)key, (void)group;
+    return scp_error("rank %d: NCCL group before scp_dist_nccl_init", parent->rank);
 }
 
 int scp_dist_nccl_wait(scp_dist *d)

@@ -133,5 +133,7 @@ int scp_dist_nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t
 int scp_dist_nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
                             const int64_t *recv_bytes);
 void scp_dist_nccl_free(scp_dist *d);
+/* The NCCL communicator of a group made by scp_dist_group from parent (which has one): ncclCommSplit. */
+int scp_dist_nccl_split(const scp_dist *parent, int color, int key, scp_dist *group);
 
 #endif

@@ -54,11 +54,21 @@ static int exchange(void *ctx, const void *send, const int64_t *send_bytes, void
     return rc;
 }
 
+static int exchange_host(void *ctx, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
+                         const char *what)
+{
+    scp_expert_par *ep = ctx;
+    ep->group.step = ep->d->step;
+    int rc = scp_dist_alltoallv(&ep->group, send, send_bytes, recv, recv_bytes, what);
+    take_group_time(ep, &ep->group);
+    return rc;
+}
+
 void scp_expert_par_attach(scp_expert_par *ep, scp_model *m)
 {
     ep->m = m;
     if (ep->P > 1) {
-        scp_expert_exchange xc = {ep, exchange};
+        scp_expert_exchange xc = {ep, exchange, exchange_host};
         scp_model_set_expert_exchange(m, &xc);
     }
     /* runs of one kind, in table order */

@@ -168,6 +168,24 @@ static int nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_byt
     return nccl_wait(d);
 }
 
+/* The communicator of group g of parent's ranks (scp_dist_group, which made g's MPI side): ncclCommSplit,
+ * collective over the parent, on the parent's device with a stream of its own. */
+static int nccl_split(const scp_dist *parent, int color, int key, scp_dist *g)
+{
+    const scp_dist *d = parent;
+    nccl_state *p = parent->nccl, *s = scp_xcalloc(1, sizeof *s);
+    s->device = p->device;
+    ncclResult_t r = ncclCommSplit(p->comm, color, key, &s->comm, NULL);
+    if (r != ncclSuccess) {
+        free(s);
+        return scp_error("rank %d: ncclCommSplit: %s", d->rank, ncclGetErrorString(r));
+    }
+    g->nccl = s;
+    CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    CUDA_TRY(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming), "cudaEventCreate");
+    return 0;
+}
+
 static void nccl_free(scp_dist *d)
 {
     nccl_state *s = d->nccl;
@@ -183,6 +201,6 @@ const scp_nccl_functions *scp_nccl_plugin_entry(const char *version, size_t dist
 {
     static const scp_nccl_functions f = {nccl_init,          nccl_allreduce_f32,       nccl_wait,      nccl_free,
                                          nccl_allgather_pieces, nccl_reduce_scatter_f32, nccl_reduce_scatter_bf16,
-                                         nccl_alltoallv};
+                                         nccl_alltoallv, nccl_split};
     return strcmp(version, PACKAGE_VERSION) == 0 && dist_size == sizeof(scp_dist) ? &f : NULL;
 }

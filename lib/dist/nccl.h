@@ -19,6 +19,8 @@ typedef struct scp_nccl_functions {
     int (*reduce_scatter_f32)(scp_dist *d, const float *dev, float *out, int64_t piece);
     int (*reduce_scatter_bf16)(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece);
     int (*alltoallv)(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes);
+    /* g's communicator, the ranks of parent's with the same color (ncclCommSplit). */
+    int (*split)(const scp_dist *parent, int color, int key, scp_dist *g);
 } scp_nccl_functions;
 
 /* The functions, or NULL when `version` (PACKAGE_VERSION) or `dist_size` (sizeof(scp_dist)) are not those the

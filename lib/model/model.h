@@ -166,8 +166,11 @@ scp_model *scp_model_new_shell(const scp_model_config *cfg, const char *backend)
  * Every rank of the group runs the same layers at the same time (the all-to-alls are collective). */
 typedef struct scp_expert_exchange {
     void *ctx;
+    /* buffers in the backend's memory (the rows), and in host memory (the counts) */
     int (*alltoallv)(void *ctx, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes,
                      const char *what);
+    int (*alltoallv_host)(void *ctx, const void *send, const int64_t *send_bytes, void *recv,
+                          const int64_t *recv_bytes, const char *what);
 } scp_expert_exchange;
 void scp_model_set_expert_exchange(scp_model *m, const scp_expert_exchange *x);
 /* 1 (once) when an exchange of the steps since the last call failed: their results are void. */

@@ -278,11 +278,14 @@ static void exchange(struct scp_moe *x, const void *out, void *in, int forward, 
         x->failed = 1;
 }
 
-/* The counts: rc (P, El) receives the rows each peer routes to the held experts, from this rank's cnt (E). */
+/* The counts: rc (P, El) receives the rows each peer routes to the held experts, from this rank's cnt (E), both
+ * in host memory: the sizes of the exchanges that follow, which the collectives take on the host (the one host
+ * synchronisation of the layer, with the download of the routing it is made from). */
 static void exchange_counts(struct scp_moe *x, const int *cnt, int *rc)
 {
     for (int p = 0; p < x->P; p++) x->send_b[p] = x->recv_b[p] = (int64_t)x->El * (int64_t)sizeof(int);
-    exchange(x, cnt, rc, 1, "expert count all-to-all");
+    if (!x->failed && x->xc.alltoallv_host(x->xc.ctx, cnt, x->send_b, rc, x->recv_b, "expert count all-to-all"))
+        x->failed = 1;
     if (x->failed) memset(rc, 0, (size_t)x->P * (size_t)x->El * sizeof *rc);
 }
 

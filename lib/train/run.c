@@ -73,9 +73,6 @@ int scp_train_open_model(scp_train_run *r)
 {
     const scp_train_opts *o = r->o;
     int P = r->expert_parallel;
-    if (P > 1 && r->dist->nccl)
-        return scp_error("--expert-parallel %d: GPU ranks exchange tokens over NCCL communicators of their expert "
-                         "groups, which this build does not make; CPU ranks (and --backend cpu-bf16) run it", P);
     if (P > 1 && scp_expert_par_init(&r->ep, r->dist, P)) return -1;
     /* ZeRO-3: no rank holds every weight; the shards are filled in scp_train_open_optimizer. Expert parallelism:
      * each rank holds the experts of its place. */

@@ -284,7 +284,8 @@ PAGES = {
     "scp-remask.1": {"data": "fx:shards", "ckpt": "fx:ar/latest"},
     "scp-train.1": {"ckpt": "fx:ar/latest", "shards": "fx:shards"},
     "scp-eval.1": {"ckpt": "fx:ar/latest", "run": "fx:scp", "shards": "fx:shards", "facts.jsonl": "fx:data/facts.jsonl",
-                   "stories260K": "gen:stories", "tinystories_val.txt": "asset:corpora/tinystories_val.txt"},
+                   "stories260K": "gen:stories", "tinystories_val.txt": "asset:corpora/tinystories_val.txt",
+                   "ARC-Easy-Test.jsonl": "gen:tasks", "ARC-Easy-Train.jsonl": "gen:tasks", "mmlu.jsonl": "gen:tasks"},
     "scp-export.1": {"run": "fx:scp", "ckpt": "fx:ar/latest"},
     "scp-tokens.5": {"stories260K": "gen:stories", "tinystories_val.txt": "asset:corpora/tinystories_val.txt"},
     "scp-shards.5": {"shards": "gen:stories-shards"},
@@ -301,6 +302,21 @@ PAGES = {
 }
 # Programs a page's examples need besides the suite's (their examples skip without them).
 NEEDS = {"scp-plot.1": ["gnuplot"]}
+
+
+def build_tasks(d):
+    """Multiple-choice items in the layouts of the ARC and MMLU datasets' JSONL files."""
+    arc = [{"id": "q%d" % i, "question": {"stem": "Who %s?" % q,
+                                           "choices": [{"text": t, "label": "ABCD"[k]} for k, t in enumerate(opts)]},
+            "answerKey": "ABCD"[a]}
+           for i, (q, opts, a) in enumerate([("flies", ["dog", "bird", "fish", "cat"], 1),
+                                             ("swims", ["fish", "horse", "cow", "bird"], 0),
+                                             ("moos", ["cat", "dog", "cow", "hen"], 2)])]
+    mmlu = [{"question": "What is %d plus %d?" % (x, y), "subject": "arithmetic",
+             "choices": [str(x + y + k - 1) for k in range(4)], "answer": 1} for x, y in ((1, 2), (3, 4), (2, 2))]
+    for name, items in (("ARC-Easy-Test.jsonl", arc), ("ARC-Easy-Train.jsonl", arc * 2), ("mmlu.jsonl", mmlu)):
+        with open(os.path.join(d, name), "w") as f:
+            f.writelines(json.dumps(x) + "\n" for x in items)
 
 
 def setup_page(page, d):
@@ -355,6 +371,8 @@ def setup_page(page, d):
                 build_experiment(d)
             elif g == "demo":
                 build_demo(d)
+            elif g == "tasks":
+                build_tasks(d)
         except Exception as e:  # noqa: BLE001 - a file the examples need that could not be made is a failure
             ok(False, "%s: %s is made for the examples" % (page, name))
             diag(str(e))

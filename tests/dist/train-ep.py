@@ -90,6 +90,13 @@ ok(len(fs) == 8 and numbers(z2) == numbers(z3) and
    all(filecmp.cmp(os.path.join(z2, "latest", f), os.path.join(z3, "latest", f), shallow=False) for f in fs),
    "2 groups of 2: ZeRO-2 and ZeRO-3 bit-identical (losses, loads, weights, moments)")
 
+# cpu-mirror keeps its buffers as "device" memory: the rows, the expert units and their pieces move through the
+# backend's entries and the groups' collectives as on GPU ranks (the counts through host memory)
+out = os.path.join(tmp, "mirror-ep2-z3")
+if ok(run(4, COMMON + ["--expert-parallel", "2", "--zero", "3", "--backend", "cpu-mirror"], out).returncode == 0,
+      "cpu-mirror, mpirun -np 4 --expert-parallel 2 --zero 3 completes"):
+    compare(ref, out, "cpu-mirror, mpirun -np 4 --expert-parallel 2 --zero 3")
+
 # the tokens of a layer's rerun (--recompute) go to their experts again: the same arithmetic
 rc = os.path.join(tmp, "recompute")
 if ok(run(4, COMMON + ["--expert-parallel", "2", "--recompute"], rc).returncode == 0,

@@ -42,8 +42,9 @@ if not ok(r2.returncode == 0 and r2.stderr == b"", "import stories260K --tokeniz
     diag((r.stderr + r2.stderr).decode(errors="replace"))
     done()
 names = sorted(os.listdir(out))
-ok(names == ["config.json", "model.safetensors", "tokenizer.bin", "tokenizer.json", "tokenizer_config.json"],
-   "the HF directory holds tokenizer.json and tokenizer_config.json beside tokenizer.bin")
+ok(names == ["config.json", "model.safetensors", "modeling_scp.py", "tokenizer.bin", "tokenizer.json",
+            "tokenizer_config.json"],
+   "the HF directory holds tokenizer.json and tokenizer_config.json beside tokenizer.bin (and the modeling code)")
 tj = json.load(open(os.path.join(out, "tokenizer.json"), encoding="utf-8"))
 ok(len(tj["model"]["vocab"]) == 513 and tj["model"]["vocab"]["<0x0A>"] == 13 and tj["added_tokens"][-1]["id"] == 512,
    "tokenizer.json: 512 pieces of tok512.bin + <|mask|> 512")
