@@ -19,12 +19,11 @@
  * a futex wake-up (microseconds) per barrier, small beside these programs' parallel regions (a matrix product,
  * the heads of an attention layer); OMP_WAIT_POLICY=active serves that machine.
  *
- * libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, in its constructor, and glibc resets environ to the
- * process's initial environment after the executable's .preinit_array has run and before the libraries'
- * constructors, so setting the variable in-process never reaches the runtime: the program re-executes itself
- * (same process id, argv and environment plus OMP_WAIT_POLICY=passive). It does so from the executable's
- * .preinit_array, the first code of the process to run, before any library constructor and any thread, long
- * before MPI_Init under mpirun or srun. A program that does not link an OpenMP runtime (the weak reference to
+ * libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, in its constructor, before main. A setenv in main is
+ * too late, and one in the executable's .preinit_array (which runs before every library constructor) is lost:
+ * glibc's own initialisation, which comes after it, sets environ to the process's initial environment. So the
+ * program re-executes itself (same process id, argv and environment plus OMP_WAIT_POLICY=passive) from its
+ * .preinit_array, before any library constructor and any thread, long before MPI_Init under mpirun or srun. A program that does not link an OpenMP runtime (the weak reference to
  * omp_get_max_threads is null) is left alone, as is any environment that holds OMP_WAIT_POLICY or GOMP_SPINCOUNT:
  * the user's choice. Where the re-execution cannot happen (no /proc) the runtime's own default holds. The exec
  * goes through the path /proc/self/exe names, which under valgrind is the program's, not valgrind's. */
