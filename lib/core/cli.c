@@ -9,6 +9,54 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* OpenMP threads that wait by sleeping unless the user chose otherwise. GNU libgomp's idle threads spin for
+ * about 300000 iterations at every barrier before they sleep; on a machine whose cores are busy with other work
+ * a spinning thread holds a core that the thread it waits for needs. bench/RESULTS.md ("OpenMP wait policy")
+ * measured scp-eval elbo 3-4x slower that way on a shared machine than with passive waiting, and a bounded spin
+ * (GOMP_SPINCOUNT=10000) between the two, never faster than passive. With a free core per thread a spin saves
+ * a futex wake-up (microseconds) per barrier, small beside these programs' parallel regions (a matrix product,
+ * the heads of an attention layer); OMP_WAIT_POLICY=active serves that machine.
+ *
+ * libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, in its constructor, before main. A setenv in main is
+ * too late, and one in the executable's .preinit_array (which runs before every library constructor) is lost:
+ * glibc's own initialisation, which comes after it, sets environ to the process's initial environment. So the
+ * program re-executes itself (same process id, argv and environment plus OMP_WAIT_POLICY=passive) from its
+ * .preinit_array, before any library constructor and any thread, long before MPI_Init under mpirun or srun. A
+ * program that does not link an OpenMP runtime (the weak reference to omp_get_max_threads is null) is left
+ * alone, as is any environment that holds OMP_WAIT_POLICY or GOMP_SPINCOUNT: the user's choice. Where the
+ * re-execution cannot happen (no /proc) the runtime's own default holds. The exec goes through the path
+ * /proc/self/exe names, which under valgrind is the program's, not valgrind's. */
+extern int omp_get_max_threads(void) __attribute__((weak));
+
+static int has_omp_wait_setting(char **envp)
+{
+    for (char **e = envp; *e; e++)
+        if (strncmp(*e, "OMP_WAIT_POLICY=", 16) == 0 || strncmp(*e, "GOMP_SPINCOUNT=", 15) == 0) return 1;
+    return 0;
+}
+
+static void scp_exec_with_passive_omp_wait(int argc, char **argv, char **envp)
+{
+    (void)argc;
+    if (!omp_get_max_threads || !envp || has_omp_wait_setting(envp)) return;
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0 || (size_t)len >= sizeof self - 1) return;
+    self[len] = 0;
+    size_t n = 0;
+    while (envp[n]) n++;
+    char **env = malloc((n + 2) * sizeof *env);
+    if (!env) return;
+    memcpy(env, envp, n * sizeof *env);
+    env[n] = "OMP_WAIT_POLICY=passive";
+    env[n + 1] = NULL;
+    execve(self, argv, env);
+    free(env);
+}
+__attribute__((section(".preinit_array"), used))
+static void (*const scp_preinit_omp_wait)(int, char **, char **) = scp_exec_with_passive_omp_wait;
 
 void scp_cli_init(int argc, char **argv)
 {

@@ -37,7 +37,6 @@ atexit.register(shutil.rmtree, tmp, True)
 FX = os.path.join(tmp, "fixture")
 ENV = dict(os.environ)
 ENV["PATH"] = os.pathsep.join([BIN, TOOLS, ENV.get("PATH", "/usr/bin:/bin")])
-ENV.setdefault("OMP_WAIT_POLICY", "passive")
 ENV["LC_ALL"] = "C"
 ENV.pop("MAKEFLAGS", None)
 

@@ -9,7 +9,6 @@
 [ -x /usr/bin/python3 ] || skip_all "no /usr/bin/python3 (the corpus and tokenizer tools need it)"
 T=$SCP_SRCDIR/tools
 cd "$TMP" || exit 1
-export OMP_WAIT_POLICY=passive
 
 "$T/scp-gen-corpus" -o data -n 60 --mentions 6 --seed 1 >/dev/null 2>"$TMP/err" &&
     "$T/scp-train-bpe" data/corpus.txt -o tok/tokenizer.json --config tok/tokenizer_config.json --vocab 384 \
