@@ -426,6 +426,24 @@ double scp_model_grad_norm(const scp_model *m)
     return sqrt(scp_backend_cpu.sumsq(m->grads, (size_t)m->n_weights));
 }
 
+void scp_model_grad_sumsq_groups(const scp_model *m, double *out)
+{
+    for (int g = 0; g < SCP_GROUP_COUNT; g++) out[g] = 0.0;
+    if (!m->grads) return;
+    int dev = grads_live_on_device(m);
+    const scp_backend *be = dev ? m->backend : &scp_backend_cpu;
+    const float *G = dev ? DG(m) : m->grads;
+    /* Runs of adjacent parameters of one group in one call: a few calls per layer. */
+    for (int i = 0; i < m->n_params;) {
+        scp_group g = m->desc[i].group;
+        int j = i + 1;
+        while (j < m->n_params && m->desc[j].group == g) j++;
+        int64_t o = m->offset[i], n = m->offset[j - 1] + m->desc[j - 1].numel - o;
+        out[g] += be->sumsq(G + o, (size_t)n);
+        i = j;
+    }
+}
+
 void scp_model_scale_grads(scp_model *m, float s)
 {
     if (!m->grads) return;

@@ -47,6 +47,7 @@ typedef struct scp_train_opts {
     int micro_batch;            /* sequences per forward/backward; 0 = whole global batch */
     int64_t steps, tokens;      /* bound (tokens converted to steps when steps is 0) */
     int shuffle;                /* data order shuffled per epoch from the seed */
+    int grad_stats;             /* per-group gradient norms, update ratios, noise scale (train/grad_stats.h) */
 
     int64_t save_every;         /* 0: only at the end */
     int keep;                   /* keep the newest N checkpoints (0: all) */

@@ -300,6 +300,7 @@ static int step_line(scp_train_run *r, const scp_step_info *si, double dt, doubl
     json_object_set_new(j, "tokens_per_s", json_real(dt > 0 ? (double)r->B * r->src.T / dt : 0.0));
     json_object_set_new(j, "skipped", json_integer(st->skipped));
     scp_metrics_moe(j, si->n_experts, si->expert_load, si->aux_loss, si->z_loss);
+    scp_grad_stats_json(&r->tr.gstats, j);
     if (r->dist->world > 1) {   /* seconds all-reducing, and waiting at the step barrier for the slowest rank */
         json_object_set_new(j, "comm_s", json_real(comm));
         json_object_set_new(j, "wait_s", json_real(wait));

@@ -13,6 +13,7 @@
 #include "dist/dist.h"
 #include "model/model.h"
 #include "data/batch.h"
+#include "train/grad_stats.h"
 #include "train/opts.h"
 #include "train/state.h"
 
@@ -40,6 +41,7 @@ typedef struct scp_trainer {
     /* ZeRO-2/3 (dist/fsdp.h): the gradients are reduce-scattered unit by unit during each backward and the
      * update, norm and clipping run on this rank's shards; opt_m/opt_v are then unused. NULL otherwise. */
     struct scp_fsdp *fsdp;
+    scp_grad_stats gstats;        /* per-group norms, update ratios and the noise scale of the last step */
 } scp_trainer;
 
 typedef struct scp_step_info {

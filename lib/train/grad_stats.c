@@ -1,0 +1,149 @@
+/* train/grad_stats.c: per-group gradient norms, update ratios and the noise scale of a step (train/grad_stats.h). */
+#include "train/grad_stats.h"
+#include "model/backend.h"
+
+#include <math.h>
+#include <string.h>
+
+void scp_grad_stats_init(scp_grad_stats *s, const scp_model *m, int on, scp_noise *noise)
+{
+    memset(s, 0, sizeof *s);
+    s->on = on;
+    s->noise = noise;
+    for (int i = 0; i < m->n_params; i++) s->present[m->desc[i].group] = 1;
+}
+
+void scp_grad_stats_free(scp_grad_stats *s, scp_model *m)
+{
+    if (s->prev) m->backend->free(s->prev);
+    s->prev = NULL;
+}
+
+void scp_grad_stats_begin(scp_grad_stats *s)
+{
+    s->have_small = s->measured = s->have_estimate = s->updated = 0;
+}
+
+void scp_grad_stats_small(scp_grad_stats *s, const scp_model *m, double share)
+{
+    if (!s->on || !(share > 0 && share < 1)) return;
+    scp_model_grad_sumsq_groups(m, s->small_raw);
+    s->share = share;
+    s->have_small = 1;
+}
+
+int scp_grad_stats_big(scp_grad_stats *s, const scp_model *m, scp_dist *d, double b_big)
+{
+    if (!s->on) return 0;
+    scp_model_grad_sumsq_groups(m, s->big_sq);
+    s->measured = 1;
+    s->b_big = b_big;
+    /* This rank's estimates, then their sum over the ranks: (g2, s) per group, |G_small|^2, B_small, samples. */
+    enum { G = SCP_GROUP_COUNT };
+    double v[2 * G + 3] = {0};
+    if (s->have_small) {
+        /* G_small = accumulated / share, so its squared norm divides by share^2. */
+        double small_sq = 0, big_sq = 0, b_small = s->share * b_big;
+        int ok = 1;
+        for (int g = 0; g < G && ok; g++) {
+            double sq = s->small_raw[g] / (s->share * s->share);
+            small_sq += sq;
+            big_sq += s->big_sq[g];
+            ok = scp_noise_estimate(sq, b_small, s->big_sq[g], b_big, &v[g], &v[G + g]) == 0;
+        }
+        if (ok && isfinite(small_sq) && isfinite(big_sq)) {
+            v[2 * G] = small_sq;
+            v[2 * G + 1] = b_small;
+            v[2 * G + 2] = 1;
+        } else {
+            memset(v, 0, sizeof v);
+        }
+    }
+    if (d && scp_dist_allreduce_sum_f64(d, v, 2 * G + 3, "noise scale all-reduce")) return -1;
+    double n = v[2 * G + 2];
+    if (n < 1) return 0;
+    for (int g = 0; g < G; g++) s->est_g2[g] = v[g] / n, s->est_s[g] = v[G + g] / n;
+    s->small_sq = v[2 * G] / n;
+    s->b_small = v[2 * G + 1] / n;
+    s->have_estimate = 1;
+    scp_noise_fold(s->noise, s->est_g2, s->est_s);
+    return 0;
+}
+
+/* Sums of squares per group of a (n_weights) vector x in the memory of backend be. */
+static void sumsq_groups(const scp_model *m, const scp_backend *be, const float *x, double *out)
+{
+    for (int g = 0; g < SCP_GROUP_COUNT; g++) out[g] = 0.0;
+    for (int i = 0; i < m->n_params;) {
+        scp_group g = m->desc[i].group;
+        int j = i + 1;
+        while (j < m->n_params && m->desc[j].group == g) j++;
+        int64_t o = m->offset[i], n = m->offset[j - 1] + m->desc[j - 1].numel - o;
+        out[g] += be->sumsq(x + o, (size_t)n);
+        i = j;
+    }
+}
+
+void scp_grad_stats_before_update(scp_grad_stats *s, scp_model *m)
+{
+    if (!s->on) return;
+    const scp_backend *be = m->backend;
+    size_t bytes = (size_t)m->n_weights * sizeof(float);
+    const float *w = scp_model_master(m);
+    if (!s->prev) s->prev = be->alloc(bytes);
+    be->copy_bytes(s->prev, w, bytes);
+    sumsq_groups(m, be, w, s->w_sq);
+}
+
+void scp_grad_stats_after_update(scp_grad_stats *s, scp_model *m)
+{
+    if (!s->on) return;
+    const scp_backend *be = m->backend;
+    size_t n = (size_t)m->n_weights;
+    /* prev becomes W_after - W_before: -W_before + W_after */
+    be->scale(s->prev, n, -1.0f);
+    be->add(s->prev, scp_model_master(m), n);
+    sumsq_groups(m, be, s->prev, s->dw_sq);
+    s->updated = 1;
+}
+
+static json_t *real_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+/* {"GROUP": f(g)} over the groups the model has. */
+static json_t *groups_json(const scp_grad_stats *s, double (*f)(const scp_grad_stats *, int))
+{
+    json_t *j = json_object();
+    for (int g = 0; g < SCP_GROUP_COUNT; g++)
+        if (s->present[g]) json_object_set_new(j, scp_group_name((scp_group)g), real_or_null(f(s, g)));
+    return j;
+}
+
+static double group_noise(const scp_grad_stats *s, int g) { return scp_noise_scale(s->noise, g); }
+static double group_norm(const scp_grad_stats *s, int g) { return sqrt(s->big_sq[g]); }
+/* A skipped step made no update: its ratios are 0. */
+static double group_ratio(const scp_grad_stats *s, int g)
+{
+    if (!s->updated) return 0.0;
+    return s->w_sq[g] > 0 ? sqrt(s->dw_sq[g] / s->w_sq[g]) : NAN;
+}
+
+void scp_grad_stats_json(const scp_grad_stats *s, json_t *line)
+{
+    static const char *const scalar_keys[] = {"noise_scale", "grad_sq_small", "grad_sq_big", "batch_small",
+                                              "batch_big"};
+    if (!s->on) {
+        for (int k = 0; s->sharded && k < 5; k++) json_object_set_new(line, scalar_keys[k], json_null());
+        return;
+    }
+    json_object_set_new(line, "noise_scale", real_or_null(scp_noise_scale(s->noise, -1)));
+    json_object_set_new(line, "noise_scale_groups", groups_json(s, group_noise));
+    int e = s->have_estimate;
+    double big_sq = 0;
+    for (int g = 0; g < SCP_GROUP_COUNT; g++) big_sq += s->big_sq[g];
+    json_object_set_new(line, "grad_sq_small", e ? real_or_null(s->small_sq) : json_null());
+    json_object_set_new(line, "grad_sq_big", e ? real_or_null(big_sq) : json_null());
+    json_object_set_new(line, "batch_small", e ? json_real(s->b_small) : json_null());
+    json_object_set_new(line, "batch_big", e ? json_real(s->b_big) : json_null());
+    if (s->measured) json_object_set_new(line, "grad_norm_groups", groups_json(s, group_norm));
+    if (s->measured) json_object_set_new(line, "update_ratio_groups", groups_json(s, group_ratio));
+}
