@@ -58,6 +58,7 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
         p->comm_bytes = ring(w, 2, (double)(f * n)) + (z == 1 ? ring(w, 1, (double)(f * n)) : 0);
         /* CPU ranks all-reduce the gradients with MPI in host memory, which is then the backend's memory */
         if (p->be.host_memory) p->buffers += scp_dist_allreduce_temp_bytes(n, w);
+        if (o->grad_stats) p->buffers += f * n;   /* the update ratios' copy of the master */
     } else {
         scp_shard_layout s;
         layout_of(c, w, &s);
