@@ -13,7 +13,10 @@ sequences can be computed one by one:
   |W_before| per group read from two checkpoints;
 - with two ranks (mpirun) every rank's first micro-batch, or its whole share before the all-reduce, is a small
   sample, and the estimates are their mean; under --zero 2 the keys are null;
-- one rank with one micro-batch has no estimate (null), and --no-grad-stats leaves the keys out."""
+- the backend that keeps its vectors in its own memory (cpu-mirror) gives the same figures; a resumed run continues
+  the averages bit for bit (trainer_state.json keeps them), and a damaged record of them is refused;
+- one rank with one micro-batch has no estimate (null), and --no-grad-stats leaves the keys out;
+- scp-plot draws the noise scale, group norms and update ratios, and says so when a run has none."""
 import json
 import math
 import os
@@ -275,6 +278,17 @@ mb = td.read_metrics(rb) if r.returncode == 0 else []
 ok(len(mb) == 6 and all(x["noise_scale"] == y["noise_scale"] and x["noise_scale_groups"] == y["noise_scale_groups"]
                         for x, y in zip(ma[3:], mb[3:])),
    "resumed at step 3: noise_scale of steps 4-6 bit for bit those of the run left alone (%s)" % r.stderr.decode()[-200:])
+
+# A damaged record of the averages is refused, naming the file and the key.
+rc_ = os.path.join(tmp, "resume-c")
+shutil.copytree(ra, rc_, symlinks=True)
+sp = os.path.join(rc_, "latest", "trainer_state.json")
+state = json.load(open(sp))
+state["noise_scale_ema"]["grad_sq"]["attn"] = "x"
+json.dump(state, open(sp, "w"))
+r = run(["scp-train", "--resume", "-o", rc_, "-q", "--steps", "8"])
+ok(r.returncode == 1 and b"trainer_state.json: 'noise_scale_ema.grad_sq.attn' must be a finite number" in r.stderr,
+   "a damaged noise_scale_ema: exit 1, the file and the key named (%s)" % r.stderr.decode().strip())
 
 # ---- when there is no estimate, and when it is off ----
 rd, m1 = train("one-micro", "--lr", "0", "--steps", "2")
