@@ -70,20 +70,6 @@ int scp_grad_stats_big(scp_grad_stats *s, const scp_model *m, scp_dist *d, doubl
     return 0;
 }
 
-/* Sums of squares per group of a (n_weights) vector x in the memory of backend be. */
-static void sumsq_groups(const scp_model *m, const scp_backend *be, const float *x, double *out)
-{
-    for (int g = 0; g < SCP_GROUP_COUNT; g++) out[g] = 0.0;
-    for (int i = 0; i < m->n_params;) {
-        scp_group g = m->desc[i].group;
-        int j = i + 1;
-        while (j < m->n_params && m->desc[j].group == g) j++;
-        int64_t o = m->offset[i], n = m->offset[j - 1] + m->desc[j - 1].numel - o;
-        out[g] += be->sumsq(x + o, (size_t)n);
-        i = j;
-    }
-}
-
 void scp_grad_stats_before_update(scp_grad_stats *s, scp_model *m)
 {
     if (!s->on) return;
@@ -92,7 +78,7 @@ void scp_grad_stats_before_update(scp_grad_stats *s, scp_model *m)
     const float *w = scp_model_master(m);
     if (!s->prev) s->prev = be->alloc(bytes);
     be->copy_bytes(s->prev, w, bytes);
-    sumsq_groups(m, be, w, s->w_sq);
+    scp_model_sumsq_groups(m, w, s->w_sq);
 }
 
 void scp_grad_stats_after_update(scp_grad_stats *s, scp_model *m)
@@ -103,7 +89,7 @@ void scp_grad_stats_after_update(scp_grad_stats *s, scp_model *m)
     /* prev becomes W_after - W_before: -W_before + W_after */
     be->scale(s->prev, n, -1.0f);
     be->add(s->prev, scp_model_master(m), n);
-    sumsq_groups(m, be, s->prev, s->dw_sq);
+    scp_model_sumsq_groups(m, s->prev, s->dw_sq);
     s->updated = 1;
 }
 
