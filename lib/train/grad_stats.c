@@ -26,7 +26,7 @@ void scp_grad_stats_begin(scp_grad_stats *s)
 
 void scp_grad_stats_small(scp_grad_stats *s, const scp_model *m, double share)
 {
-    if (!s->on || !(share > 0 && share < 1)) return;
+    if (!s->on || s->sharded || !(share > 0 && share < 1)) return;
     scp_model_grad_sumsq_groups(m, s->small_raw);
     s->share = share;
     s->have_small = 1;
@@ -34,7 +34,7 @@ void scp_grad_stats_small(scp_grad_stats *s, const scp_model *m, double share)
 
 int scp_grad_stats_big(scp_grad_stats *s, const scp_model *m, scp_dist *d, double b_big)
 {
-    if (!s->on) return 0;
+    if (!s->on || s->sharded) return 0;
     scp_model_grad_sumsq_groups(m, s->big_sq);
     s->measured = 1;
     s->b_big = b_big;
@@ -62,17 +62,48 @@ int scp_grad_stats_big(scp_grad_stats *s, const scp_model *m, scp_dist *d, doubl
     if (d && scp_dist_allreduce_sum_f64(d, v, 2 * G + 3, "noise scale all-reduce")) return -1;
     double n = v[2 * G + 2];
     if (n < 1) return 0;
-    for (int g = 0; g < G; g++) s->est_g2[g] = v[g] / n, s->est_s[g] = v[G + g] / n;
+    double g2_all = 0, s_all = 0;
+    for (int g = 0; g < G; g++) {
+        s->est_g2[g] = v[g] / n, s->est_s[g] = v[G + g] / n;
+        g2_all += s->est_g2[g], s_all += s->est_s[g];
+    }
     s->small_sq = v[2 * G] / n;
     s->b_small = v[2 * G + 1] / n;
+    s->big_sq_all = 0;
+    for (int g = 0; g < G; g++) s->big_sq_all += s->big_sq[g];
     s->have_estimate = 1;
-    scp_noise_fold(s->noise, s->est_g2, s->est_s);
+    scp_noise_fold(s->noise, g2_all, s_all, s->est_g2, s->est_s);
     return 0;
+}
+
+int scp_grad_stats_small_shards(scp_grad_stats *s, scp_dist *d, double sq, double share)
+{
+    if (!s->on || !s->sharded) return 0;
+    double v = share;   /* the ranks' first micro-batches together weigh the sum of their shares */
+    if (d && scp_dist_allreduce_sum_f64(d, &v, 1, "noise scale all-reduce")) return -1;
+    if (!(v > 0 && v < 1)) return 0;
+    s->share = v;
+    s->small_sq = sq / (v * v);
+    s->have_small = 1;
+    return 0;
+}
+
+void scp_grad_stats_big_shards(scp_grad_stats *s, double sq, double b_big)
+{
+    if (!s->on || !s->sharded || !s->have_small) return;
+    double g2, tr, b_small = s->share * b_big;
+    if (!isfinite(sq) || !isfinite(s->small_sq) || scp_noise_estimate(s->small_sq, b_small, sq, b_big, &g2, &tr))
+        return;
+    s->big_sq_all = sq;
+    s->b_small = b_small;
+    s->b_big = b_big;
+    s->have_estimate = 1;
+    scp_noise_fold(s->noise, g2, tr, NULL, NULL);
 }
 
 void scp_grad_stats_before_update(scp_grad_stats *s, scp_model *m)
 {
-    if (!s->on) return;
+    if (!s->on || s->sharded) return;
     const scp_backend *be = m->backend;
     size_t bytes = (size_t)m->n_weights * sizeof(float);
     const float *w = scp_model_master(m);
@@ -83,7 +114,7 @@ void scp_grad_stats_before_update(scp_grad_stats *s, scp_model *m)
 
 void scp_grad_stats_after_update(scp_grad_stats *s, scp_model *m)
 {
-    if (!s->on) return;
+    if (!s->on || s->sharded) return;
     const scp_backend *be = m->backend;
     size_t n = (size_t)m->n_weights;
     /* prev becomes W_after - W_before: -W_before + W_after */
@@ -115,19 +146,12 @@ static double group_ratio(const scp_grad_stats *s, int g)
 
 void scp_grad_stats_json(const scp_grad_stats *s, json_t *line)
 {
-    static const char *const scalar_keys[] = {"noise_scale", "grad_sq_small", "grad_sq_big", "batch_small",
-                                              "batch_big"};
-    if (!s->on) {
-        for (int k = 0; s->sharded && k < 5; k++) json_object_set_new(line, scalar_keys[k], json_null());
-        return;
-    }
-    json_object_set_new(line, "noise_scale", real_or_null(scp_noise_scale(s->noise, -1)));
-    json_object_set_new(line, "noise_scale_groups", groups_json(s, group_noise));
+    if (!s->on) return;
+    json_object_set_new(line, "noise_scale", real_or_null(scp_noise_scale(s->noise, SCP_NOISE_ALL)));
+    if (!s->sharded) json_object_set_new(line, "noise_scale_groups", groups_json(s, group_noise));
     int e = s->have_estimate;
-    double big_sq = 0;
-    for (int g = 0; g < SCP_GROUP_COUNT; g++) big_sq += s->big_sq[g];
     json_object_set_new(line, "grad_sq_small", e ? real_or_null(s->small_sq) : json_null());
-    json_object_set_new(line, "grad_sq_big", e ? real_or_null(big_sq) : json_null());
+    json_object_set_new(line, "grad_sq_big", e ? real_or_null(s->big_sq_all) : json_null());
     json_object_set_new(line, "batch_small", e ? json_real(s->b_small) : json_null());
     json_object_set_new(line, "batch_big", e ? json_real(s->b_big) : json_null());
     if (s->measured) json_object_set_new(line, "grad_norm_groups", groups_json(s, group_norm));

@@ -11,7 +11,10 @@
  * Each rank turns its small sample and the common big one into the two estimates, and the step's estimates are
  * their mean over the ranks that have one. One rank with one micro-batch has no small sample: no estimate.
  * The update ratio keeps a copy of the master weights from before the update (n_weights floats of backend
- * memory). Under ZeRO-2/3 (the gradients and weights exist only as shards) nothing is measured. */
+ * memory). Under ZeRO-2/3 the gradients and weights exist only as shards, summed over the ranks after every
+ * micro-batch: the shards' norms give |G_big|^2, and after the first micro-batch the norm of all ranks' first
+ * micro-batches together, one small sample per step; the whole model's noise scale comes from those, and there
+ * are no per-group figures. */
 #ifndef SCP_TRAIN_GRAD_STATS_H
 #define SCP_TRAIN_GRAD_STATS_H
 
@@ -22,8 +25,8 @@
 #include "train/noise.h"
 
 typedef struct scp_grad_stats {
-    int on;                              /* measuring at all (off: --no-grad-stats, or sharded gradients) */
-    int sharded;                         /* off because the gradients are sharded: the keys say null */
+    int on;                              /* measuring at all (off: --no-grad-stats) */
+    int sharded;                         /* the gradients exist only as shards: the whole model's noise scale only */
     int present[SCP_GROUP_COUNT];        /* the groups the model has */
     scp_noise *noise;                    /* the averages, kept in the trainer state (saved with checkpoints) */
     float *prev;                         /* (n_weights) backend memory: the master weights before the update */
@@ -35,6 +38,7 @@ typedef struct scp_grad_stats {
     double big_sq[SCP_GROUP_COUNT];      /* squared norms of the step's gradient, before clipping */
     double b_big, b_small;               /* tokens: the global batch's, the mean of the small samples' */
     double small_sq;                     /* mean over the small samples of |G_small|^2 */
+    double big_sq_all;                   /* |G_big|^2 */
     int have_estimate;                   /* some rank had a small sample */
     double est_g2[SCP_GROUP_COUNT], est_s[SCP_GROUP_COUNT];
     int updated;                         /* the update ratios were measured */
@@ -51,12 +55,16 @@ void scp_grad_stats_small(scp_grad_stats *s, const scp_model *m, double share);
 /* After the all-reduce, before clipping: b_big loss-carrying tokens in the global batch. Folds the step's
  * estimates into the noise scale. Collective over d (NULL: one rank); -1 on a failed all-reduce. */
 int scp_grad_stats_big(scp_grad_stats *s, const scp_model *m, scp_dist *d, double b_big);
-/* Around the optimizer update (both or neither). */
+/* ZeRO-2/3 in place of the two above: sq is the shards' squared norm summed over the ranks, after the first
+ * micro-batch (this rank's share: collective, the shares are summed) and after the backward. */
+int scp_grad_stats_small_shards(scp_grad_stats *s, scp_dist *d, double sq, double share);
+void scp_grad_stats_big_shards(scp_grad_stats *s, double sq, double b_big);
+/* Around the optimizer update (both or neither; nothing when sharded). */
 void scp_grad_stats_before_update(scp_grad_stats *s, scp_model *m);
 void scp_grad_stats_after_update(scp_grad_stats *s, scp_model *m);
 /* The step's keys of a metrics line: noise_scale, noise_scale_groups, grad_sq_small, grad_sq_big, batch_small,
- * batch_big (null where there is no estimate), grad_norm_groups and update_ratio_groups. Nothing with
- * --no-grad-stats; noise_scale and the raw estimates null under ZeRO-2/3. */
+ * batch_big (null where there is no estimate), grad_norm_groups and update_ratio_groups (not when sharded).
+ * Nothing with --no-grad-stats. */
 void scp_grad_stats_json(const scp_grad_stats *s, json_t *line);
 
 #endif

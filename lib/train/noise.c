@@ -15,33 +15,38 @@ int scp_noise_estimate(double small_sq, double b_small, double big_sq, double b_
 
 void scp_noise_reset(scp_noise *e)
 {
-    for (int g = 0; g < SCP_GROUP_COUNT; g++) e->ema_s[g] = e->ema_g2[g] = 0.0;
+    for (int g = 0; g <= SCP_NOISE_ALL; g++) e->ema_s[g] = e->ema_g2[g] = 0.0;
     e->n = 0;
 }
 
-void scp_noise_fold(scp_noise *e, const double *g2, const double *s)
+static void fold1(scp_noise *e, int g, double g2, double s)
 {
-    for (int g = 0; g < SCP_GROUP_COUNT; g++) {
-        e->ema_g2[g] = SCP_NOISE_EMA * e->ema_g2[g] + (1.0 - SCP_NOISE_EMA) * g2[g];
-        e->ema_s[g] = SCP_NOISE_EMA * e->ema_s[g] + (1.0 - SCP_NOISE_EMA) * s[g];
-    }
+    e->ema_g2[g] = SCP_NOISE_EMA * e->ema_g2[g] + (1.0 - SCP_NOISE_EMA) * g2;
+    e->ema_s[g] = SCP_NOISE_EMA * e->ema_s[g] + (1.0 - SCP_NOISE_EMA) * s;
+}
+
+void scp_noise_fold(scp_noise *e, double g2_all, double s_all, const double *g2, const double *s)
+{
+    fold1(e, SCP_NOISE_ALL, g2_all, s_all);
+    for (int g = 0; g < SCP_GROUP_COUNT && g2; g++) fold1(e, g, g2[g], s[g]);
     e->n++;
 }
 
 double scp_noise_scale(const scp_noise *e, int g)
 {
-    double s = 0, g2 = 0;
-    for (int k = 0; k < SCP_GROUP_COUNT; k++)
-        if (g < 0 || k == g) s += e->ema_s[k], g2 += e->ema_g2[k];
+    double s = e->ema_s[g], g2 = e->ema_g2[g];
     return e->n > 0 && g2 > 0 && isfinite(s) ? s / g2 : NAN;
 }
+
+/* The name of slot g in trainer_state.json. */
+static const char *slot_name(int g) { return g == SCP_NOISE_ALL ? "all" : scp_group_name((scp_group)g); }
 
 json_t *scp_noise_to_json(const scp_noise *e)
 {
     json_t *j = json_object(), *s = json_object(), *g2 = json_object();
-    for (int g = 0; g < SCP_GROUP_COUNT; g++) {
-        json_object_set_new(s, scp_group_name((scp_group)g), json_real(e->ema_s[g]));
-        json_object_set_new(g2, scp_group_name((scp_group)g), json_real(e->ema_g2[g]));
+    for (int g = 0; g <= SCP_NOISE_ALL; g++) {
+        json_object_set_new(s, slot_name(g), json_real(e->ema_s[g]));
+        json_object_set_new(g2, slot_name(g), json_real(e->ema_g2[g]));
     }
     json_object_set_new(j, "steps", json_integer(e->n));
     json_object_set_new(j, "tr_sigma", s);
@@ -59,9 +64,9 @@ int scp_noise_from_json(scp_noise *e, const json_t *j, const char *what)
     for (int k = 0; k < 2; k++) {
         const json_t *o = json_object_get(j, keys[k]);
         if (!json_is_object(o)) return scp_error("%s: 'noise_scale_ema' needs an object '%s'", what, keys[k]);
-        for (int g = 0; g < SCP_GROUP_COUNT; g++) {
+        for (int g = 0; g <= SCP_NOISE_ALL; g++) {
             double *x = k ? &e->ema_g2[g] : &e->ema_s[g];
-            const char *name = scp_group_name((scp_group)g);
+            const char *name = slot_name(g);
             if (scp_json_get_real(o, name, x, what) != 0 || !isfinite(*x))
                 return scp_error("%s: 'noise_scale_ema.%s.%s' must be a finite number", what, keys[k], name);
         }

@@ -59,8 +59,7 @@ void scp_trainer_set_fsdp(scp_trainer *t, scp_fsdp *f)
     t->dist = f->d->world > 1 ? f->d : NULL;
     t->zero_lo = NULL;
     t->nccl = 0;
-    t->gstats.sharded = t->gstats.on;   /* the gradients exist only as shards (train/grad_stats.h) */
-    t->gstats.on = 0;
+    t->gstats.sharded = 1;   /* the gradients exist only as shards (train/grad_stats.h) */
     scp_model_set_grad_hook(t->m, NULL, NULL);
 }
 
@@ -88,6 +87,16 @@ static int moe_load_allreduce(scp_dist *d, int64_t *load, int E)
     for (int e = 0; e < E; e++) load[e] = (int64_t)x[e];
     free(x);
     return rc;
+}
+
+/* The share of the step's loss weight that the first n rows of this rank's batch carry: mdm weighs every sequence
+ * 1/B, ar every target 1/ntg (the targets of the global batch). */
+static double first_share(const scp_trainer *t, int n, double ntg)
+{
+    if (t->o->objective != SCP_OBJ_AR) return (double)n / t->B;
+    double targets = 0;
+    for (int r = 0; r < n; r++) targets += t->b.n_scored[r];
+    return ntg ? targets / ntg : 0.0;
 }
 
 int scp_trainer_step(scp_trainer *t, scp_step_info *info)
@@ -140,15 +149,15 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         if (t->nccl && r0 + t->micro >= nb) scp_model_arm_grad_hook(m);   /* the last micro-batch */
         scp_model_moe_set_share(m, (double)n / B);   /* MoE losses: each micro-batch weighs its share */
         loss += scp_model_step(m, &v, 1, NULL);
-        /* The first micro-batch's gradient alone, unless an NCCL all-reduce already started on it. */
-        if (r0 == 0 && t->gstats.on && (n < nb || (d && !t->nccl))) {
-            double share = (double)n / B;   /* mdm: every sequence weighs 1/B */
-            if (o->objective == SCP_OBJ_AR) {
-                double targets = 0;
-                for (int r = 0; r < n; r++) targets += b->n_scored[r];
-                share = ntg ? targets / ntg : 0.0;
-            }
-            scp_grad_stats_small(&t->gstats, m, share);
+        /* The first micro-batch's gradient alone, unless an NCCL all-reduce already started on it; sharded, all
+         * ranks' first micro-batches together (every rank makes as many micro-batches: n < nb on all or none). */
+        if (r0 == 0 && t->gstats.on && !t->fsdp && (n < nb || (d && !t->nccl)))
+            scp_grad_stats_small(&t->gstats, m, first_share(t, n, ntg));
+        if (r0 == 0 && t->gstats.on && t->fsdp && n < nb) {
+            double g;
+            if (scp_fsdp_grad_norm(t->fsdp, &g) ||
+                scp_grad_stats_small_shards(&t->gstats, d, g * g, first_share(t, n, ntg)))
+                return -1;
         }
     }
     double sums[5] = {loss, 0, 0, 0, 0};   /* loss, masked and maskable positions, MoE aux and z losses */
@@ -176,7 +185,8 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     double gnorm;
     if (!t->fsdp) gnorm = scp_model_grad_norm(m);
     else if (scp_fsdp_grad_norm(t->fsdp, &gnorm)) return -1;
-    if (scp_grad_stats_big(&t->gstats, m, d, sums[1])) return -1;
+    if (t->fsdp) scp_grad_stats_big_shards(&t->gstats, gnorm * gnorm, sums[1]);
+    else if (scp_grad_stats_big(&t->gstats, m, d, sums[1])) return -1;
     int skip = !isfinite(loss) || !isfinite(gnorm);
     scp_group_lr(o, st->step, st->total_steps, t->glr);
     if (skip) {

@@ -12,7 +12,8 @@ sequences can be computed one by one:
 - grad_norm_groups equal the group norms of the batch gradient, update_ratio_groups equal |W_after - W_before| /
   |W_before| per group read from two checkpoints;
 - with two ranks (mpirun) every rank's first micro-batch, or its whole share before the all-reduce, is a small
-  sample, and the estimates are their mean; under --zero 2 the keys are null;
+  sample, and the estimates are their mean; under --zero 2 and 3 (the shards hold the sum over the ranks) the ranks'
+  first micro-batches together are the one sample, and there are no per-group keys;
 - the backend that keeps its vectors in its own memory (cpu-mirror) gives the same figures; a resumed run continues
   the averages bit for bit (trainer_state.json keeps them), and a damaged record of them is refused;
 - one rank with one micro-batch has no estimate (null), and --no-grad-stats leaves the keys out;
@@ -200,10 +201,22 @@ if "mpi=yes" in run(["scp-train", "--version"]).stdout.decode() and mpirun:
         ok(len(m2) == steps and ws < 1e-4 and wb < 1e-4 and rel(got, want) < 1e-3,
            "2 ranks, micro-batch %d: small samples of %d tokens per rank, the estimates averaged over the ranks" %
            (micro, micro * tokens))
-    _, mz = train("ranks-zero2", "--no-shuffle", "--lr", "0", "--micro-batch", str(MICRO), "--steps", "2",
-                  "--zero", "2", launcher=[mpirun, "-np", "2", "--oversubscribe"])
-    ok(mz and all(l["noise_scale"] is None and l["grad_sq_small"] is None and "grad_norm_groups" not in l for l in mz),
-       "--zero 2 (gradients only in shards): noise_scale null, no per-group keys")
+    # ZeRO-2/3: the shards hold the sum over the ranks after each micro-batch, so the small sample is both ranks'
+    # first micro-batches together (rows 0, 1 and 4, 5), one per step; no per-group figures.
+    for z in (2, 3):
+        _, mz = train("ranks-zero%d" % z, "--no-shuffle", "--lr", "0", "--micro-batch", str(MICRO), "--steps",
+                      str(steps), "--zero", str(z), launcher=[mpirun, "-np", "2", "--oversubscribe"])
+        both = [list(range(MICRO)) + list(range(half, half + MICRO))]
+        ws, wb, es, eg = replay(mz, lambda k: both)
+        want = sum(es.values()) / sum(eg.values())
+        got = mz[-1]["noise_scale"] if mz else float("nan")
+        diag("--zero %d: largest errors %.2g %.2g, noise_scale %.6g, recomputed %.6g" % (z, ws, wb, got, want))
+        ok(len(mz) == steps and ws < 1e-4 and wb < 1e-4 and rel(got, want) < 1e-3 and
+           all(l["batch_small"] == 2 * MICRO * tokens for l in mz),
+           "--zero %d: the ranks' first micro-batches together are the small sample (%d tokens)" %
+           (z, 2 * MICRO * tokens))
+        ok(mz and not any(k in l for l in mz for k in ("noise_scale_groups", "grad_norm_groups", "update_ratio_groups")),
+           "--zero %d: no per-group keys (the groups' norms are not in the shards)" % z)
 else:
     diag("no MPI: the two-rank checks are not run")
 
