@@ -14,6 +14,7 @@ sequences can be computed one by one:
 - with two ranks (mpirun) every rank's first micro-batch, or its whole share before the all-reduce, is a small
   sample, and the estimates are their mean; under --zero 2 and 3 (the shards hold the sum over the ranks) the ranks'
   first micro-batches together are the one sample, and there are no per-group keys;
+  under --zero 1 the update ratios are those of one process;
 - the backend that keeps its vectors in its own memory (cpu-mirror) gives the same figures; a resumed run continues
   the averages bit for bit (trainer_state.json keeps them), and a damaged record of them is refused;
 - one rank with one micro-batch has no estimate (null), and --no-grad-stats leaves the keys out;
@@ -184,7 +185,8 @@ ok(all(first["update_ratio_groups"][g] == 0 for g in groups), "learning rate 0: 
 
 # ---- two ranks: each rank's small sample (its first micro-batch, or its whole share before the all-reduce) ----
 mpirun = shutil.which("mpirun")
-if "mpi=yes" in run(["scp-train", "--version"]).stdout.decode() and mpirun:
+have_mpi = "mpi=yes" in run(["scp-train", "--version"]).stdout.decode() and mpirun is not None
+if have_mpi:
     os.environ.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
                        "OMPI_MCA_rmaps_base_oversubscribe": "1"})
     os.environ.setdefault("OMPI_MCA_btl", "self,vader,tcp")
@@ -276,6 +278,14 @@ keys = ("grad_sq_small", "grad_sq_big", "noise_scale", "grad_norm_groups", "upda
 flat_line = lambda l: [l[k] for k in keys[:3]] + [l[k][g] for k in keys[3:] for g in groups]  # noqa: E731
 ok(len(mm) == 2 and all(rel(a, b) < 1e-6 for x, y in zip(mm, mu) for a, b in zip(flat_line(x), flat_line(y))),
    "--backend cpu-mirror (vectors in backend memory): the same statistics as cpu")
+
+# ZeRO-1 (each rank updates its shard of the weights, then they are gathered): the same update ratios.
+if have_mpi:
+    _, mz1 = train("update-zero1", "--lr", "1e-2", "--steps", "2", "--micro-batch", str(MICRO), "--warmup", "0",
+                   "--zero", "1", launcher=[mpirun, "-np", "2", "--oversubscribe"])
+    worst = max((rel(x["update_ratio_groups"][g], y["update_ratio_groups"][g]) for x, y in zip(mz1, mu)
+                 for g in groups), default=1.0)
+    ok(len(mz1) == 2 and worst < 1e-4, "--zero 1 on 2 ranks: the update ratios of one process (%.1e)" % worst)
 
 # A resumed run continues the averages (trainer_state.json keeps them): the same figures as a run left alone.
 ra, ma = train("resume-a", "--lr", "1e-2", "--steps", "6", "--save-every", "3", "--micro-batch", str(MICRO))
