@@ -80,6 +80,7 @@ _Noreturn static void usage(void)
            "      --eval-every N       diffusion bound (mdm) or NLL (ar) on the val split every N steps and at the end\n"
            "      --eval-seqs N        val sequences per evaluation (default 16)\n"
            "      --eval-samples N     noise levels per val sequence (default 4)\n"
+           "      --no-grad-stats      no noise scale, per-group gradient norms or update ratios in metrics.jsonl\n"
            "Run:\n"
            "  -s, --seed S             data order, noise levels, masks, random init (default 1)\n"
            "  -j, --threads N          threads (default: all cores, shared by the ranks on a node)\n"
@@ -117,9 +118,10 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_KEEP_BEST, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES,
-    SCP_OPT_SEED, SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO, SCP_OPT_KEEP_GATHERED,
-    SCP_OPT_REDUCE_DTYPE, SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT, SCP_OPT_PLAN, SCP_OPT_SEQ_LEN, SCP_OPT_WORLD,
-    SCP_OPT_GPU_MEMORY, SCP_OPT_LOG_EVERY, SCP_OPT_QUIET, SCP_OPT_HELP, SCP_OPT_VERSION, SCP_OPT_END};
+    SCP_OPT_NO_GRAD_STATS, SCP_OPT_SEED, SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO,
+    SCP_OPT_KEEP_GATHERED, SCP_OPT_REDUCE_DTYPE, SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT, SCP_OPT_PLAN,
+    SCP_OPT_SEQ_LEN, SCP_OPT_WORLD, SCP_OPT_GPU_MEMORY, SCP_OPT_LOG_EVERY, SCP_OPT_QUIET, SCP_OPT_HELP,
+    SCP_OPT_VERSION, SCP_OPT_END};
 static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
 
 /* The command line: the program's own flags, and the training options in their order, applied to the defaults

@@ -456,6 +456,33 @@ double scp_model_grad_norm(const scp_model *m)
     return sqrt(scp_backend_cpu.sumsq(m->grads, (size_t)m->n_weights));
 }
 
+/* Sums of squares per group of a (n_weights) vector x in be's memory: runs of adjacent parameters of one group in
+ * one call, a few calls per layer. */
+static void sumsq_groups(const scp_model *m, const scp_backend *be, const float *x, double *out)
+{
+    for (int g = 0; g < SCP_GROUP_COUNT; g++) out[g] = 0.0;
+    for (int i = 0; i < m->n_params;) {
+        scp_group g = m->desc[i].group;
+        int j = i + 1;
+        while (j < m->n_params && m->desc[j].group == g) j++;
+        int64_t o = m->offset[i], n = m->offset[j - 1] + m->desc[j - 1].numel - o;
+        out[g] += be->sumsq(x + o, (size_t)n);
+        i = j;
+    }
+}
+
+void scp_model_grad_sumsq_groups(const scp_model *m, double *out)
+{
+    if (!m->grads) {
+        for (int g = 0; g < SCP_GROUP_COUNT; g++) out[g] = 0.0;
+        return;
+    }
+    int dev = grads_live_on_device(m);
+    sumsq_groups(m, dev ? m->backend : &scp_backend_cpu, dev ? DG(m) : m->grads, out);
+}
+
+void scp_model_sumsq_groups(const scp_model *m, const float *x, double *out) { sumsq_groups(m, m->backend, x, out); }
+
 void scp_model_scale_grads(scp_model *m, float s)
 {
     if (!m->grads) return;

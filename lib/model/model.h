@@ -110,6 +110,11 @@ void scp_model_zero_grad(scp_model *m);
 /* Global L2 norm of the gradients; NaN/Inf propagate (the trainer skips such steps). */
 double scp_model_grad_norm(const scp_model *m);
 void scp_model_scale_grads(scp_model *m, float s);
+/* The sums of squares of the gradient vector per optimizer group: out has SCP_GROUP_COUNT entries (0 for a group
+ * the model lacks); NaN/Inf propagate. */
+void scp_model_grad_sumsq_groups(const scp_model *m, double *out);
+/* The same of a (n_weights) vector x in the backend's memory (scp_model_master, or a copy of it). */
+void scp_model_sumsq_groups(const scp_model *m, const float *x, double *out);
 
 /* AdamW over all parameters: opt_m, opt_v are (n_weights) fp32 moments; lr[i] is the learning rate of
  * parameter i (its group's rate from the schedule; 0 freezes); weight decay only where desc[i].decay.

@@ -92,6 +92,7 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
                         (z == 1 ? ring(w, 1, (double)(f * n)) : 0) + p->all_to_all_bytes;
         /* CPU ranks all-reduce the gradients with MPI in host memory, which is then the backend's memory */
         if (p->be.host_memory) p->buffers += scp_dist_allreduce_temp_bytes(longest, w);
+        if (o->grad_stats && E == 1) p->buffers += f * n;   /* the update ratios' copy of the master */
     } else {
         scp_shard_layout s;
         layout_of(&held, w, E, &s);

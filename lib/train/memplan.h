@@ -15,8 +15,9 @@
  *   zero 2   4 n             c n                      4 S + 4 G      8 S
  *   zero 3   4 S             a G                      4 S + 4 G      8 S
  * where c = a on a backend with bf16 storage (its kernels read a rounded copy of the master) and 0 with fp32
- * storage (they read the master itself). A device backend (host_memory 0) counts its device memory; its host
- * copies of the weights, gradients and moments are not counted.
+ * storage (they read the master itself). With the gradient statistics at stages 0 and 1, 4 n more of buffers (the
+ * master from before the update, train/grad_stats.h). A device backend (host_memory 0) counts its device memory;
+ * its host copies of the weights, gradients and moments are not counted.
  *
  * Expert parallelism over groups of E ranks: n is the rank's own parameters (its place's experts and the rest),
  * the units are scp_param_units_split's with the experts' cut over world / E ranks (dist/fsdp.h), and the
@@ -42,6 +43,7 @@ typedef struct scp_memplan_opts {
     int keep_gathered;     /* zero 3: every layer's gathered weights held from its forward to its backward */
     int reduce_bf16;       /* zero 2, 3: gradients reduced in bf16 (half the bytes, a bf16 copy of the units) */
     int expert_parallel;   /* ranks per expert group (dist/expert.h), 0 or 1: none; not with zero 1 */
+    int grad_stats;        /* zero 0, 1: the update ratios' copy of the master (train/grad_stats.h), 4 n */
 } scp_memplan_opts;
 
 typedef struct scp_memplan {

@@ -42,6 +42,7 @@ void scp_train_opts_default(scp_train_opts *o)
     o->batch_tokens = 0;   /* 0: 8 sequences */
     o->shuffle = 1;
     o->save_seconds = SCP_TRAIN_SAVE_SECONDS;
+    o->grad_stats = 1;
     o->eval_seqs = 16;
     o->eval_samples = 4;
     o->seed = 1;
@@ -103,6 +104,7 @@ json_t *scp_train_opts_to_json(const scp_train_opts *o)
     json_object_set_new(j, "steps", json_integer(o->steps));
     json_object_set_new(j, "tokens", json_integer(o->tokens));
     json_object_set_new(j, "shuffle", json_boolean(o->shuffle));
+    json_object_set_new(j, "grad_stats", json_boolean(o->grad_stats));
     json_object_set_new(j, "save_every", json_integer(o->save_every));
     json_object_set_new(j, "save_seconds", json_real(o->save_seconds));
     json_object_set_new(j, "keep", json_integer(o->keep));
@@ -222,7 +224,7 @@ int scp_train_opts_from_json(scp_train_opts *o, const json_t *j, const char *wha
         get_d(j, "min_lr", &o->min_lr, what) || get_d(j, "decay_frac", &o->decay_frac, what) ||
         get_i64(j, "batch_tokens", &o->batch_tokens, what) || get_int(j, "micro_batch", &o->micro_batch, what) ||
         get_i64(j, "steps", &o->steps, what) || get_i64(j, "tokens", &o->tokens, what) ||
-        get_b(j, "shuffle", &o->shuffle, what) || get_i64(j, "save_every", &o->save_every, what) ||
+        get_b(j, "shuffle", &o->shuffle, what) || get_b(j, "grad_stats", &o->grad_stats, what) || get_i64(j, "save_every", &o->save_every, what) ||
         get_int(j, "keep", &o->keep, what) || get_i64(j, "eval_every", &o->eval_every, what) ||
         get_int(j, "eval_seqs", &o->eval_seqs, what) || get_int(j, "eval_samples", &o->eval_samples, what) || get_int(j, "threads", &o->threads, what) ||
         get_s(j, "backend", &o->backend, what) || get_d(j, "save_seconds", &o->save_seconds, what) ||

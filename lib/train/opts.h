@@ -50,6 +50,7 @@ typedef struct scp_train_opts {
     int micro_batch;            /* sequences per forward/backward; 0 = whole global batch */
     int64_t steps, tokens;      /* bound (tokens converted to steps when steps is 0) */
     int shuffle;                /* data order shuffled per epoch from the seed */
+    int grad_stats;             /* per-group gradient norms, update ratios, noise scale (train/grad_stats.h) */
 
     int64_t save_every;         /* checkpoint every N steps (0: none by steps) */
     double save_seconds;        /* and every N seconds of the run's wall time (0: none by time); a run given no

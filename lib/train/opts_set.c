@@ -140,6 +140,7 @@ int scp_train_opts_set(scp_train_opts *o, scp_opt_id id, const char *arg)
         break;
     case SCP_OPT_NO_SHUFFLE: o->shuffle = 0; break;
     case SCP_OPT_KEEP_BEST: o->keep_best = 1; break;
+    case SCP_OPT_NO_GRAD_STATS: o->grad_stats = 0; break;
     case SCP_OPT_SEED: o->seed = (uint64_t)scp_opt_int("--seed", arg, 0, INT64_MAX); break;
     case SCP_OPT_BACKEND:
         if (scp_backend_check_name(arg)) scp_usage_error("--backend: %s", scp_last_error());

@@ -261,6 +261,13 @@ int scp_train_start(scp_train_run *r)
                  scp_dist_library(), d->nccl ? ", gradients by NCCL" : "", r->B / d->world,
                  (r->B + d->world - 1) / d->world, r->zero, d->timeout);
 
+    if (r->expert_parallel > 1 && r->zero == 0 && o->grad_stats) {
+        /* each rank holds other experts: a rank's gradient is no sample of the whole model's */
+        o->grad_stats = 0;
+        if (!r->quiet)
+            scp_warn("--expert-parallel with --zero 0: no gradient statistics (noise scale, per-group norms and update "
+                     "ratios); --zero 2 or 3 gives the noise scale");
+    }
     const scp_model_config *cfg = &r->m->cfg;
     scp_trainer_init(&r->tr, r->m, o, &r->st, &r->src, r->B, r->micro, r->mo.m, r->mo.v, cfg->mask_token_id, r->shift);
     r->tr_open = 1;
@@ -336,6 +343,7 @@ static int step_line(scp_train_run *r, const scp_step_info *si, double dt, doubl
     json_object_set_new(j, "epoch", json_real(scp_train_epoch(st->cursor, r->src.n)));
     json_object_set_new(j, "peak_rss_bytes", json_integer(scp_peak_rss_bytes()));
     scp_metrics_moe(j, si->n_experts, si->expert_load, si->aux_loss, si->z_loss);
+    scp_grad_stats_json(&r->tr.gstats, j);
     if (r->dist->world > 1) {   /* seconds all-reducing, and waiting at the step barrier for the slowest rank */
         json_object_set_new(j, "comm_s", json_real(comm));
         json_object_set_new(j, "wait_s", json_real(wait));

@@ -49,6 +49,7 @@ int scp_train_state_save(const char *path, const scp_train_state *s, const scp_t
     json_object_set_new(j, "rng", r);
     json_object_set_new(j, "data_tokenizer_hash", u64_hex(s->data_hash));
     if (s->world > 0) json_object_set_new(j, "world_size", json_integer(s->world));
+    if (s->noise.n > 0) json_object_set_new(j, "noise_scale_ema", scp_noise_to_json(&s->noise));
     json_object_set_new(j, "options", scp_train_opts_to_json(o));
     int rc = scp_json_save_exact(path, j);
     json_decref(j);
@@ -121,6 +122,8 @@ int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o
         scp_error("%s: 'world_size' must be at least 1", path);
         goto out;
     }
+    json_t *ne = json_object_get(j, "noise_scale_ema");
+    if (ne && scp_noise_from_json(&s->noise, ne, path)) goto out;
     if (check_plausible(s, path)) goto out;
     if (o) {
         json_t *oj = json_object_get(j, "options");

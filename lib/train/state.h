@@ -19,6 +19,7 @@
 
 #include "model/model.h"
 #include "core/rng.h"
+#include "train/noise.h"
 #include "train/opts.h"
 
 typedef struct scp_train_state {
@@ -31,6 +32,7 @@ typedef struct scp_train_state {
     scp_rng rng;           /* the trainer's own stream (annealed-attention draws) */
     uint64_t data_hash;    /* tokenizer hash of the data, checked again on resume */
     int64_t world;         /* data-parallel ranks that saved the state ("world_size"; 0: not recorded, one) */
+    scp_noise noise;       /* the noise scale's averages ("noise_scale_ema"; absent: none yet, train/noise.h) */
 } scp_train_state;
 
 /* trainer_state.json: the state plus the options (every double with 17 significant digits). */

@@ -36,6 +36,7 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
     int E = scp_model_moe_stats(m, NULL, NULL, NULL);
     t->moe_load = E ? scp_xcalloc((size_t)E, sizeof *t->moe_load) : NULL;
     scp_model_moe_set_losses(m, o->aux_loss, o->z_loss);
+    scp_grad_stats_init(&t->gstats, m, o->grad_stats, &st->noise);
 }
 
 /* The gradient hook: queue the all-reduce of a range of device gradients that the backward has finished. */
@@ -59,6 +60,7 @@ void scp_trainer_set_fsdp(scp_trainer *t, scp_fsdp *f)
     t->dist = f->d->world > 1 ? f->d : NULL;
     t->zero_lo = NULL;
     t->nccl = 0;
+    t->gstats.sharded = 1;   /* the gradients exist only as shards (train/grad_stats.h) */
     scp_model_set_grad_hook(t->m, NULL, NULL);
 }
 
@@ -79,6 +81,7 @@ void scp_trainer_free(scp_trainer *t)
     free(t->plr);
     free(t->aseeds);
     free(t->moe_load);
+    scp_grad_stats_free(&t->gstats, t->m);
     t->moe_load = NULL;
     t->aseeds = NULL;
     t->ts = NULL;
@@ -96,6 +99,16 @@ static int moe_load_allreduce(scp_dist *d, int64_t *load, int E)
     return rc;
 }
 
+/* The share of the step's loss weight that the first n rows of this rank's batch carry: mdm weighs every sequence
+ * 1/B, ar every target 1/ntg (the targets of the global batch). */
+static double first_share(const scp_trainer *t, int n, double ntg)
+{
+    if (t->o->objective != SCP_OBJ_AR) return (double)n / t->B;
+    double targets = 0;
+    for (int r = 0; r < n; r++) targets += t->b.n_scored[r];
+    return ntg ? targets / ntg : 0.0;
+}
+
 int scp_trainer_step(scp_trainer *t, scp_step_info *info)
 {
     const scp_train_opts *o = t->o;
@@ -108,13 +121,13 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     int64_t lo = 0, hi = B;
     if (d) scp_dist_split(B, d->world, d->rank, &lo, &hi);
     int nb = (int)(hi - lo);
+    double ntg = 0;   /* ar: targets in the global batch */
     if (scp_batch_fetch(b, t->src, &t->order, st->cursor + lo, nb)) return -1;
     if (o->objective == SCP_OBJ_MDM) {
         scp_mask_sample_t(o->t_sampler, o->seed, (uint64_t)st->step, B, o->t_eps, t->ts);
         for (int r = 0; r < nb; r++) scp_batch_mdm_row(b, r, t->ts[lo + r], (uint64_t)(st->cursor + lo + r), &t->spec);
         scp_batch_weights(b, o->objective, o->loss_norm, o->mask_schedule, 1.0 / B);
     } else {
-        double ntg = 0;
         for (int r = 0; r < nb; r++) {
             scp_batch_ar_row(b, r, o->doc_mask);
             ntg += b->n_scored[r];
@@ -138,6 +151,7 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     if (t->fsdp) scp_fsdp_zero_grad(t->fsdp);
     else scp_model_zero_grad(m);
     scp_model_moe_reset_stats(m);
+    scp_grad_stats_begin(&t->gstats);
     double loss = 0;
     for (int r0 = 0; r0 < nb; r0 += t->micro) {
         int n = nb - r0 < t->micro ? nb - r0 : t->micro;
@@ -145,6 +159,16 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         if (t->nccl && r0 + t->micro >= nb) scp_model_arm_grad_hook(m);   /* the last micro-batch */
         scp_model_moe_set_share(m, (double)n / B);   /* MoE losses: each micro-batch weighs its share */
         loss += scp_model_step(m, &v, 1, NULL);
+        /* The first micro-batch's gradient alone, unless an NCCL all-reduce already started on it; sharded, all
+         * ranks' first micro-batches together (every rank makes as many micro-batches: n < nb on all or none). */
+        if (r0 == 0 && t->gstats.on && !t->fsdp && (n < nb || (d && !t->nccl)))
+            scp_grad_stats_small(&t->gstats, m, first_share(t, n, ntg));
+        if (r0 == 0 && t->gstats.on && t->fsdp && n < nb) {
+            double g;
+            if (scp_fsdp_grad_norm(t->fsdp, &g) ||
+                scp_grad_stats_small_shards(&t->gstats, d, g * g, first_share(t, n, ntg)))
+                return -1;
+        }
     }
     if (t->ep && scp_model_expert_exchange_failed(m)) return -1;
     double sums[5] = {loss, 0, 0, 0, 0};   /* loss, masked and maskable positions, MoE aux and z losses */
@@ -179,6 +203,8 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     } else {
         gnorm = scp_model_grad_norm(m);
     }
+    if (t->fsdp) scp_grad_stats_big_shards(&t->gstats, gnorm * gnorm, sums[1]);
+    else if (scp_grad_stats_big(&t->gstats, m, d, sums[1])) return -1;
     int skip = !isfinite(loss) || !isfinite(gnorm);
     scp_group_lr(o, st->step, st->total_steps, t->glr);
     if (skip) {
@@ -190,6 +216,7 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
         }
         scp_param_lr(m->desc, m->n_params, t->glr, t->plr);
         st->adam_step++;
+        scp_grad_stats_before_update(&t->gstats, m);
         if (t->fsdp) {
             if (scp_fsdp_adamw(t->fsdp, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
                                (float)o->weight_decay, st->adam_step))
@@ -202,6 +229,7 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
             scp_model_adamw(m, t->opt_m, t->opt_v, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
                             (float)o->weight_decay, st->adam_step);
         }
+        scp_grad_stats_after_update(&t->gstats, m);
     }
     st->cursor += B;
     st->tokens += (int64_t)B * t->T;

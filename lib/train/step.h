@@ -13,6 +13,7 @@
 #include "dist/dist.h"
 #include "model/model.h"
 #include "data/batch.h"
+#include "train/grad_stats.h"
 #include "train/opts.h"
 #include "train/state.h"
 
@@ -43,6 +44,7 @@ typedef struct scp_trainer {
     /* Expert parallelism (dist/expert.h): the gradients are summed over the ranks that hold them after the
      * backward, and the norm counts every expert once. NULL otherwise. */
     struct scp_expert_par *ep;
+    scp_grad_stats gstats;        /* per-group norms, update ratios and the noise scale of the last step */
 } scp_trainer;
 
 typedef struct scp_step_info {
