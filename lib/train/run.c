@@ -7,6 +7,7 @@
 #include "core/progress.h"
 #include "data/source.h"
 #include "eval/setup.h"
+#include "model/backend.h"
 #include "train/init.h"
 #include "train/run_checkpoint.h"
 #include "train/sharded.h"
@@ -342,6 +343,8 @@ static int step_line(scp_train_run *r, const scp_step_info *si, double dt, doubl
     json_object_set_new(j, "skipped", json_integer(st->skipped));
     json_object_set_new(j, "epoch", json_real(scp_train_epoch(st->cursor, r->src.n)));
     json_object_set_new(j, "peak_rss_bytes", json_integer(scp_peak_rss_bytes()));
+    int64_t dev = r->m->backend->host_memory ? -1 : r->m->backend->peak_bytes();
+    if (dev >= 0) json_object_set_new(j, "device_peak_bytes", json_integer(dev));
     scp_metrics_moe(j, si->n_experts, si->expert_load, si->aux_loss, si->z_loss);
     scp_grad_stats_json(&r->tr.gstats, j);
     if (r->dist->world > 1) {   /* seconds all-reducing, and waiting at the step barrier for the slowest rank */

@@ -110,7 +110,12 @@ def stage(zero):
     # Ten times the steps, so that the stop lands mid-run however fast the machine is (the job never finishes).
     p, pids = start(rs, [a if a != "200" else "2000" for a in args])
     time.sleep(rng.uniform(0.05, 0.5) * dur)
-    if ok(p.poll() is None and sorted(pids) == [0, 1], tag + "second 2-rank job running"):
+    running2 = p.poll() is None and sorted(pids) == [0, 1]
+    if not running2:   # say why: the job's end, or the ranks it had
+        if p.poll() is None:
+            p.kill()
+        diag("exit %s, rank PIDs %s: %s" % (p.poll(), pids, p.communicate()[1][-1500:]))
+    if ok(running2, tag + "second 2-rank job running"):
         t0 = time.time()
         os.kill(pids[1], signal.SIGSTOP)
         try:

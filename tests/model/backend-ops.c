@@ -635,11 +635,31 @@ static void test_adamw_norm(size_t n)
     xfree(xp), xfree(xg), xfree(xm), xfree(xv);
 }
 
+/* peak_bytes: -1 for a table in host memory (the process's resident set tells), else the most of its buffers held at
+ * once, which a fresh buffer of 1 MiB held beside what is held now must raise to at least their sum. */
+static void test_peak_bytes(void)
+{
+    int64_t before = XOP(peak_bytes)();
+    if (X->host_memory) {
+        tap_ok(before == -1, "peak_bytes: -1 in host memory (%lld)", (long long)before);
+        return;
+    }
+    void *a = XOP(alloc)((size_t)1 << 20), *b = XOP(alloc)((size_t)1 << 20);
+    int64_t mid = XOP(peak_bytes)();
+    xfree(a);
+    xfree(b);
+    int64_t after = XOP(peak_bytes)();
+    tap_ok(before >= 0 && mid >= before && mid >= (int64_t)2 << 20 && after == mid,
+           "peak_bytes: %lld, then %lld with two 1 MiB buffers more, %lld after they are freed (a peak stays)",
+           (long long)before, (long long)mid, (long long)after);
+}
+
 /* Every case, X against R (set by main). */
 static void run_cases(void)
 {
     tap_diag("backend under test: %s (act_size %zu), reference: %s (act_size %zu)", X->name, X->act_size, R->name,
              R->act_size);
+    test_peak_bytes();
     const int cuda = strncmp(X->name, "cuda", 4) == 0;
     if (bf && rbf)        /* the same roundings on both sides */
         tol_mm = TOL_OUT16, tol_mmw = TOL_W16, tol_ew = TOL_OUT16, tol_att = TOL_OUT16;

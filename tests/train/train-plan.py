@@ -274,6 +274,29 @@ else:
             compare("--expert-parallel 2, zero %d, rank 1 of mpirun -np 2" % z, z, 2,
                     [mpirun, "-np", "2", "--oversubscribe"], 1, (moe_big, moe_tiny), ["--expert-parallel", "2"])
 
+# ---- the plan against the device memory a backend counts (cpu-mirror: "cpu" with its buffers as a device's) ----
+def device_peak(launch, extra):
+    out = os.path.join(tmp, "devrun")
+    shutil.rmtree(out, ignore_errors=True)
+    r = subprocess.run(launch + [PROG, "--init", "random:" + big, "-o", out, "--backend", "cpu-mirror"] + TRAIN + extra,
+                       capture_output=True, text=True)
+    if r.returncode:
+        diag(r.stderr[-800:])
+        return None
+    return max(x.get("device_peak_bytes", -1) for x in td.read_metrics(out) if "loss" in x)
+
+
+runs = [("one process, zero 0", [], [], 1)]
+if "mpi=yes" in VERSION and shutil.which("mpirun"):
+    runs.append(("rank 0 of mpirun -np 2, zero 3", [shutil.which("mpirun"), "-np", "2", "--oversubscribe"],
+                 ["--zero", "3"], 2))
+for label, launch, extra, world in runs:
+    got = device_peak(launch, extra)
+    want = plan(big, *PLAN, "--backend", "cpu-mirror", "--world", str(world), *extra)["per_rank"]["total"]
+    ok(got is not None and got > 0 and abs(got - want) <= 0.10 * want,
+       "cpu-mirror, %s: device_peak_bytes %s against the plan's %d (%+.1f%%)" %
+       (label, got, want, 100.0 * ((got or 0) - want) / want))
+
 # ---- the manual's table is the planner's ------------------------------------------------------------------------
 r = subprocess.run(["/usr/bin/python3", os.path.join(SRCDIR, "bench", "plan-table"), BIN], capture_output=True, text=True)
 with open(os.path.join(SRCDIR, "man", "scp-train.1")) as f:

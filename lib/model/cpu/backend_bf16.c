@@ -263,8 +263,9 @@ static void bf16_moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dou
 
 /* ---- the table: an entry per line of model/backend_ops.def ---- */
 /* Entries on bytes and float arrays, which bf16 storage does not change: the fp32 backends' functions. */
-#define bf16_alloc scp_cpu_alloc
-#define bf16_free scp_cpu_free
+#define bf16_alloc scp_cpu_counted_alloc
+#define bf16_free scp_cpu_counted_free
+#define bf16_peak_bytes scp_cpu_counted_peak
 #define bf16_zero_bytes scp_cpu_zero_bytes
 #define bf16_copy_bytes scp_cpu_copy_bytes
 #define bf16_upload scp_cpu_copy_bytes

@@ -23,6 +23,30 @@ void *scp_cpu_alloc(size_t bytes)
 
 void scp_cpu_free(void *p) { free(p); }
 
+/* The counted buffers carry their size in a 64-byte header before the aligned memory they hand out. */
+static int64_t counted_now, counted_peak;
+
+void *scp_cpu_counted_alloc(size_t bytes)
+{
+    size_t n = (bytes + 63) & ~(size_t)63;
+    char *p = scp_cpu_alloc(n + 64);
+    *(size_t *)(void *)p = n;
+    counted_now += (int64_t)n;
+    if (counted_now > counted_peak) counted_peak = counted_now;
+    return p + 64;
+}
+
+void scp_cpu_counted_free(void *p)
+{
+    if (!p) return;
+    char *h = (char *)p - 64;
+    counted_now -= (int64_t)*(size_t *)(void *)h;
+    free(h);
+}
+
+int64_t scp_cpu_counted_peak(void) { return counted_peak; }
+int64_t scp_cpu_uncounted_peak(void) { return -1; }
+
 void scp_cpu_zero_bytes(void *x, size_t bytes)
 {
     char *c = x;
@@ -53,6 +77,7 @@ static void f32_download(void *host, const void *src, size_t n) { memcpy(host, s
 #define f32_sumsq scp_cpu_sumsq
 #define f32_scale scp_cpu_scale
 #define f32_add scp_cpu_add
+#define f32_peak_bytes scp_cpu_uncounted_peak
 
 /* ---- fp32 storage: the scp_act arrays are float arrays, handed to the kernels (cpu.h) as they are ---- */
 #define F(p) ((float *)(void *)(p))
@@ -196,7 +221,13 @@ const scp_backend scp_backend_cpu = {
 #include "model/backend_ops.def"
 };
 
-#define SCP_BACKEND_OP(cap, ret, op, params) .op = f32_##op,
+/* cpu-mirror: "cpu" with its buffers counted as a device's (MIRROR_OWN_<entry>, as REF_OWN_ below). */
+#define MIRROR_OWN_alloc x, scp_cpu_counted_alloc
+#define MIRROR_OWN_free x, scp_cpu_counted_free
+#define MIRROR_OWN_peak_bytes x, scp_cpu_counted_peak
+#define SECOND_(a, b, ...) b
+#define SECOND(...) SECOND_(__VA_ARGS__)
+#define SCP_BACKEND_OP(cap, ret, op, params) .op = SECOND(MIRROR_OWN_##op, f32_##op, ~),
 const scp_backend scp_backend_cpu_mirror = {
     .name = "cpu-mirror",
     .caps = SCP_BACKEND_CAP_ALL,
@@ -215,8 +246,6 @@ const scp_backend scp_backend_cpu_mirror = {
 #define REF_OWN_attention_fwd x, ref_attention_fwd
 #define REF_OWN_attention_bwd x, ref_attention_bwd
 #define REF_OWN_crossentropy x, ref_crossentropy
-#define SECOND_(a, b, ...) b
-#define SECOND(...) SECOND_(__VA_ARGS__)
 #define SCP_BACKEND_OP(cap, ret, op, params) .op = SECOND(REF_OWN_##op, f32_##op, ~),
 const scp_backend scp_backend_cpu_ref = {
     .name = "cpu-ref",

@@ -169,6 +169,12 @@ SCP_INLINE float scp_exp_sum(float *p, float mx, int n)
  * (backend_bf16.c). */
 void *scp_cpu_alloc(size_t bytes);
 void scp_cpu_free(void *p);
+/* The same for the CPU tables that pose as device memory (cpu-mirror, cpu-bf16), counted: the bytes of their
+ * buffers held at once at most (scp_cpu_counted_peak), as a device backend counts its memory. */
+void *scp_cpu_counted_alloc(size_t bytes);
+void scp_cpu_counted_free(void *p);
+int64_t scp_cpu_counted_peak(void);
+int64_t scp_cpu_uncounted_peak(void);
 void scp_cpu_zero_bytes(void *x, size_t bytes);
 void scp_cpu_copy_bytes(void *dst, const void *src, size_t bytes);
 size_t scp_cpu_attn_state_floats(int B, int H, int T);

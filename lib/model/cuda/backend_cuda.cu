@@ -6,10 +6,24 @@
 #include "model/cuda/cuda_internal.h"
 
 #include <cstdlib>
+#include <unordered_map>
 
 static cublasHandle_t blas;
 static void *scratch;
 static size_t scratch_bytes;
+
+// Device memory held by the backend, for its peak (the table's peak_bytes): each buffer's size by its address, the
+// scratch and cuBLAS's workspace.
+static std::unordered_map<void *, size_t> held;
+static int64_t held_now, held_peak;
+
+static void count(int64_t delta)
+{
+    held_now += delta;
+    if (held_now > held_peak) held_peak = held_now;
+}
+
+static int64_t cuda_peak_bytes(void) { return held_peak; }
 
 cublasHandle_t scp_cuda_blas(void)
 {
@@ -19,6 +33,7 @@ cublasHandle_t scp_cuda_blas(void)
         // run after run (bitwise-repeatable results, which exact resume relies on).
         void *ws;
         SCP_CUDA(cudaMalloc(&ws, (size_t)32 << 20));
+        count((int64_t)32 << 20);
         SCP_CUBLAS(cublasSetWorkspace(blas, ws, (size_t)32 << 20));
         SCP_CUBLAS(cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH));
     }
@@ -43,10 +58,13 @@ void *scp_cuda_scratch(size_t bytes)
 {
     if (bytes > scratch_bytes) {
         if (scratch) SCP_CUDA(cudaFree(scratch));
+        count(-(int64_t)scratch_bytes);
+        scratch_bytes = 0;
         size_t n = bytes + bytes / 4;
         cudaError_t e = cudaMalloc(&scratch, n);
         if (e != cudaSuccess) alloc_failed("scratch", n, e);
         scratch_bytes = n;
+        count((int64_t)n);
     }
     return scratch;
 }
@@ -58,12 +76,20 @@ static void *cuda_alloc(size_t bytes)
     cudaError_t e = cudaMalloc(&p, n);
     if (e != cudaSuccess) alloc_failed("model workspace", n, e);
     SCP_CUDA(cudaMemset(p, 0, n));
+    held[p] = n;
+    count((int64_t)n);
     return p;
 }
 
 static void cuda_free(void *p)
 {
-    if (p) SCP_CUDA(cudaFree(p));
+    if (!p) return;
+    auto it = held.find(p);
+    if (it != held.end()) {
+        count(-(int64_t)it->second);
+        held.erase(it);
+    }
+    SCP_CUDA(cudaFree(p));
 }
 
 static void cuda_zero(void *x, size_t bytes)
@@ -187,6 +213,7 @@ static void cuda_matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int 
 template <typename T> struct cuda_entries {
     static void *alloc(size_t bytes) { return cuda_alloc(bytes); }
     static void free(void *p) { cuda_free(p); }
+    static int64_t peak_bytes(void) { return cuda_peak_bytes(); }
     static void zero_bytes(void *x, size_t bytes) { cuda_zero(x, bytes); }
     static void copy_bytes(void *dst, const void *src, size_t bytes) { cuda_copy(dst, src, bytes); }
     static void upload(void *dst, const void *host, size_t n) { cuda_upload(dst, host, n); }
