@@ -288,7 +288,8 @@ def device_peak(launch, extra):
 
 runs = [("one process, zero 0", [], [], 1)]
 if "mpi=yes" in VERSION and shutil.which("mpirun"):
-    runs.append(("rank 0 of mpirun -np 2, zero 3", [shutil.which("mpirun"), "-np", "2", "--oversubscribe"],
+    import mpi_testlib   # noqa: E402  (the OpenMPI environment for root and oversubscription)
+    runs.append(("rank 0 of mpirun -np 2, zero 3", [mpi_testlib.require_mpi(), "-np", "2", "--oversubscribe"],
                  ["--zero", "3"], 2))
 for label, launch, extra, world in runs:
     got = device_peak(launch, extra)
