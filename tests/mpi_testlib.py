@@ -93,3 +93,26 @@ def run_tensors(rundir, base):
         if f.startswith(base) and f.endswith(".safetensors"):
             out.update(td.st_read(os.path.join(d, f))[0])
     return out
+
+
+def resumable(src, dst, step=10):
+    """A run directory holding src's checkpoint of `step` as its latest, and its metrics up to that step."""
+    import json
+    name = "step-%07d" % step
+    os.makedirs(dst)
+    shutil.copytree(os.path.join(src, name), os.path.join(dst, name))
+    os.symlink(name, os.path.join(dst, "latest"))
+    with open(os.path.join(src, "metrics.jsonl")) as f, open(os.path.join(dst, "metrics.jsonl"), "w") as g:
+        g.writelines(line for line in f if json.loads(line)["step"] <= step)
+
+
+def start_job(mpirun, n, args, out):
+    """mpirun -np n of scp-train args -o out in the background, once its first checkpoint is there (or it ended,
+    or 60 s passed): (the Popen, {rank: pid})."""
+    import time
+    p = subprocess.Popen(mpi_cmd(mpirun, n, args + ["-o", out]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(out, "latest")) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    return p, rank_pids(p.pid, n)

@@ -518,6 +518,19 @@ int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, co
     return 0;
 }
 
+int scp_dist_copy_to(scp_dist *d, int src, int root, float *out, const float *part, int64_t n, const char *what)
+{
+    if (src == root) {
+        if (d->rank == root && out != part) memcpy(out, part, (size_t)n * sizeof *out);
+        return 0;
+    }
+    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(d->world + 1));
+    for (int r = 0; r <= d->world; r++) lo[r] = r <= src ? 0 : n;
+    int rc = scp_dist_gather_to(d, root, out, d->rank == src ? part : out, lo, what);
+    free(lo);
+    return rc;
+}
+
 int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what)
 {
     return scp_dist_gather_to(d, 0, full, part, lo, what);

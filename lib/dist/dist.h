@@ -81,6 +81,9 @@ int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64
 /* The same with any root: rank root receives every rank's share into full (shares of n = lo[world] floats), rank r
  * sends lo[r + 1] - lo[r] floats from part. */
 int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, const int64_t *lo, const char *what);
+/* n floats held by rank src (part, read there) whole on rank root (out, written there; given on every rank): a
+ * copy when src is root, else a message the other ranks take part in with nothing. */
+int scp_dist_copy_to(scp_dist *d, int src, int root, float *out, const float *part, int64_t n, const char *what);
 /* Equal pieces (sharded units, dist/shard_layout.h): buf holds world pieces of piece_bytes, rank r's at
  * r * piece_bytes; each rank has written its own, and afterwards every rank holds all of them. */
 int scp_dist_allgather_pieces(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);

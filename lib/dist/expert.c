@@ -142,16 +142,7 @@ int scp_expert_par_gather_param(scp_expert_par *ep, const float *vec, int i, int
     int place, li = scp_expert_par_locate(ep, i, &place);
     /* Entries every rank holds come from root's own copy; an expert from the rank of its place in group 0. */
     int src = place < 0 ? root : place;
-    if (src == root) {
-        if (d->rank == root) memcpy(out, vec + m->offset[li], (size_t)pd->numel * sizeof *out);
-        return 0;
-    }
-    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(d->world + 1));
-    for (int r = 0; r <= d->world; r++) lo[r] = r <= src ? 0 : pd->numel;
-    const float *part = d->rank == src ? vec + m->offset[li] : out;
-    int rc = scp_dist_gather_to(d, root, out, part, lo, "checkpoint expert gather");
-    free(lo);
-    return rc;
+    return scp_dist_copy_to(d, src, root, out, vec + m->offset[li], pd->numel, "checkpoint expert gather");
 }
 
 int scp_expert_par_same(scp_expert_par *ep, const float *vec, int64_t n, const char *what)

@@ -257,16 +257,7 @@ int scp_fsdp_gather_param_of(scp_fsdp *f, scp_fsdp_vec which, int i, int place, 
          * group (dist/expert.h) */
         int src = f->unit_expert[u] ? place : root;
         scp_model_sync_host(f->m);
-        if (src == root) {
-            if (f->d->rank == root) memcpy(out, f->m->weights + s, (size_t)(e - s) * sizeof *out);
-            return 0;
-        }
-        int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(f->d->world + 1));
-        for (int r = 0; r <= f->d->world; r++) lo[r] = r <= src ? 0 : e - s;
-        int rc = scp_dist_gather_to(f->d, root, out, f->d->rank == src ? f->m->weights + s : out, lo,
-                                    "sharded checkpoint gather");
-        free(lo);
-        return rc;
+        return scp_dist_copy_to(f->d, src, root, out, f->m->weights + s, e - s, "sharded checkpoint gather");
     }
     const scp_shard_layout *L = &f->lay;
     int W = f->d->world;

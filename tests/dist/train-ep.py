@@ -140,18 +140,10 @@ ok(e_ep is not None and e_ref is not None and abs(e_ep - e_ref) <= 1e-4 * abs(e_
 # ---- resume from the 2-group run's step-10 checkpoint ----
 
 
-def resumable(src, dst):
-    os.makedirs(dst)
-    shutil.copytree(os.path.join(src, "step-0000010"), os.path.join(dst, "step-0000010"))
-    os.symlink("step-0000010", os.path.join(dst, "latest"))
-    with open(os.path.join(src, "metrics.jsonl")) as f, open(os.path.join(dst, "metrics.jsonl"), "w") as g:
-        g.writelines(line for line in f if json.loads(line)["step"] <= 10)
-
-
 src = os.path.join(tmp, "np4-ep2")
 r4, r2, r1 = (os.path.join(tmp, "resume%d" % n) for n in (4, 2, 1))
 for d in (r4, r2, r1):
-    resumable(src, d)
+    mt.resumable(src, d)
 a = run(4, ["--resume", "--expert-parallel", "2", "--threads", "1"], r4)
 if ok(a.returncode == 0, "4 ranks, 2 expert groups: resumed from the step-10 checkpoint"):
     fs = [f for f in sorted(os.listdir(os.path.join(src, "latest"))) if f.endswith(".safetensors")]
@@ -159,7 +151,7 @@ if ok(a.returncode == 0, "4 ranks, 2 expert groups: resumed from the step-10 che
                                         shallow=False) for f in fs) and numbers(r4) == numbers(src),
        "resumed on 4 ranks: every shard file and every step's metrics bit-identical to the uninterrupted run")
 r3 = os.path.join(tmp, "resume-z3")
-resumable(z3, r3)
+mt.resumable(z3, r3)
 a = run(4, ["--resume", "--expert-parallel", "2", "--zero", "3", "--threads", "1"], r3)
 if ok(a.returncode == 0, "4 ranks, 2 expert groups, ZeRO-3: resumed from the step-10 checkpoint"):
     ok(all(filecmp.cmp(os.path.join(z3, "latest", f), os.path.join(r3, "latest", f), shallow=False) for f in fs)
@@ -176,13 +168,9 @@ if ok(b.returncode == 0 and c.returncode == 0 and "saved by 4 ranks, resuming wi
 
 
 def start(out, args):
-    p = subprocess.Popen(mt.mpi_cmd(mpirun, 2, args + ["-o", out]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    deadline = time.time() + 60
-    while not os.path.exists(os.path.join(out, "latest")) and p.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    p, pids = mt.start_job(mpirun, 2, args, out)
     time.sleep(0.3)   # past the first checkpoint: in the steps, whose time goes mostly to the MoE layers
-    return p, mt.rank_pids(p.pid, 2)
+    return p, pids
 
 
 LONG = ["5000" if a == "20" else a for a in COMMON]

@@ -30,13 +30,7 @@ diag("kill moments from seed %d (SCP_TEST_SEED to repeat)" % seed)
 rng = random.Random(seed)
 
 def start(out, args):
-    p = subprocess.Popen(mt.mpi_cmd(mpirun, 2, args + ["-o", out]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    deadline = time.time() + 60
-    while not os.path.exists(os.path.join(out, "latest")) and p.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    pids = mt.rank_pids(p.pid, 2)
-    return p, pids
+    return mt.start_job(mpirun, 2, args, out)
 
 
 def running(pid):

@@ -132,18 +132,9 @@ ok(e3 is not None and abs(e3 - e0) <= 1e-4 * abs(e0),
 # ---- resume: from the 4-rank run's own step-10 checkpoint ----
 
 
-def resumable(src, dst):
-    """A run directory holding src's step-10 checkpoint as its latest, and its metrics up to step 10."""
-    os.makedirs(dst)
-    shutil.copytree(os.path.join(src, "step-0000010"), os.path.join(dst, "step-0000010"))
-    os.symlink("step-0000010", os.path.join(dst, "latest"))
-    with open(os.path.join(src, "metrics.jsonl")) as f, open(os.path.join(dst, "metrics.jsonl"), "w") as g:
-        g.writelines(line for line in f if json.loads(line)["step"] <= 10)
-
-
 r4, r2, r1 = (os.path.join(tmp, "resume%d" % n) for n in (4, 2, 1))
 for d in (r4, r2, r1):
-    resumable(z3, d)
+    mt.resumable(z3, d)
 a = run(4, ["--resume", "--zero", "3", "--threads", "1"], r4)
 if ok(a.returncode == 0, "4-rank ZeRO-3 run resumed on 4 ranks from its step-10 checkpoint"):
     fs = [f for f in sorted(os.listdir(os.path.join(z3, "latest"))) if f.endswith(".safetensors")]
