@@ -33,5 +33,8 @@ fails_with() {
 }
 diag() { echo "# $*"; }
 skip_all() { echo "1..0 # SKIP $*"; trap - EXIT; rm -rf "$TMP"; exit 77; }
+# sanitized: true in a build with AddressSanitizer/UndefinedBehaviorSanitizer (configure --enable-sanitizers),
+# where a test may cut what only repeats the plain build's check at several times the cost.
+sanitized() { "$SCP_BIN/scp-train" --version 2>/dev/null | grep -q 'sanitizers=yes'; }
 need_assets() { [ -d "$SCP_ASSETS" ] && [ -e "$SCP_ASSETS/$1" ] || skip_all "asset $1 not found (set SCP_ASSETS)"; }
 done_testing() { echo "1..$tap_n"; [ "$tap_failed" -eq 0 ]; exit $?; }

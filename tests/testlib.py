@@ -31,6 +31,13 @@ def skip_all(why):
     sys.exit(77)
 
 
+def sanitized():
+    """True in a build with AddressSanitizer/UndefinedBehaviorSanitizer (configure --enable-sanitizers), where
+    a test may cut what only repeats the plain build's check at several times the cost."""
+    out = subprocess.run([os.path.join(BIN, "scp-train"), "--version"], capture_output=True, text=True).stdout
+    return "sanitizers=yes" in out
+
+
 def done():
     print("1..%d" % _n, flush=True)
     sys.exit(1 if _failed else 0)

@@ -27,7 +27,12 @@ import tarfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from testlib import ASSETS, BIN, SRCDIR, diag, tmpdir  # noqa: E402
+from testlib import ASSETS, BIN, SRCDIR, diag, sanitized, skip_all, tmpdir  # noqa: E402
+
+# The examples check the manuals against the programs, the same in every build; under the sanitizers the
+# programs' code runs in the rest of the suite, and the examples' fixtures would only cost minutes.
+if sanitized():
+    skip_all("sanitizer build: the manuals' examples are checked by the plain build")
 
 TOOLS = os.path.join(SRCDIR, "tools")
 TIMEOUT = 300

@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from testlib import ok, diag, done, tmpdir  # noqa: E402
+from testlib import ok, diag, done, sanitized, tmpdir  # noqa: E402
 import train_testdata as td  # noqa: E402
 import mpi_testlib as mt  # noqa: E402
 
@@ -70,7 +70,7 @@ def compare(ref, out, what):
 
 # Under AddressSanitizer (a few times slower) the layouts are cut to those that exercise every path once: two
 # groups of 2 at every stage it runs, and one group of 4 at stage 3; the plain build runs them all.
-SANITIZED = "sanitizers=yes" in subprocess.run([mt.PROG, "--version"], capture_output=True, text=True).stdout
+SANITIZED = sanitized()
 if SANITIZED:
     diag("sanitizer build: --expert-parallel 1 and 4 at stage 0 left to the plain build")
 ref = os.path.join(tmp, "ref")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from testlib import ok, diag, done, tmpdir  # noqa: E402
+from testlib import ok, diag, done, sanitized, tmpdir  # noqa: E402
 import train_testdata as td  # noqa: E402
 import mpi_testlib as mt  # noqa: E402
 
@@ -74,7 +74,7 @@ def compare(ref, out, what, moe_model):
 
 # Under AddressSanitizer (about three times slower) the stages that shard nothing new are left to the plain build:
 # the sharded stages on every rank count still run, which is what the sanitizers watch.
-SANITIZED = "sanitizers=yes" in subprocess.run([mt.PROG, "--version"], capture_output=True, text=True).stdout
+SANITIZED = sanitized()
 STAGES = (0, 2, 3) if SANITIZED else (0, 1, 2, 3)
 if SANITIZED:
     diag("sanitizer build: --zero 1 left out of the matrix")

@@ -14,7 +14,8 @@
  *
  * usage: backend-ops [--backend NAME]... [--small]
  *            NAME: the backends to check (default: every registered one); --small: fewer and smaller cases (for
- *            the emulator, tests/gpu/emulated.sh). Exits 77 (skip) when none of them can run here.
+ *            the emulator, tests/gpu/emulated.sh; always under AddressSanitizer). Exits 77 (skip) when none of
+ *            them can run here.
  *        backend-ops --devices   prints the number of usable CUDA devices (0 without CUDA), for scripts. */
 #include <math.h>
 #include <stdint.h>
@@ -785,6 +786,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+#if defined(__SANITIZE_ADDRESS__)
+    /* Under AddressSanitizer the full cases take minutes; the small ones still reach every entry and code path
+     * (the emulator's run relies on the same), at sizes that keep the suite's sanitizer pass short. */
+    small = 1;
+#endif
     if (n == 0)   /* every registered backend */
         for (const char *r; n < 16 && (r = scp_backend_registered(n)); n++) names[n] = r;
     /* what runs here, and why the others do not */
