@@ -8,7 +8,8 @@
 #   scp   the SCP conversion: masked diffusion, bidirectional attention at once, the noise levels stratified
 #         over the batch (the default of scp-train);
 #   scpu  the same with independent noise levels (--t-sampler uniform: the estimator's own assumption of
-#         independent examples; stratified levels make the whole batch steadier and the estimate higher).
+#         independent examples; stratified levels steady the whole batch's gradient, which can raise the
+#         estimate, scp-train(1)).
 # From random weights (the AR model's shape), the same three objectives: ar0, scp0 (masked diffusion from
 # scratch) and scpu0. The rates are the demo's conversion's (lr SCP_LR, attention and MLP multipliers) from
 # the AR model and the from-scratch rate SCRATCH_LR from random weights, the same for both objectives.
