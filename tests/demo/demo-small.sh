@@ -149,6 +149,54 @@ assert all(a[k] != u[k] for k in mlp), "MLP did not train with --lr-mlp 1"
 EOF
 ok $? "--lr-mlp 0 leaves the MLP weights of the AR model bit-identical, attention trains"
 
+# Experiment 5 (noise-scale.mk) at test size: six run kinds x two seeds, its table (ratio rows) and plots.
+make --no-print-directory -C "$D" -f "$SCP_SRCDIR/share/scp/experiments/noise-scale.mk" \
+    CONF="$SCP_SRCDIR/share/scp/demo/small.conf" SCP_BIN="$SCP_BIN" SCP_TOOLS="$SCP_SRCDIR/tools" THREADS=2 \
+    NS_TOKENS=8k NS_SEEDS="1 2" >"$TMP/ns.out" 2>"$TMP/ns.err"
+r=$?
+ok $r "experiment noise-scale.mk runs (6 kinds x 2 seeds)"
+[ $r -eq 0 ] || tail -20 "$TMP/ns.err" | sed 's/^/# /'
+grep -q -- '--micro-batch 4 .*--objective mdm --attention bidirectional --t-sampler uniform' "$TMP/ns.err" &&
+    [ "$(ls "$D"/runs/e5-*.done | wc -l)" -eq 12 ] && ! grep -q -- '-o ar ' "$TMP/ns.err" &&
+    [ "$(grep -c '^| next-token | 2 | -\{0,1\}[0-9]' "$D/results-noise-scale.md")" -eq 4 ] &&
+    [ "$(grep -c '^| diffusion / next-token | [12] |' "$D/results-noise-scale.md")" -eq 4 ]
+r=$?
+ok $r "results-noise-scale.md: per-objective and ratio rows, from the AR model and from random weights"
+[ $r -eq 0 ] || sed 's/^/# /' "$D/results-noise-scale.md"
+for p in noise-scale-ar-init noise-scale-random-init; do
+    head -c 8 "$D/plots/$p.png" | od -An -c | grep -q 'P   N   G'
+    ok $? "plots/$p.png is a PNG"
+done
+
+# scp-exp-table's noise columns against hand-made step lines: E|G_B|^2 = |G|^2 + tr(Sigma)/B exactly, |G|^2 = 2,
+# B_small = 256, B_big = 2048; tr(Sigma) = 1000 in the first two steps with an estimate, TR in the last two,
+# so B_simple is 500 over the first half and TR/2 over the last. A step without an estimate is left out.
+mkdir -p "$TMP/nt/runs"
+for run in a1:3000 a2:4000 b1:1500 b2:1000; do
+    name=${run%:*} tr=${run#*:}
+    mkdir -p "$TMP/nt/runs/$name"
+    awk -v tr="$tr" 'BEGIN {
+        print "{\"step\":0,\"tokens\":0,\"loss\":5,\"grad_sq_small\":null,\"batch_small\":null}"
+        for (i = 1; i <= 4; i++) { t = i <= 2 ? 1000 : tr
+            printf "{\"step\":%d,\"tokens\":%d,\"loss\":4,\"grad_sq_small\":%.17g,\"grad_sq_big\":%.17g,", i, 4096 * i, 2 + t / 256, 2 + t / 2048
+            printf "\"batch_small\":256,\"batch_big\":2048,\"noise_scale\":%d,\"noise_scale_groups\":{\"attn\":%d}}\n", 10 * i, tr }
+    }' >"$TMP/nt/runs/$name/metrics.jsonl"
+done
+"$SCP_SRCDIR/tools/scp-exp-table" "$TMP/nt" -c noise-early,noise,noise-batch,noise-ema,noise-attn \
+    -r "a=a1,a2" -R "a/b=a1,a2/b1,b2" >"$TMP/nt.md" 2>&1 &&
+    grep -q '^| a | 2 | 500 ± 0 | 1750 ± 354 | 0.85 ± 0.17 | 40 ± 0 | 3500 ± 707 |$' "$TMP/nt.md" &&
+    grep -q '^| a/b | 2 | 1.00 ± 0.00 | 3.00 ± 1.41 | 3.00 ± 1.41 | 1.00 ± 0.00 | 3.00 ± 1.41 |$' "$TMP/nt.md"
+r=$?
+ok $r "scp-exp-table: B_simple of each half of the steps, over the batch, the EMAs, ratios paired by seed"
+[ $r -eq 0 ] || sed 's/^/# /' "$TMP/nt.md"
+fails_with 2 "1 runs before the / and 2 after" "scp-exp-table refuses a ratio of unpaired runs" \
+    "$SCP_SRCDIR/tools/scp-exp-table" "$TMP/nt" -c noise -r "a=a1" -R "x=a1/b1,b2"
+check "scp-plot overlays the noise scale of several runs, runs of one label in one colour" \
+    "$SCP_SRCDIR/tools/scp-plot" -p noise --no-groups -l A -l A -l B -o "$TMP/nt.png" \
+    "$TMP/nt/runs/a1" "$TMP/nt/runs/a2" "$TMP/nt/runs/b1"
+fails_with 2 "--no-groups is for the noise panel" "scp-plot: --no-groups with a per-group panel is a usage error" \
+    "$SCP_SRCDIR/tools/scp-plot" -p grad-norm --no-groups -o "$TMP/x.png" "$TMP/nt/runs/a1"
+
 # The demo's scripts follow the command-line conventions (tests/core/cli-conventions.sh checks the C programs):
 # --help and --version on stdout, the package version, usage errors exit 2, every option in the man page.
 ver=$(sed -n 's/^AC_INIT(\[scp\], \[\([^]]*\)\].*/\1/p' "$SCP_SRCDIR/configure.ac")
