@@ -138,7 +138,7 @@ int scp_train_open_data(scp_train_run *r)
     return 0;
 }
 
-/* The batch schedule's first and largest batches and its length; the fixed batch's options checked against it. */
+/* The batch schedule's first and largest batches and its length; options that contradict it are refused. */
 static int schedule_plan(const scp_train_opts *o, int T, int world, scp_train_batches *b)
 {
     scp_batch_schedule *bs = &b->bs;
@@ -204,6 +204,9 @@ int scp_train_plan(scp_train_run *r)
                              "different numbers of %d-sequence micro-batches: choose a batch or --micro-batch where "
                              "every rank makes the same number", r->zero, b.B, r->dist->world, few, many, b.micro);
     }
+    if (b.scheduled && b.bs.kind == SCP_BATCH_ADAPTIVE && r->expert_parallel > 1 && r->zero == 0)
+        return scp_error("--batch-schedule adaptive follows the noise scale, which --expert-parallel with --zero 0 "
+                         "does not measure (--zero 2 or 3 does)");
     if (b.scheduled && r->resume_dir && r->st.batch > 0) {
         /* an adaptive batch continues from the last step's (in whole quanta of this run's ranks) */
         int last = (int)r->st.batch - (int)(r->st.batch % b.quantum);

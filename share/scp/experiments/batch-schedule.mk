@@ -28,7 +28,7 @@ $(foreach s,$(BSCH_SEEDS),\
 bsch_seeds = $(subst $(space),$(comma),$(foreach s,$(BSCH_SEEDS),$(1)-s$(s)))
 # Per run: its steps, its last batch and noise scale (metrics.jsonl's last step line).
 bsch_steps = for r in $(foreach s,$(BSCH_SEEDS),$(1)-s$(s)); do \
-	  grep '"loss"' runs/$$r/metrics.jsonl | sed -n '$$s/.*"step":\([0-9]*\).*"batch_tokens":\([0-9]*\).*"noise_scale":\([0-9.e+-]*\).*/  \1 steps, last batch \2 tokens, noise scale \3/p' | \
+	  grep '"loss"' runs/$$r/metrics.jsonl | sed -n '$$s/.*"step":\([0-9]*\).*"batch_tokens":\([0-9]*\).*"noise_scale":\([^,]*\).*/  \1 steps, last batch \2 tokens, noise scale \3/p' | \
 	  sed "s/^/- $$r:/"; done
 .PHONY: results
 results: results-batch-schedule.md
