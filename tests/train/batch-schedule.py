@@ -6,8 +6,8 @@ random model and data made here, against the rules recomputed here from the man 
 - adaptive:K:MIN:MAX: every step's batch is K x the noise_scale logged by the step before, clamped and rounded,
   from the twentieth estimate on, never shrinking; the default MIN and MAX are --batch-tokens and 64 times it;
 - --resume from a middle checkpoint repeats the uninterrupted run bit for bit (metrics and weights), both kinds;
-- mpirun -np 2 follows the same linear schedule as one process (losses and weights to 1e-5), and the adaptive
-  batch of two ranks follows the rule from rank 0's figures;
+- mpirun -np 2 follows the same linear schedule as one process (losses and weights to 1e-5), under ZeRO-3 too,
+  and the adaptive batch of two ranks follows the rule from rank 0's figures;
 - --plan sizes the largest batch; malformed specs, --steps with a schedule, MIN > MAX, and an adaptive schedule
   without a noise scale are refused with exit status 2 and a message naming the fault."""
 import json
@@ -230,6 +230,14 @@ else:
     ok(b1 == want and b2 == want and dl <= 1e-5 and dw <= 1e-5,
        "mpirun -np 2: the ramp in multiples of 4 sequences as one process, losses %.1e and weights %.1e relative "
        "(<= 1e-5)" % (dl, dw))
+    # ZeRO-3: the sharded state steps every batch of the ramp alike
+    z3, mz = train("two-zero3", SCHED + ["--micro-batch", "2", "--zero", "3"],
+                   launcher=[mpirun, "-np", "2", "--oversubscribe"])
+    mz = steps_of(mz)
+    dl = mt.max_rel(mt.losses(one), mt.losses(z3))
+    dw = mt.dicts_rel(mt.run_tensors(one, "model"), mt.run_tensors(z3, "model"))
+    ok([x["batch_tokens"] for x in mz] == want and dl <= 1e-5 and dw <= 1e-5,
+       "mpirun -np 2 --zero 3: the same ramp, losses %.1e and weights %.1e relative to one process" % (dl, dw))
     if SANITIZED:
         diag("sanitizer build: the two-rank adaptive run is left to the plain build")
     else:
