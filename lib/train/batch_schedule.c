@@ -72,12 +72,11 @@ int scp_batch_schedule_parse(const char *spec, scp_batch_schedule *s)
     return 0;
 }
 
-int scp_batch_schedule_resolve(scp_batch_schedule *s, int64_t base_tokens)
+void scp_batch_schedule_resolve(scp_batch_schedule *s, int64_t base_tokens)
 {
-    if (s->kind != SCP_BATCH_ADAPTIVE || s->max) return 0;
+    if (s->kind != SCP_BATCH_ADAPTIVE || s->max) return;
     s->min = base_tokens;
     s->max = base_tokens * SCP_BATCH_ADAPT_MAX_FACTOR;
-    return 0;
 }
 
 int64_t scp_batch_base_tokens(int64_t batch_tokens, int T) { return batch_tokens ? batch_tokens : 8LL * T; }

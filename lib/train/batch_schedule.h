@@ -33,8 +33,9 @@ typedef struct scp_batch_schedule {
 
 /* Parse SPEC; -1 with a message naming it when it is malformed or out of range. */
 int scp_batch_schedule_parse(const char *spec, scp_batch_schedule *s);
-/* The adaptive defaults from the base batch (--batch-tokens, in tokens); -1 with a message when MIN > MAX. */
-int scp_batch_schedule_resolve(scp_batch_schedule *s, int64_t base_tokens);
+/* The adaptive bounds not given: MIN the base batch (--batch-tokens, in tokens), MAX SCP_BATCH_ADAPT_MAX_FACTOR
+ * times it. */
+void scp_batch_schedule_resolve(scp_batch_schedule *s, int64_t base_tokens);
 
 /* The base batch in tokens: --batch-tokens, or 8 sequences of T tokens when it is not given. */
 int64_t scp_batch_base_tokens(int64_t batch_tokens, int T);
