@@ -69,6 +69,13 @@ _Noreturn static void usage(void)
            "Batches and length:\n"
            "      --batch-tokens N     tokens per optimizer step (whole sequences; default 8 sequences)\n"
            "      --micro-batch N      sequences per forward/backward (default: the whole batch)\n"
+           "      --batch-schedule SPEC  a batch that changes (the run's length is then --tokens):\n"
+           "                           linear:START:END:TOKENS  from START to END tokens over the first TOKENS\n"
+           "                           adaptive:K[:MIN:MAX]     K x the noise scale within [MIN, MAX] (default\n"
+           "                           --batch-tokens and 64 x it), growing only; rounded down to whole\n"
+           "                           multiples of ranks x --micro-batch sequences\n"
+           "      --lr-scaling sqrt|linear|none  rates under a batch schedule: lr x sqrt(B / B0) (default),\n"
+           "                           lr x B / B0, or lr (B0: --batch-tokens); warmup then counts tokens\n"
            "      --steps N            optimizer steps\n"
            "      --tokens N           or tokens (k, M, G suffixes)\n"
            "      --no-shuffle         visit the sequences in order (default: shuffled per epoch)\n"
@@ -116,7 +123,7 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_T_SAMPLER, SCP_OPT_MASK_SCHEDULE, SCP_OPT_T_EPS, SCP_OPT_LR, SCP_OPT_LR_ATTN, SCP_OPT_LR_MLP,
     SCP_OPT_LR_EMBED, SCP_OPT_LR_NORM, SCP_OPT_LR_ROUTER, SCP_OPT_AUX_LOSS, SCP_OPT_Z_LOSS, SCP_OPT_BETA1,
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
-    SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
+    SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_BATCH_SCHEDULE, SCP_OPT_LR_SCALING, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_KEEP_BEST, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES,
     SCP_OPT_NO_GRAD_STATS, SCP_OPT_SEED, SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO,
     SCP_OPT_KEEP_GATHERED, SCP_OPT_REDUCE_DTYPE, SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT, SCP_OPT_PLAN,
@@ -352,7 +359,9 @@ int main(int argc, char **argv)
         if (r0 && scp_train_check_rundir(a.out, a.force)) scp_die_last();
     }
     if (!o.data) scp_usage_error("--data SHARDS is required");
-    if (!o.steps && !o.tokens) scp_usage_error("--steps or --tokens is required");
+    if (!o.steps && !o.tokens)
+        scp_usage_error(o.batch_schedule ? "--tokens is required: it sets the length of a run with --batch-schedule"
+                                         : "--steps or --tokens is required");
     if (!o.attn_set) o.attn = o.objective == SCP_OBJ_AR ? SCP_ATTN_CAUSAL : SCP_ATTN_BIDIRECTIONAL;
     if (o.objective == SCP_OBJ_AR && o.attn != SCP_ATTN_CAUSAL)
         scp_usage_error("--objective ar needs causal attention (a token would see the one it predicts)");
@@ -373,7 +382,9 @@ int main(int argc, char **argv)
     if (scp_train_open_model(&run) || scp_train_open_data(&run)) scp_die_last();
     if (scp_train_plan(&run)) scp_usage_error("%s", scp_last_error());
     warn_length(&a, run.total);
-    if (a.resume) warn_schedule_change(&a, &saved, saved_total, &o, run.total, run.st.step);
+    /* (a batch schedule's rate depends on the batch it picks at that step, which is not known yet) */
+    if (a.resume && !o.batch_schedule && !saved.batch_schedule)
+        warn_schedule_change(&a, &saved, saved_total, &o, run.total, run.st.step);
     if (scp_train_open_optimizer(&run) || scp_train_start(&run)) scp_die_last();
     signal(SIGINT, on_stop);
     signal(SIGTERM, on_stop);

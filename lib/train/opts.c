@@ -19,6 +19,17 @@ int scp_lr_kind_parse(const char *s)
     return -1;
 }
 
+static const char *scaling_names[] = {"sqrt", "linear", "none"};
+
+const char *scp_lr_scaling_name(scp_lr_scaling x) { return scaling_names[x]; }
+
+int scp_lr_scaling_parse(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(scaling_names[i], s) == 0) return i;
+    return -1;
+}
+
 void scp_train_opts_default(scp_train_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -55,7 +66,8 @@ void scp_train_opts_free(scp_train_opts *o)
     free(o->data);
     free(o->out);
     free(o->backend);
-    o->init = o->data = o->out = o->backend = NULL;
+    free(o->batch_schedule);
+    o->init = o->data = o->out = o->backend = o->batch_schedule = NULL;
 }
 
 static void set_str(json_t *j, const char *k, const char *v)
@@ -101,6 +113,8 @@ json_t *scp_train_opts_to_json(const scp_train_opts *o)
     json_object_set_new(j, "decay_frac", json_real(o->decay_frac));
     json_object_set_new(j, "batch_tokens", json_integer(o->batch_tokens));
     json_object_set_new(j, "micro_batch", json_integer(o->micro_batch));
+    set_str(j, "batch_schedule", o->batch_schedule);
+    set_str(j, "lr_scaling", scp_lr_scaling_name(o->lr_scaling));
     json_object_set_new(j, "steps", json_integer(o->steps));
     json_object_set_new(j, "tokens", json_integer(o->tokens));
     json_object_set_new(j, "shuffle", json_boolean(o->shuffle));
@@ -190,6 +204,16 @@ int scp_train_opts_from_json(scp_train_opts *o, const json_t *j, const char *wha
     e = (int)o->schedule;
     if (get_enum(j, "schedule", scp_lr_kind_parse, &e, what)) return -1;
     o->schedule = (scp_lr_kind)e;
+    e = (int)o->lr_scaling;
+    if (get_enum(j, "lr_scaling", scp_lr_scaling_parse, &e, what)) return -1;
+    o->lr_scaling = (scp_lr_scaling)e;
+    json_t *bs = json_object_get(j, "batch_schedule");   /* null: a fixed batch */
+    if (bs && json_is_null(bs)) {
+        free(o->batch_schedule);
+        o->batch_schedule = NULL;
+    } else if (get_s(j, "batch_schedule", &o->batch_schedule, what)) {
+        return -1;
+    }
     const char *a;
     int rc = scp_json_get_str(j, "attention", &a, what);
     if (rc < 0) return -1;

@@ -18,6 +18,9 @@
 #define SCP_TRAIN_SAVE_SECONDS 1800.0
 
 typedef enum scp_lr_kind { SCP_LR_CONSTANT, SCP_LR_COSINE, SCP_LR_WSD } scp_lr_kind;
+/* How a batch schedule's batch B scales the rates chosen for the base batch B0 (--batch-tokens): by sqrt(B / B0),
+ * by B / B0, or not at all (train/schedule.h). */
+typedef enum scp_lr_scaling { SCP_LR_SCALE_SQRT, SCP_LR_SCALE_LINEAR, SCP_LR_SCALE_NONE } scp_lr_scaling;
 
 typedef struct scp_train_opts {
     char *init;                 /* checkpoint directory, or "random:CONFIG.json" */
@@ -48,6 +51,8 @@ typedef struct scp_train_opts {
 
     int64_t batch_tokens;       /* global batch per optimizer step, in tokens (rounded to whole sequences) */
     int micro_batch;            /* sequences per forward/backward; 0 = whole global batch */
+    char *batch_schedule;       /* --batch-schedule SPEC (train/batch_schedule.h); NULL: the batch is fixed */
+    scp_lr_scaling lr_scaling;  /* the rates under a batch schedule */
     int64_t steps, tokens;      /* bound (tokens converted to steps when steps is 0) */
     int shuffle;                /* data order shuffled per epoch from the seed */
     int grad_stats;             /* per-group gradient norms, update ratios, noise scale (train/grad_stats.h) */
@@ -77,5 +82,8 @@ int scp_train_opts_from_json(scp_train_opts *o, const json_t *j, const char *wha
  * data/batch.h, the attention mode in model/model.h, the t sampler and the masking schedule in data/mask.h. */
 const char *scp_lr_kind_name(scp_lr_kind x);
 int scp_lr_kind_parse(const char *s);
+/* "sqrt", "linear", "none"; -1 from the parser when unknown. */
+const char *scp_lr_scaling_name(scp_lr_scaling x);
+int scp_lr_scaling_parse(const char *s);
 
 #endif

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "model/backend.h"
+#include "train/batch_schedule.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -138,6 +139,16 @@ int scp_train_opts_set(scp_train_opts *o, scp_opt_id id, const char *arg)
         if ((v = scp_lr_kind_parse(arg)) < 0) scp_usage_error("--schedule: '%s' is not constant, cosine or wsd", arg);
         o->schedule = (scp_lr_kind)v;
         break;
+    case SCP_OPT_BATCH_SCHEDULE: {
+        scp_batch_schedule bs;
+        if (scp_batch_schedule_parse(arg, &bs)) scp_usage_error("%s", scp_last_error());
+        set_str(&o->batch_schedule, arg);
+        break;
+    }
+    case SCP_OPT_LR_SCALING:
+        if ((v = scp_lr_scaling_parse(arg)) < 0) scp_usage_error("--lr-scaling: '%s' is not sqrt, linear or none", arg);
+        o->lr_scaling = (scp_lr_scaling)v;
+        break;
     case SCP_OPT_NO_SHUFFLE: o->shuffle = 0; break;
     case SCP_OPT_KEEP_BEST: o->keep_best = 1; break;
     case SCP_OPT_NO_GRAD_STATS: o->grad_stats = 0; break;
@@ -170,6 +181,9 @@ int scp_train_opts_check(const scp_train_opts *o, const char *what)
     if (o->attn == SCP_ATTN_ANNEAL && o->anneal_steps < 1)
         return scp_error("%s: option 'attention' anneals over %" PRId64 " steps", what, o->anneal_steps);
     if (o->backend && scp_backend_check_name(o->backend)) return scp_error_prefix("%s: option 'backend'", what);
+    scp_batch_schedule bs;
+    if (o->batch_schedule && scp_batch_schedule_parse(o->batch_schedule, &bs))
+        return scp_error_prefix("%s: option 'batch_schedule'", what);
     return 0;
 }
 

@@ -138,10 +138,39 @@ int scp_train_open_data(scp_train_run *r)
     return 0;
 }
 
+/* The batch schedule's first and largest batches and its length; options that contradict it are refused. */
+static int schedule_plan(const scp_train_opts *o, int T, int world, scp_train_batches *b)
+{
+    scp_batch_schedule *bs = &b->bs;
+    if (scp_batch_schedule_parse(o->batch_schedule, bs)) return -1;
+    int64_t base = scp_batch_base_tokens(o->batch_tokens, T);
+    scp_batch_schedule_resolve(bs, base);
+    if (o->steps)
+        return scp_error("--batch-schedule: the run's length is --tokens (the steps follow from the batches), "
+                         "not --steps");
+    if (bs->kind == SCP_BATCH_ADAPTIVE && !o->grad_stats)
+        return scp_error("--batch-schedule adaptive follows the noise scale, which --no-grad-stats turns off");
+    b->scheduled = 1;
+    b->quantum = world * (o->micro_batch > 0 ? o->micro_batch : 1);
+    b->B = scp_batch_schedule_first(bs, T, b->quantum);
+    b->B_max = scp_batch_schedule_largest(bs, T, b->quantum);
+    if (b->B_max > (1 << 24))
+        return scp_error("--batch-schedule %s: more than 2^24 sequences per step", o->batch_schedule);
+    /* one rank measures the noise scale from a step of two micro-batches or more (train/grad_stats.h) */
+    if (bs->kind == SCP_BATCH_ADAPTIVE && world == 1 && (o->micro_batch < 1 || b->B < 2 * o->micro_batch))
+        return scp_error("--batch-schedule %s: one rank measures the noise scale from two micro-batches or more: "
+                         "give --micro-batch N with N at most half of MIN's %d sequences", o->batch_schedule, b->B);
+    b->micro = o->micro_batch > 0 && o->micro_batch < b->B ? o->micro_batch : b->B;
+    b->micro_max = o->micro_batch > 0 && o->micro_batch < b->B_max ? o->micro_batch : b->B_max;
+    b->total = scp_batch_schedule_steps(bs, o->tokens, 0, 0, b->B, T, b->quantum);
+    return 0;
+}
+
 int scp_train_batches_plan(const scp_train_opts *o, int T, int world, scp_train_batches *b)
 {
     memset(b, 0, sizeof *b);
-    int64_t batch_tokens = o->batch_tokens ? o->batch_tokens : 8LL * T;
+    if (o->batch_schedule) return schedule_plan(o, T, world, b);
+    int64_t batch_tokens = scp_batch_base_tokens(o->batch_tokens, T);
     if (batch_tokens / T > (1 << 24))
         return scp_error("--batch-tokens %" PRId64 ": more than 2^24 sequences per step", batch_tokens);
     b->B = (int)(batch_tokens / T);
@@ -150,6 +179,7 @@ int scp_train_batches_plan(const scp_train_opts *o, int T, int world, scp_train_
     if (b->B < world)
         return scp_error("--batch-tokens: %d sequences per step cannot be shared by %d ranks", b->B, world);
     b->micro = o->micro_batch > 0 && o->micro_batch < b->B ? o->micro_batch : b->B;
+    b->B_max = b->B, b->micro_max = b->micro;
     b->total = o->steps;
     if (!b->total && o->tokens) b->total = (o->tokens + (int64_t)b->B * T - 1) / ((int64_t)b->B * T);
     return 0;
@@ -165,15 +195,27 @@ int scp_train_plan(scp_train_run *r)
         scp_warn("--batch-tokens %" PRId64 " is not a whole number of %d-token sequences: using %d sequences (%" PRId64
                  " tokens)", bt, T, b.B, (int64_t)b.B * T);
     }
-    if (r->zero >= 2 && r->dist->world > 1) {
+    if (r->zero >= 2 && r->dist->world > 1 && !b.scheduled) {
         /* Sharded gradients are reduced after every micro-batch's backward, a collective: every rank must run
-         * the same number of them. */
+         * the same number of them (a scheduled batch is a multiple of world x micro-batch: always). */
         int few = b.B / r->dist->world, many = (b.B + r->dist->world - 1) / r->dist->world;
         if ((few + b.micro - 1) / b.micro != (many + b.micro - 1) / b.micro)
             return scp_error("--zero %d: %d sequences per step over %d ranks gives %d or %d per rank, which make "
                              "different numbers of %d-sequence micro-batches: choose a batch or --micro-batch where "
                              "every rank makes the same number", r->zero, b.B, r->dist->world, few, many, b.micro);
     }
+    if (b.scheduled && b.bs.kind == SCP_BATCH_ADAPTIVE && r->expert_parallel > 1 && r->zero == 0)
+        return scp_error("--batch-schedule adaptive follows the noise scale, which --expert-parallel with --zero 0 "
+                         "does not measure (--zero 2 or 3 does)");
+    if (b.scheduled && r->resume_dir && r->st.batch > 0) {
+        /* an adaptive batch continues from the last step's (in whole quanta of this run's ranks) */
+        int last = (int)r->st.batch - (int)(r->st.batch % b.quantum);
+        if (b.bs.kind == SCP_BATCH_ADAPTIVE && last > b.B) b.B = last < b.B_max ? last : b.B_max;
+        b.micro = r->o->micro_batch > 0 && r->o->micro_batch < b.B ? r->o->micro_batch : b.B;
+        if (b.bs.kind == SCP_BATCH_ADAPTIVE)
+            b.total = scp_batch_schedule_steps(&b.bs, r->o->tokens, r->st.step, r->st.tokens, b.B, T, b.quantum);
+    }
+    r->plan = b;
     r->B = b.B;
     r->micro = b.micro;
     r->total = b.total;
@@ -257,6 +299,22 @@ int scp_train_start(scp_train_run *r)
         if (o->keep) snprintf(kept, sizeof kept, ", the newest %d kept", o->keep);
         scp_warn("checkpoints %s%s%s", when, kept, o->keep_best ? ", the lowest val loss kept as best" : "");
     }
+    if (!r->quiet && r->plan.scheduled) {
+        const scp_batch_schedule *bs = &r->plan.bs;
+        int64_t base = scp_batch_base_tokens(o->batch_tokens, r->src.T);
+        char rule[96] = "lr as chosen for every batch";
+        if (o->lr_scaling != SCP_LR_SCALE_NONE)
+            snprintf(rule, sizeof rule, "lr x %s(B / %" PRId64 ")", o->lr_scaling == SCP_LR_SCALE_SQRT ? "sqrt" : "",
+                     base);
+        if (bs->kind == SCP_BATCH_LINEAR)
+            scp_warn("batch schedule: %" PRId64 " to %" PRId64 " tokens over the first %" PRId64 " tokens, in "
+                     "multiples of %d sequences; %s (--lr-scaling %s); warmup and decay count tokens", bs->start,
+                     bs->end, bs->span, r->plan.quantum, rule, scp_lr_scaling_name(o->lr_scaling));
+        else
+            scp_warn("batch schedule: %g x the noise scale within [%" PRId64 ", %" PRId64 "] tokens, in multiples "
+                     "of %d sequences, growing only; %s (--lr-scaling %s); warmup and decay count tokens", bs->k,
+                     bs->min, bs->max, r->plan.quantum, rule, scp_lr_scaling_name(o->lr_scaling));
+    }
     if (!r->quiet && d->world > 1)
         scp_warn("data parallel: %d ranks (%s%s), %d-%d sequences per rank per step, ZeRO-%d, timeout %.0f s", d->world,
                  scp_dist_library(), d->nccl ? ", gradients by NCCL" : "", r->B / d->world,
@@ -335,6 +393,7 @@ static int step_line(scp_train_run *r, const scp_step_info *si, double dt, doubl
     json_t *j = json_object();
     json_object_set_new(j, "step", json_integer(st->step));
     json_object_set_new(j, "tokens", json_integer(st->tokens));
+    json_object_set_new(j, "batch_tokens", json_integer((int64_t)r->B * r->src.T));
     json_object_set_new(j, "loss", isfinite(si->loss) ? json_real(si->loss) : json_null());
     json_object_set_new(j, "lr", lr_json(r->m, r->tr.glr));
     json_object_set_new(j, "grad_norm", isfinite(si->grad_norm) ? json_real(si->grad_norm) : json_null());
@@ -453,6 +512,33 @@ static int save_sharded_checkpoint(scp_train_run *r)
     return rc;
 }
 
+/* Under a batch schedule: the batch of the next step, on every rank, and the run's length that follows. The
+ * adaptive decision is rank 0's, broadcast: it comes from the averages every rank computes from the same
+ * all-reduced sums, but MPI does not promise those bit for bit on every rank. */
+static int next_batch(scp_train_run *r)
+{
+    scp_train_state *st = &r->st;
+    const scp_train_batches *p = &r->plan;
+    if (!p->scheduled) return 0;
+    int T = r->src.T;
+    int32_t B = scp_batch_schedule_next(&p->bs, st->tokens, r->B, &st->noise, T, p->quantum);
+    if (p->bs.kind == SCP_BATCH_ADAPTIVE && scp_dist_bcast(r->dist, &B, sizeof B, 0, "batch schedule")) return -1;
+    r->B = B;
+    scp_trainer_set_batch(&r->tr, B);
+    r->micro = r->tr.micro;
+    st->batch = B;
+    if (p->bs.kind == SCP_BATCH_ADAPTIVE)
+        r->total = st->total_steps =
+            scp_batch_schedule_steps(&p->bs, r->o->tokens, st->step, st->tokens, B, T, p->quantum);
+    return 0;
+}
+
+/* The run has reached its length: --steps, or the --tokens of a batch schedule. */
+static int run_done(const scp_train_run *r)
+{
+    return r->plan.scheduled ? r->st.tokens >= r->o->tokens : r->st.step >= r->total;
+}
+
 int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
 {
     scp_dist *d = r->dist;
@@ -473,10 +559,15 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
     int64_t tok_start = st->tokens;
     int stop = 0;   /* the signal that stops the run, seen by any rank (all ranks stop at the same step) */
     scp_dist_take_comm_time(d, NULL);
-    while (st->step < r->total && !stop) {
+    while (!run_done(r) && !stop) {
         double t0 = scp_now();
         scp_step_info si;
+        if (next_batch(r)) return -1;
+        prog.total = watch.total = r->total;
+        watch.B = r->B;
+        if (r->plan.scheduled) watch.batch_tokens = (int64_t)r->B * r->src.T;
         if (scp_trainer_step(&r->tr, &si)) return -1;
+        int last = run_done(r);
         double dt = scp_now() - t0, wait = 0, comm = scp_dist_take_comm_time(d, &wait);
         stop = scp_dist_any(d, *stop_signal, "stop flag");
         if (r0) {
@@ -487,7 +578,7 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
             scp_train_watch_step(&watch, st->step, st->cursor, st->tokens, si.loss, r->quiet);
         }
         /* every N steps, and at the last step, so a run always ends with its held-out figure */
-        int eval_step = o->eval_every && (st->step % o->eval_every == 0 || st->step == r->total);
+        int eval_step = o->eval_every && (st->step % o->eval_every == 0 || last);
         vloss = NAN;
         if (r->val && eval_step && eval_line(r, &vloss)) return -1;
         /* Rank 0 holds the figure and the clock; a checkpoint is collective, so every rank follows its word. */
@@ -498,7 +589,7 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
             r->best_loss = vloss;
             best_at = st->step;
         }
-        if ((best || clock || (o->save_every && st->step % o->save_every == 0)) && st->step < r->total) {
+        if ((best || clock || (o->save_every && st->step % o->save_every == 0)) && !last) {
             if (save_checkpoint(r)) return -1;
             saved_at = st->step;
             t_saved = scp_now();

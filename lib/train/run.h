@@ -27,9 +27,24 @@
 #include "dist/fsdp.h"
 #include "train/metrics.h"
 #include "train/moments.h"
+#include "train/batch_schedule.h"
 #include "train/opts.h"
 #include "train/state.h"
 #include "train/step.h"
+
+/* Sequences per step: o->batch_tokens (0: 8 sequences) rounded down to whole T-token sequences, at least one;
+ * per micro-batch: o->micro_batch when it is smaller, else the whole step; the last step: o->steps, or o->tokens
+ * rounded up to whole steps. Under a batch schedule (o->batch_schedule): the first step's batch and the largest,
+ * in multiples of world x micro-batch sequences (train/batch_schedule.h), and the run's length is o->tokens. */
+typedef struct scp_train_batches {
+    int B, micro;
+    int B_max, micro_max;      /* the largest batch of the run (B when it is fixed), and its micro-batch */
+    int64_t total;             /* under an adaptive schedule: as if the batch stayed at B (an upper bound) */
+    int rounded;               /* batch_tokens was not a whole number of sequences */
+    int scheduled;             /* a batch schedule: */
+    scp_batch_schedule bs;     /* its rule, */
+    int quantum;               /* the sequences every batch is a multiple of */
+} scp_train_batches;
 
 typedef struct scp_train_run {
     /* set by the caller (scp_train_run_init, then the flags) */
@@ -56,8 +71,10 @@ typedef struct scp_train_run {
                                   needs them all), NULL otherwise */
     scp_seq_source src, vsrc;
     uint64_t data_hash;        /* tokenizer hash of the train split */
-    int B, micro;              /* sequences per step and per micro-batch */
-    int64_t total;             /* the step the run ends at */
+    int B, micro;              /* sequences per step and per micro-batch (those of the last step under a schedule) */
+    int64_t total;             /* the step the run ends at (under a batch schedule: the step that reaches
+                                  o->tokens, an upper bound while an adaptive batch may still grow) */
+    scp_train_batches plan;    /* the batches: fixed, or their schedule */
     scp_train_moments mo;      /* ZeRO-0/1 */
     scp_fsdp fsdp;             /* ZeRO-2/3: the sharded gradients, moments and (3) weights */
     scp_expert_par ep;         /* expert parallelism: the groups, the gradient sums */
@@ -82,15 +99,8 @@ int scp_train_check_rundir(const char *rundir, int force);
 int scp_train_open_model(scp_train_run *r);
 int scp_train_open_data(scp_train_run *r);
 
-/* Sequences per step: o->batch_tokens (0: 8 sequences) rounded down to whole T-token sequences, at least one;
- * per micro-batch: o->micro_batch when it is smaller, else the whole step; the last step: o->steps, or o->tokens
- * rounded up to whole steps. */
-typedef struct scp_train_batches {
-    int B, micro;
-    int64_t total;
-    int rounded;               /* batch_tokens was not a whole number of sequences */
-} scp_train_batches;
-/* -1 with a message (a usage error) when a step would hold more than 2^24 sequences or fewer than `world`. */
+/* -1 with a message (a usage error) when a step would hold more than 2^24 sequences or fewer than `world`, or a
+ * batch schedule that the options contradict. */
 int scp_train_batches_plan(const scp_train_opts *o, int T, int world, scp_train_batches *b);
 int scp_train_plan(scp_train_run *r);
 

@@ -50,6 +50,7 @@ int scp_train_state_save(const char *path, const scp_train_state *s, const scp_t
     json_object_set_new(j, "data_tokenizer_hash", u64_hex(s->data_hash));
     if (s->world > 0) json_object_set_new(j, "world_size", json_integer(s->world));
     if (s->noise.n > 0) json_object_set_new(j, "noise_scale_ema", scp_noise_to_json(&s->noise));
+    if (s->batch > 0) json_object_set_new(j, "batch_seqs", json_integer(s->batch));
     json_object_set_new(j, "options", scp_train_opts_to_json(o));
     int rc = scp_json_save_exact(path, j);
     json_decref(j);
@@ -124,6 +125,11 @@ int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o
     }
     json_t *ne = json_object_get(j, "noise_scale_ema");
     if (ne && scp_noise_from_json(&s->noise, ne, path)) goto out;
+    if (scp_json_get_int(j, "batch_seqs", &s->batch, path) < 0) goto out;
+    if (s->batch < 0 || s->batch > ((int64_t)1 << 24)) {
+        scp_error("%s: 'batch_seqs' %" PRId64 " is outside [0, 2^24]", path, s->batch);
+        goto out;
+    }
     if (check_plausible(s, path)) goto out;
     if (o) {
         json_t *oj = json_object_get(j, "options");

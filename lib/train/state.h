@@ -33,6 +33,7 @@ typedef struct scp_train_state {
     uint64_t data_hash;    /* tokenizer hash of the data, checked again on resume */
     int64_t world;         /* data-parallel ranks that saved the state ("world_size"; 0: not recorded, one) */
     scp_noise noise;       /* the noise scale's averages ("noise_scale_ema"; absent: none yet, train/noise.h) */
+    int64_t batch;         /* a batch schedule: the sequences of the last step ("batch_seqs"; 0: none yet) */
 } scp_train_state;
 
 /* trainer_state.json: the state plus the options (every double with 17 significant digits). */

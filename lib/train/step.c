@@ -32,7 +32,8 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
     scp_data_order_init(&t->order, src->n, o->seed, o->shuffle);
     t->ts = scp_xmalloc(sizeof *t->ts * (size_t)B);
     t->plr = scp_xmalloc(sizeof *t->plr * (size_t)m->n_params);
-    t->aseeds = scp_xmalloc(sizeof *t->aseeds * (size_t)((B + t->micro - 1) / t->micro));
+    t->aseeds = scp_xmalloc(sizeof *t->aseeds * (size_t)B);   /* room for micro-batches of one sequence */
+    t->capacity = B;
     int E = scp_model_moe_stats(m, NULL, NULL, NULL);
     t->moe_load = E ? scp_xcalloc((size_t)E, sizeof *t->moe_load) : NULL;
     scp_model_moe_set_losses(m, o->aux_loss, o->z_loss);
@@ -71,6 +72,17 @@ void scp_trainer_set_experts(scp_trainer *t, scp_expert_par *ep)
     t->zero_lo = NULL;
     t->nccl = 0;
     scp_model_set_grad_hook(t->m, NULL, NULL);
+}
+
+void scp_trainer_set_batch(scp_trainer *t, int B)
+{
+    if (B > t->capacity) {
+        t->ts = scp_xrealloc(t->ts, sizeof *t->ts * (size_t)B);
+        t->aseeds = scp_xrealloc(t->aseeds, sizeof *t->aseeds * (size_t)B);
+        t->capacity = B;
+    }
+    t->B = B;
+    t->micro = t->o->micro_batch > 0 && t->o->micro_batch < B ? t->o->micro_batch : B;
 }
 
 void scp_trainer_free(scp_trainer *t)
@@ -206,7 +218,7 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
     if (t->fsdp) scp_grad_stats_big_shards(&t->gstats, gnorm * gnorm, sums[1]);
     else if (scp_grad_stats_big(&t->gstats, m, d, sums[1])) return -1;
     int skip = !isfinite(loss) || !isfinite(gnorm);
-    scp_group_lr(o, st->step, st->total_steps, t->glr);
+    scp_step_group_lr(o, st, B, t->T, t->glr);
     if (skip) {
         st->skipped++;
     } else {

@@ -23,6 +23,7 @@ typedef struct scp_trainer {
     scp_train_state *st;
     const scp_seq_source *src;
     int B, micro, T;              /* sequences per step and per micro-batch, positions */
+    int capacity;                 /* sequences ts and aseeds have room for */
     float *opt_m, *opt_v;         /* (n_weights) AdamW moments */
     scp_mdm_spec spec;
     scp_data_order order;
@@ -64,6 +65,8 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
                       const scp_seq_source *src, int B, int micro, float *opt_m, float *opt_v, int32_t mask_id,
                       int shift);
 void scp_trainer_free(scp_trainer *t);
+/* The global batch of the next steps (a batch schedule): B sequences, micro-batches of --micro-batch of them. */
+void scp_trainer_set_batch(scp_trainer *t, int B);
 /* Make the trainer one data-parallel rank of d; zero_lo non-NULL for ZeRO-1 (dist/zero.h). When d has an
  * NCCL communicator (scp_dist_nccl_init) and the model's backend keeps gradients on the device, the gradients
  * are all-reduced on the device, each layer's as soon as the backward of the last micro-batch has made it

@@ -17,6 +17,7 @@ void scp_train_watch_init(scp_train_watch *w, int64_t every_steps, double every_
     w->total = total;
     w->n_seqs = n_seqs;
     w->B = B;
+    w->batch_tokens = 0;
     w->t_start = w->t_last = scp_now();
     w->step_start = step;
     w->tokens_last = tokens;
@@ -76,9 +77,11 @@ void scp_train_watch_step(scp_train_watch *w, int64_t step, int64_t cursor, int6
     format_duration(elapsed, sizeof elapsed, el);
     if (w->loss_n) snprintf(mean, sizeof mean, "%.4f", w->loss_sum / (double)w->loss_n);
     /* One plain line a log reader can grep: the loss is the mean over the steps since the last line. */
+    char batch[48] = "";
+    if (w->batch_tokens > 0) snprintf(batch, sizeof batch, " batch %" PRId64, w->batch_tokens);
     clear_progress(w);
-    scp_warn("step %" PRId64 "/%" PRId64 " loss %s tokens/s %.0f elapsed %s ETA %s epoch %.3f peak_rss %.1f MiB", step,
-             w->total, mean, dt > 0 ? (double)(tokens - w->tokens_last) / dt : 0.0, elapsed, eta,
+    scp_warn("step %" PRId64 "/%" PRId64 " loss %s%s tokens/s %.0f elapsed %s ETA %s epoch %.3f peak_rss %.1f MiB", step,
+             w->total, mean, batch, dt > 0 ? (double)(tokens - w->tokens_last) / dt : 0.0, elapsed, eta,
              scp_train_epoch(cursor, w->n_seqs), (double)scp_peak_rss_bytes() / (1 << 20));
     fflush(stderr);
     w->t_last = now;

@@ -15,7 +15,8 @@ typedef struct scp_train_watch {
     double every_seconds;     /* a line when this many seconds passed since the last (0: not by time) */
     int64_t total;            /* the step the run ends at (its last step gets a line too) */
     int64_t n_seqs;           /* sequences in the train split */
-    int B;                    /* sequences per step */
+    int B;                    /* sequences per step (the last step's, under a batch schedule) */
+    int64_t batch_tokens;     /* a batch schedule: the last step's batch in tokens, shown in the line (0: none) */
     double t_start, t_last;   /* monotonic seconds: the loop's start, the last line */
     int64_t step_start, tokens_last;
     double loss_sum;          /* finite step losses since the last line */
