@@ -3,17 +3,20 @@
  * entries in the order lib/model/model.c calls them (fused q|k|v and gate|up weights, per-head q/k norm, RoPE, tied
  * embeddings, the LM head and cross-entropy in chunks of rows so that fp32 logits for the whole batch never
  * exist). It drives the table directly, not scp_model_step, so that it measures the backend whatever the
- * driver's state. Prints one JSON object: step time, tokens/s, model FLOPs and MFU against the given peak, and
- * the time per operation (a separate step with a device synchronisation around each call).
+ * driver's state. Prints one JSON object: step times, tokens/s, the peak of the table's memory, and the time per
+ * operation (a separate step with a device synchronisation around each call). Model FLOPs and MFU are counted
+ * by bench/gpu/gpu_bench.py, the one formula for scp's and PyTorch's rows.
  *
  * Activations are the table's storage type (scp_act: fp32, or bf16 on "cuda-bf16"); the fp32 master weights are
  * rounded into a compute copy at the start of each step (to_act), as lib/model/model.c does (fp32 storage uses the
  * master weights in place); weight gradients and AdamW stay fp32.
  *
- * usage: scp-step [--backend cuda|cuda-bf16|cuda-fp32|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P]
- *                 [--driver [--recompute]]   (the step through lib/model/model.c, as scp-train runs it)
+ * usage: scp-step [--backend cuda|cuda-bf16|cuda-fp32|cpu] [--tiny | --config CONFIG.json] [--batch B] [--seq T]
+ *                 [--steps N] [--driver [--recompute]]   (the step through lib/model/model.c, as scp-train runs it)
  * Default: the Qwen3-0.6B shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072,
- * vocab 151936), B = 4, T = 2048, 3 timed steps after one warm-up. --tiny: a small shape for a dry run. */
+ * vocab 151936), B = 4, T = 2048, 3 timed steps after one warm-up. --tiny: a small shape for a dry run.
+ * --config: the shape of a Hugging Face config.json (bench/gpu/gpu_bench.py writes one per named shape); the
+ * table step takes tied qwen3 models, --driver every architecture the driver has, qwen3_moe included. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -240,7 +243,8 @@ static double step(const net *m, const scp_backend *be, int t)
 /* --driver: the same shape and batch through lib/model/model.c (scp_model_step with the device-resident weights,
  * gradients and moments, then the gradient norm and AdamW), as scp-train runs it. The driver scores only the
  * masked rows in the LM head (the table path above projects every row), so it does less work than the FLOP count
- * assumes, which is the one for the whole batch like PyTorch's. Prints the step time; no per-op breakdown. */
+ * assumes, which is the one for the whole batch like PyTorch's. The per-operation times come from one more step
+ * on the profiled table (the driver runs unchanged on it, model/backend_profile.h). */
 static double driver_step(scp_model *dm, const scp_batch *b, float *om, float *ov, const float *lr, int t)
 {
     scp_model_zero_grad(dm);
@@ -251,30 +255,33 @@ static double driver_step(scp_model *dm, const scp_batch *b, float *om, float *o
     return loss;
 }
 
-static int run_driver(const net *m, const char *bname, const char *dev, int steps, double peak, int recompute)
+/* The device's peak, or -1 where the table lives in host memory (the process's resident set tells there). */
+static long long peak_bytes(const scp_backend *be) { return be->host_memory ? -1 : (long long)be->peak_bytes(); }
+
+/* The ops_ms object of the JSON line: op_t in milliseconds. */
+static void print_ops(void)
 {
-    json_t *j = json_object();
-    json_object_set_new(j, "model_type", json_string("qwen3"));
-    json_object_set_new(j, "hidden_size", json_integer(m->D));
-    json_object_set_new(j, "intermediate_size", json_integer(m->I));
-    json_object_set_new(j, "num_hidden_layers", json_integer(m->L));
-    json_object_set_new(j, "num_attention_heads", json_integer(m->H));
-    json_object_set_new(j, "num_key_value_heads", json_integer(m->KV));
-    json_object_set_new(j, "head_dim", json_integer(m->hd));
-    json_object_set_new(j, "vocab_size", json_integer(m->V));
-    json_object_set_new(j, "rope_theta", json_real(1e6));
-    json_object_set_new(j, "tie_word_embeddings", json_true());
-    scp_model_config cfg;
-    if (scp_config_from_json(&cfg, j, "bench config") < 0) scp_die_last();
-    json_decref(j);
-    scp_model *dm = scp_model_new(&cfg, bname);
+    printf("\"ops_ms\": {");
+    for (int o = 0; o < SCP_PROF_N; o++) printf("%s\"%s\": %.3f", o ? ", " : "", scp_prof_op_name[o], 1e3 * op_t[o]);
+    printf("}");
+}
+
+static int run_driver(const net *m, const scp_model_config *cfg, const char *bname, const char *dev, int steps,
+                      int recompute)
+{
+    scp_model *dm = scp_model_new(cfg, bname);
     if (!dm) scp_die_last();
-    scp_config_free(&cfg);
-    scp_model_init_random(dm, 1, 0.02f);
+    /* scp_model_init_random's values, a tensor per thread: on one thread the billions of normal draws of the
+     * larger shapes would take longer than the timed steps. */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < dm->n_params; i++)
+        scp_param_init_random(&dm->desc[i], dm->desc[i].index, 1, 0.02f, scp_model_param(dm, i));
+    scp_model_weights_changed(dm);
     scp_model_set_recompute(dm, recompute);
     int32_t *ids = malloc((size_t)m->M * 4), *tg = malloc((size_t)m->M * 4);
     float *wt = malloc((size_t)m->M * 4), *om = calloc((size_t)dm->n_weights, 4), *ov = calloc((size_t)dm->n_weights, 4);
     float *lr = malloc((size_t)dm->n_params * 4);
+    if (!ids || !tg || !wt || !om || !ov || !lr) scp_die("out of host memory for the driver's batch and moments");
     uint64_t s = 1;
     int nt = 0;
     for (int i = 0; i < m->M; i++) {   /* the batch of net_init: half the positions masked and scored */
@@ -298,42 +305,85 @@ static int run_driver(const net *m, const char *bname, const char *dev, int step
         total += dt;
         if (dt < best) best = dt;
     }
-    double D = m->D, mm = (double)m->L * (D * m->S + D * m->qd + 3.0 * D * m->I) + (double)m->V * D;
-    double flops = 6.0 * mm * m->M + 12.0 * m->L * (double)m->T * m->H * m->hd * m->M;
-    printf("{\"backend\": \"%s driver%s\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"params\": %lld, "
-           "\"first_step_s\": %.4f, \"best_s\": %.4f, \"mean_s\": %.4f, \"tok_s\": %.1f, \"tflops\": %.2f, "
-           "\"mfu\": %.4f, \"loss0\": %.6f, \"loss\": %.6f, \"workspace_bytes\": %lld, \"ops_ms\": {}}\n",
-           bname, recompute ? " recompute" : "", dev, m->B, m->T, (long long)dm->n_weights, t_first, best,
-           total / steps, m->M / best, flops / best / 1e12, peak > 0 ? flops / best / (peak * 1e12) : 0, loss0, loss,
-           (long long)scp_model_workspace_bytes(dm));
+    long long peak = peak_bytes(dm->backend);
+    base = dm->backend;   /* the table the driver runs on, which sync_dev reads through */
+    sync_buf = base->alloc(sizeof(float));
+    dm->backend = scp_backend_profiled(base, sync_current, op_t);
+    driver_step(dm, &b, om, ov, lr, 2 + steps);
+    scp_model_grad_norm(dm);
+    dm->backend = base;
+    base->free(sync_buf);
+    printf("{\"backend\": \"%s driver%s\", \"device\": \"%s\", \"model_type\": \"%s\", \"B\": %d, \"T\": %d, "
+           "\"params\": %lld, \"first_step_s\": %.4f, \"best_s\": %.4f, \"mean_s\": %.4f, \"tok_s\": %.1f, "
+           "\"loss0\": %.6f, \"loss\": %.6f, \"workspace_bytes\": %lld, \"device_peak_bytes\": %lld, ",
+           bname, recompute ? " recompute" : "", dev, scp_arch_name(cfg->arch), m->B, m->T, (long long)dm->n_weights,
+           t_first, best, total / steps, m->M / best, loss0, loss, (long long)scp_model_workspace_bytes(dm), peak);
+    print_ops();
+    printf("}\n");
     free(ids), free(tg), free(wt), free(om), free(ov), free(lr);
     scp_model_free(dm);
     return isfinite(loss) ? 0 : 1;
 }
 
+/* The built-in shapes (Qwen3-0.6B, or --tiny) as a config.json object, so that both steps read one description. */
+static json_t *builtin_config(int tiny)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "model_type", json_string("qwen3"));
+    json_object_set_new(j, "hidden_size", json_integer(tiny ? 64 : 1024));
+    json_object_set_new(j, "intermediate_size", json_integer(tiny ? 128 : 3072));
+    json_object_set_new(j, "num_hidden_layers", json_integer(tiny ? 2 : 28));
+    json_object_set_new(j, "num_attention_heads", json_integer(tiny ? 4 : 16));
+    json_object_set_new(j, "num_key_value_heads", json_integer(tiny ? 2 : 8));
+    json_object_set_new(j, "head_dim", json_integer(tiny ? 16 : 128));
+    json_object_set_new(j, "vocab_size", json_integer(tiny ? 1000 : 151936));
+    json_object_set_new(j, "rope_theta", json_real(1e6));
+    json_object_set_new(j, "tie_word_embeddings", json_true());
+    return j;
+}
+
 int main(int argc, char **argv)
 {
     scp_set_progname(argv[0]);
-    const char *bname = "cuda";
-    int tiny = 0, steps = 3, driver = 0, recompute = 0;
-    double peak = 0;
-    net m = {.L = 28, .D = 1024, .H = 16, .KV = 8, .hd = 128, .I = 3072, .V = 151936, .B = 4, .T = 2048, .CH = 2048};
-    static const struct option lo[] = {{"backend", 1, 0, 'b'}, {"tiny", 0, 0, 'y'}, {"batch", 1, 0, 'B'},
-                                       {"seq", 1, 0, 'T'}, {"steps", 1, 0, 'n'}, {"peak-tflops", 1, 0, 'p'},
+    const char *bname = "cuda", *config = NULL;
+    int tiny = 0, steps = 3, driver = 0, recompute = 0, B = 0, T = 0;
+    static const struct option lo[] = {{"backend", 1, 0, 'b'}, {"tiny", 0, 0, 'y'}, {"config", 1, 0, 'c'},
+                                       {"batch", 1, 0, 'B'}, {"seq", 1, 0, 'T'}, {"steps", 1, 0, 'n'},
                                        {"driver", 0, 0, 'd'}, {"recompute", 0, 0, 'r'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "b:yB:T:n:p:dr", lo, NULL)) != -1) switch (c) {
+    while ((c = getopt_long(argc, argv, "b:yc:B:T:n:dr", lo, NULL)) != -1) switch (c) {
         case 'b': bname = optarg; break;
         case 'y': tiny = 1; break;
-        case 'B': m.B = atoi(optarg); break;
-        case 'T': m.T = atoi(optarg); break;
+        case 'c': config = optarg; break;
+        case 'B': B = atoi(optarg); break;
+        case 'T': T = atoi(optarg); break;
         case 'n': steps = atoi(optarg); break;
-        case 'p': peak = atof(optarg); break;
         case 'd': driver = 1; break;
         case 'r': recompute = 1; break;
-        default: fprintf(stderr, "usage: scp-step [--backend cuda|cuda-bf16|cpu] [--tiny] [--batch B] [--seq T] [--steps N] [--peak-tflops P] [--driver [--recompute]]\n"); return 2;
+        default:
+            fprintf(stderr, "usage: scp-step [--backend cuda|cuda-bf16|cuda-fp32|cpu] [--tiny | --config CONFIG.json] "
+                            "[--batch B] [--seq T] [--steps N] [--driver [--recompute]]\n");
+            return 2;
         }
-    if (tiny) m.L = 2, m.D = 64, m.H = 4, m.KV = 2, m.hd = 16, m.I = 128, m.V = 1000, m.B = 2, m.T = 64, m.CH = 64;
+    if (optind < argc || steps < 1 || B < 0 || T < 0 || (tiny && config))
+        scp_die("usage: --steps N >= 1, --batch and --seq positive, --tiny or --config (not both), no arguments");
+    scp_model_config cfg;
+    if (config) {
+        if (scp_config_load(&cfg, config) < 0) scp_die_last();
+    } else {
+        json_t *j = builtin_config(tiny);
+        if (scp_config_from_json(&cfg, j, "the built-in shape") < 0) scp_die_last();
+        json_decref(j);
+    }
+    net m = {.L = cfg.num_layers, .D = cfg.hidden_size, .H = cfg.num_heads, .KV = cfg.num_kv_heads, .hd = cfg.head_dim,
+             .I = cfg.intermediate_size, .V = cfg.vocab_size, .B = tiny ? 2 : 4, .T = tiny ? 64 : 2048, .CH = 2048};
+    if (B) m.B = B;
+    if (T) m.T = T;
+    if (tiny) m.CH = 64;
+    /* The table step below is written for the tied dense qwen3 layer; everything else goes through the driver. */
+    if (!driver && (cfg.arch != SCP_ARCH_QWEN3 || !cfg.tie_word_embeddings))
+        scp_die("%s: the table step takes tied qwen3 models; run %s models with --driver", config ? config : "shape",
+                scp_arch_name(cfg.arch));
     char dev[256] = "cpu";
     if (strncmp(bname, "cuda", 4) == 0) {
         const scp_cuda_plugin *cuda = scp_cuda_plugin_load();
@@ -348,7 +398,12 @@ int main(int argc, char **argv)
     m.M = m.B * m.T;
     if (m.CH > m.M) m.CH = m.M;
     m.qd = m.H * m.hd, m.kvd = m.KV * m.hd, m.S = m.qd + 2 * m.kvd;
-    if (driver) return run_driver(&m, bname, dev, steps, peak, recompute);
+    if (driver) {
+        int rc = run_driver(&m, &cfg, bname, dev, steps, recompute);
+        scp_config_free(&cfg);
+        return rc;
+    }
+    scp_config_free(&cfg);
     net_init(&m, base);
     sync_buf = m.nll;
     double t_first = now(), loss0 = step(&m, base, 1);
@@ -366,18 +421,12 @@ int main(int argc, char **argv)
     /* the profiled step: the same calls through the synchronising table */
     const scp_backend *prof = scp_backend_profiled(base, sync_current, op_t);
     step(&m, prof, 2 + steps);
-    /* Model FLOPs of a step: 6 per parameter-token for the matmuls (the tied LM head counted once, embedding
-     * lookups not), plus attention's two (T, T) products, 12 * L * T * H * hd per token for a full
-     * (bidirectional) window. */
-    double D = m.D, mm = (double)m.L * (D * m.S + D * m.qd + 3.0 * D * m.I) + (double)m.V * D;
-    double flops = 6.0 * mm * m.M + 12.0 * m.L * (double)m.T * m.H * m.hd * m.M;
-    double mfu = peak > 0 ? flops / best / (peak * 1e12) : 0;
-    printf("{\"backend\": \"%s\", \"device\": \"%s\", \"B\": %d, \"T\": %d, \"params\": %zu, \"first_step_s\": %.4f, "
-           "\"best_s\": %.4f, \"mean_s\": %.4f, \"tok_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, \"loss0\": %.6f, "
-           "\"loss\": %.6f, \"ops_ms\": {",
-           base->name, dev, m.B, m.T, m.n, t_first, best, total / steps, m.M / best, flops / best / 1e12, mfu, loss0, loss);
-    for (int o = 0; o < SCP_PROF_N; o++) printf("%s\"%s\": %.3f", o ? ", " : "", scp_prof_op_name[o], 1e3 * op_t[o]);
-    printf("}}\n");
+    printf("{\"backend\": \"%s\", \"device\": \"%s\", \"model_type\": \"qwen3\", \"B\": %d, \"T\": %d, \"params\": %zu, "
+           "\"first_step_s\": %.4f, \"best_s\": %.4f, \"mean_s\": %.4f, \"tok_s\": %.1f, \"loss0\": %.6f, "
+           "\"loss\": %.6f, \"device_peak_bytes\": %lld, ",
+           base->name, dev, m.B, m.T, m.n, t_first, best, total / steps, m.M / best, loss0, loss, peak_bytes(base));
+    print_ops();
+    printf("}\n");
     net_free(&m, base);
     return isfinite(loss) ? 0 : 1;
 }

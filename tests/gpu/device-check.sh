@@ -1,17 +1,31 @@
 #!/bin/sh
 # device-check.sh: everything the CUDA backend has to show on a GPU machine, in one call that ends within
-# 8 minutes on an H100 or H200, ending with a short table:
-#   build   configure and make in build-gpu (nvcc, -j16), or use a build-gpu-pre carried from a machine with the
-#           C libraries (see --prepare) when this one cannot configure
+# T_TOTAL seconds (default 510: 8.5 minutes) on an H100 or H200, ending with a short table. The parts, in the
+# order of what matters most, with the estimate of each on an H100 (estimates: the parts marked * have not run on a
+# GPU yet; the others from the H200 calls of bench/RESULTS.md):
+#   build   configure and make in build-gpu (nvcc, -j16; about 4 min, which leaves the benchmarks no time), or use a
+#           build-gpu-pre carried from a machine with the C libraries (see --prepare; 5 s)
 #   (1)     tests/model/backend-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
-#           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref
+#           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref (30 s)
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
-#           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below)
+#           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below) (25 + 25 s)
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
 #           and tests/convert/export-hf-modeling.py: scp-export --format hf loaded by AutoModelForMaskedLM with
-#           trust_remote_code, its logits against scp's (where that python3 has transformers)
-#   (4)     tests/gpu/zero-nccl.py: --zero 2 and 3 through NCCL on one GPU against the unsharded run
-#   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown
+#           trust_remote_code, its logits against scp's (where that python3 has transformers) (30 + 30 s)
+#   (4)     tests/gpu/zero-nccl.py: --zero 2 and 3 through NCCL on one GPU against the unsharded run (20 s)
+#   (5)     the MoE and dense gradient checks on cuda and cuda-fp32 (tests/model/moe-grad-check.py, grad-check.py)
+#           (3 x 20 s)
+#   (6) *   tests/gpu/generate-gpu.py: scp-eval generate on cuda-fp32 and cuda against the CPU on stories260K: AR
+#           decoding with the key/value cache and diffusion, the same tokens or near ties, tokens/s (20 s)
+#   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown, and
+#           the bf16 GEMM microbenchmark (70 s)
+#   bench-moe * bench/gpu/bench.sh -s qwen3-30b-a3b-4l: the MoE training step, Qwen3-30B-A3B cut to 4 layers (all
+#           128 experts, top-8, sequence 4096), scp against transformers' Qwen3MoeForCausalLM (70 s)
+#   bench-SHAPE * the shapes of $SHAPES (default: qwen3-1.7b, qwen3-4b with --recompute, qwen3-0.6b at 1 x 8192),
+#           the driver step against PyTorch (45, 75 and 40 s)
+# Each part has a time limit (the variables below), cut to what is left of T_TOTAL; a part that would start with
+# less than 20 s left is skipped and says so. Each part prints one row of the summary; the benchmarks add their
+# "gpu-step: SHAPE scp N tok/s PyTorch N tok/s ratio R MFU M%" lines and the generation its "generate:" lines.
 #
 #   sh tests/gpu/device-check.sh              run from the repository root; logs go to $OUT/logs.tgz when set
 #   sh tests/gpu/device-check.sh --prepare    here, on a machine without a GPU: bootstrap if needed and build
@@ -21,13 +35,17 @@
 # What to carry to the device (tool `run`, carry): the autotools output, which git ignores: configure,
 # Makefile.in, aclocal.m4, config.h.in, build-aux, m4; build-gpu-pre.tar.xz (what --prepare leaves; unpacked here
 # when build-gpu-pre is absent) if the machine may lack jansson & co.; and
-# for (2) a git-ignored folder holding models/stories260K.bin, models/tok512.bin, corpora/tinystories_val.txt,
-# named by SCP_ASSETS (e.g. `SCP_ASSETS=$PWD/.assets sh tests/gpu/device-check.sh`).
+# for (2) and (6) a git-ignored folder holding models/stories260K.bin, models/tok512.bin,
+# corpora/tinystories_val.txt, named by SCP_ASSETS (e.g. `SCP_ASSETS=$PWD/.assets sh tests/gpu/device-check.sh`).
 # Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
 # (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
 # libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
-# T_OPS, T_TRAIN, T_TRAIN32, T_HF, T_GRAD, T_MOE, T_BENCH (time limits in seconds of the parts), BENCH_ARGS (e.g. "-n 2"),
-# SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_HF=1 (a shorter call).
+# T_TOTAL, T_OPS, T_TRAIN, T_TRAIN32, T_HF, T_GRAD, T_MOE, T_GEN, T_BENCH, T_MOE_BENCH, T_SHAPE (time limits in
+# seconds of the parts; T_SHAPE each shape's), BENCH_ARGS (e.g. "-n 2"), SHAPES (bench.sh shapes, each NAME or
+# NAME:BxT), SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_MOE_BENCH=1,
+# SKIP_SHAPES=1, SKIP_GEN=1, SKIP_HF=1 (a shorter call), SKIP_CHECKS=1 (parts (1) to (6) left out: a call for
+# the benchmarks that a first call had no time left for, e.g. SKIP_CHECKS=1 SKIP_BENCH=1 SKIP_MOE_BENCH=1
+# SHAPES=qwen3-0.6b:1x8192).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root" || exit 1
@@ -73,6 +91,12 @@ out=${out:-$root/build-gpu/device-check-logs}
 mkdir -p "$out"
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
+# budget LIMIT: LIMIT cut to what is left of T_TOTAL (less 15 s for the summary and the logs' archive), 0 when
+# under 20 s would be left.
+budget() {
+    left=$((${T_TOTAL:-510} - 15 - $(elapsed)))
+    if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 summary=$out/summary.txt
 : >"$summary"
 row() { printf '%-28s %-8s %s\n' "$1" "$2" "$3" >>"$summary"; }
@@ -111,21 +135,39 @@ export SCP_BIN=$build/bin SCP_SRCDIR=$root SCP_BUILDDIR=$build
 export SCP_PLUGIN_DIR=$build/lib
 export SCP_ASSETS=${SCP_ASSETS:-$root/../shared/assets}
 
-# run NAME LIMIT_S CMD...: a TAP test with a time limit; its log in $out, its counts in the summary.
+# run NAME LIMIT_S CMD...: a TAP test with a time limit (cut to the budget); its log in $out, its counts in the
+# summary. timeout signals the command's whole process group, KILL 10 s after TERM. SKIP_CHECKS=1 leaves every
+# test out (a second call for the benchmarks alone).
 run() {
-    name=$1 lim=$2; shift 2
+    name=$1 lim=$(budget "$2"); shift 2
+    if [ "${SKIP_CHECKS:-0}" = 1 ]; then row "$name" skipped "SKIP_CHECKS=1"; return; fi
+    if [ "$lim" -eq 0 ]; then row "$name" skipped "no time left of T_TOTAL"; return; fi
     echo "== $name ($(elapsed) s)"
     t0=$(date +%s)
-    timeout "$lim" "$@" >"$out/$name.log" 2>&1
+    timeout -k 10 "$lim" "$@" >"$out/$name.log" 2>&1
     rc=$?
     pass=$(grep -c '^ok ' "$out/$name.log")
     fail=$(grep -c '^not ok ' "$out/$name.log")
     grep -v '^ok ' "$out/$name.log" | head -40
     if grep -q '^1\.\.0 # SKIP' "$out/$name.log"; then st=SKIP
-    elif [ "$rc" -eq 124 ]; then st=TIMEOUT
+    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then st=TIMEOUT
     elif [ "$rc" -eq 0 ] && [ "$fail" -eq 0 ]; then st=PASS
     else st=FAIL; fi
     row "$name" "$st" "$pass ok, $fail not ok, rc $rc, $(($(date +%s) - t0)) s"
+}
+# bench_part NAME LIMIT_S ARGS...: bench/gpu/bench.sh -b BUILD ARGS with a time limit (cut to the budget); its
+# log in $out/NAME.log, its gpu-step line in the summary row.
+bench_part() {
+    name=$1 lim=$(budget "$2"); shift 2
+    if [ "$lim" -eq 0 ]; then row "$name" skipped "no time left of T_TOTAL"; return; fi
+    echo "== $name ($(elapsed) s)"
+    t0=$(date +%s)
+    PYTHON=$PYTHON timeout -k 10 "$lim" sh "$root/bench/gpu/bench.sh" -b "$build" "$@" >"$out/$name.log" 2>&1
+    rc=$?
+    grep -e '^# ' -e '^gpu-step:' "$out/$name.log"
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then st=TIMEOUT; elif [ "$rc" -eq 0 ]; then st="done"; else st="rc $rc"; fi
+    line=$(grep '^gpu-step:' "$out/$name.log" | sed 's/^gpu-step: //')
+    row "$name" "$st" "${line:-no gpu-step line (see $name.log)}, $(($(date +%s) - t0)) s"
 }
 if [ "$mode" != FAILED ]; then
     run backend-ops "${T_OPS:-150}" "$build/tests/model/backend-ops" --backend cuda-fp32 --backend cuda
@@ -160,27 +202,46 @@ if [ "$mode" != FAILED ]; then
     # ... and the MoE ones, against the reference with scp's bf16 roundings (moe-grad-check-bf16.sh's)
     (SCP_MOE_BACKENDS=cuda; export SCP_MOE_BACKENDS
      run moe-grad-cuda "${T_MOE:-90}" "$PYTHON" "$root/tests/model/moe-grad-check.py")
-    if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
-    echo "== bench ($(elapsed) s)"
-    PYTHON=$PYTHON timeout "${T_BENCH:-260}" sh "$root/bench/gpu/bench.sh" -b "$build" ${BENCH_ARGS:-} -o "$out/bench.json" >"$out/bench.log" 2>&1
-    rc=$?
-    cat "$out/bench.log"
-    row bench "$([ $rc -eq 0 ] && echo done || echo "rc $rc")" "see bench.log"
-    if [ -x "$build/bench/gpu/gemm-dtypes" ]; then
-        echo "== gemm dtypes ($(elapsed) s)"
-        timeout 90 "$build/bench/gpu/gemm-dtypes" >"$out/gemm.log" 2>&1
-        cat "$out/gemm.log"
+    # scp-eval generate on the GPU (AR with the key/value cache, diffusion) against the CPU, with tokens/s
+    if [ "${SKIP_GEN:-0}" = 1 ]; then row generate skipped "SKIP_GEN=1"; else
+        run generate "${T_GEN:-90}" "$PYTHON" "$root/tests/gpu/generate-gpu.py"
     fi
+    # shellcheck disable=SC2086
+    if [ "${SKIP_BENCH:-0}" = 1 ]; then row bench skipped "SKIP_BENCH=1"; else
+        bench_part bench "${T_BENCH:-260}" ${BENCH_ARGS:-} -o "$out/bench.json"
+        lim=$(budget 90)
+        if [ -x "$build/bench/gpu/gemm-dtypes" ] && [ "$lim" -gt 0 ]; then
+            echo "== gemm dtypes ($(elapsed) s)"
+            timeout -k 10 "$lim" "$build/bench/gpu/gemm-dtypes" >"$out/gemm.log" 2>&1
+            cat "$out/gemm.log"
+        fi
+    fi
+    # The MoE training step, then the larger dense shapes and the long sequence (BENCH_ARGS: words on purpose)
+    # shellcheck disable=SC2086
+    if [ "${SKIP_MOE_BENCH:-0}" = 1 ]; then row bench-moe skipped "SKIP_MOE_BENCH=1"; else
+        bench_part bench-moe "${T_MOE_BENCH:-150}" -s qwen3-30b-a3b-4l ${BENCH_ARGS:-} -o "$out/bench-moe.json"
+    fi
+    # shellcheck disable=SC2086
+    if [ "${SKIP_SHAPES:-0}" = 1 ]; then row bench-shapes skipped "SKIP_SHAPES=1"; else
+        for shape in ${SHAPES:-qwen3-1.7b qwen3-4b qwen3-0.6b:1x8192}; do
+            bt=${shape#*:}
+            if [ "$bt" = "$shape" ]; then bt=; else shape=${shape%%:*}; fi
+            bench_part "bench-$shape${bt:+-$bt}" "${T_SHAPE:-150}" -s "$shape" --driver-only ${bt:+-B ${bt%x*} -T ${bt#*x}} \
+                ${BENCH_ARGS:-} -o "$out/bench-$shape${bt:+-$bt}.json"
+        done
     fi
 fi
-if [ "${SKIP_PTXAS:-0}" != 1 ]; then
+lim=$(budget 120)
+if [ "${SKIP_PTXAS:-0}" != 1 ] && [ "$lim" -gt 0 ]; then
     echo "== ptxas resources"
-    sh "$root/bench/gpu/ptxas-report.sh" >"$out/ptxas.txt" 2>&1 && head -40 "$out/ptxas.txt"
+    timeout -k 10 "$lim" sh "$root/bench/gpu/ptxas-report.sh" >"$out/ptxas.txt" 2>&1 && head -40 "$out/ptxas.txt"
 fi
 
 echo
 echo "== summary ($(elapsed) s)"
-grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,13p'
+grep '^# ' "$out/bench.log" 2>/dev/null | sed -n '1,12p'
+cat "$out"/bench*.log 2>/dev/null | grep '^gpu-step:'
+grep -h '^# generate:' "$out/generate.log" 2>/dev/null | sed 's/^# //'
 grep '^# bf16 storage' "$out/gemm.log" 2>/dev/null
 grep -h -e 'rel err' "$out"/backend-ops.log 2>/dev/null | sed 's/^[a-z ]*[0-9]* - //' |
     awk '{ for (i = 1; i <= NF; i++) if ($i == "err") { v = $(i + 1); if (v + 0 > w + 0 || v == "-nan" || v == "nan") { w = v; what = $0 } } }
