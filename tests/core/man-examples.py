@@ -199,9 +199,9 @@ def build_fixture():
         "scp-train -q --init random:base/config.json --data shards -o ar --objective ar --attention causal "
         "--steps 12 --batch-tokens 1024 --lr 5e-3 --eval-every 6 --eval-seqs 4",
         "scp-train -q --init ar/latest --data shards -o scp --steps 8 --batch-tokens 1024 --lr 3e-3 --lr-mlp 0.1 "
-        "--warmup 2 --eval-every 4 --eval-seqs 4 --eval-samples 2",
+        "--warmup 2 --eval-every 4 --eval-seqs 4 --eval-samples 2 --micro-batch 4",
         "scp-train -q --init ar/latest --init-random --data shards -o scratch --steps 8 --batch-tokens 1024 --lr 3e-3 "
-        "--eval-every 4 --eval-seqs 4 --eval-samples 2",
+        "--eval-every 4 --eval-seqs 4 --eval-samples 2 --micro-batch 4",
     ]
     for s in steps:
         sh(s, FX)
@@ -298,6 +298,7 @@ PAGES = {
     "scp-train-bpe.1": {"corpus.txt": "fx:data/corpus.txt"},
     "scp-new-model.1": {"tok": "fx:tok", "shards": "fx:shards"},
     "scp-recall.1": {"facts.jsonl": "fx:data/facts.jsonl", "scp": "fx:scp"},
+    # the overlay's four runs: the two diffusion fixtures (micro-batches, so noise scales), each standing twice
     "scp-plot.1": {"run": "copy:scp", "scp-run": "fx:scp", "scratch-run": "fx:scratch", "ar-s1": "fx:scp",
                    "ar-s2": "fx:scratch", "mdm-s1": "fx:scp", "mdm-s2": "fx:scratch"},
     "scp-exp-table.1": {"ar": "fx:ar", "shards": "fx:shards", "facts.jsonl": "fx:data/facts.jsonl",
