@@ -54,7 +54,11 @@ enum {
     SCP_BACKEND_CAP_CORE = 0,
     SCP_BACKEND_CAP_MOE = 1 << 0,      /* moe_route, moe_route_bwd, moe_combine, moe_combine_bwd: qwen3_moe */
     SCP_BACKEND_CAP_DECODE = 1 << 1,   /* attention_decode: incremental decoding against a KV cache */
-    SCP_BACKEND_CAP_ALL = SCP_BACKEND_CAP_MOE | SCP_BACKEND_CAP_DECODE
+    /* moe_permute, moe_gemm_fwd, moe_gemm_bwd_inp, moe_gemm_bwd_w: the permutation by expert and a layer's
+     * experts as one grouped GEMM each, with the shapes in backend memory (no host synchronisation). Without it
+     * the driver sorts on the host and runs the experts one matmul each. */
+    SCP_BACKEND_CAP_MOE_GROUPED = 1 << 2,
+    SCP_BACKEND_CAP_ALL = SCP_BACKEND_CAP_MOE | SCP_BACKEND_CAP_DECODE | SCP_BACKEND_CAP_MOE_GROUPED
 };
 
 typedef struct scp_backend {

@@ -74,6 +74,19 @@ static void p_comb_b(scp_act *dy, float *dw, const scp_act *d, const scp_act *y,
                      int k, int D)
 { TIMED(SCP_PROF_MOE, base->moe_combine_bwd(dy, dw, d, y, w, pos, M, k, D)); }
 
+/* The grouped expert GEMMs count as matmuls, the permutation with the other MoE entries. */
+static void p_perm(int32_t *off, int32_t *pos, int32_t *tok, const int32_t *idx, int M, int k, int E)
+{ TIMED(SCP_PROF_MOE, base->moe_permute(off, pos, tok, idx, M, k, E)); }
+static void p_gmm_f(scp_act *o, int ldo, const scp_act *i, int ldi, const scp_act *w, const int64_t *wo, int nw,
+                    const int32_t *off, int nb, int R, int K, int N, float beta)
+{ TIMED(SCP_PROF_MM_FWD, base->moe_gemm_fwd(o, ldo, i, ldi, w, wo, nw, off, nb, R, K, N, beta)); }
+static void p_gmm_bi(scp_act *d, int ldi, const scp_act *o, int ldo, const scp_act *w, const int64_t *wo, int nw,
+                     const int32_t *off, int nb, int R, int K, int N, float beta)
+{ TIMED(SCP_PROF_MM_BWD, base->moe_gemm_bwd_inp(d, ldi, o, ldo, w, wo, nw, off, nb, R, K, N, beta)); }
+static void p_gmm_bw(float *dw, const scp_act *o, int ldo, const scp_act *i, int ldi, const int64_t *wo, int nw,
+                     const int32_t *off, int nb, int R, int K, int N)
+{ TIMED(SCP_PROF_MM_BWD, base->moe_gemm_bwd_w(dw, o, ldo, i, ldi, wo, nw, off, nb, R, K, N)); }
+
 const scp_backend *scp_backend_profiled(const scp_backend *b, void (*sync)(void), double *times)
 {
     base = b;
@@ -91,6 +104,10 @@ const scp_backend *scp_backend_profiled(const scp_backend *b, void (*sync)(void)
     if (scp_backend_has(b, SCP_BACKEND_CAP_MOE)) {
         prof.moe_route = p_route, prof.moe_route_bwd = p_route_b;
         prof.moe_combine = p_comb, prof.moe_combine_bwd = p_comb_b;
+    }
+    if (scp_backend_has(b, SCP_BACKEND_CAP_MOE_GROUPED)) {
+        prof.moe_permute = p_perm, prof.moe_gemm_fwd = p_gmm_f;
+        prof.moe_gemm_bwd_inp = p_gmm_bi, prof.moe_gemm_bwd_w = p_gmm_bw;
     }
     return &prof;
 }

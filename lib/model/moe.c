@@ -3,8 +3,8 @@
  *
  * Forward, for u = ln2 (M, D), E experts of width Ie, k per row, N = M k assignments:
  *   logits = u Wr^T (M, E); probs = softmax (fp32); idx, weight = top-k (renormalised when norm_topk_prob)
- *   the assignments sorted by expert (a permutation made on the host from the M k downloaded indices: counts
- *   per expert, each expert's rows contiguous in token order): x = u[tok] (N, D)
+ *   the assignments sorted by expert (counts per expert, each expert's rows contiguous in token order): x = u[tok]
+ *   (N, D)
  *   per expert e on its own rows only: gateup = x We_gu^T (n_e, 2 Ie); h = silu(gate) * up; y = h We_d^T
  *   out = x2 + sum_j weight[r, j] y[pos[r, j]] (the combine, in the order of j)
  * Kept per layer slot for backward: probs, weight, lse, idx and the permutation (tok, pos), and gateup and h in
@@ -20,7 +20,20 @@
  * peer then expert, kept per layer slot with their gate|up and h. The outputs go back to their senders by the
  * reverse all-to-all, into the sorted layout the combine reads. Backward: the owners make y again and send it
  * back (the combine's backward needs it where the routing weights are), the weighted dy goes to the owners, and
- * the inputs' gradients come back: five all-to-alls of N D rows per layer and step, three of them backward. */
+ * the inputs' gradients come back: five all-to-alls of N D rows per layer and step, three of them backward.
+ *
+ * Two ways to run the experts. A backend with SCP_BACKEND_CAP_MOE_GROUPED (model/backend_ops.def) sorts on the
+ * device (moe_permute: the run offsets off (E + 1), pos and tok) and runs each of the layer's GEMMs for all its
+ * experts in one grouped call that reads the row offsets and the weights' offsets (dwoff) from backend memory:
+ * no expert shape crosses to the host between the router and the combine, so a device runs the layer without
+ * waiting for the host. The counts come to the host only where the host needs them: under expert parallelism
+ * at once (the all-to-all's byte counts are host arguments of MPI_Alltoallv: one download of E + 1 ints, the
+ * layer's one synchronisation, as the exchange makes anyway); without it after the combine, with psum and lse
+ * for the statistics and the load-balancing loss (one download per layer for the three, where the layer's work
+ * is queued already), and in a forward rerun for backward only when the load-balancing gradient needs them.
+ * Otherwise (cpu-ref) the M k indices come down, the host sorts, pos and tok go up, and each expert is its own
+ * matmul calls on its contiguous rows. On the CPU both ways make the same calls in the same order, so the same
+ * bits. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +59,14 @@ struct scp_moe {
     scp_act *ex_y, *ex_dh, *ex_dgu;    /* (R, D) outputs, then their gradients, then the inputs'; (R, Ie); (R, 2 Ie) */
     size_t ex_scap;
     int failed;                   /* an exchange failed (its message: scp_last_error) */
+    /* The grouped path (SCP_BACKEND_CAP_MOE_GROUPED). The weights of a layer's held experts are found from the
+     * first held expert's: element offsets relative to it, the same for the weights and their gradients. */
+    int64_t *h_woff;              /* (3, L, El) gate, up, down offsets relative to the layer's first held expert */
+    int64_t *dwoff;               /* the same in backend memory */
+    int *gu_adjacent;             /* (L) every held expert's up follows its gate: one GEMM of 2 Ie columns */
+    int32_t *doff;                /* (slots, E + 1) backend memory: moe_permute's run offsets of each slot */
+    int32_t *ex_doff;             /* (slots, P El + 1) backend memory: the received blocks' offsets */
+    int32_t *h_off;               /* (max(E, P El) + 1) host scratch for offsets */
     size_t capM, slots;
     int *counts;                  /* (slots, E) assignments per expert of the batch in each slot */
     int32_t *h_idx, *h_tok, *h_pos;   /* (capM k) host copies for the permutation */
@@ -79,6 +100,20 @@ struct scp_moe *scp_moe_new(const scp_model *m)
         else if (d->kind == SCP_P_EXP_UP) x->up[le] = m->offset[i];
         else if (d->kind == SCP_P_EXP_DOWN) x->down[le] = m->offset[i];
     }
+    x->h_woff = scp_xmalloc(3 * LE * sizeof *x->h_woff);
+    x->gu_adjacent = scp_xmalloc((size_t)x->L * sizeof *x->gu_adjacent);
+    for (int l = 0; l < x->L; l++) {
+        size_t l0 = (size_t)l * x->El;
+        x->gu_adjacent[l] = 1;
+        for (size_t e = l0; e < l0 + (size_t)x->El; e++) {
+            x->h_woff[e] = x->gate[e] - x->gate[l0];
+            x->h_woff[LE + e] = x->up[e] - x->up[l0];
+            x->h_woff[2 * LE + e] = x->down[e] - x->down[l0];
+            if (x->up[e] != x->gate[e] + (int64_t)x->Ie * x->D) x->gu_adjacent[l] = 0;
+        }
+    }
+    int nbmax = x->E > x->P * x->El ? x->E : x->P * x->El;
+    x->h_off = scp_xmalloc(((size_t)nbmax + 1) * sizeof *x->h_off);
     x->h_psum = scp_xmalloc((size_t)x->E * sizeof *x->h_psum);
     x->h_dprob = scp_xmalloc((size_t)x->E * sizeof *x->h_dprob);
     x->load = scp_xcalloc((size_t)x->E, sizeof *x->load);
@@ -101,9 +136,16 @@ static void ex_release(const scp_backend *be, struct scp_moe *x)
     x->ex_scap = 0;
 }
 
+/* The grouped path's buffers. */
+static void grouped_release(const scp_backend *be, struct scp_moe *x)
+{
+    if (x->dwoff) be->free(x->dwoff), be->free(x->doff), be->free(x->ex_doff);
+    x->dwoff = NULL, x->doff = x->ex_doff = NULL;
+}
+
 void scp_moe_release(const scp_backend *be, struct scp_moe *x)
 {
-    if (x) ex_release(be, x);
+    if (x) ex_release(be, x), grouped_release(be, x);
 }
 
 void scp_moe_free(struct scp_moe *x)
@@ -111,7 +153,7 @@ void scp_moe_free(struct scp_moe *x)
     if (!x) return;
     free(x->router), free(x->gate), free(x->up), free(x->down), free(x->counts);
     free(x->h_idx), free(x->h_tok), free(x->h_pos), free(x->h_lse), free(x->h_psum), free(x->h_dprob);
-    free(x->load), free(x->send_b), free(x->recv_b);
+    free(x->load), free(x->send_b), free(x->recv_b), free(x->h_woff), free(x->gu_adjacent), free(x->h_off);
     free(x);
 }
 
@@ -120,7 +162,9 @@ void scp_moe_free(struct scp_moe *x)
 void scp_moe_reserve(scp_model *m, const scp_ws_sizes *z)
 {
     struct scp_moe *x = ((workspace *)m->ctx)->moe;
-    ex_release(m->backend, x);
+    const scp_backend *be = m->backend;
+    ex_release(be, x);
+    grouped_release(be, x);
     free(x->counts), free(x->h_idx), free(x->h_tok), free(x->h_pos), free(x->h_lse);
     x->counts = scp_xcalloc(1, z->moe_counts);
     x->h_idx = scp_xmalloc(z->moe_h_idx);
@@ -134,6 +178,13 @@ void scp_moe_reserve(scp_model *m, const scp_ws_sizes *z)
         x->ex_gu = scp_xcalloc(x->slots, sizeof *x->ex_gu);
         x->ex_h = scp_xcalloc(x->slots, sizeof *x->ex_h);
         x->ex_cap = scp_xcalloc(x->slots, sizeof *x->ex_cap);
+    }
+    if (scp_backend_has(be, SCP_BACKEND_CAP_MOE_GROUPED)) {   /* the weights' offsets go up once */
+        size_t n = 3 * (size_t)x->L * x->El * sizeof *x->dwoff;
+        x->dwoff = be->alloc(n);
+        be->upload(x->dwoff, x->h_woff, n);
+        x->doff = be->alloc(x->slots * ((size_t)x->E + 1) * sizeof *x->doff);
+        x->ex_doff = be->alloc(x->slots * ((size_t)x->P * x->El + 1) * sizeof *x->ex_doff);
     }
 }
 
@@ -177,6 +228,36 @@ static moe_acts moe_acts_of(const workspace *w, const layer_acts *A, int M)
     return a;
 }
 
+/* The rows the held experts run on: nb = P El blocks one after another, block b for held expert b % El (E
+ * blocks without expert parallelism, (P, El) with it), R rows in all. rows (nb): the counts on the host, for the
+ * per-expert calls; doff (nb + 1): the offsets in backend memory, for the grouped ones (NULL: per expert). */
+typedef struct expert_blocks {
+    const int *rows;
+    const int32_t *doff;
+    int R;
+} expert_blocks;
+
+/* Whether layer l runs grouped: the backend can, and the layer's held experts lie in one buffer (a provider's
+ * unit, model/model_internal.h, or the model's vectors), so that offsets from the first of them reach them all. */
+static int grouped(const scp_model *m, const struct scp_moe *x, int l)
+{
+    const workspace *w = m->ctx;
+    if (!x->dwoff) return 0;
+    if (!w->unit_w && !w->unit_g) return 1;
+    size_t l0 = (size_t)l * x->El;
+    int u = scp_unit_of(w, x->gate[l0]);
+    for (size_t e = l0; e < l0 + (size_t)x->El; e++)
+        if (scp_unit_of(w, x->gate[e]) != u || scp_unit_of(w, x->up[e]) != u || scp_unit_of(w, x->down[e]) != u)
+            return 0;
+    return 1;
+}
+
+/* Layer l's weight offsets for the grouped calls: which = 0 gate, 1 up, 2 down, (El) in backend memory. */
+static const int64_t *woff_of(const struct scp_moe *x, int which, int l)
+{
+    return x->dwoff + ((size_t)which * x->L + (size_t)l) * x->El;
+}
+
 /* out (n, 2 Ie) = u (n, D) [Wg; Wu]^T for held expert le = l El + e (one matmul when gate and up are adjacent). */
 static void expert_gateup(scp_model *m, const struct scp_moe *x, size_t le, scp_act *out, const scp_act *u, int n)
 {
@@ -192,22 +273,39 @@ static void expert_gateup(scp_model *m, const struct scp_moe *x, size_t le, scp_
 
 /* The held experts of layer l on rows in blocks: rows[b] rows for held expert b % El, blocks one after another
  * (E blocks without expert parallelism, (P, El) with it). gu (R, 2 Ie) and h (R, Ie) from xin (R, D). */
-static void experts_forward(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *xin,
+static void experts_forward(scp_model *m, const struct scp_moe *x, int l, const expert_blocks *bk, const scp_act *xin,
                             scp_act *gu, scp_act *h)
 {
-    const int D = x->D, I = x->Ie, nb = x->P * x->El;
-    int R = 0;
-    for (int b = 0; b < nb; R += rows[b], b++)
-        if (rows[b])
-            expert_gateup(m, x, (size_t)l * x->El + b % x->El, AT(gu, (size_t)R * 2 * I), AT(xin, (size_t)R * D), rows[b]);
-    m->backend->swiglu_fwd(h, gu, R, I);
+    const scp_backend *be = m->backend;
+    const int D = x->D, I = x->Ie, nb = x->P * x->El, El = x->El, R = bk->R;
+    const size_t l0 = (size_t)l * El;
+    if (bk->doff) {
+        if (x->gu_adjacent[l]) {
+            be->moe_gemm_fwd(gu, 2 * I, xin, D, W(x->gate[l0]), woff_of(x, 0, l), El, bk->doff, nb, R, D, 2 * I, 0.0f);
+        } else {
+            be->moe_gemm_fwd(gu, 2 * I, xin, D, W(x->gate[l0]), woff_of(x, 0, l), El, bk->doff, nb, R, D, I, 0.0f);
+            be->moe_gemm_fwd(AT(gu, I), 2 * I, xin, D, W(x->up[l0]), woff_of(x, 1, l), El, bk->doff, nb, R, D, I, 0.0f);
+        }
+    } else {
+        for (int b = 0, o = 0; b < nb; o += bk->rows[b], b++)
+            if (bk->rows[b])
+                expert_gateup(m, x, l0 + b % El, AT(gu, (size_t)o * 2 * I), AT(xin, (size_t)o * D), bk->rows[b]);
+    }
+    be->swiglu_fwd(h, gu, R, I);
 }
 
 /* The experts' outputs before the weights, y (R, D) = h We_d^T block by block. Not kept per layer: the backward
  * makes them again (a third of the experts' forward FLOPs, for R D elements a layer). */
-static void experts_down(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *h, scp_act *y)
+static void experts_down(scp_model *m, const struct scp_moe *x, int l, const expert_blocks *bk, const scp_act *h,
+                         scp_act *y)
 {
     const int D = x->D, I = x->Ie, nb = x->P * x->El;
+    const int *rows = bk->rows;
+    if (bk->doff) {
+        m->backend->moe_gemm_fwd(y, D, h, I, W(x->down[(size_t)l * x->El]), woff_of(x, 2, l), x->El, bk->doff, nb, bk->R,
+                                 I, D, 0.0f);
+        return;
+    }
     for (int b = 0, o = 0; b < nb; o += rows[b], b++)
         if (rows[b])
             m->backend->matmul_fwd(AT(y, (size_t)o * D), D, AT(h, (size_t)o * I), I,
@@ -215,11 +313,18 @@ static void experts_down(scp_model *m, const struct scp_moe *x, int l, const int
 }
 
 /* Backward through the down projections: dh (R, Ie) from dy (R, D), and their weight gradients. */
-static void experts_down_bwd(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *dy,
+static void experts_down_bwd(scp_model *m, const struct scp_moe *x, int l, const expert_blocks *bk, const scp_act *dy,
                              const scp_act *h, scp_act *dh)
 {
     const scp_backend *be = m->backend;
     const int D = x->D, I = x->Ie, nb = x->P * x->El;
+    const int *rows = bk->rows;
+    if (bk->doff) {
+        const int64_t l0 = x->down[(size_t)l * x->El], *wd = woff_of(x, 2, l);
+        be->moe_gemm_bwd_inp(dh, I, dy, D, W(l0), wd, x->El, bk->doff, nb, bk->R, I, D, 0.0f);
+        be->moe_gemm_bwd_w(G(l0), dy, D, h, I, wd, x->El, bk->doff, nb, bk->R, I, D);
+        return;
+    }
     for (int b = 0, o = 0; b < nb; o += rows[b], b++) {
         if (!rows[b]) continue;
         size_t le = (size_t)l * x->El + b % x->El;
@@ -230,11 +335,26 @@ static void experts_down_bwd(scp_model *m, const struct scp_moe *x, int l, const
 }
 
 /* Backward through gate|up: dx (R, D) from dgu (R, 2 Ie) and the inputs xin, and their weight gradients. */
-static void experts_gateup_bwd(scp_model *m, const struct scp_moe *x, int l, const int *rows, const scp_act *dgu_all,
-                               const scp_act *xin, scp_act *dx_all)
+static void experts_gateup_bwd(scp_model *m, const struct scp_moe *x, int l, const expert_blocks *bk,
+                               const scp_act *dgu_all, const scp_act *xin, scp_act *dx_all)
 {
     const scp_backend *be = m->backend;
-    const int D = x->D, I = x->Ie, nb = x->P * x->El;
+    const int D = x->D, I = x->Ie, nb = x->P * x->El, El = x->El, R = bk->R;
+    const int *rows = bk->rows;
+    if (bk->doff) {
+        const int64_t g0 = x->gate[(size_t)l * El], u0 = x->up[(size_t)l * El];
+        const int64_t *wg = woff_of(x, 0, l), *wu = woff_of(x, 1, l);
+        if (x->gu_adjacent[l]) {
+            be->moe_gemm_bwd_w(G(g0), dgu_all, 2 * I, xin, D, wg, El, bk->doff, nb, R, D, 2 * I);
+            be->moe_gemm_bwd_inp(dx_all, D, dgu_all, 2 * I, W(g0), wg, El, bk->doff, nb, R, D, 2 * I, 0.0f);
+        } else {
+            be->moe_gemm_bwd_w(G(g0), dgu_all, 2 * I, xin, D, wg, El, bk->doff, nb, R, D, I);
+            be->moe_gemm_bwd_w(G(u0), AT(dgu_all, I), 2 * I, xin, D, wu, El, bk->doff, nb, R, D, I);
+            be->moe_gemm_bwd_inp(dx_all, D, dgu_all, 2 * I, W(g0), wg, El, bk->doff, nb, R, D, I, 0.0f);
+            be->moe_gemm_bwd_inp(dx_all, D, AT(dgu_all, I), 2 * I, W(u0), wu, El, bk->doff, nb, R, D, I, 1.0f);
+        }
+        return;
+    }
     for (int b = 0, o = 0; b < nb; o += rows[b], b++) {
         if (!rows[b]) continue;
         size_t le = (size_t)l * x->El + b % x->El;
@@ -289,21 +409,20 @@ static void exchange_counts(struct scp_moe *x, const int *cnt, int *rc)
     if (x->failed) memset(rc, 0, (size_t)x->P * (size_t)x->El * sizeof *rc);
 }
 
-void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *xout, int to_output)
+/* The counts per expert (cnt, E) on the host from the run offsets of slot s in backend memory. */
+static void download_counts(const scp_backend *be, struct scp_moe *x, const int32_t *doff, int *cnt)
 {
-    workspace *w = m->ctx;
-    struct scp_moe *x = w->moe;
-    const scp_backend *be = m->backend;
-    const int D = x->D, E = x->E, k = x->k, N = M * k;
-    moe_acts a = moe_acts_of(w, A, M);
+    be->download(x->h_off, doff, ((size_t)x->E + 1) * sizeof *x->h_off);
+    for (int e = 0; e < x->E; e++) cnt[e] = x->h_off[e + 1] - x->h_off[e];
+}
 
-    be->matmul_fwd(w->moe_logits, E, A->ln2, D, W(x->router[l]), NULL, M, D, E, 0.0f);
-    be->moe_route(a.probs, a.idx, a.wt, a.lse, w->moe_psum, w->moe_logits, M, E, k, x->norm);
-
-    /* The permutation: assignment (r, j) goes to position pos of its expert's run; runs in expert order, rows
-     * in token order within a run (a counting sort, deterministic). */
-    be->download(x->h_idx, a.idx, (size_t)N * sizeof(int32_t));
-    int *cnt = a.cnt;
+/* The permutation on the host: the indices come down, assignment (r, j) goes to position pos of its expert's
+ * run (runs in expert order, rows in token order within a run: a counting sort, deterministic, the one
+ * moe_permute makes), pos and tok go up; cnt (E) receives the counts. */
+static void permute_on_host(const scp_backend *be, struct scp_moe *x, const moe_acts *a, int N, int *cnt)
+{
+    const int E = x->E, k = x->k;
+    be->download(x->h_idx, a->idx, (size_t)N * sizeof(int32_t));
     memset(cnt, 0, (size_t)E * sizeof *cnt);
     for (int i = 0; i < N; i++) {
         if ((unsigned)x->h_idx[i] >= (unsigned)E) x->h_idx[i] = 0;   /* never from the backends; in bounds whatever */
@@ -317,30 +436,68 @@ void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *x
         x->h_tok[p] = i / k;
     }
     free(next);
-    be->upload(a.pos, x->h_pos, (size_t)N * sizeof(int32_t));
-    be->upload(a.tok, x->h_tok, (size_t)N * sizeof(int32_t));
+    be->upload(a->pos, x->h_pos, (size_t)N * sizeof(int32_t));
+    be->upload(a->tok, x->h_tok, (size_t)N * sizeof(int32_t));
+}
+
+/* The received blocks of slot s, (P, El) counts rc on the host: their offsets go up for the grouped calls (the
+ * counts are on the host already, for the all-to-all). */
+static const int32_t *upload_block_offsets(const scp_backend *be, struct scp_moe *x, int s, const int *rc)
+{
+    const int nb = x->P * x->El;
+    int32_t *d = x->ex_doff + (size_t)s * ((size_t)nb + 1);
+    x->h_off[0] = 0;
+    for (int b = 0; b < nb; b++) x->h_off[b + 1] = x->h_off[b] + rc[b];
+    be->upload(d, x->h_off, ((size_t)nb + 1) * sizeof *x->h_off);
+    return d;
+}
+
+void scp_moe_forward(scp_model *m, int l, const layer_acts *A, int M, scp_act *xout, int to_output)
+{
+    workspace *w = m->ctx;
+    struct scp_moe *x = w->moe;
+    const scp_backend *be = m->backend;
+    const int D = x->D, E = x->E, k = x->k, N = M * k;
+    moe_acts a = moe_acts_of(w, A, M);
+    const int grp = grouped(m, x, l);
+    int32_t *doff = grp ? x->doff + (size_t)A->slot * ((size_t)E + 1) : NULL;   /* (E + 1) the runs' offsets */
+
+    be->matmul_fwd(w->moe_logits, E, A->ln2, D, W(x->router[l]), NULL, M, D, E, 0.0f);
+    be->moe_route(a.probs, a.idx, a.wt, a.lse, w->moe_psum, w->moe_logits, M, E, k, x->norm);
+
+    int *cnt = a.cnt;   /* (E) on the host: at once on the per-expert path, where it is needed below otherwise */
+    if (grp) be->moe_permute(doff, a.pos, a.tok, a.idx, M, k, E);
+    else permute_on_host(be, x, &a, N, cnt);
     be->gather_rows(w->moe_x, A->ln2, a.tok, N, D);
 
     if (x->P == 1) {   /* every expert here, on its own rows */
-        experts_forward(m, x, l, cnt, w->moe_x, A->gateup, A->hmlp);
-        if (!to_output) return;   /* a rerun for backward: y is made again there; the statistics were counted */
-        experts_down(m, x, l, cnt, A->hmlp, w->moe_x);
+        expert_blocks bk = {cnt, doff, N};
+        experts_forward(m, x, l, &bk, w->moe_x, A->gateup, A->hmlp);
+        if (!to_output) {   /* a rerun for backward: y is made again there; the statistics were counted */
+            if (grp && x->aux_coef != 0.0) download_counts(be, x, doff, cnt);   /* the load-balancing gradient's */
+            return;
+        }
+        experts_down(m, x, l, &bk, A->hmlp, w->moe_x);
     } else {   /* the rows to the experts' owners, the held experts on what comes, the outputs back */
         int s = A->slot, R;
         int *rc = x->rcnt + (size_t)s * x->P * x->El;
+        if (grp) download_counts(be, x, doff, cnt);   /* the all-to-all's sizes are host arguments */
         exchange_counts(x, cnt, rc);
         exchange_sizes(x, cnt, rc, (size_t)D * be->act_size, &R);
         ex_reserve(be, x, s, (size_t)R);
+        expert_blocks bk = {rc, grp ? upload_block_offsets(be, x, s, rc) : NULL, R};
         exchange(x, w->moe_x, x->ex_x[s], 1, "expert dispatch all-to-all");
-        experts_forward(m, x, l, rc, x->ex_x[s], x->ex_gu[s], x->ex_h[s]);
+        experts_forward(m, x, l, &bk, x->ex_x[s], x->ex_gu[s], x->ex_h[s]);
         if (!to_output) return;   /* every rank of the group reruns this layer together */
-        experts_down(m, x, l, rc, x->ex_h[s], x->ex_y);
+        experts_down(m, x, l, &bk, x->ex_h[s], x->ex_y);
         exchange(x, x->ex_y, w->moe_x, 0, "expert combine all-to-all");
     }
     be->copy_bytes(xout, A->x2, (size_t)M * D * be->act_size);
     be->moe_combine(xout, w->moe_x, a.wt, a.pos, M, k, D, 1.0f);
 
-    /* Statistics and the auxiliary loss values (model/moe.h). */
+    /* Statistics and the auxiliary loss values (model/moe.h): what they need comes down once the layer's work is
+     * queued. */
+    if (grp && x->P == 1) download_counts(be, x, doff, cnt);
     be->download(x->h_psum, w->moe_psum, (size_t)E * sizeof(float));
     be->download(x->h_lse, a.lse, (size_t)M * sizeof(float));
     double aux = 0.0, z = 0.0;
@@ -361,25 +518,28 @@ void scp_moe_backward(scp_model *m, int l, const layer_acts *A, int M)
     const int D = x->D, E = x->E, k = x->k, I = x->Ie, N = M * k;
     moe_acts a = moe_acts_of(w, A, M);
     const int *cnt = a.cnt;
+    const int grp = grouped(m, x, l);
 
     if (x->P == 1) {
-        experts_down(m, x, l, cnt, A->hmlp, w->moe_x);
+        expert_blocks bk = {cnt, grp ? x->doff + (size_t)A->slot * ((size_t)E + 1) : NULL, N};
+        experts_down(m, x, l, &bk, A->hmlp, w->moe_x);
         be->moe_combine_bwd(w->moe_dy, w->moe_dw, w->dresid, w->moe_x, a.wt, a.pos, M, k, D);
-        experts_down_bwd(m, x, l, cnt, w->moe_dy, A->hmlp, w->dh);
+        experts_down_bwd(m, x, l, &bk, w->moe_dy, A->hmlp, w->dh);
         be->swiglu_bwd(w->dgateup, w->dh, A->gateup, N, I);
         be->gather_rows(w->moe_x, A->ln2, a.tok, N, D);   /* the scratch held y */
-        experts_gateup_bwd(m, x, l, cnt, w->dgateup, w->moe_x, w->moe_dy);   /* each block's dy is spent: dx */
+        experts_gateup_bwd(m, x, l, &bk, w->dgateup, w->moe_x, w->moe_dy);   /* each block's dy is spent: dx */
     } else {
         int s = A->slot, R;
         const int *rc = x->rcnt + (size_t)s * x->P * x->El;
         exchange_sizes(x, cnt, rc, (size_t)D * be->act_size, &R);
-        experts_down(m, x, l, rc, x->ex_h[s], x->ex_y);
+        expert_blocks bk = {rc, grp ? x->ex_doff + (size_t)s * ((size_t)x->P * x->El + 1) : NULL, R};
+        experts_down(m, x, l, &bk, x->ex_h[s], x->ex_y);
         exchange(x, x->ex_y, w->moe_x, 0, "expert output all-to-all");
         be->moe_combine_bwd(w->moe_dy, w->moe_dw, w->dresid, w->moe_x, a.wt, a.pos, M, k, D);
         exchange(x, w->moe_dy, x->ex_y, 1, "expert gradient dispatch all-to-all");
-        experts_down_bwd(m, x, l, rc, x->ex_y, x->ex_h[s], x->ex_dh);
+        experts_down_bwd(m, x, l, &bk, x->ex_y, x->ex_h[s], x->ex_dh);
         be->swiglu_bwd(x->ex_dgu, x->ex_dh, x->ex_gu[s], R, I);
-        experts_gateup_bwd(m, x, l, rc, x->ex_dgu, x->ex_x[s], x->ex_y);
+        experts_gateup_bwd(m, x, l, &bk, x->ex_dgu, x->ex_x[s], x->ex_y);
         exchange(x, x->ex_y, w->moe_dy, 0, "expert gradient combine all-to-all");
     }
     be->moe_combine(w->dln, w->moe_dy, NULL, a.pos, M, k, D, 0.0f);

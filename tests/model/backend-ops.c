@@ -713,6 +713,8 @@ static void run_cases(void)
     test_adamw_norm(small ? 100003 : 1000003);
     void test_moe_ops(void);   /* at the end of this file */
     test_moe_ops();
+    void test_moe_grouped_ops(void);
+    test_moe_grouped_ops();
 }
 
 /* The reference of a table: cpu-bf16 for the bf16 tables but itself (the same roundings at the same points),
@@ -919,4 +921,128 @@ void test_moe_ops(void)
     test_moe_case(9, 5, 5, 1, 33, 0);
     test_moe_case(20, 6, 3, 1, 8, 1);
     if (!small) test_moe_case(1000, 128, 8, 1, 512, 0);
+}
+
+/* ---- a layer's experts with the shapes in backend memory (lib/model/cuda/moe_gemm.cu) ---- */
+/* The permutation of M k random assignments (one out of range, counted as expert 0), against a placement
+ * written here another way: expert after expert, each scanning the assignments in order. */
+static void test_moe_permute(int M, int k, int E)
+{
+    const int N = M * k;
+    int32_t *idx = malloc((size_t)N * 4 + 4), *off = calloc((size_t)E + 1, 4), *pos = malloc((size_t)N * 4 + 4);
+    int32_t *tok = malloc((size_t)N * 4 + 4);
+    for (int i = 0; i < N; i++) idx[i] = (int32_t)((frand() + 1) * 0.5f * (float)E) % E;
+    if (N > 3) idx[3] = E + 2;
+    for (int e = 0, p = 0; e < E; e++) {
+        for (int i = 0; i < N; i++)
+            if (idx[i] == e || (e == 0 && (idx[i] < 0 || idx[i] >= E))) pos[i] = p, tok[p] = i / k, p++;
+        off[e + 1] = p;
+    }
+    int32_t *xidx = dev(idx, (size_t)N * 4), *xoff = poison(((size_t)E + 1) * 4), *xpos = poison((size_t)N * 4);
+    int32_t *xtok = poison((size_t)N * 4);
+    int32_t *goff = malloc(((size_t)E + 1) * 4), *gpos = malloc((size_t)N * 4 + 4), *gtok = malloc((size_t)N * 4 + 4);
+    XOP(moe_permute)(xoff, xpos, xtok, xidx, M, k, E);
+    XOP(download)(goff, xoff, ((size_t)E + 1) * 4);
+    XOP(download)(gpos, xpos, (size_t)N * 4);
+    XOP(download)(gtok, xtok, (size_t)N * 4);
+    tap_ok(memcmp(goff, off, ((size_t)E + 1) * 4) == 0 && memcmp(gpos, pos, (size_t)N * 4) == 0 &&
+               memcmp(gtok, tok, (size_t)N * 4) == 0,
+           "moe_permute M=%d k=%d E=%d: the runs, places and token rows of a stable sort by expert", M, k, E);
+    free(idx), free(off), free(pos), free(tok), free(goff), free(gpos), free(gtok);
+    xfree(xidx), xfree(xoff), xfree(xpos), xfree(xtok);
+}
+
+/* The grouped GEMMs over nb blocks of rows (counts n[b]; R rows in all, three of them past the blocks) and nw
+ * weights laid out apart and out of order in one table, against the reference's matmul entries block by block.
+ * Rows strided, beta 0 (into NaN) and 1. */
+static void test_moe_gemm(int nb, int nw, const int *n, int K, int N)
+{
+    char what[160];
+    int32_t *off = malloc(((size_t)nb + 1) * 4);
+    off[0] = 0;
+    for (int b = 0; b < nb; b++) off[b + 1] = off[b] + n[b];
+    const int rows = off[nb], Rt = rows + 3, ldi = K + 3, ldo = N + 5;
+    const size_t wsz = (size_t)N * K + 7, nt = wsz * (size_t)nw + 5;
+    int64_t *woff = malloc((size_t)nw * 8);
+    for (int g = 0; g < nw; g++) woff[g] = 5 + (int64_t)((g * 3 + 1) % nw) * (int64_t)wsz;   /* apart, out of order */
+    size_t ni = (size_t)Rt * ldi, no = (size_t)Rt * ldo;
+    float *tab = randv(nt, 0.2f), *inp = randv(ni, 1), *out0 = randv(no, 1), *dout = randv(no, 1);
+    float *din0 = randv(ni, 1), *dw0 = randv(nt, 1);
+    /* the reference, block by block */
+    scp_act *rtab = ract(tab, nt), *rin = ract(inp, ni), *rdout = ract(dout, no);
+    scp_act *ro = ract(NULL, no), *ro1 = ract(out0, no), *rdi = ract(NULL, ni), *rdi1 = ract(din0, ni);
+    float *rdw = malloc(nt * 4);
+    memcpy(rdw, dw0, nt * 4);
+    for (int b = 0; b < nb; b++) {
+        if (!n[b]) continue;
+        const scp_act *wb = RAT(rtab, (size_t)woff[b % nw]);
+        R->matmul_fwd(RAT(ro, (size_t)off[b] * ldo), ldo, RAT(rin, (size_t)off[b] * ldi), ldi, wb, NULL, n[b], K, N, 0.0f);
+        R->matmul_fwd(RAT(ro1, (size_t)off[b] * ldo), ldo, RAT(rin, (size_t)off[b] * ldi), ldi, wb, NULL, n[b], K, N, 1.0f);
+        R->matmul_bwd_inp(RAT(rdi, (size_t)off[b] * ldi), ldi, RAT(rdout, (size_t)off[b] * ldo), ldo, wb, n[b], K, N, 0.0f);
+        R->matmul_bwd_inp(RAT(rdi1, (size_t)off[b] * ldi), ldi, RAT(rdout, (size_t)off[b] * ldo), ldo, wb, n[b], K, N, 1.0f);
+        R->matmul_bwd_w(rdw + woff[b % nw], NULL, RAT(rdout, (size_t)off[b] * ldo), ldo, RAT(rin, (size_t)off[b] * ldi),
+                        ldi, n[b], K, N);
+    }
+    float *refo = rget(ro, no), *refo1 = rget(ro1, no), *refdi = rget(rdi, ni), *refdi1 = rget(rdi1, ni);
+    /* the table under test */
+    int32_t *xoff = dev(off, ((size_t)nb + 1) * 4);
+    int64_t *xwoff = dev(woff, (size_t)nw * 8);
+    scp_act *xtab = xact(tab, nt), *xin = xact(inp, ni), *xdout = xact(dout, no);
+    scp_act *xo = xpoison(no), *xo1 = xact(out0, no), *xdi = xpoison(ni), *xdi1 = xact(din0, ni);
+    float *xdw = dev(dw0, nt * 4);
+    XOP(moe_gemm_fwd)(xo, ldo, xin, ldi, xtab, xwoff, nw, xoff, nb, Rt, K, N, 0.0f);
+    XOP(moe_gemm_fwd)(xo1, ldo, xin, ldi, xtab, xwoff, nw, xoff, nb, Rt, K, N, 1.0f);
+    XOP(moe_gemm_bwd_inp)(xdi, ldi, xdout, ldo, xtab, xwoff, nw, xoff, nb, Rt, K, N, 0.0f);
+    XOP(moe_gemm_bwd_inp)(xdi1, ldi, xdout, ldo, xtab, xwoff, nw, xoff, nb, Rt, K, N, 1.0f);
+    XOP(moe_gemm_bwd_w)(xdw, xdout, ldo, xin, ldi, xwoff, nw, xoff, nb, Rt, K, N);
+    float *go = xget(xo, no), *go1 = xget(xo1, no), *gdi = xget(xdi, ni), *gdi1 = xget(xdi1, ni), *gdw = fetch(xdw, nt);
+    snprintf(what, sizeof what, "moe_gemm_fwd nb=%d nw=%d rows=%d K=%d N=%d: overwriting", nb, nw, rows, K, N);
+    cmp_rows(what, go, refo, rows, N, ldo, tol_mm);
+    snprintf(what, sizeof what, "moe_gemm_fwd nb=%d nw=%d rows=%d K=%d N=%d: added (beta 1), rows past the blocks kept",
+             nb, nw, rows, K, N);
+    cmp_rows(what, go1, refo1, Rt, N, ldo, tol_mm);
+    snprintf(what, sizeof what, "moe_gemm_bwd_inp nb=%d nw=%d rows=%d K=%d N=%d: overwriting", nb, nw, rows, K, N);
+    cmp_rows(what, gdi, refdi, rows, K, ldi, tol_mm);
+    snprintf(what, sizeof what, "moe_gemm_bwd_inp nb=%d nw=%d rows=%d K=%d N=%d: added (beta 1)", nb, nw, rows, K, N);
+    cmp_rows(what, gdi1, refdi1, Rt, K, ldi, tol_mm);
+    snprintf(what, sizeof what, "moe_gemm_bwd_w nb=%d nw=%d rows=%d K=%d N=%d: added to dw, the gaps kept", nb, nw, rows,
+             K, N);
+    cmp(what, gdw, rdw, nt, tol_mmw);
+    size_t left = 0;   /* the rows past the blocks, and the columns past N, still hold the poison */
+    for (int r = rows; r < Rt; r++)
+        for (int c = 0; c < N; c++) left += isnan(go[(size_t)r * ldo + c]);
+    tap_ok(left == (size_t)3 * N, "moe_gemm_fwd nb=%d: the rows past the blocks untouched (%zu of %d NaN)", nb, left, 3 * N);
+    /* twice: the same bits */
+    XOP(moe_gemm_fwd)(xo, ldo, xin, ldi, xtab, xwoff, nw, xoff, nb, Rt, K, N, 0.0f);
+    XOP(upload)(xdw, dw0, nt * 4);
+    XOP(moe_gemm_bwd_w)(xdw, xdout, ldo, xin, ldi, xwoff, nw, xoff, nb, Rt, K, N);
+    float *go2 = xget(xo, no), *gdw2 = fetch(xdw, nt);
+    tap_ok(memcmp(go2, go, no * 4) == 0 && memcmp(gdw2, gdw, nt * 4) == 0,
+           "moe_gemm nb=%d nw=%d: a second run gives the same bits", nb, nw);
+    free(off), free(woff), free(tab), free(inp), free(out0), free(dout), free(din0), free(dw0), free(rtab), free(rin);
+    free(rdout), free(ro), free(ro1), free(rdi), free(rdi1), free(rdw), free(refo), free(refo1), free(refdi);
+    free(refdi1), free(go), free(go1), free(gdi), free(gdi1), free(gdw), free(go2), free(gdw2);
+    xfree(xoff), xfree(xwoff), xfree(xtab), xfree(xin), xfree(xdout), xfree(xo), xfree(xo1), xfree(xdi), xfree(xdi1);
+    xfree(xdw);
+}
+
+void test_moe_grouped_ops(void)
+{
+    if (!scp_backend_has(X, SCP_BACKEND_CAP_MOE_GROUPED)) {
+        tap_diag("backend %s has no grouped expert entries (SCP_BACKEND_CAP_MOE_GROUPED): their cases are skipped",
+                 X->name);
+        return;
+    }
+    test_moe_permute(45, 2, 8);
+    test_moe_permute(300, 3, 7);
+    test_moe_permute(5, 4, 37);   /* fewer assignments than experts: empty runs */
+    if (!small) test_moe_permute(4096, 8, 128);
+    static const int n1[] = {0, 70, 3, 129, 1};
+    test_moe_gemm(5, 5, n1, 40, 72);   /* a tile past K and N; empty and multi-tile blocks */
+    static const int n2[] = {17, 0, 64, 2, 33, 0};
+    test_moe_gemm(6, 3, n2, 33, 20);   /* (peer, expert) blocks: two blocks per weight */
+    if (!small) {
+        static const int n3[] = {200, 5, 0, 64, 65, 130, 1, 90};
+        test_moe_gemm(8, 8, n3, 256, 192);
+    }
 }

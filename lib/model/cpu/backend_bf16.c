@@ -261,6 +261,26 @@ static void bf16_moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dou
     free(d), free(yf);
 }
 
+/* The grouped GEMMs: the bf16 matmul entries above block by block (each block's output rounded once). */
+static void bf16_moe_gemm_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const int64_t *woff,
+                              int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
+{
+    (void)R;
+    scp_cpu_moe_gemm_fwd(bf16_matmul_fwd, 2, out, ldo, inp, ldi, w, woff, nw, off, nb, K, N, beta);
+}
+static void bf16_moe_gemm_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w,
+                                  const int64_t *woff, int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
+{
+    (void)R;
+    scp_cpu_moe_gemm_bwd_inp(bf16_matmul_bwd_inp, 2, dinp, ldi, dout, ldo, w, woff, nw, off, nb, K, N, beta);
+}
+static void bf16_moe_gemm_bwd_w(float *dw, const scp_act *dout, int ldo, const scp_act *inp, int ldi, const int64_t *woff,
+                                int nw, const int32_t *off, int nb, int R, int K, int N)
+{
+    (void)R;
+    scp_cpu_moe_gemm_bwd_w(bf16_matmul_bwd_w, 2, dw, dout, ldo, inp, ldi, woff, nw, off, nb, K, N);
+}
+
 /* ---- the table: an entry per line of model/backend_ops.def ---- */
 /* Entries on bytes and float arrays, which bf16 storage does not change: the fp32 backends' functions. */
 #define bf16_alloc scp_cpu_counted_alloc
@@ -275,6 +295,7 @@ static void bf16_moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dou
 #define bf16_sumsq scp_cpu_sumsq
 #define bf16_scale scp_cpu_scale
 #define bf16_add scp_cpu_add
+#define bf16_moe_permute scp_cpu_moe_permute
 
 #define SCP_BACKEND_OP(cap, ret, op, params) .op = bf16_##op,
 const scp_backend scp_backend_cpu_bf16 = {

@@ -211,6 +211,29 @@ static void f32_moe_combine_bwd(scp_act *dy, float *dweight, const scp_act *dout
     scp_cpu_moe_combine_bwd(F(dy), dweight, CF(dout), CF(y), weight, pos, M, k, D);
 }
 
+static void f32_moe_permute(int32_t *off, int32_t *pos, int32_t *tok, const int32_t *idx, int M, int k, int E)
+{
+    scp_cpu_moe_permute(off, pos, tok, idx, M, k, E);
+}
+static void f32_moe_gemm_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const int64_t *woff,
+                             int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
+{
+    (void)R;
+    scp_cpu_moe_gemm_fwd(f32_matmul_fwd, sizeof(float), out, ldo, inp, ldi, w, woff, nw, off, nb, K, N, beta);
+}
+static void f32_moe_gemm_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w,
+                                 const int64_t *woff, int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
+{
+    (void)R;
+    scp_cpu_moe_gemm_bwd_inp(f32_matmul_bwd_inp, sizeof(float), dinp, ldi, dout, ldo, w, woff, nw, off, nb, K, N, beta);
+}
+static void f32_moe_gemm_bwd_w(float *dw, const scp_act *dout, int ldo, const scp_act *inp, int ldi, const int64_t *woff,
+                               int nw, const int32_t *off, int nb, int R, int K, int N)
+{
+    (void)R;
+    scp_cpu_moe_gemm_bwd_w(f32_matmul_bwd_w, sizeof(float), dw, dout, ldo, inp, ldi, woff, nw, off, nb, K, N);
+}
+
 /* ---- the tables: an entry per line of model/backend_ops.def ---- */
 #define SCP_BACKEND_OP(cap, ret, op, params) .op = f32_##op,
 const scp_backend scp_backend_cpu = {
@@ -247,9 +270,11 @@ const scp_backend scp_backend_cpu_mirror = {
 #define REF_OWN_attention_bwd x, ref_attention_bwd
 #define REF_OWN_crossentropy x, ref_crossentropy
 #define SCP_BACKEND_OP(cap, ret, op, params) .op = SECOND(REF_OWN_##op, f32_##op, ~),
+/* cpu-ref does not claim SCP_BACKEND_CAP_MOE_GROUPED: the driver runs its experts one matmul each and sorts on
+ * the host (lib/model/moe.c), which keeps that path the reference of the grouped one. */
 const scp_backend scp_backend_cpu_ref = {
     .name = "cpu-ref",
-    .caps = SCP_BACKEND_CAP_ALL,
+    .caps = SCP_BACKEND_CAP_ALL & ~(unsigned)SCP_BACKEND_CAP_MOE_GROUPED,
     .act_size = sizeof(float),
     .host_memory = 1,
 #include "model/backend_ops.def"

@@ -243,4 +243,23 @@ void scp_cpu_moe_combine(float *out, const float *y, const float *weight, const 
 void scp_cpu_moe_combine_bwd(float *dy, float *dweight, const float *dout, const float *y, const float *weight,
                              const int32_t *pos, int M, int k, int D);
 
+/* moe_gemm.c: the permutation by expert (shared by every CPU table), and the grouped GEMMs as a table's own matmul
+ * entry (mm, on act_size-byte elements) block after block. */
+typedef void scp_cpu_matmul_fwd_fn(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w,
+                                   const scp_act *bias, int M, int K, int N, float beta);
+typedef void scp_cpu_matmul_bwd_inp_fn(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w, int M,
+                                       int K, int N, float beta);
+typedef void scp_cpu_matmul_bwd_w_fn(float *dw, float *dbias, const scp_act *dout, int ldo, const scp_act *inp, int ldi,
+                                     int M, int K, int N);
+void scp_cpu_moe_permute(int32_t *off, int32_t *pos, int32_t *tok, const int32_t *idx, int M, int k, int E);
+void scp_cpu_moe_gemm_fwd(scp_cpu_matmul_fwd_fn *mm, size_t act_size, scp_act *out, int ldo, const scp_act *inp,
+                          int ldi, const scp_act *w, const int64_t *woff, int nw, const int32_t *off, int nb, int K, int N,
+                          float beta);
+void scp_cpu_moe_gemm_bwd_inp(scp_cpu_matmul_bwd_inp_fn *mm, size_t act_size, scp_act *dinp, int ldi,
+                              const scp_act *dout, int ldo, const scp_act *w, const int64_t *woff, int nw,
+                              const int32_t *off, int nb, int K, int N, float beta);
+void scp_cpu_moe_gemm_bwd_w(scp_cpu_matmul_bwd_w_fn *mm, size_t act_size, float *dw, const scp_act *dout, int ldo,
+                            const scp_act *inp, int ldi, const int64_t *woff, int nw, const int32_t *off, int nb, int K,
+                            int N);
+
 #endif

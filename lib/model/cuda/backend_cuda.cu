@@ -1,7 +1,7 @@
 // backend_cuda.cu: the CUDA backend's two tables, "cuda-fp32" (fp32 activations) and "cuda" (bf16 activations):
 // device memory, host <-> device copies, the three matmuls through cuBLAS (row-major shapes of lib/model/backend.h
-// mapped onto column-major GEMMs without copies), and the kernels of norm.cu, pointwise.cu, attention.cu and
-// moe.cu instantiated for each storage type, filled in from the entry list of lib/model/backend_ops.def.
+// mapped onto column-major GEMMs without copies), and the kernels of norm.cu, pointwise.cu, attention.cu,
+// moe.cu and moe_gemm.cu instantiated for each storage type, filled in from the entry list of lib/model/backend_ops.def.
 #include "model/cuda/backend_cuda.h"
 #include "model/cuda/cuda_internal.h"
 
@@ -315,6 +315,25 @@ template <typename T> struct cuda_entries {
                                 const float *weight, const int32_t *pos, int M, int k, int D)
     {
         scp_cuda_moe_combine_bwd<T>(A_(dy), dweight, C_(dout), C_(y), weight, pos, M, k, D);
+    }
+    static void moe_permute(int32_t *off, int32_t *pos, int32_t *tok, const int32_t *idx, int M, int k, int E)
+    {
+        scp_cuda_moe_permute(off, pos, tok, idx, M, k, E);
+    }
+    static void moe_gemm_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const int64_t *woff,
+                             int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
+    {
+        scp_cuda_moe_gemm_fwd<T>(A_(out), ldo, C_(inp), ldi, C_(w), woff, nw, off, nb, R, K, N, beta);
+    }
+    static void moe_gemm_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w,
+                                 const int64_t *woff, int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
+    {
+        scp_cuda_moe_gemm_bwd_inp<T>(A_(dinp), ldi, C_(dout), ldo, C_(w), woff, nw, off, nb, R, K, N, beta);
+    }
+    static void moe_gemm_bwd_w(float *dw, const scp_act *dout, int ldo, const scp_act *inp, int ldi,
+                               const int64_t *woff, int nw, const int32_t *off, int nb, int R, int K, int N)
+    {
+        scp_cuda_moe_gemm_bwd_w<T>(dw, C_(dout), ldo, C_(inp), ldi, woff, nw, off, nb, R, K, N);
     }
     static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H,
                                  int KV, int hd, int ld, float scale)

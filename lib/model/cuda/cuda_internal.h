@@ -173,6 +173,17 @@ template <typename T>
 void scp_cuda_attention_decode(T *out, const T *q, const T *k, const T *v, int n, int H, int KV, int hd, int ld,
                                float scale);
 
+/* moe_gemm.cu: the permutation by expert and the grouped expert GEMMs (SCP_BACKEND_CAP_MOE_GROUPED) */
+void scp_cuda_moe_permute(int32_t *off, int32_t *pos, int32_t *tok, const int32_t *idx, int M, int k, int E);
+template <typename T>
+void scp_cuda_moe_gemm_fwd(T *out, int ldo, const T *inp, int ldi, const T *w, const int64_t *woff, int nw,
+                           const int32_t *off, int nb, int R, int K, int N, float beta);
+template <typename T>
+void scp_cuda_moe_gemm_bwd_inp(T *dinp, int ldi, const T *dout, int ldo, const T *w, const int64_t *woff, int nw,
+                               const int32_t *off, int nb, int R, int K, int N, float beta);
+template <typename T>
+void scp_cuda_moe_gemm_bwd_w(float *dw, const T *dout, int ldo, const T *inp, int ldi, const int64_t *woff, int nw,
+                             const int32_t *off, int nb, int R, int K, int N);
 /* moe.cu */
 template <typename T>
 void scp_cuda_moe_route(float *probs, int32_t *idx, float *weight, float *lse, float *psum, const T *logits, int M,

@@ -1,6 +1,6 @@
 // moe.cu: the mixture-of-experts entries of the CUDA backend (lib/model/backend.h): routing (softmax, top-k,
 // renormalisation, one warp per token row), its backward, the weighted combine of the expert outputs and its
-// backward. The experts' matmuls are the backend's cuBLAS GEMMs on each expert's contiguous rows (model/moe.c).
+// backward. The experts' matmuls and the permutation by expert are moe_gemm.cu's (model/moe.c).
 // Every reduction has a fixed order (warp butterflies, serial loops), so results repeat bit for bit. Router
 // logits, their gradient and the combine's activations are T (float or bf16, cuda_internal.h), read widened and
 // written rounded; probabilities, routing weights, lse and psum are fp32.
