@@ -25,6 +25,7 @@
 #include "model/model.h"
 #include "dist/expert.h"
 #include "dist/fsdp.h"
+#include "dist/zero.h"
 #include "train/metrics.h"
 #include "train/moments.h"
 #include "train/opts.h"
@@ -58,7 +59,8 @@ typedef struct scp_train_run {
     uint64_t data_hash;        /* tokenizer hash of the train split */
     int B, micro;              /* sequences per step and per micro-batch */
     int64_t total;             /* the step the run ends at */
-    scp_train_moments mo;      /* ZeRO-0/1 */
+    scp_train_moments mo;      /* ZeRO-0, and ZeRO-1 with one rank */
+    scp_zero1 zero1;           /* ZeRO-1 over several ranks: the sharded moments, in the backend's memory */
     scp_fsdp fsdp;             /* ZeRO-2/3: the sharded gradients, moments and (3) weights */
     scp_expert_par ep;         /* expert parallelism: the groups, the gradient sums */
     char *weights_dir;         /* ZeRO-3: the checkpoint the weights are read from, NULL: random */
