@@ -51,7 +51,7 @@ int scp_train_print_plan(const scp_train_opts *o, const scp_train_plan_args *a)
         scp_warn("--zero %d with one rank: nothing is sharded", a->zero);
     scp_memplan_opts po = {.backend = o->backend, .world = world, .zero = a->zero, .T = T, .batch = b.B,
                            .micro = b.micro, .recompute = a->recompute,
-                           .keep_gathered = a->keep_gathered, .reduce_bf16 = a->reduce_bf16,
+                           .keep_gathered = a->keep_gathered, .no_prefetch = a->no_prefetch, .reduce_bf16 = a->reduce_bf16,
                            .expert_parallel = a->expert_parallel, .grad_stats = o->grad_stats};
     if (scp_memplan_make(&c, &po, &p)) goto out;
     j = scp_memplan_json(&p, &po, path, a->gpu_memory);

@@ -125,14 +125,18 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
                 experts = g > experts ? g : experts;
             }
         }
-        int64_t tail = s.per[U - 1] * s.world_of[U - 1];
+        int64_t tail = s.per[U - 1] * s.world_of[U - 1], ahead = 0;
+        /* Stage 3's prefetch (dist/fsdp.h) over several ranks, without expert groups and without keep: the even
+         * units after the embeddings have a buffer of their own */
+        if (z == 3 && w > 1 && E == 1 && !o->keep_gathered && !o->no_prefetch)
+            for (int u = 2; u < U; u += 2) ahead = s.per[u] * s.world_of[u] > ahead ? s.per[u] * s.world_of[u] : ahead;
         int64_t G = s.per[0] * s.world_of[0] + (tail > layer ? tail : layer) + experts;
         scp_shard_layout_free(&s);
         p->shard = S;
         p->gathered = G;
         p->master = f * (z == 2 ? n : S);
         /* zero 3 with keep_gathered: at the end of the forward every unit is gathered */
-        p->weights = z == 2 ? c_copy * n : a * (o->keep_gathered ? gathered : G);
+        p->weights = z == 2 ? c_copy * n : a * (o->keep_gathered ? gathered : G + ahead);
         p->grads = f * (S + G);
         p->optimizer = 2 * f * S;
         p->buffers += f * piece;   /* this rank's piece of one unit's gradient, out of the reduce-scatter */

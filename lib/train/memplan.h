@@ -14,7 +14,9 @@
  *   zero 3   4 S             a G                      4 S + 4 G      8 S
  * where c = a on a backend with bf16 storage (its kernels read a rounded copy of the master) and 0 with fp32
  * storage (they read the master itself). ZeRO-1 on several ranks adds 4 Umax of buffers (the largest gathered
- * unit: the buffer its weight all-gather goes through). With the gradient statistics at stages 0 and 1, 4 n more of buffers (the
+ * unit: the buffer its weight all-gather goes through). ZeRO-3's prefetch (over several ranks, without --keep-gathered
+ * and expert groups) adds a Ue of weights, Ue the largest even unit after the embeddings (the units alternate
+ * between two buffers so that the next one is gathered while one runs). With the gradient statistics at stages 0 and 1, 4 n more of buffers (the
  * master from before the update, train/grad_stats.h). A device backend (host_memory 0) counts its device memory;
  * its host copies of the weights, gradients and moments are not counted.
  *
@@ -40,6 +42,7 @@ typedef struct scp_memplan_opts {
     int batch, micro;      /* sequences per optimizer step and per forward/backward (scp_train_batches_plan) */
     int recompute;         /* activation recomputation: one layer slot */
     int keep_gathered;     /* zero 3: every layer's gathered weights held from its forward to its backward */
+    int no_prefetch;       /* zero 3: no buffer for the next unit's gather (dist/fsdp.h prefetch) */
     int reduce_bf16;       /* zero 2, 3: gradients reduced in bf16 (half the bytes, a bf16 copy of the units) */
     int expert_parallel;   /* ranks per expert group (dist/expert.h), 0 or 1: none; not with zero 1 */
     int grad_stats;        /* zero 0, 1: the update ratios' copy of the master (train/grad_stats.h), 4 n */

@@ -25,6 +25,7 @@ void scp_train_run_init(scp_train_run *r, scp_train_opts *o, scp_dist *d, const 
     r->dist = d;
     r->rundir = rundir;
     r->expert_parallel = 1;
+    r->prefetch = 1;
 }
 
 void scp_train_run_free(scp_train_run *r)
@@ -202,6 +203,7 @@ int scp_train_open_optimizer(scp_train_run *r)
         if (scp_fsdp_init_experts(&r->fsdp, r->m, d, r->expert_parallel > 1 ? &r->ep.replicas : NULL, r->zero,
                                   r->keep_gathered, r->reduce_bf16))
             return -1;
+        scp_fsdp_set_prefetch(&r->fsdp, r->prefetch);
         if (r->zero == 3 && r->weights_dir && scp_sharded_load_weights(&r->fsdp, r->weights_dir)) return -1;
         if (r->zero == 3 && !r->weights_dir) scp_sharded_random_weights(&r->fsdp, r->o->seed, (float)r->o->init_std);
     } else {

@@ -42,6 +42,7 @@ typedef struct scp_train_run {
     int zero;                  /* ZeRO stage: 1 shards AdamW's moments across the ranks, 2 also the gradients,
                                   3 also the weights (dist/zero.h, dist/fsdp.h) */
     int keep_gathered;         /* ZeRO-3: a layer's gathered weights live from its forward to its backward */
+    int prefetch;              /* ZeRO-3: the next layer's gather started while one runs (default 1) */
     int reduce_bf16;           /* ZeRO-2/3: the gradients are summed over the ranks in bf16 */
     int recompute;             /* activation recomputation */
     int expert_parallel;       /* ranks per expert group (dist/expert.h); 1: none */
