@@ -50,8 +50,8 @@ int scp_train_print_plan(const scp_train_opts *o, const scp_train_plan_args *a)
     if (a->zero >= 2 && world == 1 && !a->quiet && rank == 0)
         scp_warn("--zero %d with one rank: nothing is sharded", a->zero);
     scp_memplan_opts po = {.backend = o->backend, .world = world, .zero = a->zero, .T = T, .batch = b.B_max,
-                           .micro = b.micro_max, .recompute = a->recompute,
-                           .keep_gathered = a->keep_gathered, .reduce_bf16 = a->reduce_bf16,
+                           .micro = b.micro_max, .recompute = a->recompute, .keep_gathered = a->keep_gathered,
+                           .no_prefetch = a->no_prefetch, .reduce_bf16 = a->reduce_bf16,
                            .expert_parallel = a->expert_parallel, .grad_stats = o->grad_stats};
     if (scp_memplan_make(&c, &po, &p)) goto out;
     j = scp_memplan_json(&p, &po, path, a->gpu_memory);

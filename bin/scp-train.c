@@ -97,6 +97,8 @@ _Noreturn static void usage(void)
            "      --zero 0|1|2|3       shard across the ranks: 1 the AdamW moments, 2 also the gradients, 3 also\n"
            "                           the weights (ZeRO-1/2/3; default 0)\n"
            "      --keep-gathered      ZeRO-3: keep each layer's gathered weights from its forward to its backward\n"
+           "      --no-prefetch        ZeRO-3: gather each layer's weights when it is reached, not while the layer\n"
+           "                           before it runs (default: prefetched, one more layer's buffer)\n"
            "      --reduce-dtype f32|bf16  ZeRO-2/3: sum the gradients across the ranks in this type (default f32)\n"
            "      --expert-parallel P  split each MoE layer's experts over groups of P ranks; tokens travel to their\n"
            "                           experts by all-to-all (default 1: every rank holds every expert)\n"
@@ -126,7 +128,7 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_BATCH_SCHEDULE, SCP_OPT_LR_SCALING, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_KEEP_BEST, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES,
     SCP_OPT_NO_GRAD_STATS, SCP_OPT_SEED, SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO,
-    SCP_OPT_KEEP_GATHERED, SCP_OPT_REDUCE_DTYPE, SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT, SCP_OPT_PLAN,
+    SCP_OPT_KEEP_GATHERED, SCP_OPT_NO_PREFETCH, SCP_OPT_REDUCE_DTYPE, SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT, SCP_OPT_PLAN,
     SCP_OPT_SEQ_LEN, SCP_OPT_WORLD, SCP_OPT_GPU_MEMORY, SCP_OPT_LOG_EVERY, SCP_OPT_QUIET, SCP_OPT_HELP,
     SCP_OPT_VERSION, SCP_OPT_END};
 static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NULL, 0, 0}};
@@ -135,7 +137,7 @@ static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NUL
  * of a new run or over the options a resumed run saved. */
 typedef struct cli_args {
     const char *out;
-    int resume, force, quiet, zero, keep_gathered, reduce_bf16, recompute;
+    int resume, force, quiet, zero, keep_gathered, no_prefetch, reduce_bf16, recompute;
     int expert_parallel;   /* ranks per expert group, 0: the option was not given */
     double dist_timeout;   /* seconds, 0: the default */
     int log_given;         /* --log-every: */
@@ -164,6 +166,7 @@ static void parse_args(int argc, char **argv, cli_args *a)
         case SCP_OPT_RECOMPUTE: a->recompute = 1; break;
         case SCP_OPT_ZERO: a->zero = (int)scp_opt_int("--zero", optarg, 0, 3); break;
         case SCP_OPT_KEEP_GATHERED: a->keep_gathered = 1; break;
+        case SCP_OPT_NO_PREFETCH: a->no_prefetch = 1; break;
         case SCP_OPT_EXPERT_PARALLEL:
             a->expert_parallel = (int)scp_opt_int("--expert-parallel", optarg, 1, 1 << 20);
             break;
@@ -191,7 +194,7 @@ static void parse_args(int argc, char **argv, cli_args *a)
     scp_cli_end(&c);
     if (optind < argc) scp_usage_error("unexpected argument '%s'", argv[optind]);
     a->pa.zero = a->zero, a->pa.recompute = a->recompute, a->pa.quiet = a->quiet;
-    a->pa.keep_gathered = a->keep_gathered, a->pa.reduce_bf16 = a->reduce_bf16;
+    a->pa.keep_gathered = a->keep_gathered, a->pa.no_prefetch = a->no_prefetch, a->pa.reduce_bf16 = a->reduce_bf16;
     a->pa.expert_parallel = a->expert_parallel;
     if (a->plan) return;
     if (a->pa.seq_len) scp_usage_error("--seq-len is for --plan: a run takes its sequence length from --data");
@@ -327,12 +330,13 @@ int main(int argc, char **argv)
     scp_train_run run;
     scp_train_run_init(&run, &o, &dist, a.out);
     run.force = a.force, run.quiet = a.quiet, run.zero = a.zero, run.recompute = a.recompute;
-    run.keep_gathered = a.keep_gathered, run.reduce_bf16 = a.reduce_bf16;
+    run.keep_gathered = a.keep_gathered, run.prefetch = !a.no_prefetch, run.reduce_bf16 = a.reduce_bf16;
     /* Without a terminal (a batch job's log) the progress line is not drawn: a plain line stands in for it. */
     run.log_every = a.log_every, run.log_every_s = a.log_every_s;
     if (!a.log_given && !a.quiet && !isatty(STDERR_FILENO)) run.log_every_s = SCP_TRAIN_LOG_SECONDS;
     if (a.reduce_bf16 && a.zero < 2) scp_usage_error("--reduce-dtype bf16 applies to --zero 2 and 3");
     if (a.keep_gathered && a.zero != 3) scp_usage_error("--keep-gathered applies to --zero 3");
+    if (a.no_prefetch && a.zero != 3) scp_usage_error("--no-prefetch applies to --zero 3");
     if (a.zero >= 2 && !dist.mpi)
         scp_usage_error("--zero %d shards the training state across MPI ranks: start scp-train with mpirun or srun "
                         "(mpirun -np 1 for a single rank)", a.zero);

@@ -12,6 +12,7 @@ typedef struct scp_train_plan_args {
     int zero;             /* --zero 0 .. 3 */
     int recompute;
     int keep_gathered;    /* --keep-gathered (zero 3) */
+    int no_prefetch;      /* --no-prefetch (zero 3) */
     int reduce_bf16;      /* --reduce-dtype bf16 (zero 2, 3) */
     int expert_parallel;  /* --expert-parallel (zero 0, 2, 3) */
     int seq_len;          /* --seq-len, 0: the sequence length of --data */

@@ -1,7 +1,7 @@
 /* dist/coll.h: the collectives that sharded training (dist/fsdp.c) and expert parallelism are written over, one
  * small table with two transports: MPI on host memory (CPU ranks, and CPU backends that pose as devices) and
- * NCCL on device memory (GPU ranks, through the CUDA plugin). Every entry is complete when it returns, bounded
- * by the dist timeout, and a no-op (or a copy) for one rank.
+ * NCCL on device memory (GPU ranks, through the CUDA plugin). Every entry but allgather_start is complete when it
+ * returns, bounded by the dist timeout, and a no-op (or a copy) for one rank.
  *
  * Pieces are equal-sized, as NCCL's all-gather and reduce-scatter need: a buffer of world pieces holds rank r's
  * at r * piece (dist/shard_layout.h pads the units to that). */
@@ -18,6 +18,13 @@ typedef struct scp_coll {
     int (*allreduce_f32)(scp_dist *d, float *x, int64_t n, const char *what);
     /* buf holds world pieces of piece_bytes; each rank has written its own; afterwards all ranks hold all. */
     int (*allgather_pieces)(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);
+    /* The same, started so that it overlaps the compute that follows (ZeRO-3's prefetch of the next unit):
+     * allgather_join then orders the compute after it, before the buffer is read. NCCL runs it on the
+     * communicator's stream after the kernels queued so far, and the join makes the compute stream wait for it
+     * (the host does not block; a failure shows at the next completed collective). MPI completes it at the
+     * start, and the join does nothing. One started all-gather at a time per communicator. */
+    int (*allgather_start)(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);
+    int (*allgather_join)(scp_dist *d, const char *what);
     /* x (world * piece floats): this rank's contribution to every piece, and scratch (used up); out (piece
      * floats): the sum over ranks of piece `rank`. */
     int (*reduce_scatter_f32)(scp_dist *d, float *x, float *out, int64_t piece, const char *what);

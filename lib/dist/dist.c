@@ -811,6 +811,24 @@ int scp_dist_nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
     return scp_error("rank %d: NCCL all-gather without a communicator", d->rank);
 }
 
+int scp_dist_nccl_allgather_start(scp_dist *d, void *dev, int64_t piece_bytes)
+{
+#ifdef HAVE_NCCL
+    if (nccl && d->nccl) return nccl->allgather_start(d, dev, piece_bytes);
+#endif
+    (void)dev, (void)piece_bytes;
+    return scp_error("rank %d: NCCL all-gather without a communicator", d->rank);
+}
+
+int scp_dist_nccl_join(scp_dist *d)
+{
+#ifdef HAVE_NCCL
+    if (nccl && d->nccl) return nccl->join(d);
+#endif
+    (void)d;
+    return 0;
+}
+
 int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece)
 {
 #ifdef HAVE_NCCL

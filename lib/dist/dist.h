@@ -131,6 +131,10 @@ int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream
 int scp_dist_nccl_wait(scp_dist *d);
 /* The collectives of dist/coll.h on device memory, complete on return (see there). */
 int scp_dist_nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes);
+/* The same all-gather queued on the communicator's stream without waiting, and the join that makes the compute
+ * stream (the legacy default stream) wait for what that stream has queued so far (dist/coll.h). */
+int scp_dist_nccl_allgather_start(scp_dist *d, void *dev, int64_t piece_bytes);
+int scp_dist_nccl_join(scp_dist *d);
 int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece);
 int scp_dist_nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece);
 int scp_dist_nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,

@@ -15,10 +15,14 @@
  * which the driver holds through the whole step; slot 1 the tail's (final norm, LM head) and, one after another,
  * every layer's: the driver gives the tail back before the first layer's backward and takes it after the last
  * layer's forward. With keep, whose layers are all held at the end of a forward, layer l's weights have slot
- * 2 + l of their own (its gradients still share slot 1). */
+ * 2 + l of their own (its gradients still share slot 1). With prefetch (and without keep) the weights of the
+ * units after the embeddings alternate between slot 1 (odd units) and pslot (even units): the unit the driver
+ * runs and the next one, gathered meanwhile, are then never in the same buffer, forward (u, u + 1) and backward
+ * (the tail and the last layer, then u, u - 1). */
 static int pool_slot(const scp_fsdp *f, int u, int weights)
 {
     if (u == 0) return 0;
+    if (weights && f->pslot) return u % 2 ? 1 : f->pslot;
     if (u == f->lay.units - 1) return 1;
     if (weights && f->keep) return 1 + u;
     return f->unit_expert[u] ? f->xslot : 1;
@@ -31,6 +35,11 @@ static int64_t pool_floats(const scp_fsdp *f, int slot)
 {
     const scp_shard_layout *L = &f->lay;
     if (slot == 0) return gathered_floats(L, 0);
+    if (f->pslot && slot == f->pslot) {   /* the even units after the embeddings */
+        int64_t most = 0;
+        for (int u = 2; u < L->units; u += 2) most = gathered_floats(L, u) > most ? gathered_floats(L, u) : most;
+        return most;
+    }
     if (slot >= 2 && slot != f->xslot) return gathered_floats(L, slot - 1);
     /* slot 1: the tail and every layer's unit (without its experts); xslot: every layer's experts */
     int64_t most = slot == 1 ? gathered_floats(L, L->units - 1) : 0;
@@ -63,32 +72,63 @@ void scp_fsdp_trim(scp_fsdp *f)
         f->wpool[k] = f->gpool[k] = f->hpool[k] = NULL;
     }
     for (int u = 0; u < f->lay.units; u++) f->gathered[u] = NULL;
+    f->ahead = -1;
     f->pool_bytes = 0;
 }
 
 /* ---- the driver's callbacks (model/model.h scp_param_provider) ----------------------------------------------- */
 /* Unit u's weights in the storage type: each rank rounds its fp32 piece into its slot of a world * per[u]
- * buffer, then the slots are all-gathered. */
-static const void *acquire(void *ctx, int u)
+ * buffer, then the slots are all-gathered, at once (complete on return) or started (prefetch: joined when the
+ * driver asks for the unit). */
+static void gather(scp_fsdp *f, int u, int started)
 {
-    scp_fsdp *f = ctx;
-    if (f->gathered[u]) return f->gathered[u];   /* kept since the forward */
     const scp_backend *be = f->m->backend;
     const scp_shard_layout *L = &f->lay;
     int64_t per = L->per[u];
     char *buf = pooled(f, f->wpool, pool_slot(f, u, 1), be->act_size);
     be->to_act((scp_act *)(void *)(buf + (size_t)(L->rank_of[u] * per) * be->act_size), f->master + L->shard_off[u],
                (size_t)per);
-    if (L->world_of[u] > 1 && coll_of(f, u)->allgather_pieces(dist_of(f, u), buf, per * (int64_t)be->act_size,
-                                                                "ZeRO-3 weight all-gather"))
+    const scp_coll *c = coll_of(f, u);
+    if (L->world_of[u] > 1 &&
+        (started ? c->allgather_start : c->allgather_pieces)(dist_of(f, u), buf, per * (int64_t)be->act_size,
+                                                             "ZeRO-3 weight all-gather"))
         f->failed = 1;
     f->gathered[u] = buf;
-    return buf;
+}
+
+/* The unit the driver asks for after u: the next layer in a forward (after the last, the final norm with the LM
+ * head), the layer below in a backward, and after the final norm the last layer when a backward follows. -1:
+ * none, or one gathered already (the embeddings, held through the step; a layer kept since its forward). */
+static int unit_after(const scp_fsdp *f, int u)
+{
+    int tail = f->lay.units - 1, next;
+    if (u == 0) next = 1;
+    else if (u == tail) next = f->backward_follows ? tail - 1 : -1;
+    else next = u > f->last ? u + 1 : u - 1;   /* the units rise through a forward and fall through a backward */
+    return next >= 1 && next <= tail && !f->gathered[next] ? next : -1;
+}
+
+static const void *acquire(void *ctx, int u)
+{
+    scp_fsdp *f = ctx;
+    if (f->ahead == u) {   /* prefetched while the unit before it ran */
+        if (coll_of(f, u)->allgather_join(dist_of(f, u), "ZeRO-3 weight all-gather")) f->failed = 1;
+        f->ahead = -1;
+    } else if (!f->gathered[u]) {   /* else kept since the forward */
+        gather(f, u, 0);
+    }
+    if (f->prefetch && f->ahead < 0) {
+        int next = unit_after(f, u);
+        if (next >= 0) gather(f, next, 1), f->ahead = next;
+    }
+    f->last = u;
+    return f->gathered[u];
 }
 
 static void release(void *ctx, int u, int again)
 {
     scp_fsdp *f = ctx;
+    if (u > 0 && u < f->lay.units - 1) f->backward_follows = again;
     if (f->keep && again) return;   /* the backward asks for it again */
     f->gathered[u] = NULL;
 }
@@ -176,7 +216,8 @@ int scp_fsdp_init_experts(scp_fsdp *f, scp_model *m, scp_dist *d, scp_dist *repl
     f->gathered = scp_xcalloc((size_t)units, sizeof *f->gathered);
     f->gbuf = scp_xcalloc((size_t)units, sizeof *f->gbuf);
     f->xslot = f->keep ? units : 2;   /* keep: slots 2 .. units - 1 are the layers' own (1 + u) */
-    f->pool_slots = f->xslot + 1;
+    f->pool_slots = f->xslot + 2;     /* the last: pslot, with prefetch */
+    f->ahead = -1;
     f->wpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->wpool);
     f->gpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->gpool);
     f->hpool = scp_xcalloc((size_t)f->pool_slots, sizeof *f->hpool);
@@ -186,6 +227,14 @@ int scp_fsdp_init_experts(scp_fsdp *f, scp_model *m, scp_dist *d, scp_dist *repl
     if (stage == 3) p.acquire = acquire, p.release = release;
     scp_model_set_param_provider(m, &p);
     return 0;
+}
+
+void scp_fsdp_set_prefetch(scp_fsdp *f, int on)
+{
+    /* Under expert parallelism a layer is two units held together, which the alternation does not cover; with
+     * one rank there is nothing to overlap. */
+    f->prefetch = on && f->stage == 3 && !f->replicas && f->d->world > 1;
+    f->pslot = f->prefetch && !f->keep ? f->xslot + 1 : 0;
 }
 
 void scp_fsdp_free(scp_fsdp *f)

@@ -10,7 +10,10 @@
  *   - Stage 3: the fp32 master weights are sharded too (master). The driver asks for a unit's weights just before
  *     its forward and again before its backward: the ranks convert their pieces to the backend's storage type
  *     and all-gather them into a buffer that lives while the unit is in use (with `keep`, a layer's buffer lives
- *     from its forward to its backward: fewer gathers, more memory).
+ *     from its forward to its backward: fewer gathers, more memory). With prefetch (scp_fsdp_set_prefetch) the
+ *     gather of the unit the driver asks for next is started when it asks for one (forward: the next layer's
+ *     while this one runs; backward: the layer below's), into a buffer of its own, so that on GPU ranks the
+ *     all-gather (on NCCL's stream) overlaps the compute; the gathered bits are the same.
  * AdamW is elementwise, so the update of a piece is the arithmetic of the whole-vector update; what differs from
  * one process is only the order of the gradient sums (over ranks, then over micro-batches), which is fixed for a
  * given world size: runs are bit-reproducible at a fixed world size. The gradient norm is the square root of the
@@ -55,6 +58,11 @@ typedef struct scp_fsdp {
     const struct scp_coll *rcoll;
     char *unit_expert;     /* (units) unit u is an expert unit */
     int xslot;             /* the pool slot of an expert unit's buffers (held beside its layer's) */
+    int prefetch;          /* stage 3: the next unit's gather started before the driver asks for it */
+    int pslot;             /* with prefetch and without keep: the pool slot of the even units' weights, 0: none */
+    int ahead;             /* the unit whose gather was started and not yet joined, -1: none */
+    int last;              /* the unit last asked for (the driver's direction: rising in a forward) */
+    int backward_follows;  /* the last layer given back will be asked for again (a backward follows) */
     int failed;            /* a collective inside the driver's callbacks failed (its message: scp_last_error) */
 } scp_fsdp;
 
@@ -68,6 +76,9 @@ int scp_fsdp_init(scp_fsdp *f, scp_model *m, scp_dist *d, int stage, int keep, i
  * the group size, in rank order). */
 int scp_fsdp_init_experts(scp_fsdp *f, scp_model *m, scp_dist *d, scp_dist *replicas, int stage, int keep,
                           int reduce_bf16);
+/* Stage 3: prefetch the next unit's weights (on: the default of scp-train; off: gather each when asked for).
+ * Only over several ranks and without expert parallelism; elsewhere it stays off. Before the first step. */
+void scp_fsdp_set_prefetch(scp_fsdp *f, int on);
 void scp_fsdp_free(scp_fsdp *f);
 /* Free the buffers units are gathered into and their gradients made in (they come back at the next step): before
  * a checkpoint, whose own buffers then take their place. */

@@ -26,6 +26,7 @@ typedef struct nccl_state {
     ncclComm_t comm;
     cudaStream_t stream;   /* the communicator's own stream */
     cudaEvent_t ready;     /* recorded on the caller's stream: NCCL waits for the gradients to be written */
+    cudaEvent_t done;      /* recorded on the communicator's stream: the compute stream waits for a prefetch */
     int device;
 } nccl_state;
 
@@ -55,6 +56,7 @@ static int nccl_init(scp_dist *d)
     NCCL_TRY(ncclCommInitRank(&s->comm, d->world, id, d->rank), "ncclCommInitRank");
     CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     CUDA_TRY(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming), "cudaEventCreate");
+    CUDA_TRY(cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming), "cudaEventCreate");
     d->nccl = s;
     return 0;
 }
@@ -118,7 +120,9 @@ static int after_compute(scp_dist *d, nccl_state *s)
     return 0;
 }
 
-static int nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
+/* The all-gather of equal pieces queued on the communicator's stream, after the kernels queued so far (which
+ * wrote this rank's piece, and read what the buffer held before). */
+static int nccl_allgather_start(scp_dist *d, void *dev, int64_t piece_bytes)
 {
     nccl_state *s = d->nccl;
     if (!s) return scp_error("rank %d: NCCL all-gather before scp_dist_nccl_init", d->rank);
@@ -127,7 +131,23 @@ static int nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
     NCCL_TRY(ncclAllGather(buf + (size_t)d->rank * (size_t)piece_bytes, buf, (size_t)piece_bytes, ncclUint8, s->comm,
                            s->stream), "ncclAllGather");
     d->comm_bytes += piece_bytes * (d->world - 1);
-    return nccl_wait(d);
+    return 0;
+}
+
+static int nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
+{
+    return nccl_allgather_start(d, dev, piece_bytes) ? -1 : nccl_wait(d);
+}
+
+/* The compute stream (the legacy default stream) waits, on the device, for what the communicator's stream has
+ * queued so far; the host goes on. */
+static int nccl_join(scp_dist *d)
+{
+    nccl_state *s = d->nccl;
+    if (!s) return 0;
+    CUDA_TRY(cudaEventRecord(s->done, s->stream), "cudaEventRecord");
+    CUDA_TRY(cudaStreamWaitEvent(cudaStreamLegacy, s->done, 0), "cudaStreamWaitEvent");
+    return 0;
 }
 
 static int nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece)
@@ -183,6 +203,7 @@ static int nccl_split(const scp_dist *parent, int color, int key, scp_dist *g)
     g->nccl = s;
     CUDA_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     CUDA_TRY(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming), "cudaEventCreate");
+    CUDA_TRY(cudaEventCreateWithFlags(&s->done, cudaEventDisableTiming), "cudaEventCreate");
     return 0;
 }
 
@@ -192,6 +213,7 @@ static void nccl_free(scp_dist *d)
     if (!s) return;
     if (s->comm) ncclCommDestroy(s->comm);
     cudaEventDestroy(s->ready);
+    cudaEventDestroy(s->done);
     cudaStreamDestroy(s->stream);
     free(s);
     d->nccl = NULL;
@@ -201,6 +223,6 @@ const scp_nccl_functions *scp_nccl_plugin_entry(const char *version, size_t dist
 {
     static const scp_nccl_functions f = {nccl_init,          nccl_allreduce_f32,       nccl_wait,      nccl_free,
                                          nccl_allgather_pieces, nccl_reduce_scatter_f32, nccl_reduce_scatter_bf16,
-                                         nccl_alltoallv, nccl_split};
+                                         nccl_alltoallv, nccl_split, nccl_allgather_start, nccl_join};
     return strcmp(version, PACKAGE_VERSION) == 0 && dist_size == sizeof(scp_dist) ? &f : NULL;
 }

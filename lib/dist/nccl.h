@@ -21,6 +21,9 @@ typedef struct scp_nccl_functions {
     int (*alltoallv)(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes);
     /* g's communicator, the ranks of parent's with the same color (ncclCommSplit). */
     int (*split)(const scp_dist *parent, int color, int key, scp_dist *g);
+    /* allgather_pieces queued without waiting, and the compute stream made to wait for the communicator's. */
+    int (*allgather_start)(scp_dist *d, void *dev, int64_t piece_bytes);
+    int (*join)(scp_dist *d);
 } scp_nccl_functions;
 
 /* The functions, or NULL when `version` (PACKAGE_VERSION) or `dist_size` (sizeof(scp_dist)) are not those the

@@ -1,29 +1,155 @@
-/* dist/zero.c: the sharded AdamW update of ZeRO-1 (dist/zero.h). */
+/* dist/zero.c: ZeRO-1, the sharded moments and the update of dist/zero.h, on the backend's memory. */
 #include "dist/zero.h"
+#include "dist/coll.h"
+#include "core/error.h"
 #include "model/backend.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
-int scp_zero_adamw(scp_model *m, scp_dist *d, const int64_t *lo, float *opt_m, float *opt_v, const float *lr,
-                   float beta1, float beta2, float eps, float weight_decay, int64_t step)
+void scp_zero1_init(scp_zero1 *z, scp_model *m, scp_dist *d)
 {
-    if (!m->grads) return 0;
-    /* The shard's update runs on the host arrays (on a device backend they are brought down first, and the
-     * gathered weights go back up before the next step). */
-    scp_model_sync_host(m);
-    const scp_backend *be = m->backend->host_memory ? m->backend : &scp_backend_cpu;
-    int64_t a = lo[d->rank], b = lo[d->rank + 1];
-    /* The same bias corrections as scp_model_adamw, so that both paths compute the same floats. */
+    memset(z, 0, sizeof *z);
+    z->m = m, z->d = d;
+    z->coll = scp_coll_for(d);
+    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(m->cfg.num_layers + 3));
+    int units = scp_param_units(m->desc, m->n_params, m->cfg.num_layers, lo);
+    scp_shard_layout_init(&z->lay, lo, units, d->world, d->rank);
+    free(lo);
+    const scp_backend *be = m->backend;
+    size_t S = (size_t)z->lay.shard_off[units] * sizeof(float);
+    z->mom_m = be->alloc(S ? S : 1);
+    z->mom_v = be->alloc(S ? S : 1);
+    z->gather = be->alloc((size_t)z->lay.max_unit * sizeof(float));
+}
+
+void scp_zero1_free(scp_zero1 *z)
+{
+    if (!z->m) return;
+    const scp_backend *be = z->m->backend;
+    be->free(z->mom_m);
+    be->free(z->mom_v);
+    be->free(z->gather);
+    scp_shard_layout_free(&z->lay);
+    memset(z, 0, sizeof *z);
+}
+
+int scp_zero1_reduce_grads(scp_zero1 *z)
+{
+    float *g = scp_model_backend_grads(z->m);
+    return g ? z->coll->allreduce_f32(z->d, g, z->m->n_weights, "gradient all-reduce") : 0;
+}
+
+/* The unit holding parameter i (a parameter never straddles units). */
+static int unit_of_param(const scp_zero1 *z, int i)
+{
+    int64_t s = z->m->offset[i];
+    int u = 0;
+    while (u + 1 < z->lay.units && z->lay.unit_lo[u + 1] <= s) u++;
+    return u;
+}
+
+/* Parameter i's part of this rank's pieces: [*x, *y) of the parameter vector, starting at *k of the shard. */
+static void param_piece(const scp_zero1 *z, int i, int64_t *x, int64_t *y, int64_t *k)
+{
+    const scp_shard_layout *L = &z->lay;
+    int u = unit_of_param(z, i);
+    int64_t s = z->m->offset[i], e = s + z->m->desc[i].numel, a, b;
+    scp_shard_piece(L, u, L->rank, &a, &b);
+    *x = s > a ? s : a;
+    *y = e < b ? e : b;
+    *k = L->shard_off[u] + (*x - a);
+}
+
+/* AdamW on this rank's pieces of the backend's master weights (whose compute copy the caller then remakes). */
+static void update_pieces(scp_zero1 *z, const float *lr, float beta1, float beta2, float eps, float weight_decay,
+                          int64_t step)
+{
+    scp_model *m = z->m;
+    const scp_backend *be = m->backend;
+    float *grads = scp_model_backend_grads(m), *master = scp_model_master(m);
+    /* The bias corrections of scp_model_adamw, so that a piece gets the floats the whole vector would. */
     float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
     for (int i = 0; i < m->n_params; i++) {
-        int64_t s = m->offset[i], e = s + m->desc[i].numel;
-        if (e <= a || s >= b || lr[i] == 0.0f) continue;   /* outside the shard, or a frozen group */
-        if (s < a) s = a;
-        if (e > b) e = b;
-        be->adamw(m->weights + s, m->grads + s, opt_m + (s - a), opt_v + (s - a), (size_t)(e - s), lr[i],
-                          beta1, beta2, eps, m->desc[i].decay ? weight_decay : 0.0f, bc1, bc2);
+        if (lr[i] == 0.0f) continue;   /* a frozen group */
+        int64_t x, y, k;
+        param_piece(z, i, &x, &y, &k);
+        if (x >= y) continue;
+        be->adamw(master + x, grads + x, z->mom_m + k, z->mom_v + k, (size_t)(y - x), lr[i], beta1, beta2, eps,
+                  m->desc[i].decay ? weight_decay : 0.0f, bc1, bc2);
     }
-    int rc = scp_dist_allgather_f32(d, m->weights, lo, "ZeRO-1 weight all-gather");
-    scp_model_weights_changed(m);
+}
+
+void scp_zero1_update(scp_zero1 *z, const float *lr, float beta1, float beta2, float eps, float weight_decay,
+                      int64_t step)
+{
+    if (!z->m->grads) return;
+    update_pieces(z, lr, beta1, beta2, eps, weight_decay, step);
+    scp_model_master_changed(z->m);
+}
+
+int scp_zero1_adamw(scp_zero1 *z, const float *lr, float beta1, float beta2, float eps, float weight_decay,
+                    int64_t step)
+{
+    scp_model *m = z->m;
+    const scp_backend *be = m->backend;
+    const scp_shard_layout *L = &z->lay;
+    if (!m->grads) return 0;
+    update_pieces(z, lr, beta1, beta2, eps, weight_decay, step);
+    float *master = scp_model_master(m);
+    /* Every rank's updated pieces to every rank, unit by unit, through a buffer of equal pieces (the last ones run
+     * past the unit: their padding is never copied back). */
+    int rc = 0;
+    for (int u = 0; u < L->units && rc == 0 && L->world > 1; u++) {
+        int64_t a, b, per = L->per[u];
+        scp_shard_piece(L, u, L->rank, &a, &b);
+        if (b > a) be->copy_bytes(z->gather + (size_t)(L->rank * per), master + a, (size_t)(b - a) * sizeof(float));
+        rc = z->coll->allgather_pieces(z->d, z->gather, per * (int64_t)sizeof(float), "ZeRO-1 weight all-gather");
+        be->copy_bytes(master + L->unit_lo[u], z->gather, (size_t)(L->unit_lo[u + 1] - L->unit_lo[u]) * sizeof(float));
+    }
+    scp_model_master_changed(m);
+    return rc ? -1 : 0;
+}
+
+void scp_zero1_set_moments(scp_zero1 *z, const float *fm, const float *fv)
+{
+    const scp_backend *be = z->m->backend;
+    for (int i = 0; i < z->m->n_params; i++) {
+        int64_t x, y, k;
+        param_piece(z, i, &x, &y, &k);
+        if (x >= y) continue;
+        be->upload(z->mom_m + k, fm + x, (size_t)(y - x) * sizeof *fm);
+        be->upload(z->mom_v + k, fv + x, (size_t)(y - x) * sizeof *fv);
+    }
+}
+
+int scp_zero1_gather_moments(scp_zero1 *z, int root, float *fm, float *fv)
+{
+    const scp_shard_layout *L = &z->lay;
+    const scp_backend *be = z->m->backend;
+    int W = L->world;
+    int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(W + 1));
+    int64_t most = 1;
+    for (int u = 0; u < L->units; u++) most = L->per[u] > most ? L->per[u] : most;
+    float *part = scp_xmalloc((size_t)most * sizeof *part);
+    int rc = 0;
+    /* Unit by unit: the ranks' pieces of a unit, in rank order, are the unit's floats one after another. */
+    for (int u = 0; u < L->units && rc == 0; u++) {
+        lo[0] = 0;
+        for (int r = 0; r < W; r++) {
+            int64_t a, b;
+            scp_shard_piece(L, u, r, &a, &b);
+            lo[r + 1] = lo[r] + (b - a);
+        }
+        int64_t n = lo[L->rank + 1] - lo[L->rank], off = L->unit_lo[u];
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            if (n) be->download(part, (k ? z->mom_v : z->mom_m) + L->shard_off[u], (size_t)n * sizeof *part);
+            float *out = (k ? fv : fm);
+            rc = scp_dist_gather_to(z->d, root, out ? out + off : NULL, part, lo, "ZeRO-1 optimizer gather");
+        }
+    }
+    free(part);
+    free(lo);
     return rc;
 }

@@ -1,21 +1,49 @@
-/* dist/zero.h: ZeRO stage 1 for scp-train (--zero 1): the AdamW moments are sharded across ranks.
+/* dist/zero.h: ZeRO stage 1 for scp-train (--zero 1): AdamW's moments are sharded across ranks.
  *
- * The flat weight vector (n_weights floats, model/model.h) is cut into world contiguous shards lo[r] .. lo[r + 1]
- * (scp_dist_shards, 16-float aligned). Every rank still holds the full weights and the full all-reduced
- * gradient; rank r keeps the moments of its shard only (2 x n_weights / world floats instead of 2 x n_weights),
- * applies AdamW to its shard, and the weights are then all-gathered. The update is elementwise, so it is the
- * same arithmetic as scp_model_adamw over the whole vector: the result does not depend on the rank count. */
+ * Every rank holds the full fp32 weights and the full gradient vector in the backend's memory. The gradients are
+ * summed over the ranks where they lie (dist/coll.h: NCCL on GPU ranks, MPI on CPU ranks; GPU ranks with NCCL sum
+ * them layer by layer during the backward, train/step.c). The parameter vector is cut as ZeRO-2/3 cut it
+ * (dist/shard_layout.h: unit by unit, each unit in world equal pieces); rank r holds the moments of its pieces,
+ * in the backend's memory (2 S floats instead of 2 n), applies AdamW to its pieces of the weights with the
+ * backend's adamw entry, and the ranks then all-gather the weights unit by unit through a buffer of the largest
+ * gathered unit. Nothing of a step passes through host memory.
+ *
+ * The update is elementwise, so it is the same arithmetic as scp_model_adamw over the whole vector: the result
+ * does not depend on the rank count or on the cut. Checkpoints hold the full moments (scp_zero1_gather_moments),
+ * so a run resumes under any number of ranks. */
 #ifndef SCP_DIST_ZERO_H
 #define SCP_DIST_ZERO_H
 
 #include <stdint.h>
 
 #include "dist/dist.h"
+#include "dist/shard_layout.h"
 #include "model/model.h"
 
-/* AdamW on [lo[rank], lo[rank + 1]) of m->weights; opt_m, opt_v hold only that shard; lr (n_params) as for
- * scp_model_adamw; then all ranks all-gather the weights. */
-int scp_zero_adamw(scp_model *m, scp_dist *d, const int64_t *lo, float *opt_m, float *opt_v, const float *lr,
-                   float beta1, float beta2, float eps, float weight_decay, int64_t step);
+typedef struct scp_zero1 {
+    scp_shard_layout lay;      /* the units of m over d's ranks (the cut of dist/fsdp.h) */
+    scp_model *m;
+    scp_dist *d;
+    const struct scp_coll *coll;
+    float *mom_m, *mom_v;      /* (S) AdamW's moments of this rank's pieces, backend memory, zero at start */
+    float *gather;             /* (max_unit) the buffer a unit's weights are all-gathered in, backend memory */
+} scp_zero1;
+
+/* Shard the moments of m (with its gradients allocated) over d's ranks. */
+void scp_zero1_init(scp_zero1 *z, scp_model *m, scp_dist *d);
+void scp_zero1_free(scp_zero1 *z);
+/* The gradient vector summed over the ranks, in place in the backend's memory. 0, or -1 with a message. */
+int scp_zero1_reduce_grads(scp_zero1 *z);
+/* AdamW on this rank's pieces of the weights with the per-parameter rates lr (n_params, as scp_model_adamw),
+ * the other weights untouched. Local: no collective. */
+void scp_zero1_update(scp_zero1 *z, const float *lr, float beta1, float beta2, float eps, float weight_decay,
+                      int64_t step);
+/* scp_zero1_update, then the weights all-gathered. Collective. 0, or -1 with a message. */
+int scp_zero1_adamw(scp_zero1 *z, const float *lr, float beta1, float beta2, float eps, float weight_decay,
+                    int64_t step);
+/* This rank's pieces of the full moments fm, fv (n_weights floats each, host memory). */
+void scp_zero1_set_moments(scp_zero1 *z, const float *fm, const float *fv);
+/* The full moments gathered on rank root into fm, fv (n_weights floats each; read on root only). Collective. */
+int scp_zero1_gather_moments(scp_zero1 *z, int root, float *fm, float *fv);
 
 #endif

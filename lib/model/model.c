@@ -416,6 +416,18 @@ void scp_model_master_changed(scp_model *m)
     w->weights_on_dev = 1;
 }
 
+float *scp_model_backend_grads(scp_model *m)
+{
+    if (!m->grads) return NULL;
+    workspace *w = m->ctx;
+    if (on_device(m) && !w->grads_on_dev) {   /* the host copy is the newer: it goes up, and the device's is current */
+        w->grads_dirty = 1;
+        sync_grads_to_device(m);
+        w->grads_on_dev = 1;
+    }
+    return DG(m);
+}
+
 void scp_model_alloc_grads(scp_model *m)
 {
     if (m->grads) return;

@@ -106,6 +106,10 @@ void scp_model_grads_changed(scp_model *m);
  * the host copy stale (dist/fsdp.c updates its pieces of them). */
 float *scp_model_master(scp_model *m);
 void scp_model_master_changed(scp_model *m);
+/* The backend's fp32 gradient vector (device memory on a device backend; m->grads on the CPU), brought up to date;
+ * writing it in place (a collective summing it over ranks, dist/zero.c) keeps it the current copy. NULL before
+ * scp_model_alloc_grads. */
+float *scp_model_backend_grads(scp_model *m);
 void scp_model_zero_grad(scp_model *m);
 /* Global L2 norm of the gradients; NaN/Inf propagate (the trainer skips such steps). */
 double scp_model_grad_norm(const scp_model *m);

@@ -79,17 +79,25 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
     p->expert_params = expert;
 
     if (z <= 1) {
-        int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(w + 1));
-        scp_dist_shards(n, w, 16, lo);   /* ZeRO-1's cut (train/moments.c); rank 0's shard is the largest */
-        p->shard = z == 1 ? lo[1] - lo[0] : n;
-        free(lo);
+        p->shard = n;
+        int64_t gather_sent = 0;   /* floats a rank sends in ZeRO-1's weight all-gather */
+        if (z == 1 && w > 1) {
+            /* ZeRO-1 cuts as ZeRO-2/3 do (dist/zero.h); its moments are this rank's pieces, and the weights are
+             * all-gathered unit by unit through a buffer of the largest gathered unit */
+            scp_shard_layout s;
+            layout_of(&held, w, 1, &s);
+            p->shard = s.shard_off[s.units];
+            p->buffers += f * s.max_unit;
+            for (int u = 0; u < s.units; u++) gather_sent += (int64_t)(w - 1) * s.per[u];
+            scp_shard_layout_free(&s);
+        }
         p->master = f * n;
         p->weights = c_copy * n;
         p->grads = f * n;
         p->optimizer = 2 * f * p->shard;
         /* the gradients summed over all ranks; a held expert's over its world / E replicas */
         p->comm_bytes = ring(w, 2, (double)(f * (n - expert))) + ring(w / E, 2, (double)(f * expert)) +
-                        (z == 1 ? ring(w, 1, (double)(f * n)) : 0) + p->all_to_all_bytes;
+                        f * gather_sent + p->all_to_all_bytes;
         /* CPU ranks all-reduce the gradients with MPI in host memory, which is then the backend's memory */
         if (p->be.host_memory) p->buffers += scp_dist_allreduce_temp_bytes(longest, w);
         if (o->grad_stats && E == 1) p->buffers += f * n;   /* the update ratios' copy of the master */
@@ -117,14 +125,18 @@ int scp_memplan_make(const scp_model_config *c, const scp_memplan_opts *o, scp_m
                 experts = g > experts ? g : experts;
             }
         }
-        int64_t tail = s.per[U - 1] * s.world_of[U - 1];
+        int64_t tail = s.per[U - 1] * s.world_of[U - 1], ahead = 0;
+        /* Stage 3's prefetch (dist/fsdp.h) over several ranks, without expert groups and without keep: the even
+         * units after the embeddings have a buffer of their own */
+        if (z == 3 && w > 1 && E == 1 && !o->keep_gathered && !o->no_prefetch)
+            for (int u = 2; u < U; u += 2) ahead = s.per[u] * s.world_of[u] > ahead ? s.per[u] * s.world_of[u] : ahead;
         int64_t G = s.per[0] * s.world_of[0] + (tail > layer ? tail : layer) + experts;
         scp_shard_layout_free(&s);
         p->shard = S;
         p->gathered = G;
         p->master = f * (z == 2 ? n : S);
         /* zero 3 with keep_gathered: at the end of the forward every unit is gathered */
-        p->weights = z == 2 ? c_copy * n : a * (o->keep_gathered ? gathered : G);
+        p->weights = z == 2 ? c_copy * n : a * (o->keep_gathered ? gathered : G + ahead);
         p->grads = f * (S + G);
         p->optimizer = 2 * f * S;
         p->buffers += f * piece;   /* this rank's piece of one unit's gradient, out of the reduce-scatter */

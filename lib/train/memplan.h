@@ -2,20 +2,21 @@
  * bytes it sends per optimizer step, for a config, a backend, a rank count, a ZeRO stage and a batch shape,
  * without allocating the model. It shares its account with the allocators rather than keeping formulas of its
  * own: the activations are the workspace buffers of model/workspace_size.h (what ws_reserve allocates), the
- * parameter count and the units come from the parameter table (formats/model_config.h), the ZeRO-1 shard from
- * scp_dist_shards (what train/moments.c allocates) and the ZeRO-2/3 shards from the unit layout of
- * dist/shard_layout.h.
+ * parameter count and the units come from the parameter table (formats/model_config.h), and the ZeRO-1, 2 and 3
+ * shards from the unit layout of dist/shard_layout.h (what dist/zero.c and dist/fsdp.c allocate).
  *
- * What a rank holds, with n the parameter floats, P its ZeRO-1 shard (rank 0's, the largest), S its ZeRO-2/3
- * shard (the layout's shard_off[units]), G = U0 + UL + Lmax the floats of the units held gathered at once (the
+ * What a rank holds, with n the parameter floats, S its ZeRO-1/2/3 shard (the layout's shard_off[units]), G = U0 + UL + Lmax the floats of the units held gathered at once (the
  * embeddings, the final norm with the LM head, and the largest layer), a the backend's act_size:
  *            master (fp32)   weights (compute copy)   grads (fp32)   optimizer (fp32 moments)
  *   zero 0   4 n             c n                      4 n            8 n
- *   zero 1   4 n             c n                      4 n            8 P
+ *   zero 1   4 n             c n                      4 n            8 S
  *   zero 2   4 n             c n                      4 S + 4 G      8 S
  *   zero 3   4 S             a G                      4 S + 4 G      8 S
  * where c = a on a backend with bf16 storage (its kernels read a rounded copy of the master) and 0 with fp32
- * storage (they read the master itself). With the gradient statistics at stages 0 and 1, 4 n more of buffers (the
+ * storage (they read the master itself). ZeRO-1 on several ranks adds 4 Umax of buffers (the largest gathered
+ * unit: the buffer its weight all-gather goes through). ZeRO-3's prefetch (over several ranks, without --keep-gathered
+ * and expert groups) adds a Ue of weights, Ue the largest even unit after the embeddings (the units alternate
+ * between two buffers so that the next one is gathered while one runs). With the gradient statistics at stages 0 and 1, 4 n more of buffers (the
  * master from before the update, train/grad_stats.h). A device backend (host_memory 0) counts its device memory;
  * its host copies of the weights, gradients and moments are not counted.
  *
@@ -41,6 +42,7 @@ typedef struct scp_memplan_opts {
     int batch, micro;      /* sequences per optimizer step and per forward/backward (scp_train_batches_plan) */
     int recompute;         /* activation recomputation: one layer slot */
     int keep_gathered;     /* zero 3: every layer's gathered weights held from its forward to its backward */
+    int no_prefetch;       /* zero 3: no buffer for the next unit's gather (dist/fsdp.h prefetch) */
     int reduce_bf16;       /* zero 2, 3: gradients reduced in bf16 (half the bytes, a bf16 copy of the units) */
     int expert_parallel;   /* ranks per expert group (dist/expert.h), 0 or 1: none; not with zero 1 */
     int grad_stats;        /* zero 0, 1: the update ratios' copy of the master (train/grad_stats.h), 4 n */
@@ -49,7 +51,7 @@ typedef struct scp_memplan_opts {
 typedef struct scp_memplan {
     scp_backend_traits be;
     int64_t params;           /* n */
-    int64_t shard;            /* floats of this rank's optimizer state: n, P or S */
+    int64_t shard;            /* floats of this rank's optimizer state: n or S */
     int64_t gathered;         /* zero 2, 3: G; else 0 */
     int rows;                 /* rank 0's sequences per step (the most: the first batch % world ranks take one more) */
     int rows_per_pass;        /* sequences per forward/backward: min(micro, rows) */

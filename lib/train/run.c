@@ -25,6 +25,7 @@ void scp_train_run_init(scp_train_run *r, scp_train_opts *o, scp_dist *d, const 
     r->dist = d;
     r->rundir = rundir;
     r->expert_parallel = 1;
+    r->prefetch = 1;
 }
 
 void scp_train_run_free(scp_train_run *r)
@@ -32,6 +33,7 @@ void scp_train_run_free(scp_train_run *r)
     if (r->tr_open) scp_trainer_free(&r->tr);
     if (r->mt_open) scp_metrics_close(&r->mt);
     scp_train_moments_free(&r->mo);
+    scp_zero1_free(&r->zero1);
     scp_fsdp_free(&r->fsdp);
     scp_expert_par_free(&r->ep);
     free(r->weights_dir);
@@ -222,6 +224,18 @@ int scp_train_plan(scp_train_run *r)
     return 0;
 }
 
+/* The full moments of optimizer.safetensors at path, this rank's pieces kept. */
+static int load_zero1_moments(scp_zero1 *z, const char *path)
+{
+    size_t n = (size_t)z->m->n_weights;
+    float *fm = scp_xcalloc(n, sizeof *fm), *fv = scp_xcalloc(n, sizeof *fv);
+    int rc = scp_optimizer_load(path, z->m, fm, fv);
+    if (rc == 0) scp_zero1_set_moments(z, fm, fv);
+    free(fm);
+    free(fv);
+    return rc;
+}
+
 int scp_train_open_optimizer(scp_train_run *r)
 {
     scp_dist *d = r->dist;
@@ -231,11 +245,13 @@ int scp_train_open_optimizer(scp_train_run *r)
         if (scp_fsdp_init_experts(&r->fsdp, r->m, d, r->expert_parallel > 1 ? &r->ep.replicas : NULL, r->zero,
                                   r->keep_gathered, r->reduce_bf16))
             return -1;
+        scp_fsdp_set_prefetch(&r->fsdp, r->prefetch);
         if (r->zero == 3 && r->weights_dir && scp_sharded_load_weights(&r->fsdp, r->weights_dir)) return -1;
         if (r->zero == 3 && !r->weights_dir) scp_sharded_random_weights(&r->fsdp, r->o->seed, (float)r->o->init_std);
     } else {
         scp_model_alloc_grads(r->m);
-        scp_train_moments_init(&r->mo, r->m, r->zero, d->rank, d->world);
+        if (r->zero == 1 && d->world > 1) scp_zero1_init(&r->zero1, r->m, d);
+        else scp_train_moments_init(&r->mo, r->m);
     }
     if (r->resume_dir) {
         /* Checkpoints hold the full moments (gathered, or in shards every rank reads its pieces of): any rank count
@@ -245,7 +261,7 @@ int scp_train_open_optimizer(scp_train_run *r)
             rc = scp_sharded_load_moments(&r->fsdp, r->resume_dir);
         } else {
             char *op = scp_path_join(r->resume_dir, "optimizer.safetensors");
-            rc = scp_train_moments_load(&r->mo, r->m, op);
+            rc = r->zero1.m ? load_zero1_moments(&r->zero1, op) : scp_train_moments_load(&r->mo, r->m, op);
             free(op);
         }
         if (rc) return -1;
@@ -331,7 +347,7 @@ int scp_train_start(scp_train_run *r)
     scp_trainer_init(&r->tr, r->m, o, &r->st, &r->src, r->B, r->micro, r->mo.m, r->mo.v, cfg->mask_token_id, r->shift);
     r->tr_open = 1;
     if (r->zero >= 2) scp_trainer_set_fsdp(&r->tr, &r->fsdp);
-    else scp_trainer_set_dist(&r->tr, d, r->mo.zlo);
+    else scp_trainer_set_dist(&r->tr, d, r->zero1.m ? &r->zero1 : NULL);
     if (r->expert_parallel > 1) scp_trainer_set_experts(&r->tr, &r->ep);
     scp_dist_watchdog_start(d);
     scp_eval_opts *eo = &r->eo;
@@ -422,7 +438,7 @@ static int save_checkpoint(scp_train_run *r)
     if (r->zero >= 2 || r->expert_parallel > 1) return save_sharded_checkpoint(r);
     scp_dist *d = r->dist;
     scp_model *m = r->m;
-    const int64_t *zlo = r->mo.zlo;
+    int zero1 = r->zero1.m != NULL;
     float *fm = r->mo.m, *fv = r->mo.v;
     r->st.world = d->world;
     scp_model_sync_host(m);   /* a device backend's weights and moments come down */
@@ -430,28 +446,31 @@ static int save_checkpoint(scp_train_run *r)
      * identical all-reduce results on every rank), and if not, continue from rank 0's. */
     size_t wb = (size_t)m->n_weights * sizeof *m->weights;
     if (!scp_dist_same(d, m->weights, wb, "weight check") ||
-        (!zlo && (!scp_dist_same(d, fm, wb, "moment check") || !scp_dist_same(d, fv, wb, "moment check")))) {
+        (!zero1 && (!scp_dist_same(d, fm, wb, "moment check") || !scp_dist_same(d, fv, wb, "moment check")))) {
         if (d->rank == 0)
             scp_warn("step %" PRId64 ": the ranks' weights or moments differ in the last bits: continuing from "
                      "rank 0's", r->st.step);
         scp_dist_bcast(d, m->weights, wb, 0, "weight broadcast");
-        if (!zlo) {
+        if (!zero1) {
             scp_dist_bcast(d, fm, wb, 0, "moment broadcast");
             scp_dist_bcast(d, fv, wb, 0, "moment broadcast");
         }
         scp_model_weights_changed(m);
     }
-    if (zlo) {
+    if (zero1) {
         fm = fv = NULL;
         if (d->rank == 0) {
             fm = scp_xmalloc((size_t)m->n_weights * sizeof *fm);
             fv = scp_xmalloc((size_t)m->n_weights * sizeof *fv);
         }
-        scp_dist_gather_f32(d, fm, r->mo.m, zlo, "ZeRO-1 optimizer gather");
-        scp_dist_gather_f32(d, fv, r->mo.v, zlo, "ZeRO-1 optimizer gather");
+        if (scp_zero1_gather_moments(&r->zero1, 0, fm, fv)) {
+            free(fm);
+            free(fv);
+            return -1;
+        }
     }
     int rc = d->rank == 0 ? scp_train_save_checkpoint(r->rundir, m, fm, fv, &r->st, r->o, r->tok_dir) : 0;
-    if (zlo) {
+    if (zero1) {
         free(fm);
         free(fv);
     }

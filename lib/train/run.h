@@ -25,6 +25,7 @@
 #include "model/model.h"
 #include "dist/expert.h"
 #include "dist/fsdp.h"
+#include "dist/zero.h"
 #include "train/metrics.h"
 #include "train/moments.h"
 #include "train/batch_schedule.h"
@@ -56,6 +57,7 @@ typedef struct scp_train_run {
     int zero;                  /* ZeRO stage: 1 shards AdamW's moments across the ranks, 2 also the gradients,
                                   3 also the weights (dist/zero.h, dist/fsdp.h) */
     int keep_gathered;         /* ZeRO-3: a layer's gathered weights live from its forward to its backward */
+    int prefetch;              /* ZeRO-3: the next layer's gather started while one runs (default 1) */
     int reduce_bf16;           /* ZeRO-2/3: the gradients are summed over the ranks in bf16 */
     int recompute;             /* activation recomputation */
     int expert_parallel;       /* ranks per expert group (dist/expert.h); 1: none */
@@ -75,7 +77,8 @@ typedef struct scp_train_run {
     int64_t total;             /* the step the run ends at (under a batch schedule: the step that reaches
                                   o->tokens, an upper bound while an adaptive batch may still grow) */
     scp_train_batches plan;    /* the batches: fixed, or their schedule */
-    scp_train_moments mo;      /* ZeRO-0/1 */
+    scp_train_moments mo;      /* ZeRO-0, and ZeRO-1 with one rank */
+    scp_zero1 zero1;           /* ZeRO-1 over several ranks: the sharded moments, in the backend's memory */
     scp_fsdp fsdp;             /* ZeRO-2/3: the sharded gradients, moments and (3) weights */
     scp_expert_par ep;         /* expert parallelism: the groups, the gradient sums */
     char *weights_dir;         /* ZeRO-3: the checkpoint the weights are read from, NULL: random */

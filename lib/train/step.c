@@ -47,10 +47,10 @@ static void nccl_hook(void *ctx, float *grads, int64_t off, int64_t n)
     if (!t->nccl_failed && n > 0 && scp_dist_nccl_allreduce_f32(t->dist, grads + off, n, NULL)) t->nccl_failed = 1;
 }
 
-void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo)
+void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, scp_zero1 *zero1)
 {
     t->dist = d && (d->world > 1 || d->nccl) ? d : NULL;
-    t->zero_lo = t->dist && d->world > 1 ? zero_lo : NULL;
+    t->zero1 = t->dist && d->world > 1 ? zero1 : NULL;
     t->nccl = t->dist && t->dist->nccl && !t->m->backend->host_memory;
     scp_model_set_grad_hook(t->m, t->nccl ? nccl_hook : NULL, t);
 }
@@ -59,7 +59,7 @@ void scp_trainer_set_fsdp(scp_trainer *t, scp_fsdp *f)
 {
     t->fsdp = f;
     t->dist = f->d->world > 1 ? f->d : NULL;
-    t->zero_lo = NULL;
+    t->zero1 = NULL;
     t->nccl = 0;
     t->gstats.sharded = 1;   /* the gradients exist only as shards (train/grad_stats.h) */
     scp_model_set_grad_hook(t->m, NULL, NULL);
@@ -69,7 +69,7 @@ void scp_trainer_set_experts(scp_trainer *t, scp_expert_par *ep)
 {
     t->ep = ep;
     t->dist = ep->d->world > 1 ? ep->d : NULL;
-    t->zero_lo = NULL;
+    t->zero1 = NULL;
     t->nccl = 0;
     scp_model_set_grad_hook(t->m, NULL, NULL);
 }
@@ -197,6 +197,8 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
             if (scp_expert_par_reduce_grads(t->ep)) return -1;
         } else if (t->nccl) {   /* queued layer by layer during the backward: wait for the last */
             if (t->nccl_failed || scp_dist_nccl_wait(d)) return -1;
+        } else if (t->zero1) {   /* in the backend's memory */
+            if (scp_zero1_reduce_grads(t->zero1)) return -1;
         } else {
             if (scp_dist_allreduce_sum_f32(d, scp_model_host_grads(m), m->n_weights, "gradient all-reduce")) return -1;
             scp_model_grads_changed(m);
@@ -233,9 +235,9 @@ int scp_trainer_step(scp_trainer *t, scp_step_info *info)
             if (scp_fsdp_adamw(t->fsdp, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
                                (float)o->weight_decay, st->adam_step))
                 return -1;
-        } else if (t->zero_lo) {
-            if (scp_zero_adamw(m, d, t->zero_lo, t->opt_m, t->opt_v, t->plr, (float)o->beta1, (float)o->beta2,
-                               (float)o->adam_eps, (float)o->weight_decay, st->adam_step))
+        } else if (t->zero1) {
+            if (scp_zero1_adamw(t->zero1, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,
+                                (float)o->weight_decay, st->adam_step))
                 return -1;
         } else {
             scp_model_adamw(m, t->opt_m, t->opt_v, t->plr, (float)o->beta1, (float)o->beta2, (float)o->adam_eps,

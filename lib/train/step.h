@@ -34,7 +34,7 @@ typedef struct scp_trainer {
     /* Data parallel (dist/dist.h): this rank takes rows [lo, hi) of every global batch (scp_dist_split), noise levels
      * and masks stay those of the global row, the gradients and the loss are summed over ranks. NULL: one rank. */
     scp_dist *dist;
-    const int64_t *zero_lo;       /* ZeRO-1: shard boundaries (world + 1); opt_m/opt_v then hold this rank's shard */
+    struct scp_zero1 *zero1;      /* ZeRO-1 (dist/zero.h): this rank's moments and the update; opt_m/opt_v unused */
     uint64_t *aseeds;             /* (micro-batches per global batch) annealed-attention seeds of this step */
     int nccl;                     /* the gradients are all-reduced by NCCL on the device, layer by layer */
     int nccl_failed;              /* an all-reduce could not be queued (its message is scp_last_error) */
@@ -67,12 +67,12 @@ void scp_trainer_init(scp_trainer *t, scp_model *m, const scp_train_opts *o, scp
 void scp_trainer_free(scp_trainer *t);
 /* The global batch of the next steps (a batch schedule): B sequences, micro-batches of --micro-batch of them. */
 void scp_trainer_set_batch(scp_trainer *t, int B);
-/* Make the trainer one data-parallel rank of d; zero_lo non-NULL for ZeRO-1 (dist/zero.h). When d has an
+/* Make the trainer one data-parallel rank of d; zero1 non-NULL for ZeRO-1 (dist/zero.h). When d has an
  * NCCL communicator (scp_dist_nccl_init) and the model's backend keeps gradients on the device, the gradients
  * are all-reduced on the device, each layer's as soon as the backward of the last micro-batch has made it
  * (model/model.h, the gradient hook), overlapping the backward of the layers below; otherwise with MPI after the
  * backward. */
-void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, const int64_t *zero_lo);
+void scp_trainer_set_dist(scp_trainer *t, scp_dist *d, struct scp_zero1 *zero1);
 /* Make the trainer step the sharded state f (ZeRO-2/3; f's provider is installed on the model), over f's ranks. */
 void scp_trainer_set_fsdp(scp_trainer *t, struct scp_fsdp *f);
 /* Make the trainer a rank of the expert groups ep (the model attached to ep), over all of ep's ranks. */

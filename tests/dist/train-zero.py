@@ -4,8 +4,9 @@ batch and micro-batches, for a dense llama model and a qwen3_moe model: `mpirun 
 relative of one process; ZeRO-2 and ZeRO-3 bit-identical to each other; a ZeRO-2/3 checkpoint is a Hugging Face
 sharded checkpoint (model-0000k-of-0000n.safetensors with its index, the optimizer state alike) that scp-eval
 reads; a 4-rank ZeRO-3 run resumed from its own checkpoint ends bit for bit where the uninterrupted run ends, and
-the same checkpoint resumes on 2 ranks and in one process (with a warning) within 1e-5; --recompute and
---keep-gathered change nothing; bad combinations are usage errors."""
+the same checkpoint resumes on 2 ranks and in one process (with a warning) within 1e-5; --zero 1 on cpu-mirror
+(its state in the backend's memory) is bit for bit --backend cpu's; --recompute, --keep-gathered and
+--no-prefetch change nothing; bad combinations are usage errors."""
 import filecmp
 import json
 import os
@@ -154,11 +155,16 @@ if ok(b.returncode == 0 and c.returncode == 0 and "saved by 4 ranks, resuming wi
 # on bf16 storage two rank counts part after the first step (train-mpi.py says why), so one step is compared, and
 # ZeRO-2 (the bf16 copy remade from the whole master) against ZeRO-3 (each piece rounded, then gathered) over 20.
 ref = os.path.join(tmp, "dense-ref")
-for z in (2, 3):
+for z in (1, 2, 3):
     out = os.path.join(tmp, "mirror-z%d" % z)
     if ok(run(2, MODELS["dense"] + COMMON + ["--zero", str(z), "--backend", "cpu-mirror"], out).returncode == 0,
           "cpu-mirror, 2 ranks, --zero %d completes" % z):
         compare(ref, out, "cpu-mirror, 2 ranks, --zero %d" % z, False)
+        cpu = os.path.join(tmp, "dense-np2-z%d" % z)
+        if z == 1 and z in STAGES:   # ZeRO-1 on the backend's memory: the arithmetic of --backend cpu
+            ok(numbers(out) == numbers(cpu) and rel(tensors(out, "model"), tensors(cpu, "model")) == 0.0 and
+               rel(tensors(out, "optimizer"), tensors(cpu, "optimizer")) == 0.0,
+               "cpu-mirror, 2 ranks, --zero 1: losses, weights and moments bit-identical to --backend cpu")
 ONE = [a if a != "20" else "1" for a in COMMON]
 b1, bz2, bz3 = (os.path.join(tmp, n) for n in ("bf-one", "bf-z2", "bf-z3"))
 x = run(0, MODELS["dense"] + ONE + ["--backend", "cpu-bf16"], b1)
@@ -199,6 +205,16 @@ if ok(x.returncode == 0 and y.returncode == 0, "ZeRO-3 with --recompute and with
     ok(numbers(rc) == numbers(z) and rel(tensors(rc, "model"), tensors(z, "model")) == 0.0 and
        numbers(kg) == numbers(z) and rel(tensors(kg, "model"), tensors(z, "model")) == 0.0,
        "--recompute and --keep-gathered: losses and weights bit-identical to plain ZeRO-3")
+# The next unit's all-gather started while one runs (the default) against each gathered when reached: the same
+# bits, on cpu (MPI on host memory) and on cpu-mirror (the GPU ranks' path through the collectives' table).
+for backend, ref_dir in (("cpu", "dense-np2-z3"), ("cpu-mirror", "mirror-z3")):
+    npf = os.path.join(tmp, "no-prefetch-" + backend)
+    if ok(run(2, base + ["--no-prefetch", "--backend", backend], npf).returncode == 0,
+          "ZeRO-3 --no-prefetch on %s completes" % backend):
+        z = os.path.join(tmp, ref_dir)
+        ok(numbers(npf) == numbers(z) and rel(tensors(npf, "model"), tensors(z, "model")) == 0.0 and
+           rel(tensors(npf, "optimizer"), tensors(z, "optimizer")) == 0.0,
+           "%s, 2 ranks: ZeRO-3 with and without prefetch bit-identical (losses, weights, moments)" % backend)
 
 # ---- refusals ----
 bad = run(2, MODELS["dense"] + ["--data", shards, "--steps", "2", "--batch-tokens", "576", "--micro-batch", "2",
@@ -215,6 +231,9 @@ ok(u.returncode == 2 and "--zero" in u.stderr, "--zero 4: a usage error")
 u = subprocess.run([mt.PROG] + MODELS["dense"] + COMMON + ["--keep-gathered", "-o", os.path.join(tmp, "kg0")],
                    capture_output=True, text=True)
 ok(u.returncode == 2 and "--keep-gathered" in u.stderr, "--keep-gathered without --zero 3: a usage error")
+u = subprocess.run([mt.PROG] + MODELS["dense"] + COMMON + ["--zero", "2", "--no-prefetch", "-o", os.path.join(tmp, "np2")],
+                   capture_output=True, text=True)
+ok(u.returncode == 2 and "--no-prefetch applies to --zero 3" in u.stderr, "--no-prefetch without --zero 3: a usage error")
 
 shutil.rmtree(tmp)
 done()

@@ -97,22 +97,55 @@ int main(void)
         scp_model_adamw(m, m1, v1, lr, 0.9f, 0.95f, 1e-8f, 0.1f, k);
     }
     memcpy(wref, m->weights, sizeof *wref * (size_t)n);
-    /* sharded: 3 shards with 16-float alignment (boundaries fall inside parameters), each its own moments */
+    /* sharded: the pieces of 3 ranks (dist/shard_layout.h: unit by unit, piece boundaries inside parameters),
+     * each rank with its own moments, updating its pieces of the same weights in turn (what the all-gather
+     * then hands every rank) */
     memcpy(m->weights, w0, sizeof *w0 * (size_t)n);
-    int64_t z[4];
-    scp_dist_shards(n, 3, 16, z);
+    scp_zero1 z[3];
+    scp_dist dr[3];
+    for (int r = 0; r < 3; r++) {
+        dr[r] = d;
+        dr[r].world = 3, dr[r].rank = r;
+        scp_zero1_init(&z[r], m, &dr[r]);
+    }
     for (int k = 1; k <= 3; k++) {
         memcpy(m->grads, g, sizeof *g * (size_t)n);
-        for (int r = 0; r < 3; r++) {
-            /* one-rank view of shard r: lo = {z[r], z[r + 1]} */
-            int64_t zz[2] = {z[r], z[r + 1]};
-            scp_zero_adamw(m, &d, zz, m2 + z[r], v2 + z[r], lr, 0.9f, 0.95f, 1e-8f, 0.1f, k);
+        for (int r = 0; r < 3; r++) scp_zero1_update(&z[r], lr, 0.9f, 0.95f, 1e-8f, 0.1f, k);
+    }
+    /* the moments back in parameter order from each rank's pieces */
+    int64_t covered = 0;
+    for (int r = 0; r < 3; r++) {
+        const scp_shard_layout *L = &z[r].lay;
+        for (int u = 0; u < L->units; u++) {
+            int64_t a, b;
+            scp_shard_piece(L, u, r, &a, &b);
+            if (b <= a) continue;
+            memcpy(m2 + a, z[r].mom_m + L->shard_off[u], sizeof *m2 * (size_t)(b - a));
+            memcpy(v2 + a, z[r].mom_v + L->shard_off[u], sizeof *v2 * (size_t)(b - a));
+            covered += b - a;
         }
     }
+    tap_ok(covered == n && z[0].lay.units == 4, "3 ranks' pieces of the %d units tile the %lld weights",
+           z[0].lay.units, (long long)n);
     tap_ok(memcmp(m->weights, wref, sizeof *wref * (size_t)n) == 0 && memcmp(m1, m2, sizeof *m1 * (size_t)n) == 0 &&
                memcmp(v1, v2, sizeof *v1 * (size_t)n) == 0,
-           "ZeRO-1 AdamW over 3 shards (boundaries %lld, %lld) bit-identical to scp_model_adamw, frozen groups kept",
-           (long long)z[1], (long long)z[2]);
+           "ZeRO-1 AdamW over 3 ranks' pieces (%lld floats each) bit-identical to scp_model_adamw, frozen groups kept",
+           (long long)z[0].lay.shard_off[z[0].lay.units]);
+    /* moments handed in whole land in each rank's pieces */
+    for (int64_t i = 0; i < n; i++) m1[i] = (float)i, v1[i] = (float)-i;
+    int placed = 1;
+    for (int r = 0; r < 3; r++) {
+        scp_zero1_set_moments(&z[r], m1, v1);
+        const scp_shard_layout *L = &z[r].lay;
+        for (int u = 0; u < L->units; u++) {
+            int64_t a, b;
+            scp_shard_piece(L, u, r, &a, &b);
+            for (int64_t x = a; x < b; x++)
+                placed &= z[r].mom_m[L->shard_off[u] + x - a] == (float)x && z[r].mom_v[L->shard_off[u] + x - a] == (float)-x;
+        }
+        scp_zero1_free(&z[r]);
+    }
+    tap_ok(placed, "full moments loaded into each rank's pieces at their parameter positions");
     int frozen_same = 1;
     for (int i = 0; i < m->n_params; i++)
         if (lr[i] == 0.0f)

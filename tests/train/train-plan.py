@@ -1,10 +1,12 @@
 """train-plan.py: scp-train --plan, the memory planner (man 1 scp-train, PLANNING). From config.json alone it
 prints the parameter count (checked against a count made here from the config's sizes, and against the one the
-trainer reports), per-rank bytes that add up to the total, ZeRO-3 state that shrinks as 1/N with the ranks,
+trainer reports), per-rank bytes that add up to the total, ZeRO-3 state that shrinks as 1/N with the ranks (and
+ZeRO-3's prefetch buffer, one gathered layer counted here from the config),
 traffic per step that follows the ring formulas, whether a given memory fits (at the exact byte), the launcher's
 world as the default, and usage errors for what it cannot plan. Then the plan is held against the measured peak
-resident set of CPU training runs (one process at ZeRO-0; rank 1 of mpirun -np 2 at ZeRO-1) within 10%, and the
-table of the manual is the one bench/plan-table prints.
+resident set of CPU training runs (one process at ZeRO-0; rank 1 of mpirun -np 2 at ZeRO-1) within 10%, against
+the device memory cpu-mirror counts (ZeRO-0, and 2 ranks at ZeRO-1 and ZeRO-3) within 10%, and the table of the
+manual is the one bench/plan-table prints.
 
 What is measured: the peak resident set (ru_maxrss of the process, VmHWM at its end) of a run of a 23.6M-parameter
 model for 2 steps of one 64-token sequence per pass, minus that of the same run with a 10k-parameter model (the
@@ -40,10 +42,9 @@ def plan(cfg, *args, env=None):
     return json.loads(r.stdout)
 
 
-def count(c):
-    """Parameters of a config, from the architectures' published layer shapes."""
-    D, L, V = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
-    H = c["num_attention_heads"]
+def layer_floats(c):
+    """Parameters of one decoder layer, from the architectures' published layer shapes."""
+    D, H = c["hidden_size"], c["num_attention_heads"]
     KV, hd = c.get("num_key_value_heads", H), c.get("head_dim", D // H)
     qwen3 = c["model_type"] in ("qwen3", "qwen3_moe")
     layer = D * H * hd + 2 * D * KV * hd + H * hd * D + 2 * D   # q, k, v, o; the two RMSNorms
@@ -56,7 +57,13 @@ def count(c):
         layer += E * D + E * 3 * Ie * D                         # router; gate, up, down per expert
     else:
         layer += 3 * c["intermediate_size"] * D
-    return L * layer + V * D + D + (0 if c.get("tie_word_embeddings") else V * D)
+    return layer
+
+
+def count(c):
+    """Parameters of a config: its layers, the embeddings, the final norm and (untied) the LM head."""
+    D, L, V = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
+    return L * layer_floats(c) + V * D + D + (0 if c.get("tie_word_embeddings") else V * D)
 
 
 # ---- the JSON ---------------------------------------------------------------------------------------------
@@ -99,9 +106,10 @@ ok(pc["memory"] == "device" and pc["backend"] == "cuda" and r["master"] == 4 * n
 big = td.write_config(os.path.join(tmp, "big", "config.json"), vocab=8192, hidden=384, layers=8, heads=6, kv_heads=2,
                       inter=1536, mask_id=8191)
 with open(big) as f:
-    nb = count(json.load(f))
-z3 = {w: plan(big, "--seq-len", "64", "--batch-tokens", "256", "--micro-batch", "1", "--zero", "3", "--world", str(w))
-      for w in (1, 2, 4)}
+    bigc = json.load(f)
+nb = count(bigc)
+Z3 = ("--seq-len", "64", "--batch-tokens", "256", "--micro-batch", "1", "--zero", "3")
+z3 = {w: plan(big, *Z3, "--world", str(w), "--no-prefetch") for w in (1, 2, 4)}
 for w in (2, 4):
     a, b = z3[1]["per_rank"], z3[w]["per_rank"]
     shrink = all(1.0 <= b[k] * w / a[k] < 1.002 for k in ("master", "optimizer"))
@@ -110,14 +118,23 @@ for w in (2, 4):
        z3[w]["shard_floats"] * w >= nb,
        "zero 3 on %d ranks: master %d and moments %d bytes are 1/%d of one rank's (+padding), the gradient shard "
        "too (%.4f); the gathered units the same" % (w, b["master"], b["optimizer"], w, grads_shard))
+    # The prefetch (the default): the even units after the embeddings, here layers 2, 4, 6 and 8, gathered into a
+    # buffer of their own, world pieces of ceil(layer / world) floats rounded up to 16.
+    per = -(-layer_floats(bigc) // w)
+    per = -(-per // 16) * 16
+    pf = plan(big, *Z3, "--world", str(w))["per_rank"]
+    ok(pf["weights"] - b["weights"] == 4 * per * w and pf["total"] - b["total"] == 4 * per * w,
+       "zero 3 on %d ranks: the prefetch adds one gathered layer, %d bytes, to the weights" % (w, 4 * per * w))
 # Traffic: ring collectives, (w - 1)/w of the vector per all-gather or reduce-scatter, twice for an all-reduce.
 c2 = {z: plan(big, "--seq-len", "64", "--batch-tokens", "256", "--micro-batch", "1", "--zero", str(z), "--world", "2")
       for z in range(4)}
 S = c2[3]["shard_floats"]
 passes = c2[3]["micro_batches"]
-ok(c2[0]["comm_bytes_per_step"] == 4 * nb and c2[1]["comm_bytes_per_step"] == 6 * nb and
+# ZeRO-1 cuts as ZeRO-2/3 do: its weight all-gather sends this rank's padded pieces, S floats, to the other rank
+ok(c2[0]["comm_bytes_per_step"] == 4 * nb and c2[1]["comm_bytes_per_step"] == 4 * nb + 4 * S and
+   c2[1]["shard_floats"] == S and
    c2[2]["comm_bytes_per_step"] == (passes + 1) * 4 * S and passes == 2 and c2[0]["micro_batches"] == 2,
-   "2 ranks: zero 0 all-reduces 4n bytes per rank, zero 1 adds the weights' all-gather (6n), zero 2 reduce-scatters "
+   "2 ranks: zero 0 all-reduces 4n bytes per rank, zero 1 adds the weights' all-gather (4S), zero 2 reduce-scatters "
    "every pass and gathers once (%d)" % c2[2]["comm_bytes_per_step"])
 ok(c2[3]["comm_bytes_per_step"] > c2[2]["comm_bytes_per_step"] and c2[2]["per_rank"]["total"] < c2[1]["per_rank"]["total"]
    < c2[0]["per_rank"]["total"] and c2[3]["per_rank"]["total"] < c2[2]["per_rank"]["total"],
@@ -289,8 +306,9 @@ def device_peak(launch, extra):
 runs = [("one process, zero 0", [], [], 1)]
 if "mpi=yes" in VERSION and shutil.which("mpirun"):
     import mpi_testlib   # noqa: E402  (the OpenMPI environment for root and oversubscription)
-    runs.append(("rank 0 of mpirun -np 2, zero 3", [mpi_testlib.require_mpi(), "-np", "2", "--oversubscribe"],
-                 ["--zero", "3"], 2))
+    for z in (1, 3):
+        runs.append(("rank 0 of mpirun -np 2, zero %d" % z, [mpi_testlib.require_mpi(), "-np", "2", "--oversubscribe"],
+                     ["--zero", str(z)], 2))
 for label, launch, extra, world in runs:
     got = device_peak(launch, extra)
     want = plan(big, *PLAN, "--backend", "cpu-mirror", "--world", str(world), *extra)["per_rank"]["total"]

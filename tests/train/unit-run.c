@@ -151,37 +151,15 @@ static void test_moments(void)
     tap_ok(scp_optimizer_save(path, &m, a, b) == 0, "full moments written");
 
     scp_train_moments one;
-    scp_train_moments_init(&one, &m, 1, 0, 1);
-    tap_ok(one.zlo == NULL && one.n == n && one.m[0] == 0 && one.v[n - 1] == 0, "ZeRO-1 with one rank: every moment, zero");
+    scp_train_moments_init(&one, &m);
+    tap_ok(one.n == n && one.m[0] == 0 && one.v[n - 1] == 0, "every moment, zero");
     tap_ok(scp_train_moments_load(&one, &m, path) == 0 && memcmp(one.m, a, sizeof *a * (size_t)n) == 0 &&
                memcmp(one.v, b, sizeof *b * (size_t)n) == 0,
            "loaded whole, bit for bit");
     scp_train_moments_free(&one);
-
-    /* Three ranks: shards aligned to 16 floats that tile the weights; each rank loads its slice. */
-    int64_t covered = 0, aligned = 1, exact = 1;
-    for (int r = 0; r < 3; r++) {
-        scp_train_moments mo;
-        scp_train_moments_init(&mo, &m, 1, r, 3);
-        if (!mo.zlo) break;
-        covered += mo.n;
-        if (r < 2 && mo.zlo[r + 1] % 16) aligned = 0;
-        if (scp_train_moments_load(&mo, &m, path) ||
-            memcmp(mo.m, a + mo.zlo[r], sizeof *a * (size_t)mo.n) != 0 ||
-            memcmp(mo.v, b + mo.zlo[r], sizeof *b * (size_t)mo.n) != 0)
-            exact = 0;
-        tap_diag("rank %d: weights [%lld, %lld)", r, (long long)mo.zlo[r], (long long)mo.zlo[r + 1]);
-        scp_train_moments_free(&mo);
-    }
-    tap_ok(covered == n && aligned, "three ZeRO-1 shards tile the %lld weights, boundaries on 16 floats", (long long)n);
-    tap_ok(exact, "each rank loads its own slice of the full moments");
-    scp_train_moments init0;
-    scp_train_moments_init(&init0, &m, 0, 1, 3);
-    tap_ok(init0.zlo == NULL && init0.n == n, "without ZeRO every rank holds every moment");
-    scp_train_moments_free(&init0);
     m.desc[1].shape[0] += 1;
     scp_train_moments bad;
-    scp_train_moments_init(&bad, &m, 1, 2, 3);
+    scp_train_moments_init(&bad, &m);
     tap_ok(scp_train_moments_load(&bad, &m, path) == -1 && strstr(scp_last_error(), "optimizer.safetensors"),
            "moments of another shape refused: %s", scp_last_error());
     scp_train_moments_free(&bad);
