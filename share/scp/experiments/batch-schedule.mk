@@ -21,9 +21,9 @@ BSCH_OPTS = --init $(AR_CKPT) --objective mdm --attention bidirectional --batch-
 	--micro-batch $(BSCH_MICRO) --lr $(SCP_LR) --min-lr $(SCP_MIN_LR) --schedule cosine $(SCP_GROUPS) \
 	--tokens $(BSCH_TOKENS)
 $(foreach s,$(BSCH_SEEDS),\
-  $(eval $(call train_run,e5-fixed-s$(s),$(BSCH_OPTS) --warmup $(SCP_WARMUP) --seed $(s),elbo))\
-  $(eval $(call train_run,e5-ramp-s$(s),$(BSCH_OPTS) --warmup $(bsch_warmup_tokens) --batch-schedule $(BSCH_RAMP) --seed $(s),elbo))\
-  $(eval $(call train_run,e5-adaptive-s$(s),$(BSCH_OPTS) --warmup $(bsch_warmup_tokens) --batch-schedule $(BSCH_ADAPTIVE) --seed $(s),elbo)))
+  $(eval $(call train_run,e6-fixed-s$(s),$(BSCH_OPTS) --warmup $(SCP_WARMUP) --seed $(s),elbo))\
+  $(eval $(call train_run,e6-ramp-s$(s),$(BSCH_OPTS) --warmup $(bsch_warmup_tokens) --batch-schedule $(BSCH_RAMP) --seed $(s),elbo))\
+  $(eval $(call train_run,e6-adaptive-s$(s),$(BSCH_OPTS) --warmup $(bsch_warmup_tokens) --batch-schedule $(BSCH_ADAPTIVE) --seed $(s),elbo)))
 
 bsch_seeds = $(subst $(space),$(comma),$(foreach s,$(BSCH_SEEDS),$(1)-s$(s)))
 # Per run: its steps, its last batch and noise scale (metrics.jsonl's last step line).
@@ -34,8 +34,27 @@ bsch_steps = for r in $(foreach s,$(BSCH_SEEDS),$(1)-s$(s)); do \
 results: results-batch-schedule.md
 results-batch-schedule.md: $(EXP_EVALS)
 	{ echo "SCP conversion, $(BSCH_TOKENS) tokens, base batch $(BATCH_TOKENS):"; echo; \
-	  $(EXP_TABLE) . -t "batch" -c elbo,loss,time -r "fixed $(BATCH_TOKENS)=$(call bsch_seeds,e5-fixed)" \
-	    -r "$(BSCH_RAMP)=$(call bsch_seeds,e5-ramp)" -r "$(BSCH_ADAPTIVE)=$(call bsch_seeds,e5-adaptive)"; \
-	  echo; $(call bsch_steps,e5-fixed); $(call bsch_steps,e5-ramp); $(call bsch_steps,e5-adaptive); } > $@.tmp
+	  $(EXP_TABLE) . -t "batch" -c elbo,loss,time -r "fixed $(BATCH_TOKENS)=$(call bsch_seeds,e6-fixed)" \
+	    -r "$(BSCH_RAMP)=$(call bsch_seeds,e6-ramp)" -r "$(BSCH_ADAPTIVE)=$(call bsch_seeds,e6-adaptive)"; \
+	  echo; $(call bsch_steps,e6-fixed); $(call bsch_steps,e6-ramp); $(call bsch_steps,e6-adaptive); } > $@.tmp
 	mv -f $@.tmp $@
 	@cat $@
+
+# The batch of every step against the tokens seen (with K x the noise scale the adaptive runs aim at), and the
+# training and validation losses, every seed, one colour per schedule.
+BSCH_KINDS = fixed ramp adaptive
+BSCH_LABEL_fixed = fixed $(BATCH_TOKENS)
+BSCH_LABEL_ramp = $(BSCH_RAMP)
+BSCH_LABEL_adaptive = $(BSCH_ADAPTIVE)
+bsch_plot_runs = $(foreach r,$(BSCH_KINDS),$(foreach s,$(BSCH_SEEDS),-l "$(BSCH_LABEL_$(r))")) \
+	$(foreach r,$(BSCH_KINDS),$(foreach s,$(BSCH_SEEDS),runs/e6-$(r)-s$(s)))
+BSCH_DONE = $(foreach r,$(BSCH_KINDS),$(foreach s,$(BSCH_SEEDS),runs/e6-$(r)-s$(s).done))
+.PHONY: plots
+results: plots
+plots: plots/batch-schedule-batch.png plots/batch-schedule-loss.png
+plots/batch-schedule-batch.png: $(BSCH_DONE) $(call prog,$(PLOT))
+	@mkdir -p plots
+	$(PLOT) -p batch --size 720,440 -t "Batch per step: fixed, linear ramp, adaptive" -o $@ $(bsch_plot_runs)
+plots/batch-schedule-loss.png: $(BSCH_DONE) $(call prog,$(PLOT))
+	@mkdir -p plots
+	$(PLOT) --size 720,440 -t "SCP conversion losses: fixed, linear ramp, adaptive" -o $@ $(bsch_plot_runs)
