@@ -49,9 +49,9 @@ BSCH_LABEL_adaptive = $(BSCH_ADAPTIVE)
 bsch_plot_runs = $(foreach r,$(BSCH_KINDS),$(foreach s,$(BSCH_SEEDS),-l "$(BSCH_LABEL_$(r))")) \
 	$(foreach r,$(BSCH_KINDS),$(foreach s,$(BSCH_SEEDS),runs/e6-$(r)-s$(s)))
 BSCH_DONE = $(foreach r,$(BSCH_KINDS),$(foreach s,$(BSCH_SEEDS),runs/e6-$(r)-s$(s).done))
-.PHONY: plots
-results: plots
-plots: plots/batch-schedule-batch.png plots/batch-schedule-loss.png
+.PHONY: schedule-plots
+results: schedule-plots
+schedule-plots: plots/batch-schedule-batch.png plots/batch-schedule-loss.png
 plots/batch-schedule-batch.png: $(BSCH_DONE) $(call prog,$(PLOT))
 	@mkdir -p plots
 	$(PLOT) -p batch --size 720,440 -t "Batch per step: fixed, linear ramp, adaptive" -o $@ $(bsch_plot_runs)
