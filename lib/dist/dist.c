@@ -54,17 +54,6 @@ void scp_dist_split(int64_t n, int w, int r, int64_t *lo, int64_t *hi)
     *hi = *lo + q + (r < rem ? 1 : 0);
 }
 
-void scp_dist_shards(int64_t n, int w, int align, int64_t *lo)
-{
-    if (align < 1) align = 1;
-    int64_t per = (n + w - 1) / w;
-    per = (per + align - 1) / align * align;
-    for (int r = 0; r <= w; r++) {
-        int64_t v = (int64_t)r * per;
-        lo[r] = v < n ? v : n;
-    }
-}
-
 double scp_dist_take_comm_time(scp_dist *d, double *wait)
 {
     double t = d->comm_seconds;
@@ -453,37 +442,6 @@ int scp_dist_bcast(scp_dist *d, void *buf, size_t bytes, int root, const char *w
     return 0;
 }
 
-int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char *what)
-{
-    if (d->world <= 1) return 0;
-#ifdef HAVE_MPI
-    double t0 = coll_begin(d, what);
-    int64_t n = lo[d->world];
-    if (n <= INT_MAX) {
-        int *cnt = scp_xmalloc(sizeof *cnt * (size_t)d->world), *dsp = scp_xmalloc(sizeof *dsp * (size_t)d->world);
-        for (int r = 0; r < d->world; r++) cnt[r] = (int)(lo[r + 1] - lo[r]), dsp[r] = (int)lo[r];
-        MPI_Request rq;
-        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, dsp, MPI_FLOAT, comm_of(d), &rq);
-        finish(d, &rq, 1, what);
-        free(cnt);
-        free(dsp);
-    } else {
-        /* Past 2^31 floats the int displacements overflow: each shard is broadcast from its owner in pieces. */
-        for (int r = 0; r < d->world; r++)
-            for (int64_t off = lo[r]; off < lo[r + 1]; off += DIST_CHUNK) {
-                int c = (int)(lo[r + 1] - off < DIST_CHUNK ? lo[r + 1] - off : DIST_CHUNK);
-                MPI_Request rq;
-                MPI_Ibcast(x + off, c, MPI_FLOAT, r, comm_of(d), &rq);
-                finish(d, &rq, 1, what);
-            }
-    }
-    coll_end(d, t0, n * (int64_t)sizeof *x);
-#else
-    (void)x, (void)lo, (void)what;
-#endif
-    return 0;
-}
-
 int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, const int64_t *lo, const char *what)
 {
     if (d->world <= 1) {
@@ -529,11 +487,6 @@ int scp_dist_copy_to(scp_dist *d, int src, int root, float *out, const float *pa
     int rc = scp_dist_gather_to(d, root, out, d->rank == src ? part : out, lo, what);
     free(lo);
     return rc;
-}
-
-int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what)
-{
-    return scp_dist_gather_to(d, 0, full, part, lo, what);
 }
 
 /* ---- rings over equal pieces: the collectives of the sharded state ------------------------------------------ */

@@ -72,14 +72,8 @@ int scp_dist_allreduce_sum_f64(scp_dist *d, double *x, int n, const char *what);
 int scp_dist_any(scp_dist *d, int flag, const char *what);
 /* Broadcast `bytes` bytes from root. */
 int scp_dist_bcast(scp_dist *d, void *buf, size_t bytes, int root, const char *what);
-/* x (n floats) holds this rank's shard [lo[r], lo[r + 1]) (lo has world + 1 entries); afterwards every rank
- * holds all of x (MPI_Allgatherv in place). */
-int scp_dist_allgather_f32(scp_dist *d, float *x, const int64_t *lo, const char *what);
-/* Rank 0 receives every rank's shard of x into full (n floats, only read on rank 0; shard r is
- * full[lo[r] .. lo[r + 1]) ), the others send theirs from part (their own shard, lo[rank] .. lo[rank + 1]). */
-int scp_dist_gather_f32(scp_dist *d, float *full, const float *part, const int64_t *lo, const char *what);
-/* The same with any root: rank root receives every rank's share into full (shares of n = lo[world] floats), rank r
- * sends lo[r + 1] - lo[r] floats from part. */
+/* Rank root receives every rank's share into full (n = lo[world] floats, only written on root; share r is
+ * full[lo[r] .. lo[r + 1]) ), rank r sends lo[r + 1] - lo[r] floats from part (lo has world + 1 entries). */
 int scp_dist_gather_to(scp_dist *d, int root, float *full, const float *part, const int64_t *lo, const char *what);
 /* n floats held by rank src (part, read there) whole on rank root (out, written there; given on every rank): a
  * copy when src is root, else a message the other ranks take part in with nothing. */
@@ -110,8 +104,6 @@ void scp_dist_step_sync(scp_dist *d, int64_t step);
 
 /* Rows [lo, hi) of n rows that rank r of w takes: contiguous blocks, the first n % w ranks one row more. */
 void scp_dist_split(int64_t n, int w, int r, int64_t *lo, int64_t *hi);
-/* Shard boundaries lo[0..w] of an n-float vector, each boundary a multiple of `align` floats (cache lines). */
-void scp_dist_shards(int64_t n, int w, int align, int64_t *lo);
 
 /* Seconds of communication (collectives moving data) since the last call, and reset; *wait (may be NULL)
  * receives the seconds spent waiting at the step barrier. */

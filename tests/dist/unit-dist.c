@@ -52,16 +52,6 @@ int main(void)
     scp_dist_split(10, 3, 2, &lo[2], &lo[3]);
     tap_ok(lo[0] == 0 && lo[1] == 4 && lo[2] == 7 && lo[3] == 10, "10 rows over 3 ranks: [0,4) [4,7) [7,10)");
 
-    /* ---- shard boundaries: aligned, monotone, last one n ---- */
-    int64_t sh[9];
-    scp_dist_shards(1000, 8, 16, sh);
-    int sh_ok = sh[0] == 0 && sh[8] == 1000;
-    for (int r = 0; r < 8; r++) sh_ok &= sh[r] <= sh[r + 1] && (sh[r] % 16 == 0);
-    tap_ok(sh_ok, "scp_dist_shards(1000, 8, 16): 16-aligned, monotone, ends at 1000 (%lld %lld .. %lld)",
-           (long long)sh[1], (long long)sh[2], (long long)sh[7]);
-    scp_dist_shards(5, 4, 16, sh);
-    tap_ok(sh[0] == 0 && sh[1] == 5 && sh[4] == 5, "a vector smaller than the alignment: rank 0 holds it all");
-
     /* ---- one rank: collectives are identities ---- */
     scp_dist d;
     scp_dist_single(&d);
