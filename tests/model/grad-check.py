@@ -21,7 +21,7 @@ try:
     import torch
 except ImportError as e:  # pragma: no cover
     testlib.skip_all("python3-torch/numpy not available (%s)" % e)
-from grad_ref import bf16_weights, relerr, rms, rotate_half, st_read, st_write, skip_without_gpu, storage_rounding  # noqa: E402
+from grad_ref import bf16_weights, relerr, rms, rotate_half, selected, st_read, st_write, skip_without_gpu, storage_rounding  # noqa: E402
 
 HELPER = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.join(testlib.SRCDIR, "build")), "tests", "model", "grad-helper")
 if not os.access(HELPER, os.X_OK):
@@ -303,6 +303,6 @@ def run_case(k, spec):
         testlib.ok(worst < TOL_ADAM, "%s: two AdamW steps match torch.optim.AdamW (worst rel %.1e, %s)" % (spec["name"], worst, wname))
 
 
-for k, spec in enumerate(CASES):
+for k, spec in selected(CASES):
     run_case(k, spec)
 testlib.done()

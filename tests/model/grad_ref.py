@@ -97,3 +97,14 @@ def skip_without_gpu(backends, helper):
     if n == 0:
         import testlib
         testlib.skip_all("no CUDA device for %s" % ",".join(backends))
+
+
+def selected(cases):
+    """(index, case) of the cases to run: all of them, or those whose indices SCP_GRAD_CASES lists ("2,3,4"), for a
+    caller that runs the models on slow tables (tests/gpu/emulated.sh) and keeps the cases its other checks do not
+    cover."""
+    pick = os.environ.get("SCP_GRAD_CASES")
+    if not pick:
+        return list(enumerate(cases))
+    want = {int(x) for x in pick.split(",")}
+    return [(k, c) for k, c in enumerate(cases) if k in want]

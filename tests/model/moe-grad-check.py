@@ -30,7 +30,7 @@ try:
     import torch
 except ImportError as e:  # pragma: no cover
     testlib.skip_all("python3-torch/numpy not available (%s)" % e)
-from grad_ref import bf16_weights, relerr, rms, rotate_half, st_read, st_write, skip_without_gpu, storage_rounding  # noqa: E402
+from grad_ref import bf16_weights, relerr, rms, rotate_half, selected, st_read, st_write, skip_without_gpu, storage_rounding  # noqa: E402
 
 HELPER = os.path.join(os.environ.get("SCP_BUILDDIR", os.path.join(testlib.SRCDIR, "build")), "tests", "model", "moe-helper")
 if not os.access(HELPER, os.X_OK):
@@ -244,7 +244,7 @@ def run_case(ci, spec, backend):
     testlib.ok(int(O["recompute_same"][0]) == 1, "%s: --recompute gives bitwise the same loss and gradients" % name)
 
 
-for ci, spec in enumerate(CASES):
+for ci, spec in selected(CASES):
     for backend in BACKENDS + (("cpu-mirror",) if ci == 3 and "SCP_MOE_BACKENDS" not in os.environ else ()):
         run_case(ci, spec, backend)
 testlib.done()

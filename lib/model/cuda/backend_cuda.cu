@@ -355,6 +355,12 @@ template <typename T> static constexpr scp_backend cuda_table(const char *name)
     b.host_memory = 0;
 #define SCP_BACKEND_OP(cap, ret, op, params) b.op = cuda_entries<T>::op;
 #include "model/backend_ops.def"
+    // The grouped expert GEMMs (moe_gemm.cu) take bf16 operands; cuda-fp32 is the full-precision table, checked
+    // against fp32 references to 1e-5, so its experts stay on the fp32 cuBLAS matmuls of the per-expert path.
+    if (sizeof(T) == 4) {
+        b.caps = SCP_BACKEND_CAP_MOE | SCP_BACKEND_CAP_DECODE;
+        b.moe_permute = nullptr, b.moe_gemm_fwd = nullptr, b.moe_gemm_bwd_inp = nullptr, b.moe_gemm_bwd_w = nullptr;
+    }
     return b;
 }
 
