@@ -113,12 +113,18 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
                 2>"$TMP/ld.err" || sed 's/^/# /' "$TMP/ld.err" | head -10
     done
     [ -n "${EMU_KEEP_BUILD:-}" ] && mkdir -p "$EMU_KEEP_BUILD" && cp -r "$TMP/bd/." "$EMU_KEEP_BUILD"   # for debugging
-    # Emulated, every model takes minutes: the cases that between them reach every switch the kernels see
-    # (biases, q/k norm with head_dim 6, annealed, document and GQA masks, tied embeddings, AdamW; routing with
-    # renormalisation, micro-batches with the aux and z losses, k = E), the others left to the CPU tables' runs.
+    # Emulated, a model takes half a minute: the two tables share the cases between them so that together they
+    # reach every switch the kernels see (biases, q/k norm with head_dim 6, annealed, document and GQA masks, tied
+    # embeddings, AdamW; the grouped experts with renormalised routing and k = E, micro-batches with the aux and
+    # z losses); the CPU tables run every case (tests/model/), and the GPU runs them all (tests/gpu/device-check.sh).
     for run in "SCP_TEST_BACKEND=cuda-fp32 grad-check.py" "SCP_TEST_BACKEND=cuda-bf16 grad-check.py" \
         "SCP_MOE_BACKENDS=cuda-fp32 moe-grad-check.py" "SCP_MOE_BACKENDS=cuda-bf16 moe-grad-check.py"; do
-        case $run in *moe-*) cases=1,4,5 ;; *) cases=1,2,3,4 ;; esac
+        case $run in
+        *fp32*moe-*) cases=4 ;;
+        *moe-*) cases=1,5 ;;
+        *fp32*) cases=3,4 ;;
+        *) cases=1,2 ;;
+        esac
         # shellcheck disable=SC2086
         env SCP_BUILDDIR="$TMP/bd" SCP_GRAD_CASES=$cases ${run% *} /usr/bin/python3 "$src/tests/model/${run#* }" \
             >"$TMP/g.tap" 2>&1
