@@ -56,9 +56,9 @@ export PYTHON
 if [ "${1:-}" = --prepare ]; then
     [ -x configure ] || ./bootstrap || exit 1
     rm -rf build-gpu-pre && mkdir -p build-gpu-pre && cd build-gpu-pre || exit 1
-    # No MPI and no BLAS (the GPU does the matmuls; the CPU runs of (2) use the blocked loop): what travels must
-    # stay under the device tool's 64 MiB.
-    # Only Hopper code (the lent machines are H100 and H200): without the portable PTX the binaries, each with
+    # No MPI and no BLAS (the GPU does the matmuls; the CPU runs of (2) use the blocked loop): what travels to
+    # the GPU machine stays small (64 MiB at most).
+    # Only Hopper code (the GPUs this script targets are H100 and H200): without the portable PTX the binaries, each with
     # every kernel in it, take half the room.
     ../configure -q --without-blas NVCCFLAGS="-O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a" &&
         make -j"${JOBS:-2}" >/dev/null &&
@@ -84,8 +84,8 @@ if [ "${1:-}" = --prepare ]; then
     exit 0
 fi
 
-# Logs: one file per part in $out. Under the device tool, which brings back at most 8 files from $OUT, they go to
-# $OUT/logs and end as $OUT/logs.tgz beside $OUT/summary.txt (see the end).
+# Logs: one file per part in $out. Where the caller collects a few files from $OUT, they go to $OUT/logs and end
+# as $OUT/logs.tgz beside $OUT/summary.txt (see the end).
 out=${OUT:+$OUT/logs}
 out=${out:-$root/build-gpu/device-check-logs}
 mkdir -p "$out"
