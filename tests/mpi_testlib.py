@@ -52,7 +52,9 @@ def rank_pids(mpirun_pid, size):
                 env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
         except (OSError, ValueError, IndexError):
             continue
-        if env.get(b"OMPI_COMM_WORLD_SIZE") == str(size).encode():
+        # a process caught while it starts (or re-executes itself) may show part of its environment: the next
+        # poll sees it whole
+        if env.get(b"OMPI_COMM_WORLD_SIZE") == str(size).encode() and b"OMPI_COMM_WORLD_RANK" in env:
             res[int(env[b"OMPI_COMM_WORLD_RANK"])] = int(d)
     return res
 
