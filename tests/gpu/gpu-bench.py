@@ -97,8 +97,8 @@ if sdpa is not None:
     F.scaled_dot_product_attention = sdpa
 
 # ---- rates and the summary line against a measured run ---------------------------------------------------------
-# bench/RESULTS.md, "bf16 storage on an NVIDIA H200", the final code's row "cuda driver": the step of qwen3-0.6b at 4 x 2048 took
-# 0.1660 s: 49,347 tokens/s, 246.0 TFLOP/s, 24.9% of 989.4; PyTorch's 0.2107 s; scp over PyTorch 1.27.
+# bench/RESULTS.md, "bf16 storage on an NVIDIA H200", the final code's "cuda driver" row: the step of qwen3-0.6b
+# at 4 x 2048 took 0.1660 s: 49,347 tokens/s, 246.0 TFLOP/s, 24.9% of 989.4; PyTorch's 0.2107 s; scp over PyTorch 1.27.
 tok, tf, mfu = gpu_bench.rates(gpu_bench.config("qwen3-0.6b"), 4, 2048, 0.1660, 989.4)
 ok(close(tok, 49347, 1e-3) and close(tf, 246.0, 1e-3) and abs(100 * mfu - 24.9) < 0.05,
    "qwen3-0.6b-4x2048 in 0.1660 s: %.0f tokens/s, %.1f TFLOP/s, MFU %.2f%% (RESULTS.md: 49,347, 246.0, 24.9%%)"
