@@ -47,6 +47,13 @@ objs="$objs $TMP/plugin.o"
 [ -n "${EMU_KEEP:-}" ] && cp "$TMP/backend-ops-emu" "$EMU_KEEP"
 # The op-by-op parity (TAP), then whole training steps of a small Qwen3-shaped model through the table
 # (bench/gpu/scp-step --tiny: every entry in lib/model/model.c's order, chunked LM head, AdamW) against cpu-ref.
+# EMU_OPS_ARGS (for work on a kernel, e.g. "--backend cuda --attention"): the op checks with those arguments
+# alone, and nothing after them.
+if [ -n "${EMU_OPS_ARGS:-}" ]; then
+    # shellcheck disable=SC2086
+    "$TMP/backend-ops-emu" $EMU_OPS_ARGS
+    exit $?
+fi
 "$TMP/backend-ops-emu" --backend cuda-fp32 --backend cuda --small >"$TMP/ops.tap"
 ops_rc=$?
 grep -v '^1\.\.' "$TMP/ops.tap"

@@ -12,10 +12,11 @@
  * fits the arithmetic (see TOL_*). Also checks that two runs give the same bits (exact resume relies on it), and
  * that the cases called every entry the table has (model/backend_ops.def), so a new entry needs a case here.
  *
- * usage: backend-ops [--backend NAME]... [--small]
+ * usage: backend-ops [--backend NAME]... [--small] [--attention]
  *            NAME: the backends to check (default: every registered one); --small: fewer and smaller cases (for
- *            the emulator, tests/gpu/emulated.sh; always under AddressSanitizer). Exits 77 (skip) when none of
- *            them can run here.
+ *            the emulator, tests/gpu/emulated.sh; always under AddressSanitizer); --attention: the attention
+ *            cases alone (for work on the attention kernels; the check that every entry was called is then
+ *            off). Exits 77 (skip) when none of them can run here.
  *        backend-ops --devices   prints the number of usable CUDA devices (0 without CUDA), for scripts. */
 #include <math.h>
 #include <stdint.h>
@@ -32,6 +33,7 @@
 
 static const scp_backend *X;                     /* under test */
 static int small;                                /* --small: fewer and smaller cases, for the emulator */
+static int attention_only;                       /* --attention: only the attention cases */
 static const char *attn_path;                    /* the CUDA attention path under test (SCP_CUDA_ATTN), or NULL */
 static const scp_backend *R = &scp_backend_cpu_ref;  /* the reference: cpu-ref, or cpu-bf16 for "cuda" */
 static int bf;                                   /* X keeps activations in bf16 (act_size 2) */
@@ -655,6 +657,25 @@ static void test_peak_bytes(void)
            (long long)before, (long long)mid, (long long)after);
 }
 
+
+/* The attention cases, on the CUDA tables once per attention path (lib/model/cuda/attention.cu reads
+ * SCP_CUDA_ATTN at each call). */
+static void attention_cases_all_paths(void)
+{
+    if (strncmp(X->name, "cuda", 4) != 0) {
+        attention_cases();
+        return;
+    }
+    static const char *paths[] = {"flash", "gemm"};
+    for (int p = 0; p < 2; p++) {
+        attn_path = paths[p];
+        setenv("SCP_CUDA_ATTN", attn_path, 1);
+        attention_cases();
+    }
+    unsetenv("SCP_CUDA_ATTN");
+    attn_path = NULL;
+}
+
 /* Every case, X against R (set by main). */
 static void run_cases(void)
 {
@@ -668,6 +689,10 @@ static void run_cases(void)
         tol_mm = TOL_ROUND16, tol_mmw = TOL_W16, tol_ew = TOL_ROUND16, tol_att = TOL_ROUND16;
     else                  /* fp32: bf16 only inside cuda-fp32's GEMMs */
         tol_mm = tol_mmw = cuda ? TOL_BF16 : TOL_F32, tol_ew = TOL_F32, tol_att = TOL_ATT;
+    if (attention_only) {
+        attention_cases_all_paths();
+        return;
+    }
     test_to_from_act(small ? 1001 : 100003);
     test_memory(small ? 1001 : 100003);
     test_matmul(67, 96, 80);
@@ -688,18 +713,7 @@ static void run_cases(void)
     test_rope(2, 13, 3, 16, 60);
     test_rope(1, 9, 2, 128, 256);
     test_rope(2, 5, 3, 6, 20);     /* odd half (3): scalar */
-    if (strncmp(X->name, "cuda", 4) == 0) {
-        /* every case through both CUDA attention paths (lib/model/cuda/attention.cu reads SCP_CUDA_ATTN at each call) */
-        static const char *paths[] = {"flash", "gemm"};
-        for (int p = 0; p < 2; p++) {
-            attn_path = paths[p];
-            setenv("SCP_CUDA_ATTN", attn_path, 1);
-            attention_cases();
-        }
-        unsetenv("SCP_CUDA_ATTN");
-        attn_path = NULL;
-    } else
-        attention_cases();
+    attention_cases_all_paths();
     if (scp_backend_has(X, SCP_BACKEND_CAP_DECODE)) {
         test_attention_decode(1, 4, 2, 16, 0);
         test_attention_decode(37, 4, 2, 16, 3);
@@ -750,7 +764,7 @@ static void run_table(const scp_backend *x, const scp_backend *const *before, in
     char missed[512] = "";
     size_t n = 0;
     for (int i = 0; i < N_OPS; i++)
-        if (scp_backend_has(X, op_cap[i]) && !op_called[i] && n < sizeof missed)
+        if (!attention_only && scp_backend_has(X, op_cap[i]) && !op_called[i] && n < sizeof missed)
             n += (size_t)snprintf(missed + n, sizeof missed - n, " %s", op_name[i]);
     tap_ok(n == 0, "%s: the cases called every entry of the table (not called:%s)", X->name, n ? missed : " none");
 }
@@ -781,10 +795,12 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--small") == 0)
             small = 1;
+        else if (strcmp(argv[i], "--attention") == 0)
+            attention_only = 1;
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc && n < 16)
             names[n++] = argv[++i];
         else {
-            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] | --devices\n");
+            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] [--attention] | --devices\n");
             return 2;
         }
     }
