@@ -3,19 +3,6 @@
 
 #include <math.h>
 
-uint64_t scp_mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-uint64_t scp_mix3(uint64_t a, uint64_t b, uint64_t c)
-{
-    return scp_mix64(scp_mix64(scp_mix64(a) ^ b) ^ c);
-}
-
 void scp_rng_init(scp_rng *r, uint64_t seed, uint64_t stream)
 {
     uint64_t x = scp_mix64(seed) ^ scp_mix64(stream ^ 0x5851f42d4c957f2dull);

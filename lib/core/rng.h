@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "core/hostdev.h"
+
 typedef struct scp_rng { uint64_t s[4]; } scp_rng;
 
 /* A stream for (seed, stream): distinct streams are statistically independent. */
@@ -18,8 +20,19 @@ double scp_rng_uniform(scp_rng *r);
 uint64_t scp_rng_below(scp_rng *r, uint64_t n);
 /* Standard normal (Box-Muller, no cached second value, so the state alone determines the sequence). */
 double scp_rng_normal(scp_rng *r);
-/* A 64-bit mix of several values (for deriving seeds: scp_mix3(seed, step, rank)). */
-uint64_t scp_mix64(uint64_t x);
-uint64_t scp_mix3(uint64_t a, uint64_t b, uint64_t c);
+/* A 64-bit mix of several values (for deriving seeds: scp_mix3(seed, step, rank)); splitmix64's finaliser.
+ * Inline and callable from CUDA kernels: the annealed attention mask is drawn from it on every backend. */
+static inline SCP_HD uint64_t scp_mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static inline SCP_HD uint64_t scp_mix3(uint64_t a, uint64_t b, uint64_t c)
+{
+    return scp_mix64(scp_mix64(scp_mix64(a) ^ b) ^ c);
+}
 
 #endif

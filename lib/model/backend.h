@@ -46,6 +46,12 @@ typedef struct scp_attn_args {
     int causal;               /* key j visible to query i only if j <= i */
     const uint8_t *mask;      /* (B, T, T) 1 = visible, or NULL; combined with causal */
     float scale;              /* softmax scale, 1/sqrt(hd) */
+    /* The visibility rule in a form kernels evaluate for any (i, j) without a (T, T) array
+     * (model/attn_visibility.h scp_attn_visible_at): */
+    const int32_t *doc;       /* (B, T) document id of each position (backend memory), or NULL: a query sees
+                                 keys of its own document only; a negative id sees itself alone */
+    uint64_t anneal_seed;     /* with causal: a future key j > i is also visible when the draw of */
+    uint64_t anneal_thresh;   /* (seed, b, i, j) falls below anneal_thresh (0: never, plain causal) */
 } scp_attn_args;
 
 /* Capabilities: the groups of entries of backend_ops.def (its first column). CORE is every backend's (0: it

@@ -1,0 +1,50 @@
+/* model/attn_visibility.h: which keys a query sees, one rule for every backend's attention kernels (C and CUDA:
+ * SCP_HD) and for the driver's own check (scp_attn_visible in model/model.h gives the same answer from a batch).
+ *
+ * Key j is visible to query i of sequence b when
+ *   - they are in one document (a->doc, (B, T) ids; a negative id, padding, sees itself alone), and
+ *   - the attention is bidirectional, or j <= i, or (annealed attention, DiffuLLaMA's schedule) the draw for
+ *     (b, i, j) falls below a->anneal_thresh: each future key visible with probability p.
+ * The draw is the top 53 bits of scp_mix3(anneal_seed, b, i << 32 | j): a pure function of its arguments, so a
+ * kernel evaluates it wherever a tile needs it and the forward and backward agree without any stored mask.
+ * Comparing the 53-bit integer x with thresh = ceil(p 2^53) is the same test as x 2^-53 < p in doubles. */
+#ifndef SCP_ATTN_VISIBILITY_H
+#define SCP_ATTN_VISIBILITY_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "core/hostdev.h"
+#include "core/rng.h"
+#include "model/backend.h"
+
+/* The documents' part of the rule, from the ids of query i and key j. */
+static inline SCP_HD int scp_attn_doc_visible(int32_t doc_i, int32_t doc_j, int i, int j)
+{
+    return doc_i < 0 ? i == j : doc_i == doc_j;
+}
+
+/* The annealed draw: whether future key j of query i in sequence b is visible. */
+static inline SCP_HD int scp_attn_anneal_visible(uint64_t seed, uint64_t thresh, int b, int i, int j)
+{
+    return (scp_mix3(seed, (uint64_t)b, ((uint64_t)(uint32_t)i << 32) | (uint64_t)(uint32_t)j) >> 11) < thresh;
+}
+
+/* The whole rule for (b, i, j) under a (its doc array read where it lives: host memory on the CPU backends,
+ * device memory in a CUDA kernel). */
+static inline SCP_HD int scp_attn_visible_at(const scp_attn_args *a, int b, int i, int j)
+{
+    if (a->doc && !scp_attn_doc_visible(a->doc[(size_t)b * a->T + i], a->doc[(size_t)b * a->T + j], i, j)) return 0;
+    if (!a->causal || j <= i) return 1;
+    return a->anneal_thresh && scp_attn_anneal_visible(a->anneal_seed, a->anneal_thresh, b, i, j);
+}
+
+/* anneal_thresh for a probability p: ceil(p 2^53), 0 for p <= 0 (plain causal), 2^53 for p >= 1 (every key). */
+static inline uint64_t scp_attn_anneal_threshold(double p)
+{
+    if (!(p > 0)) return 0;
+    if (p >= 1) return (uint64_t)1 << 53;
+    return (uint64_t)ceil(p * 0x1p53);
+}
+
+#endif
