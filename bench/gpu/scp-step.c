@@ -224,7 +224,7 @@ static double step(const net *m, const scp_backend *be, int t)
         be->rmsnorm_bwd(m->dresid, G + m->o_ln2[l], m->dln, x2, AT(W, m->o_ln2[l]), m->rstd2 + a, M, 1, D, D, 1);
         be->matmul_bwd_inp(m->datty, qd, m->dresid, D, AT(W, m->o_o[l]), M, qd, D, 0.0f);
         be->matmul_bwd_w(G + m->o_o[l], NULL, m->dresid, D, atty, qd, M, qd, D);
-        be->attention_bwd(dqkv, AT(dqkv, qd), AT(dqkv, qd + kvd), m->datty, lse, qkv, AT(qkv, qd), AT(qkv, qd + kvd), &aa);
+        be->attention_bwd(dqkv, AT(dqkv, qd), AT(dqkv, qd + kvd), m->datty, atty, lse, qkv, AT(qkv, qd), AT(qkv, qd + kvd), &aa);
         be->rope(dqkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 1);
         be->rope(AT(dqkv, qd), m->cosb, m->sinb, M, m->T, KV, m->hd, S, 1);
         be->rmsnorm_bwd(dqkv, G + m->o_qn[l], dqkv, raw, AT(W, m->o_qn[l]), r, M, H, m->hd, S, 0);

@@ -39,9 +39,9 @@ static void p_rope(scp_act *x, const float *c, const float *s, int N, int T, int
 { TIMED(SCP_PROF_ROPE, base->rope(x, c, s, N, T, G, hd, ld, inv)); }
 static void p_att_f(scp_act *o, float *a, const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *aa)
 { TIMED(SCP_PROF_ATTN_FWD, base->attention_fwd(o, a, q, k, v, aa)); }
-static void p_att_b(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *d, const float *a, const scp_act *q,
-                    const scp_act *k, const scp_act *v, const scp_attn_args *aa)
-{ TIMED(SCP_PROF_ATTN_BWD, base->attention_bwd(dq, dk, dv, d, a, q, k, v, aa)); }
+static void p_att_b(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *d, const scp_act *o, const float *a,
+                    const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *aa)
+{ TIMED(SCP_PROF_ATTN_BWD, base->attention_bwd(dq, dk, dv, d, o, a, q, k, v, aa)); }
 static void p_att_d(scp_act *o, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H, int KV, int hd,
                     int ld, float sc)
 { TIMED(SCP_PROF_ATTN_FWD, base->attention_decode(o, q, k, v, n, H, KV, hd, ld, sc)); }

@@ -726,7 +726,7 @@ static void layer_backward(scp_model *m, int l, const layer_acts *A, const scp_a
     /* attention */
     be->matmul_bwd_inp(w->datty, qd, w->dresid, D, W(x->o), M, qd, D, 0.0f);
     be->matmul_bwd_w(G(x->o), OPTG(x->ob), w->dresid, D, A->atty, qd, M, qd, D);
-    be->attention_bwd(dq, dk, dv, w->datty, A->att, qkv, AT(qkv, qd), AT(qkv, qd + kvd), aa);
+    be->attention_bwd(dq, dk, dv, w->datty, A->atty, A->att, qkv, AT(qkv, qd), AT(qkv, qd + kvd), aa);
     be->rope(dq, w->cos, w->sin, M, T, w->H, w->hd, S, 1);
     be->rope(dk, w->cos, w->sin, M, T, w->KV, w->hd, S, 1);
     if (m->cfg.qk_norm) {

@@ -364,7 +364,7 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
     a.mask = mask;
     scp_act *rq = ract(qkv, nq), *rdo = ract(dout, no), *ro = ract(NULL, no), *rg = ract(NULL, nq);
     R->attention_fwd(ro, ratt, rq, RAT(rq, qd), RAT(rq, qd + KV * hd), &a);
-    R->attention_bwd(rg, RAT(rg, qd), RAT(rg, qd + KV * hd), rdo, ratt, rq, RAT(rq, qd), RAT(rq, qd + KV * hd), &a);
+    R->attention_bwd(rg, RAT(rg, qd), RAT(rg, qd + KV * hd), rdo, ro, ratt, rq, RAT(rq, qd), RAT(rq, qd + KV * hd), &a);
     float *rout = rget(ro, no), *rd = rget(rg, nq);
     free(rq), free(rdo), free(ro), free(rg);
     scp_act *xq = xact(qkv, nq), *xd = xact(dout, no), *xo = xpoison(no), *xg = xpoison(nq);
@@ -372,7 +372,7 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
     uint8_t *xm = mask ? dev(mask, (size_t)B * T * T) : NULL;
     a.mask = xm;
     XOP(attention_fwd)(xo, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
-    XOP(attention_bwd)(xg, AT(xg, qd), AT(xg, qd + KV * hd), xd, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
+    XOP(attention_bwd)(xg, AT(xg, qd), AT(xg, qd + KV * hd), xd, xo, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
     float *go = xget(xo, no), *gg = xget(xg, nq);
     snprintf(what, sizeof what, "attention_fwd B=%d T=%d H=%d KV=%d hd=%d %s%s", B, T, H, KV, hd, mname[mode], sfx);
     cmp(what, go, rout, no, tol);
@@ -386,7 +386,7 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
     /* run the backward again into fresh poison: the same bits (not in the emulator, deterministic anyway) */
     scp_act *xg2 = small ? NULL : xpoison(nq);
     if (xg2) {
-        XOP(attention_bwd)(xg2, AT(xg2, qd), AT(xg2, qd + KV * hd), xd, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
+        XOP(attention_bwd)(xg2, AT(xg2, qd), AT(xg2, qd + KV * hd), xd, xo, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
         float *gg2 = xget(xg2, nq);
         int same = 1;
         for (int r = 0; r < M; r++)

@@ -140,9 +140,11 @@ static void bf16_attention_fwd(scp_act *out, float *att, const scp_act *q, const
     free(in.f);
 }
 
-static void bf16_attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
-                               const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+static void bf16_attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const scp_act *out,
+                               const float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                               const scp_attn_args *a)
 {
+    (void)out;   /* the CPU kernels keep the probabilities (att) */
     size_t no = (size_t)a->B * a->T * a->H * a->hd;
     float *d = widen(dout, no);
     act_block in = qkv_widen(q, k, v, a), g = qkv_widen(dq, dk, dv, a);

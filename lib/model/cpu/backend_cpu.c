@@ -140,14 +140,18 @@ static void ref_attention_fwd(scp_act *out, float *att, const scp_act *q, const 
 {
     scp_cpu_attention_fwd_ref(F(out), att, CF(q), CF(k), CF(v), a);
 }
-static void f32_attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
-                              const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+static void f32_attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const scp_act *out,
+                              const float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                              const scp_attn_args *a)
 {
+    (void)out;   /* the CPU kernels keep the probabilities (att) */
     scp_cpu_attention_bwd(F(dq), F(dk), F(dv), CF(dout), att, CF(q), CF(k), CF(v), a);
 }
-static void ref_attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
-                              const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+static void ref_attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const scp_act *out,
+                              const float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                              const scp_attn_args *a)
 {
+    (void)out;   /* the CPU kernels keep the probabilities (att) */
     scp_cpu_attention_bwd_ref(F(dq), F(dk), F(dv), CF(dout), att, CF(q), CF(k), CF(v), a);
 }
 static void f32_attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H,

@@ -326,9 +326,10 @@ void scp_cuda_attention_fwd(T *out, float *att, const T *q, const T *k, const T 
 }
 
 template <typename T>
-void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const float *att, const T *q, const T *k, const T *v,
-                            const scp_attn_args *a)
+void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *att, const T *q,
+                            const T *k, const T *v, const scp_attn_args *a)
 {
+    (void)out;   /* the kernels here recompute D from the probabilities */
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
     if (use_gemm(a)) return scp_cuda_attn_gemm_bwd(dq, dk, dv, dout, att, q, k, v, a);
@@ -347,6 +348,6 @@ template void scp_cuda_attention_fwd<float>(float *, float *, const float *, con
 template void scp_cuda_attention_fwd<bf16>(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *,
                                            const scp_attn_args *);
 template void scp_cuda_attention_bwd<float>(float *, float *, float *, const float *, const float *, const float *,
-                                            const float *, const float *, const scp_attn_args *);
-template void scp_cuda_attention_bwd<bf16>(bf16 *, bf16 *, bf16 *, const bf16 *, const float *, const bf16 *,
-                                           const bf16 *, const bf16 *, const scp_attn_args *);
+                                            const float *, const float *, const float *, const scp_attn_args *);
+template void scp_cuda_attention_bwd<bf16>(bf16 *, bf16 *, bf16 *, const bf16 *, const bf16 *, const float *,
+                                           const bf16 *, const bf16 *, const bf16 *, const scp_attn_args *);

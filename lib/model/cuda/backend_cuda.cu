@@ -254,10 +254,11 @@ template <typename T> struct cuda_entries {
     {
         scp_cuda_attention_fwd<T>(A_(out), att, C_(q), C_(k), C_(v), a);
     }
-    static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const float *att,
-                              const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *a)
+    static void attention_bwd(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *dout, const scp_act *out,
+                              const float *att, const scp_act *q, const scp_act *k, const scp_act *v,
+                              const scp_attn_args *a)
     {
-        scp_cuda_attention_bwd<T>(A_(dq), A_(dk), A_(dv), C_(dout), att, C_(q), C_(k), C_(v), a);
+        scp_cuda_attention_bwd<T>(A_(dq), A_(dk), A_(dv), C_(dout), C_(out), att, C_(q), C_(k), C_(v), a);
     }
     // The flash-style attention keeps the log-sum-exp of each query row (attention.cu), not the probabilities.
     static size_t attn_state_floats(int B, int H, int T_) { return (size_t)B * H * T_; }

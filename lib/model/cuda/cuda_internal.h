@@ -165,8 +165,8 @@ void scp_cuda_add(float *y, const float *x, size_t n);
 template <typename T>
 void scp_cuda_attention_fwd(T *out, float *att, const T *q, const T *k, const T *v, const scp_attn_args *a);
 template <typename T>
-void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const float *att, const T *q, const T *k, const T *v,
-                            const scp_attn_args *a);
+void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *att, const T *q,
+                            const T *k, const T *v, const scp_attn_args *a);
 
 /* attention_decode.cu */
 template <typename T>
