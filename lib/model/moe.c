@@ -23,8 +23,9 @@
  * the inputs' gradients come back: five all-to-alls of N D rows per layer and step, three of them backward.
  *
  * Two ways to run the experts. A backend with SCP_BACKEND_CAP_MOE_GROUPED (model/backend_ops.def) sorts on the
- * device (moe_permute: the run offsets off (E + 1), pos and tok) and runs each of the layer's GEMMs for all its
- * experts in one grouped call that reads the row offsets and the weights' offsets (dwoff) from backend memory:
+ * device (moe_permute, a stable counting sort over many blocks with the host's result: the run offsets off (E + 1),
+ * pos and tok) and runs each of the layer's GEMMs for all its experts in one grouped call that reads the row
+ * offsets and the weights' offsets (dwoff) from backend memory:
  * no expert shape crosses to the host between the router and the combine, so a device runs the layer without
  * waiting for the host. The counts come to the host only where the host needs them: under expert parallelism
  * at once (the all-to-all's byte counts are host arguments of MPI_Alltoallv: one download of E + 1 ints, the

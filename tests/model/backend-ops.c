@@ -940,15 +940,23 @@ void test_moe_ops(void)
 }
 
 /* ---- a layer's experts with the shapes in backend memory (lib/model/cuda/moe_gemm.cu) ---- */
-/* The permutation of M k random assignments (one out of range, counted as expert 0), against a placement
- * written here another way: expert after expert, each scanning the assignments in order. */
-static void test_moe_permute(int M, int k, int E)
+/* The permutation of M k random assignments (two out of range, counted as expert 0), against a placement written
+ * here another way: expert after expert, each scanning the assignments in order. skew: a third of the experts
+ * drawn (the rest empty), half of the assignments on the last one, and a stretch of 3000 in a row on expert 7,
+ * so that runs cross the device's pieces of the assignments. */
+static void test_moe_permute(int M, int k, int E, int skew)
 {
     const int N = M * k;
     int32_t *idx = malloc((size_t)N * 4 + 4), *off = calloc((size_t)E + 1, 4), *pos = malloc((size_t)N * 4 + 4);
     int32_t *tok = malloc((size_t)N * 4 + 4);
-    for (int i = 0; i < N; i++) idx[i] = (int32_t)((frand() + 1) * 0.5f * (float)E) % E;
+    for (int i = 0; i < N; i++) {
+        idx[i] = (int32_t)((frand() + 1) * 0.5f * (float)E) % E;
+        if (skew) idx[i] = frand() < 0.0f ? E - 1 : idx[i] / 3 * 3;
+    }
+    if (skew)
+        for (int i = N / 4; i < N / 4 + 3000 && i < N; i++) idx[i] = 7;
     if (N > 3) idx[3] = E + 2;
+    if (N > 4) idx[N - 2] = -5;
     for (int e = 0, p = 0; e < E; e++) {
         for (int i = 0; i < N; i++)
             if (idx[i] == e || (e == 0 && (idx[i] < 0 || idx[i] >= E))) pos[i] = p, tok[p] = i / k, p++;
@@ -963,7 +971,8 @@ static void test_moe_permute(int M, int k, int E)
     XOP(download)(gtok, xtok, (size_t)N * 4);
     tap_ok(memcmp(goff, off, ((size_t)E + 1) * 4) == 0 && memcmp(gpos, pos, (size_t)N * 4) == 0 &&
                memcmp(gtok, tok, (size_t)N * 4) == 0,
-           "moe_permute M=%d k=%d E=%d: the runs, places and token rows of a stable sort by expert", M, k, E);
+           "moe_permute M=%d k=%d E=%d%s: the runs, places and token rows of a stable sort by expert", M, k, E,
+           skew ? " (skewed, empty experts)" : "");
     free(idx), free(off), free(pos), free(tok), free(goff), free(gpos), free(gtok);
     xfree(xidx), xfree(xoff), xfree(xpos), xfree(xtok);
 }
@@ -1049,10 +1058,15 @@ void test_moe_grouped_ops(void)
                  X->name);
         return;
     }
-    test_moe_permute(45, 2, 8);
-    test_moe_permute(300, 3, 7);
-    test_moe_permute(5, 4, 37);   /* fewer assignments than experts: empty runs */
-    if (!small) test_moe_permute(4096, 8, 128);
+    test_moe_permute(45, 2, 8, 0);
+    test_moe_permute(300, 3, 7, 0);
+    test_moe_permute(5, 4, 37, 0);   /* fewer assignments than experts: empty runs */
+    test_moe_permute(0, 8, 16, 0);   /* no tokens: every run empty */
+    /* Qwen3-30B-A3B's layer (4096 tokens x 8 slots, 128 experts): the device's many pieces; then a count that
+     * fills no piece evenly */
+    test_moe_permute(4096, 8, 128, 0);
+    test_moe_permute(4096, 8, 128, 1);
+    test_moe_permute(2999, 7, 128, 1);
     static const int n1[] = {0, 70, 3, 129, 1};
     test_moe_gemm(5, 5, n1, 40, 72);   /* a tile past K and N; empty and multi-tile blocks */
     static const int n2[] = {17, 0, 64, 2, 33, 0};

@@ -19,10 +19,20 @@
 // Every output element is written by one thread from fragments summed in a fixed order: deterministic, no
 // atomics.
 //
-// Permutation: one block of 512 threads, thread t owning a contiguous chunk of the assignments: its counts per
-// expert (a (512, E) int32 table in the backend's scratch), their exclusive prefix over the threads per
-// expert, the run starts off, then each thread places its chunk in order. Places within a run follow the
-// assignment order, as the host's counting sort (lib/model/cpu/moe_gemm.c) has them: the same pos and tok.
+// Permutation: a stable counting sort over the N = M k assignments in three launches, its result independent of
+// the launch geometry and of the order blocks run in (integer counts, no atomics), equal to the host's counting
+// sort (lib/model/cpu/moe_gemm.c): the same off, pos and tok. The assignments are cut into S = ceil(N / 256)
+// segments of 256, one per warp, four warps a block (ceil(S / 4) blocks: 32 at N = 4096 x 8), each walked in 8
+// rounds of 32 in which __match_any_sync groups the lanes of one expert.
+//   count: warp s writes its segment's counts per expert, cnt[e S + s] (cnt (E, S) int32, the backend's scratch;
+//          E S = 16384 at N = 32768, E = 128): per round, the lowest lane of each expert's group adds the group.
+//   scan:  one block of 1024 threads turns cnt into its exclusive prefix sum in (expert, segment) order, the
+//          sorted order: segment s's first place for expert e; off[e] = cnt[e S], off[E] = N. Each thread scans
+//          a contiguous chunk of E S / 1024 counts after a shared-memory scan of the chunks' sums.
+//   place: warp s walks its segment again in the same rounds: an assignment's place is its segment's next free
+//          place of its expert plus its expert's lanes below it in the round; the group's lowest lane then moves
+//          that place on. Within a run the places follow the segments, then the rounds, then the lanes: the
+//          assignment order.
 #include "model/cuda/cuda_internal.h"
 
 #include <mma.h>
@@ -34,7 +44,9 @@ namespace {
 constexpr int BM = 64, BN = 64, BK = 32;                 // output tile rows, columns; reduction chunk
 constexpr int LDA = BK + 8, LDB = BN + 8, LDC = BN + 4;  // shared row strides (WMMA's 256-bit alignment kept)
 constexpr int THREADS = 128;                             // 4 warps, 2 x 2 over the tile
-constexpr int PERMUTE_THREADS = 512;
+constexpr int PERMUTE_WARPS = 4, PERMUTE_THREADS = 32 * PERMUTE_WARPS;   // the permutation's place and count blocks
+constexpr int SEG = 256;                     // assignments per warp segment (8 rounds of 32)
+constexpr int PERMUTE_SCAN_THREADS = 1024;   // the one block of its scan
 
 enum gemm_mode { FWD, BWD_INP };
 
@@ -171,35 +183,80 @@ __global__ void __launch_bounds__(THREADS)
     }
 }
 
-// The permutation (see the top of the file); hist (PERMUTE_THREADS, E) is scratch.
-__global__ void __launch_bounds__(PERMUTE_THREADS)
-    moe_permute_kernel(int32_t *off, int32_t *pos, int32_t *tok, const int32_t *idx, int N, int k, int E, int32_t *hist)
+// The permutation, its three launches (see the top of the file). A warp's segment is SEG assignments from
+// s SEG, walked in rounds of 32 (lane l takes assignment s SEG + 32 r + l of round r); cnt (E, S) int32.
+__device__ __forceinline__ int permute_expert(const int32_t *idx, int i, int E)
 {
-    const int t = (int)threadIdx.x, chunk = (N + PERMUTE_THREADS - 1) / PERMUTE_THREADS;
-    const int i0 = t * chunk, i1 = min(N, i0 + chunk);
-    int32_t *h = hist + (size_t)t * E;   // this thread's counts per expert, then its first place in each run
-    for (int e = 0; e < E; e++) h[e] = 0;
-    for (int i = i0; i < i1; i++) h[(unsigned)idx[i] < (unsigned)E ? idx[i] : 0]++;
+    return (unsigned)idx[i] < (unsigned)E ? idx[i] : 0;   // out of range counts as expert 0
+}
+
+// Launch 1: cnt[e S + s] = the number of assignments of expert e in segment s.
+__global__ void __launch_bounds__(PERMUTE_THREADS)
+    permute_count_kernel(int32_t *cnt, const int32_t *idx, int N, int E, int S)
+{
+    const int lane = (int)threadIdx.x % 32, s = (int)blockIdx.x * PERMUTE_WARPS + (int)threadIdx.x / 32;
+    if (s >= S) return;   // the whole warp
+    for (int e = lane; e < E; e += 32) cnt[(size_t)e * S + s] = 0;
+    __syncwarp();
+    for (int i0 = s * SEG; i0 < min(N, s * SEG + SEG); i0 += 32) {
+        const int i = i0 + lane, e = i < N ? permute_expert(idx, i, E) : -1;   // -1: lanes past the end, apart
+        const unsigned peers = __match_any_sync(0xffffffffu, e);   // the lanes of this round with expert e
+        // the group's lowest lane adds for it: one writer per expert and round, no atomics
+        if (e >= 0 && (peers & ((1u << lane) - 1)) == 0) cnt[(size_t)e * S + s] += __popc(peers);
+        __syncwarp();
+    }
+}
+
+// Launch 2 (one block): cnt becomes its exclusive prefix sum in (expert, segment) order, which is the sorted
+// order: cnt[e S + s] is the place of segment s's first assignment of expert e, cnt[e S] the start of e's run.
+// Thread t sums a contiguous chunk of the E S counts; the block scans the PERMUTE_SCAN_THREADS sums in shared
+// memory (Hillis-Steele), then each thread writes its chunk's prefixes. off[e] = cnt[e S], off[E] = the total.
+__global__ void __launch_bounds__(PERMUTE_SCAN_THREADS) permute_scan_kernel(int32_t *off, int32_t *cnt, int E, int S)
+{
+    __shared__ int32_t sums[PERMUTE_SCAN_THREADS];
+    const int t = (int)threadIdx.x;
+    const size_t L = (size_t)E * S, chunk = (L + PERMUTE_SCAN_THREADS - 1) / PERMUTE_SCAN_THREADS;
+    const size_t j0 = min(L, (size_t)t * chunk), j1 = min(L, j0 + chunk);
+    int32_t mine = 0;
+    for (size_t j = j0; j < j1; j++) mine += cnt[j];
+    sums[t] = mine;
     __syncthreads();
-    for (int e = t; e < E; e += PERMUTE_THREADS) {   // per expert, over the threads in order: exclusive prefix
-        int s = 0;
-        for (int u = 0; u < PERMUTE_THREADS; u++) {
-            const int v = hist[(size_t)u * E + e];
-            hist[(size_t)u * E + e] = s;
-            s += v;
+    for (int d = 1; d < PERMUTE_SCAN_THREADS; d *= 2) {   // sums[t] becomes the inclusive prefix of the sums
+        const int32_t left = t >= d ? sums[t - d] : 0;
+        __syncthreads();
+        sums[t] += left;
+        __syncthreads();
+    }
+    int32_t run = sums[t] - mine;
+    for (size_t j = j0; j < j1; j++) {
+        const int32_t c = cnt[j];
+        cnt[j] = run;
+        run += c;
+    }
+    __syncthreads();   // the block's global writes seen by the whole block
+    for (int e = t; e < E; e += PERMUTE_SCAN_THREADS) off[e] = cnt[(size_t)e * S];
+    if (t == 0) off[E] = sums[PERMUTE_SCAN_THREADS - 1];
+}
+
+// Launch 3: each warp walks its segment again, in order; an assignment's place is its segment's next free place
+// of its expert (cnt[e S + s]) plus the number of its expert's lanes below it in the round: assignment order.
+__global__ void __launch_bounds__(PERMUTE_THREADS)
+    permute_place_kernel(int32_t *pos, int32_t *tok, int32_t *cnt, const int32_t *idx, int N, int k, int E, int S)
+{
+    const int lane = (int)threadIdx.x % 32, s = (int)blockIdx.x * PERMUTE_WARPS + (int)threadIdx.x / 32;
+    if (s >= S) return;
+    for (int i0 = s * SEG; i0 < min(N, s * SEG + SEG); i0 += 32) {
+        const int i = i0 + lane, e = i < N ? permute_expert(idx, i, E) : -1;
+        const unsigned peers = __match_any_sync(0xffffffffu, e), below = __popc(peers & ((1u << lane) - 1));
+        int32_t *next = e >= 0 ? cnt + (size_t)e * S + s : nullptr;
+        if (e >= 0) {
+            const int p = *next + (int)below;
+            pos[i] = p;
+            tok[p] = i / k;
         }
-        off[e + 1] = s;   // the count, until the prefix below
-    }
-    __syncthreads();
-    if (t == 0) {
-        off[0] = 0;
-        for (int e = 0; e < E; e++) off[e + 1] += off[e];
-    }
-    __syncthreads();
-    for (int i = i0; i < i1; i++) {
-        const int e = (unsigned)idx[i] < (unsigned)E ? idx[i] : 0, p = off[e] + h[e]++;
-        pos[i] = p;
-        tok[p] = i / k;
+        __syncwarp();   // every lane has read its expert's next place before the group's lowest lane moves it
+        if (e >= 0 && below == 0) *next += __popc(peers);
+        __syncwarp();
     }
 }
 
@@ -208,8 +265,14 @@ __global__ void __launch_bounds__(PERMUTE_THREADS)
 void scp_cuda_moe_permute(int32_t *off, int32_t *pos, int32_t *tok, const int32_t *idx, int M, int k, int E)
 {
     if (E < 1) return;
-    int32_t *hist = (int32_t *)scp_cuda_scratch((size_t)PERMUTE_THREADS * E * sizeof(int32_t));
-    moe_permute_kernel<<<1, PERMUTE_THREADS>>>(off, pos, tok, idx, M * k, k, E, hist);
+    const int N = M * k, S = N > 0 ? (N + SEG - 1) / SEG : 1;   // one segment at N = 0, which writes off's zeros
+    int32_t *cnt = (int32_t *)scp_cuda_scratch((size_t)E * S * sizeof(int32_t));
+    const unsigned blocks = (unsigned)((S + PERMUTE_WARPS - 1) / PERMUTE_WARPS);
+    permute_count_kernel<<<blocks, PERMUTE_THREADS>>>(cnt, idx, N, E, S);
+    SCP_LAUNCHED();
+    permute_scan_kernel<<<1, PERMUTE_SCAN_THREADS>>>(off, cnt, E, S);
+    SCP_LAUNCHED();
+    permute_place_kernel<<<blocks, PERMUTE_THREADS>>>(pos, tok, cnt, idx, N, k, E, S);
     SCP_LAUNCHED();
 }
 

@@ -68,6 +68,34 @@ double emu_shfl_d(double v, int src, int xor_mode)
 }
 float emu_shfl(float v, int src, int xor_mode) { return (float)emu_shfl_d(v, src, xor_mode); }
 
+// __match_any_sync: every lane posts its value and all meet (the shuffles' barrier); each then compares the
+// values of the lanes its mask names and all meet again, as a shuffle does. A calling lane outside its mask, or a
+// lane of the mask that has exited or does not exist, is undefined on the GPU: an abort here.
+static std::vector<long long> match_vals;
+unsigned emu_match_any(unsigned mask, long long v)
+{
+    unsigned lane = cur & 31, w = cur >> 5;
+    if (!(mask >> lane & 1)) {
+        fprintf(stderr, "emu: __match_any_sync called by lane %u of warp %u, outside its mask %08x\n", lane, w, mask);
+        abort();
+    }
+    match_vals[w * 32 + lane] = v;
+    wait_as(WAIT_WARP);
+    unsigned r = 0;
+    for (unsigned l = 0; l < 32; l++) {
+        if (!(mask >> l & 1)) continue;
+        unsigned t = w * 32 + l;
+        if (t >= blockDim.x * blockDim.y * blockDim.z || fib[t].state == DONE) {
+            fprintf(stderr, "emu: __match_any_sync's mask %08x names lane %u of warp %u, which is not running\n", mask,
+                    l, w);
+            abort();
+        }
+        if (match_vals[t] == v) r |= 1u << l;
+    }
+    wait_as(WAIT_WARP);
+    return r;
+}
+
 static void fiber_main(void)
 {
     (*cur_body)();
@@ -87,9 +115,12 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
         abort();
     }
     slots.assign((size_t)nw * 32, 0.0);
+    match_vals.assign((size_t)nw * 32, 0);
     preds.assign(nt, 0);
     dyn.assign(smem / sizeof(float) + 33, std::nanf(""));  // shared memory read before written shows as NaN
-    fib.resize(nt);
+    // fibers 0 .. nt - 1 run the block; the vector never shrinks, so that launches of other block sizes in turn
+    // keep their stacks rather than allocate them again
+    if (fib.size() < nt) fib.resize(nt);
     cur_body = &body;
     blockDim = block, gridDim = grid;
     for (unsigned z = 0; z < grid.z; z++)

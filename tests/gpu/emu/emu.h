@@ -15,6 +15,11 @@ float emu_shfl(float v, int src, int xor_mode);
 double emu_shfl_d(double v, int src, int xor_mode);
 static inline float __shfl_sync(unsigned, float v, int src) { return emu_shfl(v, src, 0); }
 static inline float __shfl_xor_sync(unsigned, float v, int m) { return emu_shfl(v, m, 1); }
+/* __match_any_sync: the lanes of mask whose value equals this lane's, a warp collective as the shuffles. */
+unsigned emu_match_any(unsigned mask, long long v);
+static inline unsigned __match_any_sync(unsigned mask, int v) { return emu_match_any(mask, v); }
+static inline unsigned __match_any_sync(unsigned mask, unsigned v) { return emu_match_any(mask, v); }
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 struct emu_cfg {
     dim3 grid, block;
