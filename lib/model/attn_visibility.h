@@ -39,6 +39,13 @@ static inline SCP_HD int scp_attn_visible_at(const scp_attn_args *a, int b, int 
     return a->anneal_thresh && scp_attn_anneal_visible(a->anneal_seed, a->anneal_thresh, b, i, j);
 }
 
+/* 1 when no query sees a key after itself (causal, not annealed): a kernel's keys for query i end at i. */
+static inline SCP_HD int scp_attn_past_only(const scp_attn_args *a) { return a->causal && !a->anneal_thresh; }
+
+/* 1 when keys within that bound (up to i, or every key) can be hidden, so that a kernel evaluates the rule pair by
+ * pair: documents, or annealed future keys. 0: plain causal or bidirectional attention, every key in bounds seen. */
+static inline SCP_HD int scp_attn_per_pair(const scp_attn_args *a) { return a->doc || (a->causal && a->anneal_thresh); }
+
 /* anneal_thresh for a probability p: ceil(p 2^53), 0 for p <= 0 (plain causal), 2^53 for p >= 1 (every key). */
 static inline uint64_t scp_attn_anneal_threshold(double p)
 {
