@@ -24,10 +24,18 @@ static inline SCP_HD int scp_attn_doc_visible(int32_t doc_i, int32_t doc_j, int 
     return doc_i < 0 ? i == j : doc_i == doc_j;
 }
 
+/* The annealed draw in two steps: the part of scp_mix3(seed, b, i << 32 | j) that depends on (seed, b) alone, which a
+ * kernel computes once per sequence, then the draw for (i, j) from it. */
+static inline SCP_HD uint64_t scp_attn_anneal_key(uint64_t seed, int b) { return scp_mix64(scp_mix64(seed) ^ (uint64_t)b); }
+static inline SCP_HD int scp_attn_anneal_visible_keyed(uint64_t key, uint64_t thresh, int i, int j)
+{
+    return (scp_mix64(key ^ (((uint64_t)(uint32_t)i << 32) | (uint64_t)(uint32_t)j)) >> 11) < thresh;
+}
+
 /* The annealed draw: whether future key j of query i in sequence b is visible. */
 static inline SCP_HD int scp_attn_anneal_visible(uint64_t seed, uint64_t thresh, int b, int i, int j)
 {
-    return (scp_mix3(seed, (uint64_t)b, ((uint64_t)(uint32_t)i << 32) | (uint64_t)(uint32_t)j) >> 11) < thresh;
+    return scp_attn_anneal_visible_keyed(scp_attn_anneal_key(seed, b), thresh, i, j);
 }
 
 /* The whole rule for (b, i, j) under a (its doc array read where it lives: host memory on the CPU backends,

@@ -34,7 +34,7 @@ void scp_cpu_attention_fwd(float *out, float *att, const float *q, const float *
     const int T = a->T, hd = a->hd, avx2 = scp_cpu_has_avx2();
 #pragma omp parallel
     {
-        float *buf = scp_xmalloc(((size_t)3 * hd * T + 2 * QB * hd + 2 * (size_t)T) * sizeof(float));
+        float *buf = scp_xmalloc(((size_t)3 * hd * T + 2 * QB * hd + (1 + QB) * (size_t)T) * sizeof(float));
         float *kt = buf, *vr = kt + (size_t)hd * T, *vt = vr + (size_t)hd * T, *qs = vt + (size_t)hd * T, *o = qs + QB * hd;
         float *dummy = o + QB * hd, *vis = dummy + T;
 #pragma omp for schedule(dynamic, 1)
