@@ -22,6 +22,7 @@
 // element at a time (attention_gemm.cu), 1.8x faster per step at the benchmark's shape on an H200; the flash
 // kernels (attention_tc.cu, and the fp32 ones here for other head sizes) serve the rest. SCP_CUDA_ATTN=flash or =gemm forces one
 // path (benchmarks, tests); it is read at every call, so a test can switch between calls.
+#include "model/cuda/attention_flash_bwd.h"
 #include "model/cuda/attention_gemm.h"
 #include "model/cuda/attention_tc.h"
 #include "model/cuda/cuda_internal.h"
@@ -305,12 +306,20 @@ static bool use_gemm(const scp_attn_args *a)
      * so the same precision); other head sizes keep the fp32 kernels, whose gradients are exact to fp32 (for
      * tiny heads the bf16 rounding of dS costs several % of relative error in dk on near-uniform attention). */
     if (!e || !*e) return scp_cuda_attn_tc_takes(a->hd) && scp_cuda_attn_gemm_fits(a);
-    if (strcmp(e, "flash") == 0) return false;
-    if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash or gemm", e);
+    if (strcmp(e, "flash") == 0 || strcmp(e, "wmma") == 0) return false;
+    if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash, wmma or gemm", e);
     if (!scp_cuda_attn_gemm_fits(a))
         scp_die("SCP_CUDA_ATTN=gemm: the (H, T, T) score scratch of H=%d, T=%d does not fit the GEMM path's budget", a->H,
                 a->T);
     return true;
+}
+
+// Whether a flash-path call takes attention_tc.cu's WMMA kernels: SCP_CUDA_ATTN=wmma, or a (B, T, T) mask, which
+// only they read (attention_flash_bwd.cu reads causal, documents and annealing).
+static bool use_wmma(const scp_attn_args *a)
+{
+    const char *e = getenv("SCP_CUDA_ATTN");
+    return a->mask || (e && strcmp(e, "wmma") == 0);
 }
 
 template <typename T>
@@ -329,11 +338,13 @@ template <typename T>
 void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *att, const T *q,
                             const T *k, const T *v, const scp_attn_args *a)
 {
-    (void)out;   /* the kernels here recompute D from the probabilities */
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
     if (use_gemm(a)) return scp_cuda_attn_gemm_bwd(dq, dk, dv, dout, att, q, k, v, a);
-    if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_bwd(dq, dk, dv, dout, att, q, k, v, a);
+    if (scp_cuda_attn_tc_takes(p.hd)) {
+        if (use_wmma(a)) return scp_cuda_attn_tc_bwd(dq, dk, dv, dout, att, q, k, v, a);
+        return scp_cuda_attn_flash_bwd(dq, dk, dv, dout, out, att, q, k, v, a);
+    }
     float *Dbuf = (float *)scp_cuda_scratch((size_t)p.B * p.H * p.T * sizeof(float));
     dim3 gq((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);
     size_t sq = ((size_t)2 * QT * p.hd + (size_t)2 * TILE * (p.hd + 1)) * sizeof(float);

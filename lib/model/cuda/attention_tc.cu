@@ -668,6 +668,18 @@ void scp_cuda_attn_tc_bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse, 
     TC_DISPATCH(bwd, a->hd, dq, dk, dv, dout, lse, q, k, v, a);
 }
 
+template <typename T>
+scp_attn_bf16_operands scp_cuda_attn_bf16_operands(const T *q, const T *k, const T *v, const T *dout,
+                                                   const scp_attn_args *a)
+{
+    const tc_bufs t = tc_operands<T>(q, k, v, dout, a);
+    return scp_attn_bf16_operands{t.q, t.k, t.v, t.o, t.ld.q, t.ld.k, t.ld.o, t.D};
+}
+
+template scp_attn_bf16_operands scp_cuda_attn_bf16_operands<float>(const float *, const float *, const float *,
+                                                                   const float *, const scp_attn_args *);
+template scp_attn_bf16_operands scp_cuda_attn_bf16_operands<bf16>(const bf16 *, const bf16 *, const bf16 *,
+                                                                  const bf16 *, const scp_attn_args *);
 template void scp_cuda_attn_tc_fwd<float>(float *, float *, const float *, const float *, const float *,
                                           const scp_attn_args *);
 template void scp_cuda_attn_tc_fwd<bf16>(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, const scp_attn_args *);

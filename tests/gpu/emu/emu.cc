@@ -68,6 +68,21 @@ double emu_shfl_d(double v, int src, int xor_mode)
 }
 float emu_shfl(float v, int src, int xor_mode) { return (float)emu_shfl_d(v, src, xor_mode); }
 
+enum { GATHER_BYTES = 64 };
+static std::vector<unsigned char> posts;
+void emu_warp_gather(const void *mine, size_t bytes, void *all)
+{
+    if (bytes > GATHER_BYTES) {
+        fprintf(stderr, "emu: a warp exchange of %zu bytes per lane, more than %d\n", bytes, (int)GATHER_BYTES);
+        abort();
+    }
+    unsigned lane = cur & 31, w = cur >> 5;
+    memcpy(&posts[(w * 32 + lane) * GATHER_BYTES], mine, bytes);
+    wait_as(WAIT_WARP);
+    for (unsigned l = 0; l < 32; l++) memcpy((char *)all + l * bytes, &posts[(w * 32 + l) * GATHER_BYTES], bytes);
+    wait_as(WAIT_WARP);
+}
+
 static void fiber_main(void)
 {
     (*cur_body)();
@@ -87,6 +102,7 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
         abort();
     }
     slots.assign((size_t)nw * 32, 0.0);
+    posts.assign((size_t)nw * 32 * GATHER_BYTES, 0);
     preds.assign(nt, 0);
     dyn.assign(smem / sizeof(float) + 33, std::nanf(""));  // shared memory read before written shows as NaN
     fib.resize(nt);
