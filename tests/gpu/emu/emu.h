@@ -13,10 +13,6 @@ void emu_syncwarp(void);
 static inline void __syncwarp(unsigned = 0xffffffffu) { emu_syncwarp(); }
 float emu_shfl(float v, int src, int xor_mode);
 double emu_shfl_d(double v, int src, int xor_mode);
-/* The warp's exchange behind the emulated warp-level matrix instructions (lib/model/cuda/warp_mma.h): each live
- * lane posts `bytes` (at most 64) of its own, all meet, each copies the 32 posts to all[lane * bytes], and all
- * meet again before a later exchange may overwrite a post another lane has still to read. */
-void emu_warp_gather(const void *mine, size_t bytes, void *all);
 static inline float __shfl_sync(unsigned, float v, int src) { return emu_shfl(v, src, 0); }
 static inline float __shfl_xor_sync(unsigned, float v, int m) { return emu_shfl(v, m, 1); }
 
