@@ -20,8 +20,11 @@
 // Path: for head sizes the tensor-core kernels take (multiples of 16 up to 128) and where the scratch fits
 // (scp_cuda_attn_gemm_fits), attention runs as cuBLAS batched GEMMs with the scores materialised one batch
 // element at a time (attention_gemm.cu), 1.8x faster per step at the benchmark's shape on an H200; the flash
-// kernels (attention_tc.cu, and the fp32 ones here for other head sizes) serve the rest. SCP_CUDA_ATTN=flash or =gemm forces one
-// path (benchmarks, tests); it is read at every call, so a test can switch between calls.
+// kernels serve the rest: for those head sizes the forward of attention_tc.cu and the backward of
+// attention_flash_bwd.cu (mma.sync; causal, documents and annealing; a call with a (B, T, T) mask takes
+// attention_tc.cu's backward, which reads it), for other head sizes the fp32 ones here. SCP_CUDA_ATTN=flash or
+// =gemm forces one path, =wmma the flash path on attention_tc.cu's kernels alone (benchmarks, tests); it is read
+// at every call, so a test can switch between calls.
 #include "model/cuda/attention_flash_bwd.h"
 #include "model/cuda/attention_gemm.h"
 #include "model/cuda/attention_tc.h"
