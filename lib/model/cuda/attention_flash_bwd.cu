@@ -4,7 +4,7 @@
 // head h / (H / KV)); out, dout (B, T, H, HD) packed; dq, dk, dv overwritten in q, k, v's layout; `att` holds the
 // forward's lse (B, H, T), natural log, +inf for a query that sees no key (its P row is 0: it adds nothing and
 // its gradients are 0). Visibility: causal, documents and annealing (model/attn_visibility.h's rule, evaluated
-// per element where a tile needs it); the (B, T, T) mask is not read.
+// per element where a tile needs it).
 //
 // Arithmetic: the operands are bf16 (attention_tc.cu's scp_cuda_attn_bf16_operands: packed copies in fp32
 // storage, the buffers in place in bf16 storage where rows are 16-byte aligned). D_i = rowsum(dout_i * out_i)
@@ -92,12 +92,14 @@ __device__ __forceinline__ void stage_async(bf16 *dst, const bf16 *src, size_t l
     }
 }
 
-// Key j visible to query i of sequence b (both < T), with their document ids at hand (read only with a.doc).
-__device__ __forceinline__ bool pair_visible(const scp_attn_args &a, int b, int i, int j, int32_t doc_i, int32_t doc_j)
+// Key j visible to query i (both < T), with their document ids at hand (read only with a.doc) and the sequence's
+// annealing key (scp_attn_anneal_key(a.anneal_seed, b), computed once per block).
+__device__ __forceinline__ bool pair_visible(const scp_attn_args &a, uint64_t anneal_key, int i, int j, int32_t doc_i,
+                                             int32_t doc_j)
 {
     if (i >= a.T || j >= a.T) return false;
     if (a.doc && !scp_attn_doc_visible(doc_i, doc_j, i, j)) return false;
-    return !a.causal || j <= i || (a.anneal_thresh && scp_attn_anneal_visible(a.anneal_seed, a.anneal_thresh, b, i, j));
+    return !a.causal || j <= i || (a.anneal_thresh && scp_attn_anneal_visible_keyed(anneal_key, a.anneal_thresh, i, j));
 }
 
 // Whether any of the 64 x 64 pairs (queries i0 .., keys j0 ..) is visible: this thread's share, for
@@ -212,6 +214,7 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, 
     const int T = a.T, b = blockIdx.z, kvh = blockIdx.y, rep = a.H / a.KV, k0 = blockIdx.x * BR;
     const size_t ld = (size_t)a.ld_qkv, ldq = (size_t)lds.q, ldk = (size_t)lds.k, ldo = (size_t)lds.o;
     const float sl2 = a.scale * LOG2E;
+    const uint64_t akey = scp_attn_anneal_key(a.anneal_seed, b);
     const bf16 *Ks = (const bf16 *)(sm + L::K) + warp * 16 * LDH, *Vs = (const bf16 *)(sm + L::V) + warp * 16 * LDH;
     const int kr = k0 + warp * 16 + g;  // the key of the thread's rows g (and kr + 8: g + 8)
 
@@ -222,7 +225,7 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, 
         for (int hr = 0; hr < 2; hr++) kdoc[hr] = kr + 8 * hr < T ? a.doc[(size_t)b * T + kr + 8 * hr] : -1;
     // Under causal attention without annealing no query before k0 sees these keys: start at the query tile
     // holding k0 (BQ == BK). Visit index x: head kvh * rep + x / ntiles, query tile istart + x % ntiles * BC.
-    const int istart = a.causal && !a.anneal_thresh ? k0 : 0, ntiles = (T - istart + BC - 1) / BC, end = rep * ntiles;
+    const int istart = scp_attn_past_only(&a) ? k0 : 0, ntiles = (T - istart + BC - 1) / BC, end = rep * ntiles;
     auto visited = [&](int x) {  // the first visit index >= x whose tile has a visible pair (block-uniform)
         for (; x < end; x++)
             if (!a.doc || __syncthreads_or(tile_has_pair(a, b, istart + x % ntiles * BC, k0))) break;
@@ -275,7 +278,7 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, 
 #pragma unroll
                     for (int c2 = 0; c2 < 2; c2++) {
                         const int e = 2 * hr + c2, c = qs * 16 + 8 * n + 2 * t + c2;
-                        const bool vis = full || pair_visible(a, b, i0 + c, kr + 8 * hr, a.doc ? qdoc[c] : 0, kdoc[hr]);
+                        const bool vis = full || pair_visible(a, akey, i0 + c, kr + 8 * hr, a.doc ? qdoc[c] : 0, kdoc[hr]);
                         p[c2] = vis ? exp2f(st[n][e] * sl2 - Ls[c]) : 0.0f;
                         ds[c2] = p[c2] * (dpt[n][e] - Ds[c]);
                     }
@@ -309,6 +312,7 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16
     const int T = a.T, b = blockIdx.z, h = blockIdx.y, kvh = h / (a.H / a.KV), q0 = qt * BR;
     const size_t ld = (size_t)a.ld_qkv, ldq = (size_t)lds.q, ldk = (size_t)lds.k, ldo = (size_t)lds.o;
     const float sl2 = a.scale * LOG2E;
+    const uint64_t akey = scp_attn_anneal_key(a.anneal_seed, b);
     const bf16 *Qs = (const bf16 *)(sm + L::Q) + warp * 16 * LDH, *Os = (const bf16 *)(sm + L::O) + warp * 16 * LDH;
     const int qr = q0 + warp * 16 + g;  // the query of the thread's rows g (and qr + 8: g + 8)
 
@@ -324,7 +328,7 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16
         if (a.doc) qdoc[hr] = i < T ? a.doc[(size_t)b * T + i] : -1;
     }
     // Causal without annealing: no key after the block's last query is visible.
-    const int kend = a.causal && !a.anneal_thresh ? min(T, q0 + BR) : T, end = (kend + BC - 1) / BC;
+    const int kend = scp_attn_past_only(&a) ? min(T, q0 + BR) : T, end = (kend + BC - 1) / BC;
     auto visited = [&](int x) {  // the first key tile >= x with a visible pair (block-uniform)
         for (; x < end; x++)
             if (!a.doc || __syncthreads_or(tile_has_pair(a, b, q0, x * BC))) break;
@@ -373,7 +377,7 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16
 #pragma unroll
                     for (int c2 = 0; c2 < 2; c2++) {
                         const int e = 2 * hr + c2, c = ks * 16 + 8 * n + 2 * t + c2;
-                        const bool vis = full || pair_visible(a, b, qr + 8 * hr, j0 + c, qdoc[hr], a.doc ? kdoc[c] : 0);
+                        const bool vis = full || pair_visible(a, akey, qr + 8 * hr, j0 + c, qdoc[hr], a.doc ? kdoc[c] : 0);
                         const float p = vis ? exp2f(s[n][e] * sl2 - L2[hr]) : 0.0f;
                         ds[c2] = p * (dp[n][e] - Dr[hr]);
                     }

@@ -1,8 +1,8 @@
 /* attention_flash_bwd.h: the FlashAttention-2 backward on mma.sync tensor-core instructions
  * (attention_flash_bwd.cu), for the head sizes scp_cuda_attn_tc_takes (multiples of 16 up to 128). Same arguments
  * and `att` content (lse (B, H, T), from either forward) as scp_cuda_attention_bwd, plus the forward's output
- * `out`, from which D = rowsum(dout * out) comes. Visibility: causal, a->doc, a->anneal_* (a->mask is not read:
- * attention.cu sends masked calls elsewhere). */
+ * `out`, from which D = rowsum(dout * out) comes. Visibility: model/attn_visibility.h's rule (causal, documents,
+ * annealing). */
 #ifndef SCP_CUDA_ATTENTION_FLASH_BWD_H
 #define SCP_CUDA_ATTENTION_FLASH_BWD_H
 
