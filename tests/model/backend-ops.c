@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "model/backend.h"
+#include "model/attn_visibility.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "../tap.h"
@@ -400,6 +401,52 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
 }
 static void test_attention(int B, int T, int H, int KV, int hd, int mode) { test_attention_ld(B, T, H, KV, hd, mode, 3); }
 
+/* The visibility rule's own fields (doc ids, annealed draws; model/attn_visibility.h) on the CUDA flash path's
+ * forward, which reads them in place of a (B, T, T) mask: against the reference given the mask the rule spells
+ * out, and run twice for the same bits. docs: documents of 7 to 40 positions, the last 5 of each sequence
+ * padding (id -1, each sees itself alone); anneal: p, each future key visible with probability p (causal). */
+static void test_attention_rule(int B, int T, int H, int KV, int hd, int causal, int docs, double anneal)
+{
+    char what[200];
+    int ld = (H + 2 * KV) * hd + 3, M = B * T, qd = H * hd;
+    size_t nq = (size_t)M * ld, no = (size_t)M * qd;
+    float *qkv = randv(nq, 1.5f);
+    int32_t *doc = malloc((size_t)M * 4);
+    for (int b = 0; b < B; b++)
+        for (int i = 0, id = 0, left = 0; i < T; i++) {
+            if (left == 0) left = 7 + (int)((frand() + 1) * 17), id++;
+            doc[b * T + i] = i >= T - 5 ? -1 : id, left--;
+        }
+    scp_attn_args a = {.B = B, .T = T, .H = H, .KV = KV, .hd = hd, .ld_qkv = ld, .causal = causal,
+                       .scale = 1.0f / sqrtf((float)hd), .doc = docs ? doc : NULL, .anneal_seed = 0x5eed,
+                       .anneal_thresh = scp_attn_anneal_threshold(anneal)};
+    uint8_t *mask = malloc((size_t)B * T * T);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++) mask[((size_t)b * T + i) * T + j] = (uint8_t)scp_attn_visible_at(&a, b, i, j);
+    scp_attn_args ra = a;
+    ra.causal = 0, ra.mask = mask, ra.doc = NULL, ra.anneal_thresh = 0;
+    float *ratt = malloc((size_t)B * H * T * T * 4);  /* the reference's state: (B, H, T, T) probabilities */
+    scp_act *rq = ract(qkv, nq), *ro = ract(NULL, no);
+    R->attention_fwd(ro, ratt, rq, RAT(rq, qd), RAT(rq, qd + KV * hd), &ra);
+    float *rout = rget(ro, no);
+    int32_t *xdoc = dev(doc, (size_t)M * 4);
+    a.doc = docs ? xdoc : NULL;
+    scp_act *xq = xact(qkv, nq), *xo = xpoison(no), *xo2 = xpoison(no);
+    float *xa = poison(XOP(attn_state_floats)(B, H, T) * 4);
+    XOP(attention_fwd)(xo, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
+    XOP(attention_fwd)(xo2, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
+    float *go = xget(xo, no), *go2 = xget(xo2, no);
+    snprintf(what, sizeof what, "attention_fwd B=%d T=%d H=%d KV=%d hd=%d %s%s, anneal p=%g (doc/anneal fields) [%s]",
+             B, T, H, KV, hd, causal ? "causal" : "bidirectional", docs ? "+documents with padding" : "", anneal,
+             attn_path);
+    cmp(what, go, rout, no, TOL_ATT_TC);
+    tap_ok(memcmp(go, go2, no * 4) == 0, "attention_fwd B=%d T=%d hd=%d doc/anneal fields [%s]: bitwise repeatable",
+           B, T, hd, attn_path);
+    free(qkv), free(doc), free(mask), free(ratt), free(rq), free(ro), free(rout), free(go), free(go2);
+    xfree(xq), xfree(xo), xfree(xo2), xfree(xa), xfree(xdoc);
+}
+
 /* The attention cases; on the CUDA backend main() runs them once per attention path (attn_path). */
 static void attention_cases(void)
 {
@@ -437,6 +484,13 @@ static void attention_cases(void)
     test_attention(1, 40, 2, 2, 32, 4);
     test_attention(1, 100, 4, 2, 64, 4);
     test_attention(1, 70, 2, 1, 128, 4);
+    /* only the flash path's forward reads the doc and anneal fields so far */
+    if (attn_path && strcmp(attn_path, "flash") == 0) {
+        test_attention_rule(1, 150, 4, 2, 64, 1, 1, 0.0);
+        test_attention_rule(2, 100, 2, 1, 128, 1, 0, 0.3);
+        test_attention_rule(1, 90, 2, 2, 32, 0, 1, 0.0);
+        test_attention_rule(1, 70, 2, 1, 16, 1, 1, 0.5);
+    }
 }
 
 /* attention_decode: one query (H heads) against the first n rows of a cache of q|k|v rows (row stride ld, as
@@ -666,8 +720,8 @@ static void attention_cases_all_paths(void)
         attention_cases();
         return;
     }
-    static const char *paths[] = {"flash", "gemm"};
-    for (int p = 0; p < 2; p++) {
+    static const char *paths[] = {"flash", "wmma", "gemm"};
+    for (int p = 0; p < 3; p++) {
         attn_path = paths[p];
         setenv("SCP_CUDA_ATTN", attn_path, 1);
         attention_cases();
