@@ -171,7 +171,7 @@ static double step(const net *m, const scp_backend *be, int t)
     const size_t es = be->act_size;
     float *G = m->g;
     const scp_act *W = m->wc;
-    scp_attn_args aa = {m->B, m->T, H, KV, m->hd, S, 0, NULL, 1.0f / sqrtf((float)m->hd)};
+    scp_attn_args aa = {.B = m->B, .T = m->T, .H = H, .KV = KV, .hd = m->hd, .ld_qkv = S, .scale = 1.0f / sqrtf((float)m->hd)};
     if ((void *)m->wc != (void *)m->w) be->to_act(m->wc, m->w, m->n);
     be->zero_bytes(G, m->n * sizeof(float));
     be->embedding_fwd(m->resid, m->ids, AT(W, m->o_emb), M, D);

@@ -24,10 +24,18 @@ static inline SCP_HD int scp_attn_doc_visible(int32_t doc_i, int32_t doc_j, int 
     return doc_i < 0 ? i == j : doc_i == doc_j;
 }
 
+/* The annealed draw in two steps: the part of scp_mix3(seed, b, i << 32 | j) that depends on (seed, b) alone, which a
+ * kernel computes once per sequence, then the draw for (i, j) from it. */
+static inline SCP_HD uint64_t scp_attn_anneal_key(uint64_t seed, int b) { return scp_mix64(scp_mix64(seed) ^ (uint64_t)b); }
+static inline SCP_HD int scp_attn_anneal_visible_keyed(uint64_t key, uint64_t thresh, int i, int j)
+{
+    return (scp_mix64(key ^ (((uint64_t)(uint32_t)i << 32) | (uint64_t)(uint32_t)j)) >> 11) < thresh;
+}
+
 /* The annealed draw: whether future key j of query i in sequence b is visible. */
 static inline SCP_HD int scp_attn_anneal_visible(uint64_t seed, uint64_t thresh, int b, int i, int j)
 {
-    return (scp_mix3(seed, (uint64_t)b, ((uint64_t)(uint32_t)i << 32) | (uint64_t)(uint32_t)j) >> 11) < thresh;
+    return scp_attn_anneal_visible_keyed(scp_attn_anneal_key(seed, b), thresh, i, j);
 }
 
 /* The whole rule for (b, i, j) under a (its doc array read where it lives: host memory on the CPU backends,
@@ -38,6 +46,13 @@ static inline SCP_HD int scp_attn_visible_at(const scp_attn_args *a, int b, int 
     if (!a->causal || j <= i) return 1;
     return a->anneal_thresh && scp_attn_anneal_visible(a->anneal_seed, a->anneal_thresh, b, i, j);
 }
+
+/* 1 when no query sees a key after itself (causal, not annealed): a kernel's keys for query i end at i. */
+static inline SCP_HD int scp_attn_past_only(const scp_attn_args *a) { return a->causal && !a->anneal_thresh; }
+
+/* 1 when keys within that bound (up to i, or every key) can be hidden, so that a kernel evaluates the rule pair by
+ * pair: documents, or annealed future keys. 0: plain causal or bidirectional attention, every key in bounds seen. */
+static inline SCP_HD int scp_attn_per_pair(const scp_attn_args *a) { return a->doc || (a->causal && a->anneal_thresh); }
 
 /* anneal_thresh for a probability p: ceil(p 2^53), 0 for p <= 0 (plain causal), 2^53 for p >= 1 (every key). */
 static inline uint64_t scp_attn_anneal_threshold(double p)

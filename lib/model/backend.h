@@ -43,10 +43,9 @@ typedef struct scp_act scp_act;
 typedef struct scp_attn_args {
     int B, T, H, KV, hd;
     int ld_qkv;               /* row stride of q, k, v (and of dq, dk, dv) */
-    int causal;               /* key j visible to query i only if j <= i */
-    const uint8_t *mask;      /* (B, T, T) 1 = visible, or NULL; combined with causal */
+    int causal;               /* key j visible to query i only if j <= i (or, annealed, if its draw says so) */
     float scale;              /* softmax scale, 1/sqrt(hd) */
-    /* The visibility rule in a form kernels evaluate for any (i, j) without a (T, T) array
+    /* The rest of the visibility rule, in a form kernels evaluate for any (b, i, j) without a (B, T, T) array
      * (model/attn_visibility.h scp_attn_visible_at): */
     const int32_t *doc;       /* (B, T) document id of each position (backend memory), or NULL: a query sees
                                  keys of its own document only; a negative id sees itself alone */

@@ -14,6 +14,7 @@
 #include <omp.h>
 #endif
 
+#include "model/attn_visibility.h"
 #include "model/backend.h"
 #include "core/error.h"
 #include "model/model.h"
@@ -567,21 +568,20 @@ void scp_set_threads(int n)
 }
 
 /* ---- attention visibility ------------------------------------------------------------------------------- */
+/* The kernels' form of b's attention mode (model/attn_visibility.h): annealed attention is causal attention with
+ * a threshold for its future keys. The document ids are the caller's to place (host or backend memory). */
+static void attn_rule_of(const scp_batch *b, scp_attn_args *a)
+{
+    a->causal = b->attn != SCP_ATTN_BIDIRECTIONAL;
+    a->anneal_seed = b->attn == SCP_ATTN_ANNEAL ? b->anneal_seed : 0;
+    a->anneal_thresh = b->attn == SCP_ATTN_ANNEAL ? scp_attn_anneal_threshold(b->anneal_p) : 0;
+}
+
 int scp_attn_visible(const scp_batch *b, int bi, int i, int j)
 {
-    if (b->doc) {
-        int di = b->doc[(size_t)bi * b->T + i], dj = b->doc[(size_t)bi * b->T + j];
-        if (di < 0 ? j != i : di != dj) return 0;
-    }
-    switch (b->attn) {
-    case SCP_ATTN_BIDIRECTIONAL: return 1;
-    case SCP_ATTN_CAUSAL: return j <= i;
-    case SCP_ATTN_ANNEAL:
-        if (j <= i) return 1;
-        return (double)(scp_mix3(b->anneal_seed, (uint64_t)bi, ((uint64_t)i << 32) | (uint64_t)j) >> 11) * 0x1p-53 <
-               b->anneal_p;
-    }
-    return 0;
+    scp_attn_args a = {.T = b->T, .doc = b->doc};
+    attn_rule_of(b, &a);
+    return scp_attn_visible_at(&a, bi, i, j);
 }
 
 /* ---- forward and backward ---------------------------------------------------------------------------------- */
@@ -763,15 +763,10 @@ static void forward_body(scp_model *m, const scp_batch *b, scp_attn_args *aa, in
     memset(aa, 0, sizeof *aa);
     aa->B = B, aa->T = T, aa->H = w->H, aa->KV = w->KV, aa->hd = w->hd, aa->ld_qkv = w->S;
     aa->scale = 1.0f / sqrtf((float)w->hd);
-    aa->causal = b->attn == SCP_ATTN_CAUSAL;
-    if (b->doc || b->attn == SCP_ATTN_ANNEAL) {
-        uint8_t *mk = scp_xmalloc((size_t)B * T * T);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < B * T; r++)
-            for (int j = 0; j < T; j++) mk[(size_t)r * T + j] = (uint8_t)scp_attn_visible(b, r / T, r % T, j);
-        be->upload(w->mask, mk, (size_t)B * T * T);
-        free(mk);
-        aa->mask = w->mask;
+    attn_rule_of(b, aa);
+    if (b->doc) {   /* the kernels read the ids where they run */
+        be->upload(w->doc, b->doc, (size_t)M * sizeof(int32_t));
+        aa->doc = w->doc;
     }
 
     hold_weights(m, 0);

@@ -185,8 +185,9 @@ void scp_model_set_expert_exchange(scp_model *m, const scp_expert_exchange *x);
 /* 1 (once) when an exchange of the steps since the last call failed: their results are void. */
 int scp_model_expert_exchange_failed(scp_model *m);
 
-/* Whether query i of sequence bi sees key j under b's attention mode and doc mask (the rule the model applies;
- * anneal draws come from scp_mix3(anneal_seed, bi, i << 32 | j)). Exported for tests and tools. */
+/* Whether query i of sequence bi sees key j under b's attention mode and documents: the rule every backend's
+ * attention applies (model/attn_visibility.h; anneal draws come from scp_mix3(anneal_seed, bi, i << 32 | j)).
+ * Exported for tests and tools. */
 int scp_attn_visible(const scp_batch *b, int bi, int i, int j);
 
 /* Bytes of backend workspace (activations kept for backward, gradient buffers, logits) the model holds now:

@@ -81,7 +81,7 @@ typedef struct workspace {
                                on its first call) */
     float *nll, *wsel;      /* (M) */
     int32_t *ids, *rows, *tsel;   /* (M) */
-    uint8_t *mask;          /* (B, T, T) */
+    int32_t *doc;           /* (B, T) the batch's document ids (attention's visibility rule) */
     float *cos, *sin;       /* (T, hd/2) */
     /* gradients of activations, reused by every layer */
     scp_act *dresid, *dln, *dqkv, *datty, *dgateup, *dh, *dsel;

@@ -39,7 +39,7 @@ void scp_workspace_size(const scp_model_config *c, const scp_backend_traits *be,
     z->logit_rows = (int)(lr < M ? lr : M);
     z->logits = (size_t)z->logit_rows * V * a;
     z->ids = z->rows = z->tsel = M * i32;
-    z->mask = (size_t)B * T * T;
+    z->doc = M * i32;   /* the batch's document ids, for document-masked attention */
     z->cos = z->sin = (size_t)T * (hd / 2) * f;
     z->dresid = z->dln = z->dsel = M * D * a;
     z->dqkv = M * S * a;

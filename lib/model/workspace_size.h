@@ -1,5 +1,5 @@
 /* model/workspace_size.h: the bytes of every buffer of the decoder driver's workspace (the activations kept for
- * the backward, their gradients, the logits chunk, the batch's ids and masks, the RoPE tables, the MoE routing
+ * the backward, their gradients, the logits chunk, the batch's ids and document ids, the RoPE tables, the MoE routing
  * state: `workspace` in model/model_internal.h), from a config, a backend's traits and a batch shape. It is the
  * one account of those sizes: ws_reserve (lib/model/model.c) and scp_moe_reserve (lib/model/moe.c) allocate
  * exactly these, and the memory planner (train/memplan.h, scp-train --plan) adds them up without allocating.
@@ -9,7 +9,7 @@
  *   resid (L + 1, M, D); resid2, ln1, ln2 (P, M, D); rstd1, rstd2 (P, M) fp32; qkv (P, M, S); qkv_raw (P, M, S)
  *   and qk_rstd (P, M, H + KV) fp32 with q/k norms only; att (P, attn_state_floats(B, H, T)) fp32; atty (P, M, H hd);
  *   gateup (P, M, 2 I); hmlp (P, M, I); lnf, sel (M, D); rstdf, nll, wsel (M) fp32; logits (logit_rows, V);
- *   ids, rows, tsel (M) int32; mask (B, T, T) bytes; cos, sin (T, hd / 2) fp32; the gradients dresid, dln, dsel
+ *   ids, rows, tsel, doc (M) int32; cos, sin (T, hd / 2) fp32; the gradients dresid, dln, dsel
  *   (M, D), dqkv (M, S), datty (M, H hd), dgateup (M, 2 I), dh (M, I); and for a MoE model moe_probs (P, M, E),
  *   moe_w (P, M, k), moe_lse (P, M) fp32, moe_idx (P, M, k), moe_tok, moe_pos (P, N) int32, moe_logits (M, E),
  *   moe_psum, moe_dprob (E) fp32, moe_x, moe_dy (N, D), moe_dw (M, k) fp32.
@@ -26,7 +26,7 @@
 /* The buffers in the backend's memory, named as the workspace's fields. */
 #define SCP_WS_BUFFERS(X)                                                                                         \
     X(resid) X(resid2) X(ln1) X(ln2) X(rstd1) X(rstd2) X(qkv) X(qkv_raw) X(qk_rstd) X(att) X(atty) X(gateup)       \
-    X(hmlp) X(lnf) X(rstdf) X(sel) X(logits) X(nll) X(wsel) X(ids) X(rows) X(tsel) X(mask) X(cos) X(sin)           \
+    X(hmlp) X(lnf) X(rstdf) X(sel) X(logits) X(nll) X(wsel) X(ids) X(rows) X(tsel) X(doc) X(cos)  X(sin)           \
     X(dresid) X(dln) X(dqkv) X(datty) X(dgateup) X(dh) X(dsel)                                                    \
     X(moe_probs) X(moe_w) X(moe_lse) X(moe_idx) X(moe_tok) X(moe_pos) X(moe_logits) X(moe_psum) X(moe_dprob)     \
     X(moe_x) X(moe_dy) X(moe_dw)

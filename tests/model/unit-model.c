@@ -417,7 +417,7 @@ static void test_workspace_account(void)
                 scp_workspace_size(&c, &tr, 3, 16, rc ? 1 : c.num_layers, 0, &z);
                 /* a few sizes from their shapes: one slot is (M = 48 rows) x width x element bytes */
                 size_t a = tr.act_size, P = rc ? 1 : 2, per_slot_qkv = 48 * (4 + 2 * 2) * 6 * a;
-                int shapes = z.qkv == P * per_slot_qkv && z.resid == 3 * 48 * 24 * a && z.mask == 3 * 16 * 16 &&
+                int shapes = z.qkv == P * per_slot_qkv && z.resid == 3 * 48 * 24 * a && z.doc == 3 * 16 * 4 &&
                              (i == 0 ? z.qkv_raw == 0 && z.qk_rstd == 0 : z.qk_rstd == P * 48 * 6 * 4) &&
                              (i == 2 ? z.moe_x == 48 * 2 * 24 * a && z.hmlp == P * 48 * 16 * a && z.host_bytes > 0
                                      : z.moe_x == 0 && z.host_bytes == 0);
@@ -531,42 +531,75 @@ static void test_io(void)
     scp_model_free(m);
 }
 
-/* A query that sees no key (an all-zero mask row): both backends give a zero row and no NaN. The driver never
- * builds one (every query sees itself), but a backend must not turn it into NaN. */
-static void test_attention_empty_row(void)
+/* The driver's rule, scp_attn_visible (model/attn_visibility.h's parts), against DiffuLLaMA's rule written out
+ * here: documents first (a negative id sees itself alone, else keys of its own id), then causal order, and a
+ * future key under annealing visible when the top 53 bits of splitmix64's finaliser chained over (seed, b,
+ * i << 32 | j), as a fraction of 2^53 in doubles, fall below p. */
+static uint64_t splitmix64(uint64_t *state)   /* Vigna's splitmix64 generator, one output */
 {
-    int B = 1, T = 5, H = 2, KV = 1, hd = 4, ld = (H + 2 * KV) * hd;
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static uint64_t finalise(uint64_t x) { return splitmix64(&x); }
+
+static int visible_statement(const scp_batch *b, int bi, int i, int j)
+{
+    if (b->doc) {
+        int di = b->doc[(size_t)bi * b->T + i], dj = b->doc[(size_t)bi * b->T + j];
+        if (di < 0 ? j != i : di != dj) return 0;
+    }
+    if (b->attn == SCP_ATTN_BIDIRECTIONAL || j <= i) return 1;
+    if (b->attn == SCP_ATTN_CAUSAL) return 0;
+    uint64_t x = finalise(finalise(finalise(b->anneal_seed) ^ (uint64_t)bi) ^ (((uint64_t)i << 32) | (uint64_t)j));
+    return (double)(x >> 11) * 0x1p-53 < (double)b->anneal_p;
+}
+
+static void test_attn_visible(void)
+{
+    uint64_t s0 = 0;
+    tap_ok(splitmix64(&s0) == 0xe220a8397b1dcdafull, "splitmix64 from 0: its published first output");
+    /* long sequences, so that i << 32 | j uses high bits; documents of random lengths and padding (-1) */
+    enum { B = 3, T = 70000 };
+    int32_t *doc = malloc((size_t)B * T * sizeof *doc);
     scp_rng r;
-    scp_rng_init(&r, 9, 9);
-    float *qkv = malloc(sizeof(float) * B * T * ld);
-    for (int i = 0; i < B * T * ld; i++) qkv[i] = (float)scp_rng_normal(&r);
-    uint8_t *mask = malloc((size_t)B * T * T);
-    for (int i = 0; i < T; i++)
-        for (int j = 0; j < T; j++) mask[i * T + j] = i != 2;   /* row 2 sees nothing */
-    scp_attn_args a = {.B = B, .T = T, .H = H, .KV = KV, .hd = hd, .ld_qkv = ld, .causal = 0, .mask = mask,
-                       .scale = 0.5f};
-    const scp_backend *be[2] = {&scp_backend_cpu, &scp_backend_cpu_ref};
-    float *out[2], *att[2];
-    for (int k = 0; k < 2; k++) {
-        out[k] = calloc((size_t)B * T * H * hd, sizeof(float));
-        att[k] = calloc((size_t)B * H * T * T, sizeof(float));
-        be[k]->attention_fwd(SCP_ACT(out[k]), att[k], SCP_ACT(qkv), SCP_ACT(qkv + H * hd), SCP_ACT(qkv + (H + KV) * hd), &a);
+    scp_rng_init(&r, 5, 5);
+    for (int bi = 0; bi < B; bi++) {
+        int32_t id = 0;
+        for (int i = 0; i < T; i++) {
+            if (scp_rng_below(&r, 50) == 0) id++;
+            doc[(size_t)bi * T + i] = scp_rng_below(&r, 7) == 0 ? -1 : id;
+        }
     }
-    int finite = 1, zero_row = 1;
-    double diff = 0;
-    for (int i = 0; i < B * T * H * hd; i++) {
-        finite &= isfinite(out[0][i]);
-        diff = fmax(diff, fabs(out[0][i] - out[1][i]));
-    }
-    for (int h = 0; h < H; h++)
-        for (int d = 0; d < hd; d++) zero_row &= out[0][(2 * H + h) * hd + d] == 0.0f;
-    tap_ok(finite && zero_row && diff < 1e-5, "attention with an all-hidden row: zero output, no NaN, fast = reference (%.2g)", diff);
-    for (int k = 0; k < 2; k++) {
-        free(out[k]);
-        free(att[k]);
-    }
-    free(mask);
-    free(qkv);
+    static const struct { scp_attn_mode attn; float p; } modes[] = {
+        {SCP_ATTN_CAUSAL, 0}, {SCP_ATTN_BIDIRECTIONAL, 0}, {SCP_ATTN_ANNEAL, 0.0f}, {SCP_ATTN_ANNEAL, 0.3f},
+        {SCP_ATTN_ANNEAL, 0.7071f}, {SCP_ATTN_ANNEAL, 1.0f}};
+    for (size_t k = 0; k < sizeof modes / sizeof *modes; k++)
+        for (int with_doc = 0; with_doc <= 1; with_doc++) {
+            scp_batch b = {.B = B, .T = T, .doc = with_doc ? doc : NULL, .attn = modes[k].attn,
+                           .anneal_p = modes[k].p, .anneal_seed = 0x243f6a8885a308d3ull + k};
+            long agree = 0, n = 0, future = 0, future_seen = 0, pad = 0;
+            for (int t = 0; t < 200000; t++) {
+                int bi = (int)scp_rng_below(&r, B), i = (int)scp_rng_below(&r, T);
+                /* near keys too, where documents meet and the diagonal is */
+                int j = t % 2 ? (int)scp_rng_below(&r, T) : i - 40 + (int)scp_rng_below(&r, 81);
+                if (j < 0 || j >= T) continue;
+                if (t % 97 == 0) j = i;
+                int want = visible_statement(&b, bi, i, j), got = scp_attn_visible(&b, bi, i, j);
+                agree += want == got, n++;
+                const int32_t di = doc[(size_t)bi * T + i], dj = doc[(size_t)bi * T + j];
+                if (j > i && (!with_doc || (di >= 0 && di == dj))) future++, future_seen += got;   /* a draw decides */
+                pad += with_doc && di < 0 && got;
+            }
+            double frac = future ? (double)future_seen / future : 0;
+            double expect = modes[k].attn == SCP_ATTN_CAUSAL ? 0 : modes[k].attn == SCP_ATTN_BIDIRECTIONAL ? 1 : modes[k].p;
+            tap_ok(agree == n && fabs(frac - expect) < 0.01 && (!with_doc || pad > 0),
+                   "scp_attn_visible = the rule's statement, %s p=%g%s: %ld of %ld pairs; future keys seen %.4f "
+                   "(expected %g); padding sees itself (%ld)", scp_attn_name(modes[k].attn), modes[k].p,
+                   with_doc ? " with documents" : "", agree, n, frac, expect, pad);
+        }
+    free(doc);
 }
 
 int main(void)
@@ -583,6 +616,6 @@ int main(void)
     test_workspace_account();
     test_logit_chunks();
     test_io();
-    test_attention_empty_row();
+    test_attn_visible();
     return tap_done();
 }

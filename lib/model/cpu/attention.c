@@ -1,4 +1,5 @@
-/* attention.c: softmax attention with GQA, causal or not, with an optional (B, T, T) visibility mask.
+/* attention.c: softmax attention with GQA under model/attn_visibility.h's rule (causal or not, annealed, within
+ * documents), evaluated per (query, key) pair where it matters.
  * q is (B, T, H, hd), k and v are (B, T, KV, hd), all rows ld_qkv apart (one qkv buffer); out is (B, T, H, hd)
  * packed; att (B, H, T, T) keeps the softmax probabilities (0 where a key is hidden) for the backward.
  *
@@ -9,6 +10,7 @@
  * share the kv head run in the same task, so dK and dV are summed without races or atomics (deterministic). */
 #include <stdlib.h>
 
+#include "model/attn_visibility.h"
 #include "model/cpu/cpu.h"
 #include "core/error.h"
 
@@ -32,11 +34,12 @@ void scp_cpu_attention_fwd(float *out, float *att, const float *q, const float *
     const int T = a->T, hd = a->hd, avx2 = scp_cpu_has_avx2();
 #pragma omp parallel
     {
-        float *buf = scp_xmalloc(((size_t)3 * hd * T + 2 * QB * hd + T) * sizeof(float));
+        float *buf = scp_xmalloc(((size_t)3 * hd * T + 2 * QB * hd + (1 + QB) * (size_t)T) * sizeof(float));
         float *kt = buf, *vr = kt + (size_t)hd * T, *vt = vr + (size_t)hd * T, *qs = vt + (size_t)hd * T, *o = qs + QB * hd;
-        float *dummy = o + QB * hd;
+        float *dummy = o + QB * hd, *vis = dummy + T;
 #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < a->B * a->KV; task++) (avx2 ? fwd_tile_avx2 : fwd_tile_base)(out, att, q, k, v, a, task / a->KV, task % a->KV, kt, vr, vt, qs, o, dummy);
+        for (int task = 0; task < a->B * a->KV; task++)
+            (avx2 ? fwd_tile_avx2 : fwd_tile_base)(out, att, q, k, v, a, task / a->KV, task % a->KV, kt, vr, vt, qs, o, dummy, vis);
         free(buf);
     }
 }
@@ -88,12 +91,6 @@ void scp_cpu_attention_decode(float *out, const float *q, const float *k, const 
 }
 
 /* ---- reference: one query at a time, in double, no tiles ------------------------------------------------ */
-static int ref_visible(const scp_attn_args *a, int b, int i, int j)
-{
-    if (a->causal && j > i) return 0;
-    return a->mask ? a->mask[((size_t)b * a->T + i) * a->T + j] : 1;
-}
-
 void scp_cpu_attention_fwd_ref(float *out, float *att, const float *q, const float *k, const float *v,
                                const scp_attn_args *a)
 {
@@ -106,7 +103,7 @@ void scp_cpu_attention_fwd_ref(float *out, float *att, const float *q, const flo
                 double mx = -INFINITY, sum = 0;
                 for (int j = 0; j < T; j++) {
                     s[j] = -INFINITY;
-                    if (!ref_visible(a, b, i, j)) continue;
+                    if (!scp_attn_visible_at(a, b, i, j)) continue;
                     const float *kr = k + (size_t)(b * T + j) * ld + (size_t)(h / rep) * hd;
                     double d = 0;
                     for (int c = 0; c < hd; c++) d += (double)qr[c] * kr[c];

@@ -35,22 +35,44 @@ SCP_INLINE void SCP_KNAME(block_scores)(float *p0, float *p1, float *p2, float *
     }
 }
 
+/* vis (T): 1 or 0 for each key j of query i of sequence b, by model/attn_visibility.h's parts: the keys up to i
+ * (every key, bidirectional) by documents alone, the later ones (annealed) by their draw too; key is
+ * scp_attn_anneal_key(seed, b). Written up to the row's bound (jr in fwd_tile). */
+static void SCP_KNAME(vis_row)(float *vis, const scp_attn_args *a, int b, int i, uint64_t key)
+{
+    const int T = a->T, end = scp_attn_past_only(a) ? i + 1 : T, past = a->causal ? i + 1 : T;
+#pragma omp simd
+    for (int j = 0; j < past; j++) vis[j] = 1.0f;
+    for (int j = past; j < end; j++) vis[j] = (float)scp_attn_anneal_visible_keyed(key, a->anneal_thresh, i, j);
+    if (a->doc) {
+        const int32_t *doc = a->doc + (size_t)b * T, di = doc[i];
+        for (int j = 0; j < end; j++) vis[j] *= (float)scp_attn_doc_visible(di, doc[j], i, j);
+    }
+}
+
 /* One (b, kv head) tile of the forward, QB queries at a time. kt (hd, T) holds this head's keys transposed, vr
  * (T, hd) and vt (hd, T) its values; qs and o (QB, hd) are scratch; dummy (T) absorbs the rows past T in the last
- * block. */
+ * block; vis (QB, T) holds the block's visibility (1 or 0 per key) where the rule needs evaluating per pair,
+ * once for the query heads of the kv head. */
 static void SCP_KNAME(fwd_tile)(float *out, float *att, const float *q, const float *k, const float *v,
                                 const scp_attn_args *a, int b, int kh, float *kt, float *vr, float *vt, float *qs,
-                                float *o, float *dummy)
+                                float *o, float *dummy, float *vis)
 {
     const int T = a->T, H = a->H, hd = a->hd, ld = a->ld_qkv, rep = H / a->KV, ldo = H * hd;
+    /* past_only: query i's keys end at i (plain causal); ruled: documents, or annealed future keys, decide pair
+     * by pair (vis_row); otherwise every key before jr is visible. */
+    const int past_only = scp_attn_past_only(a), ruled = scp_attn_per_pair(a);
+    const uint64_t key = scp_attn_anneal_key(a->anneal_seed, b);
     for (int j = 0; j < T; j++) {
         const float *kr = k + (size_t)(b * T + j) * ld + (size_t)kh * hd, *vv = v + (size_t)(b * T + j) * ld + (size_t)kh * hd;
         for (int d = 0; d < hd; d++) kt[(size_t)d * T + j] = kr[d], vt[(size_t)d * T + j] = vv[d];
         memcpy(vr + (size_t)j * hd, vv, (size_t)hd * sizeof(float));
     }
-    for (int h = kh * rep; h < (kh + 1) * rep; h++)
-        for (int i0 = 0; i0 < T; i0 += QB) {
-            int nq = T - i0 < QB ? T - i0 : QB, jn = a->causal ? i0 + nq : T;
+    for (int i0 = 0; i0 < T; i0 += QB) {
+        const int nq = T - i0 < QB ? T - i0 : QB, jn = past_only ? i0 + nq : T;
+        if (ruled)
+            for (int r = 0; r < nq; r++) SCP_KNAME(vis_row)(vis + (size_t)r * T, a, b, i0 + r, key);
+        for (int h = kh * rep; h < (kh + 1) * rep; h++) {
             float *p[QB];
             for (int r = 0; r < QB; r++) {
                 int i = r < nq ? i0 + r : i0;
@@ -62,20 +84,20 @@ static void SCP_KNAME(fwd_tile)(float *out, float *att, const float *q, const fl
             const float *q0 = qs, *q1 = qs + hd, *q2 = qs + 2 * hd, *q3 = qs + 3 * hd;
             SCP_KNAME(block_scores)(p0, p1, p2, p3, q0, q1, q2, q3, kt, T, hd, jn);
             for (int r = 0; r < nq; r++) {
-                int i = i0 + r, jr = a->causal ? i + 1 : T;
+                int i = i0 + r, jr = past_only ? i + 1 : T;
                 float *pr = p[r];
-                const uint8_t *mk = a->mask ? a->mask + ((size_t)b * T + i) * T : NULL;
                 float mx = -INFINITY, sum = 0.0f;
-                if (mk) {
+                if (ruled) {
+                    const float *seen = vis + (size_t)r * T;
                     for (int j = 0; j < jr; j++)
-                        if (mk[j] && pr[j] > mx) mx = pr[j];
+                        if (seen[j] != 0.0f && pr[j] > mx) mx = pr[j];
                     if (mx == -INFINITY) {   /* no visible key: a zero row, as the reference gives (never NaN) */
                         for (int j = 0; j < jr; j++) pr[j] = 0.0f;
                         sum = 1.0f;
                     } else {
                         scp_exp_sum(pr, mx, jr);
                         for (int j = 0; j < jr; j++) {   /* hidden keys: exact zeros */
-                            pr[j] *= (float)mk[j];
+                            pr[j] *= seen[j];
                             sum += pr[j];
                         }
                     }
@@ -99,6 +121,7 @@ static void SCP_KNAME(fwd_tile)(float *out, float *att, const float *q, const fl
             for (int r = 0; r < nq; r++)
                 memcpy(out + (size_t)(b * T + i0 + r) * ldo + (size_t)h * hd, o + (size_t)r * hd, (size_t)hd * sizeof(float));
         }
+    }
 }
 
 /* One (b, kv head) tile of the backward, QB queries at a time so that each pass over dK and dV (hd, T) adds QB
@@ -111,6 +134,8 @@ static void SCP_KNAME(bwd_tile)(float *dq, float *dk, float *dv, const float *do
                                 float *dkt, float *dvt, float *ps, float *ds, float *qb, float *gb, float *dqb)
 {
     const int T = a->T, H = a->H, hd = a->hd, ld = a->ld_qkv, rep = H / a->KV, ldo = H * hd;
+    /* Hidden keys have probability 0 in att, hence dS = 0: the backward needs no rule, only the causal bound. */
+    const int past_only = scp_attn_past_only(a);
     for (int j = 0; j < T; j++) {   /* keys as rows (T, hd), values transposed (hd, T) */
         const float *kr = k + (size_t)(b * T + j) * ld + (size_t)kh * hd, *vv = v + (size_t)(b * T + j) * ld + (size_t)kh * hd;
         memcpy(kt + (size_t)j * hd, kr, (size_t)hd * sizeof(float));
@@ -119,7 +144,7 @@ static void SCP_KNAME(bwd_tile)(float *dq, float *dk, float *dv, const float *do
     memset(dkt, 0, (size_t)2 * hd * T * sizeof(float));
     for (int h = kh * rep; h < (kh + 1) * rep; h++)
         for (int i0 = 0; i0 < T; i0 += QB) {
-            int nq = T - i0 < QB ? T - i0 : QB, jn = a->causal ? i0 + nq : T;
+            int nq = T - i0 < QB ? T - i0 : QB, jn = past_only ? i0 + nq : T;
             for (int r = 0; r < QB; r++) {
                 float *pr = ps + (size_t)r * T, *dr = ds + (size_t)r * T;
                 if (r >= nq) {
@@ -129,7 +154,7 @@ static void SCP_KNAME(bwd_tile)(float *dq, float *dk, float *dv, const float *do
                     memset(gb + r * hd, 0, (size_t)hd * sizeof(float));
                     continue;
                 }
-                int i = i0 + r, jr = a->causal ? i + 1 : T;
+                int i = i0 + r, jr = past_only ? i + 1 : T;
                 const float *p = att + (((size_t)b * H + h) * T + i) * T;
                 const float *dor = dout + (size_t)(b * T + i) * ldo + (size_t)h * hd;
                 memcpy(qb + r * hd, q + (size_t)(b * T + i) * ld + (size_t)h * hd, (size_t)hd * sizeof(float));

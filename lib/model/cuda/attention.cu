@@ -1,9 +1,9 @@
 // attention.cu: fused (flash-style) softmax attention, forward and backward, in fp32 with online softmax: the
-// (T, T) score matrix is never stored. GQA (query head h reads kv head h / (H / KV)); visibility is causal
-// (j <= i) and/or an explicit (B, T, T) mask, which is how the driver passes bidirectional, annealed and
-// document-masked attention. Head sizes that are multiples of 16 up to 128 go to the tensor-core kernels of
-// attention_tc.cu (bf16 operands, fp32 accumulation and statistics, the same contract); the fp32 kernels here
-// serve every other head size.
+// (T, T) score matrix is never stored. GQA (query head h reads kv head h / (H / KV)); visibility is
+// model/attn_visibility.h's rule (causal or not, annealed, within documents), evaluated per (query, key) pair in
+// the kernels, whose key loops stop at the diagonal where it is plain causal. Head sizes that are multiples of
+// 16 up to 128 go to the tensor-core kernels of attention_tc.cu (bf16 operands, fp32 accumulation and
+// statistics, the same contract); the fp32 kernels here serve every other head size.
 //
 // Layouts (lib/model/backend.h): q (B, T, H, hd) and k, v (B, T, KV, hd) are rows ld_qkv apart; out and dout are
 // (B, T, H, hd) packed; dq, dk, dv have q, k, v's layout. Their elements are T (float or bf16 storage,
@@ -22,9 +22,10 @@
 // element at a time (attention_gemm.cu), 1.8x faster per step at the benchmark's shape on an H200; the WMMA flash
 // kernels (attention_tc.cu, and the fp32 ones here for other head sizes) serve the rest. SCP_CUDA_ATTN forces a
 // path (benchmarks, tests), read at every call, so a test can switch between calls: gemm; wmma (attention_tc.cu);
-// flash, whose forward is attention_flash.cu's FlashAttention-2 kernel on mma.m16n8k16 (a call with a (B, T, T)
-// mask, which that kernel does not read, goes to attention_tc.cu) and whose backward is attention_tc.cu's.
+// flash, whose forward is attention_flash.cu's FlashAttention-2 kernel on mma.m16n8k16 and whose backward is
+// attention_tc.cu's.
 // Other head sizes take the fp32 kernels here on every path but gemm.
+#include "model/attn_visibility.h"
 #include "model/cuda/attention_flash.h"
 #include "model/cuda/attention_gemm.h"
 #include "model/cuda/attention_tc.h"
@@ -40,17 +41,18 @@
 #define TILE 32         // streamed rows per tile: one per lane
 #define FULL 0xffffffffu
 
+// The kernels' arguments: the call's scp_attn_args and, for the kernels' loops, ld = ld_qkv and past_only
+// (scp_attn_past_only: no query sees a later key).
 struct attn_p {
-    int B, T, H, KV, hd, ld, causal;
-    const uint8_t *mask;
+    int B, T, H, KV, hd, ld, past_only;
     float scale;
+    scp_attn_args rule;
 };
 
 __device__ __forceinline__ bool visible(const attn_p &a, int b, int i, int j)
 {
     if (i >= a.T || j >= a.T) return false;
-    if (a.causal && j > i) return false;
-    return !a.mask || a.mask[((size_t)b * a.T + i) * a.T + j];
+    return scp_attn_visible_at(&a.rule, b, i, j);
 }
 
 __device__ __forceinline__ float dot(const float *x, const float *y, int n)
@@ -80,7 +82,7 @@ __global__ void __launch_bounds__(NW * 32) attn_fwd_kernel(AT *out, float *lse, 
 #pragma unroll
         for (int d = 0; d < DPL; d++) acc[r][d] = 0.0f;
     }
-    int qlast = min(q0 + QT, T) - 1, kend = a.causal ? qlast + 1 : T;
+    int qlast = min(q0 + QT, T) - 1, kend = a.past_only ? qlast + 1 : T;
     for (int j0 = 0; j0 < kend; j0 += TILE) {
         __syncthreads();  // the previous tile is consumed (and Qs is complete the first time)
         for (int e = threadIdx.x; e < TILE * hd; e += blockDim.x) {
@@ -156,7 +158,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dq_kernel(AT *dq, float *Dbu
 #pragma unroll
         for (int d = 0; d < DPL; d++) A[r][d] = P[r][d] = 0.0f;
     }
-    int qlast = min(q0 + QT, T) - 1, kend = a.causal ? qlast + 1 : T;
+    int qlast = min(q0 + QT, T) - 1, kend = a.past_only ? qlast + 1 : T;
     for (int j0 = 0; j0 < kend; j0 += TILE) {
         __syncthreads();
         for (int e = threadIdx.x; e < TILE * hd; e += blockDim.x) {
@@ -225,8 +227,8 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_dkdv_kernel(AT *dk, AT *dv, 
     for (int r = 0; r < PW; r++)
 #pragma unroll
         for (int d = 0; d < DPL; d++) gk[r][d] = gv[r][d] = 0.0f;
-    // Under causal attention no query before k0 sees these keys: start at the tile holding k0.
-    const int istart = a.causal ? k0 / TILE * TILE : 0;
+    // Under plain causal attention no query before k0 sees these keys: start at the tile holding k0.
+    const int istart = a.past_only ? k0 / TILE * TILE : 0;
     for (int hh = 0; hh < rep; hh++) {
         const int h = g * rep + hh;
         for (int i0 = istart; i0 < T; i0 += TILE) {
@@ -281,7 +283,7 @@ static attn_p params(const scp_attn_args *a)
 {
     if (a->hd < 1 || a->hd > 256) scp_die("CUDA attention: head size %d outside 1..256", a->hd);
     if (a->KV < 1 || a->H % a->KV) scp_die("CUDA attention: %d query heads not a multiple of %d kv heads", a->H, a->KV);
-    return attn_p{a->B, a->T, a->H, a->KV, a->hd, a->ld_qkv, a->causal, a->mask, a->scale};
+    return attn_p{a->B, a->T, a->H, a->KV, a->hd, a->ld_qkv, scp_attn_past_only(a), a->scale, *a};
 }
 
 // Kernels that need more than the default 48 KiB of dynamic shared memory must opt in first.
@@ -326,8 +328,7 @@ void scp_cuda_attention_fwd(T *out, float *att, const T *q, const T *k, const T 
     if (p.B == 0 || p.T == 0) return;
     const attn_path path = path_of(a);
     if (path == PATH_GEMM) return scp_cuda_attn_gemm_fwd(out, att, q, k, v, a);
-    if (path == PATH_FLASH && scp_cuda_attn_flash_takes(p.hd) && !a->mask)
-        return scp_cuda_attn_flash_fwd(out, att, q, k, v, a);
+    if (path == PATH_FLASH && scp_cuda_attn_flash_takes(p.hd)) return scp_cuda_attn_flash_fwd(out, att, q, k, v, a);
     if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_fwd(out, att, q, k, v, a);
     dim3 grid((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);
     size_t smem = ((size_t)QT * p.hd + (size_t)TILE * (p.hd + 1) + (size_t)TILE * p.hd) * sizeof(float);

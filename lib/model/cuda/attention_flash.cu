@@ -4,7 +4,7 @@
 // (B, T, H, HD) packed, of the storage type T (fp32 or bf16, rounded to nearest even); `att` holds lse (B, H, T),
 // the natural log-sum-exp of each query's scaled scores, +inf for a query that sees no key (its output is 0), as
 // the backward kernels of attention_tc.cu and attention.cu expect. Visibility: model/attn_visibility.h's rule from
-// causal, doc and anneal (never the (B, T, T) mask: attention.cu sends a call with one elsewhere).
+// causal, doc and anneal.
 //
 // Operands: q, k, v as bf16 rows (attention_operands.h: packed copies of fp32 storage, bf16 storage in place
 // where rows are 16-byte aligned). Scores and O accumulate in fp32 on the tensor cores; the softmax statistics
@@ -287,7 +287,6 @@ template <typename T>
 void scp_cuda_attn_flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const scp_attn_args *a)
 {
     if (a->B == 0 || a->T == 0) return;
-    if (a->mask) scp_die("CUDA flash attention: a (B, T, T) mask; the kernel takes causal, doc and anneal only");
     switch (a->hd) {
     case 16: fwd<T, 16>(out, lse, q, k, v, a); break;
     case 32: fwd<T, 32>(out, lse, q, k, v, a); break;

@@ -2,9 +2,10 @@
 // accumulation and output), with the (T, T) scores of one batch element materialised in scratch and our own
 // memory-bound row kernels for the softmax and its backward. Same contract as attention.cu (lib/model/backend.h):
 // q (B, T, H, hd) and k, v (B, T, KV, hd) are rows ld_qkv apart, of the storage type T (fp32 or bf16); out, dout (B, T, H, hd) packed; dq, dk, dv
-// overwritten in q, k, v's layout; GQA: query head h reads kv head h / g, g = H / KV; visibility causal (j <= i)
-// and/or the uint8 (B, T, T) mask (1 = visible); `att` holds lse (B, H, T), the natural log-sum-exp of each
-// query's scaled scores, +inf for a query that sees no key (its output and gradients are 0).
+// overwritten in q, k, v's layout; GQA: query head h reads kv head h / g, g = H / KV; visibility
+// model/attn_visibility.h's rule (causal or not, annealed, within documents), which the row kernels evaluate per
+// element; `att` holds lse (B, H, T), the natural log-sum-exp of each query's scaled scores, +inf for a query
+// that sees no key (its output and gradients are 0).
 //
 // Why: at the benchmark's shape (T = 2048, hd = 128) cuBLAS runs these GEMMs near the tensor cores' peak, far
 // above the hand-written flash kernels (attention_tc.cu); the price is memory traffic over the (H, T, T) score
@@ -47,6 +48,7 @@
 // 256 threads, 4 consecutive elements per thread access where T % 4 == 0 (16-byte loads). Dynamic shared memory:
 // the forward T floats (the row's scores, then exponentials), dS 2 T floats (P and dP): 8 and 16 KiB at T = 2048;
 // the P recompute none. Block reductions: warp butterflies, then the warps' partials read in warp order.
+#include "model/attn_visibility.h"
 #include "model/cuda/attention_gemm.h"
 
 #include <cmath>
@@ -104,8 +106,8 @@ __device__ __forceinline__ float block_reduce(float x, bool is_max, float *red)
     return r;
 }
 
-// V consecutive row elements per thread access: V = 4 (16-byte fp32 loads, 8-byte bf16 stores, 4-byte mask loads)
-// where T % 4 == 0 keeps every row start aligned, else V = 1.
+// V consecutive row elements per thread access: V = 4 (16-byte fp32 loads, 8-byte bf16 stores) where T % 4 == 0
+// keeps every row start aligned, else V = 1.
 struct alignas(8) bf16x4 {
     __nv_bfloat162 a, b;
 };
@@ -115,7 +117,6 @@ template <> struct row_io<1> {
     static __device__ __forceinline__ void ld(const bf16 *p, float *x) { x[0] = __bfloat162float(*p); }
     static __device__ __forceinline__ void st(float *p, const float *x) { *p = x[0]; }
     static __device__ __forceinline__ void st(bf16 *p, const float *x) { *p = __float2bfloat16(x[0]); }
-    static __device__ __forceinline__ void vis(const uint8_t *m, bool *v) { v[0] = !m || *m; }
 };
 template <> struct row_io<4> {
     static __device__ __forceinline__ void ld(const float *p, float *x)
@@ -134,34 +135,40 @@ template <> struct row_io<4> {
     {
         *(bf16x4 *)p = bf16x4{__floats2bfloat162_rn(x[0], x[1]), __floats2bfloat162_rn(x[2], x[3])};
     }
-    static __device__ __forceinline__ void vis(const uint8_t *m, bool *v)
-    {
-        const uint32_t w = m ? *(const uint32_t *)m : 0x01010101u;
-        for (int u = 0; u < 4; u++) v[u] = (w >> (8 * u)) & 0xffu;
-    }
 };
 
-// One block per row (i = blockIdx.x, h = blockIdx.y) of one batch element. S, P (H, T, T); lse (H, T) (this b's
-// slice of att); mask (T, T) (this b's slice) or null. Row-contiguous, coalesced accesses: thread t takes the
+// The keys a row kernel visits for query i: those before row_end(a, i) (i + 1 under plain causal attention),
+// each of them visible unless the rule, evaluated pair by pair where scp_attn_per_pair, says otherwise.
+__device__ __forceinline__ int row_end(const scp_attn_args &a, int i) { return scp_attn_past_only(&a) ? i + 1 : a.T; }
+// vis[u] for the V keys j .. j + V - 1 of query i in batch element b (those past T: not visible).
+template <int V>
+__device__ __forceinline__ void row_vis(const scp_attn_args &a, bool ruled, int b, int i, int j, bool *vis)
+{
+#pragma unroll
+    for (int u = 0; u < V; u++) vis[u] = j + u < a.T && (!ruled || scp_attn_visible_at(&a, b, i, j + u));
+}
+
+// One block per row (i = blockIdx.x, h = blockIdx.y) of batch element b. S, P (H, T, T); lse (H, T) (this b's
+// slice of att); a: the call's arguments (the rule). Row-contiguous, coalesced accesses: thread t takes the
 // row elements j = V (t + k blockDim.x) .. + V - 1 and caches them in shared memory (no sharing between threads).
 
 // Forward: lse_i = log sum_j exp(S_ij) over the visible j, P_ij = exp(S_ij - max) / sum (0 where not visible).
 template <int V>
-__global__ void softmax_fwd_kernel(bf16 *P, float *lse, const float *S, const uint8_t *mask, int T, int causal)
+__global__ void softmax_fwd_kernel(bf16 *P, float *lse, const float *S, scp_attn_args a, int b)
 {
     extern __shared__ float smem[];  // (T) the row's visible scores, then their exponentials
     __shared__ float red[32];
     typedef row_io<V> io;
-    const int i = blockIdx.x, h = blockIdx.y;
+    const int T = a.T, i = blockIdx.x, h = blockIdx.y;
     const size_t row = (size_t)h * T + i;
     const float *s = S + row * T;
-    const uint8_t *m = mask ? mask + (size_t)i * T : nullptr;
-    const int jend = causal ? i + 1 : T, step = blockDim.x * V;
+    const bool ruled = scp_attn_per_pair(&a);
+    const int jend = row_end(a, i), step = blockDim.x * V;
     float mx = -INFINITY, x[V] = {};
     bool vis[V] = {};
     for (int j = threadIdx.x * V; j < jend; j += step) {
         io::ld(s + j, x);
-        io::vis(m ? m + j : nullptr, vis);
+        row_vis<V>(a, ruled, b, i, j, vis);
 #pragma unroll
         for (int u = 0; u < V; u++) {
             x[u] = vis[u] && j + u < jend ? x[u] : -INFINITY;
@@ -197,21 +204,21 @@ __global__ void softmax_fwd_kernel(bf16 *P, float *lse, const float *S, const ui
 
 // Backward, step 1: P_ij = exp(S_ij - lse_i) where visible, else 0 (lse_i = +inf gives 0 too).
 template <int V>
-__global__ void probs_kernel(bf16 *P, const float *S, const float *lse, const uint8_t *mask, int T, int causal)
+__global__ void probs_kernel(bf16 *P, const float *S, const float *lse, scp_attn_args a, int b)
 {
     typedef row_io<V> io;
-    const int i = blockIdx.x, h = blockIdx.y;
+    const int T = a.T, i = blockIdx.x, h = blockIdx.y;
     const size_t row = (size_t)h * T + i;
     const float *s = S + row * T, L = lse[row];
-    const uint8_t *m = mask ? mask + (size_t)i * T : nullptr;
-    const int jend = causal ? i + 1 : T;
+    const bool ruled = scp_attn_per_pair(&a);
+    const int jend = row_end(a, i);
     bf16 *p = P + row * T;
     float x[V] = {};
     bool vis[V] = {};
     for (int j = threadIdx.x * V; j < T; j += blockDim.x * V) {
         if (j < jend) {
             io::ld(s + j, x);
-            io::vis(m ? m + j : nullptr, vis);
+            row_vis<V>(a, ruled, b, i, j, vis);
         }
 #pragma unroll
         for (int u = 0; u < V; u++) x[u] = j + u < jend && vis[u] ? expf(x[u] - L) : 0.0f;
@@ -337,8 +344,8 @@ void cols_times(T *out, int ldo, const bf16 *Pm, const bf16 *X, int ldx, const s
     }
 }
 
-// The row kernels' vector width: 4 where every row of S, P and the mask starts 16 / 8 / 4-byte aligned.
-bool rows_vec4(const scp_attn_args *a) { return a->T % 4 == 0 && (uintptr_t)a->mask % 4 == 0; }
+// The row kernels' vector width: 4 where every row of S and P starts 16 / 8-byte aligned.
+bool rows_vec4(const scp_attn_args *a) { return a->T % 4 == 0; }
 
 shape shape_of(const scp_attn_args *a)
 {
@@ -367,9 +374,7 @@ void scp_cuda_attn_gemm_fwd(T *out, float *lse, const T *q, const T *k, const T 
     for (int b = 0; b < a->B; b++) {
         const size_t bt = (size_t)b * s.T;
         scores(t.S, in.q + bt * in.ldq, in.ldq, in.k + bt * in.ldk, in.ldk, a->scale, s);
-        smax<<<grid, nt, (size_t)s.T * sizeof(float)>>>(t.P, lse + (size_t)b * s.H * s.T, t.S,
-                                                        a->mask ? a->mask + (size_t)b * s.T * s.T : nullptr, s.T,
-                                                        a->causal);
+        smax<<<grid, nt, (size_t)s.T * sizeof(float)>>>(t.P, lse + (size_t)b * s.H * s.T, t.S, *a, b);
         SCP_LAUNCHED();
         rows_times<T>(out + bt * s.H * s.hd, s.H * s.hd, t.P, in.v + bt * in.ldk, in.ldk, s);
     }
@@ -394,8 +399,7 @@ void scp_cuda_attn_gemm_bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse
         const size_t bt = (size_t)b * s.T, go = bt * ld;
         const bf16 *qb = in.q + bt * in.ldq, *kb = in.k + bt * in.ldk, *vb = in.v + bt * in.ldk, *ob = in.o + bt * in.ldo;
         scores(t.S, qb, in.ldq, kb, in.ldk, a->scale, s);
-        probs<<<grid, nt>>>(t.P, t.S, lse + (size_t)b * s.H * s.T, a->mask ? a->mask + (size_t)b * s.T * s.T : nullptr,
-                            s.T, a->causal);
+        probs<<<grid, nt>>>(t.P, t.S, lse + (size_t)b * s.H * s.T, *a, b);
         SCP_LAUNCHED();
         cols_times<T>(dv + go, (int)ld, t.P, ob, in.ldo, s, t.F);  // dV = sum_j P^T dO
         scores(t.S, ob, in.ldo, vb, in.ldk, 1.0f, s);              // dP = dO V^T, over S

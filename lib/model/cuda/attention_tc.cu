@@ -3,7 +3,8 @@
 // remain the path for other head sizes: q (B, T, H, HD) and k, v (B, T, KV, HD) are fp32 rows ld apart (GQA:
 // query head h reads kv head h / (H / KV)); out, dout (B, T, H, HD) packed; dq, dk, dv overwritten in q, k, v's
 // layout; `att` holds lse (B, H, T), the natural log-sum-exp of each query's scaled scores, +inf for a query that
-// sees no key (its output and gradients are 0). Visibility: causal (j <= i) and/or the (B, T, T) uint8 mask.
+// sees no key (its output and gradients are 0). Visibility: model/attn_visibility.h's rule (causal or not,
+// annealed, within documents), evaluated per (query, key) pair where a tile needs it.
 //
 // Storage: q, k, v, dout, out, dq, dk, dv are of the storage type T (fp32 or bf16, cuda_internal.h); the outputs
 // are written as T (rounded to nearest even in bf16).
@@ -17,8 +18,8 @@
 // of each pair.
 //
 // Tiling (BQ = BK = 64, 4 warps per block, each warp owns 16 rows of the block's 64: one WMMA row of tiles):
-//   forward   block = 64 queries of one (b, h); loops over key tiles of 64 (causal: only tiles with a key <= the
-//             block's last query). Per tile: S = Q K^T (16 x 64 per warp) -> shared -> online softmax by the
+//   forward   block = 64 queries of one (b, h); loops over key tiles of 64 (plain causal: only tiles with a key
+//             <= the block's last query). Per tile: S = Q K^T (16 x 64 per warp) -> shared -> online softmax by the
 //             warp's lanes (2 lanes per row, 32 columns each) -> P (bf16) -> O = O * corr + P V. O (16 x HD per
 //             warp) stays in accumulator fragments; its per-row rescale needs the row of each fragment element,
 //             which the kernel reads back from a fragment loaded from a 16x16 tile of row numbers (the element
@@ -30,7 +31,7 @@
 //             (their rows and columns read back the same way from tiles of row and column numbers); only dS goes
 //             to shared memory, as the A operand of the next GEMM.
 //   dk/dv     block = 64 keys of one (b, kv head g); loops over every head of g's group and, in it, over the
-//             query tiles (causal: from the tile holding the block's first key). Per tile, with the warp's 16
+//             query tiles (plain causal: from the tile holding the block's first key). Per tile, with the warp's 16
 //             keys as rows, 16 queries at a time: S^T = K Q^T, dP^T = V dO^T, then in registers P^T =
 //             exp(S^T - lse) and dS^T = P^T (dP^T - D) to shared memory (bf16); then dv += P^T dO, dk += dS^T Q.
 //             dk = scale * dk.
@@ -45,11 +46,13 @@
 //            vis (64, 68) u8 | D (4, 16) f32 | row- and column-number tiles (2, 16, 16) f32   = 100.5 / 68.5 KiB
 //   dk/dv    Ks, Vs, Qs, dOs (64, HD + 8) bf16 | lse, D (64) f32 | P, dS (4, 16, 72) bf16 |
 //            vis (64 keys, 68) u8 | row- and column-number tiles (2, 16, 16) f32          = 92.8 / 60.8 KiB
-// so two blocks (8 warps) fit on an SM (228 KiB). vis holds the visibility of the tile pair (causal, mask,
-// bounds), staged once, coalesced, by the whole block, and only for tiles that need it: a tile that no mask,
-// diagonal or end of the sequence crosses skips it, and a tile with no visible pair is skipped altogether. Rows
-// past T are staged as zeros. The output goes out through shared memory (the K/V or Q/dO region, free by then)
-// so that global writes are row-contiguous and rows past T are skipped.
+// so two blocks (8 warps) fit on an SM (228 KiB). vis holds the visibility of the tile pair (the rule and the
+// bounds), evaluated once by the whole block, and only for tiles that need it: without documents a tile that no
+// diagonal or end of the sequence crosses skips it, and a tile with no visible pair (documents that do not meet)
+// is skipped altogether; under plain causal attention the tiles above the diagonal are never visited. Rows past
+// T are staged as zeros. The output goes out through shared memory (the K/V or Q/dO region, free by then) so
+// that global writes are row-contiguous and rows past T are skipped.
+#include "model/attn_visibility.h"
 #include "model/cuda/attention_tc.h"
 #include "model/cuda/attention_operands.h"
 
@@ -115,30 +118,19 @@ __device__ __forceinline__ void stage_rows(bf16 *dst, const bf16 *src, size_t ld
     }
 }
 
-// vis (64, MLD): vis[r][c] = key j0 + c visible to query i0 + r (causal, mask, both < T); transposed (vis[c][r])
-// for the dk/dv kernel, whose rows are keys. The global mask is read row-contiguously, 4 bytes at a time where
-// T and the mask's alignment allow. Returns whether this thread found a visible pair (for __syncthreads_or).
+// vis (64, MLD): vis[r][c] = key j0 + c visible to query i0 + r (scp_attn_visible_at, both < T); transposed
+// (vis[c][r]) for the dk/dv kernel, whose rows are keys. Each thread takes 4 adjacent keys of one query. Returns
+// whether this thread found a visible pair (for __syncthreads_or).
 __device__ __forceinline__ int stage_vis(uint8_t *vis, const scp_attn_args &a, int b, int i0, int j0, bool transpose)
 {
     const int T = a.T;
-    const bool vec = a.mask && T % 4 == 0 && (uintptr_t)a.mask % 4 == 0;
     int any = 0;
     for (int e = threadIdx.x * 4; e < 64 * 64; e += blockDim.x * 4) {
         const int r = e / 64, c = e % 64, i = i0 + r, j = j0 + c;
-        uint32_t m4 = 0x01010101u, out = 0;
-        if (a.mask && i < T) {
-            const uint8_t *mp = a.mask + ((size_t)b * T + i) * T + j;
-            if (vec && j < T) {
-                m4 = *(const uint32_t *)mp;  // j % 4 == 0 and T % 4 == 0: all four are < T
-            } else {
-                m4 = 0;
-                for (int t = 0; t < 4; t++)
-                    if (j + t < T) m4 |= (uint32_t)mp[t] << (8 * t);
-            }
-        }
+        uint32_t out = 0;
 #pragma unroll
         for (int t = 0; t < 4; t++) {
-            const uint32_t v = i < T && j + t < T && !(a.causal && j + t > i) && ((m4 >> (8 * t)) & 0xffu);
+            const uint32_t v = i < T && j + t < T && scp_attn_visible_at(&a, b, i, j + t);
             out |= v << (8 * t);
             if (transpose) vis[(c + t) * MLD + r] = (uint8_t)v;
         }
@@ -227,8 +219,8 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_fwd_kernel(AT *out, float
     bf16 *Pw = (bf16 *)(sm + L::P) + warp * 16 * LDP;
     uint8_t *vis = (uint8_t *)(sm + L::M);
     float *rid = (float *)(sm + L::R);
-    // Causal: the last query tiles have the most keys; they go first, so that the short ones fill the tail.
-    const int qt = a.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    // Plain causal: the last query tiles have the most keys; they go first, so that the short ones fill the tail.
+    const int qt = scp_attn_past_only(&a) ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
     const int T = a.T, b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.KV), q0 = qt * BQ;
     const size_t ldq = (size_t)lds.q, ldk = (size_t)lds.k;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD, *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
@@ -248,12 +240,13 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_fwd_kernel(AT *out, float
 #pragma unroll
     for (int n = 0; n < NF; n++) wmma::fill_fragment(of[n], 0.0f);
     float m = -INFINITY, l = 0.0f;  // row rr's running max (log2 units) and sum, the same on both lanes of the row
-    const int kend = a.causal ? min(T, q0 + BQ) : T;
+    const int kend = scp_attn_past_only(&a) ? min(T, q0 + BQ) : T;
     for (int j0 = 0; j0 < kend; j0 += BK) {
         __syncthreads();  // the previous tile is consumed
-        // full: every pair of the tile visible (no mask, below the diagonal, inside T): no visibility tile needed.
+        // full: every pair of the tile visible (no documents, below the diagonal, inside T): no visibility tile
+        // needed (annealed attention is causal: its tiles above the diagonal are staged).
         // Otherwise stage it, and skip a tile where no pair is visible (it adds nothing).
-        const bool full = !a.mask && j0 + BK <= T && !(a.causal && j0 + BK - 1 > q0);
+        const bool full = !a.doc && j0 + BK <= T && !(a.causal && j0 + BK - 1 > q0);
         if (!full && !__syncthreads_or(stage_vis(vis, a, b, q0, j0, false))) continue;
         stage_rows<HD>(Ks, kb, ldk, j0, T);
         stage_rows<HD>(Vs, vb, ldk, j0, T);
@@ -370,8 +363,8 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(AT *dq, float *
     float *Sw = (float *)(sm + L::S) + warp * 16 * LDS, *Dw = (float *)(sm + L::D) + warp * 16;
     bf16 *dSw = (bf16 *)(sm + L::P) + warp * 16 * LDP;
     uint8_t *vis = (uint8_t *)(sm + L::M);
-    // Causal: the last query tiles have the most keys; they go first, so that the short ones fill the tail.
-    const int qt = a.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    // Plain causal: the last query tiles have the most keys; they go first, so that the short ones fill the tail.
+    const int qt = scp_attn_past_only(&a) ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
     const int T = a.T, b = blockIdx.z, h = blockIdx.y, g = h / (a.H / a.KV), q0 = qt * BQ;
     const size_t ld = (size_t)a.ld_qkv, ldq = (size_t)lds.q, ldk = (size_t)lds.k, ldo = (size_t)lds.o;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD, *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
@@ -389,7 +382,7 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(AT *dq, float *
         const int i = q0 + w0 + row[e];
         L2[e] = i < T ? lse[((size_t)b * a.H + h) * T + i] * LOG2E : INFINITY;
     }
-    const int kend = a.causal ? min(T, q0 + BQ) : T;
+    const int kend = scp_attn_past_only(&a) ? min(T, q0 + BQ) : T;
     // P and dP of the tile at j0, elementwise in registers: sf[n] becomes P (0 where not visible).
 #define DQ_TILE(sf, pf)                                                                                         \
     scores_regs<HD>(sf, Qs + w0 * LDH, Ks);                                                                     \
@@ -408,7 +401,7 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(AT *dq, float *
         for (int n = 0; n < BK / 16; n++) wmma::fill_fragment(dpart[n], 0.0f);
         for (int j0 = 0; j0 < kend; j0 += BK) {
             __syncthreads();
-            const bool full = !a.mask && j0 + BK <= T && !(a.causal && j0 + BK - 1 > q0);  // as in the forward
+            const bool full = !a.doc && j0 + BK <= T && !(a.causal && j0 + BK - 1 > q0);  // as in the forward
             if (!full && !__syncthreads_or(stage_vis(vis, a, b, q0, j0, false))) continue;
             stage_rows<HD>(Ks, kb, ldk, j0, T);
             stage_rows<HD>(Vs, vb, ldk, j0, T);
@@ -442,7 +435,7 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dq_kernel(AT *dq, float *
     for (int n = 0; n < NF; n++) wmma::fill_fragment(dqf[n], 0.0f);
     for (int j0 = 0; j0 < kend; j0 += BK) {
         __syncthreads();
-        const bool full = !a.mask && j0 + BK <= T && !(a.causal && j0 + BK - 1 > q0);
+        const bool full = !a.doc && j0 + BK <= T && !(a.causal && j0 + BK - 1 > q0);
         if (!full && !__syncthreads_or(stage_vis(vis, a, b, q0, j0, false))) continue;
         stage_rows<HD>(Ks, kb, ldk, j0, T);
         stage_rows<HD>(Vs, vb, ldk, j0, T);
@@ -492,15 +485,15 @@ __global__ void __launch_bounds__(TCW * 32, 2) attn_tc_dkdv_kernel(AT *dk, AT *d
     FragC dkf[NF], dvf[NF];
 #pragma unroll
     for (int n = 0; n < NF; n++) wmma::fill_fragment(dkf[n], 0.0f), wmma::fill_fragment(dvf[n], 0.0f);
-    // Under causal attention no query before k0 sees these keys: start at the query tile holding k0 (BQ == BK).
-    const int istart = a.causal ? k0 : 0;
+    // Under plain causal attention no query before k0 sees these keys: start at the query tile holding k0 (BQ == BK).
+    const int istart = scp_attn_past_only(&a) ? k0 : 0;
     for (int hh = 0; hh < rep; hh++) {
         const int h = g * rep + hh;
         for (int i0 = istart; i0 < T; i0 += BQ) {
             __syncthreads();
-            // full: no mask and every query of the tile at or after every key (queries past T have lse = +inf,
+            // full: no documents and every query of the tile at or after every key (queries past T have lse = +inf,
             // hence P = 0; keys past T only reach dk, dv rows that are not written).
-            const bool full = !a.mask && !(a.causal && k0 + BK - 1 > i0);
+            const bool full = !a.doc && !(a.causal && k0 + BK - 1 > i0);
             if (!full && !__syncthreads_or(stage_vis(vis, a, b, i0, k0, true))) continue;
             stage_rows<HD>(Qs, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, i0, T);
             stage_rows<HD>(dOs, dout + (size_t)b * T * ldo + (size_t)h * HD, ldo, i0, T);
