@@ -48,12 +48,14 @@ objs="$objs $TMP/plugin.o"
 # The warp primitives the flash kernels build on (lib/model/cuda/warp_mma.h: mma.m16n8k16, ldmatrix, cp.async)
 # against the PTX ISA's layouts and plain products (tests/gpu/warp-mma-test.cu), before the ops that use them.
 sed -e 's/\([A-Za-z_][A-Za-z_0-9]*\)<<<\([^>]*\)>>>(/emu_launch(\1, \2)(/g' \
-    -e 's/extern __shared__ float smem\[\];/float *smem = emu_dyn_smem();/' "$src/tests/gpu/warp-mma-test.cu" >"$TMP/wmma.cc"
+    -e 's/extern __shared__ float smem\[\];/float *smem = emu_dyn_smem();/' \
+    "$src/tests/gpu/warp-mma-test.cu" >"$TMP/wmma.cc"
 if "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -I"$src/lib" -c "$TMP/wmma.cc" -o "$TMP/wmma.o" \
     2>"$TMP/cxx.err" && "$cxx" $san -pthread -o "$TMP/warp-mma-emu" "$TMP/wmma.o" "$TMP/emu.o" 2>>"$TMP/cxx.err"; then
     "$TMP/warp-mma-emu" >"$TMP/mma.tap"
 else
-    { echo "not ok 1 - tests/gpu/warp-mma-test.cu builds for the emulator"; sed 's/^/# /' "$TMP/cxx.err" | head -30; } >"$TMP/mma.tap"
+    { echo "not ok 1 - tests/gpu/warp-mma-test.cu builds for the emulator"
+      sed 's/^/# /' "$TMP/cxx.err" | head -30; } >"$TMP/mma.tap"
 fi
 mma_failed=0
 grep -q '^not ok' "$TMP/mma.tap" && mma_failed=1
@@ -64,7 +66,9 @@ grep -q '^not ok' "$TMP/mma.tap" && mma_failed=1
 # (There the primitives' self-test shows as comments, and its failure stops the run.)
 if [ -n "${EMU_OPS_ARGS:-}" ]; then
     grep -v '^1\.\.' "$TMP/mma.tap" | sed 's/^/# warp_mma: /'
-    [ "$mma_failed" -eq 0 ] || { echo "not ok 1 - the warp primitives' self-test (tests/gpu/warp-mma-test.cu)"; echo "1..1"; exit 1; }
+    if [ "$mma_failed" -ne 0 ]; then
+        echo "not ok 1 - the warp primitives' self-test (tests/gpu/warp-mma-test.cu)"; echo "1..1"; exit 1
+    fi
     # shellcheck disable=SC2086
     "$TMP/backend-ops-emu" $EMU_OPS_ARGS
     exit $?

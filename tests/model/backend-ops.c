@@ -442,6 +442,15 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
         tap_ok(same, "attention_bwd B=%d T=%d hd=%d %s%s: bitwise repeatable", B, T, hd, mname, sfx);
         free(gg2), xfree(xg2);
     }
+    /* the forward again into fresh poison: the same bits (on the emulator too for the flash path's own kernel) */
+    if (!small || (attn_path && strcmp(attn_path, "flash") == 0)) {
+        scp_act *xo2 = xpoison(no);
+        XOP(attention_fwd)(xo2, xa, xq, AT(xq, qd), AT(xq, qd + KV * hd), &a);
+        float *go2 = xget(xo2, no);
+        tap_ok(memcmp(go, go2, no * 4) == 0, "attention_fwd B=%d T=%d hd=%d %s%s: bitwise repeatable", B, T, hd, mname,
+               sfx);
+        free(go2), xfree(xo2);
+    }
     free(go), free(gg), free(rout), free(ratt), free(rd), free(qkv), free(dout), free(doc);
     xfree(xq), xfree(xd), xfree(xo), xfree(xa), xfree(xg);
     if (xdoc) xfree(xdoc);
@@ -714,8 +723,8 @@ static void attention_cases_all_paths(void)
         attention_cases();
         return;
     }
-    static const char *paths[] = {"flash", "gemm"};
-    for (int p = 0; p < 2; p++) {
+    static const char *paths[] = {"flash", "wmma", "gemm"};
+    for (int p = 0; p < 3; p++) {
         attn_path = paths[p];
         setenv("SCP_CUDA_ATTN", attn_path, 1);
         attention_cases();

@@ -6,8 +6,8 @@
 // its gradients are 0). Visibility: causal, documents and annealing (model/attn_visibility.h's rule, evaluated
 // per element where a tile needs it).
 //
-// Arithmetic: the operands are bf16 (attention_tc.cu's scp_cuda_attn_bf16_operands: packed copies in fp32
-// storage, the buffers in place in bf16 storage where rows are 16-byte aligned). D_i = rowsum(dout_i * out_i)
+// Arithmetic: the operands are bf16 (attention_operands.h: packed copies in fp32 storage, the buffers in place
+// in bf16 storage where rows are 16-byte aligned). D_i = rowsum(dout_i * out_i)
 // comes from the forward's output (one warp per row, fp32), not from a recomputation of P. Per tile,
 // P = exp2(S scale log2e - lse log2e) and dS = P (dP - D) in fp32, rounded to bf16 as the A operand of the next
 // product; dq, dk, dv accumulate in fp32 registers and are scaled by `scale` (dq, dk) once at the end.
@@ -48,7 +48,7 @@
 #include "model/cuda/attention_flash_bwd.h"
 
 #include "model/attn_visibility.h"
-#include "model/cuda/attention_tc.h"
+#include "model/cuda/attention_operands.h"
 #include "model/cuda/warp_mma.h"
 
 #include <cmath>
@@ -196,15 +196,10 @@ __global__ void __launch_bounds__(NW * 32) flash_rowdot_kernel(float *D, const A
     }
 }
 
-// Row strides (elements) of the bf16 operands q, k and v (one for both), dout.
-struct flash_ld {
-    int q, k, o;
-};
-
 template <typename AT, int HD>
 __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, const bf16 *q, const bf16 *k,
                                                                 const bf16 *v, const bf16 *dout, const float *lse,
-                                                                const float *Dbuf, flash_ld lds, scp_attn_args a)
+                                                                const float *Dbuf, tc_ld lds, scp_attn_args a)
 {
     typedef dkdv_smem<HD> L;
     constexpr int LDH = HD + PAD, NT = HD / 8;
@@ -300,7 +295,7 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, 
 template <typename AT, int HD>
 __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16 *q, const bf16 *k, const bf16 *v,
                                                               const bf16 *dout, const float *lse, const float *Dbuf,
-                                                              flash_ld lds, scp_attn_args a)
+                                                              tc_ld lds, scp_attn_args a)
 {
     typedef dq_smem<HD> L;
     constexpr int LDH = HD + PAD, NT = HD / 8;
@@ -392,18 +387,11 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16
     write_rows<HD>(dq + (size_t)b * T * ld + (size_t)h * HD, ld, q0 + warp * 16, T, dqa, a.scale, lane);
 }
 
-template <typename K>
-void smem_optin(K kern, size_t smem)
-{
-    if (smem > 48 * 1024) SCP_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-}
-
 template <typename T, int HD>
 void bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *lse, const T *q, const T *k, const T *v,
          const scp_attn_args *a)
 {
-    const scp_attn_bf16_operands o = scp_cuda_attn_bf16_operands<T>(q, k, v, dout, a);
-    const flash_ld lds = {o.ldq, o.ldk, o.ldo};
+    const tc_bufs o = tc_operands<T>(q, k, v, dout, a);
     const size_t rows = (size_t)a->B * a->T * a->H;
     {
         auto kern = flash_rowdot_kernel<T>;
@@ -415,7 +403,7 @@ void bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *lse, con
         dim3 grid((unsigned)((a->T + BR - 1) / BR), (unsigned)a->KV, (unsigned)a->B);
         auto kern = flash_dkdv_kernel<T, HD>;
         smem_optin(kern, sm);
-        kern<<<grid, NW * 32, sm>>>(dk, dv, o.q, o.k, o.v, o.dout, lse, o.D, lds, *a);
+        kern<<<grid, NW * 32, sm>>>(dk, dv, o.q, o.k, o.v, o.o, lse, o.D, o.ld, *a);
         SCP_LAUNCHED();
     }
     {
@@ -423,7 +411,7 @@ void bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *lse, con
         dim3 grid((unsigned)((a->T + BR - 1) / BR), (unsigned)a->H, (unsigned)a->B);
         auto kern = flash_dq_kernel<T, HD>;
         smem_optin(kern, sm);
-        kern<<<grid, NW * 32, sm>>>(dq, o.q, o.k, o.v, o.dout, lse, o.D, lds, *a);
+        kern<<<grid, NW * 32, sm>>>(dq, o.q, o.k, o.v, o.o, lse, o.D, o.ld, *a);
         SCP_LAUNCHED();
     }
 }

@@ -14,17 +14,4 @@ template <typename T>
 void scp_cuda_attn_tc_bwd(T *dq, T *dk, T *dv, const T *dout, const float *lse, const T *q, const T *k, const T *v,
                           const scp_attn_args *a);
 
-/* The bf16 operands the tensor-core kernels read (attention_flash_bwd.cu's too): q (B T, H hd), k and v (B T, KV hd),
- * dout (B T, H hd; NULL without dout), packed copies in the backend's scratch (fp32 storage, or bf16 rows not
- * 16-byte aligned) or the buffers themselves, with their row strides in elements (every row 16-byte aligned); and
- * with dout a (B, H, T) fp32 scratch for D. Valid until the next use of the scratch. */
-struct scp_attn_bf16_operands {
-    const bf16 *q, *k, *v, *dout;
-    int ldq, ldk, ldo;
-    float *D;
-};
-template <typename T>
-scp_attn_bf16_operands scp_cuda_attn_bf16_operands(const T *q, const T *k, const T *v, const T *dout,
-                                                   const scp_attn_args *a);
-
 #endif

@@ -151,7 +151,8 @@ void emu_ldmatrix(uint32_t *r, int nmat, int trans, const void *row)
     for (int l = 0; l < 32; l++) memcpy(&rows[l], s[l].data, sizeof rows[l]);
     for (int l = 0; l < 8 * nmat; l++)
         if ((uintptr_t)rows[l] % 16) {
-            fprintf(stderr, "emu: %s: lane %d's row address %p is not 16-byte aligned\n", what, l, (const void *)rows[l]);
+            fprintf(stderr, "emu: %s: lane %d's row address %p is not 16-byte aligned\n", what, l,
+                    (const void *)rows[l]);
             abort();
         }
     const int lane = cur & 31, g = lane >> 2, t = lane & 3;
