@@ -26,8 +26,8 @@
 //          per warp, 2 HD / 8 x 4 registers per thread (128 at HD = 128).
 //   dq     block = 64 queries of one (b, h); loops over the key tiles (causal without annealing: up to the
 //          block's last query). Per 16 keys: S = Q K^T, dP = dO V^T, dS in registers, dq += dS K. FA2 adds dq
-//          with atomics from the dk/dv kernel; here it is a kernel of its own, which recomputes S and dP (a
-//          third more tensor-core work) and keeps every sum in a fixed order.
+//          with atomics from the dk/dv kernel; here it is a kernel of its own, which recomputes S and dP (7
+//          (T, T, HD) products in all where FA2 has 5) and keeps every sum in a fixed order.
 // The owned rows' fragments (K, V; Q, dO) are read again from shared memory by ldmatrix for every 16 streamed
 // rows rather than held in registers: at HD = 128 they would take 64 more registers beside the 128 of dk, dv.
 // Each output element is written once, by the thread that summed it in a fixed order: no atomics,
