@@ -66,7 +66,8 @@ static_assert(BR == BC && BR == NW * 16, "one 16-row strip per warp, square tile
 constexpr size_t tile_bytes(int hd) { return (size_t)BR * (hd + PAD) * 2; }
 template <int HD> struct dkdv_smem {
     static constexpr size_t K = 0, V = K + tile_bytes(HD), Q = V + tile_bytes(HD), O = Q + 2 * tile_bytes(HD),
-                            L = O + 2 * tile_bytes(HD), D = L + 2 * BC * 4, DOC = D + 2 * BC * 4, bytes = DOC + 2 * BC * 4;
+                            L = O + 2 * tile_bytes(HD), D = L + 2 * BC * 4, DOC = D + 2 * BC * 4,
+                            bytes = DOC + 2 * BC * 4;
 };
 template <int HD> struct dq_smem {
     static constexpr size_t Q = 0, O = Q + tile_bytes(HD), K = O + tile_bytes(HD), V = K + 2 * tile_bytes(HD),
@@ -273,7 +274,8 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, 
 #pragma unroll
                     for (int c2 = 0; c2 < 2; c2++) {
                         const int e = 2 * hr + c2, c = qs * 16 + 8 * n + 2 * t + c2;
-                        const bool vis = full || pair_visible(a, akey, i0 + c, kr + 8 * hr, a.doc ? qdoc[c] : 0, kdoc[hr]);
+                        const bool vis =
+                            full || pair_visible(a, akey, i0 + c, kr + 8 * hr, a.doc ? qdoc[c] : 0, kdoc[hr]);
                         p[c2] = vis ? exp2f(st[n][e] * sl2 - Ls[c]) : 0.0f;
                         ds[c2] = p[c2] * (dpt[n][e] - Ds[c]);
                     }
@@ -372,7 +374,8 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16
 #pragma unroll
                     for (int c2 = 0; c2 < 2; c2++) {
                         const int e = 2 * hr + c2, c = ks * 16 + 8 * n + 2 * t + c2;
-                        const bool vis = full || pair_visible(a, akey, qr + 8 * hr, j0 + c, qdoc[hr], a.doc ? kdoc[c] : 0);
+                        const bool vis =
+                            full || pair_visible(a, akey, qr + 8 * hr, j0 + c, qdoc[hr], a.doc ? kdoc[c] : 0);
                         const float p = vis ? exp2f(s[n][e] * sl2 - L2[hr]) : 0.0f;
                         ds[c2] = p * (dp[n][e] - Dr[hr]);
                     }

@@ -1,5 +1,5 @@
 /* attention_flash_bwd.h: the FlashAttention-2 backward on mma.sync tensor-core instructions
- * (attention_flash_bwd.cu), for the head sizes scp_cuda_attn_tc_takes (multiples of 16 up to 128). Same arguments
+ * (attention_flash_bwd.cu), for the head sizes scp_cuda_attn_flash_takes (multiples of 16 up to 128). Same arguments
  * and `att` content (lse (B, H, T), from either forward) as scp_cuda_attention_bwd, plus the forward's output
  * `out`, from which D = rowsum(dout * out) comes. Visibility: model/attn_visibility.h's rule (causal, documents,
  * annealing). */
