@@ -4,7 +4,8 @@
 # for the fp32 attention kernels (attention.cu) it is (16 hd + 32 (hd + 1) + 32 hd) * 4 bytes for the forward,
 # (32 hd + 64 (hd + 1)) * 4 (+ 256) for the backward kernels (+ 256 for dk/dv): 40.1 and 48.3 / 48.5 KiB at
 # hd = 128, 80.1 and 96.3 KiB at hd = 256 (above 48 KiB the launch opts in); for the tensor-core kernels
-# (attention_tc.cu) the script prints it last, from the same formulas as attention_tc.cu's *_smem structs.
+# (attention_tc.cu, attention_flash.cu, attention_flash_bwd.cu) the script prints it last, from the same formulas
+# as their *_smem structs.
 #   bench/gpu/ptxas-report.sh [ARCH]     (default sm_90a; e.g. sm_80)
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,4 +39,19 @@ for hd in 16 32 64 96 128; do
     t=$((64 * (hd + 8) * 2)) s=$((4 * 16 * 68 * 4)) p=$((4 * 16 * 72 * 2)) m=$((64 * 68))
     printf '%-6s %10s %10s %10s\n' "$hd" $((3 * t + s + p + m + 256 + 1024)) $((4 * t + s + p + m + 256 + 2048)) \
         $((4 * t + 512 + 2 * p + m + 2048))
+done
+# attention_flash.cu's (its flash_smem struct): Q and two K and two V tiles (64, hd + 8) bf16, two tiles' 64
+# document ids (int32).
+echo "# attention_flash.cu dynamic shared memory per block (bytes)"
+printf '%-6s %10s\n' hd fwd
+for hd in 16 32 64 96 128; do
+    printf '%-6s %10s\n' "$hd" $((5 * 64 * (hd + 8) * 2 + 2 * 64 * 4))
+done
+# attention_flash_bwd.cu's (its *_smem structs): bf16 tiles (64, hd + 8), K, V and two of Q, dO, with two of
+# (lse, D, document id) (64) for dk/dv; Q, dO and two of K, V, with two of (document id) (64) for dq.
+echo "# attention_flash_bwd.cu dynamic shared memory per block (bytes)"
+printf '%-6s %10s %10s\n' hd dq dkdv
+for hd in 16 32 64 96 128; do
+    t=$((64 * (hd + 8) * 2))
+    printf '%-6s %10s %10s\n' "$hd" $((6 * t + 512)) $((6 * t + 1536))
 done

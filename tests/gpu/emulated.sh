@@ -45,19 +45,40 @@ objs="$objs $TMP/plugin.o"
     "$cxx" $san -pthread -o "$TMP/backend-ops-emu" "$TMP/ops.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
         2>"$TMP/ld.err" || { echo "not ok 1 - the emulated backend-ops links"; sed 's/^/# /' "$TMP/ld.err" | head -30; echo "1..1"; exit 1; }
 [ -n "${EMU_KEEP:-}" ] && cp "$TMP/backend-ops-emu" "$EMU_KEEP"
+# The warp primitives the flash kernels build on (lib/model/cuda/warp_mma.h: mma.m16n8k16, ldmatrix, cp.async)
+# against the PTX ISA's layouts and plain products (tests/gpu/warp-mma-test.cu), before the ops that use them.
+sed -e 's/\([A-Za-z_][A-Za-z_0-9]*\)<<<\([^>]*\)>>>(/emu_launch(\1, \2)(/g' \
+    -e 's/extern __shared__ float smem\[\];/float *smem = emu_dyn_smem();/' \
+    "$src/tests/gpu/warp-mma-test.cu" >"$TMP/wmma.cc"
+if "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -I"$src/lib" -c "$TMP/wmma.cc" -o "$TMP/wmma.o" \
+    2>"$TMP/cxx.err" && "$cxx" $san -pthread -o "$TMP/warp-mma-emu" "$TMP/wmma.o" "$TMP/emu.o" 2>>"$TMP/cxx.err"; then
+    "$TMP/warp-mma-emu" >"$TMP/mma.tap"
+else
+    { echo "not ok 1 - tests/gpu/warp-mma-test.cu builds for the emulator"
+      sed 's/^/# /' "$TMP/cxx.err" | head -30; } >"$TMP/mma.tap"
+fi
+mma_failed=0
+grep -q '^not ok' "$TMP/mma.tap" && mma_failed=1
 # The op-by-op parity (TAP), then whole training steps of a small Qwen3-shaped model through the table
 # (bench/gpu/scp-step --tiny: every entry in lib/model/model.c's order, chunked LM head, AdamW) against cpu-ref.
 # EMU_OPS_ARGS (for work on a kernel, e.g. "--backend cuda --attention"): the op checks with those arguments
 # alone, and nothing after them.
+# (There the primitives' self-test shows as comments, and its failure stops the run.)
 if [ -n "${EMU_OPS_ARGS:-}" ]; then
+    grep -v '^1\.\.' "$TMP/mma.tap" | sed 's/^/# warp_mma: /'
+    if [ "$mma_failed" -ne 0 ]; then
+        echo "not ok 1 - the warp primitives' self-test (tests/gpu/warp-mma-test.cu)"; echo "1..1"; exit 1
+    fi
     # shellcheck disable=SC2086
     "$TMP/backend-ops-emu" $EMU_OPS_ARGS
     exit $?
 fi
 "$TMP/backend-ops-emu" --backend cuda-fp32 --backend cuda --small >"$TMP/ops.tap"
 ops_rc=$?
-grep -v '^1\.\.' "$TMP/ops.tap"
-n=$(grep -c '^\(not \)\{0,1\}ok ' "$TMP/ops.tap")
+# the self-test's lines, then the op checks', numbered on
+cat "$TMP/mma.tap" "$TMP/ops.tap" | awk '/^1\.\./ { next }
+    /^(not )?ok [0-9]+/ { n++; sub(/ok [0-9]+/, "ok " n) } { print }'
+n=$(cat "$TMP/mma.tap" "$TMP/ops.tap" | grep -c '^\(not \)\{0,1\}ok ')
 if [ "$ops_rc" -ne 0 ]; then n=$((n + 1)); echo "not ok $n - the emulated backend-ops exited with status $ops_rc"; fi
 $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp-step.c" -o "$TMP/step.o" &&
     # shellcheck disable=SC2086
@@ -150,4 +171,4 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
     done
 fi
 echo "1..$n"
-[ "$ops_rc" -eq 0 ] && [ "$gfail" -eq 0 ] && ! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"
+[ "$ops_rc" -eq 0 ] && [ "$gfail" -eq 0 ] && [ "$mma_failed" -eq 0 ] && ! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"

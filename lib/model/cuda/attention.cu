@@ -19,10 +19,14 @@
 //
 // Path: for head sizes the tensor-core kernels take (multiples of 16 up to 128) and where the scratch fits
 // (scp_cuda_attn_gemm_fits), attention runs as cuBLAS batched GEMMs with the scores materialised one batch
-// element at a time (attention_gemm.cu), 1.8x faster per step at the benchmark's shape on an H200; the flash
-// kernels (attention_tc.cu, and the fp32 ones here for other head sizes) serve the rest. SCP_CUDA_ATTN=flash or =gemm forces one
-// path (benchmarks, tests); it is read at every call, so a test can switch between calls.
+// element at a time (attention_gemm.cu), 1.8x faster per step at the benchmark's shape on an H200; the WMMA flash
+// kernels (attention_tc.cu, and the fp32 ones here for other head sizes) serve the rest. SCP_CUDA_ATTN forces a
+// path (benchmarks, tests), read at every call, so a test can switch between calls: gemm; wmma (attention_tc.cu);
+// flash, FlashAttention-2 kernels on mma.m16n8k16: attention_flash.cu's forward and attention_flash_bwd.cu's
+// backward. Other head sizes take the fp32 kernels here on every path but gemm.
 #include "model/attn_visibility.h"
+#include "model/cuda/attention_flash.h"
+#include "model/cuda/attention_flash_bwd.h"
 #include "model/cuda/attention_gemm.h"
 #include "model/cuda/attention_tc.h"
 #include "model/cuda/cuda_internal.h"
@@ -299,20 +303,22 @@ static void smem_optin(K kern, size_t smem)
         SCP_LAUNCHED();                                                                                         \
     } while (0)
 
-// Whether this call takes the GEMM path (see the top of the file).
-static bool use_gemm(const scp_attn_args *a)
+// The path this call takes (see the top of the file).
+enum attn_path { PATH_GEMM, PATH_WMMA, PATH_FLASH };
+static attn_path path_of(const scp_attn_args *a)
 {
     const char *e = getenv("SCP_CUDA_ATTN");
     /* Default: the GEMM path where the flash path would run on the tensor cores too (the same bf16 operands,
      * so the same precision); other head sizes keep the fp32 kernels, whose gradients are exact to fp32 (for
      * tiny heads the bf16 rounding of dS costs several % of relative error in dk on near-uniform attention). */
-    if (!e || !*e) return scp_cuda_attn_tc_takes(a->hd) && scp_cuda_attn_gemm_fits(a);
-    if (strcmp(e, "flash") == 0) return false;
-    if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash or gemm", e);
+    if (!e || !*e) return scp_cuda_attn_tc_takes(a->hd) && scp_cuda_attn_gemm_fits(a) ? PATH_GEMM : PATH_WMMA;
+    if (strcmp(e, "flash") == 0) return PATH_FLASH;
+    if (strcmp(e, "wmma") == 0) return PATH_WMMA;
+    if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash, wmma or gemm", e);
     if (!scp_cuda_attn_gemm_fits(a))
         scp_die("SCP_CUDA_ATTN=gemm: the (H, T, T) score scratch of H=%d, T=%d does not fit the GEMM path's budget", a->H,
                 a->T);
-    return true;
+    return PATH_GEMM;
 }
 
 template <typename T>
@@ -320,7 +326,9 @@ void scp_cuda_attention_fwd(T *out, float *att, const T *q, const T *k, const T 
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
-    if (use_gemm(a)) return scp_cuda_attn_gemm_fwd(out, att, q, k, v, a);
+    const attn_path path = path_of(a);
+    if (path == PATH_GEMM) return scp_cuda_attn_gemm_fwd(out, att, q, k, v, a);
+    if (path == PATH_FLASH && scp_cuda_attn_flash_takes(p.hd)) return scp_cuda_attn_flash_fwd(out, att, q, k, v, a);
     if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_fwd(out, att, q, k, v, a);
     dim3 grid((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);
     size_t smem = ((size_t)QT * p.hd + (size_t)TILE * (p.hd + 1) + (size_t)TILE * p.hd) * sizeof(float);
@@ -331,10 +339,12 @@ template <typename T>
 void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, const float *att, const T *q,
                             const T *k, const T *v, const scp_attn_args *a)
 {
-    (void)out;   /* the kernels here recompute D from the probabilities */
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
-    if (use_gemm(a)) return scp_cuda_attn_gemm_bwd(dq, dk, dv, dout, att, q, k, v, a);
+    const attn_path path = path_of(a);
+    if (path == PATH_GEMM) return scp_cuda_attn_gemm_bwd(dq, dk, dv, dout, att, q, k, v, a);
+    if (path == PATH_FLASH && scp_cuda_attn_flash_takes(p.hd))
+        return scp_cuda_attn_flash_bwd(dq, dk, dv, dout, out, att, q, k, v, a);
     if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_bwd(dq, dk, dv, dout, att, q, k, v, a);
     float *Dbuf = (float *)scp_cuda_scratch((size_t)p.B * p.H * p.T * sizeof(float));
     dim3 gq((unsigned)((p.T + QT - 1) / QT), (unsigned)p.H, (unsigned)p.B);

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #define __CUDACC__ 1
+#define SCP_CUDA_EMULATOR 1  /* lib/model/cuda/warp_mma.h: the emulator's PTX primitives (emu_mma.h) */
 #define __global__
 #define __device__
 #define __host__

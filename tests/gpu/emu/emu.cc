@@ -1,13 +1,16 @@
-// emu.cc: the CUDA emulator's runtime (see cuda_runtime.h): memory, launches, barriers, shuffles, a reference
-// GEMM in place of cuBLAS, and the device-discovery calls of lib/model/cuda/cuda_device.h.
+// emu.cc: the CUDA emulator's runtime (see cuda_runtime.h): memory, launches, barriers, shuffles, the PTX warp
+// primitives of emu_mma.h, a reference GEMM in place of cuBLAS, and the device-discovery calls of
+// lib/model/cuda/cuda_device.h.
 #include "cuda_runtime.h"
 #include "cublas_v2.h"
 #include "cuda_bf16.h"
+#include "emu_mma.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <ucontext.h>
 #include <vector>
@@ -96,6 +99,139 @@ unsigned emu_match_any(unsigned mask, long long v)
     return r;
 }
 
+// The per-warp exchange of the collective PTX primitives (emu_mma.h): a slot per lane holding the primitive it
+// is at (0: none) and its operands.
+enum { XCHG_NONE, XCHG_MMA, XCHG_LDMATRIX };
+struct xchg_slot {
+    int op;
+    unsigned char data[40];
+};
+static std::vector<xchg_slot> xchg;
+
+// Deposits this lane's n bytes for primitive op, waits for the warp, and returns the warp's 32 slots; aborts
+// unless all 32 lanes arrived at the same primitive. xchg_done() ends the exchange.
+static const xchg_slot *xchg_begin(int op, const void *mine, size_t n, const char *what)
+{
+    unsigned lane = cur & 31, w = cur >> 5, nt = blockDim.x * blockDim.y * blockDim.z;
+    if (32 * w + 32 > nt) {
+        fprintf(stderr, "emu: %s in a warp of %u threads: all 32 lanes must execute it\n", what, nt - 32 * w);
+        abort();
+    }
+    xchg_slot &s = xchg[w * 32 + lane];
+    s.op = op;
+    memcpy(s.data, mine, n);
+    wait_as(WAIT_WARP);
+    for (unsigned l = 0; l < 32; l++)
+        if (xchg[w * 32 + l].op != op) {
+            fprintf(stderr, "emu: %s: lane %u of warp %u is not at it (exited, diverged, or at another warp "
+                    "primitive): all 32 lanes must execute it together\n", what, l, w);
+            abort();
+        }
+    return &xchg[w * 32];
+}
+static void xchg_done(void)
+{
+    wait_as(WAIT_WARP);  // every lane has read the slots
+    xchg[cur].op = XCHG_NONE;
+}
+
+static float bf16_half(uint32_t reg, int hi) { return __bfloat162float(__nv_bfloat16{(uint16_t)(reg >> (16 * hi))}); }
+
+// d += a b with the PTX ISA's fragments of mma.m16n8k16 (.bf16 A row-major, B column-major, .f32 C/D):
+// groupID g = lane >> 2, threadID_in_group t = lane % 4;
+//   A element a_i (i = 0..7, register i / 2, half i % 2): row g for i in 0..1 and 4..5, else g + 8;
+//                                                         column 2t + (i & 1), + 8 for i >= 4;
+//   B element b_i (i = 0..3): row 2t + (i & 1), + 8 for i >= 2; column g;
+//   C/D element c_i (i = 0..3): row g for i < 2, else g + 8; column 2t + (i & 1).
+void emu_mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2])
+{
+    uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    const xchg_slot *s = xchg_begin(XCHG_MMA, mine, sizeof mine, "mma.m16n8k16");
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        uint32_t r[6];
+        memcpy(r, s[l].data, sizeof r);
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 8; i++) {
+            int row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8, col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = bf16_half(r[i / 2], i & 1);
+        }
+        for (int i = 0; i < 4; i++) B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = bf16_half(r[4 + i / 2], i & 1);
+    }
+    xchg_done();
+    const int g = (cur & 31) >> 2, t = cur & 3;
+    for (int i = 0; i < 4; i++) {
+        const int row = i < 2 ? g : g + 8, col = 2 * t + (i & 1);
+        float acc = d[i];
+        for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];  // bf16 x bf16 is exact in fp32
+        d[i] = acc;
+    }
+}
+
+// ldmatrix .m8n8 .b16: lanes 8m .. 8m + 7 hold the addresses of rows 0..7 of matrix m. Register m of lane l gets
+// matrix m's elements (l / 4, 2 (l % 4)) and (l / 4, 2 (l % 4) + 1); with .trans (2 (l % 4), l / 4) and
+// (2 (l % 4) + 1, l / 4). The first element is the low half.
+void emu_ldmatrix(uint32_t *r, int nmat, int trans, const void *row)
+{
+    const char *what = trans ? "ldmatrix .trans" : "ldmatrix";
+    const xchg_slot *s = xchg_begin(XCHG_LDMATRIX, &row, sizeof row, what);
+    const uint16_t *rows[32];
+    for (int l = 0; l < 32; l++) memcpy(&rows[l], s[l].data, sizeof rows[l]);
+    for (int l = 0; l < 8 * nmat; l++)
+        if ((uintptr_t)rows[l] % 16) {
+            fprintf(stderr, "emu: %s: lane %d's row address %p is not 16-byte aligned\n", what, l,
+                    (const void *)rows[l]);
+            abort();
+        }
+    const int lane = cur & 31, g = lane >> 2, t = lane & 3;
+    for (int m = 0; m < nmat; m++) {
+        const uint16_t *const *mr = rows + 8 * m;
+        uint16_t lo = trans ? mr[2 * t][g] : mr[g][2 * t], hi = trans ? mr[2 * t + 1][g] : mr[g][2 * t + 1];
+        r[m] = (uint32_t)lo | (uint32_t)hi << 16;
+    }
+    xchg_done();
+}
+
+// cp.async, per thread: the copies issued since the last commit, and the committed groups in flight.
+struct async_copy {
+    void *dst;
+    unsigned char bytes[16];
+};
+struct async_state {
+    std::vector<async_copy> open;
+    std::deque<std::vector<async_copy>> inflight;
+};
+static std::vector<async_state> async_of;
+
+void emu_cp_async_16(void *smem, const void *gmem, bool valid)
+{
+    if ((uintptr_t)smem % 16 || (uintptr_t)gmem % 16) {
+        fprintf(stderr, "emu: cp.async of 16 bytes from %p to %p: both must be 16-byte aligned\n", gmem, smem);
+        abort();
+    }
+    async_copy c;
+    c.dst = smem;
+    if (valid)
+        memcpy(c.bytes, gmem, 16);
+    else
+        memset(c.bytes, 0, 16);
+    async_of[cur].open.push_back(c);
+}
+void emu_cp_async_commit(void)
+{
+    async_state &a = async_of[cur];
+    a.inflight.push_back(std::move(a.open));
+    a.open.clear();
+}
+void emu_cp_async_wait(int n)
+{
+    async_state &a = async_of[cur];
+    while (a.inflight.size() > (size_t)n) {
+        for (const async_copy &c : a.inflight.front()) memcpy(c.dst, c.bytes, 16);
+        a.inflight.pop_front();
+    }
+}
+
 static void fiber_main(void)
 {
     (*cur_body)();
@@ -117,6 +253,7 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
     slots.assign((size_t)nw * 32, 0.0);
     match_vals.assign((size_t)nw * 32, 0);
     preds.assign(nt, 0);
+    xchg.assign((size_t)nw * 32, xchg_slot{XCHG_NONE, {}});
     dyn.assign(smem / sizeof(float) + 33, std::nanf(""));  // shared memory read before written shows as NaN
     // fibers 0 .. nt - 1 run the block; the vector never shrinks, so that launches of other block sizes in turn
     // keep their stacks rather than allocate them again
@@ -127,6 +264,7 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
                 blockIdx = {x, y, z};
+                async_of.assign(nt, async_state());  // copies a block left in flight die with it
                 for (unsigned t = 0; t < nt; t++) {
                     fiber &f = fib[t];
                     f.stack.resize(256 * 1024);
