@@ -36,7 +36,7 @@
 // ldmatrix phase reads fall in distinct banks):
 //   Q (64, HD + 8) | K 2 x (64, HD + 8) | V 2 x (64, HD + 8) bf16 | doc ids 2 x 64 int32  = 85.5 / 45.5 KiB
 // at HD = 128 / 64, so two blocks (8 warps) fit on an SM (228 KiB). BQ = 64 over 4 warps rather than 128 over 8:
-// a lane holds Q (32 registers at HD = 128), O (64) and S (32), 200 to 208 registers in all (no spills,
+// a lane holds Q (32 registers at HD = 128), O (64) and S (32), 202 to 210 registers in all (no spills,
 // bench/RESULTS.md), so the register file holds 8 warps per SM either way; 64-query blocks give the causal tail a
 // finer grain. The output goes out through shared memory (the K buffers, free after the loop): each warp writes
 // its rows from the accumulator layout, then copies them row-contiguously (16-byte stores where out is 16-byte
@@ -84,13 +84,14 @@ __device__ __forceinline__ void load_rows(bf16 *dst, const bf16 *src, size_t ld,
 }
 
 // Whether query i sees key j (model/attn_visibility.h's rule): doc_i is the query's document id, doc_j the
-// key's (both unread without documents).
-__device__ __forceinline__ bool visible(const scp_attn_args &a, int b, int i, int j, int32_t doc_i, int32_t doc_j)
+// key's (both unread without documents); anneal_key the sequence's scp_attn_anneal_key.
+__device__ __forceinline__ bool visible(const scp_attn_args &a, uint64_t anneal_key, int i, int j, int32_t doc_i,
+                                        int32_t doc_j)
 {
     if (j >= a.T) return false;
     if (a.doc && !scp_attn_doc_visible(doc_i, doc_j, i, j)) return false;
     if (!a.causal || j <= i) return true;
-    return a.anneal_thresh && scp_attn_anneal_visible(a.anneal_seed, a.anneal_thresh, b, i, j);
+    return a.anneal_thresh && scp_attn_anneal_visible_keyed(anneal_key, a.anneal_thresh, i, j);
 }
 
 template <typename AT, int HD>
@@ -110,8 +111,8 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_flash_fwd_kernel(AT *out, flo
     const size_t ldq = (size_t)lds.q, ldk = (size_t)lds.k;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)kvh * HD, *vb = v + (size_t)b * T * ldk + (size_t)kvh * HD;
     const float sl2 = a.scale * LOG2E;
-    const bool anneal = a.causal && a.anneal_thresh;
-    const int kend = a.causal && !anneal ? min(T, q0 + BQ) : T, ntiles = (kend + BK - 1) / BK;
+    const int kend = scp_attn_past_only(&a) ? min(T, q0 + BQ) : T, ntiles = (kend + BK - 1) / BK;
+    const uint64_t akey = scp_attn_anneal_key(a.anneal_seed, b);
     const int32_t *docb = a.doc ? a.doc + (size_t)b * T : nullptr;
     // this lane's two query rows, wq + g and wq + g + 8, and their document ids
     const int qi[2] = {wq + g, wq + g + 8};
@@ -180,7 +181,8 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_flash_fwd_kernel(AT *out, flo
                 for (int e = 0; e < 4; e++) {
                     const int r = e >> 1, j = j0 + c * 8 + 2 * t + (e & 1);
                     float x = s[c][e] * sl2;
-                    if (!full && !visible(a, b, qi[r], j, qdoc[r], docb ? docs[st * BK + (j - j0)] : 0)) x = -INFINITY;
+                    const int32_t kdoc = docb ? docs[st * BK + (j - j0)] : 0;
+                    if (!full && !visible(a, akey, qi[r], j, qdoc[r], kdoc)) x = -INFINITY;
                     s[c][e] = x;
                     mx[r] = fmaxf(mx[r], x);
                 }
