@@ -10,13 +10,13 @@
 # (ratio: scp's tokens/s over PyTorch's; MFU: scp's), from the first scp row: the driver step (lib/model/model.c, as
 # scp-train runs it; with --recompute where the shape asks for it, and then PyTorch with gradient checkpointing).
 # For qwen3-0.6b (the default) the table step (every entry of the operation table in lib/model/model.c's order)
-# follows on "cuda" (bf16 storage) once per CUDA attention path (SCP_CUDA_ATTN=gemm and =flash), the driver with
+# follows on "cuda" (bf16 storage) once per CUDA attention path (SCP_CUDA_ATTN=gemm, =flash, =wmma), the driver with
 # --recompute, and the table and driver steps on "cuda-fp32" (fp32 storage).
 #
 #   bench/gpu/bench.sh [-b BUILDDIR] [-s SHAPE] [-B BATCH] [-T SEQ] [-n STEPS] [-o JSONFILE] [--quick | --driver-only]
 #                      [--device cpu]
 # SHAPE: qwen3-0.6b (default), qwen3-1.7b, qwen3-4b, qwen3-30b-a3b-4l (MoE), tiny, tiny-moe (--tiny: tiny);
-# BATCH and SEQ default to the shape's. --quick leaves out the flash-attention table step and the --recompute
+# BATCH and SEQ default to the shape's. --quick leaves out the flash-attention table steps and the --recompute
 # driver step of qwen3-0.6b, --driver-only all its rows but the driver's. --device cpu: a dry run on scp's cpu
 # backend and PyTorch on the CPU (tiny shapes).
 # BUILDDIR (default .) holds bench/gpu/scp-step; PEAK_TFLOPS overrides the peak looked up from the device name.
@@ -81,9 +81,11 @@ rec=
 step driver "scp_$be${rec:+_recompute}_driver" - --backend $be --driver $rec
 if [ "$shape" = qwen3-0.6b ] && [ -z "$only" ]; then
     # The table step once per CUDA attention path (lib/model/cuda/attention.cu: SCP_CUDA_ATTN=gemm, cuBLAS GEMMs
-    # over materialised scores, the default where its scratch fits; =flash, the fused kernels).
+    # over materialised scores, the default where its scratch fits; =flash, the FlashAttention-2 kernels on
+    # mma.sync; =wmma, the WMMA flash kernels).
     step table "scp_${be}_table_gemm" gemm --backend $be
     [ -n "$quick" ] || [ "$be" != cuda ] || step flash "scp_cuda_table_flash" flash --backend $be
+    [ -n "$quick" ] || [ "$be" != cuda ] || step wmma "scp_cuda_table_wmma" wmma --backend $be
     [ -n "$quick" ] || step recompute "scp_${be}_driver_--recompute" - --backend $be --driver --recompute
     if [ "$be" = cuda ]; then
         step fp32 scp_cuda-fp32_table - --backend cuda-fp32

@@ -286,13 +286,6 @@ static attn_p params(const scp_attn_args *a)
     return attn_p{a->B, a->T, a->H, a->KV, a->hd, a->ld_qkv, scp_attn_past_only(a), a->scale, *a};
 }
 
-// Kernels that need more than the default 48 KiB of dynamic shared memory must opt in first.
-template <typename K>
-static void smem_optin(K kern, size_t smem)
-{
-    if (smem > 48 * 1024) SCP_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-}
-
 // (The kernel is named through a variable, kern, so that tests/gpu/emulated.sh's rewrite of launches sees a plain
 // name before <<<.)
 #define DISPATCH(hd, KERNEL, grid, smem, ...)                                                                   \

@@ -1,8 +1,7 @@
 /* attention_operands.h: the bf16 operands of the tensor-core attention kernels (attention_tc.cu, attention_flash.cu,
  * attention_flash_bwd.cu):
  * q, k, v (and dout) as bf16 rows the kernels stage with 16-byte copies, packed into the backend's scratch where
- * the storage is fp32 or a bf16 row is not 16-byte aligned, the buffers themselves otherwise; and the opt-in of a
- * kernel to more than 48 KiB of dynamic shared memory. */
+ * the storage is fp32 or a bf16 row is not 16-byte aligned, the buffers themselves otherwise. */
 #ifndef SCP_CUDA_ATTENTION_OPERANDS_H
 #define SCP_CUDA_ATTENTION_OPERANDS_H
 
@@ -14,12 +13,6 @@ namespace {
 struct tc_ld {
     int q, k, o;
 };
-
-template <typename K>
-void smem_optin(K kern, size_t smem)
-{
-    if (smem > 48 * 1024) SCP_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-}
 
 // The bf16 operands the kernels read: q (B T, H hd) and k, v (B T, KV hd) and for the backward dout (B T, H hd),
 // packed copies in the backend's scratch (fp32 storage, or bf16 rows not 16-byte aligned) or the buffers

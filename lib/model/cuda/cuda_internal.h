@@ -45,6 +45,12 @@ int scp_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* After every kernel launch: a bad configuration is reported here, an asynchronous fault at the next copy. */
 #define SCP_LAUNCHED() SCP_CUDA(cudaGetLastError())
 
+/* A kernel launched with more than the default 48 KiB of dynamic shared memory must opt in to that much first. */
+template <typename K> static inline void smem_optin(K kern, size_t smem)
+{
+    if (smem > 48 * 1024) SCP_CUDA(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+}
+
 static inline unsigned scp_cuda_blocks(size_t n, int threads)
 {
     size_t b = (n + (size_t)threads - 1) / (size_t)threads;
