@@ -70,19 +70,6 @@ template <int HD> struct flash_smem {
 static_assert(flash_smem<128>::bytes == 87552 && flash_smem<64>::bytes == 46592,
               "shared memory sizes changed: update the comment at the top");
 
-// dst (64, HD + PAD) = rows r0 .. r0 + 63 of src (row stride ld elements, 16-byte aligned rows), zeros past
-// row T: cp.async of 16 bytes, the block's threads in turn.
-template <int HD>
-__device__ __forceinline__ void load_rows(bf16 *dst, const bf16 *src, size_t ld, int r0, int T)
-{
-    constexpr int CH = HD / 8;  // 16-byte chunks per row
-    for (int e = threadIdx.x; e < 64 * CH; e += blockDim.x) {
-        const int r = e / CH, c = e % CH * 8;
-        const bool in = r0 + r < T;
-        cp_async_zfill_16(dst + r * (HD + PAD) + c, src + (size_t)(in ? r0 + r : 0) * ld + c, in);
-    }
-}
-
 // Whether query i sees key j (model/attn_visibility.h's rule): doc_i is the query's document id, doc_j the
 // key's (both unread without documents); anneal_key the sequence's scp_attn_anneal_key.
 __device__ __forceinline__ bool visible(const scp_attn_args &a, uint64_t anneal_key, int i, int j, int32_t doc_i,
@@ -123,12 +110,12 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_flash_fwd_kernel(AT *out, flo
     // The tile of key tile n into buffer n % 2: K, V and the keys' document ids (-1 past T).
     auto load_tile = [&](int n) {
         const int j0 = n * BK, st = n & 1;
-        load_rows<HD>(Ks + st * BK * LDH, kb, ldk, j0, T);
-        load_rows<HD>(Vs + st * BK * LDH, vb, ldk, j0, T);
+        stage_rows_async<HD, LDH>(Ks + st * BK * LDH, kb, ldk, j0, T);
+        stage_rows_async<HD, LDH>(Vs + st * BK * LDH, vb, ldk, j0, T);
         if (docb)
             for (int e = threadIdx.x; e < BK; e += blockDim.x) docs[st * BK + e] = j0 + e < T ? docb[j0 + e] : -1;
     };
-    load_rows<HD>(Qs, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
+    stage_rows_async<HD, LDH>(Qs, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
     load_tile(0);
     cp_async_commit();
 

@@ -77,22 +77,6 @@ template <int HD> struct dq_smem {
 static_assert(dkdv_smem<128>::bytes == 105984 && dq_smem<128>::bytes == 104960 && dkdv_smem<64>::bytes == 56832,
               "shared memory sizes changed: update the comment at the top");
 
-// dst (64, HD + PAD) = rows r0 .. r0 + 63 of src (bf16, row stride ld elements, 16-byte aligned rows), by
-// cp.async 16-byte copies in the calling thread's current group; rows past T are zeros (plain stores).
-template <int HD>
-__device__ __forceinline__ void stage_async(bf16 *dst, const bf16 *src, size_t ld, int r0, int T)
-{
-    constexpr int CH = HD / 8;  // 16-byte chunks per row
-    for (int e = threadIdx.x; e < BR * CH; e += blockDim.x) {
-        const int r = e / CH, c = e % CH * 8;
-        bf16 *d = dst + r * (HD + PAD) + c;
-        if (r0 + r < T)
-            cp_async_16(d, src + (size_t)(r0 + r) * ld + c);
-        else
-            *(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
-    }
-}
-
 // Key j visible to query i (both < T), with their document ids at hand (read only with a.doc) and the sequence's
 // annealing key (scp_attn_anneal_key(a.anneal_seed, b), computed once per block).
 __device__ __forceinline__ bool pair_visible(const scp_attn_args &a, uint64_t anneal_key, int i, int j, int32_t doc_i,
@@ -214,8 +198,8 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, 
     const bf16 *Ks = (const bf16 *)(sm + L::K) + warp * 16 * LDH, *Vs = (const bf16 *)(sm + L::V) + warp * 16 * LDH;
     const int kr = k0 + warp * 16 + g;  // the key of the thread's rows g (and kr + 8: g + 8)
 
-    stage_async<HD>((bf16 *)(sm + L::K), k + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, k0, T);
-    stage_async<HD>((bf16 *)(sm + L::V), v + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, k0, T);
+    stage_rows_async<HD, LDH>((bf16 *)(sm + L::K), k + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, k0, T);
+    stage_rows_async<HD, LDH>((bf16 *)(sm + L::V), v + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, k0, T);
     int32_t kdoc[2] = {0, 0};
     if (a.doc)
         for (int hr = 0; hr < 2; hr++) kdoc[hr] = kr + 8 * hr < T ? a.doc[(size_t)b * T + kr + 8 * hr] : -1;
@@ -229,8 +213,10 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dkdv_kernel(AT *dk, AT *dv, 
     };
     auto issue = [&](int x, int buf) {  // the copies of visit x into buffer buf
         const int h = kvh * rep + x / ntiles, i0 = istart + x % ntiles * BC;
-        stage_async<HD>((bf16 *)(sm + L::Q) + buf * BR * LDH, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, i0, T);
-        stage_async<HD>((bf16 *)(sm + L::O) + buf * BR * LDH, dout + (size_t)b * T * ldo + (size_t)h * HD, ldo, i0, T);
+        stage_rows_async<HD, LDH>((bf16 *)(sm + L::Q) + buf * BR * LDH,
+                                  q + (size_t)b * T * ldq + (size_t)h * HD, ldq, i0, T);
+        stage_rows_async<HD, LDH>((bf16 *)(sm + L::O) + buf * BR * LDH,
+                                  dout + (size_t)b * T * ldo + (size_t)h * HD, ldo, i0, T);
         if ((int)threadIdx.x < BC) {
             const int c = threadIdx.x, i = i0 + c;
             const size_t o = ((size_t)b * a.H + h) * T + i;
@@ -313,8 +299,8 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16
     const bf16 *Qs = (const bf16 *)(sm + L::Q) + warp * 16 * LDH, *Os = (const bf16 *)(sm + L::O) + warp * 16 * LDH;
     const int qr = q0 + warp * 16 + g;  // the query of the thread's rows g (and qr + 8: g + 8)
 
-    stage_async<HD>((bf16 *)(sm + L::Q), q + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
-    stage_async<HD>((bf16 *)(sm + L::O), dout + (size_t)b * T * ldo + (size_t)h * HD, ldo, q0, T);
+    stage_rows_async<HD, LDH>((bf16 *)(sm + L::Q), q + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
+    stage_rows_async<HD, LDH>((bf16 *)(sm + L::O), dout + (size_t)b * T * ldo + (size_t)h * HD, ldo, q0, T);
     float L2[2], Dr[2];  // log2e lse (+inf past T: P = 0 there) and D of the thread's two rows
     int32_t qdoc[2] = {0, 0};
     for (int hr = 0; hr < 2; hr++) {
@@ -333,8 +319,10 @@ __global__ void __launch_bounds__(NW * 32, 2) flash_dq_kernel(AT *dq, const bf16
     };
     auto issue = [&](int x, int buf) {
         const int j0 = x * BC;
-        stage_async<HD>((bf16 *)(sm + L::K) + buf * BC * LDH, k + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, j0, T);
-        stage_async<HD>((bf16 *)(sm + L::V) + buf * BC * LDH, v + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, j0, T);
+        stage_rows_async<HD, LDH>((bf16 *)(sm + L::K) + buf * BC * LDH,
+                                  k + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, j0, T);
+        stage_rows_async<HD, LDH>((bf16 *)(sm + L::V) + buf * BC * LDH,
+                                  v + (size_t)b * T * ldk + (size_t)kvh * HD, ldk, j0, T);
         if (a.doc && (int)threadIdx.x < BC) {
             const int j = j0 + threadIdx.x;
             ((int32_t *)(sm + L::DOC))[buf * BC + threadIdx.x] = j < T ? a.doc[(size_t)b * T + j] : -1;

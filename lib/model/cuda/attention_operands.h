@@ -6,8 +6,23 @@
 #define SCP_CUDA_ATTENTION_OPERANDS_H
 
 #include "model/cuda/cuda_internal.h"
+#include "model/cuda/warp_mma.h"
 
 namespace {
+
+// dst (64, LDS) = rows r0 .. r0 + 63 of src (bf16, row stride ld elements, HD wide, 16-byte aligned rows), zeros
+// past row T: cp.async 16-byte copies in the calling thread's current group, the block's threads in turn. The
+// flash kernels' tiles (LDS = HD + padding) are staged this way.
+template <int HD, int LDS>
+__device__ __forceinline__ void stage_rows_async(bf16 *dst, const bf16 *src, size_t ld, int r0, int T)
+{
+    constexpr int CH = HD / 8;  // 16-byte chunks per row
+    for (int e = threadIdx.x; e < 64 * CH; e += blockDim.x) {
+        const int r = e / CH, c = e % CH * 8;
+        const bool in = r0 + r < T;
+        cp_async_zfill_16(dst + r * LDS + c, src + (size_t)(in ? r0 + r : 0) * ld + c, in);
+    }
+}
 
 // Row strides (elements) of the bf16 operands: q, k and v (the same for k and v), dout.
 struct tc_ld {
