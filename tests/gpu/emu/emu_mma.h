@@ -12,8 +12,8 @@
  * cp.async: the 16 source bytes are read when the copy is issued, but written to shared memory only when the
  * thread's cp_async_wait completes the group holding it, so that a kernel that reads before it waits (or before
  * the __syncthreads after the wait) sees the NaN-filled shared memory. Both addresses must be 16-byte aligned. */
-#ifndef SCP_EMU_MMA_H
-#define SCP_EMU_MMA_H
+#ifndef SCP_EMU_WARP_MMA_H
+#define SCP_EMU_WARP_MMA_H
 #include <cstdint>
 
 void emu_mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2]);
