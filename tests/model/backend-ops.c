@@ -1040,19 +1040,29 @@ static void test_moe_permute(int M, int k, int E, int skew)
     xfree(xidx), xfree(xoff), xfree(xpos), xfree(xtok);
 }
 
+/* The layouts of test_moe_gemm's operands: the row strides and the weights' offsets in the table. */
+enum moe_layout {
+    MOE_ODD,       /* odd strides and offsets: no 16-byte aligned rows (on cuda: the WMMA kernels) */
+    MOE_ALIGNED,   /* strides and offsets multiples of 8 elements (cuda's mma.sync kernels, K and N multiples of 8) */
+    MOE_ODD_W      /* aligned rows, weights at odd offsets (cuda's mma.sync kernels, the weights loaded plainly) */
+};
+
 /* The grouped GEMMs over nb blocks of rows (counts n[b]; R rows in all, three of them past the blocks) and nw
  * weights laid out apart and out of order in one table, against the reference's matmul entries block by block.
  * Rows strided, beta 0 (into NaN) and 1. */
-static void test_moe_gemm(int nb, int nw, const int *n, int K, int N)
+static void test_moe_gemm(int nb, int nw, const int *n, int K, int N, enum moe_layout layout)
 {
-    char what[160];
+    char what[200], shape[120];
     int32_t *off = malloc(((size_t)nb + 1) * 4);
     off[0] = 0;
     for (int b = 0; b < nb; b++) off[b + 1] = off[b] + n[b];
-    const int rows = off[nb], Rt = rows + 3, ldi = K + 3, ldo = N + 5;
-    const size_t wsz = (size_t)N * K + 7, nt = wsz * (size_t)nw + 5;
+    const int pad = layout == MOE_ODD ? 3 : 8, wpad = layout == MOE_ALIGNED ? 8 : 7;
+    const int rows = off[nb], Rt = rows + 3, ldi = K + pad, ldo = N + pad + 2 * (layout == MOE_ODD);
+    const size_t wsz = (size_t)N * K + (size_t)wpad, nt = wsz * (size_t)nw + (size_t)wpad;
+    static const char *const layout_name[] = {"odd strides", "aligned", "aligned rows, odd weight offsets"};
+    snprintf(shape, sizeof shape, "nb=%d nw=%d rows=%d K=%d N=%d (%s)", nb, nw, rows, K, N, layout_name[layout]);
     int64_t *woff = malloc((size_t)nw * 8);
-    for (int g = 0; g < nw; g++) woff[g] = 5 + (int64_t)((g * 3 + 1) % nw) * (int64_t)wsz;   /* apart, out of order */
+    for (int g = 0; g < nw; g++) woff[g] = wpad + (int64_t)((g * 3 + 1) % nw) * (int64_t)wsz;   /* apart, out of order */
     size_t ni = (size_t)Rt * ldi, no = (size_t)Rt * ldo;
     float *tab = randv(nt, 0.2f), *inp = randv(ni, 1), *out0 = randv(no, 1), *dout = randv(no, 1);
     float *din0 = randv(ni, 1), *dw0 = randv(nt, 1);
@@ -1084,29 +1094,28 @@ static void test_moe_gemm(int nb, int nw, const int *n, int K, int N)
     XOP(moe_gemm_bwd_inp)(xdi1, ldi, xdout, ldo, xtab, xwoff, nw, xoff, nb, Rt, K, N, 1.0f);
     XOP(moe_gemm_bwd_w)(xdw, xdout, ldo, xin, ldi, xwoff, nw, xoff, nb, Rt, K, N);
     float *go = xget(xo, no), *go1 = xget(xo1, no), *gdi = xget(xdi, ni), *gdi1 = xget(xdi1, ni), *gdw = fetch(xdw, nt);
-    snprintf(what, sizeof what, "moe_gemm_fwd nb=%d nw=%d rows=%d K=%d N=%d: overwriting", nb, nw, rows, K, N);
+    snprintf(what, sizeof what, "moe_gemm_fwd %s: overwriting", shape);
     cmp_rows(what, go, refo, rows, N, ldo, tol_mm);
-    snprintf(what, sizeof what, "moe_gemm_fwd nb=%d nw=%d rows=%d K=%d N=%d: added (beta 1), rows past the blocks kept",
-             nb, nw, rows, K, N);
+    snprintf(what, sizeof what, "moe_gemm_fwd %s: added (beta 1), rows past the blocks kept", shape);
     cmp_rows(what, go1, refo1, Rt, N, ldo, tol_mm);
-    snprintf(what, sizeof what, "moe_gemm_bwd_inp nb=%d nw=%d rows=%d K=%d N=%d: overwriting", nb, nw, rows, K, N);
+    snprintf(what, sizeof what, "moe_gemm_bwd_inp %s: overwriting", shape);
     cmp_rows(what, gdi, refdi, rows, K, ldi, tol_mm);
-    snprintf(what, sizeof what, "moe_gemm_bwd_inp nb=%d nw=%d rows=%d K=%d N=%d: added (beta 1)", nb, nw, rows, K, N);
+    snprintf(what, sizeof what, "moe_gemm_bwd_inp %s: added (beta 1)", shape);
     cmp_rows(what, gdi1, refdi1, Rt, K, ldi, tol_mm);
-    snprintf(what, sizeof what, "moe_gemm_bwd_w nb=%d nw=%d rows=%d K=%d N=%d: added to dw, the gaps kept", nb, nw, rows,
-             K, N);
+    snprintf(what, sizeof what, "moe_gemm_bwd_w %s: added to dw, the gaps kept", shape);
     cmp(what, gdw, rdw, nt, tol_mmw);
     size_t left = 0;   /* the rows past the blocks, and the columns past N, still hold the poison */
     for (int r = rows; r < Rt; r++)
         for (int c = 0; c < N; c++) left += isnan(go[(size_t)r * ldo + c]);
-    tap_ok(left == (size_t)3 * N, "moe_gemm_fwd nb=%d: the rows past the blocks untouched (%zu of %d NaN)", nb, left, 3 * N);
+    tap_ok(left == (size_t)3 * N, "moe_gemm_fwd %s: the rows past the blocks untouched (%zu of %d NaN)", shape, left,
+           3 * N);
     /* twice: the same bits */
     XOP(moe_gemm_fwd)(xo, ldo, xin, ldi, xtab, xwoff, nw, xoff, nb, Rt, K, N, 0.0f);
     XOP(upload)(xdw, dw0, nt * 4);
     XOP(moe_gemm_bwd_w)(xdw, xdout, ldo, xin, ldi, xwoff, nw, xoff, nb, Rt, K, N);
     float *go2 = xget(xo, no), *gdw2 = fetch(xdw, nt);
     tap_ok(memcmp(go2, go, no * 4) == 0 && memcmp(gdw2, gdw, nt * 4) == 0,
-           "moe_gemm nb=%d nw=%d: a second run gives the same bits", nb, nw);
+           "moe_gemm %s: a second run gives the same bits", shape);
     free(off), free(woff), free(tab), free(inp), free(out0), free(dout), free(din0), free(dw0), free(rtab), free(rin);
     free(rdout), free(ro), free(ro1), free(rdi), free(rdi1), free(rdw), free(refo), free(refo1), free(refdi);
     free(refdi1), free(go), free(go1), free(gdi), free(gdi1), free(gdw), free(go2), free(gdw2);
@@ -1131,11 +1140,19 @@ void test_moe_grouped_ops(void)
     test_moe_permute(4096, 8, 128, 1);
     test_moe_permute(2999, 7, 128, 1);
     static const int n1[] = {0, 70, 3, 129, 1};
-    test_moe_gemm(5, 5, n1, 40, 72);   /* a tile past K and N; empty and multi-tile blocks */
+    test_moe_gemm(5, 5, n1, 40, 72, MOE_ODD);   /* a tile past K and N; empty and multi-tile blocks */
     static const int n2[] = {17, 0, 64, 2, 33, 0};
-    test_moe_gemm(6, 3, n2, 33, 20);   /* (peer, expert) blocks: two blocks per weight */
+    test_moe_gemm(6, 3, n2, 33, 20, MOE_ODD);   /* (peer, expert) blocks: two blocks per weight */
+    /* cuda's mma.sync kernels (128-row tiles, reduction slices of 32): blocks of 1, 127, 128, 129 and 255 rows and
+     * an empty one, two blocks per weight, N past one column tile and K past one slice, neither a multiple of 128;
+     * then weights the kernels cannot copy 16 bytes at a time, and more blocks (most of them empty) than the
+     * offsets the kernels read at once */
+    static const int n4[] = {1, 127, 0, 128, 129, 255};
+    test_moe_gemm(6, 3, n4, 40, 136, MOE_ALIGNED);
+    static const int n5[] = {33, 0, 70, 0, 0, 0, 0, 0, 5, 9};
+    test_moe_gemm(10, 5, n5, 24, 48, MOE_ODD_W);
     if (!small) {
         static const int n3[] = {200, 5, 0, 64, 65, 130, 1, 90};
-        test_moe_gemm(8, 8, n3, 256, 192);
+        test_moe_gemm(8, 8, n3, 256, 192, MOE_ALIGNED);
     }
 }

@@ -5,14 +5,19 @@
 // host knows (R rows in all, nb blocks), never by the counts the routing made, so no copy to the host and no
 // synchronisation sits between the router and the experts (lib/model/moe.c says where counts do go up).
 //
-// GEMMs (WMMA 16x16x16 bf16 tiles, fp32 accumulation, as attention_tc.cu): a block of 4 warps makes a 64 x 64
-// output tile, each warp a 32 x 32 quarter (2 x 2 fragments); operands are staged 64 x 32 / 32 x 64 at a time
-// in shared memory as bf16 (rows past a block's end and columns past the matrix as zeros), so any row stride
-// and alignment is taken. In fp32 storage that rounds the operands to bf16, as cuda-fp32's cuBLAS GEMMs do
-// (CUBLAS_COMPUTE_32F_FAST_16BF); in bf16 storage they are taken as they are. The fp32 tile goes through
-// shared memory to the output, rounded once (act_st).
-//   fwd, bwd_inp: blockIdx.x walks the row tiles of the blocks in order (block b has ceil(n_b / 64) of them;
-//                 a launch has ceil(R / 64) + nb, the most any split of R rows into nb blocks needs, and the
+// GEMMs, two kernels each:
+//   bf16 storage with 16-byte aligned operands (row strides, K and N multiples of 8; moe_mma_fits, decided at
+//     launch): moe_gemm_mma.cu, mma.sync with a cp.async pipeline and 128 x 128 tiles, the fast path;
+//   everything else (fp32 storage, odd strides or widths): this file's kernels below. WMMA 16x16x16 bf16 tiles,
+//     fp32 accumulation, as attention_tc.cu: a block of 4 warps makes a 64 x 64 output tile, each warp a 32 x 32
+//     quarter (2 x 2 fragments); operands are staged 64 x 32 / 32 x 64 at a time in shared memory as bf16 by
+//     plain loads (rows past a block's end and columns past the matrix as zeros), so any row stride and alignment
+//     is taken. In fp32 storage that rounds the operands to bf16, as cuda-fp32's cuBLAS GEMMs do
+//     (CUBLAS_COMPUTE_32F_FAST_16BF); in bf16 storage they are taken as they are. The fp32 tile goes through
+//     shared memory to the output, rounded once (act_st).
+// Both walk the grid the same way, with tiles of TILE = 64 rows here, 128 there (moe_find_row_tile, moe_gemm.h):
+//   fwd, bwd_inp: blockIdx.x walks the row tiles of the blocks in order (block b has ceil(n_b / TILE) of them;
+//                 a launch has ceil(R / TILE) + nb, the most any split of R rows into nb blocks needs, and the
 //                 spare ones return at once), blockIdx.y the column tiles.
 //   bwd_w:        blockIdx = (weight g, row tile of dw, column tile of dw); the block sums the rows of every
 //                 block b = g, g + nw, ... in order, then adds its tile to dw once.
@@ -34,6 +39,7 @@
 //          that place on. Within a run the places follow the segments, then the rounds, then the lanes: the
 //          assignment order.
 #include "model/cuda/cuda_internal.h"
+#include "model/cuda/moe_gemm.h"
 
 #include <mma.h>
 
@@ -76,21 +82,6 @@ __device__ __forceinline__ void tile_store(float *Cs, const FragC (&acc)[2][2], 
                                     wmma::mem_row_major);
 }
 
-// The row tile blockIdx.x of the blocks in order: its block *b and first row (-1 past the last tile).
-__device__ __forceinline__ int find_row_tile(const int32_t *off, int nb, int *b_out)
-{
-    int left = (int)blockIdx.x;
-    for (int b = 0; b < nb; b++) {
-        int n = off[b + 1] - off[b], tiles = n > 0 ? (n + BM - 1) / BM : 0;
-        if (left < tiles) {
-            *b_out = b;
-            return off[b] + left * BM;
-        }
-        left -= tiles;
-    }
-    return -1;
-}
-
 // FWD:     out rows (ldo; N wide) = beta out + a rows (lda; K wide) @ w_b^T, w_b (N, K): the reduction over K.
 // BWD_INP: out rows (ldo; K wide) = beta out + a rows (lda; N wide) @ w_b: the reduction over N.
 template <typename T, int MODE>
@@ -102,7 +93,7 @@ __global__ void __launch_bounds__(THREADS)
     alignas(32) __shared__ bf16 Bs[BK * LDB];
     alignas(32) __shared__ float Cs[BM * LDC];
     __shared__ int tile_b, tile_r0;
-    if (threadIdx.x == 0) tile_r0 = find_row_tile(off, nb, &tile_b);
+    if (threadIdx.x == 0) tile_r0 = moe_find_row_tile<BM>(off, nb, &tile_b);
     __syncthreads();
     const int r0 = tile_r0, b = tile_b;
     if (r0 < 0) return;   // a spare tile (the whole block returns)
@@ -281,6 +272,9 @@ void scp_cuda_moe_gemm_fwd(T *out, int ldo, const T *inp, int ldi, const T *w, c
                            const int32_t *off, int nb, int R, int K, int N, float beta)
 {
     if (R < 1 || nb < 1 || N < 1) return;
+    if constexpr (std::is_same<T, bf16>::value)
+        if (moe_mma_fits({out, inp, w}, {ldo, ldi, K, N}))
+            return scp_cuda_moe_mma_fwd(out, ldo, inp, ldi, w, woff, nw, off, nb, R, K, N, beta);
     dim3 grid((unsigned)((R + BM - 1) / BM + nb), (unsigned)((N + BN - 1) / BN));
     auto kern = grouped_rows_kernel<T, FWD>;
     kern<<<grid, THREADS>>>(out, ldo, inp, ldi, w, woff, nw, off, nb, K, N, beta);
@@ -292,6 +286,9 @@ void scp_cuda_moe_gemm_bwd_inp(T *dinp, int ldi, const T *dout, int ldo, const T
                                const int32_t *off, int nb, int R, int K, int N, float beta)
 {
     if (R < 1 || nb < 1 || K < 1) return;
+    if constexpr (std::is_same<T, bf16>::value)
+        if (moe_mma_fits({dinp, dout, w}, {ldi, ldo, K, N}))
+            return scp_cuda_moe_mma_bwd_inp(dinp, ldi, dout, ldo, w, woff, nw, off, nb, R, K, N, beta);
     dim3 grid((unsigned)((R + BM - 1) / BM + nb), (unsigned)((K + BN - 1) / BN));
     auto kern = grouped_rows_kernel<T, BWD_INP>;
     kern<<<grid, THREADS>>>(dinp, ldi, dout, ldo, w, woff, nw, off, nb, K, N, beta);
@@ -303,6 +300,9 @@ void scp_cuda_moe_gemm_bwd_w(float *dw, const T *dout, int ldo, const T *inp, in
                              const int32_t *off, int nb, int R, int K, int N)
 {
     if (R < 1 || nb < 1 || nw < 1 || N < 1 || K < 1) return;
+    if constexpr (std::is_same<T, bf16>::value)
+        if (moe_mma_fits({dout, inp}, {ldo, ldi, K, N}))
+            return scp_cuda_moe_mma_bwd_w(dw, dout, ldo, inp, ldi, woff, nw, off, nb, R, K, N);
     dim3 grid((unsigned)nw, (unsigned)((N + BM - 1) / BM), (unsigned)((K + BN - 1) / BN));
     auto kern = grouped_dw_kernel<T>;
     kern<<<grid, THREADS>>>(dw, dout, ldo, inp, ldi, woff, nw, off, nb, K, N);
