@@ -18,8 +18,9 @@
 //   fwd:      out (r, c) = sum_k inp (r, k) w_b (c, k):   A inp rows (128, 32),  B w_b rows (128, 32)
 //   bwd_inp:  dinp (r, k) = sum_n dout (r, n) w_b (n, k): A dout rows (128, 32), B w_b (32, 128), .trans
 //   bwd_w:    dw (n, k) += sum_r dout (r, n) inp (r, k):  A dout (32, 128), .trans; B inp (32, 128), .trans
-// Shared memory: 3 stages x 2 operands x 128 x 40 bf16 = 60 KiB (dynamic, opted in above 48 KiB); with at most
-// 128 registers a thread (__launch_bounds__(256, 2)) two blocks share an SM.
+// Shared memory: 3 stages x 2 operands x 128 x 40 bf16 = 60 KiB and 16 bytes, all dynamic (opted in above 48 KiB;
+// no static shared variable sits before the ring, which starts 16-byte aligned with the dynamic memory); with at
+// most 128 registers a thread (__launch_bounds__(256, 2)) two blocks share an SM.
 //
 // The epilogue writes each accumulator pair from registers, rounded once to bf16 (beta * out + the sum, as
 // act_st does it) as one bf16x2, or adds it to fp32 dw (one float2 where dw's weight starts 8-byte aligned). A
@@ -40,9 +41,10 @@ constexpr int WM = 32, WN = 64, MI = WM / 16, NJ = WN / 8;   // a warp's piece; 
 constexpr int LDR = TK + 8;                  // row stride of a (128, 32) tile
 constexpr int LDC = TN + 8;                  // row stride of a (32, 128) tile
 constexpr int OPERAND = TM * LDR;            // elements of one operand's buffer, the larger of the two tiles
-constexpr size_t SMEM = (size_t)STAGES * 2 * OPERAND * sizeof(bf16);
+constexpr size_t RING = (size_t)STAGES * 2 * OPERAND * sizeof(bf16);   // bytes of the ring
+constexpr size_t SMEM = RING + 16;   // and the row tile's block and first row (rows_mma_kernel)
 static_assert(TK * LDC <= OPERAND && TM == TN, "both tile shapes fit one buffer");
-static_assert(SMEM == 61440, "shared memory size changed: update the comment at the top");
+static_assert(RING == 61440, "shared memory size changed: update the comment at the top");
 
 enum mma_mode { FWD, BWD_INP };
 
@@ -152,10 +154,10 @@ __global__ void __launch_bounds__(THREADS, 2)
 {
     extern __shared__ float smem[];
     bf16 *ring = (bf16 *)smem;   // (STAGES, 2, OPERAND): A then B of each slice
-    __shared__ int tile_b, tile_r0;
-    if (threadIdx.x == 0) tile_r0 = moe_find_row_tile<TM>(off, nb, &tile_b);
+    int *tile = (int *)((char *)smem + RING);   // the row tile's first row and block, from thread 0
+    if (threadIdx.x == 0) tile[0] = moe_find_row_tile<TM>(off, nb, &tile[1]);
     __syncthreads();
-    const int r0 = tile_r0, b = tile_b;
+    const int r0 = tile[0], b = tile[1];
     if (r0 < 0) return;   // a spare tile (the whole block returns)
     const int rend = off[b + 1], c0 = (int)blockIdx.y * TN;
     const int NC = MODE == FWD ? N : K, KR = MODE == FWD ? K : N;   // output columns, reduction length
