@@ -332,11 +332,16 @@ static void test_rope(int B, int T, int G, int hd, int ld)
     free(x), free(c), free(s), xfree(xc), xfree(xs);
 }
 
-/* The attention modes: the visibility rule's fields (model/attn_visibility.h). Documents: random boundaries
- * (a new document starts at a position with probability 1/9), and in the last sequence the last fifth of the
- * positions are padding (-1: each sees itself alone). A query always sees itself (its own document, j <= i),
- * so no row of any mode is empty: the case of a query that sees no key cannot arise from the rule. */
-enum { CAUSAL, BIDIRECTIONAL, CAUSAL_DOCS, BIDIRECTIONAL_DOCS, ANNEAL, ANNEAL_ALL, ANNEAL_DOCS };
+/* The attention modes: the visibility rule's fields (model/attn_visibility.h). Documents (docs 1): random
+ * boundaries (a new document starts at a position with probability 1/9), and in the last sequence the last fifth
+ * of the positions are padding (-1: each sees itself alone). docs 2: padding scattered inside the documents
+ * (each position with probability 1/6), a document going on after it. docs 3: the ids cycle through 0, 1, 2, so
+ * that they decrease and one id holds several separate runs (which see each other): no document spans, the
+ * kernels that narrow a block's keys to them fall back to every key. A query always sees itself (its own
+ * document, j <= i), so no row of any mode is empty: the case of a query that sees no key cannot arise from
+ * the rule. */
+enum { CAUSAL, BIDIRECTIONAL, CAUSAL_DOCS, BIDIRECTIONAL_DOCS, ANNEAL, ANNEAL_ALL, ANNEAL_DOCS, DOCS_HOLES,
+       CAUSAL_DOCS_HOLES, DOCS_UNSORTED };
 static const struct {
     const char *name;
     int causal, docs;
@@ -349,6 +354,9 @@ static const struct {
     [ANNEAL] = {"annealed p=0.3", 1, 0, 0.3},
     [ANNEAL_ALL] = {"annealed p=1", 1, 0, 1.0},
     [ANNEAL_DOCS] = {"annealed p=0.3+documents", 1, 1, 0.3},
+    [DOCS_HOLES] = {"bidirectional+documents with padding inside", 0, 2, 0},
+    [CAUSAL_DOCS_HOLES] = {"causal+documents with padding inside", 1, 2, 0},
+    [DOCS_UNSORTED] = {"bidirectional+documents, ids not sorted", 0, 3, 0},
 };
 #define ANNEAL_SEED 0x5eed2024u
 
@@ -387,7 +395,9 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
             int32_t id = 0;
             for (int i = 0; i < T; i++) {
                 if (i > 0 && frand() > 1.0f - 2.0f / 9) id++;
-                doc[b * T + i] = b == B - 1 && i >= T - T / 5 ? -1 : id;
+                int docs = attn_mode[mode].docs;
+                int pad = docs == 1 ? b == B - 1 && i >= T - T / 5 : docs == 2 && frand() > 1.0f - 2.0f / 6;
+                doc[b * T + i] = pad ? -1 : docs == 3 ? id % 3 : id;
             }
         }
     }
@@ -497,6 +507,9 @@ static void attention_cases(void)
     test_attention(1, 40, 2, 2, 32, ANNEAL_ALL);
     test_attention(1, 100, 4, 2, 64, BIDIRECTIONAL_DOCS);
     test_attention(1, 70, 2, 1, 128, ANNEAL_DOCS);
+    test_attention(2, 70, 2, 1, 32, DOCS_HOLES);
+    test_attention(1, 70, 4, 2, 32, CAUSAL_DOCS_HOLES);
+    test_attention(2, 70, 2, 1, 32, DOCS_UNSORTED);
 }
 
 /* attention_decode: one query (H heads) against the first n rows of a cache of q|k|v rows (row stride ld, as
