@@ -178,7 +178,8 @@ bench_part() {
     row "$name" "$st" "${line:-no gpu-step line (see $name.log)}, $(($(date +%s) - t0)) s"
 }
 # cuDNN (SCP_CUDA_ATTN=cudnn) where the build has it: libcudnn.so.9 from the loader's path, the toolkit's, or
-# python3's nvidia-cudnn package (SCP_CUDNN_LIB, with its folder on the loader's path for the libraries it opens).
+# python3's nvidia-cudnn package (SCP_CUDNN_LIB, with its folder on the loader's path for the libraries it opens,
+# and the package's NVRTC beside it: cuDNN compiles some of its engines at run time).
 have_cudnn=0
 grep -q 'define HAVE_CUDNN 1' "$build/config.h" 2>/dev/null && have_cudnn=1
 if [ "$have_cudnn" = 1 ] && [ -z "${SCP_CUDNN_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcudnn\.so\.9 ' &&
@@ -186,7 +187,8 @@ if [ "$have_cudnn" = 1 ] && [ -z "${SCP_CUDNN_LIB:-}" ] && ! ldconfig -p 2>/dev/
     cudnn_dir=$("$PYTHON" -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null)
     if [ -n "$cudnn_dir" ] && [ -e "$cudnn_dir/libcudnn.so.9" ]; then
         SCP_CUDNN_LIB=$cudnn_dir/libcudnn.so.9
-        LD_LIBRARY_PATH=$cudnn_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        nvrtc_dir=$("$PYTHON" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))' 2>/dev/null)
+        LD_LIBRARY_PATH=$cudnn_dir${nvrtc_dir:+:$nvrtc_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
         export SCP_CUDNN_LIB LD_LIBRARY_PATH
     fi
 fi
