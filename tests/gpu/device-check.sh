@@ -5,6 +5,10 @@
 # GPU yet; the others from the H200 calls of bench/RESULTS.md):
 #   build   configure and make in build-gpu (nvcc, -j16; about 4 min, which leaves the benchmarks no time), or use a
 #           build-gpu-pre carried from a machine with the C libraries (see --prepare; 5 s)
+#   (0) *   where the build has cuDNN attention (lib/model/cuda/attention_cudnn.c): tests/gpu/cudnn-probe, its
+#           forward and backward graphs for one small shape, each stage's outcome and the error against a plain
+#           attention (5 s); after (1), backend-ops' attention cases under SCP_CUDA_ATTN=cudnn (backend-ops-cudnn,
+#           20 s)
 #   (1)     tests/model/backend-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
 #           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref (30 s)
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
@@ -40,6 +44,8 @@
 # Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
 # (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
 # libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
+# SCP_CUDNN_LIB (the path of libcudnn.so.9 where the loader does not find it; default: python3's nvidia-cudnn
+# package's when neither the loader's cache nor /usr/local/cuda/lib64 has it),
 # T_TOTAL, T_OPS, T_TRAIN, T_TRAIN32, T_HF, T_GRAD, T_MOE, T_GEN, T_BENCH, T_MOE_BENCH, T_SHAPE (time limits in
 # seconds of the parts; T_SHAPE each shape's), BENCH_ARGS (e.g. "-n 2"), SHAPES (bench.sh shapes, each NAME or
 # NAME:BxT), SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_MOE_BENCH=1,
@@ -66,6 +72,7 @@ if [ "${1:-}" = --prepare ]; then
             >/dev/null || exit 1
     make tests/model/moe-helper tests/model/grad-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist/dist-nccl-smoke >/dev/null || exit 1; fi
+    if grep -q 'define HAVE_CUDNN 1' config.h; then make tests/gpu/cudnn-probe >/dev/null || exit 1; fi
     mkdir -p libs
     # bench/step links the CBLAS that the programs load on their first matrix product (lib/model/cpu/blas.h), so
     # that its library and what it needs are carried too.
@@ -115,7 +122,8 @@ elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstr
 mkdir -p "$build"
 if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
     make -j"$jobs" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes \
-        tests/model/moe-helper tests/model/grad-helper >>"$out/build.log" 2>&1); then
+        tests/model/moe-helper tests/model/grad-helper >>"$out/build.log" 2>&1 &&
+    { ! grep -q 'define HAVE_CUDNN 1' config.h || make tests/gpu/cudnn-probe >>"$out/build.log" 2>&1; }); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
 elif [ -x "$root/build-gpu-pre/tests/model/backend-ops" ]; then
     build=$root/build-gpu-pre
@@ -169,8 +177,31 @@ bench_part() {
     line=$(grep '^gpu-step:' "$out/$name.log" | sed 's/^gpu-step: //')
     row "$name" "$st" "${line:-no gpu-step line (see $name.log)}, $(($(date +%s) - t0)) s"
 }
+# cuDNN (SCP_CUDA_ATTN=cudnn) where the build has it: libcudnn.so.9 from the loader's path, the toolkit's, or
+# python3's nvidia-cudnn package (SCP_CUDNN_LIB, with its folder on the loader's path for the libraries it opens,
+# and the package's NVRTC beside it: cuDNN compiles some of its engines at run time).
+have_cudnn=0
+grep -q 'define HAVE_CUDNN 1' "$build/config.h" 2>/dev/null && have_cudnn=1
+if [ "$have_cudnn" = 1 ] && [ -z "${SCP_CUDNN_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcudnn\.so\.9 ' &&
+    [ ! -e /usr/local/cuda/lib64/libcudnn.so.9 ]; then
+    cudnn_dir=$("$PYTHON" -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null)
+    if [ -n "$cudnn_dir" ] && [ -e "$cudnn_dir/libcudnn.so.9" ]; then
+        SCP_CUDNN_LIB=$cudnn_dir/libcudnn.so.9
+        nvrtc_dir=$("$PYTHON" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))' 2>/dev/null)
+        LD_LIBRARY_PATH=$cudnn_dir${nvrtc_dir:+:$nvrtc_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        export SCP_CUDNN_LIB LD_LIBRARY_PATH
+    fi
+fi
 if [ "$mode" != FAILED ]; then
+    if [ "$have_cudnn" = 1 ]; then
+        run cudnn-probe 60 "$build/tests/gpu/cudnn-probe"
+    else
+        row cudnn-probe "not built" "no cuDNN attention in this build"
+    fi
     run backend-ops "${T_OPS:-150}" "$build/tests/model/backend-ops" --backend cuda-fp32 --backend cuda
+    # The attention cases on the cuDNN path (the masks and head sizes it does not serve take the flash kernels)
+    [ "$have_cudnn" = 1 ] &&
+        run backend-ops-cudnn 90 "$build/tests/model/backend-ops" --backend cuda --attention --attn-paths cudnn
     run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
     # The same on the fp32-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
     run train-stories260k-fp32 "${T_TRAIN32:-150}" env SCP_GPU_BACKEND=cuda-fp32 sh "$root/tests/gpu/train-stories260k.sh"

@@ -12,11 +12,13 @@
  * fits the arithmetic (see TOL_*). Also checks that two runs give the same bits (exact resume relies on it), and
  * that the cases called every entry the table has (model/backend_ops.def), so a new entry needs a case here.
  *
- * usage: backend-ops [--backend NAME]... [--small] [--attention]
+ * usage: backend-ops [--backend NAME]... [--small] [--attention] [--attn-paths P,...]
  *            NAME: the backends to check (default: every registered one); --small: fewer and smaller cases (for
  *            the emulator, tests/gpu/emulated.sh; always under AddressSanitizer); --attention: the attention
  *            cases alone (for work on the attention kernels; the check that every entry was called is then
- *            off). Exits 77 (skip) when none of them can run here.
+ *            off); --attn-paths: the SCP_CUDA_ATTN paths the CUDA tables' attention cases run under (default
+ *            flash,wmma,gemm; cudnn where the plugin has it, tests/gpu/device-check.sh). Exits 77 (skip) when
+ *            none of them can run here.
  *        backend-ops --devices   prints the number of usable CUDA devices (0 without CUDA), for scripts. */
 #include <math.h>
 #include <stdint.h>
@@ -37,6 +39,7 @@ static const scp_backend *X;                     /* under test */
 static int small;                                /* --small: fewer and smaller cases, for the emulator */
 static int attention_only;                       /* --attention: only the attention cases */
 static const char *attn_path;                    /* the CUDA attention path under test (SCP_CUDA_ATTN), or NULL */
+static const char *attn_paths = "flash,wmma,gemm";  /* --attn-paths: the CUDA paths checked (cudnn: where built) */
 static const scp_backend *R = &scp_backend_cpu_ref;  /* the reference: cpu-ref, or cpu-bf16 for "cuda" */
 static int bf;                                   /* X keeps activations in bf16 (act_size 2) */
 static int rbf;                                  /* and R */
@@ -510,6 +513,14 @@ static void attention_cases(void)
     test_attention(2, 70, 2, 1, 32, DOCS_HOLES);
     test_attention(1, 70, 4, 2, 32, CAUSAL_DOCS_HOLES);
     test_attention(2, 70, 2, 1, 32, DOCS_UNSORTED);
+    /* cuDNN's path serves rows of whole 16-byte vectors (no pad) with plain causal or bidirectional masks: those
+     * on its own, multi-head and grouped, T no multiple of 64 (lib/model/cuda/attention_cudnn.c) */
+    if (attn_path && strcmp(attn_path, "cudnn") == 0) {
+        test_attention_ld(2, 100, 4, 2, 64, CAUSAL, 0);
+        test_attention_ld(1, 128, 4, 4, 128, CAUSAL, 0);
+        test_attention_ld(2, 77, 6, 2, 32, BIDIRECTIONAL, 0);
+        test_attention_ld(1, 64, 2, 2, 16, BIDIRECTIONAL, 0);
+    }
 }
 
 /* attention_decode: one query (H heads) against the first n rows of a cache of q|k|v rows (row stride ld, as
@@ -739,12 +750,13 @@ static void attention_cases_all_paths(void)
         attention_cases();
         return;
     }
-    static const char *paths[] = {"flash", "wmma", "gemm"};
-    for (int p = 0; p < 3; p++) {
+    char list[128], *save = NULL;
+    snprintf(list, sizeof list, "%s", attn_paths);
+    for (char *path = strtok_r(list, ",", &save); path; path = strtok_r(NULL, ",", &save)) {
         /* --small (the emulator): the WMMA kernels on the bf16 table alone; fp32 storage reaches them through the
          * same packed bf16 operands as the flash path's */
-        if (small && !bf && strcmp(paths[p], "wmma") == 0) continue;
-        attn_path = paths[p];
+        if (small && !bf && strcmp(path, "wmma") == 0) continue;
+        attn_path = path;
         setenv("SCP_CUDA_ATTN", attn_path, 1);
         attention_cases();
     }
@@ -875,8 +887,11 @@ int main(int argc, char **argv)
             attention_only = 1;
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc && n < 16)
             names[n++] = argv[++i];
+        else if (strcmp(argv[i], "--attn-paths") == 0 && i + 1 < argc)
+            attn_paths = argv[++i];
         else {
-            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] [--attention] | --devices\n");
+            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] [--attention] [--attn-paths P,...] | "
+                            "--devices\n");
             return 2;
         }
     }
