@@ -10,7 +10,8 @@
 #           attention (5 s); after (1), backend-ops' attention cases under SCP_CUDA_ATTN=cudnn (backend-ops-cudnn,
 #           20 s)
 #   (1)     tests/model/backend-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
-#           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref (30 s)
+#           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref (30 s); *
+#           then its expert GEMM cases once per cuBLAS path (SCP_CUDA_MOE_GEMM=cublas, cublas-loop) (2 x 5 s)
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
 #           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below) (25 + 25 s)
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
@@ -22,7 +23,8 @@
 #   (6) *   tests/gpu/generate-gpu.py: scp-eval generate on cuda-fp32 and cuda against the CPU on stories260K: AR
 #           decoding with the key/value cache and diffusion, the same tokens or near ties, tokens/s (20 s)
 #   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown, and
-#           the bf16 GEMM microbenchmark (70 s)
+#           the bf16 GEMM microbenchmark (70 s), and * the expert GEMMs on their three paths (bench/gpu/moe-gemm)
+#           (20 s)
 #   bench-moe * bench/gpu/bench.sh -s qwen3-30b-a3b-4l: the MoE training step, Qwen3-30B-A3B cut to 4 layers (all
 #           128 experts, top-8, sequence 4096), scp against transformers' Qwen3MoeForCausalLM (70 s)
 #   bench-SHAPE * the shapes of $SHAPES (default: qwen3-1.7b, qwen3-4b with --recompute, qwen3-0.6b at 1 x 8192),
@@ -68,7 +70,7 @@ if [ "${1:-}" = --prepare ]; then
     # every kernel in it, take half the room.
     ../configure -q --without-blas NVCCFLAGS="-O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a" &&
         make -j"${JOBS:-2}" >/dev/null &&
-        make -j"${JOBS:-2}" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes \
+        make -j"${JOBS:-2}" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes bench/gpu/moe-gemm \
             >/dev/null || exit 1
     make tests/model/moe-helper tests/model/grad-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist/dist-nccl-smoke >/dev/null || exit 1; fi
@@ -121,7 +123,7 @@ if [ "${PREBUILT:-0}" = 1 ]; then
 elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
 mkdir -p "$build"
 if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
-    make -j"$jobs" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes \
+    make -j"$jobs" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes bench/gpu/moe-gemm \
         tests/model/moe-helper tests/model/grad-helper >>"$out/build.log" 2>&1 &&
     { ! grep -q 'define HAVE_CUDNN 1' config.h || make tests/gpu/cudnn-probe >>"$out/build.log" 2>&1; }); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
@@ -202,6 +204,9 @@ if [ "$mode" != FAILED ]; then
     # The attention cases on the cuDNN path (the masks and head sizes it does not serve take the flash kernels)
     [ "$have_cudnn" = 1 ] &&
         run backend-ops-cudnn 90 "$build/tests/model/backend-ops" --backend cuda --attention --attn-paths cudnn
+    for p in cublas cublas-loop; do   # the expert GEMMs through cuBLAS (lib/model/cuda/moe_gemm_cublas.cu)
+        run "backend-ops-moe-$p" 60 env SCP_CUDA_MOE_GEMM=$p "$build/tests/model/backend-ops" --backend cuda --moe-gemm
+    done
     run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
     # The same on the fp32-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
     run train-stories260k-fp32 "${T_TRAIN32:-150}" env SCP_GPU_BACKEND=cuda-fp32 sh "$root/tests/gpu/train-stories260k.sh"
@@ -245,6 +250,12 @@ if [ "$mode" != FAILED ]; then
             echo "== gemm dtypes ($(elapsed) s)"
             timeout -k 10 "$lim" "$build/bench/gpu/gemm-dtypes" >"$out/gemm.log" 2>&1
             cat "$out/gemm.log"
+        fi
+        lim=$(budget 60)
+        if [ -x "$build/bench/gpu/moe-gemm" ] && [ "$lim" -gt 0 ]; then
+            echo "== moe gemm paths ($(elapsed) s)"
+            timeout -k 10 "$lim" "$build/bench/gpu/moe-gemm" >"$out/moe-gemm.log" 2>&1
+            cat "$out/moe-gemm.log"
         fi
     fi
     # The MoE training step, then the larger dense shapes and the long sequence (BENCH_ARGS: words on purpose)

@@ -12,13 +12,14 @@
  * fits the arithmetic (see TOL_*). Also checks that two runs give the same bits (exact resume relies on it), and
  * that the cases called every entry the table has (model/backend_ops.def), so a new entry needs a case here.
  *
- * usage: backend-ops [--backend NAME]... [--small] [--attention] [--attn-paths P,...]
+ * usage: backend-ops [--backend NAME]... [--small] [--attention | --moe-gemm] [--attn-paths P,...]
  *            NAME: the backends to check (default: every registered one); --small: fewer and smaller cases (for
  *            the emulator, tests/gpu/emulated.sh; always under AddressSanitizer); --attention: the attention
  *            cases alone (for work on the attention kernels; the check that every entry was called is then
- *            off); --attn-paths: the SCP_CUDA_ATTN paths the CUDA tables' attention cases run under (default
- *            flash,wmma,gemm; cudnn where the plugin has it, tests/gpu/device-check.sh). Exits 77 (skip) when
- *            none of them can run here.
+ *            off); --moe-gemm: the grouped expert GEMMs' cases alone, likewise (run once per SCP_CUDA_MOE_GEMM
+ *            path by the scripts); --attn-paths: the SCP_CUDA_ATTN paths the CUDA tables' attention cases run
+ *            under (default flash,wmma,gemm; cudnn where the plugin has it, tests/gpu/device-check.sh). Exits 77
+ *            (skip) when none of them can run here.
  *        backend-ops --devices   prints the number of usable CUDA devices (0 without CUDA), for scripts. */
 #include <math.h>
 #include <stdint.h>
@@ -38,6 +39,7 @@
 static const scp_backend *X;                     /* under test */
 static int small;                                /* --small: fewer and smaller cases, for the emulator */
 static int attention_only;                       /* --attention: only the attention cases */
+static int moe_gemm_only;                        /* --moe-gemm: only the grouped expert GEMMs' cases */
 static const char *attn_path;                    /* the CUDA attention path under test (SCP_CUDA_ATTN), or NULL */
 static const char *attn_paths = "flash,wmma,gemm";  /* --attn-paths: the CUDA paths checked (cudnn: where built) */
 static const scp_backend *R = &scp_backend_cpu_ref;  /* the reference: cpu-ref, or cpu-bf16 for "cuda" */
@@ -777,6 +779,11 @@ static void run_cases(void)
         tol_mm = TOL_ROUND16, tol_mmw = TOL_W16, tol_ew = TOL_ROUND16, tol_att = TOL_ROUND16;
     else                  /* fp32: bf16 only inside cuda-fp32's GEMMs */
         tol_mm = tol_mmw = cuda ? TOL_BF16 : TOL_F32, tol_ew = TOL_F32, tol_att = TOL_ATT;
+    if (moe_gemm_only) {
+        void test_moe_gemm_cases(void);
+        test_moe_gemm_cases();
+        return;
+    }
     if (attention_only) {
         attention_cases_all_paths();
         return;
@@ -852,7 +859,7 @@ static void run_table(const scp_backend *x, const scp_backend *const *before, in
     char missed[512] = "";
     size_t n = 0;
     for (int i = 0; i < N_OPS; i++)
-        if (!attention_only && scp_backend_has(X, op_cap[i]) && !op_called[i] && n < sizeof missed)
+        if (!attention_only && !moe_gemm_only && scp_backend_has(X, op_cap[i]) && !op_called[i] && n < sizeof missed)
             n += (size_t)snprintf(missed + n, sizeof missed - n, " %s", op_name[i]);
     tap_ok(n == 0, "%s: the cases called every entry of the table (not called:%s)", X->name, n ? missed : " none");
 }
@@ -885,13 +892,15 @@ int main(int argc, char **argv)
             small = 1;
         else if (strcmp(argv[i], "--attention") == 0)
             attention_only = 1;
+        else if (strcmp(argv[i], "--moe-gemm") == 0)
+            moe_gemm_only = 1;
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc && n < 16)
             names[n++] = argv[++i];
         else if (strcmp(argv[i], "--attn-paths") == 0 && i + 1 < argc)
             attn_paths = argv[++i];
         else {
-            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] [--attention] [--attn-paths P,...] | "
-                            "--devices\n");
+            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] [--attention | --moe-gemm] "
+                            "[--attn-paths P,...] | --devices\n");
             return 2;
         }
     }
@@ -1142,6 +1151,24 @@ static void test_moe_gemm(int nb, int nw, const int *n, int K, int N)
     xfree(xdw);
 }
 
+/* The grouped GEMMs' cases (--moe-gemm alone) */
+void test_moe_gemm_cases(void)
+{
+    if (!scp_backend_has(X, SCP_BACKEND_CAP_MOE_GROUPED)) {
+        tap_diag("backend %s has no grouped expert entries (SCP_BACKEND_CAP_MOE_GROUPED): their cases are skipped",
+                 X->name);
+        return;
+    }
+    static const int n1[] = {0, 70, 3, 129, 1};
+    test_moe_gemm(5, 5, n1, 40, 72);   /* a tile past K and N; empty and multi-tile blocks */
+    static const int n2[] = {17, 0, 64, 2, 33, 0};
+    test_moe_gemm(6, 3, n2, 33, 20);   /* (peer, expert) blocks: two blocks per weight */
+    if (!small) {
+        static const int n3[] = {200, 5, 0, 64, 65, 130, 1, 90};
+        test_moe_gemm(8, 8, n3, 256, 192);
+    }
+}
+
 void test_moe_grouped_ops(void)
 {
     if (!scp_backend_has(X, SCP_BACKEND_CAP_MOE_GROUPED)) {
@@ -1158,12 +1185,5 @@ void test_moe_grouped_ops(void)
     test_moe_permute(4096, 8, 128, 0);
     test_moe_permute(4096, 8, 128, 1);
     test_moe_permute(2999, 7, 128, 1);
-    static const int n1[] = {0, 70, 3, 129, 1};
-    test_moe_gemm(5, 5, n1, 40, 72);   /* a tile past K and N; empty and multi-tile blocks */
-    static const int n2[] = {17, 0, 64, 2, 33, 0};
-    test_moe_gemm(6, 3, n2, 33, 20);   /* (peer, expert) blocks: two blocks per weight */
-    if (!small) {
-        static const int n3[] = {200, 5, 0, 64, 65, 130, 1, 90};
-        test_moe_gemm(8, 8, n3, 256, 192);
-    }
+    test_moe_gemm_cases();
 }
