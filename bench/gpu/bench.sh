@@ -10,8 +10,8 @@
 # (ratio: scp's tokens/s over PyTorch's; MFU: scp's), from the first scp row: the driver step (lib/model/model.c, as
 # scp-train runs it; with --recompute where the shape asks for it, and then PyTorch with gradient checkpointing).
 # For qwen3-0.6b (the default) the table step (every entry of the operation table in lib/model/model.c's order)
-# follows on "cuda" (bf16 storage) once per CUDA attention path (SCP_CUDA_ATTN=gemm, =flash, =wmma), the driver with
-# --recompute, and the table and driver steps on "cuda-fp32" (fp32 storage).
+# follows on "cuda" (bf16 storage) once per CUDA attention path (SCP_CUDA_ATTN=gemm, =flash, =wmma, =cudnn where
+# built), the driver with --recompute, and the table and driver steps on "cuda-fp32" (fp32 storage).
 #
 #   bench/gpu/bench.sh [-b BUILDDIR] [-s SHAPE] [-B BATCH] [-T SEQ] [-n STEPS] [-o JSONFILE] [--quick | --driver-only]
 #                      [--device cpu]
@@ -82,10 +82,14 @@ step driver "scp_$be${rec:+_recompute}_driver" - --backend $be --driver $rec
 if [ "$shape" = qwen3-0.6b ] && [ -z "$only" ]; then
     # The table step once per CUDA attention path (lib/model/cuda/attention.cu: SCP_CUDA_ATTN=gemm, cuBLAS GEMMs
     # over materialised scores, the default where its scratch fits; =flash, the FlashAttention-2 kernels on
-    # mma.sync; =wmma, the WMMA flash kernels).
+    # mma.sync; =wmma, the WMMA flash kernels; =cudnn, cuDNN's fused attention through its graph API, where the
+    # build has it: lib/model/cuda/attention_cudnn.c).
     step table "scp_${be}_table_gemm" gemm --backend $be
     [ -n "$quick" ] || [ "$be" != cuda ] || step flash "scp_cuda_table_flash" flash --backend $be
     [ -n "$quick" ] || [ "$be" != cuda ] || step wmma "scp_cuda_table_wmma" wmma --backend $be
+    if [ -z "$quick" ] && [ "$be" = cuda ] && grep -q 'define HAVE_CUDNN 1' "$build/config.h" 2>/dev/null; then
+        step cudnn "scp_cuda_table_cudnn" cudnn --backend $be
+    fi
     [ -n "$quick" ] || step recompute "scp_${be}_driver_--recompute" - --backend $be --driver --recompute
     if [ "$be" = cuda ]; then
         step fp32 scp_cuda-fp32_table - --backend cuda-fp32

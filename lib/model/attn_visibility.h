@@ -24,6 +24,31 @@ static inline SCP_HD int scp_attn_doc_visible(int32_t doc_i, int32_t doc_j, int 
     return doc_i < 0 ? i == j : doc_i == doc_j;
 }
 
+/* Bounds on the keys the documents leave query i: every key j it sees has lo[i] <= j < hi[i] (lo, hi are (T)).
+ * Where the non-negative ids never decrease along the sequence (documents packed one after another, padding
+ * anywhere), a document's positions lie between its first and last, so [lo, hi) is that span and a padding query
+ * gets [i, i + 1). Returns 0 (lo, hi untouched) where some id decreases: the bounds would not hold, and a kernel
+ * takes every key. A kernel that restricts each block of queries to the union of its rows' bounds does only the
+ * work of the visible blocks: about T x (mean document length) pairs instead of T x T. */
+static inline int scp_attn_doc_spans(const int32_t *doc, int T, int32_t *lo, int32_t *hi)
+{
+    int32_t last = -1;
+    for (int i = 0; i < T; i++) {
+        if (doc[i] < 0) continue;
+        if (doc[i] < last) return 0;
+        last = doc[i];
+    }
+    for (int i = 0, start = 0; i < T; i++) {
+        if (doc[i] >= 0 && (doc[start] < 0 || doc[i] != doc[start])) start = i;
+        lo[i] = doc[i] < 0 ? i : start;
+    }
+    for (int i = T - 1, end = T; i >= 0; i--) {
+        if (doc[i] >= 0 && (doc[end - 1] < 0 || doc[i] != doc[end - 1])) end = i + 1;
+        hi[i] = doc[i] < 0 ? i + 1 : end;
+    }
+    return 1;
+}
+
 /* The annealed draw in two steps: the part of scp_mix3(seed, b, i << 32 | j) that depends on (seed, b) alone, which a
  * kernel computes once per sequence, then the draw for (i, j) from it. */
 static inline SCP_HD uint64_t scp_attn_anneal_key(uint64_t seed, int b) { return scp_mix64(scp_mix64(seed) ^ (uint64_t)b); }

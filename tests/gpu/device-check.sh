@@ -5,8 +5,13 @@
 # GPU yet; the others from the H200 calls of bench/RESULTS.md):
 #   build   configure and make in build-gpu (nvcc, -j16; about 4 min, which leaves the benchmarks no time), or use a
 #           build-gpu-pre carried from a machine with the C libraries (see --prepare; 5 s)
+#   (0) *   where the build has cuDNN attention (lib/model/cuda/attention_cudnn.c): tests/gpu/cudnn-probe, its
+#           forward and backward graphs for one small shape, each stage's outcome and the error against a plain
+#           attention (5 s); after (1), backend-ops' attention cases under SCP_CUDA_ATTN=cudnn (backend-ops-cudnn,
+#           20 s)
 #   (1)     tests/model/backend-ops: every operation of the CUDA tables against the CPU: "cuda" (bf16 activations)
-#           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref (30 s)
+#           against cpu-bf16 on the same bf16 inputs, "cuda-fp32" (fp32 activations) against cpu-ref (30 s); *
+#           then its expert GEMM cases once per cuBLAS path (SCP_CUDA_MOE_GEMM=cublas, cublas-loop) (2 x 5 s)
 #   (2)     tests/gpu/train-stories260k.sh: 20 steps of the stories260K conversion, cuda against cpu losses;
 #           and the same 20 steps with --backend cuda-fp32 against cpu (train-stories260k-fp32, below) (25 + 25 s)
 #   (3)     tests/gpu/hf-logits.py: imported Qwen3 and Llama logits against transformers (the machine's python3)
@@ -18,7 +23,8 @@
 #   (6) *   tests/gpu/generate-gpu.py: scp-eval generate on cuda-fp32 and cuda against the CPU on stories260K: AR
 #           decoding with the key/value cache and diffusion, the same tokens or near ties, tokens/s (20 s)
 #   bench   bench/gpu/bench.sh: a Qwen3-0.6B training step, scp cuda against PyTorch, with the op breakdown, and
-#           the bf16 GEMM microbenchmark (70 s)
+#           the bf16 GEMM microbenchmark (70 s), and * the expert GEMMs on their three paths (bench/gpu/moe-gemm)
+#           (20 s)
 #   bench-moe * bench/gpu/bench.sh -s qwen3-30b-a3b-4l: the MoE training step, Qwen3-30B-A3B cut to 4 layers (all
 #           128 experts, top-8, sequence 4096), scp against transformers' Qwen3MoeForCausalLM (70 s)
 #   bench-SHAPE * the shapes of $SHAPES (default: qwen3-1.7b, qwen3-4b with --recompute, qwen3-0.6b at 1 x 8192),
@@ -40,6 +46,8 @@
 # Environment: PYTHON (default python3: the one with torch and transformers), JOBS (default 16), BUILD_DIR
 # (default build-gpu), PREBUILT=1 (use build-gpu-pre without trying to configure here), NCCL_LIB (the folder of
 # libnccl.so.2 when it is not on the loader's path; default: the one of python3's nvidia-nccl package),
+# SCP_CUDNN_LIB (the path of libcudnn.so.9 where the loader does not find it; default: python3's nvidia-cudnn
+# package's when neither the loader's cache nor /usr/local/cuda/lib64 has it),
 # T_TOTAL, T_OPS, T_TRAIN, T_TRAIN32, T_HF, T_GRAD, T_MOE, T_GEN, T_BENCH, T_MOE_BENCH, T_SHAPE (time limits in
 # seconds of the parts; T_SHAPE each shape's), BENCH_ARGS (e.g. "-n 2"), SHAPES (bench.sh shapes, each NAME or
 # NAME:BxT), SKIP_PTXAS=1 (no resource report: it compiles the kernels again), SKIP_BENCH=1, SKIP_MOE_BENCH=1,
@@ -62,10 +70,11 @@ if [ "${1:-}" = --prepare ]; then
     # every kernel in it, take half the room.
     ../configure -q --without-blas NVCCFLAGS="-O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a" &&
         make -j"${JOBS:-2}" >/dev/null &&
-        make -j"${JOBS:-2}" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes \
+        make -j"${JOBS:-2}" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes bench/gpu/moe-gemm \
             >/dev/null || exit 1
     make tests/model/moe-helper tests/model/grad-helper >/dev/null || exit 1
     if grep -q 'define HAVE_NCCL 1' config.h; then make tests/dist/dist-nccl-smoke >/dev/null || exit 1; fi
+    if grep -q 'define HAVE_CUDNN 1' config.h; then make tests/gpu/cudnn-probe >/dev/null || exit 1; fi
     mkdir -p libs
     # bench/step links the CBLAS that the programs load on their first matrix product (lib/model/cpu/blas.h), so
     # that its library and what it needs are carried too.
@@ -114,8 +123,9 @@ if [ "${PREBUILT:-0}" = 1 ]; then
 elif [ ! -x configure ] && command -v autoreconf >/dev/null 2>&1; then ./bootstrap >"$out/build.log" 2>&1; fi
 mkdir -p "$build"
 if [ "${PREBUILT:-0}" != 1 ] && (cd "$build" && ../configure -q >>"$out/build.log" 2>&1 && make -j"$jobs" >>"$out/build.log" 2>&1 &&
-    make -j"$jobs" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes \
-        tests/model/moe-helper tests/model/grad-helper >>"$out/build.log" 2>&1); then
+    make -j"$jobs" tests/model/backend-ops tests/gpu/logits-dump bench/gpu/scp-step bench/gpu/gemm-dtypes bench/gpu/moe-gemm \
+        tests/model/moe-helper tests/model/grad-helper >>"$out/build.log" 2>&1 &&
+    { ! grep -q 'define HAVE_CUDNN 1' config.h || make tests/gpu/cudnn-probe >>"$out/build.log" 2>&1; }); then
     grep -q 'define HAVE_CUDA 1' "$build/config.h" || mode="built without CUDA"
 elif [ -x "$root/build-gpu-pre/tests/model/backend-ops" ]; then
     build=$root/build-gpu-pre
@@ -169,8 +179,34 @@ bench_part() {
     line=$(grep '^gpu-step:' "$out/$name.log" | sed 's/^gpu-step: //')
     row "$name" "$st" "${line:-no gpu-step line (see $name.log)}, $(($(date +%s) - t0)) s"
 }
+# cuDNN (SCP_CUDA_ATTN=cudnn) where the build has it: libcudnn.so.9 from the loader's path, the toolkit's, or
+# python3's nvidia-cudnn package (SCP_CUDNN_LIB, with its folder on the loader's path for the libraries it opens,
+# and the package's NVRTC beside it: cuDNN compiles some of its engines at run time).
+have_cudnn=0
+grep -q 'define HAVE_CUDNN 1' "$build/config.h" 2>/dev/null && have_cudnn=1
+if [ "$have_cudnn" = 1 ] && [ -z "${SCP_CUDNN_LIB:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcudnn\.so\.9 ' &&
+    [ ! -e /usr/local/cuda/lib64/libcudnn.so.9 ]; then
+    cudnn_dir=$("$PYTHON" -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null)
+    if [ -n "$cudnn_dir" ] && [ -e "$cudnn_dir/libcudnn.so.9" ]; then
+        SCP_CUDNN_LIB=$cudnn_dir/libcudnn.so.9
+        nvrtc_dir=$("$PYTHON" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))' 2>/dev/null)
+        LD_LIBRARY_PATH=$cudnn_dir${nvrtc_dir:+:$nvrtc_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+        export SCP_CUDNN_LIB LD_LIBRARY_PATH
+    fi
+fi
 if [ "$mode" != FAILED ]; then
+    if [ "$have_cudnn" = 1 ]; then
+        run cudnn-probe 60 "$build/tests/gpu/cudnn-probe"
+    else
+        row cudnn-probe "not built" "no cuDNN attention in this build"
+    fi
     run backend-ops "${T_OPS:-150}" "$build/tests/model/backend-ops" --backend cuda-fp32 --backend cuda
+    # The attention cases on the cuDNN path (the masks and head sizes it does not serve take the flash kernels)
+    [ "$have_cudnn" = 1 ] &&
+        run backend-ops-cudnn 90 "$build/tests/model/backend-ops" --backend cuda --attention --attn-paths cudnn
+    for p in cublas cublas-loop; do   # the expert GEMMs through cuBLAS (lib/model/cuda/moe_gemm_cublas.cu)
+        run "backend-ops-moe-$p" 60 env SCP_CUDA_MOE_GEMM=$p "$build/tests/model/backend-ops" --backend cuda --moe-gemm
+    done
     run train-stories260k "${T_TRAIN:-150}" sh "$root/tests/gpu/train-stories260k.sh"
     # The same on the fp32-storage table (tolerance and why: train-stories260k.sh), with --recompute and NCCL.
     run train-stories260k-fp32 "${T_TRAIN32:-150}" env SCP_GPU_BACKEND=cuda-fp32 sh "$root/tests/gpu/train-stories260k.sh"
@@ -214,6 +250,12 @@ if [ "$mode" != FAILED ]; then
             echo "== gemm dtypes ($(elapsed) s)"
             timeout -k 10 "$lim" "$build/bench/gpu/gemm-dtypes" >"$out/gemm.log" 2>&1
             cat "$out/gemm.log"
+        fi
+        lim=$(budget 60)
+        if [ -x "$build/bench/gpu/moe-gemm" ] && [ "$lim" -gt 0 ]; then
+            echo "== moe gemm paths ($(elapsed) s)"
+            timeout -k 10 "$lim" "$build/bench/gpu/moe-gemm" >"$out/moe-gemm.log" 2>&1
+            cat "$out/moe-gemm.log"
         fi
     fi
     # The MoE training step, then the larger dense shapes and the long sequence (BENCH_ARGS: words on purpose)

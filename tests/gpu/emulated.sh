@@ -39,6 +39,11 @@ done
 $cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/lib/model/cuda/plugin.c" -o "$TMP/plugin.o" 2>"$TMP/cc.err" ||
     { echo "not ok 1 - lib/model/cuda/plugin.c compiles"; sed 's/^/# /' "$TMP/cc.err" | head -30; echo "1..1"; exit 1; }
 objs="$objs $TMP/plugin.o"
+# cuBLAS's grouped GEMM (moe_gemm_cublas.cu's SCP_CUDA_MOE_GEMM=cublas), emulated beside emu.cc's cublasGemmEx
+"$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -c "$src/tests/gpu/emu/emu_cublas_grouped.cc" \
+    -o "$TMP/emu_grouped.o" 2>"$TMP/cxx.err" ||
+    { echo "not ok 1 - tests/gpu/emu/emu_cublas_grouped.cc compiles"; sed 's/^/# /' "$TMP/cxx.err" | head -30; echo "1..1"; exit 1; }
+objs="$objs $TMP/emu_grouped.o"
 "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -c "$src/tests/gpu/emu/emu.cc" -o "$TMP/emu.o" &&
     $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/model/backend-ops.c" -o "$TMP/ops.o" &&
     # shellcheck disable=SC2086
@@ -75,6 +80,11 @@ if [ -n "${EMU_OPS_ARGS:-}" ]; then
 fi
 "$TMP/backend-ops-emu" --backend cuda-fp32 --backend cuda --small >"$TMP/ops.tap"
 ops_rc=$?
+# The expert GEMMs' cases once more on each cuBLAS path of the bf16 table (lib/model/cuda/moe_gemm_cublas.cu)
+for p in cublas cublas-loop; do
+    SCP_CUDA_MOE_GEMM=$p "$TMP/backend-ops-emu" --backend cuda --small --moe-gemm >"$TMP/moe.tap" || ops_rc=1
+    sed "/^\(not \)\{0,1\}ok /s/\$/ [SCP_CUDA_MOE_GEMM=$p]/" "$TMP/moe.tap" >>"$TMP/ops.tap"
+done
 # the self-test's lines, then the op checks', numbered on
 cat "$TMP/mma.tap" "$TMP/ops.tap" | awk '/^1\.\./ { next }
     /^(not )?ok [0-9]+/ { n++; sub(/ok [0-9]+/, "ok " n) } { print }'

@@ -12,11 +12,14 @@
  * fits the arithmetic (see TOL_*). Also checks that two runs give the same bits (exact resume relies on it), and
  * that the cases called every entry the table has (model/backend_ops.def), so a new entry needs a case here.
  *
- * usage: backend-ops [--backend NAME]... [--small] [--attention]
+ * usage: backend-ops [--backend NAME]... [--small] [--attention | --moe-gemm] [--attn-paths P,...]
  *            NAME: the backends to check (default: every registered one); --small: fewer and smaller cases (for
  *            the emulator, tests/gpu/emulated.sh; always under AddressSanitizer); --attention: the attention
  *            cases alone (for work on the attention kernels; the check that every entry was called is then
- *            off). Exits 77 (skip) when none of them can run here.
+ *            off); --moe-gemm: the grouped expert GEMMs' cases alone, likewise (run once per SCP_CUDA_MOE_GEMM
+ *            path by the scripts); --attn-paths: the SCP_CUDA_ATTN paths the CUDA tables' attention cases run
+ *            under (default flash,wmma,gemm; cudnn where the plugin has it, tests/gpu/device-check.sh). Exits 77
+ *            (skip) when none of them can run here.
  *        backend-ops --devices   prints the number of usable CUDA devices (0 without CUDA), for scripts. */
 #include <math.h>
 #include <stdint.h>
@@ -36,7 +39,9 @@
 static const scp_backend *X;                     /* under test */
 static int small;                                /* --small: fewer and smaller cases, for the emulator */
 static int attention_only;                       /* --attention: only the attention cases */
+static int moe_gemm_only;                        /* --moe-gemm: only the grouped expert GEMMs' cases */
 static const char *attn_path;                    /* the CUDA attention path under test (SCP_CUDA_ATTN), or NULL */
+static const char *attn_paths = "flash,wmma,gemm";  /* --attn-paths: the CUDA paths checked (cudnn: where built) */
 static const scp_backend *R = &scp_backend_cpu_ref;  /* the reference: cpu-ref, or cpu-bf16 for "cuda" */
 static int bf;                                   /* X keeps activations in bf16 (act_size 2) */
 static int rbf;                                  /* and R */
@@ -332,11 +337,16 @@ static void test_rope(int B, int T, int G, int hd, int ld)
     free(x), free(c), free(s), xfree(xc), xfree(xs);
 }
 
-/* The attention modes: the visibility rule's fields (model/attn_visibility.h). Documents: random boundaries
- * (a new document starts at a position with probability 1/9), and in the last sequence the last fifth of the
- * positions are padding (-1: each sees itself alone). A query always sees itself (its own document, j <= i),
- * so no row of any mode is empty: the case of a query that sees no key cannot arise from the rule. */
-enum { CAUSAL, BIDIRECTIONAL, CAUSAL_DOCS, BIDIRECTIONAL_DOCS, ANNEAL, ANNEAL_ALL, ANNEAL_DOCS };
+/* The attention modes: the visibility rule's fields (model/attn_visibility.h). Documents (docs 1): random
+ * boundaries (a new document starts at a position with probability 1/9), and in the last sequence the last fifth
+ * of the positions are padding (-1: each sees itself alone). docs 2: padding scattered inside the documents
+ * (each position with probability 1/6), a document going on after it. docs 3: the ids cycle through 0, 1, 2, so
+ * that they decrease and one id holds several separate runs (which see each other): no document spans, the
+ * kernels that narrow a block's keys to them fall back to every key. A query always sees itself (its own
+ * document, j <= i), so no row of any mode is empty: the case of a query that sees no key cannot arise from
+ * the rule. */
+enum { CAUSAL, BIDIRECTIONAL, CAUSAL_DOCS, BIDIRECTIONAL_DOCS, ANNEAL, ANNEAL_ALL, ANNEAL_DOCS, DOCS_HOLES,
+       CAUSAL_DOCS_HOLES, DOCS_UNSORTED };
 static const struct {
     const char *name;
     int causal, docs;
@@ -349,6 +359,9 @@ static const struct {
     [ANNEAL] = {"annealed p=0.3", 1, 0, 0.3},
     [ANNEAL_ALL] = {"annealed p=1", 1, 0, 1.0},
     [ANNEAL_DOCS] = {"annealed p=0.3+documents", 1, 1, 0.3},
+    [DOCS_HOLES] = {"bidirectional+documents with padding inside", 0, 2, 0},
+    [CAUSAL_DOCS_HOLES] = {"causal+documents with padding inside", 1, 2, 0},
+    [DOCS_UNSORTED] = {"bidirectional+documents, ids not sorted", 0, 3, 0},
 };
 #define ANNEAL_SEED 0x5eed2024u
 
@@ -387,7 +400,9 @@ static void test_attention_ld(int B, int T, int H, int KV, int hd, int mode, int
             int32_t id = 0;
             for (int i = 0; i < T; i++) {
                 if (i > 0 && frand() > 1.0f - 2.0f / 9) id++;
-                doc[b * T + i] = b == B - 1 && i >= T - T / 5 ? -1 : id;
+                int docs = attn_mode[mode].docs;
+                int pad = docs == 1 ? b == B - 1 && i >= T - T / 5 : docs == 2 && frand() > 1.0f - 2.0f / 6;
+                doc[b * T + i] = pad ? -1 : docs == 3 ? id % 3 : id;
             }
         }
     }
@@ -497,6 +512,17 @@ static void attention_cases(void)
     test_attention(1, 40, 2, 2, 32, ANNEAL_ALL);
     test_attention(1, 100, 4, 2, 64, BIDIRECTIONAL_DOCS);
     test_attention(1, 70, 2, 1, 128, ANNEAL_DOCS);
+    test_attention(2, 70, 2, 1, 32, DOCS_HOLES);
+    test_attention(1, 70, 4, 2, 32, CAUSAL_DOCS_HOLES);
+    test_attention(2, 70, 2, 1, 32, DOCS_UNSORTED);
+    /* cuDNN's path serves rows of whole 16-byte vectors (no pad) with plain causal or bidirectional masks: those
+     * on its own, multi-head and grouped, T no multiple of 64 (lib/model/cuda/attention_cudnn.c) */
+    if (attn_path && strcmp(attn_path, "cudnn") == 0) {
+        test_attention_ld(2, 100, 4, 2, 64, CAUSAL, 0);
+        test_attention_ld(1, 128, 4, 4, 128, CAUSAL, 0);
+        test_attention_ld(2, 77, 6, 2, 32, BIDIRECTIONAL, 0);
+        test_attention_ld(1, 64, 2, 2, 16, BIDIRECTIONAL, 0);
+    }
 }
 
 /* attention_decode: one query (H heads) against the first n rows of a cache of q|k|v rows (row stride ld, as
@@ -726,12 +752,13 @@ static void attention_cases_all_paths(void)
         attention_cases();
         return;
     }
-    static const char *paths[] = {"flash", "wmma", "gemm"};
-    for (int p = 0; p < 3; p++) {
+    char list[128], *save = NULL;
+    snprintf(list, sizeof list, "%s", attn_paths);
+    for (char *path = strtok_r(list, ",", &save); path; path = strtok_r(NULL, ",", &save)) {
         /* --small (the emulator): the WMMA kernels on the bf16 table alone; fp32 storage reaches them through the
          * same packed bf16 operands as the flash path's */
-        if (small && !bf && strcmp(paths[p], "wmma") == 0) continue;
-        attn_path = paths[p];
+        if (small && !bf && strcmp(path, "wmma") == 0) continue;
+        attn_path = path;
         setenv("SCP_CUDA_ATTN", attn_path, 1);
         attention_cases();
     }
@@ -752,6 +779,11 @@ static void run_cases(void)
         tol_mm = TOL_ROUND16, tol_mmw = TOL_W16, tol_ew = TOL_ROUND16, tol_att = TOL_ROUND16;
     else                  /* fp32: bf16 only inside cuda-fp32's GEMMs */
         tol_mm = tol_mmw = cuda ? TOL_BF16 : TOL_F32, tol_ew = TOL_F32, tol_att = TOL_ATT;
+    if (moe_gemm_only) {
+        void test_moe_gemm_cases(void);
+        test_moe_gemm_cases();
+        return;
+    }
     if (attention_only) {
         attention_cases_all_paths();
         return;
@@ -827,7 +859,7 @@ static void run_table(const scp_backend *x, const scp_backend *const *before, in
     char missed[512] = "";
     size_t n = 0;
     for (int i = 0; i < N_OPS; i++)
-        if (!attention_only && scp_backend_has(X, op_cap[i]) && !op_called[i] && n < sizeof missed)
+        if (!attention_only && !moe_gemm_only && scp_backend_has(X, op_cap[i]) && !op_called[i] && n < sizeof missed)
             n += (size_t)snprintf(missed + n, sizeof missed - n, " %s", op_name[i]);
     tap_ok(n == 0, "%s: the cases called every entry of the table (not called:%s)", X->name, n ? missed : " none");
 }
@@ -860,10 +892,15 @@ int main(int argc, char **argv)
             small = 1;
         else if (strcmp(argv[i], "--attention") == 0)
             attention_only = 1;
+        else if (strcmp(argv[i], "--moe-gemm") == 0)
+            moe_gemm_only = 1;
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc && n < 16)
             names[n++] = argv[++i];
+        else if (strcmp(argv[i], "--attn-paths") == 0 && i + 1 < argc)
+            attn_paths = argv[++i];
         else {
-            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] [--attention] | --devices\n");
+            fprintf(stderr, "usage: backend-ops [--backend NAME]... [--small] [--attention | --moe-gemm] "
+                            "[--attn-paths P,...] | --devices\n");
             return 2;
         }
     }
@@ -1123,22 +1160,14 @@ static void test_moe_gemm(int nb, int nw, const int *n, int K, int N, enum moe_l
     xfree(xdw);
 }
 
-void test_moe_grouped_ops(void)
+/* The grouped GEMMs' cases (--moe-gemm alone) */
+void test_moe_gemm_cases(void)
 {
     if (!scp_backend_has(X, SCP_BACKEND_CAP_MOE_GROUPED)) {
         tap_diag("backend %s has no grouped expert entries (SCP_BACKEND_CAP_MOE_GROUPED): their cases are skipped",
                  X->name);
         return;
     }
-    test_moe_permute(45, 2, 8, 0);
-    test_moe_permute(300, 3, 7, 0);
-    test_moe_permute(5, 4, 37, 0);   /* fewer assignments than experts: empty runs */
-    test_moe_permute(0, 8, 16, 0);   /* no tokens: every run empty */
-    /* Qwen3-30B-A3B's layer (4096 tokens x 8 slots, 128 experts): the device's many pieces; then a count that
-     * fills no piece evenly */
-    test_moe_permute(4096, 8, 128, 0);
-    test_moe_permute(4096, 8, 128, 1);
-    test_moe_permute(2999, 7, 128, 1);
     static const int n1[] = {0, 70, 3, 129, 1};
     test_moe_gemm(5, 5, n1, 40, 72, MOE_ODD);   /* a tile past K and N; empty and multi-tile blocks */
     static const int n2[] = {17, 0, 64, 2, 33, 0};
@@ -1155,4 +1184,23 @@ void test_moe_grouped_ops(void)
         static const int n3[] = {200, 5, 0, 64, 65, 130, 1, 90};
         test_moe_gemm(8, 8, n3, 256, 192, MOE_ALIGNED);
     }
+}
+
+void test_moe_grouped_ops(void)
+{
+    if (!scp_backend_has(X, SCP_BACKEND_CAP_MOE_GROUPED)) {
+        tap_diag("backend %s has no grouped expert entries (SCP_BACKEND_CAP_MOE_GROUPED): their cases are skipped",
+                 X->name);
+        return;
+    }
+    test_moe_permute(45, 2, 8, 0);
+    test_moe_permute(300, 3, 7, 0);
+    test_moe_permute(5, 4, 37, 0);   /* fewer assignments than experts: empty runs */
+    test_moe_permute(0, 8, 16, 0);   /* no tokens: every run empty */
+    /* Qwen3-30B-A3B's layer (4096 tokens x 8 slots, 128 experts): the device's many pieces; then a count that
+     * fills no piece evenly */
+    test_moe_permute(4096, 8, 128, 0);
+    test_moe_permute(4096, 8, 128, 1);
+    test_moe_permute(2999, 7, 128, 1);
+    test_moe_gemm_cases();
 }

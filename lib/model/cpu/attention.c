@@ -1,7 +1,10 @@
 /* attention.c: softmax attention with GQA under model/attn_visibility.h's rule (causal or not, annealed, within
  * documents), evaluated per (query, key) pair where it matters.
  * q is (B, T, H, hd), k and v are (B, T, KV, hd), all rows ld_qkv apart (one qkv buffer); out is (B, T, H, hd)
- * packed; att (B, H, T, T) keeps the softmax probabilities (0 where a key is hidden) for the backward.
+ * packed; att (B, H, T, T) keeps the softmax probabilities (0 where a key is hidden) for the backward, in each
+ * block of queries' key range: with documents whose ids never decrease (model/attn_visibility.h
+ * scp_attn_doc_spans) a block of queries works on the keys of its documents alone, and the rest of its rows of att
+ * is neither written nor read.
  *
  * The fast version (attention_tiles.h, compiled for x86-64 and AVX2+FMA) works on one (b, kv head) tile per task
  * (OpenMP over tiles): it copies that head's K and V, transposed where the inner loop runs over keys, into
@@ -37,9 +40,12 @@ void scp_cpu_attention_fwd(float *out, float *att, const float *q, const float *
         float *buf = scp_xmalloc(((size_t)3 * hd * T + 2 * QB * hd + (1 + QB) * (size_t)T) * sizeof(float));
         float *kt = buf, *vr = kt + (size_t)hd * T, *vt = vr + (size_t)hd * T, *qs = vt + (size_t)hd * T, *o = qs + QB * hd;
         float *dummy = o + QB * hd, *vis = dummy + T;
+        int32_t *span = scp_xmalloc((size_t)2 * T * sizeof *span);   /* lo, hi: the document spans */
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < a->B * a->KV; task++)
-            (avx2 ? fwd_tile_avx2 : fwd_tile_base)(out, att, q, k, v, a, task / a->KV, task % a->KV, kt, vr, vt, qs, o, dummy, vis);
+            (avx2 ? fwd_tile_avx2 : fwd_tile_base)(out, att, q, k, v, a, task / a->KV, task % a->KV, kt, vr, vt, qs, o,
+                                                   dummy, vis, span, span + T);
+        free(span);
         free(buf);
     }
 }
@@ -53,9 +59,12 @@ void scp_cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, c
         float *buf = scp_xmalloc(((size_t)4 * hd * T + (size_t)2 * QB * T + (size_t)3 * QB * hd) * sizeof(float));
         float *kt = buf, *vt = kt + (size_t)hd * T, *dkt = vt + (size_t)hd * T, *dvt = dkt + (size_t)hd * T;
         float *ps = dvt + (size_t)hd * T, *ds = ps + (size_t)QB * T, *qb = ds + (size_t)QB * T, *gb = qb + QB * hd, *dqb = gb + QB * hd;
+        int32_t *span = scp_xmalloc((size_t)2 * T * sizeof *span);   /* lo, hi: the document spans */
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < a->B * a->KV; task++)
-            (avx2 ? bwd_tile_avx2 : bwd_tile_base)(dq, dk, dv, dout, att, q, k, v, a, task / a->KV, task % a->KV, kt, vt, dkt, dvt, ps, ds, qb, gb, dqb);
+            (avx2 ? bwd_tile_avx2 : bwd_tile_base)(dq, dk, dv, dout, att, q, k, v, a, task / a->KV, task % a->KV, kt, vt,
+                                                   dkt, dvt, ps, ds, qb, gb, dqb, span, span + T);
+        free(span);
         free(buf);
     }
 }

@@ -23,13 +23,21 @@
 // kernels (attention_tc.cu, and the fp32 ones here for other head sizes) serve the rest. SCP_CUDA_ATTN forces a
 // path (benchmarks, tests), read at every call, so a test can switch between calls: gemm; wmma (attention_tc.cu);
 // flash, FlashAttention-2 kernels on mma.m16n8k16: attention_flash.cu's forward and attention_flash_bwd.cu's
-// backward. Other head sizes take the fp32 kernels here on every path but gemm.
+// backward. Other head sizes take the fp32 kernels here on every path but gemm. cudnn (built where configure found
+// cuDNN: SCP_CUDA_CUDNN), cuDNN's fused flash attention through its graph API (attention_cudnn.c) for what it
+// serves: bf16 storage, plain causal or bidirectional attention, head sizes that are multiples of 16 up to 128,
+// 16-byte aligned rows; documents, the annealed mask and the fp32 table go to the flash path. A call pair stays on
+// one path: the backward decides as the forward did, from the same arguments, and each path reads only the `att`
+// its own forward wrote (the log-sum-exp (B, H, T), which is also what cuDNN's Stats output holds).
 #include "model/attn_visibility.h"
 #include "model/cuda/attention_flash.h"
 #include "model/cuda/attention_flash_bwd.h"
 #include "model/cuda/attention_gemm.h"
 #include "model/cuda/attention_tc.h"
 #include "model/cuda/cuda_internal.h"
+#ifdef SCP_CUDA_CUDNN
+#include "model/cuda/attention_cudnn.h"
+#endif
 
 #include <cmath>
 #include <cstdlib>
@@ -297,21 +305,44 @@ static attn_p params(const scp_attn_args *a)
     } while (0)
 
 // The path this call takes (see the top of the file).
-enum attn_path { PATH_GEMM, PATH_WMMA, PATH_FLASH };
+enum attn_path { PATH_GEMM, PATH_WMMA, PATH_FLASH, PATH_CUDNN };
 static attn_path path_of(const scp_attn_args *a)
 {
     const char *e = getenv("SCP_CUDA_ATTN");
+    if (e && strcmp(e, "cudnn") == 0) {
+#ifdef SCP_CUDA_CUDNN
+        return PATH_CUDNN;
+#else
+        scp_die("SCP_CUDA_ATTN=cudnn: this build has no cuDNN attention (configure found no cudnn_graph.h)");
+#endif
+    }
     /* Default: the GEMM path where the flash path would run on the tensor cores too (the same bf16 operands,
      * so the same precision); other head sizes keep the fp32 kernels, whose gradients are exact to fp32 (for
      * tiny heads the bf16 rounding of dS costs several % of relative error in dk on near-uniform attention). */
     if (!e || !*e) return scp_cuda_attn_tc_takes(a->hd) && scp_cuda_attn_gemm_fits(a) ? PATH_GEMM : PATH_WMMA;
     if (strcmp(e, "flash") == 0) return PATH_FLASH;
     if (strcmp(e, "wmma") == 0) return PATH_WMMA;
-    if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash, wmma or gemm", e);
+    if (strcmp(e, "gemm") != 0) scp_die("SCP_CUDA_ATTN=%s: expected flash, wmma, gemm or cudnn", e);
     if (!scp_cuda_attn_gemm_fits(a))
         scp_die("SCP_CUDA_ATTN=gemm: the (H, T, T) score scratch of H=%d, T=%d does not fit the GEMM path's budget", a->H,
                 a->T);
     return PATH_GEMM;
+}
+
+#ifdef SCP_CUDA_CUDNN
+static void *cudnn_workspace(size_t bytes) { return scp_cuda_scratch(bytes); }
+#endif
+
+// PATH_CUDNN where cuDNN serves this call (bf16 storage and scp_cudnn_attn_serves), else the flash path's kernels.
+template <typename T> static attn_path cudnn_or_flash(attn_path path, const T *q, const T *k, const T *v,
+                                                      const scp_attn_args *a)
+{
+#ifdef SCP_CUDA_CUDNN
+    if (path == PATH_CUDNN && sizeof(T) == 2 && scp_cudnn_attn_serves(a, q, k, v)) return PATH_CUDNN;
+#else
+    (void)q, (void)k, (void)v, (void)a;
+#endif
+    return path == PATH_CUDNN ? PATH_FLASH : path;
 }
 
 template <typename T>
@@ -319,7 +350,13 @@ void scp_cuda_attention_fwd(T *out, float *att, const T *q, const T *k, const T 
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
-    const attn_path path = path_of(a);
+    const attn_path path = cudnn_or_flash(path_of(a), q, k, v, a);
+#ifdef SCP_CUDA_CUDNN
+    if (path == PATH_CUDNN) {
+        if (scp_cudnn_attn_fwd(out, att, q, k, v, a, cudnn_workspace) != 0) scp_die("%s", scp_cudnn_error());
+        return;
+    }
+#endif
     if (path == PATH_GEMM) return scp_cuda_attn_gemm_fwd(out, att, q, k, v, a);
     if (path == PATH_FLASH && scp_cuda_attn_flash_takes(p.hd)) return scp_cuda_attn_flash_fwd(out, att, q, k, v, a);
     if (scp_cuda_attn_tc_takes(p.hd)) return scp_cuda_attn_tc_fwd(out, att, q, k, v, a);
@@ -334,7 +371,17 @@ void scp_cuda_attention_bwd(T *dq, T *dk, T *dv, const T *dout, const T *out, co
 {
     attn_p p = params(a);
     if (p.B == 0 || p.T == 0) return;
-    const attn_path path = path_of(a);
+    attn_path path = cudnn_or_flash(path_of(a), q, k, v, a);
+    // (the gradients and dout, out too must be 16-byte aligned; where not, the flash path reads the same lse)
+    if (path == PATH_CUDNN && ((uintptr_t)dq | (uintptr_t)dk | (uintptr_t)dv | (uintptr_t)dout | (uintptr_t)out) % 16)
+        path = PATH_FLASH;
+#ifdef SCP_CUDA_CUDNN
+    if (path == PATH_CUDNN) {
+        if (scp_cudnn_attn_bwd(dq, dk, dv, dout, out, att, q, k, v, a, cudnn_workspace) != 0)
+            scp_die("%s", scp_cudnn_error());
+        return;
+    }
+#endif
     if (path == PATH_GEMM) return scp_cuda_attn_gemm_bwd(dq, dk, dv, dout, att, q, k, v, a);
     if (path == PATH_FLASH && scp_cuda_attn_flash_takes(p.hd))
         return scp_cuda_attn_flash_bwd(dq, dk, dv, dout, out, att, q, k, v, a);

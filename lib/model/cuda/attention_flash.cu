@@ -13,7 +13,8 @@
 //
 // Tiling: a block of 4 warps takes BQ = 64 queries of one (b, h), each warp 16 rows; it streams the keys in tiles
 // of BK = 64 (causal without anneal: only tiles with a key <= the block's last query; the causal blocks run the
-// longest first, so that the short ones fill the tail). Per warp and key tile:
+// longest first, so that the short ones fill the tail; with documents only the tiles where a query of the block
+// sees a key, as the backward kernels do). Per warp and key tile:
 //   S (16 x 64) = Q K^T   Q's fragments loaded once (ldmatrix.x4) and kept in registers for the whole loop; K
 //                         by ldmatrix.x4 without .trans (K's rows are S's columns: the col-major B operand);
 //                         8 n8 tiles of 4 fp32 per lane: lane (g = lane / 4, t = lane % 4) holds rows g and
@@ -107,16 +108,24 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_flash_fwd_kernel(AT *out, flo
     if (docb)
         for (int r = 0; r < 2; r++) qdoc[r] = qi[r] < T ? docb[qi[r]] : -1;
 
-    // The tile of key tile n into buffer n % 2: K, V and the keys' document ids (-1 past T).
-    auto load_tile = [&](int n) {
-        const int j0 = n * BK, st = n & 1;
+    // Key tile n into buffer st: K, V and the keys' document ids (-1 past T).
+    auto load_tile = [&](int n, int st) {
+        const int j0 = n * BK;
         stage_rows_async<HD, LDH>(Ks + st * BK * LDH, kb, ldk, j0, T);
         stage_rows_async<HD, LDH>(Vs + st * BK * LDH, vb, ldk, j0, T);
         if (docb)
             for (int e = threadIdx.x; e < BK; e += blockDim.x) docs[st * BK + e] = j0 + e < T ? docb[j0 + e] : -1;
     };
+    // The first key tile >= n that holds a pair the block's queries see (block-uniform): with documents the
+    // tiles of other documents are skipped, every tile otherwise.
+    auto visited = [&](int n) {
+        for (; n < ntiles; n++)
+            if (!docb || __syncthreads_or(tile_has_pair(a, b, q0, n * BK))) break;
+        return n;
+    };
     stage_rows_async<HD, LDH>(Qs, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
-    load_tile(0);
+    int n = visited(0), st = 0;
+    if (n < ntiles) load_tile(n, 0);
     cp_async_commit();
 
     uint32_t qf[KS][4];
@@ -127,10 +136,10 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_flash_fwd_kernel(AT *out, flo
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     const bool active = wq < T;  // warp-uniform: a warp whose rows all lie past T only keeps the barriers
 
-    for (int n = 0; n < ntiles; n++) {
-        const int j0 = n * BK, st = n & 1;
-        if (n + 1 < ntiles) {
-            load_tile(n + 1);  // into the other buffer, free since the __syncthreads that ended tile n - 1
+    for (bool first = true; n < ntiles; first = false) {
+        const int j0 = n * BK, next = visited(n + 1);
+        if (next < ntiles) {
+            load_tile(next, st ^ 1);  // into the other buffer, free since the __syncthreads that ended the last tile
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -139,7 +148,7 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_flash_fwd_kernel(AT *out, flo
         __syncthreads();  // tile n (and, the first time, Q) has landed for every thread
         if (active) {
             const bf16 *Kt = Ks + st * BK * LDH, *Vt = Vs + st * BK * LDH;
-            if (n == 0) {
+            if (first) {
 #pragma unroll
                 for (int kk = 0; kk < KS; kk++)
                     ldmatrix_x4(qf[kk], Qs + (warp * 16 + lane % 16) * LDH + kk * 16 + lane / 16 * 8);
@@ -215,8 +224,10 @@ __global__ void __launch_bounds__(FW * 32, 2) attn_flash_fwd_kernel(AT *out, flo
                 }
             }
         }
-        __syncthreads();  // every warp is done with buffer st before tile n + 2's copies overwrite it
+        __syncthreads();  // every warp is done with buffer st before the copies of the tile after next overwrite it
+        n = next, st ^= 1;
     }
+    cp_async_wait<0>();  // Q, where no tile was visited
 
     // The row sums over the row's 4 lanes (a fixed butterfly), then lse and 1 / l.
     float inv[2];

@@ -61,7 +61,7 @@ constexpr int NW = 4;   // warps per block, 16 owned rows each
 constexpr int PAD = 8;  // bf16 padding of the (64, HD) tiles' rows
 constexpr unsigned FULL = 0xffffffffu;
 constexpr float LOG2E = 1.4426950408889634f;
-static_assert(BR == BC && BR == NW * 16, "one 16-row strip per warp, square tiles");
+static_assert(BR == BC && BR == NW * 16 && BR == 64, "one 16-row strip per warp, square tiles of tile_has_pair's size");
 
 constexpr size_t tile_bytes(int hd) { return (size_t)BR * (hd + PAD) * 2; }
 template <int HD> struct dkdv_smem {
@@ -85,18 +85,6 @@ __device__ __forceinline__ bool pair_visible(const scp_attn_args &a, uint64_t an
     if (i >= a.T || j >= a.T) return false;
     if (a.doc && !scp_attn_doc_visible(doc_i, doc_j, i, j)) return false;
     return !a.causal || j <= i || (a.anneal_thresh && scp_attn_anneal_visible_keyed(anneal_key, a.anneal_thresh, i, j));
-}
-
-// Whether any of the 64 x 64 pairs (queries i0 .., keys j0 ..) is visible: this thread's share, for
-// __syncthreads_or (called with documents only: without them the loop bounds skip every empty tile).
-__device__ __forceinline__ int tile_has_pair(const scp_attn_args &a, int b, int i0, int j0)
-{
-    int any = 0;
-    for (int e = threadIdx.x; e < BR * BC && !any; e += blockDim.x) {
-        const int i = i0 + e / BC, j = j0 + e % BC;
-        any = i < a.T && j < a.T && scp_attn_visible_at(&a, b, i, j);
-    }
-    return any;
 }
 
 // s (16 x 16 as two m16n8 accumulators) = A B^T, A the warp's 16 rows at As and B 16 rows at Bs, both (., HD)

@@ -8,6 +8,8 @@
 #include "model/cuda/cuda_internal.h"
 #include "model/cuda/warp_mma.h"
 
+#include "model/attn_visibility.h"
+
 namespace {
 
 // dst (64, LDS) = rows r0 .. r0 + 63 of src (bf16, row stride ld elements, HD wide, 16-byte aligned rows), zeros
@@ -22,6 +24,19 @@ __device__ __forceinline__ void stage_rows_async(bf16 *dst, const bf16 *src, siz
         const bool in = r0 + r < T;
         cp_async_zfill_16(dst + r * LDS + c, src + (size_t)(in ? r0 + r : 0) * ld + c, in);
     }
+}
+
+// Whether any pair of queries [i0, i0 + 64) and keys [j0, j0 + 64) is visible under the rule (documents:
+// the flash kernels skip a tile of keys, or of queries, that has none): this thread's share of the 64 x 64 pairs,
+// for __syncthreads_or. Without documents the kernels' loop bounds already leave out every empty tile.
+__device__ __forceinline__ int tile_has_pair(const scp_attn_args &a, int b, int i0, int j0)
+{
+    int any = 0;
+    for (int e = threadIdx.x; e < 64 * 64 && !any; e += blockDim.x) {
+        const int i = i0 + e / 64, j = j0 + e % 64;
+        any = i < a.T && j < a.T && scp_attn_visible_at(&a, b, i, j);
+    }
+    return any;
 }
 
 // Row strides (elements) of the bf16 operands: q, k and v (the same for k and v), dout.

@@ -4,6 +4,7 @@
 // moe.cu and moe_gemm.cu instantiated for each storage type, filled in from the entry list of lib/model/backend_ops.def.
 #include "model/cuda/backend_cuda.h"
 #include "model/cuda/cuda_internal.h"
+#include "model/cuda/moe_gemm_cublas.h"
 
 #include <cstdlib>
 #include <unordered_map>
@@ -210,7 +211,14 @@ static void cuda_matmul_bwd_w(float *dw, float *dbias, const scp_act *dout, int 
 // matmuls above, the launchers of norm.cu, pointwise.cu, attention.cu and moe.cu.
 #define A_(p) ((T *)(p))
 #define C_(p) ((const T *)(p))
+#define B_(p) ((bf16 *)(p))   /* the cuBLAS expert GEMMs' bf16 operands (reached on the bf16 table alone) */
+#define CB_(p) ((const bf16 *)(p))
 template <typename T> struct cuda_entries {
+    // The expert GEMMs' path (SCP_CUDA_MOE_GEMM, moe_gemm_cublas.cu) on the bf16 table; cuda-fp32 has no such entries.
+    static scp_cuda_moe_gemm_path moe_gemm_path(void)
+    {
+        return sizeof(T) == 2 ? scp_cuda_moe_gemm_path_now() : SCP_CUDA_MOE_OWN;
+    }
     static void *alloc(size_t bytes) { return cuda_alloc(bytes); }
     static void free(void *p) { cuda_free(p); }
     static int64_t peak_bytes(void) { return cuda_peak_bytes(); }
@@ -324,16 +332,24 @@ template <typename T> struct cuda_entries {
     static void moe_gemm_fwd(scp_act *out, int ldo, const scp_act *inp, int ldi, const scp_act *w, const int64_t *woff,
                              int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
     {
+        if (const scp_cuda_moe_gemm_path p = moe_gemm_path(); p != SCP_CUDA_MOE_OWN)
+            return scp_cuda_moe_gemm_fwd_cublas(p, B_(out), ldo, CB_(inp), ldi, CB_(w), woff, nw, off, nb,
+                                                R, K, N, beta);
         scp_cuda_moe_gemm_fwd<T>(A_(out), ldo, C_(inp), ldi, C_(w), woff, nw, off, nb, R, K, N, beta);
     }
     static void moe_gemm_bwd_inp(scp_act *dinp, int ldi, const scp_act *dout, int ldo, const scp_act *w,
                                  const int64_t *woff, int nw, const int32_t *off, int nb, int R, int K, int N, float beta)
     {
+        if (const scp_cuda_moe_gemm_path p = moe_gemm_path(); p != SCP_CUDA_MOE_OWN)
+            return scp_cuda_moe_gemm_bwd_inp_cublas(p, B_(dinp), ldi, CB_(dout), ldo, CB_(w), woff, nw,
+                                                    off, nb, R, K, N, beta);
         scp_cuda_moe_gemm_bwd_inp<T>(A_(dinp), ldi, C_(dout), ldo, C_(w), woff, nw, off, nb, R, K, N, beta);
     }
     static void moe_gemm_bwd_w(float *dw, const scp_act *dout, int ldo, const scp_act *inp, int ldi,
                                const int64_t *woff, int nw, const int32_t *off, int nb, int R, int K, int N)
     {
+        if (moe_gemm_path() != SCP_CUDA_MOE_OWN)
+            return scp_cuda_moe_gemm_bwd_w_cublas(dw, CB_(dout), ldo, CB_(inp), ldi, woff, nw, off, nb, R, K, N);
         scp_cuda_moe_gemm_bwd_w<T>(dw, C_(dout), ldo, C_(inp), ldi, woff, nw, off, nb, R, K, N);
     }
     static void attention_decode(scp_act *out, const scp_act *q, const scp_act *k, const scp_act *v, int n, int H,
@@ -344,6 +360,8 @@ template <typename T> struct cuda_entries {
 };
 #undef A_
 #undef C_
+#undef B_
+#undef CB_
 
 // The table of storage type T: each entry assigned by name from the list of lib/model/backend_ops.def, so that
 // an entry cuda_entries lacks does not compile and the struct's order is the compiler's business.
