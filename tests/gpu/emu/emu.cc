@@ -19,8 +19,8 @@ thread_local dim3 blockDim, gridDim;
 
 // Fiber switching. On x86-64 a switch is emu_switch below: it pushes the callee-saved registers and the x87
 // control word and MXCSR (which the ABI also has a callee preserve) on the stack it leaves, stores that stack
-// pointer in *from, loads to's, and pops the same from there. Everything else is caller-saved, so the call itself
-// saves it. swapcontext does the same and also saves and restores the signal mask, a system call on every switch,
+// pointer in *from, loads to's, and pops the same from there. Every other register is caller-saved: the code
+// around the call keeps what it needs of them. swapcontext does the same and also saves and restores the signal mask, a system call on every switch,
 // which would be most of the emulator's time. Elsewhere the fibers are ucontexts.
 #if defined(__x86_64__)
 struct fiber_ctx {
