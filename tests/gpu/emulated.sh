@@ -1,8 +1,9 @@
 #!/bin/sh
 # emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/model/backend-ops against the
 # CPU reference, where there is no GPU. lib/model/cuda/*.cu are compiled by the C++ compiler against a small SIMT
-# emulator (tests/gpu/emu/: one fiber per CUDA thread, real barriers behind __syncthreads and the warp
-# shuffles, NaN-filled dynamic shared memory, launch geometry and shared-memory size checked, a plain GEMM with
+# emulator (tests/gpu/emu/: one fiber per CUDA thread, switched by a few instructions of its own on
+# x86-64 (by swapcontext elsewhere), real barriers behind __syncthreads and the warp shuffles, NaN-filled dynamic
+# shared memory, launch geometry and shared-memory size checked, a plain GEMM with
 # cuBLAS's argument checks in place of cuBLAS). It catches indexing, tiling, masking, reduction-order and
 # synchronisation mistakes and the row-major to column-major GEMM mapping; it cannot see timing, the memory
 # model or faults of the real cuBLAS (misaligned vector accesses it does catch: UBSan's alignment check, below):
@@ -19,7 +20,12 @@ libs="$(mkvar JANSSON_LIBS) $(mkvar ZLIB_LIBS) $(mkvar LIBARCHIVE_LIBS) $(mkvar 
 # Misaligned vector accesses fault on the GPU but not on x86: the kernels are built with UBSan's alignment check
 # (the emulator's float2/float4/uint4/__nv_bfloat162 carry CUDA's alignments), which stops at the first one.
 san="-fsanitize=alignment -fno-sanitize-recover=alignment"
-case $cflags in *-fsanitize*) skip_all "the emulator's fibers (swapcontext) do not run under AddressSanitizer" ;; esac
+case $cflags in *-fsanitize*) skip_all "the emulator's fibers (stacks of their own) do not run under AddressSanitizer" ;; esac
+# The CPU reference's OpenMP threads sleep between its parallel regions rather than spin, as the programs' do
+# (lib/core/cli.c): the emulator runs on one thread in between, and spinning workers would take the cores from it
+# and from the tests beside it.
+: "${OMP_WAIT_POLICY:=passive}"
+export OMP_WAIT_POLICY
 src=$SCP_SRCDIR
 objs=
 for f in "$src"/lib/model/cuda/*.cu; do

@@ -12,25 +12,123 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <ucontext.h>
 #include <vector>
 
 thread_local uint3e threadIdx, blockIdx;
 thread_local dim3 blockDim, gridDim;
 
-// A block runs as nt fibers (ucontext) on one OS thread, switched only at barriers: __syncthreads waits for every
-// live thread of the block, a shuffle for every live lane of its warp (twice: once after writing its value, once
-// after reading the other's, so that no lane overwrites a slot another has still to read). A barrier that can
-// never open (threads of a block or warp waiting at different ones) aborts with a message: on a GPU it hangs.
+// Fiber switching. On x86-64 a switch is emu_switch below: it pushes the callee-saved registers and the x87
+// control word and MXCSR (which the ABI also has a callee preserve) on the stack it leaves, stores that stack
+// pointer in *from, loads to's, and pops the same from there. Every other register is caller-saved: the code
+// around the call keeps what it needs of them. swapcontext does the same and also saves and restores the signal mask, a system call on every switch,
+// which would be most of the emulator's time. Elsewhere the fibers are ucontexts.
+#if defined(__x86_64__)
+struct fiber_ctx {
+    void *sp;
+};
+extern "C" {
+__attribute__((visibility("hidden"))) void emu_switch(fiber_ctx *from, const fiber_ctx *to);
+__attribute__((visibility("hidden"))) void emu_fiber_entry(void);
+__attribute__((visibility("hidden"))) void emu_fiber_main(void);
+}
+// emu_fiber_entry: where a fresh fiber's first switch returns to; its stack is 16-byte aligned there, as before a
+// call, and it never returns (emu_fiber_main switches away for good), so the unwinder is told to stop here.
+asm(".text\n"
+    ".p2align 4\n"
+    ".globl emu_switch\n"
+    ".hidden emu_switch\n"
+    ".type emu_switch, @function\n"
+    "emu_switch:\n"
+    "    pushq %rbp\n"
+    "    pushq %rbx\n"
+    "    pushq %r12\n"
+    "    pushq %r13\n"
+    "    pushq %r14\n"
+    "    pushq %r15\n"
+    "    subq $8, %rsp\n"
+    "    stmxcsr (%rsp)\n"
+    "    fnstcw 4(%rsp)\n"
+    "    movq %rsp, (%rdi)\n"
+    "    movq (%rsi), %rsp\n"
+    "    ldmxcsr (%rsp)\n"
+    "    fldcw 4(%rsp)\n"
+    "    addq $8, %rsp\n"
+    "    popq %r15\n"
+    "    popq %r14\n"
+    "    popq %r13\n"
+    "    popq %r12\n"
+    "    popq %rbx\n"
+    "    popq %rbp\n"
+    "    ret\n"
+    ".size emu_switch, .-emu_switch\n"
+    ".p2align 4\n"
+    ".globl emu_fiber_entry\n"
+    ".hidden emu_fiber_entry\n"
+    ".type emu_fiber_entry, @function\n"
+    "emu_fiber_entry:\n"
+    "    .cfi_startproc\n"
+    "    .cfi_undefined rip\n"
+    "    call emu_fiber_main\n"
+    "    ud2\n"
+    "    .cfi_endproc\n"
+    ".size emu_fiber_entry, .-emu_fiber_entry\n");
+
+static void ctx_switch(fiber_ctx *from, const fiber_ctx *to) { emu_switch(from, to); }
+// A fresh fiber's stack (n bytes at base) holds what emu_switch pops, top of the stack last: the MXCSR and x87
+// control word of the calling thread, r15 .. r12, rbx and rbp zero (the end of the frame-pointer chain), and the
+// return address emu_fiber_entry, 16 bytes below the aligned top.
+static void ctx_start(fiber_ctx *c, char *base, size_t n)
+{
+    uint64_t *top = (uint64_t *)((uintptr_t)(base + n) & ~(uintptr_t)15);
+    uint64_t *sp = top - 10;
+    unsigned mxcsr = __builtin_ia32_stmxcsr();
+    unsigned short fpucw;
+    asm volatile("fnstcw %0" : "=m"(fpucw));
+    memset(sp, 0, 10 * sizeof *sp);
+    memcpy(sp, &mxcsr, 4);
+    memcpy((char *)sp + 4, &fpucw, 2);
+    sp[7] = (uint64_t)(uintptr_t)emu_fiber_entry;
+    c->sp = sp;
+}
+#else
+#include <ucontext.h>
+struct fiber_ctx {
+    ucontext_t uc;
+};
+extern "C" void emu_fiber_main(void);
+static void ctx_switch(fiber_ctx *from, const fiber_ctx *to) { swapcontext(&from->uc, &to->uc); }
+static void ctx_start(fiber_ctx *c, char *base, size_t n)
+{
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = base;
+    c->uc.uc_stack.ss_size = n;
+    c->uc.uc_link = nullptr;
+    makecontext(&c->uc, emu_fiber_main, 0);
+}
+#endif
+
+// A block runs as nt fibers on one OS thread, switched only at barriers: __syncthreads waits for every live thread
+// of the block, a shuffle for every live lane of its warp (twice: once after writing its value, once after reading
+// the other's, so that no lane overwrites a slot another has still to read). A barrier that can never open
+// (threads of a block or warp waiting at different ones) aborts with a message: on a GPU it hangs.
+// The scheduler runs the runnable fibers in index order, each until it waits or ends; then it opens __syncthreads
+// if every live thread is there, else the barrier of the lowest-numbered warp whose live lanes have all arrived,
+// and runs the fibers it released. The counts below (live threads, threads at __syncthreads, per warp its live
+// lanes and those at its barrier) are kept as the fibers wait and end, so that finding the barrier to open does not
+// scan every thread.
 enum { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
 struct fiber {
-    ucontext_t ctx;
+    fiber_ctx ctx;
     std::vector<char> stack;
     int state;
+    uint3e tid;  // its threadIdx
 };
 static std::vector<fiber> fib;
-static ucontext_t sched;
+static fiber_ctx sched;
 static int cur;
+static unsigned n_live, n_at_block;
+static std::vector<unsigned> warp_live, warp_waiting;  // per warp
+static std::vector<int> runnable;                      // the fibers the scheduler runs next, in index order
 static std::vector<double> slots;
 static std::vector<float> dyn;
 static const std::function<void()> *cur_body;
@@ -41,7 +139,11 @@ float *emu_dyn_smem(void) { return dyn.data() + (32 - (uintptr_t)dyn.data() / 4 
 static void wait_as(int st)
 {
     fib[cur].state = st;
-    swapcontext(&fib[cur].ctx, &sched);
+    if (st == WAIT_BLOCK)
+        n_at_block++;
+    else
+        warp_waiting[cur >> 5]++;
+    ctx_switch(&fib[cur].ctx, &sched);
 }
 void __syncthreads(void) { wait_as(WAIT_BLOCK); }
 // __syncthreads_or: every thread posts its predicate, all meet, all read the OR, and meet again before a
@@ -147,23 +249,30 @@ void emu_mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2])
 {
     uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
     const xchg_slot *s = xchg_begin(XCHG_MMA, mine, sizeof mine, "mma.m16n8k16");
-    float A[16][16], B[16][8];
-    for (int l = 0; l < 32; l++) {
-        uint32_t r[6];
-        memcpy(r, s[l].data, sizeof r);
-        const int g = l >> 2, t = l & 3;
-        for (int i = 0; i < 8; i++) {
-            int row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8, col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
-            A[row][col] = bf16_half(r[i / 2], i & 1);
-        }
-        for (int i = 0; i < 4; i++) B[2 * t + (i & 1) + (i >= 2 ? 8 : 0)][g] = bf16_half(r[4 + i / 2], i & 1);
-    }
-    xchg_done();
+    // This lane's outputs need only A's rows g and g + 8, which lanes 4g .. 4g + 3 hold, and B's columns 2t and
+    // 2t + 1, which lanes 4 (2t) .. 4 (2t) + 3 and 4 (2t + 1) .. 4 (2t + 1) + 3 hold: A_rows is (2, 16), row g
+    // then g + 8; B_cols is (2, 16), column 2t then 2t + 1, indexed by k.
     const int g = (cur & 31) >> 2, t = cur & 3;
+    float A_rows[2][16], B_cols[2][16];
+    for (int j = 0; j < 4; j++) {  // lane 4g + j, its threadID_in_group j
+        uint32_t r[4];
+        memcpy(r, s[4 * g + j].data, sizeof r);
+        for (int i = 0; i < 8; i++) {
+            int row = (i < 2 || (i >= 4 && i < 6)) ? 0 : 1, col = 2 * j + (i & 1) + (i >= 4 ? 8 : 0);
+            A_rows[row][col] = bf16_half(r[i / 2], i & 1);
+        }
+    }
+    for (int c = 0; c < 2; c++)
+        for (int j = 0; j < 4; j++) {  // lane 4 (2t + c) + j: groupID 2t + c, threadID_in_group j
+            uint32_t r[2];
+            memcpy(r, s[4 * (2 * t + c) + j].data + 16, sizeof r);
+            for (int i = 0; i < 4; i++) B_cols[c][2 * j + (i & 1) + (i >= 2 ? 8 : 0)] = bf16_half(r[i / 2], i & 1);
+        }
+    xchg_done();
     for (int i = 0; i < 4; i++) {
-        const int row = i < 2 ? g : g + 8, col = 2 * t + (i & 1);
+        const float *arow = A_rows[i < 2 ? 0 : 1], *bcol = B_cols[i & 1];
         float acc = d[i];
-        for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];  // bf16 x bf16 is exact in fp32
+        for (int k = 0; k < 16; k++) acc += arow[k] * bcol[k];  // bf16 x bf16 is exact in fp32
         d[i] = acc;
     }
 }
@@ -232,11 +341,32 @@ void emu_cp_async_wait(int n)
     }
 }
 
-static void fiber_main(void)
+void emu_fiber_main(void)
 {
     (*cur_body)();
     fib[cur].state = DONE;
-    swapcontext(&fib[cur].ctx, &sched);
+    n_live--, warp_live[cur >> 5]--;
+    ctx_switch(&fib[cur].ctx, &sched);
+}
+
+// Opens the barrier that every live participant has reached (see above), queueing the fibers it releases;
+// false if there is none.
+static bool open_barrier(unsigned nt, unsigned nw)
+{
+    if (n_at_block == n_live) {
+        for (unsigned t = 0; t < nt; t++)
+            if (fib[t].state == WAIT_BLOCK) fib[t].state = RUN, runnable.push_back((int)t);
+        n_at_block = 0;
+        return true;
+    }
+    for (unsigned w = 0; w < nw; w++)
+        if (warp_waiting[w] && warp_waiting[w] == warp_live[w]) {
+            for (unsigned t = 32 * w; t < nt && t < 32 * w + 32; t++)
+                if (fib[t].state == WAIT_WARP) fib[t].state = RUN, runnable.push_back((int)t);
+            warp_waiting[w] = 0;
+            return true;
+        }
+    return false;
 }
 
 void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body)
@@ -255,58 +385,44 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
     preds.assign(nt, 0);
     xchg.assign((size_t)nw * 32, xchg_slot{XCHG_NONE, {}});
     dyn.assign(smem / sizeof(float) + 33, std::nanf(""));  // shared memory read before written shows as NaN
-    // fibers 0 .. nt - 1 run the block; the vector never shrinks, so that launches of other block sizes in turn
-    // keep their stacks rather than allocate them again
+    // fibers 0 .. nt - 1 run the block; these vectors never shrink, so that launches of other block sizes in turn
+    // keep their stacks and copy queues rather than allocate them again
     if (fib.size() < nt) fib.resize(nt);
+    if (async_of.size() < nt) async_of.resize(nt);
+    warp_live.resize(nw), warp_waiting.resize(nw);
+    runnable.reserve(nt);
+    for (unsigned t = 0; t < nt; t++) {
+        fib[t].stack.resize(256 * 1024);
+        fib[t].tid = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+    }
     cur_body = &body;
     blockDim = block, gridDim = grid;
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
                 blockIdx = {x, y, z};
-                async_of.assign(nt, async_state());  // copies a block left in flight die with it
+                runnable.clear();
                 for (unsigned t = 0; t < nt; t++) {
                     fiber &f = fib[t];
-                    f.stack.resize(256 * 1024);
-                    getcontext(&f.ctx);
-                    f.ctx.uc_stack.ss_sp = f.stack.data();
-                    f.ctx.uc_stack.ss_size = f.stack.size();
-                    f.ctx.uc_link = nullptr;
-                    makecontext(&f.ctx, fiber_main, 0);
+                    async_of[t].open.clear(), async_of[t].inflight.clear();  // copies a block left in flight die with it
+                    ctx_start(&f.ctx, f.stack.data(), f.stack.size());
                     f.state = RUN;
+                    runnable.push_back((int)t);
                 }
+                n_live = nt, n_at_block = 0;
+                for (unsigned w = 0; w < nw; w++) warp_live[w] = std::min(32u, nt - 32 * w), warp_waiting[w] = 0;
                 for (;;) {
-                    int ran = 0;
-                    for (unsigned t = 0; t < nt; t++)
-                        if (fib[t].state == RUN) {
-                            cur = (int)t;
-                            threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-                            swapcontext(&sched, &fib[t].ctx);
-                            ran = 1;
-                        }
-                    if (ran) continue;
-                    // Nothing runnable: open the barriers whose every live participant has arrived.
-                    unsigned live = 0, atblock = 0;
-                    for (unsigned t = 0; t < nt; t++) live += fib[t].state != DONE, atblock += fib[t].state == WAIT_BLOCK;
-                    if (live == 0) break;
-                    int opened = 0;
-                    if (atblock == live) {
-                        for (unsigned t = 0; t < nt; t++) fib[t].state = fib[t].state == WAIT_BLOCK ? RUN : fib[t].state;
-                        opened = 1;
+                    for (int t : runnable) {
+                        cur = t;
+                        threadIdx = fib[t].tid;
+                        ctx_switch(&sched, &fib[t].ctx);
                     }
-                    for (unsigned w = 0; w < nw && !opened; w++) {
-                        unsigned wl = 0, ww = 0;
-                        for (unsigned t = 32 * w; t < nt && t < 32 * w + 32; t++)
-                            wl += fib[t].state != DONE, ww += fib[t].state == WAIT_WARP;
-                        if (ww && ww == wl) {
-                            for (unsigned t = 32 * w; t < nt && t < 32 * w + 32; t++)
-                                if (fib[t].state == WAIT_WARP) fib[t].state = RUN;
-                            opened = 1;
-                        }
-                    }
-                    if (!opened) {
+                    runnable.clear();
+                    if (n_live == 0) break;
+                    if (!open_barrier(nt, nw)) {
                         fprintf(stderr, "emu: deadlock in block (%u, %u, %u): %u live threads, %u at __syncthreads, "
-                                "the rest at warp shuffles of partly exited or divergent warps\n", x, y, z, live, atblock);
+                                "the rest at warp shuffles of partly exited or divergent warps\n", x, y, z, n_live,
+                                n_at_block);
                         abort();
                     }
                 }
