@@ -338,6 +338,20 @@ static void reduction(graph *g, cudnnReduceTensorOp_t how, cudnnBackendDescripto
     add_op(g, op, "finalize reduction op");
 }
 
+/* c (B, KV heads, ., .) = a b where a has the H query heads: under GQA the product over every query head, in
+ * full (B, H, ., .), summed onto the kv heads; else straight into c. */
+static void matmul_onto_kv(graph *g, int gqa, shape4 full, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b,
+                           cudnnBackendDescriptor_t c)
+{
+    if (!gqa) {
+        matmul(g, a, b, c);
+        return;
+    }
+    cudnnBackendDescriptor_t per_head = virt(g, CUDNN_DATA_BFLOAT16, full);
+    matmul(g, a, b, per_head);
+    reduction(g, CUDNN_REDUCE_TENSOR_ADD, per_head, c);
+}
+
 /* y: x's elements under y's dimensions and strides (a transpose where the strides are exchanged). */
 static void reshape(graph *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y)
 {
@@ -437,13 +451,7 @@ static void build_backward(graph *g, const scp_attn_args *a)
     shape4 full = packed(B, H, T, hd);
     cudnnBackendDescriptor_t pt = virt(g, CUDNN_DATA_BFLOAT16, swap_last(l.scores));
     reshape(g, p, pt);
-    if (gqa) {
-        cudnnBackendDescriptor_t dv_full = virt(g, CUDNN_DATA_BFLOAT16, full);
-        matmul(g, pt, dout, dv_full);
-        reduction(g, CUDNN_REDUCE_TENSOR_ADD, dv_full, dv);
-    } else {
-        matmul(g, pt, dout, dv);
-    }
+    matmul_onto_kv(g, gqa, full, pt, dout, dv);
     /* dS = P (dout v^T - Dsum) scale */
     cudnnBackendDescriptor_t dp = virt(g, CUDNN_DATA_FLOAT, l.scores), dpc = virt(g, CUDNN_DATA_FLOAT, l.scores);
     cudnnBackendDescriptor_t pdp = virt(g, CUDNN_DATA_FLOAT, l.scores), ds = virt(g, CUDNN_DATA_FLOAT, l.scores);
@@ -454,13 +462,7 @@ static void build_backward(graph *g, const scp_attn_args *a)
     /* dk = dS^T q */
     cudnnBackendDescriptor_t dst = virt(g, CUDNN_DATA_BFLOAT16, swap_last(l.scores));
     reshape(g, ds, dst);
-    if (gqa) {
-        cudnnBackendDescriptor_t dk_full = virt(g, CUDNN_DATA_BFLOAT16, full);
-        matmul(g, dst, q, dk_full);
-        reduction(g, CUDNN_REDUCE_TENSOR_ADD, dk_full, dk);
-    } else {
-        matmul(g, dst, q, dk);
-    }
+    matmul_onto_kv(g, gqa, full, dst, q, dk);
     /* dq = dS k, k seen again through a reshape of k^T */
     cudnnBackendDescriptor_t k = virt(g, CUDNN_DATA_BFLOAT16, l.k);
     reshape(g, kt, k);
