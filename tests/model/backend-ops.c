@@ -515,6 +515,10 @@ static void attention_cases(void)
     test_attention(2, 70, 2, 1, 32, DOCS_HOLES);
     test_attention(1, 70, 4, 2, 32, CAUSAL_DOCS_HOLES);
     test_attention(2, 70, 2, 1, 32, DOCS_UNSORTED);
+    /* the tensor-core head sizes between the powers of two */
+    test_attention(1, 70, 2, 1, 48, CAUSAL_DOCS);
+    test_attention(1, 65, 2, 2, 80, BIDIRECTIONAL);
+    test_attention(2, 40, 4, 2, 112, ANNEAL);
     /* cuDNN's path serves rows of whole 16-byte vectors (no pad) with plain causal or bidirectional masks: those
      * on its own, multi-head and grouped, T no multiple of 64 (lib/model/cuda/attention_cudnn.c) */
     if (attn_path && strcmp(attn_path, "cudnn") == 0) {
@@ -755,9 +759,6 @@ static void attention_cases_all_paths(void)
     char list[128], *save = NULL;
     snprintf(list, sizeof list, "%s", attn_paths);
     for (char *path = strtok_r(list, ",", &save); path; path = strtok_r(NULL, ",", &save)) {
-        /* --small (the emulator): the WMMA kernels on the bf16 table alone; fp32 storage reaches them through the
-         * same packed bf16 operands as the flash path's */
-        if (small && !bf && strcmp(path, "wmma") == 0) continue;
         attn_path = path;
         setenv("SCP_CUDA_ATTN", attn_path, 1);
         attention_cases();
