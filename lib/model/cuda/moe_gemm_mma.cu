@@ -63,28 +63,30 @@ __device__ __forceinline__ void copy16(bf16 *dst, const bf16 *src, bool in, bool
     *(uint4 *)dst = u;
 }
 
-// dst (128, LDR) = src (row stride ld) rows r0 .. r0 + 127, columns k0 .. k0 + 31; zeros at rows >= rend and
-// columns >= kend (a multiple of 8). 512 chunks of 16 bytes, two per thread, four threads to a row.
-__device__ __forceinline__ void stage_rows(bf16 *dst, const bf16 *src, size_t ld, int r0, int rend, int k0, int kend,
+// dst (R, LD) = src (row stride ld) rows r0 .. r0 + R - 1, columns c0 .. c0 + C - 1; zeros at rows >= rend and
+// columns >= cend (a multiple of 8). R C / 8 chunks of 16 bytes, two per thread, C / 8 threads to a row.
+template <int R, int C, int LD>
+__device__ __forceinline__ void stage_tile(bf16 *dst, const bf16 *src, size_t ld, int r0, int rend, int c0, int cend,
                                            bool vec)
 {
-    for (int e = (int)threadIdx.x; e < TM * TK / 8; e += THREADS) {
-        const int i = e / (TK / 8), c = e % (TK / 8) * 8;
-        const bool in = r0 + i < rend && k0 + c < kend;
-        copy16(dst + i * LDR + c, in ? src + (size_t)(r0 + i) * ld + k0 + c : src, in, vec);
+    for (int e = (int)threadIdx.x; e < R * C / 8; e += THREADS) {
+        const int i = e / (C / 8), c = e % (C / 8) * 8;
+        const bool in = r0 + i < rend && c0 + c < cend;
+        copy16(dst + i * LD + c, in ? src + (size_t)(r0 + i) * ld + c0 + c : src, in, vec);
     }
 }
 
-// dst (32, LDC) = src (row stride ld) rows k0 .. k0 + 31, columns c0 .. c0 + 127; zeros at rows >= kend and
-// columns >= cend (a multiple of 8). 512 chunks, sixteen threads to a row.
+// The two tile shapes: (128, LDR) of 128 rows by the slice's 32 columns (stage_rows: rows r0 .., columns k0 ..),
+// and (32, LDC) of the slice's 32 rows by 128 columns (stage_cols: rows k0 .., columns c0 ..).
+__device__ __forceinline__ void stage_rows(bf16 *dst, const bf16 *src, size_t ld, int r0, int rend, int k0, int kend,
+                                           bool vec)
+{
+    stage_tile<TM, TK, LDR>(dst, src, ld, r0, rend, k0, kend, vec);
+}
 __device__ __forceinline__ void stage_cols(bf16 *dst, const bf16 *src, size_t ld, int k0, int kend, int c0, int cend,
                                            bool vec)
 {
-    for (int e = (int)threadIdx.x; e < TK * TN / 8; e += THREADS) {
-        const int i = e / (TN / 8), c = e % (TN / 8) * 8;
-        const bool in = k0 + i < kend && c0 + c < cend;
-        copy16(dst + i * LDC + c, in ? src + (size_t)(k0 + i) * ld + c0 + c : src, in, vec);
-    }
+    stage_tile<TK, TN, LDC>(dst, src, ld, k0, kend, c0, cend, vec);
 }
 
 // The A operand of one mma (rows m .. m + 15, reduction ks .. ks + 15 of the slice; warp_mma.h's a[0..3]): from a
