@@ -125,6 +125,22 @@ __device__ __forceinline__ void slice_mma(float (&acc)[MI][NJ][4], const bf16 *A
     }
 }
 
+// f(row, col, v0, v1) for each pair of a warp's accumulators: the sums of (row, col) and (row, col + 1) of the
+// block's 128 x 128 tile, the warp's piece at (wm WM, wn WN); fragment (i, j) holds rows g and g + 8, columns 2t
+// and 2t + 1 (g = lane / 4, t = lane % 4; warp_mma.h).
+template <typename F>
+__device__ __forceinline__ void for_each_pair(const float (&acc)[MI][NJ][4], int wm, int wn, int lane, F f)
+{
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                f(wm * WM + i * 16 + g + 8 * h, wn * WN + j * 8 + 2 * t, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+}
+
 // The slices 0 .. S - 1 through the ring: load(s, buf) issues slice s's copies into buffer buf = s % STAGES (called
 // in slice order), math(buf) multiplies a landed slice. The barrier after each wait makes every thread's copies of
 // slice s visible and tells that every warp is done with slice s - 1, whose buffer the next load refills. A group
@@ -182,20 +198,13 @@ __global__ void __launch_bounds__(THREADS, 2)
             if (active) slice_mma<false, MODE == BWD_INP>(acc, As, As + OPERAND, wm, wn, lane);
         });
     if (!active) return;
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int i = 0; i < MI; i++)
-#pragma unroll
-        for (int j = 0; j < NJ; j++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) {   // rows g and g + 8 of the fragment, columns 2t, 2t + 1
-                const int r = r0 + wm * WM + i * 16 + g + 8 * h, c = c0 + wn * WN + j * 8 + 2 * t;
-                if (r >= rend || c >= NC) continue;
-                bf16 *o = out + (size_t)r * ldo + c;
-                float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
-                if (beta != 0.0f) v0 = beta * act_ld(o) + v0, v1 = beta * act_ld(o + 1) + v1;
-                *(__nv_bfloat162 *)o = __floats2bfloat162_rn(v0, v1);
-            }
+    for_each_pair(acc, wm, wn, lane, [&](int pr, int pc, float v0, float v1) {
+        const int r = r0 + pr, c = c0 + pc;
+        if (r >= rend || c >= NC) return;
+        bf16 *o = out + (size_t)r * ldo + c;
+        if (beta != 0.0f) v0 = beta * act_ld(o) + v0, v1 = beta * act_ld(o + 1) + v1;
+        *(__nv_bfloat162 *)o = __floats2bfloat162_rn(v0, v1);
+    });
 }
 
 // dw + woff[wg] (N, K) += sum over the blocks b = wg, wg + nw, ... in order of dout rows^T (N, n_b) @ inp rows
@@ -240,23 +249,18 @@ __global__ void __launch_bounds__(THREADS, 2)
     if (!active) return;
     float *dwg = dw + woff[wg];
     const bool pairs = (uintptr_t)dwg % 8 == 0;   // K is even: then every pair (k, k + 1) is a float2
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int i = 0; i < MI; i++)
-#pragma unroll
-        for (int j = 0; j < NJ; j++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) {   // rows g and g + 8 of the fragment, columns 2t, 2t + 1 (K a multiple of 8)
-                const int n = n0 + wm * WM + i * 16 + g + 8 * h, k = k0 + wn * WN + j * 8 + 2 * t;
-                if (n >= N || k >= K) continue;
-                float *d = dwg + (size_t)n * K + k;
-                if (pairs) {
-                    float2 v = *(float2 *)d;
-                    v.x += acc[i][j][2 * h], v.y += acc[i][j][2 * h + 1];
-                    *(float2 *)d = v;
-                } else
-                    d[0] += acc[i][j][2 * h], d[1] += acc[i][j][2 * h + 1];
-            }
+    for_each_pair(acc, wm, wn, lane, [&](int pr, int pc, float v0, float v1) {   // K a multiple of 8
+        const int n = n0 + pr, k = k0 + pc;
+        if (n >= N || k >= K) return;
+        float *d = dwg + (size_t)n * K + k;
+        if (pairs) {
+            float2 v = *(float2 *)d;
+            v.x += v0, v.y += v1;
+            *(float2 *)d = v;
+        } else {
+            d[0] += v0, d[1] += v1;
+        }
+    });
 }
 
 }  // namespace
