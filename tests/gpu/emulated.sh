@@ -7,8 +7,7 @@
 # cuBLAS's argument checks in place of cuBLAS). It catches indexing, tiling, masking, reduction-order and
 # synchronisation mistakes and the row-major to column-major GEMM mapping; it cannot see timing, the memory
 # model or faults of the real cuBLAS (misaligned vector accesses it does catch: UBSan's alignment check, below):
-# that is tests/model/backend-ops on a GPU. Skips (77) without g++
-# and in sanitizer builds.
+# that is tests/model/backend-ops on a GPU. Skips (77) without g++.
 . "$SCP_SRCDIR/tests/lib.sh"
 cxx=${CXX_FOR_EMU:-g++}
 command -v "$cxx" >/dev/null 2>&1 || skip_all "no C++ compiler ($cxx) for the emulator"
@@ -19,8 +18,23 @@ cflags="$(mkvar CFLAGS) $(mkvar OPENMP_CFLAGS)"
 libs="$(mkvar JANSSON_LIBS) $(mkvar ZLIB_LIBS) $(mkvar LIBARCHIVE_LIBS) $(mkvar PCRE2_LIBS) $(mkvar UTF8PROC_LIBS) $(mkvar BLAS_LIBS) $(mkvar OPENMP_CFLAGS) $(mkvar LDFLAGS) $(mkvar LIBS) -lm"
 # Misaligned vector accesses fault on the GPU but not on x86: the kernels are built with UBSan's alignment check
 # (the emulator's float2/float4/uint4/__nv_bfloat162 carry CUDA's alignments), which stops at the first one.
+# In a sanitizer build (configure --enable-sanitizers) the kernels and the emulator take the build's
+# AddressSanitizer and UBSan instead: the emulator becomes the kernels' memory checker, as compute-sanitizer's
+# memcheck is on a GPU. Every cudaMalloc is a heap block of its own with red zones around it, the scratch past
+# what its caller asked for and the bytes around a block's dynamic shared memory are poisoned (emu.cc), and a read
+# or write outside them stops the run with the kernel's line. The emulated cuBLAS reads exactly the m, n, k, lda
+# ... it is given, so a GEMM handed a leading dimension or a size beyond its buffer is caught too.
+# The memory check is several times slower: it runs the bf16 table alone, whose kernels are the fp32 table's
+# instantiated for the other storage type, and the default path on the GPU.
 san="-fsanitize=alignment -fno-sanitize-recover=alignment"
-case $cflags in *-fsanitize*) skip_all "the emulator's fibers (stacks of their own) do not run under AddressSanitizer" ;; esac
+tables="--backend cuda-fp32 --backend cuda"
+case $cflags in
+*-fsanitize=address*)
+    san=$(for f in $cflags; do case $f in -fsanitize*|-fno-sanitize*) printf '%s ' "$f" ;; esac; done)
+    san="$san-fno-omit-frame-pointer"
+    tables="--backend cuda" ;;
+*-fsanitize*) skip_all "a sanitizer build without AddressSanitizer" ;;
+esac
 # The CPU reference's OpenMP threads sleep between its parallel regions rather than spin, as the programs' do
 # (lib/core/cli.c): the emulator runs on one thread in between, and spinning workers would take the cores from it
 # and from the tests beside it.
@@ -30,9 +44,11 @@ src=$SCP_SRCDIR
 objs=
 for f in "$src"/lib/model/cuda/*.cu; do
     b=$(basename "$f" .cu)
-    # k<<<g, b, s>>>(args) -> emu_launch(k, g, b, s)(args); dynamic shared memory from the emulator.
-    sed -e 's/\([A-Za-z_][A-Za-z_0-9]*\(<[0-9]*>\)\{0,1\}\)<<<\([^>]*\)>>>(/emu_launch(\1, \3)(/g' \
-        -e 's/extern __shared__ float smem\[\];/float *smem = emu_dyn_smem();/' "$f" >"$TMP/$b.cc"
+    # k<<<g, b, s>>>(args) -> emu_launch(k, g, b, s)(args); dynamic shared memory from the emulator. Line for
+    # line, so that a report names the line of the .cu file.
+    { printf '#line 1 "%s"\n' "lib/model/cuda/$b.cu"
+      sed -e 's/\([A-Za-z_][A-Za-z_0-9]*\(<[0-9]*>\)\{0,1\}\)<<<\([^>]*\)>>>(/emu_launch(\1, \3)(/g' \
+        -e 's/extern __shared__ float smem\[\];/float *smem = emu_dyn_smem();/' "$f"; } >"$TMP/$b.cc"
     if ! "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -I"$src/lib/cuda" -I"$src/lib" \
         -c "$TMP/$b.cc" -o "$TMP/$b.o" 2>"$TMP/cxx.err"; then
         echo "not ok 1 - lib/model/cuda/$b.cu compiles for the emulator"; sed 's/^/# /' "$TMP/cxx.err" | head -30
@@ -84,7 +100,8 @@ if [ -n "${EMU_OPS_ARGS:-}" ]; then
     "$TMP/backend-ops-emu" $EMU_OPS_ARGS
     exit $?
 fi
-"$TMP/backend-ops-emu" --backend cuda-fp32 --backend cuda --small >"$TMP/ops.tap"
+# shellcheck disable=SC2086
+"$TMP/backend-ops-emu" $tables --small >"$TMP/ops.tap"
 ops_rc=$?
 # The expert GEMMs' cases once more on each cuBLAS path of the bf16 table (lib/model/cuda/moe_gemm_cublas.cu)
 for p in cublas cublas-loop; do

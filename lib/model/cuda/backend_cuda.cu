@@ -67,6 +67,7 @@ void *scp_cuda_scratch(size_t bytes)
         scratch_bytes = n;
         count((int64_t)n);
     }
+    SCP_CUDA_IN_USE(scratch, bytes, scratch_bytes);
     return scratch;
 }
 

@@ -28,6 +28,15 @@ extern "C" {
 int scp_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 }
 
+/* The part of a buffer held with room to spare that a caller asked for: under the emulator's memory check
+ * (tests/gpu/emulated.sh in a sanitizer build) the rest is made unreadable, so that a kernel running past what it
+ * was given is caught, as compute-sanitizer would catch it past an allocation's end; nothing on a GPU. */
+#ifdef SCP_CUDA_EMULATOR
+#define SCP_CUDA_IN_USE(p, used, held) emu_device_in_use(p, used, held)
+#else
+#define SCP_CUDA_IN_USE(p, used, held) ((void)0)
+#endif
+
 #define SCP_CUDA(call)                                                                                          \
     do {                                                                                                        \
         cudaError_t e_ = (call);                                                                                \

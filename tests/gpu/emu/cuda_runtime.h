@@ -48,6 +48,9 @@ cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i);
 const char *cudaGetErrorString(cudaError_t e);
+/* Bytes [used, held) of device buffer p made unreadable under AddressSanitizer, [0, used) readable (lib/model/cuda/
+ * cuda_internal.h's SCP_CUDA_IN_USE); nothing without it. */
+void emu_device_in_use(const void *p, size_t used, size_t held);
 /* The opt-in a kernel needs before a launch with more than 48 KiB of dynamic shared memory: recorded here,
  * checked at the launch (emu.h). */
 void emu_smem_optin(const void *kernel, int bytes);

@@ -107,6 +107,36 @@ static void ctx_start(fiber_ctx *c, char *base, size_t n)
 }
 #endif
 
+// Under AddressSanitizer (tests/gpu/emulated.sh in a sanitizer build: the emulator as a memory checker of the
+// kernels, as compute-sanitizer's memcheck is on a GPU) every switch is announced to it, so that it knows which
+// stack is running: the fiber's, or the scheduler's (the thread's own). A fiber's stack is unpoisoned before it is
+// used again: the frame of the fiber that ended there never returned, and its red zones are still marked.
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+static const void *sched_stack;  // the thread's stack, as the first switch into a fiber reports it
+static size_t sched_stack_size;
+static void asan_entered_fiber(void) { __sanitizer_finish_switch_fiber(nullptr, &sched_stack, &sched_stack_size); }
+static void asan_leaving(void **save, const void *stack, size_t size) { __sanitizer_start_switch_fiber(save, stack, size); }
+static void asan_back(void *save) { __sanitizer_finish_switch_fiber(save, nullptr, nullptr); }
+static void asan_fresh_stack(char *base, size_t n) { ASAN_UNPOISON_MEMORY_REGION(base, n); }
+static void asan_mark(const void *p, size_t n, bool usable)
+{
+    if (usable)
+        ASAN_UNPOISON_MEMORY_REGION(p, n);
+    else
+        ASAN_POISON_MEMORY_REGION(p, n);
+}
+#else
+static const void *sched_stack;
+static size_t sched_stack_size;
+static void asan_entered_fiber(void) {}
+static void asan_leaving(void **, const void *, size_t) {}
+static void asan_back(void *) {}
+static void asan_fresh_stack(char *, size_t) {}
+static void asan_mark(const void *, size_t, bool) {}
+#endif
+
 // A block runs as nt fibers on one OS thread, switched only at barriers: __syncthreads waits for every live thread
 // of the block, a shuffle for every live lane of its warp (twice: once after writing its value, once after reading
 // the other's, so that no lane overwrites a slot another has still to read). A barrier that can never open
@@ -143,7 +173,10 @@ static void wait_as(int st)
         n_at_block++;
     else
         warp_waiting[cur >> 5]++;
+    void *save;
+    asan_leaving(&save, sched_stack, sched_stack_size);
     ctx_switch(&fib[cur].ctx, &sched);
+    asan_back(save);
 }
 void __syncthreads(void) { wait_as(WAIT_BLOCK); }
 // __syncthreads_or: every thread posts its predicate, all meet, all read the OR, and meet again before a
@@ -343,9 +376,11 @@ void emu_cp_async_wait(int n)
 
 void emu_fiber_main(void)
 {
+    asan_entered_fiber();
     (*cur_body)();
     fib[cur].state = DONE;
     n_live--, warp_live[cur >> 5]--;
+    asan_leaving(nullptr, sched_stack, sched_stack_size);  // for good: its fake frames may go
     ctx_switch(&fib[cur].ctx, &sched);
 }
 
@@ -384,7 +419,13 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
     match_vals.assign((size_t)nw * 32, 0);
     preds.assign(nt, 0);
     xchg.assign((size_t)nw * 32, xchg_slot{XCHG_NONE, {}});
+    asan_mark(dyn.data(), dyn.capacity() * sizeof(float), true);
     dyn.assign(smem / sizeof(float) + 33, std::nanf(""));  // shared memory read before written shows as NaN
+    {   // the bytes around the block's dynamic shared memory unreadable to the memory checker
+        const char *lo = (const char *)dyn.data(), *b = (const char *)emu_dyn_smem(), *e = b + smem;
+        asan_mark(lo, (size_t)(b - lo), false);
+        asan_mark(e, (size_t)(lo + dyn.size() * sizeof(float) - e), false);
+    }
     // fibers 0 .. nt - 1 run the block; these vectors never shrink, so that launches of other block sizes in turn
     // keep their stacks and copy queues rather than allocate them again
     if (fib.size() < nt) fib.resize(nt);
@@ -405,6 +446,7 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
                 for (unsigned t = 0; t < nt; t++) {
                     fiber &f = fib[t];
                     async_of[t].open.clear(), async_of[t].inflight.clear();  // copies a block left in flight die with it
+                    asan_fresh_stack(f.stack.data(), f.stack.size());
                     ctx_start(&f.ctx, f.stack.data(), f.stack.size());
                     f.state = RUN;
                     runnable.push_back((int)t);
@@ -415,7 +457,10 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
                     for (int t : runnable) {
                         cur = t;
                         threadIdx = fib[t].tid;
+                        void *save;
+                        asan_leaving(&save, fib[t].stack.data(), fib[t].stack.size());
                         ctx_switch(&sched, &fib[t].ctx);
+                        asan_back(save);
                     }
                     runnable.clear();
                     if (n_live == 0) break;
@@ -449,6 +494,11 @@ cudaError_t cudaMalloc(void **p, size_t n)
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+void emu_device_in_use(const void *p, size_t used, size_t held)
+{
+    asan_mark(p, used, true);
+    asan_mark((const char *)p + used, held - used, false);
+}
 cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
 cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { if (n) memmove(d, s, n); return cudaSuccess; }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
