@@ -1,9 +1,10 @@
 #!/bin/sh
+# shellcheck disable=SC2086 # the lists of flags and objects ($san, $cflags, $libs, $objs, ...) are split on purpose
 # emulated.sh: the CUDA backend's kernels compiled for the CPU and run through tests/model/backend-ops against the
 # CPU reference, where there is no GPU. lib/model/cuda/*.cu are compiled by the C++ compiler against a small SIMT
 # emulator (tests/gpu/emu/: one fiber per CUDA thread, switched by a few instructions of its own on
 # x86-64 (by swapcontext elsewhere), real barriers behind __syncthreads and the warp shuffles, NaN-filled dynamic
-# shared memory, launch geometry and shared-memory size checked, a plain GEMM with
+# shared memory and fresh device memory, launch geometry and shared-memory size checked, a plain GEMM with
 # cuBLAS's argument checks in place of cuBLAS). It catches indexing, tiling, masking, reduction-order and
 # synchronisation mistakes and the row-major to column-major GEMM mapping; it cannot see timing, the memory
 # model or faults of the real cuBLAS (misaligned vector accesses it does catch: UBSan's alignment check, below):
@@ -25,14 +26,19 @@ libs="$(mkvar JANSSON_LIBS) $(mkvar ZLIB_LIBS) $(mkvar LIBARCHIVE_LIBS) $(mkvar 
 # or write outside them stops the run with the kernel's line. The emulated cuBLAS reads exactly the m, n, k, lda
 # ... it is given, so a GEMM handed a leading dimension or a size beyond its buffer is caught too.
 # The memory check is several times slower: it runs the bf16 table alone, whose kernels are the fp32 table's
-# instantiated for the other storage type, and the default path on the GPU.
+# instantiated for the other storage type, and the default path on the GPU. It also runs the fibers in reverse
+# order (EMU_SCHEDULE, emu.cc), so that the two builds of the suite between them see each missing barrier from
+# both sides: thread 0 writing what the others read without a __syncthreads passes in index order and fails in
+# reverse; the others writing what thread 0 then sums fails in index order.
 san="-fsanitize=alignment -fno-sanitize-recover=alignment"
 tables="--backend cuda-fp32 --backend cuda"
 case $cflags in
 *-fsanitize=address*)
     san=$(for f in $cflags; do case $f in -fsanitize*|-fno-sanitize*) printf '%s ' "$f" ;; esac; done)
     san="$san-fno-omit-frame-pointer"
-    tables="--backend cuda" ;;
+    tables="--backend cuda"
+    : "${EMU_SCHEDULE:=reverse}"
+    export EMU_SCHEDULE ;;
 *-fsanitize*) skip_all "a sanitizer build without AddressSanitizer" ;;
 esac
 # The CPU reference's OpenMP threads sleep between its parallel regions rather than spin, as the programs' do
@@ -68,7 +74,6 @@ objs="$objs $TMP/plugin.o"
 objs="$objs $TMP/emu_grouped.o"
 "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" -c "$src/tests/gpu/emu/emu.cc" -o "$TMP/emu.o" &&
     $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/model/backend-ops.c" -o "$TMP/ops.o" &&
-    # shellcheck disable=SC2086
     "$cxx" $san -pthread -o "$TMP/backend-ops-emu" "$TMP/ops.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
         2>"$TMP/ld.err" || { echo "not ok 1 - the emulated backend-ops links"; sed 's/^/# /' "$TMP/ld.err" | head -30; echo "1..1"; exit 1; }
 [ -n "${EMU_KEEP:-}" ] && cp "$TMP/backend-ops-emu" "$EMU_KEEP"
@@ -96,11 +101,9 @@ if [ -n "${EMU_OPS_ARGS:-}" ]; then
     if [ "$mma_failed" -ne 0 ]; then
         echo "not ok 1 - the warp primitives' self-test (tests/gpu/warp-mma-test.cu)"; echo "1..1"; exit 1
     fi
-    # shellcheck disable=SC2086
     "$TMP/backend-ops-emu" $EMU_OPS_ARGS
     exit $?
 fi
-# shellcheck disable=SC2086
 "$TMP/backend-ops-emu" $tables --small >"$TMP/ops.tap"
 ops_rc=$?
 # The expert GEMMs' cases once more on each cuBLAS path of the bf16 table (lib/model/cuda/moe_gemm_cublas.cu)
@@ -114,7 +117,6 @@ cat "$TMP/mma.tap" "$TMP/ops.tap" | awk '/^1\.\./ { next }
 n=$(cat "$TMP/mma.tap" "$TMP/ops.tap" | grep -c '^\(not \)\{0,1\}ok ')
 if [ "$ops_rc" -ne 0 ]; then n=$((n + 1)); echo "not ok $n - the emulated backend-ops exited with status $ops_rc"; fi
 $cc $cflags -DSCP_CUDA_EMU -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/bench/gpu/scp-step.c" -o "$TMP/step.o" &&
-    # shellcheck disable=SC2086
     "$cxx" $san -pthread -o "$TMP/scp-step-emu" "$TMP/step.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
         2>"$TMP/ld.err" || { sed 's/^/# /' "$TMP/ld.err" | head -30; }
 "$TMP/scp-step-emu" --backend cuda-fp32 --tiny --steps 1 >"$TMP/cuda.json" 2>"$TMP/step.err"
@@ -169,7 +171,6 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
     cp "$TMP/backend-ops-emu" "$TMP/bd/tests/model/backend-ops"
     for h in grad-helper moe-helper; do
         $cc $cflags -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/model/$h.c" -o "$TMP/$h.o" &&
-            # shellcheck disable=SC2086
             "$cxx" $san -pthread -o "$TMP/bd/tests/model/$h" "$TMP/$h.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
                 2>"$TMP/ld.err" || sed 's/^/# /' "$TMP/ld.err" | head -10
     done
@@ -186,7 +187,6 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
         *fp32*) cases=3,4 ;;
         *) cases=1,2 ;;
         esac
-        # shellcheck disable=SC2086
         env SCP_BUILDDIR="$TMP/bd" SCP_GRAD_CASES=$cases ${run% *} /usr/bin/python3 "$src/tests/model/${run#* }" \
             >"$TMP/g.tap" 2>&1
         grc=$?

@@ -404,8 +404,22 @@ static bool open_barrier(unsigned nt, unsigned nw)
     return false;
 }
 
+// The order in which the scheduler runs the fibers it released: index order, or with EMU_SCHEDULE=reverse the
+// reverse. A fiber runs alone from one barrier to the next, so between two barriers every write of a lower-numbered
+// thread lands before a higher-numbered one reads in index order, and after it in reverse: a missing barrier
+// between a write and another thread's read shows in one of the two orders, whichever side of it the reader is.
+static bool reverse_schedule(void)
+{
+    const char *e = getenv("EMU_SCHEDULE");
+    if (!e || !*e || strcmp(e, "forward") == 0) return false;
+    if (strcmp(e, "reverse") == 0) return true;
+    fprintf(stderr, "emu: EMU_SCHEDULE=%s: expected forward or reverse\n", e);
+    abort();
+}
+
 void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body)
 {
+    static const bool reverse = reverse_schedule();
     unsigned nt = block.x * block.y * block.z, nw = (nt + 31) / 32;
     if (nt == 0 || nt > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) {
         fprintf(stderr, "emu: bad launch geometry grid (%u, %u, %u) block %u\n", grid.x, grid.y, grid.z, nt);
@@ -452,9 +466,11 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
                     runnable.push_back((int)t);
                 }
                 n_live = nt, n_at_block = 0;
+                memset(emu_dyn_smem(), 0xff, smem);   // NaN again: what the block before left is not there on a GPU
                 for (unsigned w = 0; w < nw; w++) warp_live[w] = std::min(32u, nt - 32 * w), warp_waiting[w] = 0;
                 for (;;) {
-                    for (int t : runnable) {
+                    for (size_t i = 0, nr = runnable.size(); i < nr; i++) {
+                        const int t = runnable[reverse ? nr - 1 - i : i];
                         cur = t;
                         threadIdx = fib[t].tid;
                         void *save;
@@ -488,10 +504,14 @@ void emu_smem_check(const void *kernel, size_t smem)
     }
 }
 
+// Fresh device memory holds whatever was there before on a GPU: here all bits set (NaN as fp32 and bf16, -1 as
+// int32), so that a kernel reading what nothing wrote shows it in its results.
 cudaError_t cudaMalloc(void **p, size_t n)
 {
     *p = malloc(n ? n : 1);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!*p) return cudaErrorMemoryAllocation;
+    memset(*p, 0xff, n);
+    return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
 void emu_device_in_use(const void *p, size_t used, size_t held)
