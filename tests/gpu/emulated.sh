@@ -202,6 +202,36 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
             tail -5 "$TMP/g.tap" | sed 's/^/# /'
         fi
     done
+    # Generation through the driver on the emulated tables: scp-eval generate (AR decoding with the key/value
+    # cache, diffusion in one step and in several) on cuda-fp32 and cuda against the CPU, tests/gpu/generate-gpu.py
+    # on a small random Qwen3 model, with scp-eval and logits-dump linked with the emulated kernels.
+    mkdir -p "$TMP/bd/bin" "$TMP/bd/tests/gpu"
+    ln -sf "$SCP_BUILDDIR/bin/scp-import" "$TMP/bd/bin/scp-import"
+    eobjs=
+    for f in scp-eval scp-eval-generate scp-eval-choice scp-eval-model; do
+        $cc $cflags -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$src/lib" -I"$SCP_BUILDDIR" \
+            -c "$src/bin/$f.c" -o "$TMP/$f.o" 2>>"$TMP/gen.err" && eobjs="$eobjs $TMP/$f.o"
+    done
+    $cc $cflags -std=gnu11 -D_GNU_SOURCE -I"$src/lib" -I"$SCP_BUILDDIR" -c "$src/tests/gpu/logits-dump.c" \
+        -o "$TMP/logits-dump.o" 2>>"$TMP/gen.err"
+    "$cxx" $san -pthread -o "$TMP/bd/bin/scp-eval" $eobjs $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
+        2>>"$TMP/gen.err" &&
+        "$cxx" $san -pthread -o "$TMP/bd/tests/gpu/logits-dump" "$TMP/logits-dump.o" $objs "$TMP/emu.o" \
+            "$SCP_BUILDDIR/lib/libscp.a" $libs 2>>"$TMP/gen.err"
+    env SCP_BUILDDIR="$TMP/bd" SCP_BIN="$TMP/bd/bin" SCP_GEN_RANDOM=1 /usr/bin/python3 "$src/tests/gpu/generate-gpu.py" \
+        >"$TMP/g.tap" 2>&1
+    grc=$?
+    while read -r line; do
+        case $line in
+        "ok "*) n=$((n + 1)); echo "ok $n -${line#ok [0-9]* -} [emulated]" ;;
+        "not ok "*) n=$((n + 1)); gfail=1; echo "not ok $n -${line#not ok [0-9]* -} [emulated]" ;;
+        "#"*) echo "$line" ;;
+        esac
+    done <"$TMP/g.tap"
+    if [ "$grc" -ne 0 ] || ! grep -q '^ok ' "$TMP/g.tap"; then
+        n=$((n + 1)); gfail=1; echo "not ok $n - generate-gpu.py on the emulated tables ran (status $grc)"
+        { sed 's/^/# /' "$TMP/gen.err" | head -20; tail -5 "$TMP/g.tap" | sed 's/^/# /'; }
+    fi
 fi
 echo "1..$n"
 [ "$ops_rc" -eq 0 ] && [ "$gfail" -eq 0 ] && [ "$mma_failed" -eq 0 ] && ! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"

@@ -19,6 +19,8 @@ The CPU's tokens are checked against the argmax of its own logits first, so that
 rows.
 
 Backends: cuda-fp32 and cuda; SCP_GPU_DRYRUN=1 puts cpu-ref and cpu-bf16 in their place (the check without a GPU).
+SCP_GEN_RANDOM=1 takes a small random Qwen3 model generated here (tests/importgen.py) instead of stories260K, and
+shorter runs (24 AR tokens, 16 diffusion masks): tests/gpu/emulated.sh runs it so on the emulated CUDA tables.
 Skips without a device or the assets. Prints "# generate: ..." summary lines (tests/gpu/device-check.sh shows them)."""
 import array
 import json
@@ -43,32 +45,44 @@ else:
     if n < 1:
         skip_all("no CUDA device")
     gpus = ["cuda-fp32", "cuda"]
-for a in ("models/stories260K.bin", "models/tok512.bin"):
-    if not os.path.exists(os.path.join(ASSETS, a)):
-        skip_all("asset %s not found (set SCP_ASSETS)" % a)
+small = os.environ.get("SCP_GEN_RANDOM", "0") == "1"
+if not small:
+    for a in ("models/stories260K.bin", "models/tok512.bin"):
+        if not os.path.exists(os.path.join(ASSETS, a)):
+            skip_all("asset %s not found (set SCP_ASSETS)" % a)
 if not os.access(DUMP, os.X_OK):
     skip_all("no tests/gpu/logits-dump in %s" % BUILD)
 
 tmp = tmpdir()
 ckpt = os.path.join(tmp, "ckpt")
-r = run(["scp-import", "-q", "--force", os.path.join(ASSETS, "models/stories260K.bin"), "--tokenizer",
-         os.path.join(ASSETS, "models/tok512.bin"), "-o", ckpt])
-if not ok(r.returncode == 0, "import stories260K with a mask token"):
+if small:
+    import importgen
+    src = os.path.join(tmp, "hf")
+    importgen.make_hf(src, importgen.config("qwen3", vocab=40, hidden_size=32, num_attention_heads=4,
+                                            num_key_value_heads=2, intermediate_size=48, num_hidden_layers=2,
+                                            max_position_embeddings=128), "F32", seed=5, n_tokens=37)
+    r = run(["scp-import", "-q", src, "-o", ckpt])
+    what, prompt, n_ar, n_dif = "a random qwen3 model", "abab", 24, 16
+else:
+    r = run(["scp-import", "-q", "--force", os.path.join(ASSETS, "models/stories260K.bin"), "--tokenizer",
+             os.path.join(ASSETS, "models/tok512.bin"), "-o", ckpt])
+    what, prompt, n_ar, n_dif = "stories260K", "Once upon a time", 200, 48
+if not ok(r.returncode == 0, "import %s with a mask token" % what):
     diag(r.stderr.decode(errors="replace"))
     done()
 cfg = json.load(open(os.path.join(ckpt, "config.json")))
 V, MASK, SHIFT = cfg["vocab_size"], cfg["mask_token_id"], cfg.get("shift_logits", False)
 
 RUNS = {  # name: scp-eval generate options
-    "ar": ["--mode", "ar", "-n", "200"],
-    "diffusion-1": ["--mode", "diffusion", "-n", "48", "--steps", "1"],
-    "diffusion-48": ["--mode", "diffusion", "-n", "48", "--steps", "48"],
+    "ar": ["--mode", "ar", "-n", str(n_ar)],
+    "diffusion-1": ["--mode", "diffusion", "-n", str(n_dif), "--steps", "1"],
+    "diffusion-n": ["--mode", "diffusion", "-n", str(n_dif), "--steps", str(n_dif)],
 }
 
 
 def generate(backend, opts):
     try:
-        r = run(["scp-eval", "generate", "--model", ckpt, "--prompt", "Once upon a time", "--at-eos", "ignore",
+        r = run(["scp-eval", "generate", "--model", ckpt, "--prompt", prompt, "--at-eos", "ignore",
                  "--seed", "1", "--jsonl", "--backend", backend] + opts, timeout=300)
         if r.returncode != 0:
             diag("scp-eval generate --backend %s: %s" % (backend, r.stderr.decode(errors="replace").strip()))
@@ -166,11 +180,11 @@ for be in gpus:
         same1 = "%d of %d" % (len(d1["filled"]) - len(diff), len(d1["filled"]))
         ok(not bad, "%s one-step diffusion: %d of %d tokens the CPU's, the others near ties (positions not "
            "explained: %s)" % (be, len(d1["filled"]) - len(diff), len(d1["filled"]), bad or "none"))
-    g48, c48 = res["diffusion-48", be], res["diffusion-48", "cpu"]
-    if g48 and c48:
-        same = sum(g48["ids"][p] == c48["ids"][p] for p in c48["filled"])
-        summary.append("# generate: %s diffusion %.0f tok/s in 48 steps (cpu %.0f), %d of %d tokens the CPU's; "
-                       "in one step %s" % (be, tok_s(g48), tok_s(c48), same, len(c48["filled"]), same1))
+    gn, cn = res["diffusion-n", be], res["diffusion-n", "cpu"]
+    if gn and cn:
+        same = sum(gn["ids"][p] == cn["ids"][p] for p in cn["filled"])
+        summary.append("# generate: %s diffusion %.0f tok/s in %d steps (cpu %.0f), %d of %d tokens the CPU's; "
+                       "in one step %s" % (be, tok_s(gn), n_dif, tok_s(cn), same, len(cn["filled"]), same1))
 for line in summary:
     print(line)
 done()
