@@ -166,6 +166,21 @@ done <"$TMP/step.tap"
 # bf16 roundings (grad-check-bf16.sh's reference). Where libscp was built with CUDA (its scp_backend_find hands
 # out the tables).
 gfail=0
+# relay STATUS WHAT TAG: the TAP lines of $TMP/g.tap (a script that exited with STATUS), numbered on, each tagged
+# [TAG]; a failure, or a script that passed nothing, fails here.
+relay() {
+    while read -r line; do
+        case $line in
+        "ok "*) n=$((n + 1)); echo "ok $n -${line#ok [0-9]* -} [$3]" ;;
+        "not ok "*) n=$((n + 1)); gfail=1; echo "not ok $n -${line#not ok [0-9]* -} [$3]" ;;
+        "#"*) echo "$line" ;;
+        esac
+    done <"$TMP/g.tap"
+    if [ "$1" -ne 0 ] || ! grep -q '^ok ' "$TMP/g.tap"; then
+        n=$((n + 1)); gfail=1; echo "not ok $n - $2 on the emulated tables ran (status $1)"
+        tail -5 "$TMP/g.tap" | sed 's/^/# /'
+    fi
+}
 if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
     mkdir -p "$TMP/bd/tests/model"
     cp "$TMP/backend-ops-emu" "$TMP/bd/tests/model/backend-ops"
@@ -189,18 +204,7 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
         esac
         env SCP_BUILDDIR="$TMP/bd" SCP_GRAD_CASES=$cases ${run% *} /usr/bin/python3 "$src/tests/model/${run#* }" \
             >"$TMP/g.tap" 2>&1
-        grc=$?
-        while read -r line; do
-            case $line in
-            "ok "*) n=$((n + 1)); echo "ok $n -${line#ok [0-9]* -} [emulated, ${run% *}]" ;;
-            "not ok "*) n=$((n + 1)); gfail=1; echo "not ok $n -${line#not ok [0-9]* -} [emulated, ${run% *}]" ;;
-            "#"*) echo "$line" ;;
-            esac
-        done <"$TMP/g.tap"
-        if [ "$grc" -ne 0 ] || ! grep -q '^ok ' "$TMP/g.tap"; then
-            n=$((n + 1)); gfail=1; echo "not ok $n - $run on the emulated tables ran (status $grc)"
-            tail -5 "$TMP/g.tap" | sed 's/^/# /'
-        fi
+        relay $? "$run" "emulated, ${run% *}"
     done
     # Generation through the driver on the emulated tables: scp-eval generate (AR decoding with the key/value
     # cache, diffusion in one step and in several) on cuda-fp32 and cuda against the CPU, tests/gpu/generate-gpu.py
@@ -221,17 +225,8 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
     env SCP_BUILDDIR="$TMP/bd" SCP_BIN="$TMP/bd/bin" SCP_GEN_RANDOM=1 /usr/bin/python3 "$src/tests/gpu/generate-gpu.py" \
         >"$TMP/g.tap" 2>&1
     grc=$?
-    while read -r line; do
-        case $line in
-        "ok "*) n=$((n + 1)); echo "ok $n -${line#ok [0-9]* -} [emulated]" ;;
-        "not ok "*) n=$((n + 1)); gfail=1; echo "not ok $n -${line#not ok [0-9]* -} [emulated]" ;;
-        "#"*) echo "$line" ;;
-        esac
-    done <"$TMP/g.tap"
-    if [ "$grc" -ne 0 ] || ! grep -q '^ok ' "$TMP/g.tap"; then
-        n=$((n + 1)); gfail=1; echo "not ok $n - generate-gpu.py on the emulated tables ran (status $grc)"
-        { sed 's/^/# /' "$TMP/gen.err" | head -20; tail -5 "$TMP/g.tap" | sed 's/^/# /'; }
-    fi
+    [ "$grc" -ne 0 ] && sed 's/^/# /' "$TMP/gen.err" | head -20
+    relay "$grc" generate-gpu.py emulated
 fi
 echo "1..$n"
 [ "$ops_rc" -eq 0 ] && [ "$gfail" -eq 0 ] && [ "$mma_failed" -eq 0 ] && ! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"
