@@ -189,7 +189,6 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
             "$cxx" $san -pthread -o "$TMP/bd/tests/model/$h" "$TMP/$h.o" $objs "$TMP/emu.o" "$SCP_BUILDDIR/lib/libscp.a" $libs \
                 2>"$TMP/ld.err" || sed 's/^/# /' "$TMP/ld.err" | head -10
     done
-    [ -n "${EMU_KEEP_BUILD:-}" ] && mkdir -p "$EMU_KEEP_BUILD" && cp -r "$TMP/bd/." "$EMU_KEEP_BUILD"   # for debugging
     # Emulated, a model takes half a minute: the two tables share the cases between them so that together they
     # reach every switch the kernels see (biases, q/k norm with head_dim 6, annealed, document and GQA masks, tied
     # embeddings, AdamW; the grouped experts with renormalised routing and k = E, micro-batches with the aux and
@@ -227,6 +226,11 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
     grc=$?
     [ "$grc" -ne 0 ] && sed 's/^/# /' "$TMP/gen.err" | head -20
     relay "$grc" generate-gpu.py emulated
+    # The emulated programs kept, for debugging and for counting what a step asks of the device (EMU_COUNT, emu.cc).
+    if [ -n "${EMU_KEEP_BUILD:-}" ]; then
+        mkdir -p "$TMP/bd/bench/gpu" "$EMU_KEEP_BUILD" && cp "$TMP/scp-step-emu" "$TMP/bd/bench/gpu/scp-step" &&
+            cp -r "$TMP/bd/." "$EMU_KEEP_BUILD"
+    fi
 fi
 echo "1..$n"
 [ "$ops_rc" -eq 0 ] && [ "$gfail" -eq 0 ] && [ "$mma_failed" -eq 0 ] && ! grep -q '^not ok' "$TMP/ops.tap" && ! grep -q '^1 ' "$TMP/step.tap"

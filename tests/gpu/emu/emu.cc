@@ -417,9 +417,25 @@ static bool reverse_schedule(void)
     abort();
 }
 
+// EMU_COUNT=1: at exit, on standard error, what the process asked of the device: kernel launches, cuBLAS GEMM
+// calls (a grouped call counts as its problems), cudaMemset calls, and cudaMemcpy calls by direction (each one to
+// the host waits for the device: a host synchronisation). Counted without a GPU, the figures are what a step
+// costs in launches and synchronisations.
+static struct emu_counts {
+    long launches, gemms, memsets, h2d, d2h, d2d, syncs;
+    ~emu_counts()
+    {
+        if (getenv("EMU_COUNT"))
+            fprintf(stderr, "emu: %ld kernel launches, %ld cuBLAS GEMM calls, %ld memsets, %ld copies host to device, "
+                    "%ld device to host, %ld device to device, %ld device synchronisations\n", launches, gemms, memsets,
+                    h2d, d2h, d2d, syncs);
+    }
+} counts;
+
 void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body)
 {
     static const bool reverse = reverse_schedule();
+    counts.launches++;
     unsigned nt = block.x * block.y * block.z, nw = (nt + 31) / 32;
     if (nt == 0 || nt > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) {
         fprintf(stderr, "emu: bad launch geometry grid (%u, %u, %u) block %u\n", grid.x, grid.y, grid.z, nt);
@@ -519,10 +535,20 @@ void emu_device_in_use(const void *p, size_t used, size_t held)
     asan_mark(p, used, true);
     asan_mark((const char *)p + used, held - used, false);
 }
-cudaError_t cudaMemset(void *p, int v, size_t n) { memset(p, v, n); return cudaSuccess; }
-cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) { if (n) memmove(d, s, n); return cudaSuccess; }
+cudaError_t cudaMemset(void *p, int v, size_t n)
+{
+    counts.memsets++;
+    memset(p, v, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k)
+{
+    (k == cudaMemcpyHostToDevice ? counts.h2d : k == cudaMemcpyDeviceToHost ? counts.d2h : counts.d2d)++;
+    if (n) memmove(d, s, n);
+    return cudaSuccess;
+}
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { counts.syncs++; return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot) { *fr = *tot = 0; return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i)
@@ -591,6 +617,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
 {
     cublasStatus_t st = emu_gemm_check(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, comp);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
+    counts.gemms++;
     emu_gemm(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, C, ct, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -609,6 +636,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
     cublasStatus_t st = emu_gemm_check(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, comp);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
     if (count < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    counts.gemms++;
     if (count == 0 || m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     const size_t ea = emu_type_bytes(at), eb = emu_type_bytes(bt), ec = emu_type_bytes(ct);
     std::vector<uintptr_t> cel;
