@@ -450,7 +450,7 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
     preds.assign(nt, 0);
     xchg.assign((size_t)nw * 32, xchg_slot{XCHG_NONE, {}});
     asan_mark(dyn.data(), dyn.capacity() * sizeof(float), true);
-    dyn.assign(smem / sizeof(float) + 33, std::nanf(""));  // shared memory read before written shows as NaN
+    dyn.resize(smem / sizeof(float) + 33);   // room to align the start (emu_dyn_smem); filled block by block below
     {   // the bytes around the block's dynamic shared memory unreadable to the memory checker
         const char *lo = (const char *)dyn.data(), *b = (const char *)emu_dyn_smem(), *e = b + smem;
         asan_mark(lo, (size_t)(b - lo), false);
@@ -482,7 +482,9 @@ void emu_run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()
                     runnable.push_back((int)t);
                 }
                 n_live = nt, n_at_block = 0;
-                memset(emu_dyn_smem(), 0xff, smem);   // NaN again: what the block before left is not there on a GPU
+                // NaN, so that shared memory read before written shows; also what the block before left, which is
+                // not there on a GPU
+                memset(emu_dyn_smem(), 0xff, smem);
                 for (unsigned w = 0; w < nw; w++) warp_live[w] = std::min(32u, nt - 32 * w), warp_waiting[w] = 0;
                 for (;;) {
                     for (size_t i = 0, nr = runnable.size(); i < nr; i++) {
