@@ -183,11 +183,8 @@ static double step(const net *m, const scp_backend *be, int t)
         float *r = m->rq + a * (H + KV), *lse = m->lse + (size_t)l * m->att_n;
         be->rmsnorm_fwd(ln1, m->rstd1 + a, xin, AT(W, m->o_ln1[l]), M, 1, D, D, eps);
         be->matmul_fwd(qkv, S, ln1, D, AT(W, m->o_qkv[l]), NULL, M, D, S, 0.0f);
-        be->copy_bytes(raw, qkv, (size_t)M * S * es);
-        be->rmsnorm_fwd(qkv, r, raw, AT(W, m->o_qn[l]), M, H, m->hd, S, eps);
-        be->rmsnorm_fwd(AT(qkv, qd), r + (size_t)M * H, AT(raw, qd), AT(W, m->o_kn[l]), M, KV, m->hd, S, eps);
-        be->rope(qkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 0);
-        be->rope(AT(qkv, qd), m->cosb, m->sinb, M, m->T, KV, m->hd, S, 0);
+        be->qk_norm_rope_fwd(qkv, raw, r, AT(W, m->o_qn[l]), AT(W, m->o_kn[l]), m->cosb, m->sinb, M, m->T, H, KV, m->hd,
+                             S, eps);
         be->attention_fwd(atty, lse, qkv, AT(qkv, qd), AT(qkv, qd + kvd), &aa);
         be->copy_bytes(x2, xin, (size_t)M * D * es);
         be->matmul_fwd(x2, D, atty, qd, AT(W, m->o_o[l]), NULL, M, qd, D, 1.0f);
@@ -225,11 +222,8 @@ static double step(const net *m, const scp_backend *be, int t)
         be->matmul_bwd_inp(m->datty, qd, m->dresid, D, AT(W, m->o_o[l]), M, qd, D, 0.0f);
         be->matmul_bwd_w(G + m->o_o[l], NULL, m->dresid, D, atty, qd, M, qd, D);
         be->attention_bwd(dqkv, AT(dqkv, qd), AT(dqkv, qd + kvd), m->datty, atty, lse, qkv, AT(qkv, qd), AT(qkv, qd + kvd), &aa);
-        be->rope(dqkv, m->cosb, m->sinb, M, m->T, H, m->hd, S, 1);
-        be->rope(AT(dqkv, qd), m->cosb, m->sinb, M, m->T, KV, m->hd, S, 1);
-        be->rmsnorm_bwd(dqkv, G + m->o_qn[l], dqkv, raw, AT(W, m->o_qn[l]), r, M, H, m->hd, S, 0);
-        be->rmsnorm_bwd(AT(dqkv, qd), G + m->o_kn[l], AT(dqkv, qd), AT(raw, qd), AT(W, m->o_kn[l]), r + (size_t)M * H, M,
-                        KV, m->hd, S, 0);
+        be->qk_norm_rope_bwd(dqkv, G + m->o_qn[l], G + m->o_kn[l], raw, AT(W, m->o_qn[l]), AT(W, m->o_kn[l]), r, m->cosb,
+                             m->sinb, M, m->T, H, KV, m->hd, S);
         be->matmul_bwd_inp(m->dln, D, dqkv, S, AT(W, m->o_qkv[l]), M, D, S, 0.0f);
         be->matmul_bwd_w(G + m->o_qkv[l], NULL, dqkv, S, ln1, D, M, D, S);
         be->rmsnorm_bwd(m->dresid, G + m->o_ln1[l], m->dln, xin, AT(W, m->o_ln1[l]), m->rstd1 + a, M, 1, D, D, 1);

@@ -2,9 +2,9 @@
 #include "model/backend_profile.h"
 #include "core/progress.h"
 
-const char *const scp_prof_op_name[SCP_PROF_N] = {"matmul_fwd", "matmul_bwd", "rmsnorm", "rope", "attention_fwd",
-                                                  "attention_bwd", "swiglu", "embedding", "crossentropy", "adamw",
-                                                  "copy_zero", "moe", "other"};
+const char *const scp_prof_op_name[SCP_PROF_N] = {"matmul_fwd", "matmul_bwd", "rmsnorm", "rope", "qk_norm_rope",
+                                                  "attention_fwd", "attention_bwd", "swiglu", "embedding",
+                                                  "crossentropy", "adamw", "copy_zero", "moe", "other"};
 
 static const scp_backend *base;
 static void (*sync_fn)(void);
@@ -37,6 +37,12 @@ static void p_rms_b(scp_act *dx, float *dw, const scp_act *d, const scp_act *x, 
 { TIMED(SCP_PROF_RMSNORM, base->rmsnorm_bwd(dx, dw, d, x, w, r, N, G, C, ld, acc)); }
 static void p_rope(scp_act *x, const float *c, const float *s, int N, int T, int G, int hd, int ld, int inv)
 { TIMED(SCP_PROF_ROPE, base->rope(x, c, s, N, T, G, hd, ld, inv)); }
+static void p_qkr_f(scp_act *qk, scp_act *raw, float *r, const scp_act *wq, const scp_act *wk, const float *c,
+                    const float *s, int N, int T, int H, int KV, int hd, int ld, float eps)
+{ TIMED(SCP_PROF_QK_NORM_ROPE, base->qk_norm_rope_fwd(qk, raw, r, wq, wk, c, s, N, T, H, KV, hd, ld, eps)); }
+static void p_qkr_b(scp_act *d, float *dwq, float *dwk, const scp_act *raw, const scp_act *wq, const scp_act *wk,
+                    const float *r, const float *c, const float *s, int N, int T, int H, int KV, int hd, int ld)
+{ TIMED(SCP_PROF_QK_NORM_ROPE, base->qk_norm_rope_bwd(d, dwq, dwk, raw, wq, wk, r, c, s, N, T, H, KV, hd, ld)); }
 static void p_att_f(scp_act *o, float *a, const scp_act *q, const scp_act *k, const scp_act *v, const scp_attn_args *aa)
 { TIMED(SCP_PROF_ATTN_FWD, base->attention_fwd(o, a, q, k, v, aa)); }
 static void p_att_b(scp_act *dq, scp_act *dk, scp_act *dv, const scp_act *d, const scp_act *o, const float *a,
@@ -96,6 +102,7 @@ const scp_backend *scp_backend_profiled(const scp_backend *b, void (*sync)(void)
     prof.zero_bytes = p_zero, prof.copy_bytes = p_copy, prof.to_act = p_to_act, prof.from_act = p_from_act;
     prof.matmul_fwd = p_mm_fwd, prof.matmul_bwd_inp = p_mm_bi;
     prof.matmul_bwd_w = p_mm_bw, prof.rmsnorm_fwd = p_rms_f, prof.rmsnorm_bwd = p_rms_b, prof.rope = p_rope;
+    prof.qk_norm_rope_fwd = p_qkr_f, prof.qk_norm_rope_bwd = p_qkr_b;
     prof.attention_fwd = p_att_f, prof.attention_bwd = p_att_b, prof.swiglu_fwd = p_sw_f, prof.swiglu_bwd = p_sw_b;
     prof.embedding_fwd = p_emb_f, prof.embedding_bwd = p_emb_b, prof.gather_rows = p_gather;
     prof.scatter_rows = p_scatter, prof.crossentropy = p_ce, prof.adamw = p_adamw;

@@ -7,12 +7,12 @@
 #include "model/backend.h"
 
 typedef enum scp_prof_op {
-    SCP_PROF_MM_FWD, SCP_PROF_MM_BWD, SCP_PROF_RMSNORM, SCP_PROF_ROPE, SCP_PROF_ATTN_FWD, SCP_PROF_ATTN_BWD,
+    SCP_PROF_MM_FWD, SCP_PROF_MM_BWD, SCP_PROF_RMSNORM, SCP_PROF_ROPE, SCP_PROF_QK_NORM_ROPE, SCP_PROF_ATTN_FWD, SCP_PROF_ATTN_BWD,
     SCP_PROF_SWIGLU, SCP_PROF_EMBED, SCP_PROF_CE, SCP_PROF_ADAMW, SCP_PROF_COPY, SCP_PROF_MOE, SCP_PROF_OTHER,
     SCP_PROF_N
 } scp_prof_op;
 
-/* "matmul_fwd", "matmul_bwd", ..., "moe" (routing and combining; the experts' matmuls count as matmuls),
+/* "matmul_fwd", "matmul_bwd", ..., "qk_norm_rope" (Qwen3's q/k norm and rotation in one entry), "moe" (routing and combining; the experts' matmuls count as matmuls),
  * "other" */
 extern const char *const scp_prof_op_name[SCP_PROF_N];
 

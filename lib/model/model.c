@@ -689,15 +689,11 @@ static void layer_forward(scp_model *m, int l, const layer_acts *A, const scp_at
         be->matmul_fwd(k, S, A->ln1, D, W(x->k), OPT(x->kb), M, D, kvd, 0.0f);
         be->matmul_fwd(v, S, A->ln1, D, W(x->v), OPT(x->vb), M, D, kvd, 0.0f);
     }
-    if (m->cfg.qk_norm) {
-        scp_act *raw = A->qkv_raw;
-        float *r = A->qk_rstd;
-        be->copy_bytes(raw, qkv, (size_t)M * S * be->act_size);
-        be->rmsnorm_fwd(qkv, r, raw, W(x->qn), M, w->H, w->hd, S, eps);
-        be->rmsnorm_fwd(k, r + (size_t)M * w->H, AT(raw, qd), W(x->kn), M, w->KV, w->hd, S, eps);
-    }
-    be->rope(qkv, cs, sn, M, T, w->H, w->hd, S, 0);
-    be->rope(k, cs, sn, M, T, w->KV, w->hd, S, 0);
+    /* q and k are side by side (k from column qd = H hd): the rotation takes them as one block of H + KV heads */
+    if (m->cfg.qk_norm)
+        be->qk_norm_rope_fwd(qkv, A->qkv_raw, A->qk_rstd, W(x->qn), W(x->kn), cs, sn, M, T, w->H, w->KV, w->hd, S, eps);
+    else
+        be->rope(qkv, cs, sn, M, T, w->H + w->KV, w->hd, S, 0);
     if (w->kv_pos >= 0) {
         be->attention_decode(A->atty, qkv, AT(cache, qd), AT(cache, qd + kvd), w->kv_pos + 1, w->H, w->KV, w->hd, S,
                              aa->scale);
@@ -727,14 +723,11 @@ static void layer_backward(scp_model *m, int l, const layer_acts *A, const scp_a
     be->matmul_bwd_inp(w->datty, qd, w->dresid, D, W(x->o), M, qd, D, 0.0f);
     be->matmul_bwd_w(G(x->o), OPTG(x->ob), w->dresid, D, A->atty, qd, M, qd, D);
     be->attention_bwd(dq, dk, dv, w->datty, A->atty, A->att, qkv, AT(qkv, qd), AT(qkv, qd + kvd), aa);
-    be->rope(dq, w->cos, w->sin, M, T, w->H, w->hd, S, 1);
-    be->rope(dk, w->cos, w->sin, M, T, w->KV, w->hd, S, 1);
-    if (m->cfg.qk_norm) {
-        const scp_act *raw = A->qkv_raw;
-        const float *r = A->qk_rstd;
-        be->rmsnorm_bwd(dq, G(x->qn), dq, raw, W(x->qn), r, M, w->H, w->hd, S, 0);
-        be->rmsnorm_bwd(dk, G(x->kn), dk, AT(raw, qd), W(x->kn), r + (size_t)M * w->H, M, w->KV, w->hd, S, 0);
-    }
+    if (m->cfg.qk_norm)
+        be->qk_norm_rope_bwd(dq, G(x->qn), G(x->kn), A->qkv_raw, W(x->qn), W(x->kn), A->qk_rstd, w->cos, w->sin, M, T,
+                             w->H, w->KV, w->hd, S);
+    else
+        be->rope(dq, w->cos, w->sin, M, T, w->H + w->KV, w->hd, S, 1);
     if (x->qkv_joint) {
         be->matmul_bwd_inp(w->dln, D, w->dqkv, S, W(x->q), M, D, S, 0.0f);
         be->matmul_bwd_w(G(x->q), NULL, w->dqkv, S, A->ln1, D, M, D, S);

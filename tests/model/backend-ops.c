@@ -323,17 +323,25 @@ static void test_rmsnorm(int N, int G, int C, int ld)
     xfree(xx), xfree(xw), xfree(xo), xfree(xr);
 }
 
+/* RoPE's (T, hd/2) cos and sin tables at base 10000, new host arrays. */
+static void rope_tables(int T, int hd, float **c, float **s)
+{
+    int half = hd / 2;
+    *c = malloc((size_t)T * half * 4 + 1), *s = malloc((size_t)T * half * 4 + 1);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            double f = t * pow(10000.0, -2.0 * i / hd);
+            (*c)[t * half + i] = (float)cos(f), (*s)[t * half + i] = (float)sin(f);
+        }
+}
+
 static void test_rope(int B, int T, int G, int hd, int ld)
 {
     char what[128];
     int N = B * T, half = hd / 2;
     size_t n = (size_t)N * ld;
-    float *x = randv(n, 1), *c = malloc((size_t)T * half * 4), *s = malloc((size_t)T * half * 4);
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < half; i++) {
-            double f = t * pow(10000.0, -2.0 * i / hd);
-            c[t * half + i] = (float)cos(f), s[t * half + i] = (float)sin(f);
-        }
+    float *x = randv(n, 1), *c, *s;
+    rope_tables(T, hd, &c, &s);
     float *xc = dev(c, (size_t)T * half * 4), *xs = dev(s, (size_t)T * half * 4);
     for (int inv = 0; inv <= 1; inv++) {
         scp_act *r = ract(x, n);
@@ -347,6 +355,84 @@ static void test_rope(int B, int T, int G, int hd, int ld)
         free(got), free(ref), free(r), xfree(xx);
     }
     free(x), free(c), free(s), xfree(xc), xfree(xs);
+}
+
+/* Qwen3's q/k norm and rotation in one entry: rows of ld elements hold H query heads, KV key heads, then other
+ * columns (v) that neither the entry nor its backward may touch. X against R's entry; and R's entry against
+ * the composition of R's own rmsnorm_fwd and rope entries, which it stands for (the model ran that sequence). */
+static void test_qk_norm_rope(int B, int T, int H, int KV, int hd, int ld)
+{
+    char what[160];
+    const int N = B * T, half = hd / 2;
+    const size_t n = (size_t)N * ld, nr = (size_t)N * (H + KV), kcol = (size_t)H * hd;
+    const float eps = 1e-6f;
+    float *x = randv(n, 2), *raw0 = randv(n, 1), *wq = randv(hd, 1), *wk = randv(hd, 1), *d = randv(n, 1);
+    float *dwq0 = randv(hd, 1), *dwk0 = randv(hd, 1), *c, *s;
+    rope_tables(T, hd, &c, &s);
+    scp_act *rq = ract(x, n), *rraw = ract(raw0, n), *rwq = ract(wq, hd), *rwk = ract(wk, hd);
+    float *rr = malloc(nr * 4);
+    R->qk_norm_rope_fwd(rq, rraw, rr, rwq, rwk, c, s, N, T, H, KV, hd, ld, eps);
+    float *refq = rget(rq, n), *refraw = rget(rraw, n);
+
+    /* R's entry against R's rmsnorm_fwd (q heads, k heads) and one rope over the H + KV heads */
+    scp_act *cq = ract(x, n);
+    float *cr = malloc(nr * 4);
+    R->rmsnorm_fwd(cq, cr, cq, rwq, N, H, hd, ld, eps);
+    R->rmsnorm_fwd(RAT(cq, kcol), cr + (size_t)N * H, RAT(cq, kcol), rwk, N, KV, hd, ld, eps);
+    R->rope(cq, c, s, N, T, H + KV, hd, ld, 0);
+    float *compq = rget(cq, n);
+    snprintf(what, sizeof what, "qk_norm_rope_fwd of %s = its rmsnorm_fwd and rope N=%d H=%d KV=%d hd=%d", R->name, N, H,
+             KV, hd);
+    /* cpu-bf16 rounds between the composed entries, once in the fused one */
+    cmp(what, refq, compq, n, rbf ? TOL_OUT16 : 1e-7);
+    tap_ok(memcmp(cr, rr, nr * 4) == 0, "qk_norm_rope_fwd of %s: the rstd of its rmsnorm_fwd, bit for bit", R->name);
+
+    scp_act *xq = xact(x, n), *xraw = xact(raw0, n), *xwq = xact(wq, hd), *xwk = xact(wk, hd);
+    float *xr = poison(nr * 4), *xc = dev(c, (size_t)T * half * 4), *xs = dev(s, (size_t)T * half * 4);
+    XOP(qk_norm_rope_fwd)(xq, xraw, xr, xwq, xwk, xc, xs, N, T, H, KV, hd, ld, eps);
+    float *gq = xget(xq, n), *graw = xget(xraw, n), *gr = fetch(xr, nr);
+    snprintf(what, sizeof what, "qk_norm_rope_fwd N=%d T=%d H=%d KV=%d hd=%d ld=%d", N, T, H, KV, hd, ld);
+    cmp(what, gq, refq, n, tol_ew);
+    snprintf(what, sizeof what, "qk_norm_rope_fwd raw (the heads as they were, other columns untouched) N=%d", N);
+    cmp(what, graw, refraw, n, 0.0);
+    snprintf(what, sizeof what, "qk_norm_rope_fwd rstd N=%d H + KV=%d", N, H + KV);
+    cmp(what, gr, rr, nr, TOL_F32);
+    /* without raw (inference): the same heads */
+    scp_act *xq2 = xact(x, n);
+    XOP(qk_norm_rope_fwd)(xq2, NULL, xr, xwq, xwk, xc, xs, N, T, H, KV, hd, ld, eps);
+    float *gq2 = xget(xq2, n);
+    snprintf(what, sizeof what, "qk_norm_rope_fwd without raw N=%d: the same bits", N);
+    tap_ok(memcmp(gq2, gq, n * 4) == 0, "%s", what);
+
+    /* backward: X from its own forward's raw and rstd */
+    scp_act *rd = ract(d, n);
+    float *rdwq = malloc(hd * 4), *rdwk = malloc(hd * 4);
+    memcpy(rdwq, dwq0, hd * 4), memcpy(rdwk, dwk0, hd * 4);
+    R->qk_norm_rope_bwd(rd, rdwq, rdwk, rraw, rwq, rwk, rr, c, s, N, T, H, KV, hd, ld);
+    float *refd = rget(rd, n);
+    scp_act *xd = xact(d, n);
+    float *xdwq = dev(dwq0, hd * 4), *xdwk = dev(dwk0, hd * 4);
+    XOP(qk_norm_rope_bwd)(xd, xdwq, xdwk, xraw, xwq, xwk, xr, xc, xs, N, T, H, KV, hd, ld);
+    float *gd = xget(xd, n), *gdwq = fetch(xdwq, hd), *gdwk = fetch(xdwk, hd);
+    snprintf(what, sizeof what, "qk_norm_rope_bwd dx N=%d T=%d H=%d KV=%d hd=%d ld=%d", N, T, H, KV, hd, ld);
+    cmp(what, gd, refd, n, tol_ew);
+    snprintf(what, sizeof what, "qk_norm_rope_bwd dwq N=%d H=%d hd=%d", N, H, hd);
+    cmp(what, gdwq, rdwq, hd, bf ? TOL_W16 : TOL_F32);
+    snprintf(what, sizeof what, "qk_norm_rope_bwd dwk N=%d KV=%d hd=%d", N, KV, hd);
+    cmp(what, gdwk, rdwk, hd, bf ? TOL_W16 : TOL_F32);
+    /* bitwise repeatable: the same call again gives the same bits (no atomics, a fixed order of sums) */
+    xput(xd, d, n), XOP(upload)(xdwq, dwq0, hd * 4), XOP(upload)(xdwk, dwk0, hd * 4);
+    XOP(qk_norm_rope_bwd)(xd, xdwq, xdwk, xraw, xwq, xwk, xr, xc, xs, N, T, H, KV, hd, ld);
+    float *gd2 = xget(xd, n), *gdwq2 = fetch(xdwq, hd), *gdwk2 = fetch(xdwk, hd);
+    tap_ok(memcmp(gd2, gd, n * 4) == 0 && memcmp(gdwq2, gdwq, hd * 4) == 0 && memcmp(gdwk2, gdwk, hd * 4) == 0,
+           "qk_norm_rope_bwd N=%d H=%d KV=%d hd=%d: the same bits on a second run", N, H, KV, hd);
+
+    free(x), free(raw0), free(wq), free(wk), free(d), free(dwq0), free(dwk0), free(c), free(s);
+    free(rq), free(rraw), free(rwq), free(rwk), free(rr), free(refq), free(refraw), free(cq), free(cr), free(compq);
+    free(gq), free(graw), free(gr), free(gq2), free(rd), free(rdwq), free(rdwk), free(refd), free(gd), free(gdwq);
+    free(gdwk), free(gd2), free(gdwq2), free(gdwk2);
+    xfree(xq), xfree(xraw), xfree(xwq), xfree(xwk), xfree(xr), xfree(xc), xfree(xs), xfree(xq2), xfree(xd);
+    xfree(xdwq), xfree(xdwk);
 }
 
 /* The attention modes: the visibility rule's fields (model/attn_visibility.h). Documents (docs 1): random
@@ -822,6 +908,12 @@ static void run_cases(void)
     test_rope(2, 13, 3, 16, 60);
     test_rope(1, 9, 2, 128, 256);
     test_rope(2, 5, 3, 6, 20);     /* odd half (3): scalar */
+    /* the q|k|v layout (ld = (H + 2 KV) hd); Qwen3's heads of 128 (pairs of 2 per lane); an odd half (scalar);
+     * over 1024 rows (the backward's blocks take several rows each) */
+    test_qk_norm_rope(2, 7, 4, 2, 16, 128);
+    test_qk_norm_rope(small ? 1 : 2, small ? 40 : 175, 16, 8, 128, 4096);
+    test_qk_norm_rope(2, 5, 3, 1, 6, 30);
+    test_qk_norm_rope(1, small ? 1100 : 2100, 2, 1, 16, 64);
     attention_cases_all_paths();
     if (scp_backend_has(X, SCP_BACKEND_CAP_DECODE)) {
         test_attention_decode(1, 4, 2, 16, 0);

@@ -99,9 +99,9 @@ def ref_loss(cfg, P, ids, target, weight, visible, bf16=False):
         q = R(lin(x, "self_attn.q_proj")).view(B, T, H, hd).transpose(1, 2)
         k = R(lin(x, "self_attn.k_proj")).view(B, T, KV, hd).transpose(1, 2)
         v = R(lin(x, "self_attn.v_proj")).view(B, T, KV, hd).transpose(1, 2)
-        if qk_norm:
-            q = R(rms(q, g("self_attn.q_norm.weight"), eps))
-            k = R(rms(k, g("self_attn.k_norm.weight"), eps))
+        if qk_norm:   # one entry with the rotation (qk_norm_rope_fwd): nothing stored in between
+            q = rms(q, g("self_attn.q_norm.weight"), eps)
+            k = rms(k, g("self_attn.k_norm.weight"), eps)
         q = R(q * cos + rotate_half(q) * sin)
         k = R(k * cos + rotate_half(k) * sin)
         k = k.repeat_interleave(H // KV, dim=1)   # HF repeat_kv: kv head j serves query heads j*rep .. j*rep+rep-1

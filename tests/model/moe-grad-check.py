@@ -95,8 +95,9 @@ def ref_forward(cfg, P, ids, causal, stats, bf16=False):
         p = "model.layers.%d." % layer
         g = lambda n: P[p + n]  # noqa: E731
         x = R(rms(h, g("input_layernorm.weight"), eps))
-        q = R(rms(R(x @ g("self_attn.q_proj.weight").T).view(B, T, H, hd).transpose(1, 2), g("self_attn.q_norm.weight"), eps))
-        k = R(rms(R(x @ g("self_attn.k_proj.weight").T).view(B, T, KV, hd).transpose(1, 2), g("self_attn.k_norm.weight"), eps))
+        # the q/k norm and the rotation are one entry (qk_norm_rope_fwd): nothing stored in between
+        q = rms(R(x @ g("self_attn.q_proj.weight").T).view(B, T, H, hd).transpose(1, 2), g("self_attn.q_norm.weight"), eps)
+        k = rms(R(x @ g("self_attn.k_proj.weight").T).view(B, T, KV, hd).transpose(1, 2), g("self_attn.k_norm.weight"), eps)
         v = R(x @ g("self_attn.v_proj.weight").T).view(B, T, KV, hd).transpose(1, 2)
         q = R(q * cos + rotate_half(q) * sin)
         k = R(k * cos + rotate_half(k) * sin)
@@ -209,7 +210,12 @@ def run_case(ci, spec, backend):
         return
     O = st_read(out)
     bf16 = backend.endswith("bf16") or backend == "cuda"  # "cuda" is the bf16-storage table
-    tol, tol_logits, tol_grad = (1e-5, 5e-3, 5e-2) if bf16 else (TOL, TOL, TOL)
+    # bf16 storage: a stored value whose fp32 result lies at a rounding boundary goes to the neighbouring bf16
+    # number (2^-8 relative) in one build and not in another whose kernels sum in other orders (the sanitizer
+    # build has no AVX2 kernels); a router weight so rounded moves the loss by up to about 1e-4 (E=4 k=1:
+    # 5.6e-5). Wrong rounding points (a value rounded where scp does not store it) move the logits past their
+    # 5e-3 (5.9e-3 to 1.6e-2 in these cases).
+    tol, tol_logits, tol_grad = (1e-4, 5e-3, 5e-2) if bf16 else (TOL, TOL, TOL)
     if bf16 and backend.startswith("cuda"):   # other summation orders: one value rounding otherwise cascades
         tol, tol_logits, tol_grad = 1e-2, 2e-2, 1e-1   # (grad-check.py says more)
     P = {n: torch.tensor(w.astype(np.float64), requires_grad=True) for n, w in W.items()}

@@ -92,6 +92,30 @@ static void bf16_rope(scp_act *x, const float *cos, const float *sin, int N, int
     narrow(x, xf, n);
 }
 
+/* The fp32 composition on widened copies, each output rounded once (raw is an exact copy of bf16 values). */
+static void bf16_qk_norm_rope_fwd(scp_act *qk, scp_act *raw, float *rstd, const scp_act *wq, const scp_act *wk,
+                                  const float *cos, const float *sin, int N, int T, int H, int KV, int hd, int ld,
+                                  float eps)
+{
+    size_t n = span((size_t)N, (size_t)(H + KV) * hd, (size_t)ld);
+    float *x = widen(qk, n), *r = widen(raw, n), *wqf = widen(wq, (size_t)hd), *wkf = widen(wk, (size_t)hd);
+    scp_cpu_qk_norm_rope_fwd(x, r, rstd, wqf, wkf, cos, sin, N, T, H, KV, hd, ld, eps);
+    narrow(qk, x, n);
+    if (raw) narrow(raw, r, n);
+    free(wqf), free(wkf);
+}
+
+static void bf16_qk_norm_rope_bwd(scp_act *dqk, float *dwq, float *dwk, const scp_act *raw, const scp_act *wq,
+                                  const scp_act *wk, const float *rstd, const float *cos, const float *sin, int N, int T,
+                                  int H, int KV, int hd, int ld)
+{
+    size_t n = span((size_t)N, (size_t)(H + KV) * hd, (size_t)ld);
+    float *d = widen(dqk, n), *r = widen(raw, n), *wqf = widen(wq, (size_t)hd), *wkf = widen(wk, (size_t)hd);
+    scp_cpu_qk_norm_rope_bwd(d, dwq, dwk, r, wqf, wkf, rstd, cos, sin, N, T, H, KV, hd, ld);
+    narrow(dqk, d, n);
+    free(r), free(wqf), free(wkf);
+}
+
 /* q, k, v (and dq, dk, dv; the cached k and v of attention_decode) are column ranges of one buffer
  * (model/backend.h): their spans overlap, so they are widened as one block, from the lowest of them to the end of the
  * highest span, and rounded back once (separate write-backs would each restore the others' columns as they were

@@ -130,6 +130,18 @@ static void f32_rope(scp_act *x, const float *cos, const float *sin, int N, int 
 {
     scp_cpu_rope(F(x), cos, sin, N, T, G, hd, ld, inverse);
 }
+static void f32_qk_norm_rope_fwd(scp_act *qk, scp_act *raw, float *rstd, const scp_act *wq, const scp_act *wk,
+                                 const float *cos, const float *sin, int N, int T, int H, int KV, int hd, int ld,
+                                 float eps)
+{
+    scp_cpu_qk_norm_rope_fwd(F(qk), F(raw), rstd, CF(wq), CF(wk), cos, sin, N, T, H, KV, hd, ld, eps);
+}
+static void f32_qk_norm_rope_bwd(scp_act *dqk, float *dwq, float *dwk, const scp_act *raw, const scp_act *wq,
+                                 const scp_act *wk, const float *rstd, const float *cos, const float *sin, int N, int T,
+                                 int H, int KV, int hd, int ld)
+{
+    scp_cpu_qk_norm_rope_bwd(F(dqk), dwq, dwk, CF(raw), CF(wq), CF(wk), rstd, cos, sin, N, T, H, KV, hd, ld);
+}
 static void f32_attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
                               const scp_attn_args *a)
 {

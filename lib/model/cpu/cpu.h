@@ -203,6 +203,12 @@ void scp_cpu_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w
 void scp_cpu_rmsnorm_bwd(float *dx, float *dw, const float *dout, const float *x, const float *w, const float *rstd, int N,
                          int G, int C, int ld, int accumulate);
 void scp_cpu_rope(float *x, const float *cos, const float *sin, int N, int T, int G, int hd, int ld, int inverse);
+/* model/backend_ops.def's qk_norm_rope_fwd and _bwd, composed of the three above */
+void scp_cpu_qk_norm_rope_fwd(float *qk, float *raw, float *rstd, const float *wq, const float *wk, const float *cos,
+                              const float *sin, int N, int T, int H, int KV, int hd, int ld, float eps);
+void scp_cpu_qk_norm_rope_bwd(float *dqk, float *dwq, float *dwk, const float *raw, const float *wq, const float *wk,
+                              const float *rstd, const float *cos, const float *sin, int N, int T, int H, int KV, int hd,
+                              int ld);
 
 /* attention.c */
 void scp_cpu_attention_decode(float *out, const float *q, const float *k, const float *v, int n, int H, int KV, int hd,

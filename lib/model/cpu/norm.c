@@ -1,4 +1,5 @@
-/* norm.c: RMSNorm (hidden state and Qwen3's per-head q/k norm) and rotary embeddings, forward and backward.
+/* norm.c: RMSNorm (hidden state and Qwen3's per-head q/k norm) and rotary embeddings, forward and backward, and
+ * Qwen3's q/k norm followed by the rotation as one entry.
  * Rows: row n (n < N) starts at x + n * ld and holds G groups of C (or hd) floats; each group is normalised
  * (or rotated) on its own. */
 #include "model/cpu/cpu.h"
@@ -84,4 +85,27 @@ void scp_cpu_rope(float *x, const float *cos, const float *sin, int N, int T, in
             }
         }
     }
+}
+
+/* The q heads (G = H) and k heads (G = KV, from column H hd) normalised in place (each group reads its elements
+ * before it writes them), then both rotated as one block of H + KV groups. */
+void scp_cpu_qk_norm_rope_fwd(float *qk, float *raw, float *rstd, const float *wq, const float *wk, const float *cos,
+                              const float *sin, int N, int T, int H, int KV, int hd, int ld, float eps)
+{
+    const size_t kcol = (size_t)H * hd;
+    if (raw)
+        for (int n = 0; n < N; n++) memcpy(raw + (size_t)n * ld, qk + (size_t)n * ld, (size_t)(H + KV) * hd * sizeof(float));
+    scp_cpu_rmsnorm_fwd(qk, rstd, qk, wq, N, H, hd, ld, eps);
+    scp_cpu_rmsnorm_fwd(qk + kcol, rstd + (size_t)N * H, qk + kcol, wk, N, KV, hd, ld, eps);
+    scp_cpu_rope(qk, cos, sin, N, T, H + KV, hd, ld, 0);
+}
+
+void scp_cpu_qk_norm_rope_bwd(float *dqk, float *dwq, float *dwk, const float *raw, const float *wq, const float *wk,
+                              const float *rstd, const float *cos, const float *sin, int N, int T, int H, int KV, int hd,
+                              int ld)
+{
+    const size_t kcol = (size_t)H * hd;
+    scp_cpu_rope(dqk, cos, sin, N, T, H + KV, hd, ld, 1);
+    scp_cpu_rmsnorm_bwd(dqk, dwq, dqk, raw, wq, rstd, N, H, hd, ld, 0);
+    scp_cpu_rmsnorm_bwd(dqk + kcol, dwk, dqk + kcol, raw + kcol, wk, rstd + (size_t)N * H, N, KV, hd, ld, 0);
 }

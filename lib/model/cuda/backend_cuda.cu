@@ -258,6 +258,18 @@ template <typename T> struct cuda_entries {
     {
         scp_cuda_rope<T>(A_(x), cos, sin, N, T_, G, hd, ld, inverse);
     }
+    static void qk_norm_rope_fwd(scp_act *qk, scp_act *raw, float *rstd, const scp_act *wq, const scp_act *wk,
+                                 const float *cos, const float *sin, int N, int T_, int H, int KV, int hd, int ld,
+                                 float eps)
+    {
+        scp_cuda_qk_norm_rope_fwd<T>(A_(qk), A_(raw), rstd, C_(wq), C_(wk), cos, sin, N, T_, H, KV, hd, ld, eps);
+    }
+    static void qk_norm_rope_bwd(scp_act *dqk, float *dwq, float *dwk, const scp_act *raw, const scp_act *wq,
+                                 const scp_act *wk, const float *rstd, const float *cos, const float *sin, int N, int T_,
+                                 int H, int KV, int hd, int ld)
+    {
+        scp_cuda_qk_norm_rope_bwd<T>(A_(dqk), dwq, dwk, C_(raw), C_(wq), C_(wk), rstd, cos, sin, N, T_, H, KV, hd, ld);
+    }
     static void attention_fwd(scp_act *out, float *att, const scp_act *q, const scp_act *k, const scp_act *v,
                               const scp_attn_args *a)
     {

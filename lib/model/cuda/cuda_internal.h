@@ -157,6 +157,13 @@ void scp_cuda_rmsnorm_bwd(T *dx, float *dw, const T *dout, const T *x, const T *
                           int C, int ld, int accumulate);
 template <typename T>
 void scp_cuda_rope(T *x, const float *cos, const float *sin, int N, int T_, int G, int hd, int ld, int inverse);
+/* qk_norm_rope.cu: model/backend_ops.def's qk_norm_rope_fwd and _bwd */
+template <typename T>
+void scp_cuda_qk_norm_rope_fwd(T *qk, T *raw, float *rstd, const T *wq, const T *wk, const float *cos, const float *sin,
+                               int N, int T_, int H, int KV, int hd, int ld, float eps);
+template <typename T>
+void scp_cuda_qk_norm_rope_bwd(T *d, float *dwq, float *dwk, const T *raw, const T *wq, const T *wk, const float *rstd,
+                               const float *cos, const float *sin, int N, int T_, int H, int KV, int hd, int ld);
 /* column sums of src (rows, C; row stride ld) added into dst (C, fp32), rows summed in a fixed order */
 template <typename T> void scp_cuda_colsum_add(float *dst, const T *src, int ld, int rows, int C);
 

@@ -220,6 +220,17 @@ __global__ void ce_kernel(T *logits, float *nll, const int32_t *target, const fl
     }
 }
 
+// The loss: sum of weight[n] nll[n] over the rows with a target, in double and in row order, as the CPU backend
+// sums it; one thread, so that the order is the CPU's (N, the rows of a chunk of the vocabulary projection, is a
+// few hundred). The host waits for that one double, not for the rows' nll, targets and weights.
+__global__ void ce_loss_kernel(double *loss, const float *nll, const int32_t *target, const float *weight, int N)
+{
+    double s = 0.0;
+    for (int n = 0; n < N; n++)
+        if (target[n] >= 0) s += (double)(weight ? weight[n] : 1.0f) * nll[n];
+    *loss = s;
+}
+
 template <typename T>
 double scp_cuda_crossentropy(T *logits, float *nll, const int32_t *target, const float *weight, int N, int V,
                              int backward)
@@ -228,18 +239,10 @@ double scp_cuda_crossentropy(T *logits, float *nll, const int32_t *target, const
     auto kern = ce_kernel<T>;
     kern<<<(unsigned)N, CE_THREADS>>>(logits, nll, target, weight, V, backward);
     SCP_LAUNCHED();
-    // The loss in row order in double, as the CPU backend sums it (N is the number of scored rows: small).
-    float *h = (float *)malloc((size_t)N * (2 * sizeof(float) + sizeof(int32_t)));
-    if (!h) scp_die("out of memory (cross-entropy, %d rows)", N);
-    float *hn = h, *hw = h + N;
-    int32_t *ht = (int32_t *)(hw + N);
-    SCP_CUDA(cudaMemcpy(hn, nll, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
-    SCP_CUDA(cudaMemcpy(ht, target, (size_t)N * sizeof(int32_t), cudaMemcpyDeviceToHost));
-    if (weight) SCP_CUDA(cudaMemcpy(hw, weight, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
-    double loss = 0.0;
-    for (int n = 0; n < N; n++)
-        if (ht[n] >= 0) loss += (double)(weight ? hw[n] : 1.0f) * hn[n];
-    free(h);
+    double *dl = (double *)scp_cuda_scratch(sizeof(double)), loss;
+    ce_loss_kernel<<<1, 1>>>(dl, nll, target, weight, N);
+    SCP_LAUNCHED();
+    SCP_CUDA(cudaMemcpy(&loss, dl, sizeof loss, cudaMemcpyDeviceToHost));
     return loss;
 }
 
