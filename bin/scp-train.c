@@ -93,6 +93,8 @@ _Noreturn static void usage(void)
            "  -j, --threads N          threads (default: all cores, shared by the ranks on a node)\n"
            "      --backend NAME       compute backend: cpu (default), cpu-bf16, cuda (bf16), cuda-fp32\n"
            "      --recompute          keep one layer's activations, recompute the rest in backward\n"
+           "      --profile            time each compute operation (the device waited for around each) and\n"
+           "                           report the time per step on stderr and in RUNDIR/profile.json\n"
            "Data parallel (under mpirun or srun; see DISTRIBUTED in the manual):\n"
            "      --zero 0|1|2|3       shard across the ranks: 1 the AdamW moments, 2 also the gradients, 3 also\n"
            "                           the weights (ZeRO-1/2/3; default 0)\n"
@@ -127,7 +129,7 @@ static const scp_opt_id opt_ids[] = {
     SCP_OPT_BETA2, SCP_OPT_EPS, SCP_OPT_WEIGHT_DECAY, SCP_OPT_CLIP, SCP_OPT_WARMUP, SCP_OPT_SCHEDULE, SCP_OPT_MIN_LR,
     SCP_OPT_DECAY_FRAC, SCP_OPT_BATCH_TOKENS, SCP_OPT_MICRO_BATCH, SCP_OPT_BATCH_SCHEDULE, SCP_OPT_LR_SCALING, SCP_OPT_STEPS, SCP_OPT_TOKENS, SCP_OPT_NO_SHUFFLE,
     SCP_OPT_SAVE_EVERY, SCP_OPT_KEEP, SCP_OPT_KEEP_BEST, SCP_OPT_EVAL_EVERY, SCP_OPT_EVAL_SEQS, SCP_OPT_EVAL_SAMPLES,
-    SCP_OPT_NO_GRAD_STATS, SCP_OPT_SEED, SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_ZERO,
+    SCP_OPT_NO_GRAD_STATS, SCP_OPT_SEED, SCP_OPT_THREADS, SCP_OPT_BACKEND, SCP_OPT_RECOMPUTE, SCP_OPT_PROFILE, SCP_OPT_ZERO,
     SCP_OPT_KEEP_GATHERED, SCP_OPT_NO_PREFETCH, SCP_OPT_REDUCE_DTYPE, SCP_OPT_EXPERT_PARALLEL, SCP_OPT_DIST_TIMEOUT, SCP_OPT_PLAN,
     SCP_OPT_SEQ_LEN, SCP_OPT_WORLD, SCP_OPT_GPU_MEMORY, SCP_OPT_LOG_EVERY, SCP_OPT_QUIET, SCP_OPT_HELP,
     SCP_OPT_VERSION, SCP_OPT_END};
@@ -137,7 +139,7 @@ static const scp_cli_alias old_spellings[] = {{NULL, 't', SCP_OPT_THREADS}, {NUL
  * of a new run or over the options a resumed run saved. */
 typedef struct cli_args {
     const char *out;
-    int resume, force, quiet, zero, keep_gathered, no_prefetch, reduce_bf16, recompute;
+    int resume, force, quiet, zero, keep_gathered, no_prefetch, reduce_bf16, recompute, profile;
     int expert_parallel;   /* ranks per expert group, 0: the option was not given */
     double dist_timeout;   /* seconds, 0: the default */
     int log_given;         /* --log-every: */
@@ -164,6 +166,7 @@ static void parse_args(int argc, char **argv, cli_args *a)
         case SCP_OPT_FORCE: a->force = 1; break;
         case SCP_OPT_QUIET: a->quiet = 1; break;
         case SCP_OPT_RECOMPUTE: a->recompute = 1; break;
+        case SCP_OPT_PROFILE: a->profile = 1; break;
         case SCP_OPT_ZERO: a->zero = (int)scp_opt_int("--zero", optarg, 0, 3); break;
         case SCP_OPT_KEEP_GATHERED: a->keep_gathered = 1; break;
         case SCP_OPT_NO_PREFETCH: a->no_prefetch = 1; break;
@@ -196,6 +199,7 @@ static void parse_args(int argc, char **argv, cli_args *a)
     a->pa.zero = a->zero, a->pa.recompute = a->recompute, a->pa.quiet = a->quiet;
     a->pa.keep_gathered = a->keep_gathered, a->pa.no_prefetch = a->no_prefetch, a->pa.reduce_bf16 = a->reduce_bf16;
     a->pa.expert_parallel = a->expert_parallel;
+    if (a->plan && a->profile) scp_usage_error("--profile times a run's steps; --plan runs none");
     if (a->plan) return;
     if (a->pa.seq_len) scp_usage_error("--seq-len is for --plan: a run takes its sequence length from --data");
     if (a->pa.world) scp_usage_error("--world is for --plan: a run has the ranks its launcher starts");
@@ -329,7 +333,7 @@ int main(int argc, char **argv)
     if (a.resume && a.force) scp_usage_error("--resume continues the run in RUNDIR, --force removes it: give one");
     scp_train_run run;
     scp_train_run_init(&run, &o, &dist, a.out);
-    run.force = a.force, run.quiet = a.quiet, run.zero = a.zero, run.recompute = a.recompute;
+    run.force = a.force, run.quiet = a.quiet, run.zero = a.zero, run.recompute = a.recompute, run.profile = a.profile;
     run.keep_gathered = a.keep_gathered, run.prefetch = !a.no_prefetch, run.reduce_bf16 = a.reduce_bf16;
     /* Without a terminal (a batch job's log) the progress line is not drawn: a plain line stands in for it. */
     run.log_every = a.log_every, run.log_every_s = a.log_every_s;

@@ -20,5 +20,8 @@ extern const char *const scp_prof_op_name[SCP_PROF_N];
  * SCP_PROF_N seconds, added to by each call; sync, when not NULL, runs before and after every call so that a
  * device backend's asynchronous work is charged to the operation that queued it. */
 const scp_backend *scp_backend_profiled(const scp_backend *base, void (*sync)(void), double *times);
+/* The same with the sync a table's own memory calls for: none for host memory, else a download of 4 bytes from a
+ * buffer of base's (the copy waits for the work queued before it). */
+const scp_backend *scp_backend_profiled_synced(const scp_backend *base, double *times);
 
 #endif

@@ -86,6 +86,8 @@ int scp_train_open_model(scp_train_run *r)
     if (P > 1 && (r->m->cfg.num_experts == 0 || r->m->cfg.num_experts % P))
         return scp_error("--expert-parallel %d: the model has %d experts per layer, which %s", P,
                          r->m->cfg.num_experts, r->m->cfg.num_experts ? "P must divide" : "a qwen3_moe model has");
+    /* before anything keeps the table: the expert groups, the sharded optimizer state */
+    if (r->profile) scp_train_profile_attach(&r->prof, r->m);
     if (P > 1) scp_expert_par_attach(&r->ep, r->m);
     scp_model_set_recompute(r->m, r->recompute);
     if ((o->aux_loss > 0 || o->z_loss > 0) && r->m->cfg.num_experts == 0 && !r->quiet)
@@ -585,9 +587,11 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
         prog.total = watch.total = r->total;
         watch.B = r->B;
         if (r->plan.scheduled) watch.batch_tokens = (int64_t)r->B * r->src.T;
+        if (r->profile) scp_train_profile_begin(&r->prof);
         if (scp_trainer_step(&r->tr, &si)) return -1;
         int last = run_done(r);
         double dt = scp_now() - t0, wait = 0, comm = scp_dist_take_comm_time(d, &wait);
+        if (r->profile) scp_train_profile_end(&r->prof, st->step, dt);
         stop = scp_dist_any(d, *stop_signal, "stop flag");
         if (r0) {
             if (step_line(r, &si, dt, comm, wait)) return -1;
@@ -622,6 +626,7 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
         scp_metrics_close(&r->mt);
         r->mt_open = 0;
     }
+    if (r->profile && r0 && scp_train_profile_report(&r->prof, r->rundir, r->quiet)) return -1;
     if (!r->quiet) {
         double el = scp_now() - t_start;
         scp_warn("%s at step %" PRId64 " (%" PRId64 " skipped), %.0f tokens/s; checkpoint %s/latest",

@@ -30,6 +30,7 @@
 #include "train/moments.h"
 #include "train/batch_schedule.h"
 #include "train/opts.h"
+#include "train/profile.h"
 #include "train/state.h"
 #include "train/step.h"
 
@@ -63,6 +64,7 @@ typedef struct scp_train_run {
     int expert_parallel;       /* ranks per expert group (dist/expert.h); 1: none */
     int64_t log_every;         /* the plain log line (train/watch.h) every N steps, */
     double log_every_s;        /* or every N seconds; both 0: none */
+    int profile;               /* --profile: the backend's time per operation (train/profile.h) */
     /* the run */
     scp_train_state st;
     char *resume_dir;          /* the checkpoint resumed from; NULL for a new run */
@@ -87,6 +89,7 @@ typedef struct scp_train_run {
     scp_trainer tr;
     scp_eval_opts eo;          /* the evaluation lines */
     double best_loss;          /* --keep-best: the val loss of RUNDIR/best (rank 0; infinite: none yet) */
+    scp_train_profile prof;    /* --profile */
 } scp_train_run;
 
 void scp_train_run_init(scp_train_run *r, scp_train_opts *o, scp_dist *d, const char *rundir);
