@@ -1,11 +1,13 @@
-"""train-profile.py: scp-train --profile on data the test generates. The run's losses and weights are bitwise
-those of the same run without it; RUNDIR/profile.json holds the counted steps (all but the process's first), the
-time per step of each backend operation, and the rest of the step, which add up to the step; the operations
-named are the model's (Qwen3's fused q/k norm and rotation, Llama's rotation alone); -q keeps the table off
-stderr; a run of one step reports nothing; --plan refuses it. (profile.json holds 9 significant digits: the sum is
-checked to 1e-7.)"""
+"""train-profile.py: scp-train --profile on data the test generates. The run's losses and weights are bitwise those of
+the same run without it; RUNDIR/profile.json holds the counted steps (all but the process's first), the time per
+step of each backend operation, and the rest of the step, which add up to the step; the operations named are the
+model's (Qwen3's fused q/k norm and rotation, Llama's rotation alone); -q keeps the table off stderr; a run of one
+step reports nothing; --plan refuses it; under two ranks rank 0 alone reports. (profile.json holds 9 significant
+digits: the sum is checked to 1e-7.)"""
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -81,4 +83,24 @@ ok(r.returncode == 0 and b"no step to report" in r.stderr and not os.path.exists
 r = run(["scp-train", "--plan", "--init", "random:" + configs["llama"], "--seq-len", "64", "--profile"])
 ok(r.returncode == 2 and b"--profile" in r.stderr, "--plan --profile: exit 2 (%s)" %
    r.stderr.decode(errors="replace").strip()[-80:])
+
+# Two ranks under mpirun: rank 0 alone reports, and the run is bitwise that of two ranks without --profile.
+version = run(["scp-train", "--version"]).stdout
+if shutil.which("mpirun") and b"mpi=yes" in version:
+    import mpi_testlib as mt
+    mpirun = mt.require_mpi()
+    outs = []
+    for name, extra in (("mpi-plain", []), ("mpi-prof", ["--profile"])):
+        out = os.path.join(tmp, name)
+        args = ["--threads", "1", "--init", "random:" + configs["qwen3"], "--data", shards, "-o", out, "--steps", "4",
+                "--batch-tokens", "256", "--save-every", "0"] + extra
+        outs.append((out, subprocess.run(mt.mpi_cmd(mpirun, 2, args), capture_output=True, timeout=300)))
+    (pa, ra), (pb, rb) = outs
+    same = ra.returncode == 0 and rb.returncode == 0 and \
+        [m["loss"] for m in td.read_metrics(pa)] == [m["loss"] for m in td.read_metrics(pb)] and \
+        read(os.path.join(pa, "latest", "model.safetensors")) == read(os.path.join(pb, "latest", "model.safetensors"))
+    ok(same and rb.stderr.count(b"time per step by operation") == 1 and os.path.exists(os.path.join(pb, "profile.json")),
+       "2 ranks: one table (rank 0's), profile.json, losses and weights bitwise those without --profile")
+else:
+    ok(True, "2 ranks # SKIP no mpirun, or scp-train built without MPI")
 done()
