@@ -108,6 +108,17 @@ def write_llama2c_tokenizer(path, vocab):
     return path
 
 
+def trainer_fixture(programs=("scp-train", "scp-shard")):
+    """Skips the test (exit 77) unless the programs are built; else a new temporary directory and the default
+    shard set made in it (make_shards), as (tmp, shards)."""
+    from testlib import BIN, skip_all, tmpdir
+    for prog in programs:
+        if not os.path.exists(os.path.join(BIN, prog)):
+            skip_all(prog + " not built")
+    tmp = tmpdir()
+    return tmp, make_shards(BIN, tmp)
+
+
 def make_shards(bin_dir, tmp, name="shards", n_docs=300, vocab=63, seq_len=64, seed=1, val=0.1, shuffle=True,
                 tok_hash=0):
     """A shard set of Markov documents (ids < vocab) through scp-shard; returns its directory."""

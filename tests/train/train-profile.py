@@ -11,15 +11,10 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from testlib import BIN, ok, diag, done, run, tmpdir, skip_all  # noqa: E402
+from testlib import ok, diag, done, run  # noqa: E402
 import train_testdata as td  # noqa: E402
 
-for prog in ("scp-train", "scp-shard"):
-    if not os.path.exists(os.path.join(BIN, prog)):
-        skip_all(prog + " not built")
-
-tmp = tmpdir()
-shards = td.make_shards(BIN, tmp)
+tmp, shards = td.trainer_fixture()
 configs = {
     "llama": td.write_config(os.path.join(tmp, "llama", "config.json"), vocab=64, mask_id=63),
     "qwen3": td.write_config(os.path.join(tmp, "qwen3", "config.json"), vocab=64, mask_id=63, model_type="qwen3",
