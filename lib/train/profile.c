@@ -20,23 +20,24 @@ void scp_train_profile_begin(scp_train_profile *p) { memcpy(p->before, p->now, s
 void scp_train_profile_end(scp_train_profile *p, int64_t step, double step_s)
 {
     if (p->seen++ == 0) return;
-    if (p->counted++ == 0) p->first = step;
+    if (p->seen == 2) p->first = step;
     for (int o = 0; o < SCP_PROF_N; o++) p->sum[o] += p->now[o] - p->before[o];
     p->step_s += step_s;
 }
 
 int scp_train_profile_report(const scp_train_profile *p, const char *rundir, int quiet)
 {
-    if (p->counted == 0) {
+    const int64_t counted = p->seen - 1;
+    if (counted <= 0) {
         scp_warn("--profile: no step to report (the first step of a run, which allocates and warms up, is left out)");
         return 0;
     }
-    const double per = 1e3 / (double)p->counted;   /* seconds in all -> ms per step */
+    const double per = 1e3 / (double)counted;   /* seconds in all -> ms per step */
     double ops = 0;
     for (int o = 0; o < SCP_PROF_N; o++) ops += p->sum[o];
     const double step_ms = p->step_s * per, outside_ms = (p->step_s - ops) * per;
     json_t *j = json_object(), *t = json_object();
-    json_object_set_new(j, "steps", json_integer(p->counted));
+    json_object_set_new(j, "steps", json_integer(counted));
     json_object_set_new(j, "first_step", json_integer(p->first));
     json_object_set_new(j, "step_ms", json_real(step_ms));
     json_object_set_new(j, "outside_ms", json_real(outside_ms));
@@ -62,7 +63,7 @@ int scp_train_profile_report(const scp_train_profile *p, const char *rundir, int
                 }
         fprintf(stderr, "%s: time per step by operation, steps %" PRId64 " to %" PRId64 " (each operation waited for, "
                         "so these steps ran slower than unprofiled ones); %s\n",
-                scp_progname(), p->first, p->first + p->counted - 1, path);
+                scp_progname(), p->first, p->first + counted - 1, path);
         for (int a = 0; a < n; a++)
             fprintf(stderr, "  %-16s %10.3f ms %5.1f%%\n", scp_prof_op_name[order[a]], p->sum[order[a]] * per,
                     100.0 * p->sum[order[a]] / p->step_s);

@@ -16,7 +16,7 @@ typedef struct scp_train_profile {
     double before[SCP_PROF_N];   /* now[] when the step being timed began */
     double sum[SCP_PROF_N];      /* over the counted steps */
     double step_s;               /* the counted steps' wall time */
-    int64_t seen, counted;       /* steps timed, and of them counted (all but the first) */
+    int64_t seen;                /* steps timed; all but the first are counted */
     int64_t first;               /* the run's step number of the first counted step */
 } scp_train_profile;
 

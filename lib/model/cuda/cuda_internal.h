@@ -164,6 +164,9 @@ void scp_cuda_qk_norm_rope_fwd(T *qk, T *raw, float *rstd, const T *wq, const T 
 template <typename T>
 void scp_cuda_qk_norm_rope_bwd(T *d, float *dwq, float *dwk, const T *raw, const T *wq, const T *wk, const float *rstd,
                                const float *cos, const float *sin, int N, int T_, int H, int KV, int hd, int ld);
+/* dst (C, fp32) += the column sums of partial (chunks, C; row stride ld), the rows added in a fixed order: the
+ * second pass of a deterministic column sum whose first pass left one row of partial sums per chunk of rows */
+void scp_cuda_colsum_finish(float *dst, const float *partial, long chunks, int C, int ld);
 /* column sums of src (rows, C; row stride ld) added into dst (C, fp32), rows summed in a fixed order */
 template <typename T> void scp_cuda_colsum_add(float *dst, const T *src, int ld, int rows, int C);
 

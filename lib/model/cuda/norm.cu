@@ -57,7 +57,8 @@ void scp_cuda_rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int N, in
 //   partial (chunks, C): block (bx, chunk) has TX x TY threads; thread (tx, ty) owns the V columns from
 //     (by TX + tx) V and sums rows r0 + ty, r0 + ty + TY, ... of the chunk's `per` rows in that order; the block
 //     then adds its TY sums of a column in ty order (shared memory).
-//   finish: one warp per column adds the chunks, lane l taking chunks l, l + 32, ..., then a fixed butterfly.
+//   finish (scp_cuda_colsum_finish): one warp per column adds the chunks, lane l taking chunks l, l + 32, ...,
+//     then a fixed butterfly.
 // Rows: row r is group r % G of source row r / G, at (r / G) ld + (r % G) C (G = 1: plain rows ld apart).
 // mode 0: partial of src; mode 1: partial of dout * x * rstd (RMSNorm's dw). src and x are T, partial fp32.
 #define COLSUM_THREADS 256
@@ -118,15 +119,22 @@ __global__ void colsum_partial_kernel(float *partial, const T *src, const T *x, 
     }
 }
 
-__global__ void colsum_finish_kernel(float *dst, const float *partial, long chunks, int C)
+__global__ void colsum_finish_kernel(float *dst, const float *partial, long chunks, int C, int ld)
 {
     const int lane = threadIdx.x & 31;
     const long c = (long)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
     if (c >= C) return;
     float s = 0.0f;
-    for (long k = lane; k < chunks; k += 32) s += partial[(size_t)k * C + c];
+    for (long k = lane; k < chunks; k += 32) s += partial[(size_t)k * ld + c];
     s = scp_warp_sum(s);
     if (lane == 0) dst[c] += s;
+}
+
+void scp_cuda_colsum_finish(float *dst, const float *partial, long chunks, int C, int ld)
+{
+    if (chunks == 0 || C == 0) return;
+    colsum_finish_kernel<<<(unsigned)((C + 7) / 8), 256>>>(dst, partial, chunks, C, ld);
+    SCP_LAUNCHED();
 }
 
 template <typename T>
@@ -153,8 +161,7 @@ static void colsum(float *dst, const T *src, const T *x, const float *rstd, int 
         kern<<<grid, block, smem_bytes>>>(partial, src, x, rstd, ld, G, rows, C, mode, per);
     });
     SCP_LAUNCHED();
-    colsum_finish_kernel<<<(unsigned)((C + 7) / 8), 256>>>(dst, partial, chunks, C);
-    SCP_LAUNCHED();
+    scp_cuda_colsum_finish(dst, partial, chunks, C, C);
 }
 
 template <typename T> void scp_cuda_colsum_add(float *dst, const T *src, int ld, int rows, int C)

@@ -1,5 +1,5 @@
 // qk_norm_rope.cu: Qwen3's q/k path, the per-head RMSNorm followed by the rotary embedding, as one kernel forward
-// and one (plus a short column sum) backward (model/backend_ops.def qk_norm_rope_fwd, _bwd). Composed of
+// and one (plus the two short finishes of its column sums) backward (model/backend_ops.def qk_norm_rope_fwd, _bwd). Composed of
 // norm.cu's entries the same work is a copy of q|k|v, two norms and two rotations forward, and two rotations and
 // two norm backwards (each a column-sum pass, its finish and the dx pass) backward: 13 launches a layer and four
 // more passes over the (M, (H + KV) hd) heads. The composition stays the reference (lib/model/cpu/norm.c).
@@ -139,8 +139,8 @@ __device__ __forceinline__ void qkr_bwd_load(qkr_bwd_pairs<V> &q, const T *d, co
 //   dx_c = r w_c dy_c - x_c r^3 / hd * sum_j dy_j w_j x_j,  dw_c += dy_c x_c r.
 // Block b takes rows b per .. b per + per - 1 and their G heads; warp w the heads w, w + WARPS, ... of them, in
 // that order, adding its dw terms into its own (2, hd) shared sums (query weight, key weight); the block adds its
-// warps' sums in warp order into partial row b. The finish kernel adds the rows in order: dw's bits depend on N
-// and the shapes alone.
+// warps' sums in warp order into partial row b. The column sums' finish (norm.cu) adds the rows in order, once
+// for the query weight's columns and once for the key weight's: dw's bits depend on N and the shapes alone.
 template <typename T, int V>
 __global__ void qk_norm_rope_bwd_kernel(T *d, float *partial, const T *raw, const T *wq, const T *wk,
                                         const float *rstd, const float *cos, const float *sin, int N, int T_, int H,
@@ -191,24 +191,6 @@ __global__ void qk_norm_rope_bwd_kernel(T *d, float *partial, const T *raw, cons
     }
 }
 
-// dwq[c] (c < hd) or dwk[c - hd] += the sum of column c of partial (chunks, 2 hd): one warp per column, lane l
-// taking rows l, l + 32, ..., then a fixed butterfly.
-__global__ void qk_dw_finish_kernel(float *dwq, float *dwk, const float *partial, long chunks, int hd)
-{
-    const int lane = threadIdx.x & 31;
-    const long c = (long)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
-    if (c >= 2 * hd) return;
-    float s = 0.0f;
-    for (long k = lane; k < chunks; k += 32) s += partial[(size_t)k * 2 * hd + c];
-    s = scp_warp_sum(s);
-    if (lane == 0) {
-        if (c < hd)
-            dwq[c] += s;
-        else
-            dwk[c - hd] += s;
-    }
-}
-
 template <typename T>
 void scp_cuda_qk_norm_rope_bwd(T *d, float *dwq, float *dwk, const T *raw, const T *wq, const T *wk, const float *rstd,
                                const float *cos, const float *sin, int N, int T_, int H, int KV, int hd, int ld)
@@ -224,8 +206,8 @@ void scp_cuda_qk_norm_rope_bwd(T *d, float *dwq, float *dwk, const T *raw, const
                                                          per);
     });
     SCP_LAUNCHED();
-    qk_dw_finish_kernel<<<(unsigned)((2 * hd + 7) / 8), 256>>>(dwq, dwk, partial, chunks, hd);
-    SCP_LAUNCHED();
+    scp_cuda_colsum_finish(dwq, partial, chunks, hd, 2 * hd);
+    scp_cuda_colsum_finish(dwk, partial + hd, chunks, hd, 2 * hd);
 }
 
 #define INSTANTIATE(T)                                                                                            \
