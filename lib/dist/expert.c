@@ -92,30 +92,30 @@ void scp_expert_par_attach(scp_expert_par *ep, scp_model *m)
     for (int i = 0; i < m->n_params; i++) ep->local_of[m->desc[i].index] = i;
 }
 
+/* The gradients where the backend keeps them (a GPU rank's stay on its device: no copy through the host, and
+ * AdamW then runs there), each run reduced through the transport for that memory (dist/coll.h). */
 int scp_expert_par_reduce_grads(scp_expert_par *ep)
 {
-    scp_model *m = ep->m;
-    float *g = scp_model_host_grads(m);
+    float *g = scp_model_backend_grads(ep->m);
+    if (!g) return 0;
     int rc = 0;
     for (int k = 0; k < ep->runs && rc == 0; k++) {
         scp_dist *over = ep->run_expert[k] ? &ep->replicas : ep->d;
         over->step = ep->d->step;
-        rc = scp_dist_allreduce_sum_f32(over, g + ep->run_lo[k], ep->run_lo[k + 1] - ep->run_lo[k],
-                                        ep->run_expert[k] ? "expert gradient all-reduce" : "gradient all-reduce");
+        rc = scp_coll_for(over)->allreduce_f32(over, g + ep->run_lo[k], ep->run_lo[k + 1] - ep->run_lo[k],
+                                               ep->run_expert[k] ? "expert gradient all-reduce" : "gradient all-reduce");
         if (over != ep->d) take_group_time(ep, over);
     }
-    scp_model_grads_changed(m);
     return rc;
 }
 
 int scp_expert_par_grad_norm(scp_expert_par *ep, double *norm)
 {
-    scp_model *m = ep->m;
-    const float *g = scp_model_host_grads(m);
+    const float *g = scp_model_backend_grads(ep->m);
+    const scp_backend *be = ep->m->backend;
     double sq[2] = {0, 0};   /* held by every rank; this place's experts */
-    for (int k = 0; k < ep->runs; k++)
-        sq[(int)ep->run_expert[k]] +=
-            scp_backend_cpu.sumsq(g + ep->run_lo[k], (size_t)(ep->run_lo[k + 1] - ep->run_lo[k]));
+    for (int k = 0; g && k < ep->runs; k++)
+        sq[(int)ep->run_expert[k]] += be->sumsq(g + ep->run_lo[k], (size_t)(ep->run_lo[k + 1] - ep->run_lo[k]));
     ep->group.step = ep->d->step;
     int rc = scp_dist_allreduce_sum_f64(&ep->group, &sq[1], 1, "expert gradient norm");   /* every expert once */
     take_group_time(ep, &ep->group);

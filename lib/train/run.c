@@ -498,6 +498,7 @@ static int expert_gather(void *ctx, int vec, int i, int root, float *out)
 static void expert_agree(scp_train_run *r)
 {
     scp_model *m = r->m;
+    scp_model_sync_host(m);   /* a device backend's weights and moments come down */
     float *vec[3] = {m->weights, r->mo.m, r->mo.v};
     int same = 1;
     for (int k = 0; k < 3; k++) same &= scp_expert_par_same(&r->ep, vec[k], m->n_weights, "checkpoint check");

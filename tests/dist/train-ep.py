@@ -101,6 +101,12 @@ out = os.path.join(tmp, "mirror-ep2-z3")
 if ok(run(4, COMMON + ["--expert-parallel", "2", "--zero", "3", "--backend", "cpu-mirror"], out).returncode == 0,
       "cpu-mirror, mpirun -np 4 --expert-parallel 2 --zero 3 completes"):
     compare(ref, out, "cpu-mirror, mpirun -np 4 --expert-parallel 2 --zero 3")
+# and with the rest whole (--zero 0): the gradients reduced and AdamW run where the backend keeps them, the
+# checkpoints written from what that memory holds
+out = os.path.join(tmp, "mirror-ep2-z0")
+if ok(run(4, COMMON + ["--expert-parallel", "2", "--backend", "cpu-mirror"], out).returncode == 0,
+      "cpu-mirror, mpirun -np 4 --expert-parallel 2 completes"):
+    compare(ref, out, "cpu-mirror, mpirun -np 4 --expert-parallel 2")
 
 # the tokens of a layer's rerun (--recompute) go to their experts again: the same arithmetic
 rc = os.path.join(tmp, "recompute")
