@@ -83,12 +83,12 @@ void scp_cli_version(void)
 
 void scp_usage_error(const char *fmt, ...)
 {
+    char tail[512];
+    snprintf(tail, sizeof tail, "\nTry '%s --help' for more information.\n", scp_progname());
     va_list ap;
-    fprintf(stderr, "%s: ", scp_progname());
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    scp_vsay(fmt, ap, tail);
     va_end(ap);
-    fprintf(stderr, "\nTry '%s --help' for more information.\n", scp_progname());
     exit(2);
 }
 

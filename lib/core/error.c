@@ -57,24 +57,35 @@ void scp_set_progname(const char *argv0)
 
 const char *scp_progname(void) { return progname; }
 
+void scp_vsay(const char *fmt, va_list ap, const char *tail)
+{
+    char line[8192];
+    int n = snprintf(line, sizeof line, "%s: ", progname);
+    if (n > 0 && (size_t)n < sizeof line) n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    if (n > 0 && (size_t)n < sizeof line) n += snprintf(line + n, sizeof line - (size_t)n, "%s", tail);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) {   /* cut, but still a whole line */
+        n = (int)sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    fwrite(line, 1, (size_t)n, stderr);
+    fflush(stderr);
+}
+
 void scp_warn(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "%s: ", progname);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    scp_vsay(fmt, ap, "\n");
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void scp_die(const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "%s: ", progname);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    scp_vsay(fmt, ap, "\n");
     va_end(ap);
-    fputc('\n', stderr);
     scp_cleanup_run();
     /* _exit, after flushing what was written: exit() runs the libraries' destructors, which may wait for their
      * threads; one stuck retrying an allocation that cannot succeed (OpenBLAS's do) would hold the process

@@ -29,6 +29,9 @@ const char *scp_progname(void);
 
 /* Print "prog: message" on stderr. */
 void scp_warn(const char *fmt, ...) SCP_PRINTF(1, 2);
+/* "prog: message" followed by `tail` (a newline, or more lines) on stderr in one write, so that the ranks of a job
+ * sharing one stderr do not interleave their messages within a line. */
+void scp_vsay(const char *fmt, va_list ap, const char *tail);
 /* Print "prog: message", remove registered temporaries, exit 1 at once: stdio is flushed, atexit handlers and the
  * libraries' destructors do not run (other threads cannot hold the exit up). */
 _Noreturn void scp_die(const char *fmt, ...) SCP_PRINTF(1, 2);
