@@ -125,7 +125,8 @@ const scp_cuda_plugin *scp_cuda_plugin_load(void)
 void *scp_cuda_plugin_symbol(const char *name)
 {
     if (!scp_cuda_plugin_load()) return NULL;
-    void *sym = handle ? dlsym(handle, name) : NULL;
+    /* A plugin linked into the program exports its symbols from the program (linked with -rdynamic). */
+    void *sym = dlsym(handle ? handle : RTLD_DEFAULT, name);
     if (!sym) scp_error("the CUDA plugin has no %s", name);
     return sym;
 }

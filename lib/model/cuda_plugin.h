@@ -55,7 +55,7 @@ const scp_cuda_plugin *scp_cuda_plugin_entry(const char *version, size_t layout,
  * where it was looked for, or what it lacks (a CUDA library that is not installed), when it cannot be loaded. */
 const scp_cuda_plugin *scp_cuda_plugin_load(void);
 /* Another symbol the plugin exports (dist/nccl.h's entry point), loading the plugin; NULL with a message when the
- * plugin cannot be loaded or has no such symbol (a plugin linked into the program has none). */
+ * plugin cannot be loaded or has no such symbol. A plugin linked into the program: the program's own symbol. */
 void *scp_cuda_plugin_symbol(const char *name);
 /* The table of a CUDA backend's name, loading the plugin; NULL with a message when the plugin cannot be loaded
  * or the name is not one of its tables'. */

@@ -226,6 +226,35 @@ if [ -n "$drv" ] && [ -x /usr/bin/python3 ]; then
     grc=$?
     [ "$grc" -ne 0 ] && sed 's/^/# /' "$TMP/gen.err" | head -20
     relay "$grc" generate-gpu.py emulated
+    # GPU ranks on several processes: scp-train linked with the emulated kernels, lib/dist/nccl.c and the emulated
+    # NCCL (tests/gpu/emu/emu_nccl.cc: NCCL's calls over MPI, each buffer checked to be device memory), under
+    # mpirun: tests/gpu/nccl-emulated.py. Where libscp was built with NCCL (which needs MPI) and mpirun is there.
+    if grep -q 'define HAVE_NCCL 1' "$SCP_BUILDDIR/config.h"; then
+        if command -v mpirun >/dev/null 2>&1; then
+            mpic=$(mkvar MPI_CFLAGS)
+            tobjs=
+            for f in scp-train scp-train-plan; do
+                $cc $cflags -std=gnu11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$src/lib" -I"$SCP_BUILDDIR" $mpic \
+                    -c "$src/bin/$f.c" -o "$TMP/$f.o" 2>>"$TMP/nccl.err" && tobjs="$tobjs $TMP/$f.o"
+            done
+            # nccl.c is C: the emulator's cuda_runtime.h and nccl.h stand before the toolkit's
+            $cc $cflags -std=gnu11 -D_GNU_SOURCE -I"$src/tests/gpu/emu" -I"$src/lib" -I"$SCP_BUILDDIR" $mpic \
+                -c "$src/lib/dist/nccl.c" -o "$TMP/nccl.o" 2>>"$TMP/nccl.err" &&
+                "$cxx" -std=c++20 -O1 -g $san -pthread -I"$src/tests/gpu/emu" $mpic -c "$src/tests/gpu/emu/emu_nccl.cc" \
+                    -o "$TMP/emu_nccl.o" 2>>"$TMP/nccl.err" &&
+                # -rdynamic: the plugin loader finds nccl.c's entry point in the program (lib/model/cuda_plugin.c)
+                "$cxx" $san -pthread -rdynamic -o "$TMP/bd/bin/scp-train" $tobjs $objs "$TMP/emu.o" "$TMP/emu_nccl.o" \
+                    "$TMP/nccl.o" "$SCP_BUILDDIR/lib/libscp.a" $libs $(mkvar MPI_LIBS) 2>>"$TMP/nccl.err"
+            ln -sf "$SCP_BUILDDIR/bin/scp-shard" "$TMP/bd/bin/scp-shard"
+            env SCP_BUILDDIR="$TMP/bd" SCP_BIN="$TMP/bd/bin" /usr/bin/python3 "$src/tests/gpu/nccl-emulated.py" \
+                >"$TMP/g.tap" 2>&1
+            grc=$?
+            [ "$grc" -ne 0 ] && [ -s "$TMP/nccl.err" ] && sed 's/^/# /' "$TMP/nccl.err" | head -20
+            relay "$grc" nccl-emulated.py "emulated NCCL"
+        else
+            echo "# no mpirun: the emulated NCCL ranks (tests/gpu/nccl-emulated.py) left out"
+        fi
+    fi
     # The emulated programs kept, for debugging and for counting what a step asks of the device (EMU_COUNT, emu.cc).
     if [ -n "${EMU_KEEP_BUILD:-}" ]; then
         mkdir -p "$TMP/bd/bench/gpu" "$EMU_KEEP_BUILD" && cp "$TMP/scp-step-emu" "$TMP/bd/bench/gpu/scp-step" &&

@@ -523,15 +523,33 @@ void emu_smem_check(const void *kernel, size_t smem)
 }
 
 // Fresh device memory holds whatever was there before on a GPU: here all bits set (NaN as fp32 and bf16, -1 as
-// int32), so that a kernel reading what nothing wrote shows it in its results.
+// int32), so that a kernel reading what nothing wrote shows it in its results. Every block is remembered (start ->
+// size) until it is freed, for emu_device_range.
+static std::map<uintptr_t, size_t> device_blocks;
 cudaError_t cudaMalloc(void **p, size_t n)
 {
     *p = malloc(n ? n : 1);
     if (!*p) return cudaErrorMemoryAllocation;
     memset(*p, 0xff, n);
+    device_blocks[(uintptr_t)*p] = n;
     return cudaSuccess;
 }
-cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaFree(void *p)
+{
+    if (p && !device_blocks.erase((uintptr_t)p)) {
+        fprintf(stderr, "emulator: cudaFree of %p, which is not a block of device memory\n", p);
+        abort();
+    }
+    free(p);
+    return cudaSuccess;
+}
+int emu_device_range(const void *p, size_t n)
+{
+    auto it = device_blocks.upper_bound((uintptr_t)p);
+    if (it == device_blocks.begin()) return 0;
+    --it;
+    return (uintptr_t)p + n <= it->first + it->second;
+}
 void emu_device_in_use(const void *p, size_t used, size_t held)
 {
     asan_mark(p, used, true);
@@ -553,6 +571,47 @@ cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void) { counts.syncs++; return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot) { *fr = *tot = 0; return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int i) { return i == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+// Streams and events are handles and nothing more (every launch and copy has run when its call returns): a handle
+// not created, or used after it was destroyed, is an error, as on a GPU.
+struct emu_stream { unsigned flags; };
+struct emu_event { unsigned flags; };
+static std::map<const void *, bool> live_handles;
+static bool live(const void *h) { return live_handles.count(h) != 0; }
+static bool stream_ok(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || live(s); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
+{
+    *s = new emu_stream{flags};
+    live_handles[*s] = true;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    if (!live_handles.erase(s)) return cudaErrorInvalidResourceHandle;
+    delete s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) { return stream_ok(s) ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
+{
+    *e = new emu_event{flags};
+    live_handles[*e] = true;
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+    if (!live_handles.erase(e)) return cudaErrorInvalidResourceHandle;
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    return live(e) && stream_ok(s) ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
+{
+    return live(e) && stream_ok(s) && flags == 0 ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i)
 {
     if (i) return cudaErrorInvalidValue;
@@ -560,7 +619,16 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i)
     p->major = 9, p->minor = 0, p->totalGlobalMem = (size_t)1 << 30;
     return cudaSuccess;
 }
-const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
+const char *cudaGetErrorString(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidDevice: return "invalid device ordinal (emulated)";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle (emulated)";
+    case cudaErrorNotReady: return "device not ready (emulated)";
+    default: return "emulated error";
+    }
+}
 
 struct emu_blas { int x; };
 cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = new emu_blas; return CUBLAS_STATUS_SUCCESS; }
