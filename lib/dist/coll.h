@@ -20,9 +20,10 @@ typedef struct scp_coll {
     int (*allgather_pieces)(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);
     /* The same, started so that it overlaps the compute that follows (ZeRO-3's prefetch of the next unit):
      * allgather_join then orders the compute after it, before the buffer is read. NCCL runs it on the
-     * communicator's stream after the kernels queued so far, and the join makes the compute stream wait for it
-     * (the host does not block; a failure shows at the next completed collective). MPI completes it at the
-     * start, and the join does nothing. One started all-gather at a time per communicator. */
+     * communicator's stream after the kernels queued so far, beside the kernels queued after the start; the
+     * join waits for it on the host (bounded by the dist timeout, so that a dead peer is named rather than
+     * holding the compute stream) and makes the compute stream wait for it. MPI completes it at the start, and
+     * the join does nothing. One started all-gather at a time per communicator. */
     int (*allgather_start)(scp_dist *d, void *buf, int64_t piece_bytes, const char *what);
     int (*allgather_join)(scp_dist *d, const char *what);
     /* x (world * piece floats): this rank's contribution to every piece, and scratch (used up); out (piece

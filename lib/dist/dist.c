@@ -342,15 +342,16 @@ _Noreturn static void name_and_abort(scp_dist *d, const char *what)
     scp_dist_abort(d, 1);
 }
 
-/* Complete n requests of the collective `what`, or stop the job when the deadline passes. Spins on MPI_Test
- * for the first 10 ms (data is moving), then naps 50 us between tests (waiting for a slower rank). */
-static void finish(scp_dist *d, MPI_Request *rq, int n, const char *what)
+/* Poll test(ctx) (1 done, 0 not yet, -1 failed with a message) until it is done, answering rank 0's pings
+ * meanwhile; when the deadline passes, rank 0 names the ranks that do not answer and stops the job, and the
+ * others stop it a grace period later. Spins for the first 10 ms (data is moving), then naps 50 us between
+ * tests (waiting for a slower rank). 0 when done, -1 when test failed. */
+static int wait_bounded(scp_dist *d, int (*test)(void *), void *ctx, const char *what)
 {
     double t0 = now_s(), deadline = t0 + d->timeout + (d->world_rank ? GRACE_S : 0.0);
     for (long k = 0;; k++) {
-        int flag = 0;
-        MPI_Testall(n, rq, &flag, MPI_STATUSES_IGNORE);
-        if (flag) return;
+        int st = test(ctx);
+        if (st) return st > 0 ? 0 : -1;
         if ((k & 63) == 0) {
             answer_pings(d);
             double t = now_s();
@@ -364,6 +365,26 @@ static void finish(scp_dist *d, MPI_Request *rq, int n, const char *what)
             if (t - t0 > 0.01) nap_us(50);
         }
     }
+}
+
+typedef struct {
+    MPI_Request *rq;
+    int n;
+} mpi_requests;
+
+static int test_mpi(void *ctx)
+{
+    mpi_requests *r = ctx;
+    int flag = 0;
+    MPI_Testall(r->n, r->rq, &flag, MPI_STATUSES_IGNORE);
+    return flag;
+}
+
+/* Complete n requests of the collective `what`, or stop the job when the deadline passes. */
+static void finish(scp_dist *d, MPI_Request *rq, int n, const char *what)
+{
+    mpi_requests r = {rq, n};
+    wait_bounded(d, test_mpi, &r, what);
 }
 #endif
 
@@ -755,10 +776,33 @@ int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream
     return scp_error("rank %d: NCCL all-reduce before scp_dist_nccl_init", d->rank);
 }
 
+#ifdef HAVE_NCCL
+static int test_nccl(void *ctx)
+{
+    int r = nccl->query(ctx);
+    return r == 0 ? 1 : r > 0 ? 0 : -1;
+}
+#endif
+
+/* What d's communicator has queued, completed: polled with the bound and the naming of wait_bounded, as the MPI
+ * collectives are (NCCL itself would wait forever for a dead peer), and watched by the watchdog. */
+static int nccl_finish(scp_dist *d, const char *what)
+{
+#ifdef HAVE_NCCL
+    double t0 = coll_begin(d, what);
+    int rc = wait_bounded(d, test_nccl, d, what);
+    coll_end(d, t0, 0);
+    return rc;
+#else
+    (void)d, (void)what;
+    return 0;
+#endif
+}
+
 int scp_dist_nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
 {
 #ifdef HAVE_NCCL
-    if (nccl && d->nccl) return nccl->allgather_pieces(d, dev, piece_bytes);
+    if (nccl && d->nccl) return nccl->allgather_start(d, dev, piece_bytes) ? -1 : nccl_finish(d, "NCCL all-gather");
 #endif
     (void)dev, (void)piece_bytes;
     return scp_error("rank %d: NCCL all-gather without a communicator", d->rank);
@@ -773,10 +817,13 @@ int scp_dist_nccl_allgather_start(scp_dist *d, void *dev, int64_t piece_bytes)
     return scp_error("rank %d: NCCL all-gather without a communicator", d->rank);
 }
 
+/* The host waits (bounded) for the started all-gather, then orders the compute stream after it: a dead peer is
+ * named within the timeout instead of holding the compute stream, and the host, forever. The gather still runs
+ * beside the kernels queued before the join. */
 int scp_dist_nccl_join(scp_dist *d)
 {
 #ifdef HAVE_NCCL
-    if (nccl && d->nccl) return nccl->join(d);
+    if (nccl && d->nccl) return nccl_finish(d, "NCCL all-gather") ? -1 : nccl->join(d);
 #endif
     (void)d;
     return 0;
@@ -785,7 +832,7 @@ int scp_dist_nccl_join(scp_dist *d)
 int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece)
 {
 #ifdef HAVE_NCCL
-    if (nccl && d->nccl) return nccl->reduce_scatter_f32(d, dev, out, piece);
+    if (nccl && d->nccl) return nccl->reduce_scatter_f32(d, dev, out, piece) ? -1 : nccl_finish(d, "NCCL reduce-scatter");
 #endif
     (void)dev, (void)out, (void)piece;
     return scp_error("rank %d: NCCL reduce-scatter without a communicator", d->rank);
@@ -794,7 +841,7 @@ int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, 
 int scp_dist_nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece)
 {
 #ifdef HAVE_NCCL
-    if (nccl && d->nccl) return nccl->reduce_scatter_bf16(d, dev, out, piece);
+    if (nccl && d->nccl) return nccl->reduce_scatter_bf16(d, dev, out, piece) ? -1 : nccl_finish(d, "NCCL reduce-scatter");
 #endif
     (void)dev, (void)out, (void)piece;
     return scp_error("rank %d: NCCL reduce-scatter without a communicator", d->rank);
@@ -804,7 +851,8 @@ int scp_dist_nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_b
                             const int64_t *recv_bytes)
 {
 #ifdef HAVE_NCCL
-    if (nccl && d->nccl) return nccl->alltoallv(d, send, send_bytes, recv, recv_bytes);
+    if (nccl && d->nccl)
+        return nccl->alltoallv(d, send, send_bytes, recv, recv_bytes) ? -1 : nccl_finish(d, "NCCL all-to-all");
 #endif
     (void)send, (void)send_bytes, (void)recv, (void)recv_bytes;
     return scp_error("rank %d: NCCL all-to-all without a communicator", d->rank);
@@ -821,11 +869,7 @@ int scp_dist_nccl_split(const scp_dist *parent, int color, int key, scp_dist *gr
 
 int scp_dist_nccl_wait(scp_dist *d)
 {
-#ifdef HAVE_NCCL
-    if (d->nccl) return nccl->wait(d);
-#endif
-    (void)d;
-    return 0;
+    return d->nccl ? nccl_finish(d, "NCCL all-reduce") : 0;
 }
 
 void scp_dist_nccl_free(scp_dist *d)

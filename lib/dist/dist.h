@@ -120,11 +120,13 @@ int scp_dist_nccl_init(scp_dist *d);
  * work queued there so far, and nothing after. Called per layer from the backward pass (the gradient hook,
  * model/model.h, armed by lib/train/step.c) so that the reduction of layer l overlaps the backward of layer l - 1. */
 int scp_dist_nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream);
+/* What the communicator has queued, completed. Every wait on NCCL (here, and inside the calls below that
+ * complete on return) polls it with the timeout, and names a dead or hung rank, as the MPI collectives do. */
 int scp_dist_nccl_wait(scp_dist *d);
 /* The collectives of dist/coll.h on device memory, complete on return (see there). */
 int scp_dist_nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes);
-/* The same all-gather queued on the communicator's stream without waiting, and the join that makes the compute
- * stream (the legacy default stream) wait for what that stream has queued so far (dist/coll.h). */
+/* The same all-gather queued on the communicator's stream without waiting, and the join: the host waits for it
+ * (bounded), then the compute stream (the legacy default stream) is ordered after it (dist/coll.h). */
 int scp_dist_nccl_allgather_start(scp_dist *d, void *dev, int64_t piece_bytes);
 int scp_dist_nccl_join(scp_dist *d);
 int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece);

@@ -4,7 +4,8 @@
  * calls it (dist/nccl.h). All-reduces take device pointers and run on a stream of their own,
  * so that the CUDA backend can hand over each layer's gradients as soon as the backward pass has produced them
  * and keep computing the next layer while NCCL reduces (overlap); scp_dist_nccl_wait joins before the
- * optimizer step. */
+ * optimizer step. Every call here only queues its work: dist.c completes it by polling nccl_query with the dist
+ * timeout and the naming of a dead or hung rank that its MPI collectives have (NCCL would wait forever). */
 #include "config.h"
 
 #include "dist/dist.h"
@@ -16,7 +17,6 @@
 #include <nccl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Bucket size of one ncclAllReduce: big enough to reach ring bandwidth (NCCL's own default buffers are
  * 4 MiB per channel), small enough that the first bucket of a layer starts early. */
@@ -79,36 +79,23 @@ static int nccl_allreduce_f32(scp_dist *d, float *dev, int64_t n, void *stream)
     return 0;
 }
 
-static int nccl_wait(scp_dist *d)
+/* 0 when the communicator's stream has done what was queued on it, 1 while it is at work, -1 (with a message,
+ * the communicator aborted) when CUDA or NCCL reports an error. */
+static int nccl_query(scp_dist *d)
 {
     nccl_state *s = d->nccl;
     if (!s) return 0;
-    /* Polled rather than blocking, so that a dead peer (NCCL would wait forever) is bounded by the timeout. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double t0 = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-    for (;;) {
-        cudaError_t e = cudaStreamQuery(s->stream);
-        if (e == cudaSuccess) break;
-        if (e != cudaErrorNotReady) return scp_error("rank %d: NCCL stream: %s", d->rank, cudaGetErrorString(e));
-        ncclResult_t async;
-        if (ncclCommGetAsyncError(s->comm, &async) == ncclSuccess && async != ncclSuccess) {
-            ncclCommAbort(s->comm);
-            s->comm = NULL;
-            return scp_error("rank %d: NCCL: %s (a peer died?)", d->rank, ncclGetErrorString(async));
-        }
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        double t = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-        if (t - t0 > d->timeout) {
-            ncclCommAbort(s->comm);
-            s->comm = NULL;
-            return scp_error("rank %d: NCCL all-reduce at step %lld did not complete within %.0f s (a rank died or "
-                             "hangs)", d->rank, (long long)d->step, d->timeout);
-        }
-        struct timespec nap = {0, 50 * 1000};
-        nanosleep(&nap, NULL);
+    if (!s->comm) return scp_error("rank %d: NCCL: the communicator was aborted", d->rank);
+    cudaError_t e = cudaStreamQuery(s->stream);
+    if (e == cudaSuccess) return 0;
+    if (e != cudaErrorNotReady) return scp_error("rank %d: NCCL stream: %s", d->rank, cudaGetErrorString(e));
+    ncclResult_t async;
+    if (ncclCommGetAsyncError(s->comm, &async) == ncclSuccess && async != ncclSuccess) {
+        ncclCommAbort(s->comm);
+        s->comm = NULL;
+        return scp_error("rank %d: NCCL: %s (a peer died?)", d->rank, ncclGetErrorString(async));
     }
-    return 0;
+    return 1;
 }
 
 /* Order the communicator's stream after the work queued on the legacy default stream (where the CUDA backend
@@ -134,13 +121,8 @@ static int nccl_allgather_start(scp_dist *d, void *dev, int64_t piece_bytes)
     return 0;
 }
 
-static int nccl_allgather_pieces(scp_dist *d, void *dev, int64_t piece_bytes)
-{
-    return nccl_allgather_start(d, dev, piece_bytes) ? -1 : nccl_wait(d);
-}
-
 /* The compute stream (the legacy default stream) waits, on the device, for what the communicator's stream has
- * queued so far; the host goes on. */
+ * queued so far. */
 static int nccl_join(scp_dist *d)
 {
     nccl_state *s = d->nccl;
@@ -157,7 +139,7 @@ static int nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, in
     if (after_compute(d, s)) return -1;
     NCCL_TRY(ncclReduceScatter(dev, out, (size_t)piece, ncclFloat32, ncclSum, s->comm, s->stream), "ncclReduceScatter");
     d->comm_bytes += piece * (int64_t)sizeof *out * (d->world - 1);
-    return nccl_wait(d);
+    return 0;
 }
 
 static int nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece)
@@ -167,7 +149,7 @@ static int nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *
     if (after_compute(d, s)) return -1;
     NCCL_TRY(ncclReduceScatter(dev, out, (size_t)piece, ncclBfloat16, ncclSum, s->comm, s->stream), "ncclReduceScatter");
     d->comm_bytes += piece * (int64_t)sizeof *out * (d->world - 1);
-    return nccl_wait(d);
+    return 0;
 }
 
 static int nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv,
@@ -185,7 +167,7 @@ static int nccl_alltoallv(scp_dist *d, const void *send, const int64_t *send_byt
         sp += send_bytes[r], rp += recv_bytes[r];
     }
     NCCL_TRY(ncclGroupEnd(), "ncclGroupEnd");
-    return nccl_wait(d);
+    return 0;
 }
 
 /* The communicator of group g of parent's ranks (scp_dist_group, which made g's MPI side): ncclCommSplit,
@@ -221,8 +203,8 @@ static void nccl_free(scp_dist *d)
 
 const scp_nccl_functions *scp_nccl_plugin_entry(const char *version, size_t dist_size)
 {
-    static const scp_nccl_functions f = {nccl_init,          nccl_allreduce_f32,       nccl_wait,      nccl_free,
-                                         nccl_allgather_pieces, nccl_reduce_scatter_f32, nccl_reduce_scatter_bf16,
-                                         nccl_alltoallv, nccl_split, nccl_allgather_start, nccl_join};
+    static const scp_nccl_functions f = {nccl_init,      nccl_allreduce_f32, nccl_query,           nccl_free,
+                                         nccl_reduce_scatter_f32, nccl_reduce_scatter_bf16, nccl_alltoallv,
+                                         nccl_split,     nccl_allgather_start, nccl_join};
     return strcmp(version, PACKAGE_VERSION) == 0 && dist_size == sizeof(scp_dist) ? &f : NULL;
 }

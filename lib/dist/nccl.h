@@ -11,17 +11,19 @@
 
 typedef struct scp_nccl_functions {
     int (*init)(scp_dist *d);
+    /* Each call below queues its work on the communicator's stream and returns: query says when it is done (0),
+     * still at work (1) or failed (-1 with a message), and dist.c polls it with the dist timeout. */
     int (*allreduce_f32)(scp_dist *d, float *dev, int64_t n, void *stream);
-    int (*wait)(scp_dist *d);
+    int (*query)(scp_dist *d);
     void (*free)(scp_dist *d);
-    /* The collectives of dist/coll.h on device memory, each complete (joined) on return. */
-    int (*allgather_pieces)(scp_dist *d, void *dev, int64_t piece_bytes);
+    /* The collectives of dist/coll.h on device memory. */
     int (*reduce_scatter_f32)(scp_dist *d, const float *dev, float *out, int64_t piece);
     int (*reduce_scatter_bf16)(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece);
     int (*alltoallv)(scp_dist *d, const void *send, const int64_t *send_bytes, void *recv, const int64_t *recv_bytes);
     /* g's communicator, the ranks of parent's with the same color (ncclCommSplit). */
     int (*split)(const scp_dist *parent, int color, int key, scp_dist *g);
-    /* allgather_pieces queued without waiting, and the compute stream made to wait for the communicator's. */
+    /* The all-gather of dist/coll.h's allgather_pieces, after the kernels queued so far; join makes the compute
+     * stream wait for what the communicator's stream has queued. */
     int (*allgather_start)(scp_dist *d, void *dev, int64_t piece_bytes);
     int (*join)(scp_dist *d);
 } scp_nccl_functions;

@@ -11,13 +11,20 @@ global batch and micro-batches, 4 steps:
   - qwen3_moe with the auxiliary and z losses: --expert-parallel 2 on 2 ranks (the exchange by grouped send and
     receive) and on 4 ranks with --zero 3 (two expert groups: ncclCommSplit): losses, expert loads, weights;
   - a 2-rank --zero 3 run resumed from its step-2 checkpoint (written and read from device memory) ends bit for
-    bit where the uninterrupted run ends.
+    bit where the uninterrupted run ends;
+  - a rank that hangs (SIGSTOP) under --zero 3: rank 0, waiting on NCCL, names it within the timeout and the job
+    stops (NCCL itself would wait forever).
+The emulated NCCL completes a call when something waits for it, as a GPU's communicator stream does, and stops a
+rank whose kernels wrote a buffer that a call in flight owned (a race with NCCL on a GPU).
 Each run's trace (EMU_NCCL_TRACE) shows the NCCL calls it is there to check. Skips (77) without mpirun or an
 scp-train built with MPI."""
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from testlib import ok, diag, done, tmpdir  # noqa: E402
@@ -141,4 +148,29 @@ out = os.path.join(tmp, "moe-np4-ep2-z3")
 compare(mref, out, run(4, MOE + COMMON + ["--expert-parallel", "2", "--zero", "3"], out), 4,
         "qwen3_moe, 4 ranks, --expert-parallel 2 --zero 3 (two expert groups)",
         ["send", "recv", "reduce_scatter", "allgather", "split"], moe_metrics=True)
+
+# ---- a rank that hangs: named by rank 0 within the timeout ----
+out = os.path.join(tmp, "hang")
+args = DENSE + [a if a != str(STEPS) else "5000" for a in COMMON] + ["--zero", "3", "--dist-timeout", "5",
+                                                                    "--save-every", "2"]
+p, pids = mt.start_job(mpirun, 2, args, out)
+if ok(p.poll() is None and sorted(pids) == [0, 1], "2-rank --zero 3 job on NCCL running (%s)" % pids):
+    time.sleep(0.5)
+    t0 = time.time()
+    os.kill(pids[1], signal.SIGSTOP)
+    try:
+        err = p.communicate(timeout=90)[1]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        err = "still running after 90 s"
+    el = time.time() - t0
+    named = re.search(r"rank 0: .* did not complete within 5 s: rank 1 does not answer", err)
+    ok(p.returncode != 0 and el < 40 and named, "rank 1 hangs: the job exits %s after %.1f s (timeout 5 s), rank 0 "
+       "names it: %s" % (p.returncode, el, named.group(0) if named else err[-300:]))
+    try:
+        os.kill(pids[1], signal.SIGKILL)
+    except OSError:
+        pass
+else:
+    p.kill()
 done()

@@ -77,6 +77,9 @@ void emu_device_in_use(const void *p, size_t used, size_t held);
 /* Whether the n bytes from p lie in one block of emulated device memory (cudaMalloc's): what the emulated NCCL
  * (emu_nccl.cc) asks of every buffer it is handed, as the real one reads them on the device. */
 int emu_device_range(const void *p, size_t n);
+/* Whether s is the legacy stream or one created and not destroyed (what the emulated NCCL asks of the streams it
+ * is given). */
+int emu_stream_live(cudaStream_t s);
 /* The opt-in a kernel needs before a launch with more than 48 KiB of dynamic shared memory: recorded here,
  * checked at the launch (emu.h). */
 void emu_smem_optin(const void *kernel, int bytes);

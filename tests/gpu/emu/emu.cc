@@ -526,6 +526,7 @@ void emu_smem_check(const void *kernel, size_t smem)
 // int32), so that a kernel reading what nothing wrote shows it in its results. Every block is remembered (start ->
 // size) until it is freed, for emu_device_range.
 static std::map<uintptr_t, size_t> device_blocks;
+static int progress(cudaStream_t s, long upto, int wait);   // the streams' calls (below)
 cudaError_t cudaMalloc(void **p, size_t n)
 {
     *p = malloc(n ? n : 1);
@@ -568,17 +569,38 @@ cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k)
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { counts.syncs++; return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void)
+{
+    counts.syncs++;
+    progress(nullptr, -1, 1);
+    return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot) { *fr = *tot = 0; return cudaSuccess; }
 cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int i) { return i == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
-// Streams and events are handles and nothing more (every launch and copy has run when its call returns): a handle
-// not created, or used after it was destroyed, is an error, as on a GPU.
+// Streams and events. Kernels and copies run on the legacy stream when they are launched, so that it is always
+// idle; what a stream of NCCL's holds is the emulated NCCL's (emu_nccl.cc, where linked): its calls complete
+// later, when something waits for them (a stream made to wait on an event recorded after them, a query, a
+// device synchronisation), as on a GPU where the communicator's stream runs beside the compute. A handle not
+// created, or used after it was destroyed, is an error, as on a GPU.
+extern "C" {
+// The number of calls queued on s so far, and their completion: up to call `upto` (-1: all; s NULL: every
+// stream's), waiting for them (wait = 1) or only where they are done (0: returns whether they all are).
+long emu_nccl_ticket(cudaStream_t s) __attribute__((weak));
+int emu_nccl_progress(cudaStream_t s, long upto, int wait) __attribute__((weak));
+}
+static long ticket_of(cudaStream_t s) { return emu_nccl_ticket ? emu_nccl_ticket(s) : 0; }
+static int progress(cudaStream_t s, long upto, int wait) { return emu_nccl_progress ? emu_nccl_progress(s, upto, wait) : 1; }
 struct emu_stream { unsigned flags; };
-struct emu_event { unsigned flags; };
+struct emu_event {
+    unsigned flags;
+    cudaStream_t stream;  // where it was last recorded, and how many calls that stream held then
+    long ticket;
+};
 static std::map<const void *, bool> live_handles;
 static bool live(const void *h) { return live_handles.count(h) != 0; }
 static bool stream_ok(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || live(s); }
+int emu_stream_live(cudaStream_t s) { return stream_ok(s); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
     *s = new emu_stream{flags};
@@ -587,14 +609,20 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
-    if (!live_handles.erase(s)) return cudaErrorInvalidResourceHandle;
+    if (!live(s)) return cudaErrorInvalidResourceHandle;
+    progress(s, -1, 1);
+    live_handles.erase(s);
     delete s;
     return cudaSuccess;
 }
-cudaError_t cudaStreamQuery(cudaStream_t s) { return stream_ok(s) ? cudaSuccess : cudaErrorInvalidResourceHandle; }
+cudaError_t cudaStreamQuery(cudaStream_t s)
+{
+    if (!stream_ok(s)) return cudaErrorInvalidResourceHandle;
+    return progress(s, -1, 0) ? cudaSuccess : cudaErrorNotReady;
+}
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
 {
-    *e = new emu_event{flags};
+    *e = new emu_event{flags, nullptr, 0};
     live_handles[*e] = true;
     return cudaSuccess;
 }
@@ -606,11 +634,16 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
-    return live(e) && stream_ok(s) ? cudaSuccess : cudaErrorInvalidResourceHandle;
+    if (!live(e) || !stream_ok(s)) return cudaErrorInvalidResourceHandle;
+    e->stream = s, e->ticket = ticket_of(s);
+    return cudaSuccess;
 }
+// What runs on s after this call needs what e's stream held when e was recorded: that completes now.
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
 {
-    return live(e) && stream_ok(s) && flags == 0 ? cudaSuccess : cudaErrorInvalidResourceHandle;
+    if (!live(e) || !stream_ok(s) || flags != 0) return cudaErrorInvalidResourceHandle;
+    if (e->stream != s && e->stream != nullptr && e->stream != cudaStreamLegacy) progress(e->stream, e->ticket, 1);
+    return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int i)
 {

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <unistd.h>
 #include <vector>
 
@@ -84,9 +85,10 @@ static bool overlap(const void *a, size_t an, const void *b, size_t bn)
     return an && bn && x < y + bn && y < x + an;
 }
 
-// ---- the calls of a group, run at its end ---------------------------------------------------------------------
+// ---- the calls: posted at the end of their group, completed in order on their stream ----------------------
 
 enum op_kind { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_SEND, OP_RECV };
+static const char *const op_name[] = {"ncclAllReduce", "ncclReduceScatter", "ncclAllGather", "ncclSend", "ncclRecv"};
 struct op {
     op_kind kind;
     const void *send;
@@ -95,9 +97,24 @@ struct op {
     ncclDataType_t type;
     int peer;
     ncclComm_t comm;
+    cudaStream_t stream;
 };
 static int group_depth;
 static std::vector<op> queued;
+
+// A posted call. It reads the send buffer as it was when posted (on a GPU: after the kernels queued before it,
+// which the emulator has run) and writes the receive buffer when it completes; in between, what the device does
+// to either buffer races with NCCL on a GPU. So both are kept as they were (send_was, recv_was) and compared at
+// completion: a difference is a kernel that wrote them while NCCL owned them, and stops the process.
+struct posted {
+    op o;
+    long ticket;                      // its place on its stream
+    size_t send_bytes, recv_bytes;    // the extents of the buffers it owns
+    std::vector<char> send_was, recv_was, staged;
+    std::vector<MPI_Request> reqs;
+};
+static std::vector<posted *> in_flight;   // in the order posted
+static std::map<cudaStream_t, long> tickets;
 
 // EMU_NCCL_TRACE=FILE: at its exit each process appends a line of what it asked of NCCL, so that a test can tell
 // that the calls it means to check were made ("rank R allreduce N reduce_scatter N allgather N send N recv N
@@ -117,12 +134,12 @@ static void write_trace(void)
     fclose(f);
 }
 
-// The sum over the ranks of c's count elements from each rank's src (all of them at every rank, in rank order:
-// (size, count) in all), into dst.
-static void sum_in_rank_order(void *dst, const std::vector<char> &all, size_t count, ncclDataType_t type, int size)
+// The sum over the ranks of `count` elements from each rank, all of them here in rank order ((size, count) in
+// `all`), into dst.
+static void sum_in_rank_order(void *dst, const char *all, size_t count, ncclDataType_t type, int size)
 {
     if (type == ncclFloat32) {
-        const float *a = (const float *)all.data();
+        const float *a = (const float *)all;
         float *d = (float *)dst;
         for (size_t i = 0; i < count; i++) {
             float s = a[i];
@@ -130,7 +147,7 @@ static void sum_in_rank_order(void *dst, const std::vector<char> &all, size_t co
             d[i] = s;
         }
     } else {
-        const uint16_t *a = (const uint16_t *)all.data();
+        const uint16_t *a = (const uint16_t *)all;
         uint16_t *d = (uint16_t *)dst;
         for (size_t i = 0; i < count; i++) {
             uint16_t s = a[i];
@@ -147,40 +164,97 @@ static ncclResult_t check_int(size_t bytes, const char *call)
     return ncclSuccess;
 }
 
-static ncclResult_t run(const op &o, std::vector<MPI_Request> &pending)
+static void post(const op &o)
 {
     const emu_nccl_comm *c = o.comm;
-    const size_t es = type_bytes(o.type), bytes = o.count * es;
+    const size_t es = type_bytes(o.type), n = o.count * es, W = (size_t)c->size;
+    posted *p = new posted{o, ++tickets[o.stream], 0, 0, {}, {}, {}, {}};
     switch (o.kind) {
-    case OP_ALLREDUCE: {
-        std::vector<char> all(bytes * (size_t)c->size);
-        MPI_Allgather(o.send, (int)bytes, MPI_BYTE, all.data(), (int)bytes, MPI_BYTE, c->mpi);
-        sum_in_rank_order(o.recv, all, o.count, o.type, c->size);
-        return ncclSuccess;
+    case OP_ALLREDUCE: p->send_bytes = p->recv_bytes = n; break;
+    case OP_REDUCE_SCATTER: p->send_bytes = n * W, p->recv_bytes = n; break;
+    case OP_ALLGATHER: p->send_bytes = n, p->recv_bytes = n * W; break;
+    case OP_SEND: p->send_bytes = n; break;
+    case OP_RECV: p->recv_bytes = n; break;
     }
-    case OP_REDUCE_SCATTER: {
-        // every rank's contribution to this rank's piece, in rank order
-        std::vector<char> all(bytes * (size_t)c->size);
-        MPI_Alltoall(o.send, (int)bytes, MPI_BYTE, all.data(), (int)bytes, MPI_BYTE, c->mpi);
-        sum_in_rank_order(o.recv, all, o.count, o.type, c->size);
-        return ncclSuccess;
-    }
+    p->send_was.assign((const char *)o.send, (const char *)o.send + p->send_bytes);
+    p->recv_was.assign((const char *)o.recv, (const char *)o.recv + p->recv_bytes);
+    const int in = (int)n;
+    switch (o.kind) {
+    case OP_ALLREDUCE:      // every rank's vector here, summed at completion
     case OP_ALLGATHER:
-        if ((const char *)o.send == (const char *)o.recv + (size_t)c->rank * bytes)
-            MPI_Allgather(MPI_IN_PLACE, 0, MPI_BYTE, o.recv, (int)bytes, MPI_BYTE, c->mpi);
-        else
-            MPI_Allgather(o.send, (int)bytes, MPI_BYTE, o.recv, (int)bytes, MPI_BYTE, c->mpi);
-        return ncclSuccess;
+        p->staged.resize(n * W);
+        p->reqs.resize(1);
+        MPI_Iallgather(p->send_was.data(), in, MPI_BYTE, p->staged.data(), in, MPI_BYTE, c->mpi, &p->reqs[0]);
+        break;
+    case OP_REDUCE_SCATTER: // every rank's contribution to this rank's piece, summed at completion
+        p->staged.resize(n * W);
+        p->reqs.resize(1);
+        MPI_Ialltoall(p->send_was.data(), in, MPI_BYTE, p->staged.data(), in, MPI_BYTE, c->mpi, &p->reqs[0]);
+        break;
     case OP_SEND:
-        pending.emplace_back();
-        MPI_Isend(o.send, (int)bytes, MPI_BYTE, o.peer, 0, c->mpi, &pending.back());
-        return ncclSuccess;
+        p->reqs.resize(1);
+        MPI_Isend(p->send_was.data(), in, MPI_BYTE, o.peer, 0, c->mpi, &p->reqs[0]);
+        break;
     case OP_RECV:
-        pending.emplace_back();
-        MPI_Irecv(o.recv, (int)bytes, MPI_BYTE, o.peer, 0, c->mpi, &pending.back());
-        return ncclSuccess;
+        p->staged.resize(n);
+        p->reqs.resize(1);
+        MPI_Irecv(p->staged.data(), in, MPI_BYTE, o.peer, 0, c->mpi, &p->reqs[0]);
+        break;
     }
-    return ncclInternalError;
+    in_flight.push_back(p);
+}
+
+static void hazard(const posted *p, const char *which)
+{
+    fprintf(stderr, "emulated NCCL: rank %d: %s (call %ld on its stream): the device wrote its %s between the call and "
+            "its completion, which the compute stream had not waited for (a race with NCCL on a GPU)\n", trace.rank,
+            op_name[p->o.kind], p->ticket, which);
+    abort();
+}
+
+// The results of p, whose messages have all arrived, into its receive buffer.
+static void finish(posted *p)
+{
+    const op &o = p->o;
+    if (p->send_bytes && memcmp(o.send, p->send_was.data(), p->send_bytes) != 0) hazard(p, "send buffer");
+    if (p->recv_bytes && memcmp(o.recv, p->recv_was.data(), p->recv_bytes) != 0) hazard(p, "receive buffer");
+    switch (o.kind) {
+    case OP_ALLREDUCE:
+    case OP_REDUCE_SCATTER: sum_in_rank_order(o.recv, p->staged.data(), o.count, o.type, o.comm->size); break;
+    case OP_ALLGATHER:
+    case OP_RECV: memcpy(o.recv, p->staged.data(), p->staged.size()); break;
+    case OP_SEND: break;
+    }
+}
+
+// The calls in flight on s (every stream's for s NULL) up to ticket upto (-1: all), completed in order: waited
+// for, or (wait = 0) as far as they are done. Whether all of them are.
+extern "C" int emu_nccl_progress(cudaStream_t s, long upto, int wait)
+{
+    for (size_t i = 0; i < in_flight.size();) {
+        posted *p = in_flight[i];
+        if ((s && p->o.stream != s) || (upto >= 0 && p->ticket > upto)) {
+            i++;
+            continue;
+        }
+        if (wait) {
+            MPI_Waitall((int)p->reqs.size(), p->reqs.data(), MPI_STATUSES_IGNORE);
+        } else {
+            int done = 0;
+            MPI_Testall((int)p->reqs.size(), p->reqs.data(), &done, MPI_STATUSES_IGNORE);
+            if (!done) return 0;   // later calls on the stream complete after this one
+        }
+        finish(p);
+        delete p;
+        in_flight.erase(in_flight.begin() + (long)i);
+    }
+    return 1;
+}
+
+extern "C" long emu_nccl_ticket(cudaStream_t s)
+{
+    auto it = tickets.find(s);
+    return it == tickets.end() ? 0 : it->second;
 }
 
 // A call outside a group is a group of one.
@@ -257,14 +331,18 @@ ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t *newc
 ncclResult_t ncclCommDestroy(ncclComm_t comm)
 {
     if (ncclResult_t e = check_comm(comm, "ncclCommDestroy")) return e;
+    emu_nccl_progress(nullptr, -1, 1);
     MPI_Comm_free(&comm->mpi);
     delete comm;
     return ncclSuccess;
 }
 
-// The peers may be gone: the MPI communicator is left to the end of the job.
+// The peers may be gone: the calls in flight are dropped, the MPI communicator is left to the end of the job.
 ncclResult_t ncclCommAbort(ncclComm_t comm)
 {
+    for (size_t i = 0; i < in_flight.size();)
+        if (in_flight[i]->o.comm == comm) delete in_flight[i], in_flight.erase(in_flight.begin() + (long)i);
+        else i++;
     delete comm;
     return ncclSuccess;
 }
@@ -289,12 +367,12 @@ ncclResult_t ncclGroupEnd(void)
     if (group_depth > 0) return ncclSuccess;
     std::vector<op> ops;
     ops.swap(queued);
-    std::vector<MPI_Request> pending;
-    ncclResult_t rc = ncclSuccess;
-    for (const op &o : ops)
-        if (rc == ncclSuccess) rc = run(o, pending);
-    if (!pending.empty()) MPI_Waitall((int)pending.size(), pending.data(), MPI_STATUSES_IGNORE);
-    return rc;
+    for (const op &o : ops) {
+        post(o);
+        // on the legacy stream the call is part of the compute, in its order
+        if (o.stream == nullptr || o.stream == cudaStreamLegacy) emu_nccl_progress(o.stream, -1, 1);
+    }
+    return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op_,
@@ -310,8 +388,8 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     if (ncclResult_t e = check_device(recv, bytes, call, "recvbuff")) return e;
     if (send != recv && overlap(send, bytes, recv, bytes))
         return fail(ncclInvalidArgument, "%s: sendbuff and recvbuff overlap without being equal", call);
-    if (cudaStreamQuery(stream) != cudaSuccess) return fail(ncclInvalidArgument, "%s: not a live stream", call);
-    return submit(op{OP_ALLREDUCE, send, recv, count, type, -1, comm});
+    if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
+    return submit(op{OP_ALLREDUCE, send, recv, count, type, -1, comm, stream});
 }
 
 ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, ncclDataType_t type, ncclRedOp_t op_,
@@ -327,8 +405,8 @@ ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, n
     if (ncclResult_t e = check_device(recv, piece, call, "recvbuff")) return e;
     if ((const char *)recv != (const char *)send + (size_t)comm->rank * piece && overlap(send, whole, recv, piece))
         return fail(ncclInvalidArgument, "%s: recvbuff overlaps sendbuff other than at rank %d's piece", call, comm->rank);
-    if (cudaStreamQuery(stream) != cudaSuccess) return fail(ncclInvalidArgument, "%s: not a live stream", call);
-    return submit(op{OP_REDUCE_SCATTER, send, recv, recvcount, type, -1, comm});
+    if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
+    return submit(op{OP_REDUCE_SCATTER, send, recv, recvcount, type, -1, comm, stream});
 }
 
 ncclResult_t ncclAllGather(const void *send, void *recv, size_t sendcount, ncclDataType_t type, ncclComm_t comm,
@@ -343,8 +421,8 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t sendcount, ncclD
     if (ncclResult_t e = check_device(recv, whole, call, "recvbuff")) return e;
     if ((const char *)send != (const char *)recv + (size_t)comm->rank * piece && overlap(send, piece, recv, whole))
         return fail(ncclInvalidArgument, "%s: sendbuff overlaps recvbuff other than at rank %d's piece", call, comm->rank);
-    if (cudaStreamQuery(stream) != cudaSuccess) return fail(ncclInvalidArgument, "%s: not a live stream", call);
-    return submit(op{OP_ALLGATHER, send, recv, sendcount, type, -1, comm});
+    if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
+    return submit(op{OP_ALLGATHER, send, recv, sendcount, type, -1, comm, stream});
 }
 
 ncclResult_t ncclSend(const void *send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
@@ -357,8 +435,8 @@ ncclResult_t ncclSend(const void *send, size_t count, ncclDataType_t type, int p
     if (peer < 0 || peer >= comm->size) return fail(ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, comm->size);
     if (ncclResult_t e = check_int(bytes, call)) return e;
     if (ncclResult_t e = check_device(send, bytes, call, "sendbuff")) return e;
-    if (cudaStreamQuery(stream) != cudaSuccess) return fail(ncclInvalidArgument, "%s: not a live stream", call);
-    return submit(op{OP_SEND, send, nullptr, count, type, peer, comm});
+    if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
+    return submit(op{OP_SEND, send, nullptr, count, type, peer, comm, stream});
 }
 
 ncclResult_t ncclRecv(void *recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t stream)
@@ -370,8 +448,8 @@ ncclResult_t ncclRecv(void *recv, size_t count, ncclDataType_t type, int peer, n
     if (peer < 0 || peer >= comm->size) return fail(ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, comm->size);
     if (ncclResult_t e = check_int(bytes, call)) return e;
     if (ncclResult_t e = check_device(recv, bytes, call, "recvbuff")) return e;
-    if (cudaStreamQuery(stream) != cudaSuccess) return fail(ncclInvalidArgument, "%s: not a live stream", call);
-    return submit(op{OP_RECV, nullptr, recv, count, type, peer, comm});
+    if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
+    return submit(op{OP_RECV, nullptr, recv, count, type, peer, comm, stream});
 }
 
 }  // extern "C"
