@@ -118,3 +118,28 @@ def start_job(mpirun, n, args, out):
     while not os.path.exists(os.path.join(out, "latest")) and p.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     return p, rank_pids(p.pid, n)
+
+
+def signal_rank(p, pid, sig, timeout=90):
+    """Send sig to one rank (pid) of the job p and wait for the job to end: (its stderr, seconds it took). The
+    rank is killed afterwards (a stopped one would linger), and first, with the job, when the job is still running
+    after timeout (its stderr then says so)."""
+    import signal as _signal
+    import time
+
+    def kill_rank():
+        try:
+            os.kill(pid, _signal.SIGKILL)
+        except OSError:
+            pass
+    t0 = time.time()
+    os.kill(pid, sig)
+    try:
+        err = p.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        kill_rank()
+        p.kill()
+        err = p.communicate()[1] + "\n(still running after %d s: killed)" % timeout
+    el = time.time() - t0
+    kill_rank()
+    return err, el

@@ -67,14 +67,7 @@ def stage(zero):
         diag("attempt %d: the job finished before the kill moment (%.2f s): again, sooner" % (attempt + 1, frac * dur))
         frac /= 4
     if ok(p.poll() is None and sorted(pids) == [0, 1], tag + "2-rank job running, rank PIDs found (%s)" % pids):
-        t0 = time.time()
-        os.kill(pids[1], signal.SIGKILL)
-        try:
-            err = p.communicate(timeout=90)[1]
-        except subprocess.TimeoutExpired:
-            p.kill()
-            err = p.communicate()[1]
-        el = time.time() - t0
+        err, el = mt.signal_rank(p, pids[1], signal.SIGKILL)
         ok(p.returncode != 0 and el < 60, tag + "rank 1 killed: the job exits %d after %.1f s (< 60 s)" %
            (p.returncode, el))
         ok("rank 1" in err, tag + "the failure message names rank 1")
@@ -110,26 +103,13 @@ def stage(zero):
             p.kill()
         diag("exit %s, rank PIDs %s: %s" % (p.poll(), pids, p.communicate()[1][-1500:]))
     if ok(running2, tag + "second 2-rank job running"):
-        t0 = time.time()
-        os.kill(pids[1], signal.SIGSTOP)
-        try:
-            err = p.communicate(timeout=90)[1]
-        except subprocess.TimeoutExpired:
-            os.kill(pids[1], signal.SIGKILL)
-            p.kill()
-            err = p.communicate()[1]
-        el = time.time() - t0
+        err, el = mt.signal_rank(p, pids[1], signal.SIGSTOP)
         ok(p.returncode != 0 and 9 < el < 45, tag + "rank 1 stopped: the job exits %d after %.1f s (timeout 10 s)" %
            (p.returncode, el))
         named = re.search(r"rank 0: .*rank 1 (did not reach step|does not answer)", err)
         ok(named, tag + "rank 0 names rank 1: %s" % (named.group(0) if named else "no"))
         if not named:
             diag(err[-1500:])
-        if pids.get(1) and os.path.exists("/proc/%d" % pids[1]):
-            try:
-                os.kill(pids[1], signal.SIGKILL)
-            except OSError:
-                pass
         latest = os.readlink(os.path.join(rs, "latest"))
         ok(os.path.exists(os.path.join(rs, latest, "trainer_state.json")),
            tag + "latest -> %s is a complete checkpoint" % latest)

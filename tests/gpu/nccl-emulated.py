@@ -156,21 +156,10 @@ args = DENSE + [a if a != str(STEPS) else "5000" for a in COMMON] + ["--zero", "
 p, pids = mt.start_job(mpirun, 2, args, out)
 if ok(p.poll() is None and sorted(pids) == [0, 1], "2-rank --zero 3 job on NCCL running (%s)" % pids):
     time.sleep(0.5)
-    t0 = time.time()
-    os.kill(pids[1], signal.SIGSTOP)
-    try:
-        err = p.communicate(timeout=90)[1]
-    except subprocess.TimeoutExpired:
-        p.kill()
-        err = "still running after 90 s"
-    el = time.time() - t0
+    err, el = mt.signal_rank(p, pids[1], signal.SIGSTOP)
     named = re.search(r"rank 0: .* did not complete within 5 s: rank 1 does not answer", err)
     ok(p.returncode != 0 and el < 40 and named, "rank 1 hangs: the job exits %s after %.1f s (timeout 5 s), rank 0 "
        "names it: %s" % (p.returncode, el, named.group(0) if named else err[-300:]))
-    try:
-        os.kill(pids[1], signal.SIGKILL)
-    except OSError:
-        pass
 else:
     p.kill()
 done()

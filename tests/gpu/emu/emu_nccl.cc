@@ -425,30 +425,30 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t sendcount, ncclD
     return submit(op{OP_ALLGATHER, send, recv, sendcount, type, -1, comm, stream});
 }
 
-ncclResult_t ncclSend(const void *send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
-                      cudaStream_t stream)
+// What a send and a receive check of their arguments: buf holds count elements of type for peer.
+static ncclResult_t check_p2p(const char *call, const void *buf, const char *which, size_t count, ncclDataType_t type,
+                              int peer, ncclComm_t comm, cudaStream_t stream)
 {
-    const char *call = "ncclSend";
     if (ncclResult_t e = check_comm(comm, call)) return e;
     const size_t bytes = count * type_bytes(type);
     if (!type_bytes(type)) return fail(ncclInvalidArgument, "%s: unknown data type %d", call, (int)type);
     if (peer < 0 || peer >= comm->size) return fail(ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, comm->size);
     if (ncclResult_t e = check_int(bytes, call)) return e;
-    if (ncclResult_t e = check_device(send, bytes, call, "sendbuff")) return e;
+    if (ncclResult_t e = check_device(buf, bytes, call, which)) return e;
     if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
+    return ncclSuccess;
+}
+
+ncclResult_t ncclSend(const void *send, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
+                      cudaStream_t stream)
+{
+    if (ncclResult_t e = check_p2p("ncclSend", send, "sendbuff", count, type, peer, comm, stream)) return e;
     return submit(op{OP_SEND, send, nullptr, count, type, peer, comm, stream});
 }
 
 ncclResult_t ncclRecv(void *recv, size_t count, ncclDataType_t type, int peer, ncclComm_t comm, cudaStream_t stream)
 {
-    const char *call = "ncclRecv";
-    if (ncclResult_t e = check_comm(comm, call)) return e;
-    const size_t bytes = count * type_bytes(type);
-    if (!type_bytes(type)) return fail(ncclInvalidArgument, "%s: unknown data type %d", call, (int)type);
-    if (peer < 0 || peer >= comm->size) return fail(ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, comm->size);
-    if (ncclResult_t e = check_int(bytes, call)) return e;
-    if (ncclResult_t e = check_device(recv, bytes, call, "recvbuff")) return e;
-    if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
+    if (ncclResult_t e = check_p2p("ncclRecv", recv, "recvbuff", count, type, peer, comm, stream)) return e;
     return submit(op{OP_RECV, nullptr, recv, count, type, peer, comm, stream});
 }
 
