@@ -375,13 +375,20 @@ ncclResult_t ncclGroupEnd(void)
     return ncclSuccess;
 }
 
+// What the reductions check first: a communicator, and a sum the emulator does.
+static ncclResult_t check_sum(const char *call, ncclComm_t comm, ncclRedOp_t op_, ncclDataType_t type)
+{
+    if (ncclResult_t e = check_comm(comm, call)) return e;
+    if (op_ != ncclSum || (type != ncclFloat32 && type != ncclBfloat16))
+        return fail(ncclInvalidArgument, "%s: the emulator sums fp32 and bf16 only", call);
+    return ncclSuccess;
+}
+
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op_,
                            ncclComm_t comm, cudaStream_t stream)
 {
     const char *call = "ncclAllReduce";
-    if (ncclResult_t e = check_comm(comm, call)) return e;
-    if (op_ != ncclSum || (type != ncclFloat32 && type != ncclBfloat16))
-        return fail(ncclInvalidArgument, "%s: the emulator sums fp32 and bf16 only", call);
+    if (ncclResult_t e = check_sum(call, comm, op_, type)) return e;
     const size_t bytes = count * type_bytes(type);
     if (ncclResult_t e = check_int(bytes * (size_t)comm->size, call)) return e;
     if (ncclResult_t e = check_device(send, bytes, call, "sendbuff")) return e;
@@ -396,9 +403,7 @@ ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, n
                                ncclComm_t comm, cudaStream_t stream)
 {
     const char *call = "ncclReduceScatter";
-    if (ncclResult_t e = check_comm(comm, call)) return e;
-    if (op_ != ncclSum || (type != ncclFloat32 && type != ncclBfloat16))
-        return fail(ncclInvalidArgument, "%s: the emulator sums fp32 and bf16 only", call);
+    if (ncclResult_t e = check_sum(call, comm, op_, type)) return e;
     const size_t piece = recvcount * type_bytes(type), whole = piece * (size_t)comm->size;
     if (ncclResult_t e = check_int(whole, call)) return e;
     if (ncclResult_t e = check_device(send, whole, call, "sendbuff")) return e;
