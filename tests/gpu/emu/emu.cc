@@ -1,6 +1,7 @@
 // emu.cc: the CUDA emulator's runtime (see cuda_runtime.h): memory, launches, barriers, shuffles, the PTX warp
-// primitives of emu_mma.h, a reference GEMM in place of cuBLAS, and the device-discovery calls of
-// lib/model/cuda/cuda_device.h.
+// primitives of emu_mma.h, a reference GEMM in place of cuBLAS, the device-discovery calls of
+// lib/model/cuda/cuda_device.h, and the streams and events that lib/dist/nccl.c orders NCCL's calls with (their
+// completion is the emulated NCCL's, emu_nccl.cc).
 #include "cuda_runtime.h"
 #include "cublas_v2.h"
 #include "cuda_bf16.h"
