@@ -905,6 +905,11 @@ static void run_cases(void)
      * hidden-state norm whose rows span several column blocks */
     test_rmsnorm(small ? 70 : 700, 16, 128, 4096);
     test_rmsnorm(small ? 40 : 300, 1, 1024, 1024);
+    /* hidden-state norms in one pass on CUDA: 4 warps a block at Qwen3-4B's 2560, more rows than blocks; an
+     * unaligned width (scalar accesses); and past the pass's shared memory (8192), the two-pass path */
+    test_rmsnorm(small ? 600 : 1500, 1, 2560, 2560);
+    test_rmsnorm(45, 1, 100, 102);
+    test_rmsnorm(9, 1, 8192, 8192);
     test_rope(2, 13, 3, 16, 60);
     test_rope(1, 9, 2, 128, 256);
     test_rope(2, 5, 3, 6, 20);     /* odd half (3): scalar */

@@ -206,12 +206,95 @@ __global__ void rmsnorm_bwd_dx_kernel(T *dx, const T *dout, const T *x, const T 
     }
 }
 
+// The hidden state's backward (G = 1) in one pass over dout and x: each warp takes rows and makes their dx as
+// rmsnorm_bwd_dx_kernel does, adding their dw terms (dout_c x_c r) into its own C sums in shared memory; the block
+// then adds its warps' sums in warp order into partial row b, and colsum_finish adds the rows in order (dw's bits
+// depend on N and C alone). Against the two-pass path this reads dout and x once instead of twice.
+// Block b takes rows b per .. b per + per - 1, warp w the rows w, w + warps, ... of them. A warp's sums are laid
+// out so that the 32 lanes adding their element j of a vector touch 32 consecutive words (no bank conflicts):
+// column c = 32 V q + V l + j (lane l, vector q) is word 32 V q + 32 j + l of the (Cpad = C rounded up to 32 V)
+// row.
+#define RMSB_SMEM_FLOATS (16 * 1024)   // shared floats a block's sums may take (64 KiB): 8 warps to C = 2048, 4 to 4096
+#define RMSB_CHUNKS 512                // blocks, about: the (chunks, C) partial sums stay a small share of the bytes
+
+__device__ static inline int rmsb_word(int c, int V)
+{
+    return c / (32 * V) * (32 * V) + c % V * 32 + c % (32 * V) / V;
+}
+
+template <typename T, int V>
+__global__ void rmsnorm_bwd_fused_kernel(T *dx, float *partial, const T *dout, const T *x, const T *w,
+                                         const float *rstd, int N, int C, int Cpad, int ld, int accumulate, long per)
+{
+    extern __shared__ float smem[];  // (warps, Cpad): each warp's dw sums
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    float *mine = smem + (size_t)warp * Cpad;
+    for (int i = threadIdx.x; i < warps * Cpad; i += blockDim.x) smem[i] = 0.0f;
+    __syncthreads();
+    const long n0 = (long)blockIdx.x * per, n1 = n0 + per < N ? n0 + per : N;
+    for (long n = n0 + warp; n < n1; n += warps) {
+        const size_t off = (size_t)n * ld;
+        const T *d = dout + off, *xr = x + off;
+        const float r = rstd[n];
+        float dot = 0.0f;
+        for (int c = lane * V; c < C; c += 32 * V) {
+            float dv[V], wv[V], xv[V];
+            act_ldv<V>(d + c, dv);
+            act_ldv<V>(w + c, wv);
+            act_ldv<V>(xr + c, xv);
+#pragma unroll
+            for (int j = 0; j < V; j++) dot += dv[j] * wv[j] * xv[j];
+        }
+        dot = scp_warp_sum(dot);
+        const float k = dot * r * r * r / (float)C;
+        // every lane reads its own columns of dout before it writes dx over them (dx may be dout)
+        for (int c = lane * V; c < C; c += 32 * V) {
+            float dv[V], wv[V], xv[V], g[V];
+            act_ldv<V>(d + c, dv);
+            act_ldv<V>(w + c, wv);
+            act_ldv<V>(xr + c, xv);
+            if (accumulate) act_ldv<V>(dx + off + c, g);
+            float *acc = mine + (c - lane * V) + lane;   // word of (c, j = 0); element j is 32 j further
+#pragma unroll
+            for (int j = 0; j < V; j++) {
+                acc[32 * j] += dv[j] * xv[j] * r;
+                const float t = r * wv[j] * dv[j] - xv[j] * k;
+                g[j] = accumulate ? g[j] + t : t;
+            }
+            act_stv<V>(dx + off + c, g);
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        const int q = rmsb_word(c, V);
+        float t = 0.0f;
+        for (int u = 0; u < warps; u++) t += smem[(size_t)u * Cpad + q];
+        partial[(size_t)blockIdx.x * C + c] = t;
+    }
+}
+
 template <typename T>
 void scp_cuda_rmsnorm_bwd(T *dx, float *dw, const T *dout, const T *x, const T *w, const float *rstd, int N, int G,
                           int C, int ld, int accumulate)
 {
     long groups = (long)N * G;
     if (groups == 0) return;
+    const int v = scp_cuda_vec_width<T>({dx, dout, x, w}, {C, ld});
+    const int Cpad = (C + 32 * v - 1) / (32 * v) * (32 * v);
+    if (G == 1 && 4 * Cpad <= RMSB_SMEM_FLOATS) {
+        const int warps = 8 * Cpad <= RMSB_SMEM_FLOATS ? 8 : 4;
+        const long per = (N + RMSB_CHUNKS - 1) / RMSB_CHUNKS, chunks = (N + per - 1) / per;
+        float *partial = (float *)scp_cuda_scratch((size_t)chunks * C * sizeof(float));
+        const size_t smem = (size_t)warps * Cpad * sizeof(float);
+        scp_cuda_vec_dispatch<T>(v, [&](auto vc) {
+            auto kern = rmsnorm_bwd_fused_kernel<T, decltype(vc)::value>;
+            smem_optin(kern, smem);
+            kern<<<(unsigned)chunks, warps * 32, smem>>>(dx, partial, dout, x, w, rstd, N, C, Cpad, ld, accumulate, per);
+        });
+        SCP_LAUNCHED();
+        scp_cuda_colsum_finish(dw, partial, chunks, C, C);
+        return;
+    }
     colsum<T>(dw, dout, x, rstd, ld, G, groups, C, 1);  // first: dx may overwrite dout
     scp_cuda_vec_dispatch<T>(scp_cuda_vec_width<T>({dx, dout, x, w}, {C, ld}), [&](auto vc) {
         auto kern = rmsnorm_bwd_dx_kernel<T, decltype(vc)::value>;
