@@ -169,8 +169,48 @@ template <typename T> void scp_cuda_colsum_add(float *dst, const T *src, int ld,
     colsum<T>(dst, src, NULL, NULL, ld, 1, rows, C, 0);
 }
 
-// dx_c = r w_c dy_c - x_c r^3 / C * sum_j dy_j w_j x_j (dx may be dout: each lane reads its own columns before
-// writing them, after the warp's dot product).
+// k = r^3 / C * sum_j dy_j w_j x_j of one row (a warp's: lane takes its V columns of every 32 V), the factor of x in
+// RMSNorm's dx.
+template <typename T, int V>
+__device__ static inline float rmsnorm_bwd_k(const T *d, const T *w, const T *xr, float r, int C, int lane)
+{
+    float dot = 0.0f;
+    for (int c = lane * V; c < C; c += 32 * V) {
+        float dv[V], wv[V], xv[V];
+        act_ldv<V>(d + c, dv);
+        act_ldv<V>(w + c, wv);
+        act_ldv<V>(xr + c, xv);
+#pragma unroll
+        for (int j = 0; j < V; j++) dot += dv[j] * wv[j] * xv[j];
+    }
+    return scp_warp_sum(dot) * r * r * r / (float)C;
+}
+
+// One row's dx_c = r w_c dy_c - x_c k, written over dxr or added into it (dxr may be d: each lane reads its own
+// columns before writing them, after the warp's dot product). Where sums is given (a warp's (Cpad) sums of the
+// one-pass kernel below, in its layout), the row's dw terms dy_c x_c r are added into it.
+template <typename T, int V>
+__device__ static inline void rmsnorm_bwd_row(T *dxr, const T *d, const T *w, const T *xr, float r, float k, int C,
+                                              int lane, int accumulate, float *sums)
+{
+    for (int c = lane * V; c < C; c += 32 * V) {
+        float dv[V], wv[V], xv[V], g[V];
+        act_ldv<V>(d + c, dv);
+        act_ldv<V>(w + c, wv);
+        act_ldv<V>(xr + c, xv);
+        if (accumulate) act_ldv<V>(dxr + c, g);
+        float *acc = sums ? sums + (c - lane * V) + lane : NULL;   // the word of (c, j = 0); element j is 32 j on
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            if (acc) acc[32 * j] += dv[j] * xv[j] * r;
+            const float t = r * wv[j] * dv[j] - xv[j] * k;
+            g[j] = accumulate ? g[j] + t : t;
+        }
+        act_stv<V>(dxr + c, g);
+    }
+}
+
+// The two-pass path's dx: one warp a group.
 template <typename T, int V>
 __global__ void rmsnorm_bwd_dx_kernel(T *dx, const T *dout, const T *x, const T *w, const float *rstd, int N, int G,
                                       int C, int ld, int accumulate)
@@ -180,30 +220,8 @@ __global__ void rmsnorm_bwd_dx_kernel(T *dx, const T *dout, const T *x, const T 
     if (grp >= (long)N * G) return;
     size_t off = (size_t)(grp / G) * ld + (size_t)(grp % G) * C;
     const T *d = dout + off, *xr = x + off;
-    float r = rstd[grp], dot = 0.0f;
-    for (int c = lane * V; c < C; c += 32 * V) {
-        float dv[V], wv[V], xv[V];
-        act_ldv<V>(d + c, dv);
-        act_ldv<V>(w + c, wv);
-        act_ldv<V>(xr + c, xv);
-#pragma unroll
-        for (int j = 0; j < V; j++) dot += dv[j] * wv[j] * xv[j];
-    }
-    dot = scp_warp_sum(dot);
-    float k = dot * r * r * r / (float)C;
-    for (int c = lane * V; c < C; c += 32 * V) {
-        float dv[V], wv[V], xv[V], g[V];
-        act_ldv<V>(d + c, dv);
-        act_ldv<V>(w + c, wv);
-        act_ldv<V>(xr + c, xv);
-        if (accumulate) act_ldv<V>(dx + off + c, g);
-#pragma unroll
-        for (int j = 0; j < V; j++) {
-            float t = r * wv[j] * dv[j] - xv[j] * k;
-            g[j] = accumulate ? g[j] + t : t;
-        }
-        act_stv<V>(dx + off + c, g);
-    }
+    const float r = rstd[grp];
+    rmsnorm_bwd_row<T, V>(dx + off, d, w, xr, r, rmsnorm_bwd_k<T, V>(d, w, xr, r, C, lane), C, lane, accumulate, NULL);
 }
 
 // The hidden state's backward (G = 1) in one pass over dout and x: each warp takes rows and makes their dx as
@@ -236,33 +254,8 @@ __global__ void rmsnorm_bwd_fused_kernel(T *dx, float *partial, const T *dout, c
         const size_t off = (size_t)n * ld;
         const T *d = dout + off, *xr = x + off;
         const float r = rstd[n];
-        float dot = 0.0f;
-        for (int c = lane * V; c < C; c += 32 * V) {
-            float dv[V], wv[V], xv[V];
-            act_ldv<V>(d + c, dv);
-            act_ldv<V>(w + c, wv);
-            act_ldv<V>(xr + c, xv);
-#pragma unroll
-            for (int j = 0; j < V; j++) dot += dv[j] * wv[j] * xv[j];
-        }
-        dot = scp_warp_sum(dot);
-        const float k = dot * r * r * r / (float)C;
-        // every lane reads its own columns of dout before it writes dx over them (dx may be dout)
-        for (int c = lane * V; c < C; c += 32 * V) {
-            float dv[V], wv[V], xv[V], g[V];
-            act_ldv<V>(d + c, dv);
-            act_ldv<V>(w + c, wv);
-            act_ldv<V>(xr + c, xv);
-            if (accumulate) act_ldv<V>(dx + off + c, g);
-            float *acc = mine + (c - lane * V) + lane;   // word of (c, j = 0); element j is 32 j further
-#pragma unroll
-            for (int j = 0; j < V; j++) {
-                acc[32 * j] += dv[j] * xv[j] * r;
-                const float t = r * wv[j] * dv[j] - xv[j] * k;
-                g[j] = accumulate ? g[j] + t : t;
-            }
-            act_stv<V>(dx + off + c, g);
-        }
+        rmsnorm_bwd_row<T, V>(dx + off, d, w, xr, r, rmsnorm_bwd_k<T, V>(d, w, xr, r, C, lane), C, lane, accumulate,
+                              mine);
     }
     __syncthreads();
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
