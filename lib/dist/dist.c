@@ -832,7 +832,8 @@ int scp_dist_nccl_join(scp_dist *d)
 int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, int64_t piece)
 {
 #ifdef HAVE_NCCL
-    if (nccl && d->nccl) return nccl->reduce_scatter_f32(d, dev, out, piece) ? -1 : nccl_finish(d, "NCCL reduce-scatter");
+    if (nccl && d->nccl)
+        return nccl->reduce_scatter_f32(d, dev, out, piece) ? -1 : nccl_finish(d, "NCCL reduce-scatter");
 #endif
     (void)dev, (void)out, (void)piece;
     return scp_error("rank %d: NCCL reduce-scatter without a communicator", d->rank);
@@ -841,7 +842,8 @@ int scp_dist_nccl_reduce_scatter_f32(scp_dist *d, const float *dev, float *out, 
 int scp_dist_nccl_reduce_scatter_bf16(scp_dist *d, const uint16_t *dev, uint16_t *out, int64_t piece)
 {
 #ifdef HAVE_NCCL
-    if (nccl && d->nccl) return nccl->reduce_scatter_bf16(d, dev, out, piece) ? -1 : nccl_finish(d, "NCCL reduce-scatter");
+    if (nccl && d->nccl)
+        return nccl->reduce_scatter_bf16(d, dev, out, piece) ? -1 : nccl_finish(d, "NCCL reduce-scatter");
 #endif
     (void)dev, (void)out, (void)piece;
     return scp_error("rank %d: NCCL reduce-scatter without a communicator", d->rank);

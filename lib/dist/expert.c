@@ -102,8 +102,8 @@ int scp_expert_par_reduce_grads(scp_expert_par *ep)
     for (int k = 0; k < ep->runs && rc == 0; k++) {
         scp_dist *over = ep->run_expert[k] ? &ep->replicas : ep->d;
         over->step = ep->d->step;
-        rc = scp_coll_for(over)->allreduce_f32(over, g + ep->run_lo[k], ep->run_lo[k + 1] - ep->run_lo[k],
-                                               ep->run_expert[k] ? "expert gradient all-reduce" : "gradient all-reduce");
+        const char *what = ep->run_expert[k] ? "expert gradient all-reduce" : "gradient all-reduce";
+        rc = scp_coll_for(over)->allreduce_f32(over, g + ep->run_lo[k], ep->run_lo[k + 1] - ep->run_lo[k], what);
         if (over != ep->d) take_group_time(ep, over);
     }
     return rc;

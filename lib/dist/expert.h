@@ -47,7 +47,8 @@ void scp_expert_par_attach(scp_expert_par *ep, scp_model *m);
 void scp_expert_par_free(scp_expert_par *ep);
 
 /* The step's gradients summed where the backend keeps them (dist/coll.h's transport for that memory): held
- * experts' over the replicas, the rest over all ranks. Then the global norm (every expert once) into *norm. -1 with a message when a collective or an exchange failed. */
+ * experts' over the replicas, the rest over all ranks. Then the global norm (every expert once) into *norm. -1
+ * with a message when a collective or an exchange failed. */
 int scp_expert_par_reduce_grads(scp_expert_par *ep);
 int scp_expert_par_grad_norm(scp_expert_par *ep, double *norm);
 /* Entry i of the full table: the index of the corresponding entry in this rank's table (for an expert of another

@@ -282,7 +282,8 @@ void scp_cuda_rmsnorm_bwd(T *dx, float *dw, const T *dout, const T *x, const T *
         scp_cuda_vec_dispatch<T>(v, [&](auto vc) {
             auto kern = rmsnorm_bwd_fused_kernel<T, decltype(vc)::value>;
             smem_optin(kern, smem);
-            kern<<<(unsigned)chunks, warps * 32, smem>>>(dx, partial, dout, x, w, rstd, N, C, Cpad, ld, accumulate, per);
+            kern<<<(unsigned)chunks, warps * 32, smem>>>(dx, partial, dout, x, w, rstd, N, C, Cpad, ld, accumulate,
+                                                         per);
         });
         SCP_LAUNCHED();
         scp_cuda_colsum_finish(dw, partial, chunks, C, C);

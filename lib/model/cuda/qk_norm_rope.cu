@@ -1,8 +1,9 @@
 // qk_norm_rope.cu: Qwen3's q/k path, the per-head RMSNorm followed by the rotary embedding, as one kernel forward
-// and one (plus the two short finishes of its column sums) backward (model/backend_ops.def qk_norm_rope_fwd, _bwd). Composed of
-// norm.cu's entries the same work is a copy of q|k|v, two norms and two rotations forward, and two rotations and
-// two norm backwards (each a column-sum pass, its finish and the dx pass) backward: 13 launches a layer and four
-// more passes over the (M, (H + KV) hd) heads. The composition stays the reference (lib/model/cpu/norm.c).
+// and one (plus the two short finishes of its column sums) backward (model/backend_ops.def qk_norm_rope_fwd,
+// _bwd). Composed of norm.cu's entries the same work is a copy of q|k|v, two norms and two rotations forward, and
+// two rotations and two norm backwards (each a column-sum pass, its finish and the dx pass) backward: 13 launches
+// a layer and four more passes over the (M, (H + KV) hd) heads. The composition stays the reference
+// (lib/model/cpu/norm.c).
 //
 // Layout: row n (n < N) at n ld holds G = H + KV heads of hd elements, the query heads then the key heads. One
 // warp owns one head at a time. A rotation pairs element i with i + hd/2 (HF's rotate_half), so lane l holds the

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <vector>
 
 thread_local uint3e threadIdx, blockIdx;
@@ -591,21 +592,24 @@ long emu_nccl_ticket(cudaStream_t s) __attribute__((weak));
 int emu_nccl_progress(cudaStream_t s, long upto, int wait) __attribute__((weak));
 }
 static long ticket_of(cudaStream_t s) { return emu_nccl_ticket ? emu_nccl_ticket(s) : 0; }
-static int progress(cudaStream_t s, long upto, int wait) { return emu_nccl_progress ? emu_nccl_progress(s, upto, wait) : 1; }
+static int progress(cudaStream_t s, long upto, int wait)
+{
+    return emu_nccl_progress ? emu_nccl_progress(s, upto, wait) : 1;
+}
 struct emu_stream { unsigned flags; };
 struct emu_event {
     unsigned flags;
     cudaStream_t stream;  // where it was last recorded, and how many calls that stream held then
     long ticket;
 };
-static std::map<const void *, bool> live_handles;
+static std::set<const void *> live_handles;
 static bool live(const void *h) { return live_handles.count(h) != 0; }
 static bool stream_ok(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || live(s); }
 int emu_stream_live(cudaStream_t s) { return stream_ok(s); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
     *s = new emu_stream{flags};
-    live_handles[*s] = true;
+    live_handles.insert(*s);
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s)
@@ -624,7 +628,7 @@ cudaError_t cudaStreamQuery(cudaStream_t s)
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags)
 {
     *e = new emu_event{flags, nullptr, 0};
-    live_handles[*e] = true;
+    live_handles.insert(*e);
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e)

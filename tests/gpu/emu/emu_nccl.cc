@@ -111,7 +111,7 @@ struct posted {
     long ticket;                      // its place on its stream
     size_t send_bytes, recv_bytes;    // the extents of the buffers it owns
     std::vector<char> send_was, recv_was, staged;
-    std::vector<MPI_Request> reqs;
+    MPI_Request req;                  // its one MPI operation
 };
 static std::vector<posted *> in_flight;   // in the order posted
 static std::map<cudaStream_t, long> tickets;
@@ -151,7 +151,8 @@ static void sum_in_rank_order(void *dst, const char *all, size_t count, ncclData
         uint16_t *d = (uint16_t *)dst;
         for (size_t i = 0; i < count; i++) {
             uint16_t s = a[i];
-            for (int r = 1; r < size; r++) s = float_to_bf16(bf16_to_float(s) + bf16_to_float(a[(size_t)r * count + i]));
+            for (int r = 1; r < size; r++)
+                s = float_to_bf16(bf16_to_float(s) + bf16_to_float(a[(size_t)r * count + i]));
             d[i] = s;
         }
     }
@@ -160,7 +161,8 @@ static void sum_in_rank_order(void *dst, const char *all, size_t count, ncclData
 // Message sizes go to MPI as int.
 static ncclResult_t check_int(size_t bytes, const char *call)
 {
-    if (bytes > (size_t)INT_MAX) return fail(ncclInvalidArgument, "%s: %zu bytes, over the emulator's 2 GiB", call, bytes);
+    if (bytes > (size_t)INT_MAX)
+        return fail(ncclInvalidArgument, "%s: %zu bytes, over the emulator's 2 GiB", call, bytes);
     return ncclSuccess;
 }
 
@@ -168,7 +170,7 @@ static void post(const op &o)
 {
     const emu_nccl_comm *c = o.comm;
     const size_t es = type_bytes(o.type), n = o.count * es, W = (size_t)c->size;
-    posted *p = new posted{o, ++tickets[o.stream], 0, 0, {}, {}, {}, {}};
+    posted *p = new posted{o, ++tickets[o.stream], 0, 0, {}, {}, {}, MPI_REQUEST_NULL};
     switch (o.kind) {
     case OP_ALLREDUCE: p->send_bytes = p->recv_bytes = n; break;
     case OP_REDUCE_SCATTER: p->send_bytes = n * W, p->recv_bytes = n; break;
@@ -183,22 +185,18 @@ static void post(const op &o)
     case OP_ALLREDUCE:      // every rank's vector here, summed at completion
     case OP_ALLGATHER:
         p->staged.resize(n * W);
-        p->reqs.resize(1);
-        MPI_Iallgather(p->send_was.data(), in, MPI_BYTE, p->staged.data(), in, MPI_BYTE, c->mpi, &p->reqs[0]);
+        MPI_Iallgather(p->send_was.data(), in, MPI_BYTE, p->staged.data(), in, MPI_BYTE, c->mpi, &p->req);
         break;
     case OP_REDUCE_SCATTER: // every rank's contribution to this rank's piece, summed at completion
         p->staged.resize(n * W);
-        p->reqs.resize(1);
-        MPI_Ialltoall(p->send_was.data(), in, MPI_BYTE, p->staged.data(), in, MPI_BYTE, c->mpi, &p->reqs[0]);
+        MPI_Ialltoall(p->send_was.data(), in, MPI_BYTE, p->staged.data(), in, MPI_BYTE, c->mpi, &p->req);
         break;
     case OP_SEND:
-        p->reqs.resize(1);
-        MPI_Isend(p->send_was.data(), in, MPI_BYTE, o.peer, 0, c->mpi, &p->reqs[0]);
+        MPI_Isend(p->send_was.data(), in, MPI_BYTE, o.peer, 0, c->mpi, &p->req);
         break;
     case OP_RECV:
         p->staged.resize(n);
-        p->reqs.resize(1);
-        MPI_Irecv(p->staged.data(), in, MPI_BYTE, o.peer, 0, c->mpi, &p->reqs[0]);
+        MPI_Irecv(p->staged.data(), in, MPI_BYTE, o.peer, 0, c->mpi, &p->req);
         break;
     }
     in_flight.push_back(p);
@@ -238,10 +236,10 @@ extern "C" int emu_nccl_progress(cudaStream_t s, long upto, int wait)
             continue;
         }
         if (wait) {
-            MPI_Waitall((int)p->reqs.size(), p->reqs.data(), MPI_STATUSES_IGNORE);
+            MPI_Wait(&p->req, MPI_STATUS_IGNORE);
         } else {
             int done = 0;
-            MPI_Testall((int)p->reqs.size(), p->reqs.data(), &done, MPI_STATUSES_IGNORE);
+            MPI_Test(&p->req, &done, MPI_STATUS_IGNORE);
             if (!done) return 0;   // later calls on the stream complete after this one
         }
         finish(p);
@@ -409,7 +407,8 @@ ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, n
     if (ncclResult_t e = check_device(send, whole, call, "sendbuff")) return e;
     if (ncclResult_t e = check_device(recv, piece, call, "recvbuff")) return e;
     if ((const char *)recv != (const char *)send + (size_t)comm->rank * piece && overlap(send, whole, recv, piece))
-        return fail(ncclInvalidArgument, "%s: recvbuff overlaps sendbuff other than at rank %d's piece", call, comm->rank);
+        return fail(ncclInvalidArgument, "%s: recvbuff overlaps sendbuff other than at rank %d's piece", call,
+                    comm->rank);
     if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
     return submit(op{OP_REDUCE_SCATTER, send, recv, recvcount, type, -1, comm, stream});
 }
@@ -425,7 +424,8 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t sendcount, ncclD
     if (ncclResult_t e = check_device(send, piece, call, "sendbuff")) return e;
     if (ncclResult_t e = check_device(recv, whole, call, "recvbuff")) return e;
     if ((const char *)send != (const char *)recv + (size_t)comm->rank * piece && overlap(send, piece, recv, whole))
-        return fail(ncclInvalidArgument, "%s: sendbuff overlaps recvbuff other than at rank %d's piece", call, comm->rank);
+        return fail(ncclInvalidArgument, "%s: sendbuff overlaps recvbuff other than at rank %d's piece", call,
+                    comm->rank);
     if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
     return submit(op{OP_ALLGATHER, send, recv, sendcount, type, -1, comm, stream});
 }
@@ -437,7 +437,8 @@ static ncclResult_t check_p2p(const char *call, const void *buf, const char *whi
     if (ncclResult_t e = check_comm(comm, call)) return e;
     const size_t bytes = count * type_bytes(type);
     if (!type_bytes(type)) return fail(ncclInvalidArgument, "%s: unknown data type %d", call, (int)type);
-    if (peer < 0 || peer >= comm->size) return fail(ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, comm->size);
+    if (peer < 0 || peer >= comm->size)
+        return fail(ncclInvalidArgument, "%s: peer %d of %d ranks", call, peer, comm->size);
     if (ncclResult_t e = check_int(bytes, call)) return e;
     if (ncclResult_t e = check_device(buf, bytes, call, which)) return e;
     if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
