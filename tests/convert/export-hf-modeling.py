@@ -10,8 +10,9 @@ small random models generated here (tests/importgen.py) against scp's own forwar
   scp's random numbers), the random order, infill (masks in the prompt, a suffix) and --at-eos fill; ar_generate
   gives scp-eval generate's next-token decoding of the causal exports, greedy and sampled;
 - with transformers installed, AutoConfig, AutoModel and AutoModelForMaskedLM with trust_remote_code load the
-  export and give the same logits; without it those checks are skipped (the GPU machine's device-check.sh runs
-  them)."""
+  export without a warning and give the same logits, and what save_pretrained writes loads again and comes back
+  through scp-import with the same logits; without transformers those checks are skipped (the GPU machine's
+  device-check.sh runs them)."""
 import atexit
 import importlib.util
 import json
@@ -260,13 +261,30 @@ if transformers is None:
     diag("transformers is not installed: the AutoConfig / AutoModel / AutoModelForMaskedLM checks are skipped")
     ok(True, "AutoConfig, AutoModel, AutoModelForMaskedLM with trust_remote_code # SKIP transformers is not installed")
 else:
+    import logging
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
     diag("transformers %s" % transformers.__version__)
+
+    class Warnings(logging.Handler):
+        """transformers' warnings while an export loads: a weight left at its initial values, an unused key, a
+        config it does not understand."""
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.seen = []
+
+        def emit(self, record):
+            self.seen.append(record.getMessage())
+    warned = Warnings()
+    logging.getLogger("transformers").addHandler(warned)
     for name, (ck, ex) in exports.items():
         try:
+            del warned.seen[:]
             cfg = AutoConfig.from_pretrained(ex, trust_remote_code=True)
             model = AutoModelForMaskedLM.from_pretrained(ex, trust_remote_code=True, torch_dtype=torch.float32).eval()
             base = AutoModel.from_pretrained(ex, trust_remote_code=True, torch_dtype=torch.float32).eval()
+            ok(not warned.seen, "%s: AutoConfig, AutoModelForMaskedLM and AutoModel load it without a warning" % name)
+            for w in warned.seen[:5]:
+                diag("  " + w.splitlines()[0])
             ids = [int(t) for t in torch.randint(0, V, (19,))]
             ref = scp_logits(ck, ids, bool(cfg.is_causal))
             with torch.no_grad():
@@ -285,4 +303,28 @@ else:
         model = AutoModelForMaskedLM.from_pretrained(ex, trust_remote_code=True, torch_dtype=torch.float32).eval()
         compare(model, ex, "qwen3-tied through AutoModelForMaskedLM, greedy, --block 4", "ab", 12,
                 ["--steps", 6, "--block", 4], dict(steps=6, block=4))
+    # a model saved by transformers (after a fine-tune there, say) loads again and comes back to scp unchanged
+    for name in ("qwen3-tied", "qwen3_moe"):
+        if name not in exports:
+            continue
+        ck, ex = exports[name]
+        saved, ck2 = os.path.join(tmp, name + "-saved"), os.path.join(tmp, name + "-back")
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(ex, trust_remote_code=True, torch_dtype=torch.float32).eval()
+            model.save_pretrained(saved)
+            again = AutoModelForMaskedLM.from_pretrained(saved, trust_remote_code=True,
+                                                         torch_dtype=torch.float32).eval()
+            r = run(["scp-import", "-q", saved, "-o", ck2])
+            ids = [int(t) for t in torch.randint(0, V, (17,))]
+            causal = bool(model.config.is_causal)
+            with torch.no_grad():
+                x = model(input_ids=torch.tensor([ids])).logits
+                y = again(input_ids=torch.tensor([ids])).logits
+            a, b = scp_logits(ck, ids, causal), scp_logits(ck2, ids, causal) if r.returncode == 0 else None
+            ok(torch.equal(x, y) and b is not None and np.array_equal(a, b) and
+               sorted(os.listdir(saved)) == ["config.json", "model.safetensors", "modeling_scp.py"],
+               "%s: save_pretrained, then AutoModelForMaskedLM and scp-import of what it wrote: the same logits, "
+               "bit for bit" % name)
+        except Exception as e:   # noqa: BLE001
+            ok(False, "%s: save_pretrained: %r" % (name, e))
 done()

@@ -20,6 +20,7 @@ ar_generate() its next-token decoding for causal checkpoints.
 The file depends on torch alone when transformers is missing: the model then derives from torch.nn.Module and
 from_pretrained reads config.json and model.safetensors itself, so that the same code runs without transformers."""
 import json
+import logging
 import math
 import os
 
@@ -164,6 +165,12 @@ if not HAVE_TRANSFORMERS:
             return model.to(dtype).eval()
 
 
+class _ArchModelTypeFilter(logging.Filter):
+    """Drops transformers' warning that config.json's model_type (the architecture) is not "scp"."""
+    def filter(self, record):
+        return "to instantiate a model of type scp" not in record.getMessage()
+
+
 class SCPConfig(PretrainedConfig):
     """config.json of an scp checkpoint: the HF keys of its architecture (model_type) and the SCP keys.
 
@@ -202,6 +209,20 @@ class SCPConfig(PretrainedConfig):
         self.is_causal = is_causal
         self.shift_logits = shift_logits
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    if HAVE_TRANSFORMERS:
+        @classmethod
+        def from_pretrained(cls, *args, **kwargs):
+            # transformers warns whenever config.json's model_type is not the class's ("You are using a model of
+            # type qwen3 to instantiate a model of type scp"); here that is by design (the docstring above), so
+            # that one message is dropped and every other is kept.
+            log = logging.getLogger("transformers.configuration_utils")
+            quiet = _ArchModelTypeFilter()
+            log.addFilter(quiet)
+            try:
+                return super().from_pretrained(*args, **kwargs)
+            finally:
+                log.removeFilter(quiet)
 
     def to_dict(self):
         d = super().to_dict()
