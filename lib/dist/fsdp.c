@@ -274,22 +274,44 @@ static float *vec_of(scp_fsdp *f, scp_fsdp_vec which)
     return which == SCP_FSDP_EXP_AVG ? f->mom_m : which == SCP_FSDP_EXP_AVG_SQ ? f->mom_v : f->master;
 }
 
-void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *data)
+int scp_fsdp_param_piece(const scp_fsdp *f, scp_fsdp_vec which, int i, int64_t *lo, int64_t *hi)
 {
     int64_t s = f->m->offset[i], e = s + f->m->desc[i].numel;
     if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {   /* every rank holds every weight */
+        *lo = 0;
+        *hi = e - s;
+        return 1;
+    }
+    int u = unit_of_param(f, i);
+    int64_t a, b;
+    scp_shard_piece(&f->lay, u, f->lay.rank_of[u], &a, &b);
+    int64_t x = s > a ? s : a, y = e < b ? e : b;
+    *lo = x < y ? x - s : 0;
+    *hi = x < y ? y - s : 0;
+    return x < y;
+}
+
+void scp_fsdp_set_param_piece(scp_fsdp *f, scp_fsdp_vec which, int i, const float *piece)
+{
+    int64_t lo, hi, s = f->m->offset[i];
+    if (!scp_fsdp_param_piece(f, which, i, &lo, &hi)) return;
+    if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {
         scp_model_sync_host(f->m);
-        memcpy(f->m->weights + s, data, (size_t)(e - s) * sizeof *data);
+        memcpy(f->m->weights + s, piece, (size_t)(hi - lo) * sizeof *piece);
         scp_model_weights_changed(f->m);
         return;
     }
     int u = unit_of_param(f, i);
     int64_t a, b;
     scp_shard_piece(&f->lay, u, f->lay.rank_of[u], &a, &b);
-    int64_t x = s > a ? s : a, y = e < b ? e : b;
-    if (x < y)
-        f->m->backend->upload(vec_of(f, which) + f->lay.shard_off[u] + (x - a), data + (x - s),
-                              (size_t)(y - x) * sizeof *data);
+    f->m->backend->upload(vec_of(f, which) + f->lay.shard_off[u] + (s + lo - a), piece,
+                          (size_t)(hi - lo) * sizeof *piece);
+}
+
+void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *data)
+{
+    int64_t lo, hi;
+    if (scp_fsdp_param_piece(f, which, i, &lo, &hi)) scp_fsdp_set_param_piece(f, which, i, data + lo);
 }
 
 int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, float *out)

@@ -21,8 +21,8 @@
  *
  * Memory: the shard arrays (dist/shard_layout.h: the same sizes the planner uses) and the gathered buffers live in
  * the backend's memory and are only touched through the backend's entries and the collectives of dist/coll.h
- * (NCCL on GPU ranks, MPI otherwise), so one code serves CPU and GPU ranks; loading and checkpoints move one
- * tensor at a time through the host. */
+ * (NCCL on GPU ranks, MPI otherwise), so one code serves CPU and GPU ranks; loading moves each rank's piece of one
+ * tensor at a time through the host, checkpoints one whole tensor at a time. */
 #ifndef SCP_DIST_FSDP_H
 #define SCP_DIST_FSDP_H
 
@@ -88,6 +88,11 @@ void scp_fsdp_trim(scp_fsdp *f);
 typedef enum { SCP_FSDP_WEIGHTS, SCP_FSDP_EXP_AVG, SCP_FSDP_EXP_AVG_SQ } scp_fsdp_vec;
 /* Copy this rank's part of parameter i from data (its numel floats, host memory) into vector `which`. */
 void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *data);
+/* The elements [*lo, *hi) of parameter i (flat, row-major) that this rank holds in vector `which`: all of them
+ * for the weights at stage 2, else its piece, which may be empty (returns 0). */
+int scp_fsdp_param_piece(const scp_fsdp *f, scp_fsdp_vec which, int i, int64_t *lo, int64_t *hi);
+/* Copy those elements (hi - lo floats, host memory) into vector `which`: loading reads only what a rank keeps. */
+void scp_fsdp_set_param_piece(scp_fsdp *f, scp_fsdp_vec which, int i, const float *piece);
 /* Parameter i of vector `which` gathered whole on rank root into out (numel floats; read on root only).
  * Collective: every rank calls it. */
 int scp_fsdp_gather_param(scp_fsdp *f, scp_fsdp_vec which, int i, int root, float *out);

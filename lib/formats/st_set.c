@@ -103,7 +103,8 @@ const scp_tensor_info *scp_st_set_find(const scp_st_set *s, const char *name, co
     return NULL;
 }
 
-int scp_st_set_read_f32(const scp_st_set *s, const char *name, int ndim, const int64_t *shape, float *out)
+int scp_st_set_read_f32_range(const scp_st_set *s, const char *name, int ndim, const int64_t *shape, int64_t lo,
+                              int64_t hi, float *out)
 {
     const char *path = NULL;
     const scp_tensor_info *t = scp_st_set_find(s, name, &path);
@@ -115,10 +116,22 @@ int scp_st_set_read_f32(const scp_st_set *s, const char *name, int ndim, const i
         return scp_error("%s: tensor '%s' has shape %s, the model needs %s", path, name,
                          scp_shape_str(a, sizeof a, t->ndim, t->shape), scp_shape_str(b, sizeof b, ndim, shape));
     }
-    if (!scp_dtype_is_float(t->dtype) || scp_convert_to_f32(out, t->data, t->dtype, (size_t)t->numel) < 0)
+    if (lo < 0 || hi < lo || hi > t->numel)
+        return scp_error("%s: elements [%lld, %lld) of tensor '%s' asked for; it has %lld", path, (long long)lo,
+                         (long long)hi, name, (long long)t->numel);
+    /* only the range's bytes are touched: on a mapped file, a rank that keeps a piece reads only that piece */
+    const char *src = (const char *)t->data + (size_t)lo * scp_dtype_size(t->dtype);
+    if (!scp_dtype_is_float(t->dtype) || scp_convert_to_f32(out, src, t->dtype, (size_t)(hi - lo)) < 0)
         return scp_error("%s: tensor '%s' has dtype %s (expected F32, F16, BF16 or F64)", path, name,
                          scp_dtype_name(t->dtype));
     return 0;
+}
+
+int scp_st_set_read_f32(const scp_st_set *s, const char *name, int ndim, const int64_t *shape, float *out)
+{
+    int64_t n = 1;
+    for (int k = 0; k < ndim; k++) n *= shape[k];
+    return scp_st_set_read_f32_range(s, name, ndim, shape, 0, n, out);
 }
 
 char *scp_st_shard_name(const char *base, int k, int n)

@@ -27,6 +27,10 @@ const scp_tensor_info *scp_st_set_find(const scp_st_set *s, const char *name, co
 /* Tensor `name` as n fp32 values into out, checked to have shape (ndim, shape) and a float dtype; -1 with a
  * message naming the file and the tensor. */
 int scp_st_set_read_f32(const scp_st_set *s, const char *name, int ndim, const int64_t *shape, float *out);
+/* Elements [lo, hi) of tensor `name` (flat, row-major) as hi - lo fp32 values into out, the tensor checked as
+ * above; only those elements' bytes are read. */
+int scp_st_set_read_f32_range(const scp_st_set *s, const char *name, int ndim, const int64_t *shape, int64_t lo,
+                              int64_t hi, float *out);
 
 /* "BASE-0000k-of-0000n.safetensors" (k from 1), freshly allocated. */
 char *scp_st_shard_name(const char *base, int k, int n);

@@ -10,7 +10,8 @@
 static const char *const moment_prefix[2] = {"exp_avg", "exp_avg_sq"};
 
 /* This rank's pieces of every tensor of DIR/BASE (one file or an index's shards): base "model" fills the weights,
- * "optimizer" both moments. */
+ * "optimizer" both moments. Each rank reads only the elements it keeps (the files are mapped), so that N ranks
+ * loading a sharded state read the checkpoint once between them, not N times. */
 static int load_set(scp_fsdp *f, const char *dir, const char *base)
 {
     scp_st_set s;
@@ -20,14 +21,17 @@ static int load_set(scp_fsdp *f, const char *dir, const char *base)
     float *buf = NULL;
     for (int i = 0; i < m->n_params && rc == 0; i++) {
         const scp_param_desc *d = &m->desc[i];
-        buf = scp_xrealloc(buf, (size_t)d->numel * sizeof *buf);
         for (int k = 0; k < (optimizer ? 2 : 1) && rc == 0; k++) {
             char name[160];
             if (optimizer) snprintf(name, sizeof name, "%s.%s", moment_prefix[k], d->name);
             else snprintf(name, sizeof name, "%s", d->name);
-            rc = scp_st_set_read_f32(&s, name, d->ndim, d->shape, buf);
             scp_fsdp_vec which = optimizer ? (k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG) : SCP_FSDP_WEIGHTS;
-            if (rc == 0) scp_fsdp_set_param(f, which, i, buf);
+            int64_t lo, hi;
+            /* a rank without a piece of this tensor still checks that it is there, with its shape and type */
+            if (!scp_fsdp_param_piece(f, which, i, &lo, &hi)) lo = hi = 0;
+            buf = scp_xrealloc(buf, (size_t)(hi - lo + 1) * sizeof *buf);
+            rc = scp_st_set_read_f32_range(&s, name, d->ndim, d->shape, lo, hi, buf);
+            if (rc == 0 && hi > lo) scp_fsdp_set_param_piece(f, which, i, buf);
         }
     }
     free(buf);

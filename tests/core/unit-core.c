@@ -9,6 +9,7 @@
 #include "core/json.h"
 #include "formats/model_config.h"
 #include "formats/safetensors.h"
+#include "formats/st_set.h"
 #include "formats/tokstream.h"
 #include "core/rng.h"
 
@@ -77,6 +78,35 @@ static void test_safetensors(void)
     tap_ok(f.metadata && strcmp(json_string_value(json_object_get(f.metadata, "format")), "pt") == 0, "metadata kept");
     scp_st_close(&f);
     free(path);
+
+    /* A rank's piece of a tensor: elements [lo, hi) of the flat tensor, converted to fp32, checked as a whole read. */
+    char *dir = scp_path_join(tmpdir, "set");
+    scp_mkdir_p(dir);
+    path = scp_path_join(dir, "model.safetensors");
+    w = scp_st_writer_new();
+    scp_st_add(w, "b.weight", SCP_BF16, 1, sb, b);
+    scp_st_add(w, "a.weight", SCP_F32, 2, sa, a);
+    tap_ok(scp_st_write(w, path) == 0, "write DIR/model.safetensors");
+    scp_st_writer_free(w);
+    scp_st_set set;
+    float out[6] = {0}, whole[6] = {0};
+    tap_ok(scp_st_set_open(&set, dir, "model") == 0, "open it as a set");
+    tap_ok(scp_st_set_read_f32_range(&set, "a.weight", 2, sa, 2, 5, out) == 0 && out[0] == 3 && out[1] == 4 &&
+           out[2] == 5 && scp_st_set_read_f32(&set, "a.weight", 2, sa, whole) == 0 && memcmp(whole, a, sizeof a) == 0,
+           "elements [2, 5) of a (2, 3) f32 tensor are 3 4 5, and the whole read is the tensor");
+    tap_ok(scp_st_set_read_f32_range(&set, "b.weight", 1, sb, 1, 3, out) == 0 && out[0] == 2 && out[1] == 3,
+           "elements [1, 3) of a bf16 tensor, widened: 2 3");
+    tap_ok(scp_st_set_read_f32_range(&set, "a.weight", 2, sa, 4, 4, out) == 0, "an empty range reads nothing");
+    int rc = scp_st_set_read_f32_range(&set, "a.weight", 2, sa, 4, 7, out);
+    tap_ok(rc == -1 && strstr(scp_last_error(), "[4, 7)") && strstr(scp_last_error(), "it has 6"),
+           "a range past the tensor is refused: %s", scp_last_error());
+    int64_t wrong[2] = {3, 2};
+    rc = scp_st_set_read_f32_range(&set, "a.weight", 2, wrong, 0, 1, out);
+    tap_ok(rc == -1 && strstr(scp_last_error(), "has shape"), "a piece of a tensor of another shape is refused: %s",
+           scp_last_error());
+    scp_st_set_close(&set);
+    free(path);
+    free(dir);
 
     /* Malformed headers: each must be refused with a message naming the fault. */
     struct { const char *header; const char *expect; size_t data; } bad[] = {
