@@ -4,7 +4,12 @@
   first 512 rows (ours has one more row, the mask token), no separate output matrix (tied); the same vocabulary
   (tokens, scores, token types) and special ids.
 - The converted (bidirectional) checkpoint exported as HF and as GGUF (llada) comes back through scp-import with
-  the very same tensors."""
+  the very same tensors.
+- Where torch and transformers are installed: the causal checkpoint's HF export loads without remote code as
+  transformers' own LlamaForCausalLM (its model_type is llama), which gives the published figures of the
+  assets' README: 1.4034 nats/token of next-token loss on the first 60 windows of tinystories_val.txt, and the
+  greedy continuation of "Once upon a time"; this checks scp-import's q/k row permutation of the llama2.c file
+  and the export against an implementation scp did not write."""
 import atexit
 import json
 import os
@@ -74,4 +79,45 @@ for form, path in (("hf", os.path.join(tmp, "hf")), ("gguf", os.path.join(tmp, "
 _, dm, _ = read_gguf(os.path.join(tmp, "d.gguf"))
 ok(dm["general.architecture"] == "llada" and dm["llada.attention.causal"] is False and dm["diffusion.shift_logits"] is False,
    "the diffusion GGUF is llada, attention.causal false, diffusion.shift_logits false")
+
+# The causal export in transformers' own Llama, against the published figures (the assets' README).
+try:
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    from transformers import AutoModelForCausalLM
+except ImportError:
+    transformers = None
+if transformers is None:
+    ok(True, "the HF export in transformers' LlamaForCausalLM # SKIP torch or transformers is not installed")
+else:
+    hf = os.path.join(tmp, "causal-hf")
+    runok(["scp-export", "-q", "--format", "hf", "-o", hf, ck], "export the causal checkpoint as hf")
+    model = AutoModelForCausalLM.from_pretrained(hf, torch_dtype=torch.float32).eval()
+    ok(type(model).__name__ == "LlamaForCausalLM", "transformers %s loads it without remote code as %s" %
+       (transformers.__version__, type(model).__name__))
+
+    def ids_of(args, text):
+        r = run(["scp-tokenize", "-m", ck, "--format", "ids"] + args + ["-"], input=text.encode())
+        return [int(t) for t in r.stdout.decode().split()]
+    # the published recipe: paragraphs, BOS before each, no EOS, concatenated; windows of 513 tokens every 512
+    ids = ids_of(["--doc", "paragraph", "--bos"], open(os.path.join(ASSETS, "corpora/tinystories_val.txt")).read())
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for w in range(60):
+            x = torch.tensor([ids[512 * w: 512 * w + 513]])
+            logits = model(input_ids=x[:, :-1]).logits[0].double()
+            nll += float(F.cross_entropy(logits, x[0, 1:], reduction="sum"))
+            n += x.shape[1] - 1
+    ok(n == 30720 and abs(nll / n - 1.4034) < 5e-5,
+       "its next-token loss on the first 60 windows: %.5f nats/token over %d tokens (published 1.4034)" % (nll / n, n))
+    seq = [1] + ids_of([], "Once upon a time")
+    with torch.no_grad():
+        for _ in range(24):
+            seq.append(int(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax()))
+    r = run(["scp-tokenize", "-m", ck, "-D", "--format", "ids", "-"], input=(" ".join(map(str, seq)) + "\n").encode())
+    text = r.stdout.decode().strip()
+    ok(text.startswith("Once upon a time, there was a little girl named Lily. She loved to play outside in the p"),
+       "its greedy continuation of \"Once upon a time\": %r (published: \"... named Lily. She loved to play outside "
+       "in the park.\")" % text)
 done()
