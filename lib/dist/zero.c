@@ -112,16 +112,20 @@ int scp_zero1_adamw(scp_zero1 *z, const float *lr, float beta1, float beta2, flo
     return rc ? -1 : 0;
 }
 
-void scp_zero1_set_moments(scp_zero1 *z, const float *fm, const float *fv)
+int scp_zero1_param_piece(const scp_zero1 *z, int i, int64_t *lo, int64_t *hi)
 {
-    const scp_backend *be = z->m->backend;
-    for (int i = 0; i < z->m->n_params; i++) {
-        int64_t x, y, k;
-        param_piece(z, i, &x, &y, &k);
-        if (x >= y) continue;
-        be->upload(z->mom_m + k, fm + x, (size_t)(y - x) * sizeof *fm);
-        be->upload(z->mom_v + k, fv + x, (size_t)(y - x) * sizeof *fv);
-    }
+    int64_t x, y, k, s = z->m->offset[i];
+    param_piece(z, i, &x, &y, &k);
+    *lo = x < y ? x - s : 0;
+    *hi = x < y ? y - s : 0;
+    return x < y;
+}
+
+void scp_zero1_set_moment_piece(scp_zero1 *z, int which, int i, const float *piece)
+{
+    int64_t x, y, k;
+    param_piece(z, i, &x, &y, &k);
+    if (x < y) z->m->backend->upload((which ? z->mom_v : z->mom_m) + k, piece, (size_t)(y - x) * sizeof *piece);
 }
 
 int scp_zero1_gather_moments(scp_zero1 *z, int root, float *fm, float *fv)

@@ -41,8 +41,11 @@ void scp_zero1_update(scp_zero1 *z, const float *lr, float beta1, float beta2, f
 /* scp_zero1_update, then the weights all-gathered. Collective. 0, or -1 with a message. */
 int scp_zero1_adamw(scp_zero1 *z, const float *lr, float beta1, float beta2, float eps, float weight_decay,
                     int64_t step);
-/* This rank's pieces of the full moments fm, fv (n_weights floats each, host memory). */
-void scp_zero1_set_moments(scp_zero1 *z, const float *fm, const float *fv);
+/* The elements [*lo, *hi) of parameter i (flat, row-major) whose moments this rank keeps; 0 when none. */
+int scp_zero1_param_piece(const scp_zero1 *z, int i, int64_t *lo, int64_t *hi);
+/* Those elements of moment `which` (0 the first, 1 the second; hi - lo floats, host memory) into the shard:
+ * loading a checkpoint reads only what a rank keeps. */
+void scp_zero1_set_moment_piece(scp_zero1 *z, int which, int i, const float *piece);
 /* The full moments gathered on rank root into fm, fv (n_weights floats each; read on root only). Collective. */
 int scp_zero1_gather_moments(scp_zero1 *z, int root, float *fm, float *fv);
 

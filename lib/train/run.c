@@ -226,16 +226,22 @@ int scp_train_plan(scp_train_run *r)
     return 0;
 }
 
-/* The full moments of optimizer.safetensors at path, this rank's pieces kept. */
-static int load_zero1_moments(scp_zero1 *z, const char *path)
+/* ZeRO-1's shard of the moments as a sink (train/sharded.h): vectors 1 and 2 only. */
+static int zero1_piece(void *ctx, int vec, int i, int64_t *lo, int64_t *hi)
 {
-    size_t n = (size_t)z->m->n_weights;
-    float *fm = scp_xcalloc(n, sizeof *fm), *fv = scp_xcalloc(n, sizeof *fv);
-    int rc = scp_optimizer_load(path, z->m, fm, fv);
-    if (rc == 0) scp_zero1_set_moments(z, fm, fv);
-    free(fm);
-    free(fv);
-    return rc;
+    return vec > 0 && scp_zero1_param_piece(ctx, i, lo, hi);
+}
+
+static void zero1_put(void *ctx, int vec, int i, const float *data)
+{
+    scp_zero1_set_moment_piece(ctx, vec - 1, i, data);
+}
+
+/* This rank's pieces of the moments of optimizer.safetensors (or its shards) in dir. */
+static int load_zero1_moments(scp_zero1 *z, const char *dir)
+{
+    scp_ckpt_sink sink = {.desc = z->m->desc, .n = z->m->n_params, .ctx = z, .piece = zero1_piece, .put = zero1_put};
+    return scp_sharded_load_sink(&sink, dir, "optimizer");
 }
 
 int scp_train_open_optimizer(scp_train_run *r)
@@ -261,9 +267,11 @@ int scp_train_open_optimizer(scp_train_run *r)
         int rc;
         if (r->zero >= 2) {
             rc = scp_sharded_load_moments(&r->fsdp, r->resume_dir);
+        } else if (r->zero1.m) {
+            rc = load_zero1_moments(&r->zero1, r->resume_dir);
         } else {
             char *op = scp_path_join(r->resume_dir, "optimizer.safetensors");
-            rc = r->zero1.m ? load_zero1_moments(&r->zero1, op) : scp_train_moments_load(&r->mo, r->m, op);
+            rc = scp_train_moments_load(&r->mo, r->m, op);
             free(op);
         }
         if (rc) return -1;

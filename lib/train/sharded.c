@@ -9,34 +9,48 @@
 
 static const char *const moment_prefix[2] = {"exp_avg", "exp_avg_sq"};
 
-/* This rank's pieces of every tensor of DIR/BASE (one file or an index's shards): base "model" fills the weights,
- * "optimizer" both moments. Each rank reads only the elements it keeps (the files are mapped), so that N ranks
- * loading a sharded state read the checkpoint once between them, not N times. */
-static int load_set(scp_fsdp *f, const char *dir, const char *base)
+int scp_sharded_load_sink(const scp_ckpt_sink *sink, const char *dir, const char *base)
 {
     scp_st_set s;
     if (scp_st_set_open(&s, dir, base)) return -1;
-    const scp_model *m = f->m;
     int optimizer = strcmp(base, "model") != 0, rc = 0;
     float *buf = NULL;
-    for (int i = 0; i < m->n_params && rc == 0; i++) {
-        const scp_param_desc *d = &m->desc[i];
+    for (int i = 0; i < sink->n && rc == 0; i++) {
+        const scp_param_desc *d = &sink->desc[i];
         for (int k = 0; k < (optimizer ? 2 : 1) && rc == 0; k++) {
             char name[160];
             if (optimizer) snprintf(name, sizeof name, "%s.%s", moment_prefix[k], d->name);
             else snprintf(name, sizeof name, "%s", d->name);
-            scp_fsdp_vec which = optimizer ? (k ? SCP_FSDP_EXP_AVG_SQ : SCP_FSDP_EXP_AVG) : SCP_FSDP_WEIGHTS;
+            int vec = optimizer ? 1 + k : 0;
             int64_t lo, hi;
-            /* a rank without a piece of this tensor still checks that it is there, with its shape and type */
-            if (!scp_fsdp_param_piece(f, which, i, &lo, &hi)) lo = hi = 0;
+            if (!sink->piece(sink->ctx, vec, i, &lo, &hi)) lo = hi = 0;
             buf = scp_xrealloc(buf, (size_t)(hi - lo + 1) * sizeof *buf);
             rc = scp_st_set_read_f32_range(&s, name, d->ndim, d->shape, lo, hi, buf);
-            if (rc == 0 && hi > lo) scp_fsdp_set_param_piece(f, which, i, buf);
+            if (rc == 0 && hi > lo) sink->put(sink->ctx, vec, i, buf);
         }
     }
     free(buf);
     scp_st_set_close(&s);
     return rc;
+}
+
+/* A ZeRO-2/3 shard as a sink and a source: vector vec (0 the weights, 1 and 2 the moments) is fsdp_vec[vec]. */
+static const scp_fsdp_vec fsdp_vec[3] = {SCP_FSDP_WEIGHTS, SCP_FSDP_EXP_AVG, SCP_FSDP_EXP_AVG_SQ};
+
+static int fsdp_piece(void *ctx, int vec, int i, int64_t *lo, int64_t *hi)
+{
+    return scp_fsdp_param_piece(ctx, fsdp_vec[vec], i, lo, hi);
+}
+
+static void fsdp_put(void *ctx, int vec, int i, const float *data)
+{
+    scp_fsdp_set_param_piece(ctx, fsdp_vec[vec], i, data);
+}
+
+static int load_set(scp_fsdp *f, const char *dir, const char *base)
+{
+    scp_ckpt_sink sink = {.desc = f->m->desc, .n = f->m->n_params, .ctx = f, .piece = fsdp_piece, .put = fsdp_put};
+    return scp_sharded_load_sink(&sink, dir, base);
 }
 
 int scp_sharded_load_weights(scp_fsdp *f, const char *dir) { return load_set(f, dir, "model"); }
@@ -138,8 +152,7 @@ int scp_sharded_save_source(const scp_ckpt_source *src, const char *tmpdir)
 
 static int fsdp_gather(void *ctx, int vec, int i, int root, float *out)
 {
-    static const scp_fsdp_vec which[3] = {SCP_FSDP_WEIGHTS, SCP_FSDP_EXP_AVG, SCP_FSDP_EXP_AVG_SQ};
-    return scp_fsdp_gather_param(ctx, which[vec], i, root, out);
+    return scp_fsdp_gather_param(ctx, fsdp_vec[vec], i, root, out);
 }
 
 int scp_sharded_save(scp_fsdp *f, const char *tmpdir)

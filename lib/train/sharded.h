@@ -37,4 +37,21 @@ typedef struct scp_ckpt_source {
 } scp_ckpt_source;
 int scp_sharded_save_source(const scp_ckpt_source *src, const char *tmpdir);
 
+/* Where the tensors a rank loads go, whatever keeps them: the model's table (desc, n); piece(ctx, vec, i, &lo, &hi)
+ * names the elements [lo, hi) of entry i of vector vec (0 the weights, 1 and 2 AdamW's first and second moments)
+ * that this rank keeps (returns 0 for none), and put(ctx, vec, i, data) takes them (hi - lo floats, host memory). */
+typedef struct scp_ckpt_sink {
+    const scp_param_desc *desc;
+    int n;
+    void *ctx;
+    int (*piece)(void *ctx, int vec, int i, int64_t *lo, int64_t *hi);
+    void (*put)(void *ctx, int vec, int i, const float *data);
+} scp_ckpt_sink;
+/* The sink's pieces of DIR/BASE (one file or an index's shards): base "model" fills vector 0 from the tensors
+ * NAME, base "optimizer" vectors 1 and 2 from exp_avg.NAME and exp_avg_sq.NAME. Only the elements a rank keeps
+ * are read (the files are mapped), so that N ranks loading a sharded state read the checkpoint once between them,
+ * not N times, and no rank holds more than its pieces and one piece in flight. A rank with no piece of a tensor
+ * still checks that it is there, with its shape and a float type. 0, or -1 with a message. */
+int scp_sharded_load_sink(const scp_ckpt_sink *sink, const char *dir, const char *base);
+
 #endif

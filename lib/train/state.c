@@ -4,8 +4,8 @@
 #include "core/io.h"
 #include "core/json.h"
 #include "formats/safetensors.h"
-#include "formats/st_set.h"
 #include "train/opts_set.h"
+#include "train/sharded.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -163,6 +163,26 @@ int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m,
     return rc;
 }
 
+/* Whole moments as a sink (train/sharded.h): vectors 1 and 2 into opt_m and opt_v at each parameter's offset. */
+typedef struct whole_moments {
+    const scp_model *m;
+    float *opt[2];
+} whole_moments;
+
+static int whole_piece(void *ctx, int vec, int i, int64_t *lo, int64_t *hi)
+{
+    const whole_moments *w = ctx;
+    *lo = 0;
+    *hi = w->m->desc[i].numel;
+    return vec > 0;
+}
+
+static void whole_put(void *ctx, int vec, int i, const float *data)
+{
+    whole_moments *w = ctx;
+    memcpy(w->opt[vec - 1] + w->m->offset[i], data, (size_t)w->m->desc[i].numel * sizeof *data);
+}
+
 int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float *opt_v)
 {
     /* path is DIR/BASE.safetensors: that file, or the shards of DIR/BASE.safetensors.index.json */
@@ -171,20 +191,11 @@ int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float
     char *dir = slash ? scp_xasprintf("%.*s", (int)(slash - path), path) : scp_xstrdup(".");
     char *base = fl > sl && strcmp(file + fl - sl, ".safetensors") == 0 ? scp_xasprintf("%.*s", (int)(fl - sl), file)
                                                                         : scp_xstrdup(file);
-    scp_st_set s;
-    int rc = scp_st_set_open(&s, dir, base);
+    whole_moments w = {m, {opt_m, opt_v}};
+    scp_ckpt_sink sink = {.desc = m->desc, .n = m->n_params, .ctx = &w, .piece = whole_piece, .put = whole_put};
+    int rc = scp_sharded_load_sink(&sink, dir, base);
     free(dir);
     free(base);
-    if (rc) return -1;
-    for (int i = 0; i < m->n_params && rc == 0; i++) {
-        const scp_param_desc *d = &m->desc[i];
-        for (int k = 0; k < 2 && rc == 0; k++) {
-            char name[160];
-            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", d->name);
-            rc = scp_st_set_read_f32(&s, name, d->ndim, d->shape, (k ? opt_v : opt_m) + m->offset[i]);
-        }
-    }
-    scp_st_set_close(&s);
     return rc;
 }
 

@@ -1,7 +1,8 @@
 """train-mpi.py: data-parallel scp-train on the CPU: `mpirun -np 2` for 20 steps matches one process
 with the same --batch-tokens (losses and final weights and moments to 1e-5 relative) for the masked-diffusion
 objective, annealed attention with micro-batches, and the next-token objective (its 1/targets weight is a
-global count); ZeRO-1 gives bit-identical weights and moments to plain data parallelism; only rank 0 writes
+global count); ZeRO-1 gives bit-identical weights and moments to plain data parallelism, and resumes at the same rank count bit for
+bit; only rank 0 writes
 metrics and checkpoints; a run saved by 2 ranks resumes on 1 with a warning and continues as one process; and
 on bf16 storage (cpu-bf16) 2 ranks match one process in the first step as fp32 does, and ZeRO-1 is bitwise."""
 import os
@@ -79,6 +80,17 @@ if ok(b.returncode == 0, "--zero 1 with 2 ranks completes"):
                    os.path.join(rz, "latest", "optimizer.safetensors"), shallow=False),
        "--zero 1: weights and the gathered full optimizer state bit-identical to --zero 0")
     ok(mt.losses(rz) == mt.losses(r2), "--zero 1: identical losses")
+    # resumed at the same rank count from its step-10 checkpoint, each rank reading its pieces of the moments
+    rzr = os.path.join(tmp, "zero-resumed")
+    mt.resumable(rz, rzr)
+    r = subprocess.run(mt.mpi_cmd(mpirun, 2, ["--resume", "--zero", "1", "-o", rzr, "--threads", "1", "-q"]),
+                       capture_output=True, text=True)
+    if r.returncode:
+        diag(r.stderr[-1500:])
+    ok(r.returncode == 0 and mt.losses(rzr) == mt.losses(rz) and
+       all(filecmp.cmp(os.path.join(rz, "latest", f), os.path.join(rzr, "latest", f), shallow=False)
+           for f in ("model.safetensors", "optimizer.safetensors")),
+       "--zero 1 resumed on 2 ranks from step 10: losses, weights and moments bit-identical to the uninterrupted run")
 
 # ---- bf16 storage (cpu-bf16) under 2 ranks. The first step matches one process as fp32 does (1e-5): the same
 # bf16 weights, gradients summed in another order. Beyond it the runs part: the fp32 masters differ in their last

@@ -121,11 +121,20 @@ int main(void)
                memcmp(v1, v2, sizeof *v1 * (size_t)n) == 0,
            "ZeRO-1 AdamW over 3 ranks' pieces (%lld floats each) bit-identical to scp_model_adamw, frozen groups kept",
            (long long)z[0].lay.shard_off[z[0].lay.units]);
-    /* moments handed in whole land in each rank's pieces */
+    /* moments handed in piece by piece (what loading a checkpoint reads) land in each rank's pieces, and the
+     * ranks' pieces of every parameter tile it */
     for (int64_t i = 0; i < n; i++) m1[i] = (float)i, v1[i] = (float)-i;
     int placed = 1;
+    int64_t pieces = 0;
     for (int r = 0; r < 3; r++) {
-        scp_zero1_set_moments(&z[r], m1, v1);
+        for (int i = 0; i < m->n_params; i++) {
+            int64_t lo, hi;
+            if (!scp_zero1_param_piece(&z[r], i, &lo, &hi)) continue;
+            placed &= 0 <= lo && lo < hi && hi <= m->desc[i].numel;
+            scp_zero1_set_moment_piece(&z[r], 0, i, m1 + m->offset[i] + lo);
+            scp_zero1_set_moment_piece(&z[r], 1, i, v1 + m->offset[i] + lo);
+            pieces += hi - lo;
+        }
         const scp_shard_layout *L = &z[r].lay;
         for (int u = 0; u < L->units; u++) {
             int64_t a, b;
@@ -135,7 +144,8 @@ int main(void)
         }
         scp_zero1_free(&z[r]);
     }
-    tap_ok(placed, "full moments loaded into each rank's pieces at their parameter positions");
+    tap_ok(placed && pieces == n, "moments loaded piece by piece into each rank's pieces at their parameter positions "
+           "(%lld of %lld elements)", (long long)pieces, (long long)n);
     int frozen_same = 1;
     for (int i = 0; i < m->n_params; i++)
         if (lr[i] == 0.0f)
