@@ -128,31 +128,27 @@ void scp_zero1_set_moment_piece(scp_zero1 *z, int which, int i, const float *pie
     if (x < y) z->m->backend->upload((which ? z->mom_v : z->mom_m) + k, piece, (size_t)(y - x) * sizeof *piece);
 }
 
-int scp_zero1_gather_moments(scp_zero1 *z, int root, float *fm, float *fv)
+int scp_zero1_gather_moment(scp_zero1 *z, int which, int i, int root, float *out)
 {
     const scp_shard_layout *L = &z->lay;
-    const scp_backend *be = z->m->backend;
-    int W = L->world;
+    int W = L->world, u = unit_of_param(z, i);
+    int64_t s = z->m->offset[i], e = s + z->m->desc[i].numel;
+    /* Rank r's share of the tensor is [lo[r], lo[r + 1]) of it: the unit's pieces in rank order, clipped to [s, e). */
     int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(W + 1));
-    int64_t most = 1;
-    for (int u = 0; u < L->units; u++) most = L->per[u] > most ? L->per[u] : most;
-    float *part = scp_xmalloc((size_t)most * sizeof *part);
-    int rc = 0;
-    /* Unit by unit: the ranks' pieces of a unit, in rank order, are the unit's floats one after another. */
-    for (int u = 0; u < L->units && rc == 0; u++) {
-        lo[0] = 0;
-        for (int r = 0; r < W; r++) {
-            int64_t a, b;
-            scp_shard_piece(L, u, r, &a, &b);
-            lo[r + 1] = lo[r] + (b - a);
-        }
-        int64_t n = lo[L->rank + 1] - lo[L->rank], off = L->unit_lo[u];
-        for (int k = 0; k < 2 && rc == 0; k++) {
-            if (n) be->download(part, (k ? z->mom_v : z->mom_m) + L->shard_off[u], (size_t)n * sizeof *part);
-            float *out = (k ? fv : fm);
-            rc = scp_dist_gather_to(z->d, root, out ? out + off : NULL, part, lo, "ZeRO-1 optimizer gather");
-        }
+    lo[0] = 0;
+    for (int r = 0; r < W; r++) {
+        int64_t a, b;
+        scp_shard_piece(L, u, r, &a, &b);
+        a = a < s ? s : a > e ? e : a;
+        b = b < s ? s : b > e ? e : b;
+        lo[r + 1] = lo[r] + (b - a);
     }
+    int64_t x, y, k;
+    param_piece(z, i, &x, &y, &k);
+    int64_t n = y > x ? y - x : 0;
+    float *part = scp_xmalloc((size_t)(n ? n : 1) * sizeof *part);
+    if (n) z->m->backend->download(part, (which ? z->mom_v : z->mom_m) + k, (size_t)n * sizeof *part);
+    int rc = scp_dist_gather_to(z->d, root, out, part, lo, "ZeRO-1 optimizer gather");
     free(part);
     free(lo);
     return rc;

@@ -9,7 +9,7 @@
  * gathered unit. Nothing of a step passes through host memory.
  *
  * The update is elementwise, so it is the same arithmetic as scp_model_adamw over the whole vector: the result
- * does not depend on the rank count or on the cut. Checkpoints hold the full moments (scp_zero1_gather_moments),
+ * does not depend on the rank count or on the cut. Checkpoints hold the full moments (scp_zero1_gather_moment),
  * so a run resumes under any number of ranks. */
 #ifndef SCP_DIST_ZERO_H
 #define SCP_DIST_ZERO_H
@@ -46,7 +46,9 @@ int scp_zero1_param_piece(const scp_zero1 *z, int i, int64_t *lo, int64_t *hi);
 /* Those elements of moment `which` (0 the first, 1 the second; hi - lo floats, host memory) into the shard:
  * loading a checkpoint reads only what a rank keeps. */
 void scp_zero1_set_moment_piece(scp_zero1 *z, int which, int i, const float *piece);
-/* The full moments gathered on rank root into fm, fv (n_weights floats each; read on root only). Collective. */
-int scp_zero1_gather_moments(scp_zero1 *z, int root, float *fm, float *fv);
+/* Moment `which` (0 the first, 1 the second) of parameter i gathered whole on rank root into out (numel floats;
+ * read on root only): a checkpoint streamed one tensor at a time, so that no rank holds the full moments.
+ * Collective. */
+int scp_zero1_gather_moment(scp_zero1 *z, int which, int i, int root, float *out);
 
 #endif

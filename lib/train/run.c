@@ -439,9 +439,15 @@ static int step_line(scp_train_run *r, const scp_step_info *si, double dt, doubl
     return scp_metrics_write(&r->mt, j);
 }
 
-/* A checkpoint, written by rank 0. With ZeRO-1 rank 0 first gathers the full moments, so a checkpoint never
- * depends on the rank count. Collective: every rank calls it at the same step. */
+/* A checkpoint, written by rank 0. With ZeRO-1 rank 0 gathers the full moments one tensor at a time as it writes
+ * them, so a checkpoint never depends on the rank count and no rank holds them whole. Collective: every rank calls
+ * it at the same step. */
 static int save_sharded_checkpoint(scp_train_run *r);
+
+static int zero1_gather(void *ctx, int k, int i, float *out)
+{
+    return scp_zero1_gather_moment(ctx, k, i, 0, out);
+}
 
 static int save_checkpoint(scp_train_run *r)
 {
@@ -467,24 +473,10 @@ static int save_checkpoint(scp_train_run *r)
         }
         scp_model_weights_changed(m);
     }
-    if (zero1) {
-        fm = fv = NULL;
-        if (d->rank == 0) {
-            fm = scp_xmalloc((size_t)m->n_weights * sizeof *fm);
-            fv = scp_xmalloc((size_t)m->n_weights * sizeof *fv);
-        }
-        if (scp_zero1_gather_moments(&r->zero1, 0, fm, fv)) {
-            free(fm);
-            free(fv);
-            return -1;
-        }
-    }
-    int rc = d->rank == 0 ? scp_train_save_checkpoint(r->rundir, m, fm, fv, &r->st, r->o, r->tok_dir) : 0;
-    if (zero1) {
-        free(fm);
-        free(fv);
-    }
-    return rc;
+    if (zero1)   /* rank 0 writes the moments as they come, one tensor at a time from the ranks' pieces */
+        return scp_train_save_checkpoint_gathered(r->rundir, d->rank == 0, m, zero1_gather, &r->zero1, &r->st, r->o,
+                                                  r->tok_dir);
+    return d->rank == 0 ? scp_train_save_checkpoint(r->rundir, m, fm, fv, &r->st, r->o, r->tok_dir) : 0;
 }
 
 /* Expert parallelism's tensors for a sharded checkpoint: this rank's weights and moments, an expert from a rank

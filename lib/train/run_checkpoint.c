@@ -33,23 +33,34 @@ int scp_train_finish_checkpoint(const char *rundir, const char *name, const char
     return rc;
 }
 
-int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const float *opt_m, const float *opt_v,
-                              const scp_train_state *s, const scp_train_opts *o, const char *tok_dir)
+int scp_train_save_checkpoint_gathered(const char *rundir, int writer, const scp_model *m,
+                                       int (*gather)(void *ctx, int k, int i, float *out), void *ctx,
+                                       const scp_train_state *s, const scp_train_opts *o, const char *tok_dir)
 {
-    char *name = scp_run_ckpt_name(s->step), *final = scp_path_join(rundir, name);
-    char *tmp = scp_dir_begin(final);
-    int rc = tmp ? 0 : -1;
-    if (rc == 0 && scp_model_save(m, tmp, SCP_F32)) rc = -1;
-    if (rc == 0) {
-        char *p = scp_path_join(tmp, "optimizer.safetensors");
-        rc = scp_optimizer_save(p, m, opt_m, opt_v);
-        free(p);
+    char *name = NULL, *final = NULL, *tmp = NULL, *opt = NULL;
+    int rc = 0;
+    if (writer) {
+        name = scp_run_ckpt_name(s->step);
+        final = scp_path_join(rundir, name);
+        tmp = scp_dir_begin(final);
+        rc = tmp && scp_model_save(m, tmp, SCP_F32) == 0 ? 0 : -1;
+        if (rc == 0) opt = scp_path_join(tmp, "optimizer.safetensors");
     }
-    rc = scp_train_finish_checkpoint(rundir, name, final, tmp, rc, NULL, s, o, tok_dir);
+    /* the other ranks' gathers must run whatever happened here */
+    if (scp_optimizer_save_stream(opt, m, gather, ctx)) rc = -1;
+    if (writer) rc = scp_train_finish_checkpoint(rundir, name, final, tmp, rc, NULL, s, o, tok_dir);
+    free(opt);
     free(tmp);
     free(name);
     free(final);
     return rc;
+}
+
+int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const float *opt_m, const float *opt_v,
+                              const scp_train_state *s, const scp_train_opts *o, const char *tok_dir)
+{
+    scp_whole_moments w = {m, {(float *)opt_m, (float *)opt_v}};   /* only read */
+    return scp_train_save_checkpoint_gathered(rundir, 1, m, scp_whole_moments_gather, &w, s, o, tok_dir);
 }
 
 int scp_train_mark_best(const char *rundir, int64_t step, int keep)

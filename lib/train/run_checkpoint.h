@@ -12,6 +12,12 @@
 /* tok_dir: where the tokenizer files come from (the init checkpoint, or NULL for none). */
 int scp_train_save_checkpoint(const char *rundir, const scp_model *m, const float *opt_m, const float *opt_v,
                               const scp_train_state *s, const scp_train_opts *o, const char *tok_dir);
+/* The same checkpoint with its moments brought one tensor at a time (scp_optimizer_save_stream's gather), so that
+ * no rank holds them whole: every rank calls it, one of them with `writer` set, which writes. 0 on the writer when
+ * the checkpoint was written, on the others when their gathers succeeded; else -1 with a message. */
+int scp_train_save_checkpoint_gathered(const char *rundir, int writer, const scp_model *m,
+                                       int (*gather)(void *ctx, int k, int i, float *out), void *ctx,
+                                       const scp_train_state *s, const scp_train_opts *o, const char *tok_dir);
 
 /* The end of any checkpoint whose weights and moments are in tmp (scp_dir_begin(final)): config.json (when cfg is
  * not NULL), the tokenizer files, trainer_state.json, then the rename to final, `latest` and the pruning of old

@@ -86,7 +86,8 @@ static int *deal_files(const scp_ckpt_source *src, int files, int64_t *total)
 
 /* Gather and write one vector set: base "model" (the weights) or "optimizer" (both moments). The file of each
  * rank is streamed: its tensors are declared, then gathered one at a time in table order (every rank takes part
- * in every gather) and appended, so a rank holds one tensor of it at a time. */
+ * in every gather) and appended, so a rank holds one tensor of it at a time. 0; -1 when this rank's file failed;
+ * -2 when a gather failed (no collective may follow). */
 static int save_set(const scp_ckpt_source *src, const char *tmpdir, const char *base, const int *file_of,
                     int64_t total)
 {
@@ -110,9 +111,12 @@ static int save_set(const scp_ckpt_source *src, const char *tmpdir, const char *
     scp_st_stream *st = scp_st_stream_begin(w, path);
     int rc = st ? 0 : -1;
     float *out = scp_xmalloc((size_t)largest * sizeof *out);
-    for (int i = 0; i < src->n; i++)
-        for (int k = 0; k < vecs; k++) {
-            if (src->gather(src->ctx, optimizer ? 1 + k : 0, i, file_of[i], out)) rc = -1;
+    int broken = 0;   /* a gather failed: the ranks no longer agree, so no further collective */
+    for (int i = 0; i < src->n && !broken; i++)
+        for (int k = 0; k < vecs && !broken; k++) {
+            broken = src->gather(src->ctx, optimizer ? 1 + k : 0, i, file_of[i], out) != 0;
+            if (broken) rc = -1;
+            /* a file that fails does not stop the gathers: the other ranks wait on them */
             if (file_of[i] == me && st && rc == 0 && scp_st_stream_put(st, out)) rc = -1;
         }
     if (st && scp_st_stream_end(st, rc == 0)) rc = -1;
@@ -120,6 +124,7 @@ static int save_set(const scp_ckpt_source *src, const char *tmpdir, const char *
     scp_st_writer_free(w);
     free(fn);
     free(path);
+    if (broken) return -2;
     if (rc == 0 && me == 0) {   /* the index: every tensor's file */
         int n = src->n * vecs;
         char **names = scp_xmalloc(sizeof *names * (size_t)n);
@@ -144,8 +149,12 @@ int scp_sharded_save_source(const scp_ckpt_source *src, const char *tmpdir)
     int64_t total;
     int *file_of = deal_files(src, src->d->world, &total);
     int rc = save_set(src, tmpdir, "model", file_of, total);
-    if (save_set(src, tmpdir, "optimizer", file_of, total)) rc = -1;
+    if (rc != -2) {
+        int rc2 = save_set(src, tmpdir, "optimizer", file_of, total);
+        rc = rc2 ? rc2 : rc;
+    }
     free(file_of);
+    if (rc == -2) return -1;
     /* every rank's file must be there before rank 0 commits the directory */
     return scp_dist_any(src->d, rc != 0, "checkpoint write") ? -1 : 0;
 }

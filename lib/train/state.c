@@ -163,15 +163,67 @@ int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m,
     return rc;
 }
 
-/* Whole moments as a sink (train/sharded.h): vectors 1 and 2 into opt_m and opt_v at each parameter's offset. */
-typedef struct whole_moments {
-    const scp_model *m;
-    float *opt[2];
-} whole_moments;
+/* A tensor of optimizer.safetensors: moment k of parameter i, under its name. */
+typedef struct moment_entry {
+    char name[160];
+    int k, i;
+} moment_entry;
 
+static int cmp_moment_entry(const void *a, const void *b)
+{
+    return strcmp(((const moment_entry *)a)->name, ((const moment_entry *)b)->name);
+}
+
+int scp_optimizer_save_stream(const char *path, const scp_model *m, int (*gather)(void *ctx, int k, int i, float *out),
+                              void *ctx)
+{
+    /* name order, the order scp_st_write gives the same tensors: the same header and bytes */
+    int n = 2 * m->n_params;
+    moment_entry *e = scp_xmalloc(sizeof *e * (size_t)(n ? n : 1));
+    int64_t largest = 1;
+    for (int i = 0; i < m->n_params; i++) {
+        for (int k = 0; k < 2; k++) {
+            moment_entry *x = &e[2 * i + k];
+            snprintf(x->name, sizeof x->name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", m->desc[i].name);
+            x->k = k, x->i = i;
+        }
+        largest = m->desc[i].numel > largest ? m->desc[i].numel : largest;
+    }
+    qsort(e, (size_t)n, sizeof *e, cmp_moment_entry);
+    scp_st_writer *w = scp_st_writer_new();
+    for (int j = 0; j < n; j++) {
+        const scp_param_desc *d = &m->desc[e[j].i];
+        scp_st_add(w, e[j].name, SCP_F32, d->ndim, d->shape, NULL);
+    }
+    scp_st_set_metadata(w, "format", "scp-adamw");
+    scp_st_stream *st = path ? scp_st_stream_begin(w, path) : NULL;
+    int rc = path && !st ? -1 : 0;
+    float *out = scp_xmalloc((size_t)largest * sizeof *out);
+    for (int j = 0; j < n; j++) {
+        if (gather(ctx, e[j].k, e[j].i, out)) {   /* the ranks no longer agree: no further collective */
+            rc = -1;
+            break;
+        }
+        if (st && rc == 0 && scp_st_stream_put(st, out)) rc = -1;   /* the gathers go on: the others wait on them */
+    }
+    if (st && scp_st_stream_end(st, rc == 0)) rc = -1;
+    free(out);
+    scp_st_writer_free(w);
+    free(e);
+    return rc;
+}
+
+int scp_whole_moments_gather(void *ctx, int k, int i, float *out)
+{
+    const scp_whole_moments *w = ctx;
+    memcpy(out, w->opt[k] + w->m->offset[i], (size_t)w->m->desc[i].numel * sizeof *out);
+    return 0;
+}
+
+/* As the sink of a load (train/sharded.h): vectors 1 and 2, whole, into opt[0] and opt[1]. */
 static int whole_piece(void *ctx, int vec, int i, int64_t *lo, int64_t *hi)
 {
-    const whole_moments *w = ctx;
+    const scp_whole_moments *w = ctx;
     *lo = 0;
     *hi = w->m->desc[i].numel;
     return vec > 0;
@@ -179,7 +231,7 @@ static int whole_piece(void *ctx, int vec, int i, int64_t *lo, int64_t *hi)
 
 static void whole_put(void *ctx, int vec, int i, const float *data)
 {
-    whole_moments *w = ctx;
+    scp_whole_moments *w = ctx;
     memcpy(w->opt[vec - 1] + w->m->offset[i], data, (size_t)w->m->desc[i].numel * sizeof *data);
 }
 
@@ -191,7 +243,7 @@ int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float
     char *dir = slash ? scp_xasprintf("%.*s", (int)(slash - path), path) : scp_xstrdup(".");
     char *base = fl > sl && strcmp(file + fl - sl, ".safetensors") == 0 ? scp_xasprintf("%.*s", (int)(fl - sl), file)
                                                                         : scp_xstrdup(file);
-    whole_moments w = {m, {opt_m, opt_v}};
+    scp_whole_moments w = {m, {opt_m, opt_v}};
     scp_ckpt_sink sink = {.desc = m->desc, .n = m->n_params, .ctx = &w, .piece = whole_piece, .put = whole_put};
     int rc = scp_sharded_load_sink(&sink, dir, base);
     free(dir);

@@ -44,7 +44,20 @@ int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o
 /* optimizer.safetensors: AdamW's first and second moments, F32, one tensor per parameter named
  * "exp_avg.NAME" and "exp_avg_sq.NAME" with the parameter's shape. opt_m, opt_v are (m->n_weights). */
 int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m, const float *opt_v);
+/* The same file from moments that come one tensor at a time: gather(ctx, k, i, out) brings moment k (0 the first,
+ * 1 the second) of parameter i whole into out (numel floats) on the writing rank, the one whose path is not NULL.
+ * Every rank calls this, and so the gathers, in the same order (they may be collectives); they go on after the file
+ * failed, and stop at a gather that fails. The bytes are scp_optimizer_save's. 0, or -1 with a message. */
+int scp_optimizer_save_stream(const char *path, const scp_model *m, int (*gather)(void *ctx, int k, int i, float *out),
+                              void *ctx);
 int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float *opt_v);
+/* Moments held whole (opt[0] the first, opt[1] the second, m->n_weights floats each), and the gather of
+ * scp_optimizer_save_stream that hands them over one tensor at a time (ctx: an scp_whole_moments). */
+typedef struct scp_whole_moments {
+    const scp_model *m;
+    float *opt[2];
+} scp_whole_moments;
+int scp_whole_moments_gather(void *ctx, int k, int i, float *out);
 
 
 /* "step-NNNNNNN" (at least 7 digits). */

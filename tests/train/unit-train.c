@@ -236,6 +236,30 @@ static void test_state_plausible(void)
     scp_train_opts_free(&o);
 }
 
+/* Moments handed over one tensor at a time; call number fail_at fails. */
+struct stream_ctx {
+    const scp_model *m;
+    const float *opt[2];
+    int calls, fail_at;
+};
+
+static int stream_gather(void *ctx, int k, int i, float *out)
+{
+    struct stream_ctx *c = ctx;
+    memcpy(out, c->opt[k] + c->m->offset[i], (size_t)c->m->desc[i].numel * sizeof *out);
+    return c->calls++ == c->fail_at ? scp_error("gather %d failed", c->fail_at) : 0;
+}
+
+static int same_bytes(const char *p, const char *q)
+{
+    size_t n1 = 0, n2 = 0;
+    char *x = NULL, *y = NULL;
+    int same = scp_read_file(p, &x, &n1) == 0 && scp_read_file(q, &y, &n2) == 0 && n1 == n2 && memcmp(x, y, n1) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
 static void test_optimizer(void)
 {
     /* A model struct with just the parameter table (no backend needed for the moments' file). */
@@ -254,9 +278,30 @@ static void test_optimizer(void)
     tap_ok(scp_optimizer_save(path, &m, a, b) == 0, "optimizer.safetensors written");
     tap_ok(scp_optimizer_load(path, &m, a2, b2) == 0 && memcmp(a, a2, sizeof *a * (size_t)m.n_weights) == 0 &&
            memcmp(b, b2, sizeof *b * (size_t)m.n_weights) == 0, "moments bit-exact after the round trip");
+    /* The same file streamed one tensor at a time (what ZeRO-1's rank 0 writes as the ranks gather): the same
+     * bytes, each tensor asked for once; a failed gather leaves no file. */
+    struct stream_ctx sc = {&m, {a, b}, 0, -1};
+    char *spath = scp_path_join(tmpdir, "streamed.safetensors");
+    int rc = scp_optimizer_save_stream(spath, &m, stream_gather, &sc);
+    tap_ok(rc == 0 && same_bytes(path, spath) && sc.calls == 2 * m.n_params,
+           "streamed: the bytes of scp_optimizer_save, %d tensors asked for once each", sc.calls);
+    struct stream_ctx none = {&m, {a, b}, 0, -1};
+    tap_ok(scp_optimizer_save_stream(NULL, &m, stream_gather, &none) == 0 && none.calls == 2 * m.n_params,
+           "a rank that does not write still runs every gather");
+    char *fpath = scp_path_join(tmpdir, "failed.safetensors");
+    struct stream_ctx bad = {&m, {a, b}, 0, 3};
+    tap_ok(scp_optimizer_save_stream(fpath, &m, stream_gather, &bad) == -1 && bad.calls == 4 &&
+           !scp_file_exists(fpath), "a failed gather: -1, no gather after it, no file left");
+    char *dpath = scp_path_join(tmpdir, "no-such-dir/optimizer.safetensors");
+    struct stream_ctx nodir = {&m, {a, b}, 0, -1};
+    tap_ok(scp_optimizer_save_stream(dpath, &m, stream_gather, &nodir) == -1 && nodir.calls == 2 * m.n_params,
+           "a file that cannot be made: -1, every gather still runs (the other ranks wait on them)");
+    free(dpath);
+    free(spath);
+    free(fpath);
     /* A model of another shape is refused naming the tensor. */
     m.desc[0].shape[0] = 6;
-    int rc = scp_optimizer_load(path, &m, a2, b2);
+    rc = scp_optimizer_load(path, &m, a2, b2);
     tap_ok(rc == -1 && strstr(scp_last_error(), "exp_avg.model.embed_tokens.weight"), "shape mismatch refused: %s",
            scp_last_error());
     free(path);
