@@ -263,10 +263,16 @@ void scp_fsdp_free(scp_fsdp *f)
 /* The unit of parameter i (a parameter never straddles units). */
 static int unit_of_param(const scp_fsdp *f, int i)
 {
+    return scp_shard_unit_of(&f->lay, f->m->offset[i]);
+}
+
+/* Parameter i's part of this rank's pieces: [*x, *y) of the parameter vector, starting at the returned offset of
+ * the shard. */
+static int64_t own_piece(const scp_fsdp *f, int i, int64_t *x, int64_t *y)
+{
     int64_t s = f->m->offset[i];
-    int u = 0;
-    while (u + 1 < f->lay.units && f->lay.unit_lo[u + 1] <= s) u++;
-    return u;
+    int u = unit_of_param(f, i);
+    return scp_shard_span_piece(&f->lay, u, f->lay.rank_of[u], s, s + f->m->desc[i].numel, x, y);
 }
 
 static float *vec_of(scp_fsdp *f, scp_fsdp_vec which)
@@ -282,10 +288,8 @@ int scp_fsdp_param_piece(const scp_fsdp *f, scp_fsdp_vec which, int i, int64_t *
         *hi = e - s;
         return 1;
     }
-    int u = unit_of_param(f, i);
-    int64_t a, b;
-    scp_shard_piece(&f->lay, u, f->lay.rank_of[u], &a, &b);
-    int64_t x = s > a ? s : a, y = e < b ? e : b;
+    int64_t x, y;
+    own_piece(f, i, &x, &y);
     *lo = x < y ? x - s : 0;
     *hi = x < y ? y - s : 0;
     return x < y;
@@ -293,19 +297,14 @@ int scp_fsdp_param_piece(const scp_fsdp *f, scp_fsdp_vec which, int i, int64_t *
 
 void scp_fsdp_set_param_piece(scp_fsdp *f, scp_fsdp_vec which, int i, const float *piece)
 {
-    int64_t lo, hi, s = f->m->offset[i];
-    if (!scp_fsdp_param_piece(f, which, i, &lo, &hi)) return;
-    if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {
+    if (which == SCP_FSDP_WEIGHTS && f->stage == 2) {   /* the whole parameter, into m's own weights */
         scp_model_sync_host(f->m);
-        memcpy(f->m->weights + s, piece, (size_t)(hi - lo) * sizeof *piece);
+        memcpy(f->m->weights + f->m->offset[i], piece, (size_t)f->m->desc[i].numel * sizeof *piece);
         scp_model_weights_changed(f->m);
         return;
     }
-    int u = unit_of_param(f, i);
-    int64_t a, b;
-    scp_shard_piece(&f->lay, u, f->lay.rank_of[u], &a, &b);
-    f->m->backend->upload(vec_of(f, which) + f->lay.shard_off[u] + (s + lo - a), piece,
-                          (size_t)(hi - lo) * sizeof *piece);
+    int64_t x, y, k = own_piece(f, i, &x, &y);
+    if (x < y) f->m->backend->upload(vec_of(f, which) + k, piece, (size_t)(y - x) * sizeof *piece);
 }
 
 void scp_fsdp_set_param(scp_fsdp *f, scp_fsdp_vec which, int i, const float *data)
@@ -336,21 +335,18 @@ int scp_fsdp_gather_param_of(scp_fsdp *f, scp_fsdp_vec which, int i, int place, 
      * expert unit's pieces are those of its place's ranks, rank r being rank r / places of that group. */
     int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(W + 1));
     lo[0] = 0;
+    int64_t x, y;
     for (int r = 0; r < W; r++) {
         int piece = r, holds = 1;
         if (f->unit_expert[u]) piece = r / places, holds = r % places == place;
-        int64_t x = L->unit_lo[u] + (int64_t)piece * L->per[u], y = x + L->per[u];
-        x = x < s ? s : x > e ? e : x;
-        y = y < s ? s : y > e ? e : y;
+        scp_shard_span_piece(L, u, piece, s, e, &x, &y);
         lo[r + 1] = lo[r] + (holds ? y - x : 0);
     }
     int me = f->d->rank, mine = !f->unit_expert[u] || me % places == place;
-    int64_t a, b;
-    scp_shard_piece(L, u, L->rank_of[u], &a, &b);
     /* This rank's share comes down from the backend's memory; the gather runs over MPI on the host. */
-    int64_t x = s > a ? s : a, y = e < b ? e : b, n = mine && y > x ? y - x : 0;
+    int64_t k = own_piece(f, i, &x, &y), n = mine && y > x ? y - x : 0;
     float *part = scp_xmalloc((size_t)(n ? n : 1) * sizeof *part);
-    if (n) f->m->backend->download(part, vec_of(f, which) + L->shard_off[u] + (x - a), (size_t)n * sizeof *part);
+    if (n) f->m->backend->download(part, vec_of(f, which) + k, (size_t)n * sizeof *part);
     int rc = scp_dist_gather_to(f->d, root, out, part, lo, "sharded checkpoint gather");
     free(part);
     free(lo);
@@ -387,12 +383,8 @@ int scp_fsdp_adamw(scp_fsdp *f, const float *lr, float beta1, float beta2, float
     float *master = f->stage == 3 ? f->master : scp_model_master(m);
     for (int i = 0; i < m->n_params; i++) {
         if (lr[i] == 0.0f) continue;   /* a frozen group */
-        int u = unit_of_param(f, i);
-        int64_t s = m->offset[i], e = s + m->desc[i].numel, a, b;
-        scp_shard_piece(L, u, L->rank_of[u], &a, &b);
-        int64_t x = s > a ? s : a, y = e < b ? e : b;
+        int64_t x, y, k = own_piece(f, i, &x, &y);
         if (x >= y) continue;
-        int64_t k = L->shard_off[u] + (x - a);
         float *p = f->stage == 3 ? master + k : master + x;
         be->adamw(p, f->grad + k, f->mom_m + k, f->mom_v + k, (size_t)(y - x), lr[i], beta1, beta2, eps,
                   m->desc[i].decay ? weight_decay : 0.0f, bc1, bc2);

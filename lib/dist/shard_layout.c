@@ -57,3 +57,20 @@ void scp_shard_piece(const scp_shard_layout *s, int u, int r, int64_t *a, int64_
     *a = x < hi ? x : hi;
     *b = y < hi ? y : hi;
 }
+
+int scp_shard_unit_of(const scp_shard_layout *s, int64_t start)
+{
+    int u = 0;
+    while (u + 1 < s->units && s->unit_lo[u + 1] <= start) u++;
+    return u;
+}
+
+int64_t scp_shard_span_piece(const scp_shard_layout *s, int u, int r, int64_t start, int64_t end, int64_t *x,
+                             int64_t *y)
+{
+    int64_t a, b;
+    scp_shard_piece(s, u, r, &a, &b);
+    *x = start > a ? start : a > end ? end : a;
+    *y = end < b ? end : b < *x ? *x : b;
+    return s->shard_off[u] + (*x - a);
+}

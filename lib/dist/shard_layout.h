@@ -36,5 +36,11 @@ void scp_shard_layout_init_groups(scp_shard_layout *s, const int64_t *unit_lo, i
 void scp_shard_layout_free(scp_shard_layout *s);
 /* The part of unit u that rank r owns, [*a, *b) in parameter-vector coordinates (*a == *b: none). */
 void scp_shard_piece(const scp_shard_layout *s, int u, int r, int64_t *a, int64_t *b);
+/* The unit that holds the parameter starting at s (a parameter never straddles units). */
+int scp_shard_unit_of(const scp_shard_layout *s, int64_t start);
+/* The part of the span [start, end) of unit u (a parameter) in piece r of the unit: [*x, *y) in parameter-vector
+ * coordinates (*x == *y: none). Returns where it begins in the shard of the rank that owns piece r. */
+int64_t scp_shard_span_piece(const scp_shard_layout *s, int u, int r, int64_t start, int64_t end, int64_t *x,
+                             int64_t *y);
 
 #endif

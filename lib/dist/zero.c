@@ -41,25 +41,11 @@ int scp_zero1_reduce_grads(scp_zero1 *z)
     return g ? z->coll->allreduce_f32(z->d, g, z->m->n_weights, "gradient all-reduce") : 0;
 }
 
-/* The unit holding parameter i (a parameter never straddles units). */
-static int unit_of_param(const scp_zero1 *z, int i)
-{
-    int64_t s = z->m->offset[i];
-    int u = 0;
-    while (u + 1 < z->lay.units && z->lay.unit_lo[u + 1] <= s) u++;
-    return u;
-}
-
 /* Parameter i's part of this rank's pieces: [*x, *y) of the parameter vector, starting at *k of the shard. */
 static void param_piece(const scp_zero1 *z, int i, int64_t *x, int64_t *y, int64_t *k)
 {
-    const scp_shard_layout *L = &z->lay;
-    int u = unit_of_param(z, i);
-    int64_t s = z->m->offset[i], e = s + z->m->desc[i].numel, a, b;
-    scp_shard_piece(L, u, L->rank, &a, &b);
-    *x = s > a ? s : a;
-    *y = e < b ? e : b;
-    *k = L->shard_off[u] + (*x - a);
+    int64_t s = z->m->offset[i];
+    *k = scp_shard_span_piece(&z->lay, scp_shard_unit_of(&z->lay, s), z->lay.rank, s, s + z->m->desc[i].numel, x, y);
 }
 
 /* AdamW on this rank's pieces of the backend's master weights (whose compute copy the caller then remakes). */
@@ -131,19 +117,15 @@ void scp_zero1_set_moment_piece(scp_zero1 *z, int which, int i, const float *pie
 int scp_zero1_gather_moment(scp_zero1 *z, int which, int i, int root, float *out)
 {
     const scp_shard_layout *L = &z->lay;
-    int W = L->world, u = unit_of_param(z, i);
-    int64_t s = z->m->offset[i], e = s + z->m->desc[i].numel;
+    int64_t s = z->m->offset[i], e = s + z->m->desc[i].numel, x, y, k;
+    int W = L->world, u = scp_shard_unit_of(L, s);
     /* Rank r's share of the tensor is [lo[r], lo[r + 1]) of it: the unit's pieces in rank order, clipped to [s, e). */
     int64_t *lo = scp_xmalloc(sizeof *lo * (size_t)(W + 1));
     lo[0] = 0;
     for (int r = 0; r < W; r++) {
-        int64_t a, b;
-        scp_shard_piece(L, u, r, &a, &b);
-        a = a < s ? s : a > e ? e : a;
-        b = b < s ? s : b > e ? e : b;
-        lo[r + 1] = lo[r] + (b - a);
+        scp_shard_span_piece(L, u, r, s, e, &x, &y);
+        lo[r + 1] = lo[r] + (y - x);
     }
-    int64_t x, y, k;
     param_piece(z, i, &x, &y, &k);
     int64_t n = y > x ? y - x : 0;
     float *part = scp_xmalloc((size_t)(n ? n : 1) * sizeof *part);

@@ -146,23 +146,6 @@ out:
 }
 
 /* ---- optimizer moments ------------------------------------------------------------------------------ */
-int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m, const float *opt_v)
-{
-    scp_st_writer *w = scp_st_writer_new();
-    for (int i = 0; i < m->n_params; i++) {
-        const scp_param_desc *d = &m->desc[i];
-        char name[160];
-        snprintf(name, sizeof name, "exp_avg.%s", d->name);
-        scp_st_add(w, name, SCP_F32, d->ndim, d->shape, opt_m + m->offset[i]);
-        snprintf(name, sizeof name, "exp_avg_sq.%s", d->name);
-        scp_st_add(w, name, SCP_F32, d->ndim, d->shape, opt_v + m->offset[i]);
-    }
-    scp_st_set_metadata(w, "format", "scp-adamw");
-    int rc = scp_st_write(w, path);
-    scp_st_writer_free(w);
-    return rc;
-}
-
 /* A tensor of optimizer.safetensors: moment k of parameter i, under its name. */
 typedef struct moment_entry {
     char name[160];
@@ -177,7 +160,7 @@ static int cmp_moment_entry(const void *a, const void *b)
 int scp_optimizer_save_stream(const char *path, const scp_model *m, int (*gather)(void *ctx, int k, int i, float *out),
                               void *ctx)
 {
-    /* name order, the order scp_st_write gives the same tensors: the same header and bytes */
+    /* name order, the order scp_st_write gives tensors (HF convention, stable bytes) */
     int n = 2 * m->n_params;
     moment_entry *e = scp_xmalloc(sizeof *e * (size_t)(n ? n : 1));
     int64_t largest = 1;
@@ -218,6 +201,12 @@ int scp_whole_moments_gather(void *ctx, int k, int i, float *out)
     const scp_whole_moments *w = ctx;
     memcpy(out, w->opt[k] + w->m->offset[i], (size_t)w->m->desc[i].numel * sizeof *out);
     return 0;
+}
+
+int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m, const float *opt_v)
+{
+    scp_whole_moments w = {m, {(float *)opt_m, (float *)opt_v}};   /* only read */
+    return scp_optimizer_save_stream(path, m, scp_whole_moments_gather, &w);
 }
 
 /* As the sink of a load (train/sharded.h): vectors 1 and 2, whole, into opt[0] and opt[1]. */

@@ -42,12 +42,14 @@ int scp_train_state_save(const char *path, const scp_train_state *s, const scp_t
 int scp_train_state_load(const char *path, scp_train_state *s, scp_train_opts *o);
 
 /* optimizer.safetensors: AdamW's first and second moments, F32, one tensor per parameter named
- * "exp_avg.NAME" and "exp_avg_sq.NAME" with the parameter's shape. opt_m, opt_v are (m->n_weights). */
+ * "exp_avg.NAME" and "exp_avg_sq.NAME" with the parameter's shape. opt_m, opt_v are (m->n_weights); written
+ * through scp_optimizer_save_stream, one tensor at a time. */
 int scp_optimizer_save(const char *path, const scp_model *m, const float *opt_m, const float *opt_v);
 /* The same file from moments that come one tensor at a time: gather(ctx, k, i, out) brings moment k (0 the first,
  * 1 the second) of parameter i whole into out (numel floats) on the writing rank, the one whose path is not NULL.
  * Every rank calls this, and so the gathers, in the same order (they may be collectives); they go on after the file
- * failed, and stop at a gather that fails. The bytes are scp_optimizer_save's. 0, or -1 with a message. */
+ * failed, and stop at a gather that fails. The tensors are written in name order, as scp_st_write orders them,
+ * so the file does not depend on where the moments came from. 0, or -1 with a message. */
 int scp_optimizer_save_stream(const char *path, const scp_model *m, int (*gather)(void *ctx, int k, int i, float *out),
                               void *ctx);
 int scp_optimizer_load(const char *path, const scp_model *m, float *opt_m, float *opt_v);

@@ -397,18 +397,28 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     return submit(op{OP_ALLREDUCE, send, recv, count, type, -1, comm, stream});
 }
 
+// The buffers of a collective between each rank's piece (piece bytes) and the whole (comm->size pieces): both in
+// device memory, apart, or in place only at this rank's piece of the whole, as NCCL takes them.
+static ncclResult_t check_pieces(const char *call, const void *whole, const char *whole_name, const void *part,
+                                 const char *part_name, size_t piece, ncclComm_t comm)
+{
+    const size_t all = piece * (size_t)comm->size;
+    if (ncclResult_t e = check_int(all, call)) return e;
+    if (ncclResult_t e = check_device(whole, all, call, whole_name)) return e;
+    if (ncclResult_t e = check_device(part, piece, call, part_name)) return e;
+    if ((const char *)part != (const char *)whole + (size_t)comm->rank * piece && overlap(whole, all, part, piece))
+        return fail(ncclInvalidArgument, "%s: %s overlaps %s other than at rank %d's piece", call, part_name, whole_name,
+                    comm->rank);
+    return ncclSuccess;
+}
+
 ncclResult_t ncclReduceScatter(const void *send, void *recv, size_t recvcount, ncclDataType_t type, ncclRedOp_t op_,
                                ncclComm_t comm, cudaStream_t stream)
 {
     const char *call = "ncclReduceScatter";
     if (ncclResult_t e = check_sum(call, comm, op_, type)) return e;
-    const size_t piece = recvcount * type_bytes(type), whole = piece * (size_t)comm->size;
-    if (ncclResult_t e = check_int(whole, call)) return e;
-    if (ncclResult_t e = check_device(send, whole, call, "sendbuff")) return e;
-    if (ncclResult_t e = check_device(recv, piece, call, "recvbuff")) return e;
-    if ((const char *)recv != (const char *)send + (size_t)comm->rank * piece && overlap(send, whole, recv, piece))
-        return fail(ncclInvalidArgument, "%s: recvbuff overlaps sendbuff other than at rank %d's piece", call,
-                    comm->rank);
+    if (ncclResult_t e = check_pieces(call, send, "sendbuff", recv, "recvbuff", recvcount * type_bytes(type), comm))
+        return e;
     if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
     return submit(op{OP_REDUCE_SCATTER, send, recv, recvcount, type, -1, comm, stream});
 }
@@ -418,14 +428,9 @@ ncclResult_t ncclAllGather(const void *send, void *recv, size_t sendcount, ncclD
 {
     const char *call = "ncclAllGather";
     if (ncclResult_t e = check_comm(comm, call)) return e;
-    const size_t piece = sendcount * type_bytes(type), whole = piece * (size_t)comm->size;
     if (!type_bytes(type)) return fail(ncclInvalidArgument, "%s: unknown data type %d", call, (int)type);
-    if (ncclResult_t e = check_int(whole, call)) return e;
-    if (ncclResult_t e = check_device(send, piece, call, "sendbuff")) return e;
-    if (ncclResult_t e = check_device(recv, whole, call, "recvbuff")) return e;
-    if ((const char *)send != (const char *)recv + (size_t)comm->rank * piece && overlap(send, piece, recv, whole))
-        return fail(ncclInvalidArgument, "%s: sendbuff overlaps recvbuff other than at rank %d's piece", call,
-                    comm->rank);
+    if (ncclResult_t e = check_pieces(call, recv, "recvbuff", send, "sendbuff", sendcount * type_bytes(type), comm))
+        return e;
     if (!emu_stream_live(stream)) return fail(ncclInvalidArgument, "%s: not a live stream", call);
     return submit(op{OP_ALLGATHER, send, recv, sendcount, type, -1, comm, stream});
 }
