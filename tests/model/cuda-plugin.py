@@ -150,6 +150,25 @@ for env, what in ((None, "found as the build tree's"), ({"SCP_PLUGIN_DIR": plugi
     ok((r.returncode == 0 or (r.returncode == 1 and "no usable GPU" in err)) and "plugin" not in err,
        "the build's plugin, %s, loads (%s)" % (what, err.strip()[-200:] or "trained on a GPU"))
     shutil.rmtree(os.path.join(tmp, "real"), ignore_errors=True)
+# A program outside the build tree looks in the folder `make install` puts the plugin in: the pkglibdir of the
+# build's latest configure (another --prefix in the same build tree included).
+r = subprocess.run(["make", "-s", "-C", BUILDDIR, "-f", "Makefile", "-f", "-", "scp-print-pkglibdir"],
+                   input=b"scp-print-pkglibdir:\n\t@echo $(pkglibdir)\n", capture_output=True)
+pkglibdir = r.stdout.decode().strip()
+if r.returncode or not pkglibdir:
+    diag("make did not print the build's pkglibdir: %s" % r.stderr.decode()[-200:])
+elif os.path.exists(os.path.join(pkglibdir, "libscp-cuda.so")):
+    diag("a plugin is installed in %s: the uninstalled program's message is not checked" % pkglibdir)
+else:
+    outside = os.path.join(tmp, "outside")
+    os.makedirs(outside)
+    shutil.copy(os.path.join(BIN, "scp-train"), outside)
+    e = dict(os.environ)
+    e.pop("SCP_PLUGIN_DIR", None)
+    r = subprocess.run([os.path.join(outside, "scp-train"), "-q", "--init", "random:" + cfg, "--data", shards, "-o",
+                        os.path.join(tmp, "outside-run"), "--steps", "1", "--backend", "cuda"], capture_output=True, env=e)
+    fails(r, "outside-run", r"the CUDA plugin libscp-cuda\.so is not in %s: install it" % re.escape(pkglibdir),
+          "a program outside the build tree looks in the configured pkglibdir, %s" % pkglibdir)
 ops = os.path.join(BUILDDIR, "tests", "model", "backend-ops")
 if os.path.exists(ops):
     r = subprocess.run([ops, "--devices"], capture_output=True)
