@@ -300,6 +300,13 @@ static int show_example(const job *jb, const scratch *w, int64_t i, double t, co
     }
     fprintf(out, "== example %" PRId64 "  t=%.4f  masked %d of %d (%.3f; schedule %.3f)\n", i, t, n, maskable,
             maskable ? (double)n / maskable : 0.0, scp_mask_prob(jb->o->schedule, t));
+    /* A span is shown as what it adds to the text of the tokens before it, decode(0..k) less decode(0..j): a
+     * decoder that drops the space of a text's first word (SentencePiece's) would drop it from every span decoded
+     * alone. Where the shorter text is not the start of the longer (a character split between spans), the span
+     * is decoded alone. */
+    char *before = NULL;   /* decode(0..j), when known (have_before) */
+    size_t before_len = 0;
+    int have_before = 1;
     for (int j = 0; j < nv;) {
         int m = w->mask[j], k = j;
         while (k < nv && w->mask[k] == m) k++;
@@ -307,14 +314,23 @@ static int show_example(const job *jb, const scratch *w, int64_t i, double t, co
         if (m) fputs("[[", out);
         if (tok) {
             size_t len;
-            char *s = scp_tokenizer_decode(tok, w->tokens + j, (size_t)(k - j), 0, &len);
-            if (s) fwrite(s, 1, len, out);
-            free(s);
+            char *upto = scp_tokenizer_decode(tok, w->tokens, (size_t)k, 0, &len);
+            if (upto && have_before && len >= before_len && (!before_len || memcmp(upto, before, before_len) == 0)) {
+                fwrite(upto + before_len, 1, len - before_len, out);
+            } else {
+                size_t n;
+                char *s = scp_tokenizer_decode(tok, w->tokens + j, (size_t)(k - j), 0, &n);
+                if (s) fwrite(s, 1, n, out);
+                free(s);
+            }
+            free(before);
+            before = upto, before_len = upto ? len : 0, have_before = upto != NULL;
         } else
             for (int q = j; q < k; q++) fprintf(out, q > j ? " %d" : "%d", w->tokens[q]);
         if (m) fputs("]]", out);
         j = k;
     }
+    free(before);
     if (nv < jb->L) fprintf(out, "%s(+%d padding)", nv ? " " : "", jb->L - nv);
     fputs("\n\n", out);
     return 0;

@@ -140,4 +140,63 @@ for block in shown.split("== example")[1:]:
     body = block.split("\n", 1)[1].replace("[[", "").replace("]]", "")
     whole += [p.strip("\n") for p in re.split(r"<s>|</s>", body)[1:-1] if p.strip("\n")]
 ok(whole and all(w in lines for w in whole), "decoded text: %d whole documents shown, each an original line" % len(whole))
+
+# The same with a SentencePiece-style tokenizer.json (Llama 2's layout: "\u2581" for a space, prepended to the text,
+# and a decoder that strips the text's first space): a span decoded alone would lose the space before its first
+# word, so --show prints what each span adds to the text before it.
+SP = "\u2581"
+chars = sorted(set("".join(lines)) - {" "}) + [SP]
+vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+for c in chars:
+    vocab[c] = len(vocab)
+merges = []
+for w in sorted(set(words)):
+    piece = SP
+    for c in w:
+        merges.append("%s %s" % (piece, c))
+        piece += c
+        vocab.setdefault(piece, len(vocab))
+merges = list(dict.fromkeys(merges))
+spm_json = {"version": "1.0", "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False,
+                                                "rstrip": False, "normalized": False, "special": True}
+                                               for i, t in enumerate(("<unk>", "<s>", "</s>"))],
+            "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SP},
+                                                               {"type": "Replace", "pattern": {"String": " "}, "content": SP}]},
+            "pre_tokenizer": None, "post_processor": None,
+            "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": SP}, "content": " "},
+                                                         {"type": "ByteFallback"}, {"type": "Fuse"},
+                                                         {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+            "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": False, "vocab": vocab,
+                      "merges": merges}}
+spm_model = os.path.join(T, "spm-model")
+os.mkdir(spm_model)
+json.dump(spm_json, open(os.path.join(spm_model, "tokenizer.json"), "w", encoding="utf-8"), ensure_ascii=False)
+json.dump({"bos_token": "<s>", "eos_token": "</s>"}, open(os.path.join(spm_model, "tokenizer_config.json"), "w"))
+json.dump({"model_type": "llama", "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 1,
+           "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": len(vocab) + 1,
+           "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "mask_token_id": len(vocab)},
+          open(os.path.join(spm_model, "config.json"), "w"))
+spm_stream, spm_set = os.path.join(T, "spm.tok"), os.path.join(T, "spm-set")
+r = run(["scp-tokenize", "-q", "-t", os.path.join(spm_model, "tokenizer.json"), "--bos", "--eos", "-o", spm_stream, text])
+if r.returncode == 0:
+    r = run(["scp-shard", "-q", "-L", "64", "-s", "11", "-o", spm_set, spm_stream])
+if r.returncode == 0:
+    r = run(["scp-remask", "-d", spm_set, "-m", spm_model, "--show", "--max-seqs", "6", "-s", "3"])
+shown = r.stdout.decode()
+# SentencePiece's decoder shows no <s> or </s> and starts each document without a space, so the documents are not
+# cut apart here: every word shown must be a word of the corpus. A space lost at a span's edge joins two words
+# ("queensdog"). The first and last of an example may be pieces of a word cut by the packing.
+pieces, bad = 0, []
+for block in shown.split("== example")[1:]:
+    body = block.split("\n", 1)[1].replace("[[", "").replace("]]", "")
+    body = re.sub(r" ?\(\+\d+ padding\)", "", body).strip("\n")
+    ws = [w for w in re.split(r"[ .!?]+", body)][1:-1]
+    pieces += len(ws)
+    bad += [w for w in ws if w.lower() not in words]
+ok(r.returncode == 0 and "[[" in shown and pieces > 100 and not bad,
+   "scp-remask --show with a SentencePiece-style tokenizer: %d words shown, each a word of the corpus: the spaces "
+   "at the spans' edges are kept (%s)" % (pieces, r.stderr.decode().strip()[-200:] or (bad[:3] or "")))
+if bad or pieces <= 100:
+    diag("shown: %r" % shown[:400])
 done()
