@@ -336,4 +336,17 @@ if shutil.which("gnuplot"):
        "scp-plot -p noise of a run without the keys: exit 1, says so (%s)" % r.stderr.decode().strip())
 else:
     diag("no gnuplot: scp-plot not run")
+
+# The x axis's tick labels: distinct, three significant digits (1.0M, 1.2M and 1.4M are not all "1M").
+import importlib.machinery  # noqa: E402
+sp = importlib.machinery.SourceFileLoader("scp_plot", os.path.join(SRCDIR, "tools", "scp-plot")).load_module()
+for xmax, want in ((1.4e6, '"0" 0, "500k" 500000, "1M" 1000000, "1.5M" 1500000'),
+                   (1.1e6, '"0" 0, "200k" 200000, "400k" 400000, "600k" 600000, "800k" 800000, "1M" 1000000, '
+                           '"1.2M" 1200000'),
+                   (45, '"0" 0, "10" 10, "20" 20, "30" 30, "40" 40, "50" 50'),
+                   (2.6e9, '"0" 0, "500M" 500000000, "1G" 1000000000, "1.5G" 1500000000, "2G" 2000000000, '
+                           '"2.5G" 2500000000, "3G" 3000000000')):
+    got = sp.x_tics(xmax)
+    ok(got == "set xtics (%s)" % want, "scp-plot's ticks up to %g: %s" % (xmax, got))
+ok(sp.si(1250000) == "1.25M" and sp.si(999) == "999" and sp.si(1500) == "1.5k", "scp-plot's labels: 1.25M, 999, 1.5k")
 done()
