@@ -51,6 +51,8 @@ int main(int argc, char **argv)
     scp_export_opts o = {.dtype = SCP_DTYPE_INVALID, .causal = -1, .shift = -1};
     scp_cli c;
     scp_cli_begin(&c, ids, old);
+    static const scp_cli_instead instead[] = {{SCP_OPT_MODEL, "the checkpoint is the operand: scp-export -o OUT CHECKPOINT"}, {0}};
+    c.instead = instead;
     for (int id; (id = scp_cli_next(&c, argc, argv)) >= 0;) {
         switch (id) {
         case SCP_OPT_FORMAT:
@@ -85,6 +87,8 @@ int main(int argc, char **argv)
 
     const char *inputs[] = {argv[optind]};
     if (scp_output_check(out, !gguf, inputs, 1)) scp_usage_error("%s", scp_last_error());
+    if (scp_output_replaceable(out, !gguf, "config.json", gguf ? "GGUF" : "model directory"))
+        scp_usage_error("%s", scp_last_error());
 
     scp_export_src s;
     if (scp_export_open(&s, argv[optind])) scp_die_last();

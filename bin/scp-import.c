@@ -45,6 +45,8 @@ int main(int argc, char **argv)
     scp_dtype dt = SCP_DTYPE_INVALID;
     scp_cli c;
     scp_cli_begin(&c, ids, old);
+    static const scp_cli_instead instead[] = {{SCP_OPT_MODEL, "the model to import is the operand: scp-import -o DIR SOURCE"}, {0}};
+    c.instead = instead;
     for (int id; (id = scp_cli_next(&c, argc, argv)) >= 0;) {
         switch (id) {
         case SCP_OPT_OUTPUT: out = optarg; break;
@@ -73,6 +75,7 @@ int main(int argc, char **argv)
     if (info && out) scp_usage_error("--info prints a summary; it writes no DIR");
     const char *inputs[] = {src, tok};
     if (out && scp_output_check(out, 1, inputs, 2)) scp_usage_error("%s", scp_last_error());
+    if (out && scp_output_replaceable(out, 1, "config.json", "checkpoint")) scp_usage_error("%s", scp_last_error());
     if (out && !force && scp_file_exists(out)) scp_die("%s: already exists (use --force to replace it)", out);
 
     scp_import im;

@@ -165,6 +165,7 @@ int main(int argc, char **argv)
     for (int i = 0, used_stdin = 0; i < nin; i++)
         if (strcmp(inputs[i], "-") == 0 && used_stdin++) scp_usage_error("standard input ('-') given twice");
     if (scp_output_check(out, 1, inputs, nin)) scp_usage_error("%s", scp_last_error());
+    if (scp_output_replaceable(out, 1, "manifest.json", "shard set")) scp_usage_error("%s", scp_last_error());
     if (scp_file_exists(out) && !force) scp_die("%s: already exists (use --force to replace it)", out);
 
     char *tmp = scp_dir_begin(out);

@@ -111,6 +111,7 @@ _Noreturn static void usage(void)
            "  -L, --seq-len N          tokens per sequence of the plan (default: those of --data)\n"
            "      --world N            ranks of the plan (default: the launcher's, else 1)\n"
            "      --gpu-memory BYTES   memory per GPU (k, M, G suffixes): the plan says whether it fits\n"
+           "Messages:\n"
            "      --log-every N|Ns     a plain line on stderr every N steps or N seconds: step, loss, tokens/s,\n"
            "                           ETA, epoch, peak memory (default: 30s when stderr is not a terminal; 0: none)\n"
            "  -q, --quiet              no summary lines on stderr (nor the default log line)\n"
@@ -159,6 +160,8 @@ static void parse_args(int argc, char **argv, cli_args *a)
     a->vals = scp_xmalloc(sizeof *a->vals * (size_t)argc);
     scp_cli c;
     scp_cli_begin(&c, opt_ids, old_spellings);
+    static const scp_cli_instead instead[] = {{SCP_OPT_MODEL, "the checkpoint a run starts from is -i/--init"}, {0}};
+    c.instead = instead;
     for (int id; (id = scp_cli_next(&c, argc, argv)) >= 0;) {
         switch (id) {
         case SCP_OPT_OUTPUT: a->out = optarg; break;
@@ -305,6 +308,8 @@ static void check_output(const scp_train_opts *o, const char *rundir)
 {
     const char *inputs[] = {strncmp(o->init, "random:", 7) == 0 ? o->init + 7 : o->init, o->data};
     if (scp_output_check(rundir, 1, inputs, 2)) scp_usage_error("-o: %s", scp_last_error());
+    /* Every run has its metrics.jsonl from its start: a folder without one is not a run, and is left alone. */
+    if (scp_output_replaceable(rundir, 1, "metrics.jsonl", "run directory")) scp_usage_error("-o: %s", scp_last_error());
 }
 
 int main(int argc, char **argv)

@@ -262,6 +262,37 @@ int scp_output_check(const char *out, int out_is_dir, const char *const *inputs,
     return rc;
 }
 
+/* The first entry of dir other than . and .. (freshly allocated), or NULL when it has none or cannot be read. */
+static char *first_entry(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    char *name = NULL;
+    struct dirent *e;
+    while (!name && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) name = scp_xstrdup(e->d_name);
+    closedir(d);
+    return name;
+}
+
+int scp_output_replaceable(const char *out, int out_is_dir, const char *marker, const char *kind)
+{
+    struct stat st;
+    if (!out || strcmp(out, "-") == 0 || stat(out, &st) != 0) return 0;
+    if (S_ISREG(st.st_mode) && out_is_dir) return scp_error("%s: exists and is a file, not a %s", out, kind);
+    if (!S_ISDIR(st.st_mode)) return 0;
+    if (!out_is_dir) return scp_error("%s: is a directory; the output is a %s file", out, kind);
+    char *p = scp_path_join(out, marker);
+    int has = scp_file_exists(p);
+    free(p);
+    char *e = has ? NULL : first_entry(out);
+    if (!e) return 0;
+    int rc = scp_error("%s: exists and is not a %s (it holds %s but no %s): neither written into nor replaced, "
+                       "with or without --force; remove it yourself or give another output", out, kind, e, marker);
+    free(e);
+    return rc;
+}
+
 /* ---- directories ---------------------------------------------------------------------------------------- */
 int scp_is_dir(const char *path)
 {

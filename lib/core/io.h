@@ -48,6 +48,13 @@ void scp_out_abort(scp_out *o);
  * are devices or FIFOs are never clashes. Programs refuse a clash as a usage error (exit 2). */
 int scp_output_check(const char *out, int out_is_dir, const char *const *inputs, int n_inputs);
 
+/* 0, or -1 with a message when an existing `out` is not an output of the program's kind, which --force may
+ * replace: a directory where the output is a file, a file where it is a directory, or a directory that is not
+ * empty and has no `marker` (the file every output of the kind has, such as a checkpoint's config.json; NULL for
+ * a file output), `kind` naming the kind in the message. So a mistyped -o never removes a user's own folder.
+ * Absent outputs, "-", devices and FIFOs pass. Programs refuse as a usage error (exit 2), --force or not. */
+int scp_output_replaceable(const char *out, int out_is_dir, const char *marker, const char *kind);
+
 /* Whole-directory output: returns the temporary directory "DIR.tmp-PID" (created, registered for cleanup).
  * scp_dir_commit fsyncs it and renames it to DIR, replacing an existing DIR only if replace != 0. */
 char *scp_dir_begin(const char *final_dir);

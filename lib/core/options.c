@@ -85,6 +85,38 @@ static void warn_alias(const char *old, int is_letter, scp_opt_id id)
             scp_progname(), is_letter ? "-" : "--", old, now);
 }
 
+/* The vocabulary's option spelled `what` ("-m", "--model" or "--model=x"), or -1. */
+static int option_of_spelling(const char *what)
+{
+    if (what[0] != '-') return -1;
+    if (what[1] != '-') {
+        for (int id = 0; id < SCP_OPT_COUNT; id++)
+            if (what[1] && scp_options[id].letter == what[1]) return id;
+        return -1;
+    }
+    size_t n = strcspn(what + 2, "=");
+    for (int id = 0; id < SCP_OPT_COUNT; id++)
+        if (strlen(scp_options[id].name) == n && strncmp(scp_options[id].name, what + 2, n) == 0) return id;
+    return -1;
+}
+
+/* An option the program does not take: a usage error that says what it means elsewhere in the suite, since the
+ * likeliest cause is a spelling that another scp program takes. */
+static void refuse_unknown(const scp_cli *c, const char *what)
+{
+    int id = option_of_spelling(what);
+    if (id < 0) scp_usage_error("unknown option '%s'", what);
+    const scp_option_def *d = &scp_options[id];
+    char spelled[64];
+    if (d->letter) snprintf(spelled, sizeof spelled, "-%c/--%s", d->letter, d->name);
+    else snprintf(spelled, sizeof spelled, "--%s", d->name);
+    const char *instead = NULL;
+    for (int i = 0; c->instead && c->instead[i].text; i++)
+        if ((int)c->instead[i].id == id) instead = c->instead[i].text;
+    scp_usage_error("unknown option '%s': %s takes no %s (in other scp programs: %s)%s%s", what, scp_progname(),
+                    spelled, d->meaning, instead ? "; " : "", instead ? instead : "");
+}
+
 int scp_cli_next(scp_cli *c, int argc, char **argv)
 {
     int longidx = -1;
@@ -94,10 +126,11 @@ int scp_cli_next(scp_cli *c, int argc, char **argv)
         const char *what = argv[optind - 1];
         if (optopt && optopt < LONG_BASE && !(what[0] == '-' && what[1] == '-')) {
             if (v == ':') scp_usage_error("option -%c needs a value", optopt);
-            scp_usage_error("unknown option -%c", optopt);
+            char letter[3] = {'-', (char)optopt, 0};
+            refuse_unknown(c, letter);
         }
         if (v == ':') scp_usage_error("option %s needs a value", what);
-        scp_usage_error("unknown option '%s'", what);
+        refuse_unknown(c, what);
     }
     if (v >= ALIAS_BASE) {
         const scp_cli_alias *al = &c->aliases[v - ALIAS_BASE];

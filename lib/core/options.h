@@ -44,8 +44,16 @@ typedef struct scp_cli_alias {
     scp_opt_id id;
 } scp_cli_alias;
 
+/* What a program offers in place of an option of the vocabulary that it does not take, for the message that
+ * refuses it (scp-train's checkpoint is --init, not -m). A list ends with an entry whose text is NULL. */
+typedef struct scp_cli_instead {
+    scp_opt_id id;
+    const char *text;    /* such as "the checkpoint training starts from is -i/--init" */
+} scp_cli_instead;
+
 typedef struct scp_cli {
     const scp_cli_alias *aliases;
+    const scp_cli_instead *instead;   /* NULL, or set after scp_cli_begin */
     struct option *longopts;    /* the program's options, then its aliases' old long names */
     int n_ids;
     char shortopts[160];
@@ -57,7 +65,8 @@ typedef struct scp_cli {
  * it aborts. */
 void scp_cli_begin(scp_cli *c, const scp_opt_id *ids, const scp_cli_alias *aliases);
 /* The next option's id (its value in optarg), or -1 after the last option. An alias warns once on stderr and
- * returns the id it stands for; an unknown option or a missing value ends the program with exit 2. */
+ * returns the id it stands for; an unknown option or a missing value ends the program with exit 2, the message
+ * of an option that other programs of the suite take saying what it means there (and c->instead's text). */
 int scp_cli_next(scp_cli *c, int argc, char **argv);
 void scp_cli_end(scp_cli *c);
 

@@ -1,6 +1,7 @@
 /* formats/model_config.c: HF config.json <-> scp_model_config, RoPE frequencies, the parameter table. */
 #include "formats/model_config.h"
 #include "core/error.h"
+#include "core/io.h"
 #include "core/json.h"
 
 #include <inttypes.h>
@@ -222,8 +223,25 @@ int scp_config_from_json(scp_model_config *c, json_t *j, const char *what)
     return 0;
 }
 
+/* A run directory (scp-train's output) given where a checkpoint goes is the likeliest reason for a missing
+ * DIR/config.json: -1 with a message naming the run's checkpoints when DIR has the run's "latest" link. */
+static int refuse_run_dir(const char *path)
+{
+    size_t n = strlen(path), k = strlen("/config.json");
+    if (n <= k || strcmp(path + n - k, "/config.json") != 0 || scp_file_exists(path)) return 0;
+    char *dir = scp_xstrdup(path);
+    dir[n - k] = 0;
+    char *latest = scp_path_join(dir, "latest");
+    int run = scp_file_exists(latest);
+    free(latest);
+    if (run) scp_error("%s: a run directory, not a checkpoint: give one of its checkpoints, such as %s/latest", dir, dir);
+    free(dir);
+    return run ? -1 : 0;
+}
+
 int scp_config_load(scp_model_config *c, const char *path)
 {
+    if (refuse_run_dir(path)) return -1;
     json_t *j = scp_json_load(path);
     if (!j) return -1;
     int rc = scp_config_from_json(c, j, path);

@@ -1,6 +1,7 @@
 #!/bin/sh
 # cli-conventions.sh: every program keeps the command-line conventions of scp(7): --help and --version on
-# stdout with exit 0, an unknown option is a usage error (exit 2), every long option in --help is documented
+# stdout with exit 0, an unknown option is a usage error (exit 2; one that other programs take is named with its
+# meaning there), every long option in --help is documented
 # in the program's man page, every man page renders without warnings, and the programs share one option
 # vocabulary (lib/core/options.def): an option line of any --help pairs a letter with the long option the
 # vocabulary gives it, and no letter or long option means two things across the programs.
@@ -61,4 +62,14 @@ for m in "$SCP_SRCDIR"/man/*.[157]; do
     ok $? "$(basename "$m") renders cleanly with groff -ww"
     [ -s "$TMP/groff" ] && sed 's/^/#   /' "$TMP/groff" | head -5
 done
+# An option of the vocabulary that a program does not take is refused with what it means in the other programs,
+# and where the program has its own way to say it, that way.
+fails_with 2 "unknown option '-m': scp-train takes no -m/--model .in other scp programs: a checkpoint directory.*; the checkpoint a run starts from is -i/--init" \
+    "scp-train -m: refused, pointing to --init" scp-train -m ck -d sh -o run --steps 1
+fails_with 2 "unknown option '--model=ck': scp-export takes no -m/--model .*the checkpoint is the operand" \
+    "scp-export --model=ck: refused, pointing to the operand" scp-export --model=ck -o out.gguf
+fails_with 2 "unknown option '--split': scp-train takes no --split .in other scp programs: which split of a shard set" \
+    "scp-train --split: refused with the option's meaning elsewhere" scp-train --split val
+fails_with 2 "unknown option '--no-such-option'\$" "an option no program takes: the plain message" \
+    scp-train --no-such-option
 done_testing

@@ -1,13 +1,15 @@
 #!/bin/sh
 # outputs.sh: where scp-remask, scp-import, scp-export and scp-shard write, against what could go wrong: an
 # existing device node or FIFO is written in place and stays one; an output that would destroy an input is a
-# usage error (exit 2) that leaves the input as it was; a help, summary or example text that cannot be written (a
+# usage error (exit 2) that leaves the input as it was; --force replaces only an output of the program's kind (a
+# checkpoint, a shard set, a run directory: never a folder of the user's, nor a file where a directory goes); a run
+# directory given as a checkpoint is refused with its checkpoint's name; a help, summary or example text that cannot be written (a
 # full disk) is exit 1 with a message; the old option spellings still work, with a warning. (scp-tokenize's own
 # cases are in tokenize-cli.sh, scp-shard's in shard-cli.sh.)
 . "${SCP_SRCDIR:-$(dirname "$0")/../..}/tests/lib.sh"
 
 MK="${SCP_BUILDDIR:-$SCP_SRCDIR}/tests/data/shard-mkstream"
-for p in scp-tokenize scp-shard scp-remask scp-import scp-export; do
+for p in scp-tokenize scp-shard scp-remask scp-import scp-export scp-train scp-eval; do
     [ -x "$SCP_BIN/$p" ] || skip_all "$p not built"
 done
 [ -x "$MK" ] || skip_all "tests/data/shard-mkstream not built"
@@ -99,4 +101,37 @@ fails_with 2 "one CHECKPOINT" "scp-export -f hf (-f was --format's letter) is a 
     scp-export -q -f hf -o "$TMP/hf" "$TMP/ck"
 [ ! -e "$TMP/hf" ]
 ok $? "... and writes nothing"
+# ---- what --force replaces -----------------------------------------------------------------------------------
+mkdir -p "$TMP/mine/sub" "$TMP/empty" "$TMP/dir.gguf" && echo notes >"$TMP/mine/sub/notes.txt" && echo notes >"$TMP/file"
+before=$(sums "$TMP/mine")
+fails_with 2 "mine: exists and is not a checkpoint .it holds sub but no config.json" \
+    "scp-import -f -o onto a folder that is not a checkpoint is refused" scp-import -q -f "$TMP/src" -o "$TMP/mine"
+fails_with 2 "mine: exists and is not a model directory" "scp-export -f -o (hf) onto such a folder is refused" \
+    scp-export -q -f -o "$TMP/mine" "$TMP/ck"
+fails_with 2 "mine: exists and is not a shard set .it holds sub but no manifest.json" \
+    "scp-shard -f -o onto such a folder is refused" scp-shard -q -f -L 64 "$TMP/a.tok" -o "$TMP/mine"
+for f in "" -f; do
+    fails_with 2 "mine: exists and is not a run directory .it holds sub but no metrics.jsonl" \
+        "scp-train $f -o such a folder is refused" scp-train -q $f --init "$TMP/ck" -d "$TMP/S" --steps 1 -o "$TMP/mine"
+done
+[ "$(sums "$TMP/mine")" = "$before" ] && [ -z "$(ls -d "$TMP"/mine.* 2>/dev/null)" ]
+ok $? "... and the folder is as it was, with nothing beside it"
+fails_with 2 "file: exists and is a file, not a checkpoint" "scp-import -f -o onto a file is refused" \
+    scp-import -q -f "$TMP/src" -o "$TMP/file"
+fails_with 2 "file: exists and is a file, not a run directory" "scp-train -f -o onto a file is refused" \
+    scp-train -q -f --init "$TMP/ck" -d "$TMP/S" --steps 1 -o "$TMP/file"
+fails_with 2 "dir.gguf: is a directory; the output is a GGUF file" "scp-export -f -o a GGUF onto a directory is refused" \
+    scp-export -q -f -o "$TMP/dir.gguf" "$TMP/ck"
+[ "$(cat "$TMP/file")" = notes ] && [ -d "$TMP/dir.gguf" ]
+ok $? "... and the file and the directory are as they were"
+check "scp-import -f -o an empty folder" scp-import -q -f "$TMP/src" -o "$TMP/empty"
+check "scp-import -f -o a checkpoint replaces it" scp-import -q -f "$TMP/src" -o "$TMP/empty"
+check "scp-shard -f -o a shard set replaces it" scp-shard -q -f -L 64 -v 0.1 -s 1 "$TMP/a.tok" -o "$TMP/S"
+
+# A run directory where a checkpoint goes: the message names the run's checkpoint.
+mkdir -p "$TMP/run" && cp -r "$TMP/ck" "$TMP/run/step-0000001" && ln -s step-0000001 "$TMP/run/latest"
+fails_with 1 "run: a run directory, not a checkpoint: give one of its checkpoints, such as .*/run/latest" \
+    "scp-export of a run directory names its latest checkpoint" scp-export -q -o "$TMP/run.gguf" "$TMP/run"
+fails_with 1 "run: a run directory, not a checkpoint: .*/run/latest" \
+    "scp-eval elbo -m of a run directory names its latest checkpoint" scp-eval elbo -m "$TMP/run" -d "$TMP/S"
 done_testing
