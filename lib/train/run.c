@@ -578,7 +578,7 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
                          st->tokens);
     int64_t saved_at = r->resume_dir ? st->step : -1, best_at = -1;
     double t_start = scp_now(), t_saved = t_start;
-    int64_t tok_start = st->tokens;
+    int64_t tok_start = st->tokens, step_start = st->step;
     int stop = 0;   /* the signal that stops the run, seen by any rank (all ranks stop at the same step) */
     scp_dist_take_comm_time(d, NULL);
     while (!run_done(r) && !stop) {
@@ -628,7 +628,10 @@ int scp_train_loop(scp_train_run *r, volatile sig_atomic_t *stop_signal)
         r->mt_open = 0;
     }
     if (r->profile && r0 && scp_train_profile_report(&r->prof, r->rundir, r->quiet)) return -1;
-    if (!r->quiet) {
+    if (!r->quiet && r->resume_dir && st->step == step_start && !stop) {
+        scp_warn("%s: the run was already done at step %" PRId64 ": nothing to train (a larger --steps or --tokens "
+                 "continues it)", r->rundir, st->step);
+    } else if (!r->quiet) {
         double el = scp_now() - t_start;
         scp_warn("%s at step %" PRId64 " (%" PRId64 " skipped), %.0f tokens/s; checkpoint %s/latest",
                  stop ? "interrupted" : "done", st->step, st->skipped,

@@ -157,6 +157,11 @@ ok(not any(n.endswith(".tmp") or ".tmp-" in n for n in os.listdir(run1)), "no te
 # ---- an existing run is not overwritten; a checkpoint without a mask id cannot train mdm ----
 r = train("--init", "random:" + cfg, "--data", shards, "-o", run1, "--steps", "1")
 ok(r.returncode == 1 and b"--resume" in r.stderr, "existing run refused without --resume/--force")
+before = sorted(os.listdir(run1))
+r = train("--resume", "-o", run1)
+ok(r.returncode == 0 and (b"the run was already done at step %d: nothing to train (a larger --steps or --tokens "
+                          b"continues it)" % steps) in r.stderr and sorted(os.listdir(run1)) == before,
+   "--resume of a finished run: exit 0, says so and how to go on, no new checkpoint (%s)" % r.stderr.decode().strip()[-200:])
 nomask = os.path.join(tmp, "nomask")
 shutil.copytree(os.path.join(run1, "step-0000040"), nomask)
 c2 = dict(c)
