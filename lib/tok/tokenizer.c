@@ -166,6 +166,16 @@ void tok_merges_from_scores(scp_tokenizer *t)
     free(order);
 }
 
+/* A token's len bytes and a NUL. A token may hold NUL bytes (a SentencePiece piece or a tokenizer.bin token is
+ * any bytes), so its length is tok_len, never strlen. */
+static char *token_dup(const char *s, uint32_t len)
+{
+    char *d = scp_xmalloc((size_t)len + 1);
+    memcpy(d, s, len);
+    d[len] = 0;
+    return d;
+}
+
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 {
     const uint8_t *s = p;
@@ -187,13 +197,13 @@ int tok_finish(scp_tokenizer *t)
             continue;
         }
         if (t->attr[id] & TOK_A_ADDED) {
-            t->dec[id] = scp_xstrdup(s);
+            t->dec[id] = token_dup(s, len);
             t->dec_len[id] = len;
             continue;
         }
         if (t->family == TOK_BYTELEVEL) {
             if (tok_bytelevel_decode(s, len, &t->dec[id], &t->dec_len[id]) != 0) {
-                t->dec[id] = scp_xstrdup(s);   /* outside the byte alphabet: keep as written */
+                t->dec[id] = token_dup(s, len);   /* outside the byte alphabet: keep as written */
                 t->dec_len[id] = len;
             } else if (t->dec_len[id] == 1 && t->byte_id[(uint8_t)t->dec[id][0]] < 0) {
                 t->byte_id[(uint8_t)t->dec[id][0]] = id;

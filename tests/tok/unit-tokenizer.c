@@ -1,6 +1,7 @@
 /* unit-tokenizer.c: the tokenizer without real assets: the hand-written pre-tokenizers against PCRE2 on the
  * same patterns, NFC against utf8proc, UTF-8 repair against the Unicode standard's example (Table 3-8), a
- * small byte-level BPE tokenizer.json and a small llama2.c tokenizer.bin written here, and malformed inputs. */
+ * small byte-level BPE tokenizer.json, a small llama2.c tokenizer.bin and a small SentencePiece .model written
+ * here, and malformed inputs. */
 #include "../tap.h"
 
 #include "core/error.h"
@@ -370,6 +371,64 @@ static void test_small_llama2c(void)
     free(p);
 }
 
+/* ---- a small SentencePiece .model ---- */
+
+static size_t pb_varint(uint8_t *o, uint64_t x)
+{
+    size_t n = 0;
+    do {
+        o[n++] = (uint8_t)((x & 0x7F) | (x > 0x7F ? 0x80 : 0));
+        x >>= 7;
+    } while (x);
+    return n;
+}
+
+/* A protobuf field: its key, then the varint v (wire type 0), or the length v and v bytes (wire type 2). */
+static size_t pb_put(uint8_t *o, unsigned field, int wt, uint64_t v, const void *bytes)
+{
+    size_t n = pb_varint(o, (uint64_t)field << 3 | (uint64_t)wt);
+    n += pb_varint(o + n, v);
+    if (wt == 2) {
+        memcpy(o + n, bytes, v);
+        n += v;
+    }
+    return n;
+}
+
+/* A piece: ModelProto field 1 holding the text (1) and the type (3). */
+static size_t pb_piece(uint8_t *o, const char *text, size_t len, int type)
+{
+    uint8_t sub[64];
+    size_t n = pb_put(sub, 1, 2, len, text);
+    n += pb_put(sub + n, 3, 0, (uint64_t)type, NULL);
+    return pb_put(o, 1, 2, n, sub);
+}
+
+static void test_small_spm(void)
+{
+    /* <unk> <s> </s>, then a user-defined piece whose text holds a NUL byte (piece text is any bytes) */
+    uint8_t buf[512], spec[16];
+    size_t n = 0;
+    n += pb_piece(buf + n, "<unk>", 5, 2);
+    n += pb_piece(buf + n, "<s>", 3, 3);
+    n += pb_piece(buf + n, "</s>", 4, 3);
+    n += pb_piece(buf + n, "a\0b", 3, 4);
+    n += pb_piece(buf + n, "a", 1, 1);
+    size_t sn = pb_put(spec, 3, 0, 2, NULL);   /* trainer_spec.model_type = BPE */
+    n += pb_put(buf + n, 2, 2, sn, spec);
+    char *p = write_file("nul.model", (const char *)buf, n);
+    scp_tokenizer *t = scp_tokenizer_load(p);
+    if (tap_ok(t != NULL, "a .model with a NUL byte in a user-defined piece loads: %s", t ? "ok" : scp_last_error())) {
+        int32_t id = 3;
+        size_t dl = 0;
+        char *d = scp_tokenizer_decode(t, &id, 1, 0, &dl);
+        tap_ok(dl == 3 && memcmp(d, "a\0b", 3) == 0, "the piece decodes to its 3 bytes, the NUL included");
+        free(d);
+    }
+    scp_tokenizer_free(t);
+    free(p);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "%s/scp-unit-tok.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
@@ -378,6 +437,7 @@ int main(void)
     test_nfc_utf8();
     test_small_bytelevel();
     test_small_llama2c();
+    test_small_spm();
     scp_rm_rf(tmpdir);
     return tap_done();
 }
