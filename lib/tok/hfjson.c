@@ -231,8 +231,10 @@ int tok_load_hfjson(scp_tokenizer *t, const char *path)
             goto out;
         }
         tok_add_added(t, id, c, (uint32_t)strlen(c), special);
-        tok_added *a = &t->added[t->n_added - 1];
-        if (a->id == id) {
+        /* tok_add_added adds no entry for an empty content (it never matches text) or an id added before: the
+         * last entry, if any, is this token's only when the ids agree */
+        tok_added *a = t->n_added ? &t->added[t->n_added - 1] : NULL;
+        if (a && a->id == id) {
             a->lstrip = json_is_true(json_object_get(v, "lstrip"));
             a->rstrip = json_is_true(json_object_get(v, "rstrip"));
             a->single_word = json_is_true(json_object_get(v, "single_word"));

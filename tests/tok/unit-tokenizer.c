@@ -252,6 +252,15 @@ static void test_small_bytelevel(void)
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"}}}", "does not compile"},
         {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[7]}}", "neither"},
     };
+    /* an added token with an empty content, the first of the list: loaded, never matched in text */
+    const char *empty = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"added_tokens\":[{\"id\":1,\"content\":\"\"}]}";
+    char *ep = write_file("empty-added.json", empty, strlen(empty));
+    scp_tokenizer *et = scp_tokenizer_load(ep);
+    const int32_t wa[] = {0};
+    tap_ok(et && scp_tokenizer_vocab_size(et) == 2 && enc_is(et, "a", 1, wa, 1), "an added token with empty content loads: %s",
+           et ? "ok" : scp_last_error());
+    scp_tokenizer_free(et);
+    free(ep);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *bp = write_file("bad.json", bad[i].json, strlen(bad[i].json));
         scp_tokenizer *bt = scp_tokenizer_load(bp);
