@@ -79,7 +79,8 @@ int scp_shard_header_decode(scp_shard_header *h, const uint8_t *in, size_t avail
     if (h->version != SCP_SHARD_VERSION) return scp_error("%s: shard version %u is not supported (expected 1)", what, h->version);
     if (h->token_bytes != 2 && h->token_bytes != 4) return scp_error("%s: token width %u is invalid (2 or 4)", what, h->token_bytes);
     if (h->seq_len == 0 || h->seq_len > (1u << 30)) return scp_error("%s: sequence length %u is invalid", what, h->seq_len);
-    if (h->vocab_size == 0 || (h->token_bytes == 2 && h->vocab_size > 65536))
+    /* ids are int32_t once read: a vocabulary past INT32_MAX would let a 4-byte token in it read as a negative id */
+    if (h->vocab_size == 0 || h->vocab_size > INT32_MAX || (h->token_bytes == 2 && h->vocab_size > 65536))
         return scp_error("%s: vocabulary size %u is invalid for %u-byte tokens", what, h->vocab_size, h->token_bytes);
     if (h->split > 1) return scp_error("%s: split code %u is invalid", what, h->split);
     return 0;

@@ -109,7 +109,8 @@ int scp_tokstream_read_begin(scp_tokstream_reader *r, FILE *f, const char *what)
     r->h.tokenizer_hash = get64(hb + 40);
     if (r->h.version != SCP_TOKSTREAM_VERSION) return scp_error("%s: token stream version %u is not supported (expected 1)", what, r->h.version);
     if (r->h.token_bytes != 2 && r->h.token_bytes != 4) return scp_error("%s: token width %u is invalid (2 or 4)", what, r->h.token_bytes);
-    if (r->h.vocab_size == 0 || (r->h.token_bytes == 2 && r->h.vocab_size > 65536))
+    /* ids are int32_t once read: a vocabulary past INT32_MAX would let a 4-byte token in it read as a negative id */
+    if (r->h.vocab_size == 0 || r->h.vocab_size > INT32_MAX || (r->h.token_bytes == 2 && r->h.vocab_size > 65536))
         return scp_error("%s: vocabulary size %u is invalid for %u-byte tokens", what, r->h.vocab_size, r->h.token_bytes);
     return 0;
 }

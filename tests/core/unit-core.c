@@ -403,6 +403,16 @@ static void test_tokstream(void)
     tap_ok(rc == -1 && strstr(scp_last_error(), "checksum"), "a flipped byte fails the checksum: %s", scp_last_error());
     scp_tokstream_read_close(&r);
     fclose(g);
+    /* a vocabulary past INT32_MAX: its ids would read as negative int32_t */
+    uint8_t big[64] = "SCPTOKS";
+    const uint8_t ver_tb_vocab[12] = {1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0x80};
+    memcpy(big + 8, ver_tb_vocab, sizeof ver_tb_vocab);
+    g = fmemopen(big, sizeof big, "rb");
+    rc = scp_tokstream_read_begin(&r, g, "big.tok");
+    tap_ok(rc == -1 && strstr(scp_last_error(), "big.tok: vocabulary size 2147483648 is invalid"),
+           "a vocabulary of 2^31 tokens is refused: %s", scp_last_error());
+    scp_tokstream_read_close(&r);
+    fclose(g);
     free(buf);
     free(ids);
     free(path);

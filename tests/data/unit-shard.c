@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "data/shard.h"
 #include "data/shard_write.h"
+#include "formats/shard_format.h"
 #include "formats/tokstream.h"
 
 #include <stdint.h>
@@ -451,6 +452,14 @@ int main(void)
     tap_ok(!scp_shardset_open(set2, "train") && strstr(scp_last_error(), "seq_len"), "header vs manifest: %s", scp_last_error());
     tap_ok(!scp_shardset_open(tmp, "train") && strstr(scp_last_error(), "no manifest.json"), "not a shard set: %s", scp_last_error());
 
+    /* A header whose vocabulary passes INT32_MAX: its 4-byte ids would read as negative int32_t. */
+    scp_shard_header hh = {.version = SCP_SHARD_VERSION, .token_bytes = 4, .seq_len = L, .vocab_size = 0x80000000u,
+                           .bos_id = -1, .eos_id = -1, .pad_id = -1, .mask_id = -1};
+    uint8_t hb[SCP_SHARD_HEADER];
+    scp_shard_header_encode(&hh, hb);
+    tap_ok(scp_shard_header_decode(&hh, hb, sizeof hb, "big.shard") == -1 &&
+           strstr(scp_last_error(), "big.shard: vocabulary size 2147483648 is invalid"),
+           "a shard header with a vocabulary of 2^31 tokens is refused: %s", scp_last_error());
     scp_rm_rf(tmp);
     for (int d = 0; d < NDOC; d++) free(doc_tok[d]);
     free(in[0]), free(in[1]), free(c), free(set), free(set2), free(set3), free(s3), free(s0), free(mp);
