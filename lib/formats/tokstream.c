@@ -80,6 +80,9 @@ int scp_tokstream_write_end(scp_tokstream_writer *w)
     return scp_write_all(w->f, t, 24, w->what);
 }
 
+/* A document is read this many tokens at a time (scp_tokstream_read_doc). */
+#define READ_PIECE_TOKENS ((size_t)1 << 20)
+
 static int r_bytes(scp_tokstream_reader *r, void *b, size_t n, const char *part)
 {
     int rc = scp_read_exact(r->f, b, n, r->what, 0);
@@ -134,15 +137,26 @@ int scp_tokstream_read_doc(scp_tokstream_reader *r, int32_t **ids, size_t *cap, 
         r->done = 1;
         return 0;
     }
-    size_t nb = (size_t)len * r->h.token_bytes;
-    if (nb > r->raw_cap) r->raw = scp_xrealloc(r->raw, r->raw_cap = nb);
-    if (r_bytes(r, r->raw, nb, "a document")) return -1;
-    if (*cap < (size_t)len || !*ids) *ids = scp_xrealloc(*ids, sizeof **ids * (*cap = len ? len : 1));
-    for (uint32_t i = 0; i < len; i++) {
-        uint32_t v = r->h.token_bytes == 2 ? (uint32_t)r->raw[2 * i] | (uint32_t)r->raw[2 * i + 1] << 8 : get32(r->raw + 4 * i);
-        if (v >= r->h.vocab_size)
-            return scp_error("%s: document %llu: token id %u outside the vocabulary (%u)", r->what, (unsigned long long)r->n_docs, v, r->h.vocab_size);
-        (*ids)[i] = (int32_t)v;
+    /* The length is a claim until the tokens are there: a corrupt one (up to 2^32 - 2 tokens, 16 GiB) must end in
+     * "truncated", not in allocating for it. So the document is read in pieces, and the buffers grow only with
+     * the tokens that have arrived. */
+    if (!*ids) *ids = scp_xrealloc(*ids, sizeof **ids * (*cap = 1));
+    const size_t tb = r->h.token_bytes;
+    for (size_t done = 0; done < len;) {
+        size_t k = len - done < READ_PIECE_TOKENS ? len - done : READ_PIECE_TOKENS;
+        if (k * tb > r->raw_cap) r->raw = scp_xrealloc(r->raw, r->raw_cap = k * tb);
+        if (r_bytes(r, r->raw, k * tb, "a document")) return -1;
+        if (*cap < done + k) {
+            size_t grown = *cap * 2 > done + k ? *cap * 2 : done + k;
+            *ids = scp_xrealloc(*ids, sizeof **ids * (*cap = grown < len ? grown : len));
+        }
+        for (size_t i = 0; i < k; i++) {
+            uint32_t v = tb == 2 ? (uint32_t)r->raw[2 * i] | (uint32_t)r->raw[2 * i + 1] << 8 : get32(r->raw + 4 * i);
+            if (v >= r->h.vocab_size)
+                return scp_error("%s: document %llu: token id %u outside the vocabulary (%u)", r->what, (unsigned long long)r->n_docs, v, r->h.vocab_size);
+            (*ids)[done + i] = (int32_t)v;
+        }
+        done += k;
     }
     r->n_docs++;
     r->n_tokens += len;

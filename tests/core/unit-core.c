@@ -1,6 +1,7 @@
 /* unit-core.c: libscp core: dtype conversions, safetensors round trip and validation, atomic output,
  * config parsing and the parameter table. */
 #include "../tap.h"
+#include "../capped.h"
 
 #include "core/options.h"
 #include "core/dtype.h"
@@ -351,6 +352,39 @@ static void test_config(void)
     test_config_sizes();
 }
 
+/* A document length is a claim until its tokens arrive: a stream of 72 bytes whose one document says it has
+ * 2^32 - 2 four-byte tokens (16 GiB) is refused as truncated with the address space capped 256 MB above what the
+ * process uses, rather than ending in "out of memory" (or, uncapped, in allocating 16 GiB). */
+static const char *read_long_claim(void *ctx)
+{
+    (void)ctx;
+    uint8_t s[72] = "SCPTOKS";
+    const uint8_t head[12] = {1, 0, 0, 0, 4, 0, 0, 0, 0xE8, 0x03, 0, 0};   /* version 1, 4-byte tokens, vocabulary 1000 */
+    const uint8_t doc[8] = {0xFE, 0xFF, 0xFF, 0xFF, 1, 0, 0, 0};            /* 2^32 - 2 tokens claimed, one there */
+    memcpy(s + 8, head, sizeof head);
+    memcpy(s + 64, doc, sizeof doc);
+    FILE *g = fmemopen(s, sizeof s, "rb");
+    scp_tokstream_reader r;
+    int32_t *ids = NULL;
+    size_t cap = 0;
+    uint32_t n;
+    int rc = scp_tokstream_read_begin(&r, g, "claim.tok");
+    if (rc == 0) rc = scp_tokstream_read_doc(&r, &ids, &cap, &n);
+    return rc == -1 ? scp_last_error() : "read";
+}
+
+static void test_tokstream_long_claim(void)
+{
+#ifdef UNDER_ASAN
+    tap_ok(1, "# SKIP a document length past the data: AddressSanitizer reserves the address space a cap would limit");
+#else
+    char msg[512];
+    int rc = capped_run(256u << 20, read_long_claim, NULL, msg, sizeof msg);
+    tap_ok(rc == 0 && strstr(msg, "claim.tok: truncated token stream"),
+           "a document length of 2^32 - 2 tokens with one there, the address space capped: %s", rc ? "out of memory" : msg);
+#endif
+}
+
 static void test_tokstream(void)
 {
     char *path = scp_path_join(tmpdir, "s.tok");
@@ -474,6 +508,7 @@ int main(void)
     test_json_oom();
     test_config();
     test_tokstream();
+    test_tokstream_long_claim();
     test_rng();
     test_options();
     scp_rm_rf(tmpdir);
