@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A record is read this many bytes at a time (scp_masked_read_next). */
+#define READ_PIECE ((size_t)1 << 20)
+
 static uint64_t dbits(double x)
 {
     uint64_t u;
@@ -142,7 +145,8 @@ int scp_masked_read_begin(scp_masked_reader *r, FILE *f, const char *what)
     if (scp_masked_header_decode(&r->h, hb, got, what)) return -1;
     r->crc = scp_crc32(0, hb, sizeof hb);
     r->rsize = scp_masked_record_size(&r->h);
-    r->rec = scp_xmalloc(r->rsize);
+    r->rec_cap = r->rsize < READ_PIECE ? r->rsize : READ_PIECE;
+    r->rec = scp_xmalloc(r->rec_cap);
     return 0;
 }
 
@@ -162,7 +166,18 @@ int scp_masked_read_next(scp_masked_reader *r, uint64_t *index, double *t, int32
         r->done = 1;
         return 0;
     }
-    if (scp_read_exact(r->f, r->rec + 8, r->rsize - 8, r->what, 0)) return scp_error("%s: truncated record %llu", r->what, (unsigned long long)r->n);
+    /* The header's seq_len sizes a record (up to 2 GiB) before any record is seen: the record is read in pieces,
+     * its buffer growing with the bytes that arrive, so that a corrupt header ends in "truncated" rather than in
+     * allocating for it. */
+    for (size_t got = 8; got < r->rsize;) {
+        size_t k = r->rsize - got < READ_PIECE ? r->rsize - got : READ_PIECE;
+        if (got + k > r->rec_cap) {
+            size_t grown = r->rec_cap * 2 > got + k ? r->rec_cap * 2 : got + k;
+            r->rec = scp_xrealloc(r->rec, r->rec_cap = grown < r->rsize ? grown : r->rsize);
+        }
+        if (scp_read_exact(r->f, r->rec + got, k, r->what, 0)) return scp_error("%s: truncated record %llu", r->what, (unsigned long long)r->n);
+        got += k;
+    }
     r->crc = scp_crc32(r->crc, r->rec, r->rsize);
     const uint32_t T = r->h.seq_len, tb = r->h.token_bytes;
     const uint8_t *p = r->rec + 24;

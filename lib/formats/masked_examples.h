@@ -69,7 +69,7 @@ typedef struct scp_masked_reader {
     char *what;
     scp_masked_header h;
     uint8_t *rec;
-    size_t rsize;
+    size_t rsize, rec_cap;   /* a record's size; the bytes rec holds room for (grown as a record's bytes arrive) */
     uint32_t crc;
     uint64_t n, masked, maskable;
     int done;
