@@ -2,7 +2,7 @@
 """fuzzseeds.py: seed corpora for the libFuzzer targets of `make fuzz-run` (mk/core.am): small valid inputs of
 each format, written here from the format descriptions without scp.
 
-usage: fuzzseeds.py KIND DIR, KIND one of json, config, tokenizer, tokstream, shard, masked, st-set."""
+usage: fuzzseeds.py KIND DIR, KIND one of json, config, tokenizer, tokstream, shard, masked, st-set, train-state."""
 import json
 import os
 import struct
@@ -216,8 +216,32 @@ def st_set_seeds(d):
     put(d, "index-only", json.dumps({"weight_map": {"w": "a.safetensors"}}))
 
 
+# ---- trainer_state.json ---------------------------------------------------------------------------------------
+TRAIN_OPTIONS = {"adam_eps": 1e-08, "attention": "bidirectional", "aux_loss": 0.0, "backend": "cpu", "batch_schedule": None,
+                 "batch_tokens": 0, "beta1": 0.9, "beta2": 0.95, "clip": 1.0, "data": None, "decay_frac": 0.2, "doc_mask": False,
+                 "eval_every": 0, "eval_samples": 4, "eval_seqs": 16, "grad_stats": True, "init": None, "init_random": False,
+                 "init_std": 0.02, "keep": 0, "keep_best": False, "loss_norm": "length", "lr": 0.0003,
+                 "lr_mult": {"attn": 1.0, "embed": 1.0, "expert": 1.0, "mlp": 1.0, "norm": 1.0, "router": 1.0},
+                 "lr_scaling": "sqrt", "mask_schedule": "linear", "micro_batch": 0, "min_lr": 0.0, "objective": "mdm",
+                 "save_every": 0, "save_seconds": 1800.0, "schedule": "constant", "seed": "1", "shift": None, "shuffle": True,
+                 "steps": 0, "t_eps": 0.001, "t_sampler": "stratified", "threads": 0, "tokens": 0, "warmup": 0,
+                 "weight_decay": 0.1, "z_loss": 0.0}
+
+
+def train_state_seeds(d):
+    groups = {k: 0.5 for k in ("embed", "attn", "mlp", "expert", "router", "norm", "all")}
+    state = {"format": "scp-trainer-state", "step": 12, "adam_step": 11, "skipped": 1, "tokens": 49152, "cursor": 96,
+             "total_steps": 500, "rng": ["0123456789abcdef", "1", "2", "3"], "data_tokenizer_hash": "8000000000000001",
+             "world_size": 2, "batch_seqs": 8, "noise_scale_ema": {"steps": 3, "tr_sigma": groups, "grad_sq": groups}}
+    put(d, "options.json", json.dumps(dict(state, options=TRAIN_OPTIONS)))
+    put(d, "ar.json", json.dumps(dict(state, options=dict(TRAIN_OPTIONS, objective="ar", attention="causal",
+                                                                  schedule="cosine", warmup=10, steps=500))))
+    put(d, "no-options.json", json.dumps(dict(state, options={})))
+
+
 KINDS = {"json": json_seeds, "config": config_seeds, "tokenizer": tokenizer_seeds, "tokstream": tokstream_seeds,
-         "shard": shard_seeds, "masked": masked_seeds, "st-set": st_set_seeds}
+         "shard": shard_seeds, "masked": masked_seeds, "st-set": st_set_seeds,
+         "train-state": train_state_seeds}
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
