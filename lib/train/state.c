@@ -66,7 +66,8 @@ static int check_plausible(const scp_train_state *s, const char *path)
     if (s->step > max_steps) return scp_error("%s: 'step' %" PRId64 " is beyond 2^53", path, s->step);
     if (s->total_steps > max_steps)
         return scp_error("%s: 'total_steps' %" PRId64 " is beyond 2^53", path, s->total_steps);
-    if (s->adam_step + s->skipped != s->step)
+    /* adam_step and skipped are known only to be non-negative: step - adam_step cannot overflow, their sum can */
+    if (s->adam_step > s->step || s->skipped != s->step - s->adam_step)
         return scp_error("%s: 'adam_step' %" PRId64 " and 'skipped' %" PRId64 " do not add up to 'step' %" PRId64, path,
                          s->adam_step, s->skipped, s->step);
     if (s->cursor < s->step || s->cursor / max_batch + (s->cursor % max_batch != 0) > s->step)

@@ -188,6 +188,7 @@ static void test_state_plausible(void)
          INT64_MAX, (int64_t)1 << 60, 100, 0},
         {"total_steps beyond 2^53", "'total_steps'", 10, 9, 1, 2560, 40, ((int64_t)1 << 53) + 1, 0},
         {"steps neither applied nor skipped", "do not add up to 'step' 10", 10, 7, 1, 2560, 40, 100, 0},
+        {"applied and skipped steps past INT64_MAX together", "do not add up to 'step' 10", 10, INT64_MAX, 1, 2560, 40, 100, 0},
         {"cursor behind the steps", "data cursor 9 is out of range for 10 steps", 10, 9, 1, 2560, 9, 100, 0},
         {"cursor beyond 2^24 sequences a step", "data cursor 167772161 is out of range", 10, 9, 1, INT64_MAX / 2,
          10 * ((int64_t)1 << 24) + 1, 100, 0},
