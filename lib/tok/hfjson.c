@@ -107,9 +107,17 @@ static int do_pretok(scp_tokenizer *t, const char *path, json_t *p, int *bytelev
         }
         char *rx;
         if (re) rx = scp_xstrdup(re);
-        else if (str) {   /* a literal: quote it */
-            rx = scp_xmalloc(strlen(str) + 5);
-            sprintf(rx, "\\Q%s\\E", str);
+        else if (str) {
+            /* a literal: every ASCII character other than a letter or a digit escaped (a backslash before such a
+             * character is always that character). Quoting with \Q...\E would end at a \E inside the literal. */
+            rx = scp_xmalloc(2 * strlen(str) + 1);
+            char *o = rx;
+            for (const char *c = str; *c; c++) {
+                uint8_t b = (uint8_t)*c;
+                if (b < 0x80 && !((b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z'))) *o++ = '\\';
+                *o++ = *c;
+            }
+            *o = 0;
         } else return scp_error("%s: Split pre-tokenizer has no Regex or String pattern", path);
         t->re = tok_regex_compile(rx, path);
         free(rx);

@@ -261,6 +261,17 @@ static void test_small_bytelevel(void)
            et ? "ok" : scp_last_error());
     scp_tokenizer_free(et);
     free(ep);
+    /* a Split on a literal String that holds "\E(": the text splits around the literal, not around a regex */
+    const char *lit = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"x\":0,\"y\":1,\"\\\\\":2,\"E\":3,\"(\":4,\"xy\":5},"
+                      "\"merges\":[\"x y\"]},\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"String\":\"\\\\E(\"},"
+                      "\"behavior\":\"Isolated\"}}";
+    char *lp = write_file("literal.json", lit, strlen(lit));
+    scp_tokenizer *lt = scp_tokenizer_load(lp);
+    const int32_t wl[] = {0, 2, 3, 4, 1}, wxy[] = {5};
+    tap_ok(lt && enc_is(lt, "x\\E(y", 1, wl, 5) && enc_is(lt, "xy", 1, wxy, 1),
+           "Split on the literal String '\\E(' isolates it: %s", lt ? "ok" : scp_last_error());
+    scp_tokenizer_free(lt);
+    free(lp);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *bp = write_file("bad.json", bad[i].json, strlen(bad[i].json));
         scp_tokenizer *bt = scp_tokenizer_load(bp);
