@@ -2,7 +2,7 @@
 """fuzzseeds.py: seed corpora for the libFuzzer targets of `make fuzz-run` (mk/core.am): small valid inputs of
 each format, written here from the format descriptions without scp.
 
-usage: fuzzseeds.py KIND DIR, KIND one of json, config, tokenizer, tokstream, shard, masked, st-set, train-state."""
+usage: fuzzseeds.py KIND DIR, KIND one of json, config, tokenizer, textinput, tokstream, shard, masked, st-set, train-state."""
 import json
 import os
 import struct
@@ -130,6 +130,27 @@ def tokenizer_seeds(d):
     llama2c_bin_seed(d)
 
 
+# ---- documents: the first byte holds the options (fuzz-textinput.c), the rest is the file ------------------
+def textinput_seeds(d):
+    import gzip
+    import io
+    import tarfile
+    text = b"First line.\r\nSecond line.\n\n\nA paragraph\nof two lines.\n \t\nlast"
+    jsonl = b'{"text": "one"}\n\n{"text": "two\\nlines", "id": 2}\n{"other": 1}\n[1]\n{"text": 3}\n'
+    for doc in range(3):
+        put(d, "text-%d" % doc, bytes([doc | 1 << 2]) + text)
+    put(d, "jsonl", bytes([2 << 2]) + jsonl)
+    put(d, "jsonl-skip-bad", bytes([2 << 2 | 1 << 4]) + jsonl)
+    put(d, "text.gz", bytes([1]) + gzip.compress(text, mtime=0))
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        for name, data in (("a.txt", text), ("b.jsonl", jsonl), ("empty.txt", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    put(d, "members.tar", bytes([2]) + tar.getvalue())
+
+
 # ---- token streams, shards, masked examples ------------------------------------------------------------------
 def tokstream_seeds(d):
     for tb, docs in ((2, [[1, 5, 6, 2], [], [1, 7, 2]]), (4, [[70000, 3], [9] * 40])):
@@ -239,8 +260,8 @@ def train_state_seeds(d):
     put(d, "no-options.json", json.dumps(dict(state, options={})))
 
 
-KINDS = {"json": json_seeds, "config": config_seeds, "tokenizer": tokenizer_seeds, "tokstream": tokstream_seeds,
-         "shard": shard_seeds, "masked": masked_seeds, "st-set": st_set_seeds,
+KINDS = {"json": json_seeds, "config": config_seeds, "tokenizer": tokenizer_seeds, "textinput": textinput_seeds,
+         "tokstream": tokstream_seeds, "shard": shard_seeds, "masked": masked_seeds, "st-set": st_set_seeds,
          "train-state": train_state_seeds}
 
 if __name__ == "__main__":
