@@ -2,7 +2,7 @@
 """fuzzseeds.py: seed corpora for the libFuzzer targets of `make fuzz-run` (mk/core.am): small valid inputs of
 each format, written here from the format descriptions without scp.
 
-usage: fuzzseeds.py KIND DIR, KIND one of json, config, tokenizer, textinput, tokstream, shard, masked, st-set, train-state."""
+usage: fuzzseeds.py KIND DIR, KIND one of the keys of KINDS below."""
 import json
 import os
 import struct
@@ -260,12 +260,24 @@ def train_state_seeds(d):
     put(d, "no-options.json", json.dumps(dict(state, options={})))
 
 
+# ---- a line of a multiple-choice task file (MMLU, ARC, HellaSwag, native layouts) ------------------------
+def choice_doc_seeds(d):
+    lines = [{"question": "2 + 2 =", "choices": ["3", "4", "5", "22"], "answer": 1, "subject": "math"},
+             {"question": {"stem": "Which is a gas?", "choices": [{"text": "iron", "label": "A"},
+                                                                  {"text": "helium", "label": "B"}]}, "answerKey": "B"},
+             {"question": "Pick", "choices": {"text": ["x", "y", "z"], "label": ["1", "2", "3"]}, "answerKey": "3"},
+             {"ctx": "She opened the door and", "endings": ["left.", "sang.", "flew.", "sat."], "label": "0"},
+             {"context": "The sky is", "choices": [" blue", " green"], "gold": 0}]
+    for i, line in enumerate(lines):
+        put(d, "line-%d.json" % i, json.dumps(line))
+
+
 KINDS = {"json": json_seeds, "config": config_seeds, "tokenizer": tokenizer_seeds, "textinput": textinput_seeds,
          "tokstream": tokstream_seeds, "shard": shard_seeds, "masked": masked_seeds, "st-set": st_set_seeds,
-         "train-state": train_state_seeds}
+         "train-state": train_state_seeds, "choice-doc": choice_doc_seeds}
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
-        sys.exit(__doc__.strip().splitlines()[-1])
+        sys.exit("usage: fuzzseeds.py KIND DIR (KIND: %s)" % ", ".join(KINDS))
     os.makedirs(sys.argv[2], exist_ok=True)
     KINDS[sys.argv[1]](sys.argv[2])
