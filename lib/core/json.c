@@ -82,10 +82,14 @@ int scp_json_get_int(const json_t *obj, const char *key, int64_t *out, const cha
         *out = json_integer_value(v);
         return 0;
     }
-    /* Some writers emit 64.0 for integers: accept integral reals. */
-    if (json_is_real(v) && json_real_value(v) == (double)(int64_t)json_real_value(v)) {
-        *out = (int64_t)json_real_value(v);
-        return 0;
+    /* Some writers emit 64.0 for integers: accept integral reals. The range is checked before the conversion,
+     * which is undefined for a double outside [-2^63, 2^63). */
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d >= -0x1p63 && d < 0x1p63 && d == (double)(int64_t)d) {
+            *out = (int64_t)d;
+            return 0;
+        }
     }
     return scp_error("%s: key '%s' must be an integer", what, key);
 }

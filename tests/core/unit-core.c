@@ -227,6 +227,26 @@ static void test_json_oom(void)
 #endif
 }
 
+/* The typed getters: an integer written as an integral real (64.0) reads as that integer; a real past int64_t, or
+ * with a fraction, is refused naming the file and the key (the conversion is not attempted out of range). */
+static void test_json_getters(void)
+{
+    const char *text = "{\"a\": 64.0, \"b\": 9.2e24, \"c\": -9223372036854775808.0, \"d\": 9223372036854775808.0, \"e\": 1.5}";
+    json_t *j = scp_json_parse(text, strlen(text), "getters.json");
+    int64_t v = 0;
+    tap_ok(j && scp_json_get_int(j, "a", &v, "getters.json") == 0 && v == 64, "64.0 reads as the integer 64");
+    tap_ok(scp_json_get_int(j, "c", &v, "getters.json") == 0 && v == INT64_MIN, "-2^63 as a real reads as INT64_MIN");
+    static const char *past[] = {"b", "d", "e"};
+    for (int i = 0; i < 3; i++) {
+        int rc = scp_json_get_int(j, past[i], &v, "getters.json");
+        char want[64];
+        snprintf(want, sizeof want, "getters.json: key '%s' must be an integer", past[i]);
+        tap_ok(rc == -1 && strstr(scp_last_error(), want), "a real '%s' outside int64_t or with a fraction is refused: %s", past[i],
+               scp_last_error());
+    }
+    json_decref(j);
+}
+
 static void test_config_sizes(void)
 {
     static const char *keys[] = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -507,6 +527,7 @@ int main(void)
     test_atomic();
     test_json_oom();
     test_config();
+    test_json_getters();
     test_tokstream();
     test_tokstream_long_claim();
     test_rng();
