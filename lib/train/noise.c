@@ -71,5 +71,7 @@ int scp_noise_from_json(scp_noise *e, const json_t *j, const char *what)
                 return scp_error("%s: 'noise_scale_ema.%s.%s' must be a finite number", what, keys[k], name);
         }
     }
+    /* No step folded yet: the averages start from zero, as the trainer's own do (a state saved then has none) */
+    if (e->n == 0) scp_noise_reset(e);
     return 0;
 }

@@ -150,6 +150,22 @@ static void test_state(void)
     fclose(f);
     rc = scp_train_state_load(path, &s2, NULL);
     tap_ok(rc == -1, "truncated JSON refused: %s", scp_last_error());
+    /* Noise-scale averages with no step folded into them start from zero, as the trainer's own (it saves none
+     * then): the state reads the same as the one it saves. */
+    static const char *groups = "{\"embed\": 0.5, \"attn\": 0.5, \"mlp\": 0.5, \"expert\": 0.5, \"router\": 0.5, \"norm\": 0.5, \"all\": 0.5}";
+    for (int steps = 0; steps < 2; steps++) {
+        f = fopen(path, "w");
+        fprintf(f, "{\"format\": \"scp-trainer-state\", \"step\": 12, \"adam_step\": 11, \"skipped\": 1, \"tokens\": 4096, "
+                   "\"cursor\": 96, \"total_steps\": 500, \"rng\": [\"1\", \"2\", \"3\", \"4\"], "
+                   "\"noise_scale_ema\": {\"steps\": %d, \"tr_sigma\": %s, \"grad_sq\": %s}}", steps, groups, groups);
+        fclose(f);
+        rc = scp_train_state_load(path, &s2, NULL);
+        scp_noise none;
+        scp_noise_reset(&none);
+        int as_none = rc == 0 && memcmp(&s2.noise, &none, sizeof none) == 0;
+        tap_ok(rc == 0 && as_none == !steps && (steps == 0 || s2.noise.ema_s[SCP_NOISE_ALL] == 0.5),
+               "noise averages over %d steps read %s", steps, steps ? "as written" : "as none yet");
+    }
     free(path);
     scp_train_opts_free(&o);
     scp_train_opts_free(&o2);
