@@ -23,11 +23,12 @@ int scp_st_index_files(const char *path, char ***files, int *nf)
     json_object_foreach(map, key, val) {
         const char *fn = json_string_value(val);
         if (!fn || strchr(fn, '/') || strcmp(fn, "..") == 0) {
+            scp_error("%s: weight_map entry '%s' is not a file name", path, key);   /* key lives in j: before freeing it */
             for (int k = 0; k < *nf; k++) free((*files)[k]);
             free(*files);
             *files = NULL, *nf = 0;
             json_decref(j);
-            return scp_error("%s: weight_map entry '%s' is not a file name", path, key);
+            return -1;
         }
         int seen = 0;
         for (int k = 0; k < *nf && !seen; k++) seen = strcmp((*files)[k], fn) == 0;

@@ -109,6 +109,28 @@ static void test_safetensors(void)
     free(path);
     free(dir);
 
+    /* An index that maps a tensor outside the directory is refused naming the tensor. The name is 34 MB, more than
+     * glibc ever serves from the heap rather than a mapping of its own (32 MB at most), so it is unmapped when the
+     * index is freed: a message made after that would fault. */
+    dir = scp_path_join(tmpdir, "outside");
+    scp_mkdir_p(dir);
+    path = scp_path_join(dir, "model.safetensors.index.json");
+    const size_t name_len = (size_t)34 << 20;
+    char *index = malloc(name_len + 64);
+    size_t n = (size_t)sprintf(index, "{\"weight_map\": {\"");
+    memset(index + n, 'k', name_len);
+    n += name_len;
+    n += (size_t)sprintf(index + n, "\": \"../x.safetensors\"}}");
+    FILE *index_file = fopen(path, "wb");
+    fwrite(index, 1, n, index_file);
+    fclose(index_file);
+    rc = scp_st_set_open(&set, dir, "model");
+    tap_ok(rc == -1 && strstr(scp_last_error(), "model.safetensors.index.json: weight_map entry 'kkkkkkkk"),
+           "an index entry naming a file outside the directory is refused naming the entry");
+    free(index);
+    free(path);
+    free(dir);
+
     /* Malformed headers: each must be refused with a message naming the fault. */
     struct { const char *header; const char *expect; size_t data; } bad[] = {
         {"{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", "invalid JSON", 8},
