@@ -306,8 +306,10 @@ static int apply_config(scp_tokenizer *t, const char *cfgpath)
             long id = strtol(k, &end, 10);
             const char *content = json_string_value(json_object_get(v, "content"));
             if (*end || id < 0 || id > 16777216 || !content) {
+                /* k lives in j: the message is made before j is freed */
+                scp_error("%s: added_tokens_decoder entry '%s' is not an id with a \"content\" string", cfgpath, k);
                 json_decref(j);
-                return scp_error("%s: added_tokens_decoder entry '%s' is not an id with a \"content\" string", cfgpath, k);
+                return -1;
             }
             if (id < t->n_vocab && t->tok[id] && !(t->attr[id] & TOK_A_UNUSED)) continue;   /* already known */
             json_t *sp = json_object_get(v, "special");

@@ -272,6 +272,27 @@ static void test_small_bytelevel(void)
            "Split on the literal String '\\E(' isolates it: %s", lt ? "ok" : scp_last_error());
     scp_tokenizer_free(lt);
     free(lp);
+    /* tokenizer_config.json beside it with an added_tokens_decoder entry that is not an id: refused naming the
+     * entry. The entry's name is 34 MB, more than glibc ever serves from the heap rather than a mapping of its own
+     * (32 MB at most), so it is unmapped when the file is freed: a message made after that would fault. */
+    char *cdir = scp_path_join(tmpdir, "with-config");
+    scp_mkdir_p(cdir);
+    char *tj = scp_path_join(cdir, "tokenizer.json"), *tc = scp_path_join(cdir, "tokenizer_config.json");
+    FILE *cf = fopen(tj, "w");
+    fputs("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}", cf);
+    fclose(cf);
+    cf = fopen(tc, "w");
+    fputs("{\"added_tokens_decoder\": {\"", cf);
+    for (int i = 0; i < 34 << 20; i++) putc('k', cf);
+    fputs("\": {\"content\": \"x\"}}}", cf);
+    fclose(cf);
+    scp_tokenizer *ct = scp_tokenizer_load(cdir);
+    tap_ok(!ct && strstr(scp_last_error(), "tokenizer_config.json: added_tokens_decoder entry 'kkkkkkkk"),
+           "an added_tokens_decoder entry that is not an id is refused naming it");
+    scp_tokenizer_free(ct);
+    free(tj);
+    free(tc);
+    free(cdir);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *bp = write_file("bad.json", bad[i].json, strlen(bad[i].json));
         scp_tokenizer *bt = scp_tokenizer_load(bp);
