@@ -191,8 +191,10 @@ static int hf_vocab(vocab *v, const char *path, char ***merges, uint64_t *nmerge
     json_t *model = json_object_get(j, "model"), *voc = json_object_get(model, "vocab");
     const char *type = json_string_value(json_object_get(model, "type"));
     if (!type || strcmp(type, "BPE") != 0 || !json_is_object(voc)) {
+        /* type lives in j: the message is made before j is freed */
+        scp_error("%s: only BPE tokenizers are exported to GGUF (model.type is '%s')", path, type ? type : "?");
         json_decref(j);
-        return scp_error("%s: only BPE tokenizers are exported to GGUF (model.type is '%s')", path, type ? type : "?");
+        return -1;
     }
     const char *key;
     json_t *val;

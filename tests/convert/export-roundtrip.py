@@ -204,6 +204,17 @@ ok(r.returncode == 1 and b"model.norm.weight" in r.stderr and not os.path.exists
 open(os.path.join(bad, "model.safetensors"), "wb").write(b"\x10\x00\x00")
 r = run(["scp-export", "-o", os.path.join(tmp, "bad2"), bad])
 ok(r.returncode == 1 and b"model.safetensors" in r.stderr, "a truncated model.safetensors: exit 1 naming the file")
+# A tokenizer.json of another model type is refused naming the type. The type is 34 MB long, past glibc's largest
+# mmap threshold, so that jansson keeps it in a mapping of its own, unmapped when the file is freed: a message made
+# after that would fault.
+shutil.rmtree(bad)
+shutil.copytree(ck, bad)
+tj = json.load(open(os.path.join(bad, "tokenizer.json")))
+tj["model"]["type"] = "WordPiece" + "x" * (34 << 20)
+json.dump(tj, open(os.path.join(bad, "tokenizer.json"), "w"))
+r = run(["scp-export", "-o", os.path.join(tmp, "wp.gguf"), bad])
+ok(r.returncode == 1 and b"only BPE tokenizers are exported to GGUF (model.type is 'WordPiecexxx" in r.stderr
+   and not os.path.exists(os.path.join(tmp, "wp.gguf")), "a tokenizer.json of another model type: exit 1 naming the type")
 for args, why in ((["-o", "x"], "no checkpoint"), ([ck], "no -o"), (["--format", "onnx", "-o", "x", ck], "unknown format"),
                   (["--dtype", "f16", "-o", os.path.join(tmp, "y"), ck], "f16 HF"), (["--arch", "dream", "-o", os.path.join(tmp, "z"), ck], "--arch with hf")):
     r = run(["scp-export"] + args)
