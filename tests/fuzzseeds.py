@@ -40,21 +40,8 @@ def config_seeds(d):
 
 
 # ---- tokenizers ----------------------------------------------------------------------------------------------
-def bytelevel_alphabet():
-    """GPT-2's bytes_to_unicode: byte -> the character that stands for it."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    out, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + n)
-            n += 1
-    return out
-
-
 def tokenizer_json_seeds(d):
-    alpha = bytelevel_alphabet()
+    alpha = g.byte_chars()
     vocab = {alpha[b]: b for b in range(256)}
     vocab.update({"he": 256, "ll": 257, "hell": 258, "\u0120w": 259})
     bl = {"model": {"type": "BPE", "vocab": vocab, "merges": ["h e", "l l", "he ll", "\u0120 w"]},

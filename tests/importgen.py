@@ -115,6 +115,19 @@ def random_tensors(c, dtype, seed):
     return out
 
 
+def byte_chars():
+    """GPT-2's byte-to-character map of byte-level BPE: byte b is the character bc[b]."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + n)
+            n += 1
+    return out
+
+
 def tokenizer_files(d, n_tokens):
     """A small byte-level BPE tokenizer.json with n_tokens ids: vocab 0..n-3, added tokens n-2, n-1."""
     words = ["a", "b", "ab"] + ["t%d" % i for i in range(n_tokens - 5)]

@@ -21,14 +21,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-
 static void test_dtypes(void)
 {
     /* Exact values: 1.0, -2.0, 65504 (f16 max), smallest subnormal, 1/3 rounding. */

@@ -36,24 +36,11 @@ atexit.register(shutil.rmtree, tmp, True)
 src, ck = os.path.join(tmp, "src"), os.path.join(tmp, "ck")
 
 
-def byte_chars():
-    """GPT-2's byte-to-character map of byte-level BPE: byte b is the character bc[b]."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    out, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + n)
-            n += 1
-    return out
-
-
 # 256 byte tokens (id = the byte) and two added tokens; the model has room for the mask token import adds
 c = g.config("llama", vocab=264, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
              num_hidden_layers=2, max_position_embeddings=512)
 g.make_hf(src, c, "F32", seed=23, n_tokens=258)
-bc = byte_chars()
+bc = g.byte_chars()
 tj = json.load(open(os.path.join(src, "tokenizer.json")))
 tj["model"]["vocab"] = {bc[b]: b for b in range(256)}
 tj["model"]["merges"] = []
