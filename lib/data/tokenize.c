@@ -12,6 +12,8 @@
 
 typedef struct doc {
     size_t off, len;     /* text in the batch arena */
+    const char *input;   /* the input it came from, and its number there (from 1), for messages */
+    int64_t number;
     int32_t *ids;        /* encoded (malloc'ed by the tokenizer), n of them */
     size_t n;
 } doc;
@@ -32,6 +34,7 @@ typedef struct job {
     const char *const *inputs;
     int n_inputs, next_input, eof;
     scp_textin *in;
+    int64_t in_docs;           /* documents read from the open input */
     batch slots[2];
     /* The writer (drain): a token stream or id lines. */
     FILE *f;
@@ -63,6 +66,7 @@ static int64_t fill(void *ctx, int slot)
                 break;
             }
             j->in = scp_textin_open(j->inputs[j->next_input++], &j->o->input);
+            j->in_docs = 0;
             if (!j->in) {
                 if (!j->o->input.skip_bad) return -1;
                 scp_warn("%s (skipped)", scp_last_error());
@@ -83,7 +87,8 @@ static int64_t fill(void *ctx, int slot)
         if (b->used + len > b->acap) b->arena = scp_xrealloc(b->arena, b->acap = b->used + len + (1 << 20));
         if (b->ndocs == b->dcap) b->docs = scp_xrealloc(b->docs, sizeof *b->docs * (b->dcap = b->dcap ? b->dcap * 2 : 1024));
         memcpy(b->arena + b->used, text, len);
-        b->docs[b->ndocs++] = (doc){b->used, len, NULL, 0};
+        const char *name = j->inputs[j->next_input - 1];
+        b->docs[b->ndocs++] = (doc){b->used, len, strcmp(name, "-") ? name : "<stdin>", ++j->in_docs, NULL, 0};
         b->used += len;
         j->st->bytes += len;
     }
@@ -96,7 +101,9 @@ static int work(void *ctx, int slot, int64_t item, int worker)
     job *j = ctx;
     batch *b = &j->slots[slot];
     doc *d = &b->docs[item];
-    return scp_tokenizer_encode(j->tok, b->arena + d->off, d->len, j->o->special, &d->ids, &d->n);
+    if (scp_tokenizer_encode(j->tok, b->arena + d->off, d->len, j->o->special, &d->ids, &d->n))
+        return scp_error_prefix("%s: document %" PRId64, d->input, d->number);
+    return 0;
 }
 
 /* One document as a line of decimal ids, BOS and EOS included. */

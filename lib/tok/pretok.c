@@ -289,7 +289,15 @@ int tok_split_regex(void *rev, int behavior, int invert, const char *s, size_t n
         sg[ns++] = (seg){(x), (y), ((d) != 0) != (invert != 0)}; } while (0)
     while (pos < n) {
         int m = pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-        if (m < 0) break;
+        if (m == PCRE2_ERROR_NOMATCH) break;
+        if (m < 0) {   /* such as the match limit of a pattern that backtracks without end: not "no more pieces" */
+            PCRE2_UCHAR why[256];
+            pcre2_get_error_message(m, why, sizeof why);
+            pcre2_match_data_free(md);
+            free(sg);
+            return scp_error("the pre-tokenizer's Split pattern failed at byte %zu of a %zu-byte text: %s", pos, n,
+                             (const char *)why);
+        }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t ms = ov[0], me = ov[1];
         if (me == ms) {   /* empty match: step one character */

@@ -144,6 +144,21 @@ ok $? "--skip-bad on a truncated tar: the whole first member, the second counted
 fails_with 1 "nothere.txt" "missing input file" scp-tokenize -t "$TOK" -o "$TMP/x.tok" "$TMP/nothere.txt"
 printf '{"model": {' > "$TMP/broken.json"
 fails_with 1 "broken.json" "broken tokenizer.json: exit 1 naming it" scp-tokenize -t "$TMP/broken.json" "$TMP/a.txt"
+# A Split pattern that backtracks without end stops at PCRE2's match limit: exit 1 naming the input and the
+# document, no output (not the rest of the text as one piece).
+"$PY" - "$TMP/backtrack.json" <<'EOF'
+import json, sys
+vocab = {c: i for i, c in enumerate("abc")}
+json.dump({"model": {"type": "BPE", "vocab": vocab, "merges": []}, "added_tokens": [], "normalizer": None,
+           "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a+)+[bc]"}, "behavior": "Isolated", "invert": False},
+           "decoder": None}, open(sys.argv[1], "w"))
+EOF
+printf 'abc\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n' >"$TMP/backtrack.txt"
+fails_with 1 "backtrack.txt: document 2: the pre-tokenizer's Split pattern failed at byte 0 of a 40-byte text: match limit" \
+    "a Split pattern at PCRE2's match limit: exit 1 naming the input and the document" \
+    scp-tokenize -t "$TMP/backtrack.json" -o "$TMP/backtrack.tok" "$TMP/backtrack.txt"
+[ ! -e "$TMP/backtrack.tok" ]
+ok $? "... and no output"
 # Deprecated letters still work, with a warning naming the new spelling, and give the same output.
 scp-tokenize -t "$TOK" -q -f ids -d paragraph -i text "$TMP/a.txt" >"$TMP/old.ids" 2>"$TMP/old.err"; r=$?
 scp-tokenize -t "$TOK" -q --format ids --doc paragraph --input-format text "$TMP/a.txt" >"$TMP/new.ids"

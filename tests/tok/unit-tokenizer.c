@@ -112,6 +112,24 @@ static void test_splitters(void)
     }
 }
 
+/* A Split pattern that backtracks without end reaches PCRE2's match limit: an error, not "no more matches" (which
+ * would leave the rest of the text one piece). */
+static void test_split_match_limit(void)
+{
+    void *re = tok_regex_compile("(a+)+[bc]", "test");
+    if (!tap_ok(re != NULL, "the pattern (a+)+[bc] compiles")) return;
+    char s[41];
+    memset(s, 'a', 40);
+    s[40] = 0;
+    pieces p = {0};
+    int rc = tok_split_regex(re, 0, 0, s, 40, collect, &p);
+    tap_ok(rc == -1 && strstr(scp_last_error(), "Split pattern failed at byte 0 of a 40-byte text") &&
+           strstr(scp_last_error(), "limit"), "a Split pattern at PCRE2's match limit is an error: %s",
+           rc ? scp_last_error() : "no error");
+    free(p.end);
+    tok_regex_free(re);
+}
+
 /* ---- NFC and UTF-8 repair ---- */
 
 static void test_nfc_utf8(void)
@@ -475,6 +493,7 @@ int main(void)
     snprintf(tmpdir, sizeof tmpdir, "%s/scp-unit-tok.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(tmpdir)) return 1;
     test_splitters();
+    test_split_match_limit();
     test_nfc_utf8();
     test_small_bytelevel();
     test_small_llama2c();
