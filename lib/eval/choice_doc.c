@@ -22,6 +22,10 @@ char *scp_choice_doc_keys(const json_t *item)
 }
 
 /* -1 with "WHAT: has keys K; EXPECTED". */
+/* A JSON string holding a NUL character (\u0000), which the C strings it is read into would cut short: an empty
+ * choice would pass as a non-empty one. */
+static int has_nul(const json_t *s) { return strlen(json_string_value(s)) != json_string_length(s); }
+
 static int missing(const json_t *item, const char *what, const char *expected)
 {
     char *keys = scp_choice_doc_keys(item);
@@ -88,7 +92,9 @@ static int read_choices(const json_t *v, const char *name, const char *what, scp
             return scp_error("%s: %s[%zu] is not a string%s", what, name, k,
                              json_is_object(v) ? "" : " or an object with a \"text\" string");
         if (json_string_length(c) == 0) return scp_error("%s: %s[%zu] is empty", what, name, k);
+        if (has_nul(c)) return scp_error("%s: %s[%zu] holds a NUL character", what, name, k);
         if (l && !json_is_string(l)) return scp_error("%s: the label of %s[%zu] is not a string", what, name, k);
+        if (l && has_nul(l)) return scp_error("%s: the label of %s[%zu] holds a NUL character", what, name, k);
         d->choices[k] = json_string_value(c);
         d->labels[k] = l ? scp_xstrdup(json_string_value(l)) : NULL;
         all_labelled &= l != NULL;
@@ -147,8 +153,10 @@ static int read_question(const json_t *item, const json_t *q, const char *what, 
                          const json_t **choices, const char **choices_name)
 {
     const json_t *inner = NULL;
-    if (json_is_string(q))
+    if (json_is_string(q)) {
+        if (has_nul(q)) return scp_error("%s: question holds a NUL character", what);
         d->text = json_string_value(q);
+    }
     else if (json_is_object(q)) {
         const json_t *stem = json_object_get(q, "stem");
         if (!json_is_string(stem)) {
@@ -157,6 +165,7 @@ static int read_question(const json_t *item, const json_t *q, const char *what, 
             free(keys);
             return -1;
         }
+        if (has_nul(stem)) return scp_error("%s: question.stem holds a NUL character", what);
         d->text = json_string_value(stem);
         inner = json_object_get(q, "choices");
     } else
@@ -197,6 +206,7 @@ int scp_choice_doc_read(const json_t *item, const char *what, scp_choice_doc *d)
             return missing(item, what, endings ? "the context under ctx, context or query"
                                                : "the context under context, query, ctx or question");
         if (ctx && !json_is_string(ctx)) return scp_error("%s: %s is not a string", what, name);
+        if (ctx && has_nul(ctx)) return scp_error("%s: %s holds a NUL character", what, name);
         d->text = json_string_value(ctx);
         d->layout = endings ? SCP_CHOICE_LAYOUT_HELLASWAG : SCP_CHOICE_LAYOUT_NATIVE;
         gold_keys = endings ? gold_hellaswag : gold_native;

@@ -275,6 +275,9 @@ BAD = [({"question": "q", "options": ["a", "b"], "answer": 0}, "has keys questio
        ({"question": "q", "choices": ["a", 3], "answer": 0}, "choices[1] is not a string"),
        ({"question": "q", "choices": ["a", ""], "answer": 0}, "choices[1] is empty"),
        ({"context": 7, "choices": ["a", "b"], "gold": 0}, "context is not a string"),
+       ({"question": "q", "choices": ["a", "\u0000b"], "answer": 0}, "choices[1] holds a NUL character"),
+       ({"question": "q\u0000", "choices": ["a", "b"], "answer": 0}, "question holds a NUL character"),
+       ({"context": "c\u0000", "choices": ["a", "b"], "gold": 0}, "context holds a NUL character"),
        ("[1, 2]", "not a JSON object"),
        ('{"question": "q", "choices": ["a", "b"', "invalid JSON")]
 for line, want, *inner in BAD:
