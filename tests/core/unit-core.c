@@ -17,8 +17,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static void test_dtypes(void)
@@ -188,11 +186,21 @@ static int config_with(const char *edit, scp_model_config *c)
     return rc;
 }
 
-/* Every size key: an integer within its documented range, or refused naming the key and the file; the products
- * that size the allocations checked before anything is allocated; real large models pass. */
 /* Running out of memory while parsing JSON is reported as that, not as a syntax error (jansson itself says
  * nothing, or "string or '}' expected"): a child process whose address space is capped 32 MB above what it
  * uses parses a 3 MB array of 400,000 small objects (well over 32 MB once parsed). */
+typedef struct big_json {
+    const char *buf;
+    size_t len;
+} big_json;
+
+static const char *parse_big(void *ctx)
+{
+    const big_json *b = ctx;
+    json_t *k = scp_json_parse(b->buf, b->len, "big.json");
+    return k ? "parsed" : scp_last_error();
+}
+
 static void test_json_oom(void)
 {
 #ifdef UNDER_ASAN
@@ -204,35 +212,11 @@ static void test_json_oom(void)
     buf[len++] = '[';
     for (size_t i = 0; i < n; i++) len += (size_t)sprintf(buf + len, "%s{\"a\":%d}", i ? "," : "", (int)(i % 10));
     buf[len++] = ']';
-    int fd[2];
-    if (pipe(fd)) {
-        tap_ok(0, "pipe");
-        free(buf);
-        return;
-    }
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fd[0]);
-        long pages = 0;
-        FILE *f = fopen("/proc/self/statm", "r");
-        if (!f || fscanf(f, "%ld", &pages) != 1) _exit(2);
-        fclose(f);
-        rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (32u << 20);
-        struct rlimit rl = {cap, cap};
-        if (setrlimit(RLIMIT_AS, &rl)) _exit(2);
-        json_t *k = scp_json_parse(buf, len, "big.json");
-        const char *msg = k ? "parsed" : scp_last_error();
-        if (write(fd[1], msg, strlen(msg)) < 0) _exit(2);
-        _exit(0);
-    }
-    close(fd[1]);
-    char msg[512] = {0};
-    ssize_t got = read(fd[0], msg, sizeof msg - 1);
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    tap_ok(got > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(msg, "big.json: out of memory") && !strstr(msg, "invalid"),
-           "%zu bytes of JSON with the address space capped: %s", len, msg);
+    char msg[512];
+    big_json b = {buf, len};
+    int rc = capped_run(32u << 20, parse_big, &b, msg, sizeof msg);
+    tap_ok(rc == 0 && strstr(msg, "big.json: out of memory") && !strstr(msg, "invalid"),
+           "%zu bytes of JSON with the address space capped: %s", len, rc ? "the child died" : msg);
     /* After the child: the memory of a parse freed here would be reused there without growing the address space. */
     json_t *j = scp_json_parse(buf, len, "big.json");
     tap_ok(j && json_array_size(j) == n, "and without the cap they parse");
@@ -261,6 +245,8 @@ static void test_json_getters(void)
     json_decref(j);
 }
 
+/* Every size key: an integer within its documented range, or refused naming the key and the file; the products
+ * that size the allocations checked before anything is allocated; real large models pass. */
 static void test_config_sizes(void)
 {
     static const char *keys[] = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
