@@ -67,33 +67,35 @@ static int alias_of_letter(const scp_cli *c, int letter)
     return -1;
 }
 
-/* The vocabulary's option whose letter is `letter` (one at most). */
+/* The vocabulary's option whose letter is `letter` (one at most), or -1. */
 static int option_of_letter(int letter)
 {
     for (int id = 0; id < SCP_OPT_COUNT; id++)
-        if (scp_options[id].letter == letter) return id;
-    abort();
+        if (letter && scp_options[id].letter == letter) return id;
+    return -1;
+}
+
+/* "-m/--model", or "--name" for an option without a letter, for messages. */
+static const char *spelled(scp_opt_id id, char *buf, size_t size)
+{
+    const scp_option_def *d = &scp_options[id];
+    if (d->letter) snprintf(buf, size, "-%c/--%s", d->letter, d->name);
+    else snprintf(buf, size, "--%s", d->name);
+    return buf;
 }
 
 static void warn_alias(const char *old, int is_letter, scp_opt_id id)
 {
-    const scp_option_def *d = &scp_options[id];
     char now[64];
-    if (d->letter) snprintf(now, sizeof now, "-%c/--%s", d->letter, d->name);
-    else snprintf(now, sizeof now, "--%s", d->name);
     fprintf(stderr, "%s: warning: %s%s is deprecated and will be removed in the next release; use %s\n",
-            scp_progname(), is_letter ? "-" : "--", old, now);
+            scp_progname(), is_letter ? "-" : "--", old, spelled(id, now, sizeof now));
 }
 
 /* The vocabulary's option spelled `what` ("-m", "--model" or "--model=x"), or -1. */
 static int option_of_spelling(const char *what)
 {
     if (what[0] != '-') return -1;
-    if (what[1] != '-') {
-        for (int id = 0; id < SCP_OPT_COUNT; id++)
-            if (what[1] && scp_options[id].letter == what[1]) return id;
-        return -1;
-    }
+    if (what[1] != '-') return option_of_letter(what[1]);
     size_t n = strcspn(what + 2, "=");
     for (int id = 0; id < SCP_OPT_COUNT; id++)
         if (strlen(scp_options[id].name) == n && strncmp(scp_options[id].name, what + 2, n) == 0) return id;
@@ -106,15 +108,13 @@ static void refuse_unknown(const scp_cli *c, const char *what)
 {
     int id = option_of_spelling(what);
     if (id < 0) scp_usage_error("unknown option '%s'", what);
-    const scp_option_def *d = &scp_options[id];
-    char spelled[64];
-    if (d->letter) snprintf(spelled, sizeof spelled, "-%c/--%s", d->letter, d->name);
-    else snprintf(spelled, sizeof spelled, "--%s", d->name);
+    char name[64];
     const char *instead = NULL;
     for (int i = 0; c->instead && c->instead[i].text; i++)
         if ((int)c->instead[i].id == id) instead = c->instead[i].text;
     scp_usage_error("unknown option '%s': %s takes no %s (in other scp programs: %s)%s%s", what, scp_progname(),
-                    spelled, d->meaning, instead ? "; " : "", instead ? instead : "");
+                    spelled((scp_opt_id)id, name, sizeof name), scp_options[id].meaning, instead ? "; " : "",
+                    instead ? instead : "");
 }
 
 int scp_cli_next(scp_cli *c, int argc, char **argv)
@@ -139,7 +139,11 @@ int scp_cli_next(scp_cli *c, int argc, char **argv)
     }
     if (v >= LONG_BASE) return v - LONG_BASE;
     for (int i = 0; i < c->n_ids; i++)
-        if (c->longopts[i].val == v) return option_of_letter(v);
+        if (c->longopts[i].val == v) {
+            int id = option_of_letter(v);
+            if (id < 0) abort();   /* the program's tables hold a letter the vocabulary does not */
+            return id;
+        }
     int a = alias_of_letter(c, v);
     if (a >= 0) {
         char l[2] = {(char)v, 0};
